@@ -1,0 +1,123 @@
+r"""The auxiliary losses of DiffPool, computed per graph so that padding never counts.
+
+For graph :math:`g` with :math:`N_g` real nodes, adjacency :math:`\mathbf{A}_g` and assignment
+:math:`\mathbf{S}_g \in [0, 1]^{N_g \times C}`:
+
+* Frobenius link loss (the paper), exact and without any :math:`N \times N` tensor:
+
+  .. math::
+      \|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2 = \|\mathbf{A}_g\|_F^2
+      - 2\,\mathrm{tr}(\mathbf{S}_g^\top \mathbf{A}_g \mathbf{S}_g)
+      + \|\mathbf{S}_g^\top \mathbf{S}_g\|_F^2,
+      \qquad
+      \mathcal{L}_{LP,g} = \frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F
+
+  i.e. the root mean square error over the :math:`N_g^2` entries of :math:`\mathbf{A}_g`.
+* BCE link loss (what the authors' code trains with), with
+  :math:`\mathbf{P} = \min(\mathbf{S}_g\mathbf{S}_g^\top, 1)` and :math:`\epsilon = 10^{-7}`:
+
+  .. math::
+      \mathcal{L}_{LP,g} = \frac{1}{N_g^2}\sum_{i,j}
+      -A_{ij}\log(P_{ij}+\epsilon) - (1-A_{ij})\log(1-P_{ij}+\epsilon).
+
+* Entropy: :math:`\mathcal{L}_{E,g} = \frac{1}{N_g}\sum_{i} H(\mathbf{S}_{g,i})`.
+
+Each batch loss is the unweighted mean of the per-graph losses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+BCE_EPS = 1e-7
+# Largest number of elements of one temporary block in the chunked BCE computation.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def safe_sqrt(value: Tensor) -> Tensor:
+    """``sqrt(max(value, 0))`` with a zero (not infinite) gradient at zero."""
+    positive = value > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, value, 1.0)), 0.0)
+
+
+def frobenius_link_loss_sq(adj_sq_norm: Tensor, trace: Tensor, s: Tensor) -> Tensor:
+    r"""Per-graph :math:`\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2`, clamped at zero.
+
+    Args:
+        adj_sq_norm (torch.Tensor): ``[B]`` :math:`\|\mathbf{A}_g\|_F^2`.
+        trace (torch.Tensor): ``[B]`` :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`.
+        s (torch.Tensor): ``[B, N, C]`` assignment with zero rows for padding.
+    """
+    sts = torch.bmm(s.transpose(1, 2), s)
+    return (adj_sq_norm - 2.0 * trace + sts.pow(2).sum((-2, -1))).clamp(min=0.0)
+
+
+def _bce_block(s_rows: Tensor, s: Tensor, pair_mask: Tensor, adj_rows: Tensor | None) -> Tensor:
+    """BCE summed per graph over one block of rows; ``adj_rows`` None means A = 0 there."""
+    p = torch.bmm(s_rows, s.transpose(1, 2)).clamp(max=1.0)
+    loss = -torch.log(1.0 - p + BCE_EPS)
+    if adj_rows is not None:
+        loss = loss + adj_rows * (torch.log(1.0 - p + BCE_EPS) - torch.log(p + BCE_EPS))
+    return torch.where(pair_mask, loss, 0.0).sum((-2, -1))
+
+
+def _row_chunk(batch_size: int, num_nodes: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, batch_size * num_nodes))
+
+
+def bce_link_loss_sum(s: Tensor, mask: Tensor, adj: Tensor | None = None) -> Tensor:
+    r"""Per-graph sum of the BCE over all pairs of real nodes, for a dense ``adj`` or ``A = 0``.
+
+    Rows are processed in blocks recomputed in the backward pass, so memory stays at one
+    ``[B, rows, N]`` block instead of ``[B, N, N]``.
+
+    Args:
+        s (torch.Tensor): ``[B, N, C]`` assignment.
+        mask (torch.Tensor): ``[B, N]`` bool node mask.
+        adj (torch.Tensor, optional): ``[B, N, N]`` dense adjacency; None means all zeros (the
+            sparse level adds its edges with :func:`bce_edge_correction`).
+
+    Returns:
+        torch.Tensor: ``[B]`` sums (not yet divided by :math:`N_g^2`).
+    """
+    batch_size, num_nodes, _ = s.shape
+    chunk = _row_chunk(batch_size, num_nodes)
+    total = s.new_zeros(batch_size)
+    for start in range(0, num_nodes, chunk):
+        rows = slice(start, start + chunk)
+        pair_mask = mask[:, rows, None] & mask[:, None, :]
+        adj_rows = None if adj is None else adj[:, rows]
+        args = (s[:, rows], s, pair_mask, adj_rows)
+        if torch.is_grad_enabled() and s.requires_grad and num_nodes > chunk:
+            total = total + checkpoint(_bce_block, *args, use_reentrant=False)
+        else:
+            total = total + _bce_block(*args)
+    return total
+
+
+def _edge_block(s_flat: Tensor, src: Tensor, dst: Tensor, weight: Tensor) -> Tensor:
+    p = (s_flat[src] * s_flat[dst]).sum(-1).clamp(max=1.0)
+    return weight * (torch.log(1.0 - p + BCE_EPS) - torch.log(p + BCE_EPS))
+
+
+def bce_edge_correction(s_flat: Tensor, index: Tensor, value: Tensor, batch: Tensor,
+                        batch_size: int) -> Tensor:
+    r"""Per-graph :math:`\sum_{(i,j)} A_{ij}\,[\log(1-P_{ij}+\epsilon) - \log(P_{ij}+\epsilon)]`.
+
+    Added to :func:`bce_link_loss_sum` with ``adj=None`` it gives the exact BCE of a sparse
+    adjacency, touching only its edges. Edges are processed in blocks to bound memory.
+    """
+    num_edges, num_clusters = index.size(1), s_flat.size(1)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, num_clusters))
+    terms = []
+    for start in range(0, num_edges, chunk):
+        src, dst = index[0, start:start + chunk], index[1, start:start + chunk]
+        args = (s_flat, src, dst, value[start:start + chunk].to(s_flat.dtype))
+        if torch.is_grad_enabled() and s_flat.requires_grad and num_edges > chunk:
+            terms.append(checkpoint(_edge_block, *args, use_reentrant=False))
+        else:
+            terms.append(_edge_block(*args))
+    per_edge = torch.cat(terms) if terms else s_flat.new_zeros(0)
+    return s_flat.new_zeros(batch_size).index_add(0, batch[index[0]], per_edge)

@@ -1,0 +1,23 @@
+"""PyG layers: the sparse first DiffPool level, its dense counterpart, and encoder stacks."""
+
+from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
+from diffpool.nn.diffpool_conv import DiffPoolConv
+from diffpool.nn.encoders import (
+    ENCODERS,
+    DenseGNNEncoder,
+    GNNEncoder,
+    get_encoder,
+    register_encoder,
+)
+from diffpool.nn.output import DiffPoolOutput
+
+__all__ = [
+    "DiffPoolConv",
+    "DenseDiffPoolConv",
+    "DiffPoolOutput",
+    "GNNEncoder",
+    "DenseGNNEncoder",
+    "ENCODERS",
+    "register_encoder",
+    "get_encoder",
+]

@@ -1,0 +1,116 @@
+"""Deeper DiffPool levels: a dense, padded batch in, a coarsened dense batch out."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffpool.functional.assignment import masked_assignment
+from diffpool.functional.losses import bce_link_loss_sum
+from diffpool.nn.base import DiffPoolBase
+from diffpool.nn.encoders import DenseGNNEncoder
+from diffpool.nn.output import DiffPoolOutput
+from diffpool.utils.validation import check_dense_inputs
+
+
+class DenseDiffPoolConv(DiffPoolBase):
+    r"""The dense counterpart of :class:`~diffpool.nn.DiffPoolConv`, for the levels after the
+    first pooling (or for batches that are dense already).
+
+    .. math::
+        \mathbf{Z} &= \mathrm{GNN}_{\mathrm{embed}}(\mathbf{A}, \mathbf{X}, \mathbf{M}), \qquad
+        \mathbf{S} = \mathrm{softmax}(\mathrm{GNN}_{\mathrm{pool}}(\mathbf{A}, \mathbf{X},
+        \mathbf{M})) \odot \mathbf{M}
+
+        \mathbf{X}' &= \mathbf{S}^{\top} \mathbf{Z}, \qquad
+        \mathbf{A}' = \mathbf{S}^{\top} \mathbf{A} \mathbf{S}
+
+    with :math:`\mathbf{X} \in \mathbb{R}^{B \times N \times F}`,
+    :math:`\mathbf{A} \in \mathbb{R}^{B \times N \times N}` and node mask
+    :math:`\mathbf{M} \in \{0, 1\}^{B \times N}` (after a pooling level, the previous level's
+    ``cluster_mask``). Cluster budgets and losses are exactly those of
+    :class:`~diffpool.nn.DiffPoolConv`, with :math:`N_g = \sum_i M_{gi}` real nodes per graph:
+
+    .. math::
+        \mathcal{L}_{LP} &= \frac{1}{B} \sum_g \frac{1}{N_g}
+        \|\mathbf{A}_g - \mathbf{S}_g \mathbf{S}_g^{\top}\|_F
+
+        \mathcal{L}_{E} &= \frac{1}{B} \sum_g \frac{1}{N_g} \sum_{i \in g}
+        -\sum_c S_{ic} \log S_{ic}
+
+    (``"bce"``: :math:`\frac{1}{B}\sum_g \frac{1}{N_g^2}\sum_{i,j \in g} -A_{ij}\log(P_{ij}+
+    \epsilon) - (1-A_{ij})\log(1-P_{ij}+\epsilon)`, :math:`\mathbf{P} = \min(\mathbf{S}
+    \mathbf{S}^\top, 1)`, :math:`\epsilon = 10^{-7}`). Entries of :math:`\mathbf{A}` outside
+    the mask are ignored.
+
+    Args:
+        embed (torch.nn.Module): dense :math:`\mathrm{GNN}_{\mathrm{embed}}` called as
+            ``embed(x, adj, mask)`` (e.g. a stack of :class:`~torch_geometric.nn.DenseSAGEConv`),
+            returning ``[B, N, F']``.
+        pool (torch.nn.Module): dense :math:`\mathrm{GNN}_{\mathrm{pool}}`, returning
+            ``[B, N, num_clusters]`` logits.
+        num_clusters (int): The number of clusters :math:`C` (the cap with a ``ratio``).
+        ratio (float, optional): If set, per-graph budgets
+            :math:`C_g = \min(C, \lceil \mathrm{ratio} \cdot N_g \rceil)`; the output then has
+            :math:`\min(C, \lceil \mathrm{ratio} \cdot N \rceil)` slots. (default: :obj:`None`)
+        link_loss (str, optional): ``"frobenius"``, ``"bce"`` or ``"none"``.
+            (default: :obj:`"frobenius"`)
+        link_loss_coef (float, optional): Weight of the link loss. (default: :obj:`1.0`)
+        entropy_loss (bool, optional): Whether to compute the entropy loss.
+            (default: :obj:`True`)
+        entropy_loss_coef (float, optional): Weight of the entropy loss. (default: :obj:`1.0`)
+        validate (bool, optional): Check the inputs. (default: :obj:`True`)
+    """
+
+    encoder_class = DenseGNNEncoder
+
+    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> DiffPoolOutput:
+        r"""Pool a dense batch.
+
+        Args:
+            x (torch.Tensor): Node features ``[B, N, F]`` (or ``[N, F]`` for one graph).
+            adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
+            mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
+                (default: :obj:`None`)
+
+        Returns:
+            DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]``,
+            ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the losses.
+        """
+        if isinstance(x, Tensor) and x.dim() == 2:
+            x = x.unsqueeze(0)
+        if isinstance(adj, Tensor) and adj.dim() == 2:
+            adj = adj.unsqueeze(0)
+        if isinstance(mask, Tensor) and mask.dim() == 1:
+            mask = mask.unsqueeze(0)
+        if self._validating():
+            check_dense_inputs(x, adj, mask)
+        batch_size, num_nodes = x.shape[:2]
+        if mask is None:
+            mask = torch.ones(batch_size, num_nodes, dtype=torch.bool, device=x.device)
+
+        z = self.embed(x, adj, mask)
+        logits = self.pool(x, adj, mask)
+        self._check_logits(logits)
+
+        num_slots = self._num_slots(num_nodes)
+        cluster_mask = self._cluster_mask(mask.sum(-1), num_slots)
+        slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
+        s, entropy = masked_assignment(logits[..., :num_slots], slot_mask)
+        s = s * mask.unsqueeze(-1).to(s.dtype)
+
+        pair_mask = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            adj = torch.where(pair_mask, adj.to(s.dtype), 0.0)
+            adj_times_s = torch.bmm(adj, s)
+
+        return self._output(
+            z=z,
+            s=s,
+            mask=mask,
+            cluster_mask=cluster_mask,
+            entropy=entropy,
+            adj_times_s=adj_times_s,
+            adj_sq_norm=lambda: adj.pow(2).sum((-2, -1)),
+            bce_sum=lambda: bce_link_loss_sum(s, mask, adj),
+        )

@@ -1,0 +1,42 @@
+"""The named result of one DiffPool level."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class DiffPoolOutput(NamedTuple):
+    r"""What one pooling level returns (a :class:`~typing.NamedTuple`, so it also unpacks).
+
+    Attributes:
+        x (torch.Tensor): pooled features :math:`\mathbf{X}' = \mathbf{S}^\top\mathbf{Z}`,
+            ``[B, C, F']``.
+        adj (torch.Tensor): coarsened adjacency
+            :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`, ``[B, C, C]``.
+        s (torch.Tensor): dense assignment :math:`\mathbf{S}`, ``[B, N_max, C]``; padded rows and
+            unused cluster slots are exactly zero.
+        mask (torch.Tensor): ``[B, N_max]`` bool mask of the real input nodes.
+        cluster_mask (torch.Tensor): ``[B, C]`` bool mask of the clusters each graph uses; the
+            node mask of the next dense level.
+        link_loss (torch.Tensor): scalar, mean over graphs of the per-graph link loss (zero when
+            the link loss is off).
+        entropy_loss (torch.Tensor): scalar, mean over graphs of the per-graph entropy loss
+            (zero when the entropy loss is off).
+        aux_loss (torch.Tensor): scalar, ``link_loss_coef * link_loss +
+            entropy_loss_coef * entropy_loss``: add it to the task loss.
+        link_loss_per_graph (torch.Tensor): ``[B]`` per-graph link losses.
+        entropy_loss_per_graph (torch.Tensor): ``[B]`` per-graph entropy losses.
+    """
+
+    x: Tensor
+    adj: Tensor
+    s: Tensor
+    mask: Tensor
+    cluster_mask: Tensor
+    link_loss: Tensor
+    entropy_loss: Tensor
+    aux_loss: Tensor
+    link_loss_per_graph: Tensor
+    entropy_loss_per_graph: Tensor

@@ -1,0 +1,1 @@
+"""Connectivity handling and input validation."""

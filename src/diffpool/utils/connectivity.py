@@ -1,0 +1,80 @@
+"""One representation of a sparse batch's connectivity for the pooling algebra.
+
+A user hands the layer ``edge_index`` (with optional ``edge_weight``), a
+``torch_sparse.SparseTensor`` or a ``torch.sparse`` matrix. The encoders receive that object
+unchanged; the pooling algebra works on :class:`CooAdjacency`, the coalesced COO form of the
+adjacency :math:`\\mathbf{A}` with :math:`A_{ij}` the (summed) weight of the edges
+:math:`i \\to j` -- the convention of :func:`torch_geometric.utils.to_dense_adj`.
+
+``SparseTensor`` and ``torch.sparse`` inputs follow PyG's ``adj_t`` convention (what
+:class:`torch_geometric.transforms.ToSparseTensor` produces): entry ``[i, j]`` is the edge
+:math:`j \\to i`, so :math:`\\mathbf{A}` is their transpose.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+def is_sparse_tensor(obj) -> bool:
+    """Whether ``obj`` is a ``torch_sparse.SparseTensor`` (without importing torch_sparse)."""
+    return type(obj).__name__ == "SparseTensor" and hasattr(obj, "storage")
+
+
+def is_torch_sparse(obj) -> bool:
+    return isinstance(obj, Tensor) and obj.layout in (
+        torch.sparse_coo,
+        torch.sparse_csr,
+        torch.sparse_csc,
+    )
+
+
+class CooAdjacency(NamedTuple):
+    """Coalesced adjacency of a sparse batch (duplicate edges summed).
+
+    Attributes:
+        index (torch.Tensor): ``[2, nnz]`` source and target of every distinct edge.
+        value (torch.Tensor): ``[nnz]`` the summed weight of that edge.
+        num_nodes (int): the number of nodes :math:`N` of the batch.
+    """
+
+    index: Tensor
+    value: Tensor
+    num_nodes: int
+
+    def matmul(self, other: Tensor) -> Tensor:
+        r"""Return :math:`\mathbf{A} \cdot \mathrm{other}` without densifying :math:`\mathbf{A}`."""
+        adj = torch.sparse_coo_tensor(
+            self.index,
+            self.value.to(other.dtype),
+            (self.num_nodes, self.num_nodes),
+            is_coalesced=True,
+            check_invariants=False,
+        )
+        return torch.sparse.mm(adj, other)
+
+    def squared_norm_per_graph(self, batch: Tensor, batch_size: int) -> Tensor:
+        r"""Return :math:`\|\mathbf{A}_g\|_F^2` for every graph ``g`` as a ``[batch_size]`` tensor."""
+        out = self.value.new_zeros(batch_size)
+        return out.index_add(0, batch[self.index[0]], self.value.pow(2))
+
+
+def to_coo_adjacency(edge_index, edge_weight: Tensor | None, num_nodes: int,
+                     dtype: torch.dtype) -> CooAdjacency:
+    """Bring any accepted connectivity into the coalesced :class:`CooAdjacency` form."""
+    if is_sparse_tensor(edge_index):
+        row, col, value = edge_index.coo()  # adj_t: row = target, col = source
+        index = torch.stack([col, row])
+    elif is_torch_sparse(edge_index):
+        coo = edge_index.to_sparse_coo().coalesce()
+        index, value = coo.indices().flip(0), coo.values()
+    else:
+        index, value = edge_index, edge_weight
+    if value is None:
+        value = torch.ones(index.size(1), dtype=dtype, device=index.device)
+    coo = torch.sparse_coo_tensor(index, value.to(dtype), (num_nodes, num_nodes),
+                                  check_invariants=False).coalesce()
+    return CooAdjacency(coo.indices(), coo.values(), num_nodes)

@@ -1,0 +1,161 @@
+"""Input checks shared by the pooling layers.
+
+Every check raises a :class:`ValueError` or :class:`TypeError` whose message names the argument and
+the problem, so that bad input never ends in a crash deep inside PyTorch or in a silent wrong
+answer. The data-dependent checks synchronise with the device; the layers skip them while
+``torch.compile`` traces and when built with ``validate=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+from torch import Tensor
+
+from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse
+
+
+def check_num_clusters(num_clusters: int) -> int:
+    if isinstance(num_clusters, bool) or not isinstance(num_clusters, Integral):
+        raise TypeError(f"num_clusters must be an int, got {type(num_clusters).__name__}")
+    if num_clusters <= 0:
+        raise ValueError(f"num_clusters must be positive, got {num_clusters}")
+    return int(num_clusters)
+
+
+def check_ratio(ratio: float | None) -> float | None:
+    if ratio is None:
+        return None
+    if isinstance(ratio, bool) or not isinstance(ratio, Real):
+        raise TypeError(f"ratio must be a float in (0, 1], got {type(ratio).__name__}")
+    if not (0.0 < float(ratio) <= 1.0) or math.isnan(ratio):
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    return float(ratio)
+
+
+def check_coefficient(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    return float(value)
+
+
+def check_features(x: Tensor, dim: int, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != dim:
+        shape = "[num_nodes, num_features]" if dim == 2 else "[batch_size, num_nodes, num_features]"
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.size(-2) == 0 or (dim == 3 and x.size(0) == 0):
+        raise ValueError(f"empty batch: {name} has shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_batch(batch: Tensor, num_nodes: int, batch_size: int | None) -> None:
+    """``batch`` must be sorted, start at 0 and leave no graph without nodes."""
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
+    if batch.dim() != 1 or batch.dtype not in (torch.long, torch.int32, torch.int64):
+        raise ValueError(
+            f"batch must be a 1-D integer tensor, got shape {tuple(batch.shape)} and {batch.dtype}"
+        )
+    if batch.numel() != num_nodes:
+        raise ValueError(
+            f"batch has {batch.numel()} entries but x has {num_nodes} nodes: they must match"
+        )
+    if int(batch[0]) != 0:
+        raise ValueError(f"batch must start at graph 0, got {int(batch[0])}")
+    step = batch[1:] - batch[:-1]
+    if bool((step < 0).any()):
+        raise ValueError("batch must be sorted (nodes of a graph contiguous, graphs in order)")
+    if bool((step > 1).any()):
+        first = int(batch[1:][step > 1][0])
+        raise ValueError(
+            f"batch is gapped: graph {first - 1} has no nodes; every graph needs at least one node"
+        )
+    last = int(batch[-1])
+    if batch_size is not None and batch_size != last + 1:
+        raise ValueError(
+            f"batch_size={batch_size} but batch holds graphs 0..{last}: "
+            "every graph needs at least one node"
+        )
+
+
+def check_max_num_nodes(max_num_nodes: int | None, counts: Tensor) -> None:
+    if max_num_nodes is None:
+        return
+    largest = int(counts.max())
+    if max_num_nodes < largest:
+        raise ValueError(
+            f"max_num_nodes={max_num_nodes} is smaller than the largest graph in the batch "
+            f"({largest} nodes): nodes would be dropped"
+        )
+
+
+def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -> None:
+    """Check ``edge_index`` (+ ``edge_weight``), a ``SparseTensor`` or a ``torch.sparse`` matrix."""
+    if is_sparse_tensor(edge_index) or is_torch_sparse(edge_index):
+        size = tuple(edge_index.sizes() if is_sparse_tensor(edge_index) else edge_index.shape)
+        if len(size) != 2 or size[0] != num_nodes or size[1] != num_nodes:
+            raise ValueError(
+                f"the sparse adjacency has size {size} but x has {num_nodes} nodes: "
+                f"expected ({num_nodes}, {num_nodes})"
+            )
+        if edge_weight is not None:
+            raise ValueError("edge_weight is only accepted with edge_index; a sparse adjacency "
+                             "carries its own values")
+        return
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(
+            "edge_index must be a [2, num_edges] tensor, a torch_sparse.SparseTensor or a "
+            f"torch.sparse tensor, got {type(edge_index).__name__}"
+        )
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}")
+    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must be an integer tensor, got {edge_index.dtype}")
+    if edge_index.numel() > 0:
+        lo, hi = int(edge_index.min()), int(edge_index.max())
+        if lo < 0 or hi >= num_nodes:
+            raise ValueError(
+                f"edge_index out of range: it holds node indices in [{lo}, {hi}] but x has "
+                f"{num_nodes} nodes"
+            )
+    if edge_weight is not None:
+        if not isinstance(edge_weight, Tensor) or not edge_weight.is_floating_point():
+            raise TypeError("edge_weight must be a floating-point tensor")
+        if edge_weight.dim() != 1 or edge_weight.numel() != edge_index.size(1):
+            raise ValueError(
+                f"edge_weight must have shape [{edge_index.size(1)}] (one weight per edge), "
+                f"got {tuple(edge_weight.shape)}"
+            )
+        if not bool(torch.isfinite(edge_weight).all()):
+            raise ValueError("edge_weight contains NaN or infinite values")
+
+
+def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None) -> None:
+    check_features(x, dim=3)
+    batch_size, num_nodes = x.shape[:2]
+    if not isinstance(adj, Tensor) or adj.layout != torch.strided:
+        raise TypeError("adj must be a dense tensor of shape [batch_size, num_nodes, num_nodes]")
+    if tuple(adj.shape) != (batch_size, num_nodes, num_nodes):
+        raise ValueError(
+            f"adj must have shape [{batch_size}, {num_nodes}, {num_nodes}] to match x, "
+            f"got {tuple(adj.shape)}"
+        )
+    if not bool(torch.isfinite(adj).all()):
+        raise ValueError("adj contains NaN or infinite values")
+    if mask is not None:
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch_size, num_nodes):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must have shape [{batch_size}, {num_nodes}], got {got}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        if not bool(mask.any(dim=-1).all()):
+            raise ValueError("mask leaves a graph without nodes; every graph needs at least one")
