@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import coalesce
 
 
 def is_sparse_tensor(obj) -> bool:
@@ -45,6 +46,7 @@ class CooAdjacency(NamedTuple):
     value: Tensor
     num_nodes: int
 
+    @torch.compiler.disable  # sparse COO tensors are not traceable: run eagerly
     def matmul(self, other: Tensor) -> Tensor:
         r"""Return :math:`\mathbf{A} \cdot \mathrm{other}` without densifying :math:`\mathbf{A}`."""
         adj = torch.sparse_coo_tensor(
@@ -62,6 +64,7 @@ class CooAdjacency(NamedTuple):
         return out.index_add(0, batch[self.index[0]], self.value.pow(2))
 
 
+@torch.compiler.disable
 def to_coo_adjacency(edge_index, edge_weight: Tensor | None, num_nodes: int,
                      dtype: torch.dtype) -> CooAdjacency:
     """Bring any accepted connectivity into the coalesced :class:`CooAdjacency` form."""
@@ -75,6 +78,5 @@ def to_coo_adjacency(edge_index, edge_weight: Tensor | None, num_nodes: int,
         index, value = edge_index, edge_weight
     if value is None:
         value = torch.ones(index.size(1), dtype=dtype, device=index.device)
-    coo = torch.sparse_coo_tensor(index, value.to(dtype), (num_nodes, num_nodes),
-                                  check_invariants=False).coalesce()
-    return CooAdjacency(coo.indices(), coo.values(), num_nodes)
+    index, value = coalesce(index, value.to(dtype), num_nodes=num_nodes, reduce="sum")
+    return CooAdjacency(index, value, num_nodes)

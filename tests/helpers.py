@@ -1,0 +1,65 @@
+"""Shared test helpers: random sparse batches, TU batches, weight tying with PyG dense layers."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import DenseGCNConv, DenseSAGEConv, GCNConv, SAGEConv
+from torch_geometric.utils import to_undirected
+
+SHARED_TU = Path(os.environ.get("DIFFPOOL_TU_DIR",
+                                Path(__file__).resolve().parents[2] / "shared" / "data" / "TU"))
+
+
+def random_graph(num_nodes: int, avg_degree: float = 3.0, generator=None) -> torch.Tensor:
+    """Undirected random edge_index (no self-loops) of one graph."""
+    num_edges = max(1, int(num_nodes * avg_degree / 2))
+    if num_nodes < 2:
+        return torch.empty(2, 0, dtype=torch.long)
+    ei = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+    ei = ei[:, ei[0] != ei[1]]
+    return to_undirected(ei, num_nodes=num_nodes)
+
+
+def random_batch(sizes, num_features: int = 4, seed: int = 0, avg_degree: float = 3.0) -> Batch:
+    gen = torch.Generator().manual_seed(seed)
+    graphs = [
+        Data(x=torch.randn(n, num_features, generator=gen),
+             edge_index=random_graph(n, avg_degree, gen))
+        for n in sizes
+    ]
+    return Batch.from_data_list(graphs)
+
+
+def tie_sage(dense: DenseSAGEConv, sparse: SAGEConv) -> None:
+    """Give a DenseSAGEConv the weights of a SAGEConv."""
+    with torch.no_grad():
+        dense.lin_rel.weight.copy_(sparse.lin_l.weight)
+        dense.lin_root.weight.copy_(sparse.lin_r.weight)
+        dense.lin_root.bias.copy_(sparse.lin_l.bias)
+
+
+def tie_gcn(dense: DenseGCNConv, sparse: GCNConv) -> None:
+    with torch.no_grad():
+        dense.lin.weight.copy_(sparse.lin.weight)
+        dense.bias.copy_(sparse.bias)
+
+
+def tu_dataset(name: str, root: Path):
+    """A real TU dataset from ``../shared/data/TU`` (skips the test when it is absent)."""
+    archive = SHARED_TU / f"{name}.zip"
+    if not archive.exists():
+        pytest.skip(f"{archive} not present")
+    from torch_geometric.datasets import TUDataset
+
+    target = root / name
+    if not (target / "raw").exists():
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(target)
+        (target / name).rename(target / "raw")
+    return TUDataset(str(root), name)

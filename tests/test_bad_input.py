@@ -1,0 +1,115 @@
+"""Every bad input raises a clear error that names the problem."""
+
+import pytest
+import torch
+from torch_geometric.nn import DenseSAGEConv, SAGEConv
+
+from diffpool import DenseDiffPoolConv, DiffPoolConv
+
+
+@pytest.fixture
+def layer():
+    return DiffPoolConv(SAGEConv(3, 8), SAGEConv(3, 2), 2)
+
+
+X = torch.randn(5, 3)
+EI = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
+BATCH = torch.tensor([0, 0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(edge_index=torch.tensor([[0, 1], [1, 5]])), ValueError, "edge_index out of range"),
+        (dict(edge_index=torch.tensor([[0, -1], [1, 0]])), ValueError, "edge_index out of range"),
+        (dict(edge_index=torch.tensor([0, 1, 2])), ValueError, r"shape \[2, num_edges\]"),
+        (dict(edge_index=torch.zeros(3, 4, dtype=torch.long)), ValueError, r"\[2, num_edges\]"),
+        (dict(edge_index=EI.float()), TypeError, "integer tensor"),
+        (dict(edge_index=[[0, 1], [1, 0]]), TypeError, "edge_index must be"),
+        (dict(batch=torch.tensor([0, 0, 1, 1])), ValueError, "batch has 4 entries but x has 5"),
+        (dict(batch=torch.tensor([0, 1, 0, 1, 1])), ValueError, "sorted"),
+        (dict(batch=torch.tensor([0, 0, 0, 2, 2])), ValueError, "graph 1 has no nodes"),
+        (dict(batch=torch.tensor([1, 1, 1, 2, 2])), ValueError, "start at graph 0"),
+        (dict(batch=BATCH.float()), ValueError, "integer tensor"),
+        (dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("nan"))), ValueError,
+         "x contains NaN"),
+        (dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("inf"))), ValueError,
+         "x contains NaN or infinite"),
+        (dict(x=X.long()), TypeError, "floating-point"),
+        (dict(x=X[0]), ValueError, r"x must have shape \[num_nodes, num_features\]"),
+        (dict(x=torch.empty(0, 3), batch=torch.empty(0, dtype=torch.long),
+              edge_index=torch.empty(2, 0, dtype=torch.long)), ValueError, "empty batch"),
+        (dict(edge_weight=torch.ones(3)), ValueError, "one weight per edge"),
+        (dict(edge_weight=torch.tensor([1.0, float("nan"), 1.0, 1.0])), ValueError,
+         "edge_weight contains NaN"),
+        (dict(batch_size=3), ValueError, "batch_size=3"),
+        (dict(max_num_nodes=2), ValueError, "max_num_nodes=2 is smaller"),
+        (dict(edge_index=torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.ones(1),
+                                                 (4, 4))), ValueError, "sparse adjacency has size"),
+    ],
+)
+def test_sparse_layer_rejects(layer, kwargs, error, match):
+    args = dict(x=X, edge_index=EI, batch=BATCH)
+    args.update(kwargs)
+    extra = {k: args.pop(k) for k in ("edge_weight", "batch_size", "max_num_nodes") if k in args}
+    with pytest.raises(error, match=match):
+        layer(args["x"], args["edge_index"], args["batch"], **extra)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(num_clusters=0), ValueError, "num_clusters must be positive"),
+        (dict(num_clusters=-3), ValueError, "num_clusters must be positive"),
+        (dict(num_clusters=2.5), TypeError, "num_clusters must be an int"),
+        (dict(ratio=0.0), ValueError, r"ratio must be in \(0, 1\]"),
+        (dict(ratio=1.5), ValueError, r"ratio must be in \(0, 1\]"),
+        (dict(link_loss="l2"), ValueError, "link_loss must be one of"),
+        (dict(link_loss_coef=-1.0), ValueError, "link_loss_coef must be finite and non-negative"),
+        (dict(entropy_loss_coef=float("nan")), ValueError, "entropy_loss_coef"),
+        (dict(embed="sage"), TypeError, "embed must be a torch.nn.Module"),
+    ],
+)
+def test_constructor_rejects(kwargs, error, match):
+    args = dict(embed=SAGEConv(3, 8), pool=SAGEConv(3, 2), num_clusters=2)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        DiffPoolConv(**args)
+
+
+def test_pool_width_must_match_num_clusters():
+    layer = DiffPoolConv(SAGEConv(3, 8), SAGEConv(3, 4), 2)
+    with pytest.raises(ValueError, match="returns 4 channels per node but num_clusters=2"):
+        layer(X, EI, BATCH)
+
+
+def test_unknown_encoder():
+    with pytest.raises(ValueError, match="unknown encoder 'foo'"):
+        DiffPoolConv.from_encoder("foo", 3, 8, 2)
+
+
+@pytest.mark.parametrize(
+    "x,adj,mask,error,match",
+    [
+        (torch.randn(2, 4, 3), torch.rand(2, 4, 5), None, ValueError, r"adj must have shape"),
+        (torch.randn(2, 4, 3), torch.rand(2, 4, 4), torch.ones(2, 3, dtype=torch.bool),
+         ValueError, "mask must have shape"),
+        (torch.randn(2, 4, 3), torch.rand(2, 4, 4), torch.ones(2, 4), TypeError, "bool"),
+        (torch.randn(2, 4, 3), torch.rand(2, 4, 4),
+         torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool(), ValueError, "without nodes"),
+        (torch.full((2, 4, 3), float("nan")), torch.rand(2, 4, 4), None, ValueError, "NaN"),
+        (torch.randn(2, 4, 3), torch.full((2, 4, 4), float("inf")), None, ValueError,
+         "adj contains NaN"),
+        (torch.randn(2, 4, 3), torch.rand(2, 4, 4).to_sparse(), None, TypeError, "dense tensor"),
+    ],
+)
+def test_dense_layer_rejects(x, adj, mask, error, match):
+    layer = DenseDiffPoolConv(DenseSAGEConv(3, 8), DenseSAGEConv(3, 2), 2)
+    with pytest.raises(error, match=match):
+        layer(x, adj, mask)
+
+
+def test_validation_can_be_switched_off():
+    layer = DiffPoolConv(SAGEConv(3, 8), SAGEConv(3, 2), 2, validate=False)
+    out = layer(X, EI, BATCH, batch_size=2, max_num_nodes=3)
+    assert out.x.shape == (2, 2, 8)

@@ -1,0 +1,374 @@
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import DenseGCNConv, DenseSAGEConv, GCNConv, SAGEConv, dense_diff_pool
+from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+from diffpool import DenseDiffPoolConv, DiffPoolConv
+from helpers import random_batch, tie_gcn, tie_sage
+
+try:
+    from torch_sparse import SparseTensor
+except ImportError:  # pragma: no cover - the `sparse` extra is optional
+    SparseTensor = None
+
+
+def sage_layer(in_channels, num_clusters, hidden=8, **kwargs):
+    return DiffPoolConv(SAGEConv(in_channels, hidden), SAGEConv(in_channels, num_clusters),
+                        num_clusters, **kwargs)
+
+
+def dense_reference(layer, batch):
+    """PyG's dense formulation with the same weights and the same S."""
+    dtype = batch.x.dtype
+    emb = DenseSAGEConv(layer.embed.in_channels, layer.embed.out_channels).to(dtype)
+    pool = DenseSAGEConv(layer.pool.in_channels, layer.pool.out_channels).to(dtype)
+    tie_sage(emb, layer.embed)
+    tie_sage(pool, layer.pool)
+    x, mask = to_dense_batch(batch.x, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch).to(dtype)
+    z, s = emb(x, adj, mask), pool(x, adj, mask)
+    return dense_diff_pool(z, adj, s, mask, normalize=False), mask
+
+
+def check_against_reference(layer, batch, atol=1e-5):
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    (x_ref, adj_ref, link_ref, ent_ref), mask = dense_reference(layer, batch)
+    torch.testing.assert_close(out.x, x_ref, atol=atol, rtol=1e-5)
+    torch.testing.assert_close(out.adj, adj_ref, atol=atol, rtol=1e-5)
+    num_nodes = mask.sum(-1).to(out.s.dtype)
+    # Our per-graph link losses are ||A_g - S_g S_g^T||_F / N_g; PyG's unnormalised loss is the
+    # Frobenius norm over the whole (zero-padded) batch.
+    unnormalised = torch.sqrt(((out.link_loss_per_graph * num_nodes) ** 2).sum())
+    torch.testing.assert_close(unnormalised, link_ref, atol=atol, rtol=1e-5)
+    # PyG averages entropy over all B * N_max rows (padding rows count as zero).
+    ent_sum = (out.entropy_loss_per_graph * num_nodes).sum()
+    torch.testing.assert_close(ent_sum, ent_ref * mask.numel(), atol=1e-4, rtol=1e-5)
+    return out
+
+
+@pytest.mark.parametrize("sizes", [[5, 9, 3, 12], [1, 2, 30], [17]])
+def test_matches_dense_reference_random(sizes):
+    batch = random_batch(sizes, num_features=4)
+    check_against_reference(sage_layer(4, 3), batch)
+
+
+@pytest.mark.parametrize("name", ["ENZYMES", "PROTEINS", "DD"])
+def test_matches_dense_reference_tu(tu, name):
+    """Real batches of 20 graphs, in float64 so that the comparison tests the algebra."""
+    dataset = tu(name)
+    batch = next(iter(DataLoader(dataset, batch_size=20, shuffle=False)))
+    num_clusters = math.ceil(0.25 * int(batch.batch.bincount().max()))
+    layer = sage_layer(dataset.num_features, num_clusters, hidden=16).double()
+    batch.x = batch.x.double()
+    check_against_reference(layer, batch)
+
+
+def test_float32_link_loss_is_accurate(tu):
+    """In float32 our link loss stays within 1e-5 (relative) of the float64 value. (PyG's
+    float32 dense norm is 6e-5 off on this batch: it sums 20 * 336^2 squared entries.)"""
+    dataset = tu("PROTEINS")
+    batch = next(iter(DataLoader(dataset, batch_size=20, shuffle=False)))
+    layer = sage_layer(dataset.num_features, 84, hidden=16)
+    out32 = layer(batch.x, batch.edge_index, batch.batch)
+    out64 = layer.double()(batch.x.double(), batch.edge_index, batch.batch)
+    torch.testing.assert_close(out32.link_loss_per_graph.double(), out64.link_loss_per_graph,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_edge_weight_matches_dense_reference():
+    batch = random_batch([6, 10, 4], num_features=3)
+    row, col = batch.edge_index
+    weight = 0.5 + ((row + col) % 5).float() / 5  # symmetric, as GCN's two forms need
+    layer = DiffPoolConv(GCNConv(3, 8), GCNConv(3, 4), 4)
+    out = layer(batch.x, batch.edge_index, batch.batch, edge_weight=weight)
+    emb, pool = DenseGCNConv(3, 8), DenseGCNConv(3, 4)
+    tie_gcn(emb, layer.embed)
+    tie_gcn(pool, layer.pool)
+    x, mask = to_dense_batch(batch.x, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch, edge_attr=weight)
+    x_ref, adj_ref, link_ref, _ = dense_diff_pool(emb(x, adj, mask), adj, pool(x, adj, mask),
+                                                  mask, normalize=False)
+    torch.testing.assert_close(out.x, x_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.adj, adj_ref, atol=1e-5, rtol=1e-5)
+    n = mask.sum(-1).float()
+    torch.testing.assert_close(torch.sqrt(((out.link_loss_per_graph * n) ** 2).sum()), link_ref)
+
+
+def test_awkward_graphs_match_reference():
+    """One node, no edges, isolated nodes, self-loops and duplicate edges."""
+    graphs = random_batch([1, 4, 6, 3], num_features=3).to_data_list()
+    graphs[1].edge_index = torch.empty(2, 0, dtype=torch.long)  # no edges
+    graphs[2].edge_index = torch.tensor([[0, 1, 1, 0, 2, 2], [1, 0, 0, 1, 2, 2]])  # dup + loop
+    batch = Batch.from_data_list(graphs)  # node 3..5 of graph 2 isolated
+    out = check_against_reference(sage_layer(3, 4), batch)
+    assert torch.isfinite(out.aux_loss)
+    out.aux_loss.backward()
+
+
+def test_padding_rows_and_unused_slots_are_zero():
+    batch = random_batch([3, 10, 5], num_features=4)
+    out = sage_layer(4, 5, ratio=0.25)(batch.x, batch.edge_index, batch.batch)
+    assert out.s.shape == (3, 10, 3)  # ceil(0.25 * 10) = 3 slots
+    assert torch.equal(out.cluster_mask, torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0]]).bool())
+    assert torch.all(out.s[~out.mask] == 0)
+    slot_zero = ~out.cluster_mask
+    assert torch.all(out.s.transpose(1, 2)[slot_zero] == 0)
+    assert torch.all(out.x[slot_zero] == 0)
+    assert torch.all(out.adj[slot_zero] == 0)
+    assert torch.all(out.adj.transpose(1, 2)[slot_zero] == 0)
+    # Every real node's assignment sums to one over its own graph's clusters.
+    torch.testing.assert_close(out.s.sum(-1)[out.mask], torch.ones(18))
+
+
+@pytest.mark.parametrize("ratio", [None, 0.25])
+@pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
+def test_padding_invariance(ratio, link_loss):
+    """A graph's outputs and losses do not change when larger graphs join its batch."""
+    layer = sage_layer(4, 6, ratio=ratio, link_loss=link_loss)
+    small = random_batch([7], seed=1)
+    big = random_batch([25, 40], seed=2)
+    alone = layer(small.x, small.edge_index, small.batch)
+    mixed_batch = Batch.from_data_list(big.to_data_list()[:1] + small.to_data_list()
+                                       + big.to_data_list()[1:])
+    mixed = layer(mixed_batch.x, mixed_batch.edge_index, mixed_batch.batch)
+    k = alone.x.size(1)
+    torch.testing.assert_close(mixed.x[1, :k], alone.x[0])
+    assert torch.all(mixed.x[1, k:] == 0)
+    torch.testing.assert_close(mixed.adj[1, :k, :k], alone.adj[0])
+    torch.testing.assert_close(mixed.s[1, :7, :k], alone.s[0])
+    torch.testing.assert_close(mixed.link_loss_per_graph[1], alone.link_loss)
+    torch.testing.assert_close(mixed.entropy_loss_per_graph[1], alone.entropy_loss)
+
+
+@pytest.mark.parametrize("ratio", [None, 0.3])
+def test_permutation_invariance(ratio):
+    layer = sage_layer(4, 5, ratio=ratio).eval()
+    batch = random_batch([9, 14], seed=3)
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    perm = torch.cat([torch.randperm(9), 9 + torch.randperm(14)])
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    out_p = layer(batch.x[perm], inv[batch.edge_index], batch.batch)
+    torch.testing.assert_close(out_p.x, out.x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_p.adj, out.adj, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_p.link_loss, out.link_loss)
+    torch.testing.assert_close(out_p.entropy_loss, out.entropy_loss)
+
+
+def test_loss_bounds():
+    batch = random_batch([4, 12, 30], seed=4)
+    for ratio in (None, 0.25):
+        out = sage_layer(4, 8, ratio=ratio)(batch.x, batch.edge_index, batch.batch)
+        # 0/1 adjacency and S S^T in [0, 1]: the per-entry RMS error lies in [0, 1].
+        assert torch.all(out.link_loss_per_graph >= 0)
+        assert torch.all(out.link_loss_per_graph <= 1)
+        budgets = out.cluster_mask.sum(-1).double()
+        assert torch.all(out.entropy_loss_per_graph >= 0)
+        assert torch.all(out.entropy_loss_per_graph <= torch.log(budgets) + 1e-6)
+
+
+def test_link_loss_zero_for_perfect_assignment():
+    """Two disjoint cliques with self-loops and a one-hot S give A = S S^T exactly."""
+    edge_index = torch.tensor([(i, j) for i in range(3) for j in range(3)]
+                              + [(i, j) for i in range(3, 5) for j in range(3, 5)]).t()
+    x = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 2)
+    layer = DiffPoolConv(SAGEConv(2, 4), _FixedLogits(x * 100), 2)
+    out = layer(x, edge_index)
+    assert out.link_loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert out.entropy_loss.item() == pytest.approx(0.0, abs=1e-6)
+    layer.link_loss = "bce"
+    assert layer(x, edge_index).link_loss.item() < 1e-5
+
+
+class _FixedLogits(torch.nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x, edge_index):
+        return self.logits
+
+
+@pytest.mark.parametrize("link_loss,ratio", [("frobenius", None), ("bce", 0.5),
+                                             ("frobenius", 0.5)])
+def test_gradcheck(link_loss, ratio):
+    batch = random_batch([3, 5], num_features=2, seed=5)
+    layer = sage_layer(2, 3, hidden=3, ratio=ratio, link_loss=link_loss).double()
+    x = batch.x.double().requires_grad_()
+
+    def fn(x):
+        out = layer(x, batch.edge_index, batch.batch)
+        return out.x, out.adj, out.link_loss, out.entropy_loss
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_unbatched_call_equals_batch_of_one():
+    batch = random_batch([11], seed=6)
+    layer = sage_layer(4, 3)
+    a = layer(batch.x, batch.edge_index)
+    b = layer(batch.x, batch.edge_index, batch.batch)
+    assert a.x.shape == (1, 3, 8)
+    for left, right in zip(a, b):
+        torch.testing.assert_close(left, right)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_torch_sparse_input(layout):
+    batch = random_batch([5, 8], seed=7)
+    layer = sage_layer(4, 3)
+    ref = layer(batch.x, batch.edge_index, batch.batch)
+    n = batch.num_nodes
+    adj_t = torch.sparse_coo_tensor(batch.edge_index.flip(0),
+                                    torch.ones(batch.edge_index.size(1)), (n, n)).coalesce()
+    if layout == "csr":
+        adj_t = adj_t.to_sparse_csr()
+    out = layer(batch.x, adj_t, batch.batch)
+    torch.testing.assert_close(out.x, ref.x)
+    torch.testing.assert_close(out.adj, ref.adj)
+    torch.testing.assert_close(out.link_loss, ref.link_loss)
+
+
+@pytest.mark.skipif(SparseTensor is None, reason="torch_sparse not installed")
+def test_sparse_tensor_input():
+    batch = random_batch([5, 8, 2], seed=8)
+    # A directed edge checks the adj_t convention.
+    batch.edge_index = torch.cat([batch.edge_index, torch.tensor([[0], [4]])], dim=1)
+    layer = sage_layer(4, 3)
+    ref = layer(batch.x, batch.edge_index, batch.batch)
+    n = batch.num_nodes
+    adj_t = SparseTensor(row=batch.edge_index[1], col=batch.edge_index[0], sparse_sizes=(n, n))
+    out = layer(batch.x, adj_t, batch.batch)
+    torch.testing.assert_close(out.x, ref.x)
+    torch.testing.assert_close(out.adj, ref.adj)
+    torch.testing.assert_close(out.link_loss, ref.link_loss)
+
+
+def test_static_shapes():
+    batch = random_batch([5, 8], seed=9)
+    layer = sage_layer(4, 3, ratio=0.5)
+    out = layer(batch.x, batch.edge_index, batch.batch, batch_size=2, max_num_nodes=12)
+    assert out.s.shape == (2, 12, 3)
+    ref = layer(batch.x, batch.edge_index, batch.batch)
+    torch.testing.assert_close(out.x[:, :ref.x.size(1)], ref.x)
+    torch.testing.assert_close(out.link_loss, ref.link_loss)
+
+
+def test_float64_and_autocast():
+    batch = random_batch([6, 9], seed=10)
+    layer = sage_layer(4, 3)
+    ref = layer(batch.x, batch.edge_index, batch.batch)
+    out64 = layer.double()(batch.x.double(), batch.edge_index, batch.batch)
+    assert out64.x.dtype == torch.float64
+    torch.testing.assert_close(out64.x.float(), ref.x, atol=1e-5, rtol=1e-5)
+    layer.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = layer(batch.x, batch.edge_index, batch.batch)
+    assert torch.isfinite(out16.aux_loss)
+    assert out16.link_loss.dtype == torch.float32
+    torch.testing.assert_close(out16.link_loss, ref.link_loss, atol=2e-2, rtol=2e-2)
+
+
+def test_no_nan_from_saturated_logits():
+    batch = random_batch([4, 6], seed=11)
+    layer = sage_layer(4, 3, ratio=0.5, link_loss="bce")
+    with torch.no_grad():
+        layer.pool.lin_l.weight.mul_(1e4)
+    out = layer(batch.x * 100, batch.edge_index, batch.batch)
+    out.aux_loss.backward()
+    assert torch.isfinite(out.aux_loss)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+
+
+def test_no_n_by_n_tensor(monkeypatch):
+    """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
+    loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
+    lowered here so that this small batch needs several blocks)."""
+    import diffpool.functional.losses as losses
+
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    sizes = [300, 40, 60, 20]
+    batch = random_batch(sizes, num_features=4, seed=12)
+    for link_loss in ("frobenius", "bce"):
+        layer = sage_layer(4, 10, link_loss=link_loss)
+        with LargestTensor() as mode:
+            out = layer(batch.x, batch.edge_index, batch.batch)
+            out.aux_loss.backward()
+        n_by_n = len(sizes) * 300 * 300
+        assert mode.largest < n_by_n // 4, (link_loss, mode.largest)
+
+
+def test_torch_compile_matches_eager():
+    batch = random_batch([5, 8, 3], seed=13)
+    layer = sage_layer(4, 3, ratio=0.5)
+    eager = layer(batch.x, batch.edge_index, batch.batch, batch_size=3, max_num_nodes=8)
+    compiled = torch.compile(layer)
+    out = compiled(batch.x, batch.edge_index, batch.batch, batch_size=3, max_num_nodes=8)
+    for left, right in zip(out, eager):
+        torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
+
+
+def test_dense_level_after_sparse_level():
+    batch = random_batch([10, 16, 7], seed=14)
+    first = sage_layer(4, 6, ratio=0.25)
+    second = DenseDiffPoolConv(DenseSAGEConv(8, 8), DenseSAGEConv(8, 2), 2, ratio=0.5)
+    out1 = first(batch.x, batch.edge_index, batch.batch)
+    out2 = second(out1.x, out1.adj, out1.cluster_mask)
+    assert out2.x.shape == (3, 2, 8)
+    # Graph 2 (7 nodes) has ceil(0.25 * 7) = 2 clusters, then ceil(0.5 * 2) = 1.
+    assert out2.cluster_mask.sum(-1).tolist() == [2, 2, 1]
+    (out1.aux_loss + out2.aux_loss).backward()
+    assert torch.isfinite(out2.aux_loss)
+
+
+def test_repr_and_reset_parameters():
+    layer = DiffPoolConv.from_encoder("sage", 3, 16, 5, ratio=0.25)
+    assert repr(layer) == (
+        "DiffPoolConv(embed=GNNEncoder('sage', 3, 16, num_layers=2), "
+        "pool=GNNEncoder('sage', 3, 5, num_layers=2), num_clusters=5, ratio=0.25, "
+        "link_loss='frobenius')"
+    )
+    plain = sage_layer(3, 4, link_loss="none", entropy_loss=False)
+    assert repr(plain) == (
+        "DiffPoolConv(embed=SAGEConv(3, 8, aggr=mean), pool=SAGEConv(3, 4, aggr=mean), "
+        "num_clusters=4, link_loss='none', entropy_loss=False)"
+    )
+    before = [p.clone() for p in layer.parameters()]
+    layer.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+
+
+@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat"])
+def test_from_encoder(encoder):
+    batch = random_batch([5, 9], seed=15)
+    layer = DiffPoolConv.from_encoder(encoder, 4, 16, 3)
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    assert out.x.shape == (2, 3, 16)
+    out.aux_loss.backward()
+
+
+def test_losses_switched_off():
+    batch = random_batch([5, 9], seed=16)
+    layer = sage_layer(4, 3, link_loss="none", entropy_loss=False)
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    assert out.link_loss.item() == 0 and out.entropy_loss.item() == 0
+    assert out.aux_loss.item() == 0
+    layer = sage_layer(4, 3, link_loss_coef=2.0, entropy_loss_coef=0.5)
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    torch.testing.assert_close(out.aux_loss, 2 * out.link_loss + 0.5 * out.entropy_loss)

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from diffpool.functional import (
+    bce_edge_correction,
+    bce_link_loss_sum,
+    cluster_budget,
+    cluster_budgets,
+    masked_assignment,
+)
+from diffpool.functional.losses import safe_sqrt
+
+
+@pytest.mark.parametrize("n,ratio,expected", [(30, 0.1, 3), (31, 0.1, 4), (4, 0.25, 1), (1, 0.1, 1),
+                                              (284, 0.25, 71), (5748, 0.25, 1437), (7, 0.3, 3)])
+def test_cluster_budget_rounding(n, ratio, expected):
+    # 0.1 * 30 is 3.0000000000000004 in floating point: a naive ceil gives 4.
+    assert cluster_budget(n, ratio) == expected
+    assert cluster_budgets(torch.tensor([n]), ratio, 10**6).item() == expected
+
+
+def test_cluster_budgets_cap():
+    assert cluster_budgets(torch.tensor([1, 10, 100]), 0.25, 5).tolist() == [1, 3, 5]
+
+
+def test_masked_assignment_zero_slots_and_finite_entropy():
+    logits = torch.tensor([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    s, ent = masked_assignment(logits, mask)
+    assert torch.equal(s[~mask], torch.zeros(3))
+    torch.testing.assert_close(s.sum(-1), torch.ones(2))
+    assert torch.isfinite(ent).all() and ent.min() >= 0
+    (s.sum() + ent.sum()).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert torch.all(logits.grad[~mask] == 0)
+
+
+def test_uniform_entropy_is_log_budget():
+    s, ent = masked_assignment(torch.zeros(2, 4), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]).bool())
+    torch.testing.assert_close(ent, torch.tensor([math.log(3), math.log(4)]))
+
+
+def test_safe_sqrt_gradient_at_zero():
+    v = torch.tensor([0.0, 4.0, -1e-9], requires_grad=True)
+    out = safe_sqrt(v)
+    out.sum().backward()
+    assert out.tolist() == [0.0, 2.0, 0.0]
+    assert torch.isfinite(v.grad).all()
+
+
+def test_bce_decomposition_matches_elementwise():
+    torch.manual_seed(0)
+    s = torch.softmax(torch.randn(2, 6, 3), -1)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2]).bool()
+    s = s * mask.unsqueeze(-1)
+    adj = (torch.rand(2, 6, 6) < 0.4).float() * (mask.unsqueeze(-1) & mask.unsqueeze(-2))
+    dense = bce_link_loss_sum(s, mask, adj)
+    # Sparse form: A = 0 everywhere, then add the edges.
+    flat = s[mask]
+    offsets = torch.tensor([0, 6])
+    b, i, j = adj.nonzero(as_tuple=True)
+    index = torch.stack([offsets[b] + i, offsets[b] + j])
+    batch = torch.tensor([0] * 6 + [1] * 4)
+    sparse = bce_link_loss_sum(s, mask) + bce_edge_correction(flat, index, adj[b, i, j], batch, 2)
+    torch.testing.assert_close(sparse, dense)
+    p = (s @ s.transpose(1, 2)).clamp(max=1)
+    ref = -(adj * torch.log(p + 1e-7) + (1 - adj) * torch.log(1 - p + 1e-7))
+    ref = (ref * (mask.unsqueeze(-1) & mask.unsqueeze(-2))).sum((1, 2))
+    torch.testing.assert_close(dense, ref)
