@@ -12,8 +12,11 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import DenseGCNConv, DenseSAGEConv, GCNConv, SAGEConv
 from torch_geometric.utils import to_undirected
 
-SHARED_TU = Path(os.environ.get("DIFFPOOL_TU_DIR",
-                                Path(__file__).resolve().parents[2] / "shared" / "data" / "TU"))
+SHARED_TU = Path(
+    os.environ.get(
+        "DIFFPOOL_TU_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "TU"
+    )
+)
 
 
 def random_graph(num_nodes: int, avg_degree: float = 3.0, generator=None) -> torch.Tensor:
@@ -29,8 +32,10 @@ def random_graph(num_nodes: int, avg_degree: float = 3.0, generator=None) -> tor
 def random_batch(sizes, num_features: int = 4, seed: int = 0, avg_degree: float = 3.0) -> Batch:
     gen = torch.Generator().manual_seed(seed)
     graphs = [
-        Data(x=torch.randn(n, num_features, generator=gen),
-             edge_index=random_graph(n, avg_degree, gen))
+        Data(
+            x=torch.randn(n, num_features, generator=gen),
+            edge_index=random_graph(n, avg_degree, gen),
+        )
         for n in sizes
     ]
     return Batch.from_data_list(graphs)

@@ -31,21 +31,42 @@ BATCH = torch.tensor([0, 0, 0, 1, 1])
         (dict(batch=torch.tensor([0, 0, 0, 2, 2])), ValueError, "graph 1 has no nodes"),
         (dict(batch=torch.tensor([1, 1, 1, 2, 2])), ValueError, "start at graph 0"),
         (dict(batch=BATCH.float()), ValueError, "integer tensor"),
-        (dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("nan"))), ValueError,
-         "x contains NaN"),
-        (dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("inf"))), ValueError,
-         "x contains NaN or infinite"),
+        (
+            dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("nan"))),
+            ValueError,
+            "x contains NaN",
+        ),
+        (
+            dict(x=X.clone().index_fill_(0, torch.tensor([2]), float("inf"))),
+            ValueError,
+            "x contains NaN or infinite",
+        ),
         (dict(x=X.long()), TypeError, "floating-point"),
         (dict(x=X[0]), ValueError, r"x must have shape \[num_nodes, num_features\]"),
-        (dict(x=torch.empty(0, 3), batch=torch.empty(0, dtype=torch.long),
-              edge_index=torch.empty(2, 0, dtype=torch.long)), ValueError, "empty batch"),
+        (
+            dict(
+                x=torch.empty(0, 3),
+                batch=torch.empty(0, dtype=torch.long),
+                edge_index=torch.empty(2, 0, dtype=torch.long),
+            ),
+            ValueError,
+            "empty batch",
+        ),
         (dict(edge_weight=torch.ones(3)), ValueError, "one weight per edge"),
-        (dict(edge_weight=torch.tensor([1.0, float("nan"), 1.0, 1.0])), ValueError,
-         "edge_weight contains NaN"),
+        (
+            dict(edge_weight=torch.tensor([1.0, float("nan"), 1.0, 1.0])),
+            ValueError,
+            "edge_weight contains NaN",
+        ),
         (dict(batch_size=3), ValueError, "batch_size=3"),
         (dict(max_num_nodes=2), ValueError, "max_num_nodes=2 is smaller"),
-        (dict(edge_index=torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.ones(1),
-                                                 (4, 4))), ValueError, "sparse adjacency has size"),
+        (
+            dict(
+                edge_index=torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.ones(1), (4, 4))
+            ),
+            ValueError,
+            "sparse adjacency has size",
+        ),
     ],
 )
 def test_sparse_layer_rejects(layer, kwargs, error, match):
@@ -92,14 +113,29 @@ def test_unknown_encoder():
     "x,adj,mask,error,match",
     [
         (torch.randn(2, 4, 3), torch.rand(2, 4, 5), None, ValueError, r"adj must have shape"),
-        (torch.randn(2, 4, 3), torch.rand(2, 4, 4), torch.ones(2, 3, dtype=torch.bool),
-         ValueError, "mask must have shape"),
+        (
+            torch.randn(2, 4, 3),
+            torch.rand(2, 4, 4),
+            torch.ones(2, 3, dtype=torch.bool),
+            ValueError,
+            "mask must have shape",
+        ),
         (torch.randn(2, 4, 3), torch.rand(2, 4, 4), torch.ones(2, 4), TypeError, "bool"),
-        (torch.randn(2, 4, 3), torch.rand(2, 4, 4),
-         torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool(), ValueError, "without nodes"),
+        (
+            torch.randn(2, 4, 3),
+            torch.rand(2, 4, 4),
+            torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool(),
+            ValueError,
+            "without nodes",
+        ),
         (torch.full((2, 4, 3), float("nan")), torch.rand(2, 4, 4), None, ValueError, "NaN"),
-        (torch.randn(2, 4, 3), torch.full((2, 4, 4), float("inf")), None, ValueError,
-         "adj contains NaN"),
+        (
+            torch.randn(2, 4, 3),
+            torch.full((2, 4, 4), float("inf")),
+            None,
+            ValueError,
+            "adj contains NaN",
+        ),
         (torch.randn(2, 4, 3), torch.rand(2, 4, 4).to_sparse(), None, TypeError, "dense tensor"),
     ],
 )

@@ -8,8 +8,12 @@ from helpers import random_batch, tie_sage
 
 
 def dense_layer(in_channels=4, num_clusters=3, **kwargs):
-    return DenseDiffPoolConv(DenseSAGEConv(in_channels, 8), DenseSAGEConv(in_channels, num_clusters),
-                             num_clusters, **kwargs)
+    return DenseDiffPoolConv(
+        DenseSAGEConv(in_channels, 8),
+        DenseSAGEConv(in_channels, num_clusters),
+        num_clusters,
+        **kwargs,
+    )
 
 
 def dense_inputs(sizes, seed=0):
@@ -36,18 +40,20 @@ def test_matches_pyg_dense_diff_pool():
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
 def test_sparse_and_dense_levels_agree(ratio, link_loss):
     batch, x, adj, mask = dense_inputs([6, 13, 4], seed=1)
-    sparse = DiffPoolConv.from_encoder("sage", 4, 8, 5, num_layers=1, ratio=ratio,
-                                       link_loss=link_loss)
-    dense = DenseDiffPoolConv.from_encoder("sage", 4, 8, 5, num_layers=1, ratio=ratio,
-                                           link_loss=link_loss)
+    sparse = DiffPoolConv.from_encoder(
+        "sage", 4, 8, 5, num_layers=1, ratio=ratio, link_loss=link_loss
+    )
+    dense = DenseDiffPoolConv.from_encoder(
+        "sage", 4, 8, 5, num_layers=1, ratio=ratio, link_loss=link_loss
+    )
     tie_sage(dense.embed.convs[0], sparse.embed.convs[0])
     tie_sage(dense.pool.convs[0], sparse.pool.convs[0])
     a = sparse(batch.x, batch.edge_index, batch.batch)
     b = dense(x, adj, mask)
-    for name in ("x", "adj", "s", "cluster_mask", "link_loss_per_graph",
-                 "entropy_loss_per_graph"):
-        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5,
-                                   msg=name)
+    for name in ("x", "adj", "s", "cluster_mask", "link_loss_per_graph", "entropy_loss_per_graph"):
+        torch.testing.assert_close(
+            getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5, msg=name
+        )
 
 
 class _Linear(torch.nn.Module):

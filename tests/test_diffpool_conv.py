@@ -17,8 +17,9 @@ except ImportError:  # pragma: no cover - the `sparse` extra is optional
 
 
 def sage_layer(in_channels, num_clusters, hidden=8, **kwargs):
-    return DiffPoolConv(SAGEConv(in_channels, hidden), SAGEConv(in_channels, num_clusters),
-                        num_clusters, **kwargs)
+    return DiffPoolConv(
+        SAGEConv(in_channels, hidden), SAGEConv(in_channels, num_clusters), num_clusters, **kwargs
+    )
 
 
 def dense_reference(layer, batch):
@@ -75,8 +76,9 @@ def test_float32_link_loss_is_accurate(tu):
     layer = sage_layer(dataset.num_features, 84, hidden=16)
     out32 = layer(batch.x, batch.edge_index, batch.batch)
     out64 = layer.double()(batch.x.double(), batch.edge_index, batch.batch)
-    torch.testing.assert_close(out32.link_loss_per_graph.double(), out64.link_loss_per_graph,
-                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        out32.link_loss_per_graph.double(), out64.link_loss_per_graph, rtol=1e-5, atol=1e-7
+    )
 
 
 def test_edge_weight_matches_dense_reference():
@@ -90,8 +92,9 @@ def test_edge_weight_matches_dense_reference():
     tie_gcn(pool, layer.pool)
     x, mask = to_dense_batch(batch.x, batch.batch)
     adj = to_dense_adj(batch.edge_index, batch.batch, edge_attr=weight)
-    x_ref, adj_ref, link_ref, _ = dense_diff_pool(emb(x, adj, mask), adj, pool(x, adj, mask),
-                                                  mask, normalize=False)
+    x_ref, adj_ref, link_ref, _ = dense_diff_pool(
+        emb(x, adj, mask), adj, pool(x, adj, mask), mask, normalize=False
+    )
     torch.testing.assert_close(out.x, x_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.adj, adj_ref, atol=1e-5, rtol=1e-5)
     n = mask.sum(-1).float()
@@ -132,8 +135,9 @@ def test_padding_invariance(ratio, link_loss):
     small = random_batch([7], seed=1)
     big = random_batch([25, 40], seed=2)
     alone = layer(small.x, small.edge_index, small.batch)
-    mixed_batch = Batch.from_data_list(big.to_data_list()[:1] + small.to_data_list()
-                                       + big.to_data_list()[1:])
+    mixed_batch = Batch.from_data_list(
+        big.to_data_list()[:1] + small.to_data_list() + big.to_data_list()[1:]
+    )
     mixed = layer(mixed_batch.x, mixed_batch.edge_index, mixed_batch.batch)
     k = alone.x.size(1)
     torch.testing.assert_close(mixed.x[1, :k], alone.x[0])
@@ -173,8 +177,10 @@ def test_loss_bounds():
 
 def test_link_loss_zero_for_perfect_assignment():
     """Two disjoint cliques with self-loops and a one-hot S give A = S S^T exactly."""
-    edge_index = torch.tensor([(i, j) for i in range(3) for j in range(3)]
-                              + [(i, j) for i in range(3, 5) for j in range(3, 5)]).t()
+    edge_index = torch.tensor(
+        [(i, j) for i in range(3) for j in range(3)]
+        + [(i, j) for i in range(3, 5) for j in range(3, 5)]
+    ).t()
     x = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 2)
     layer = DiffPoolConv(SAGEConv(2, 4), _FixedLogits(x * 100), 2)
     out = layer(x, edge_index)
@@ -193,8 +199,7 @@ class _FixedLogits(torch.nn.Module):
         return self.logits
 
 
-@pytest.mark.parametrize("link_loss,ratio", [("frobenius", None), ("bce", 0.5),
-                                             ("frobenius", 0.5)])
+@pytest.mark.parametrize("link_loss,ratio", [("frobenius", None), ("bce", 0.5), ("frobenius", 0.5)])
 def test_gradcheck(link_loss, ratio):
     batch = random_batch([3, 5], num_features=2, seed=5)
     layer = sage_layer(2, 3, hidden=3, ratio=ratio, link_loss=link_loss).double()
@@ -223,8 +228,9 @@ def test_torch_sparse_input(layout):
     layer = sage_layer(4, 3)
     ref = layer(batch.x, batch.edge_index, batch.batch)
     n = batch.num_nodes
-    adj_t = torch.sparse_coo_tensor(batch.edge_index.flip(0),
-                                    torch.ones(batch.edge_index.size(1)), (n, n)).coalesce()
+    adj_t = torch.sparse_coo_tensor(
+        batch.edge_index.flip(0), torch.ones(batch.edge_index.size(1)), (n, n)
+    ).coalesce()
     if layout == "csr":
         adj_t = adj_t.to_sparse_csr()
     out = layer(batch.x, adj_t, batch.batch)
@@ -254,7 +260,7 @@ def test_static_shapes():
     out = layer(batch.x, batch.edge_index, batch.batch, batch_size=2, max_num_nodes=12)
     assert out.s.shape == (2, 12, 3)
     ref = layer(batch.x, batch.edge_index, batch.batch)
-    torch.testing.assert_close(out.x[:, :ref.x.size(1)], ref.x)
+    torch.testing.assert_close(out.x[:, : ref.x.size(1)], ref.x)
     torch.testing.assert_close(out.link_loss, ref.link_loss)
 
 

@@ -13,8 +13,18 @@ from diffpool.functional import (
 from diffpool.functional.losses import safe_sqrt
 
 
-@pytest.mark.parametrize("n,ratio,expected", [(30, 0.1, 3), (31, 0.1, 4), (4, 0.25, 1), (1, 0.1, 1),
-                                              (284, 0.25, 71), (5748, 0.25, 1437), (7, 0.3, 3)])
+@pytest.mark.parametrize(
+    "n,ratio,expected",
+    [
+        (30, 0.1, 3),
+        (31, 0.1, 4),
+        (4, 0.25, 1),
+        (1, 0.1, 1),
+        (284, 0.25, 71),
+        (5748, 0.25, 1437),
+        (7, 0.3, 3),
+    ],
+)
 def test_cluster_budget_rounding(n, ratio, expected):
     # 0.1 * 30 is 3.0000000000000004 in floating point: a naive ceil gives 4.
     assert cluster_budget(n, ratio) == expected

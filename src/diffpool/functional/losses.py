@@ -47,7 +47,8 @@ def frobenius_link_loss_sq(adj_sq_norm: Tensor, trace: Tensor, s: Tensor) -> Ten
 
     Args:
         adj_sq_norm (torch.Tensor): ``[B]`` :math:`\|\mathbf{A}_g\|_F^2`.
-        trace (torch.Tensor): ``[B]`` :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`.
+        trace (torch.Tensor): ``[B]``
+            :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`.
         s (torch.Tensor): ``[B, N, C]`` assignment with zero rows for padding.
     """
     sts = torch.bmm(s.transpose(1, 2), s)
@@ -102,8 +103,9 @@ def _edge_block(s_flat: Tensor, src: Tensor, dst: Tensor, weight: Tensor) -> Ten
     return weight * (torch.log(1.0 - p + BCE_EPS) - torch.log(p + BCE_EPS))
 
 
-def bce_edge_correction(s_flat: Tensor, index: Tensor, value: Tensor, batch: Tensor,
-                        batch_size: int) -> Tensor:
+def bce_edge_correction(
+    s_flat: Tensor, index: Tensor, value: Tensor, batch: Tensor, batch_size: int
+) -> Tensor:
     r"""Per-graph :math:`\sum_{(i,j)} A_{ij}\,[\log(1-P_{ij}+\epsilon) - \log(P_{ij}+\epsilon)]`.
 
     Added to :func:`bce_link_loss_sum` with ``adj=None`` it gives the exact BCE of a sparse
@@ -113,8 +115,8 @@ def bce_edge_correction(s_flat: Tensor, index: Tensor, value: Tensor, batch: Ten
     chunk = max(1, _CHUNK_ELEMENTS // max(1, num_clusters))
     terms = []
     for start in range(0, num_edges, chunk):
-        src, dst = index[0, start:start + chunk], index[1, start:start + chunk]
-        args = (s_flat, src, dst, value[start:start + chunk].to(s_flat.dtype))
+        src, dst = index[0, start : start + chunk], index[1, start : start + chunk]
+        args = (s_flat, src, dst, value[start : start + chunk].to(s_flat.dtype))
         if torch.is_grad_enabled() and s_flat.requires_grad and num_edges > chunk:
             terms.append(checkpoint(_edge_block, *args, use_reentrant=False))
         else:

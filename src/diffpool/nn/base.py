@@ -56,8 +56,16 @@ class DiffPoolBase(torch.nn.Module):
     encoder_class: type[torch.nn.Module]
 
     @classmethod
-    def from_encoder(cls, encoder: str, in_channels: int, hidden_channels: int,
-                     num_clusters: int, num_layers: int = 2, dropout: float = 0.0, **kwargs):
+    def from_encoder(
+        cls,
+        encoder: str,
+        in_channels: int,
+        hidden_channels: int,
+        num_clusters: int,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
         r"""Build the layer with registered encoder stacks for both GNNs.
 
         Args:
@@ -71,10 +79,22 @@ class DiffPoolBase(torch.nn.Module):
             dropout (float, optional): Dropout between layers. (default: :obj:`0.0`)
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``, ...).
         """
-        embed = cls.encoder_class(encoder, in_channels, hidden_channels, hidden_channels,
-                                  num_layers=num_layers, dropout=dropout)
-        pool = cls.encoder_class(encoder, in_channels, hidden_channels, num_clusters,
-                                 num_layers=num_layers, dropout=dropout)
+        embed = cls.encoder_class(
+            encoder,
+            in_channels,
+            hidden_channels,
+            hidden_channels,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        pool = cls.encoder_class(
+            encoder,
+            in_channels,
+            hidden_channels,
+            num_clusters,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
         return cls(embed, pool, num_clusters, **kwargs)
 
     def reset_parameters(self):
@@ -165,8 +185,11 @@ class DiffPoolBase(torch.nn.Module):
             text = repr(module)
             return text if "\n" not in text else type(module).__name__
 
-        parts = [f"embed={short(self.embed)}", f"pool={short(self.pool)}",
-                 f"num_clusters={self.num_clusters}"]
+        parts = [
+            f"embed={short(self.embed)}",
+            f"pool={short(self.pool)}",
+            f"num_clusters={self.num_clusters}",
+        ]
         if self.ratio is not None:
             parts.append(f"ratio={self.ratio}")
         parts.append(f"link_loss='{self.link_loss}'")

@@ -100,18 +100,36 @@ class DiffPoolConv(DiffPoolBase):
 
     encoder_class = GNNEncoder
 
-    def __init__(self, embed: torch.nn.Module, pool: torch.nn.Module, num_clusters: int,
-                 ratio: float | None = None, link_loss: str = "frobenius",
-                 link_loss_coef: float = 1.0, entropy_loss: bool = True,
-                 entropy_loss_coef: float = 1.0, validate: bool = True):
-        super().__init__(embed, pool, num_clusters, ratio, link_loss, link_loss_coef,
-                         entropy_loss, entropy_loss_coef, validate)
+    def __init__(
+        self,
+        embed: torch.nn.Module,
+        pool: torch.nn.Module,
+        num_clusters: int,
+        ratio: float | None = None,
+        link_loss: str = "frobenius",
+        link_loss_coef: float = 1.0,
+        entropy_loss: bool = True,
+        entropy_loss_coef: float = 1.0,
+        validate: bool = True,
+    ):
+        super().__init__(
+            embed,
+            pool,
+            num_clusters,
+            ratio,
+            link_loss,
+            link_loss_coef,
+            entropy_loss,
+            entropy_loss_coef,
+            validate,
+        )
         self._embed_weighted = _accepts_edge_weight(embed)
         self._pool_weighted = _accepts_edge_weight(pool)
 
     @staticmethod
-    def _run(gnn: torch.nn.Module, weighted: bool, x: Tensor, edge_index,
-             edge_weight: Tensor | None) -> Tensor:
+    def _run(
+        gnn: torch.nn.Module, weighted: bool, x: Tensor, edge_index, edge_weight: Tensor | None
+    ) -> Tensor:
         if edge_weight is not None and weighted:
             return gnn(x, edge_index, edge_weight=edge_weight)
         return gnn(x, edge_index)
@@ -179,15 +197,14 @@ class DiffPoolConv(DiffPoolBase):
             adj_times_s = adj.matmul(s_flat)
 
         def dense(src: Tensor) -> Tensor:
-            return to_dense_batch(src, batch, batch_size=batch_size,
-                                  max_num_nodes=max_num_nodes)[0]
+            return to_dense_batch(src, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[0]
 
-        s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size,
-                                 max_num_nodes=max_num_nodes)
+        s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
 
         def bce_sum() -> Tensor:
             return bce_link_loss_sum(s, mask) + bce_edge_correction(
-                s_flat, adj.index, adj.value, batch, batch_size)
+                s_flat, adj.index, adj.value, batch, batch_size
+            )
 
         return self._output(
             z=dense(z),

@@ -41,9 +41,13 @@ class EncoderType:
 ENCODERS: dict[str, EncoderType] = {}
 
 
-def register_encoder(name: str, sparse: Callable[[int, int], torch.nn.Module],
-                     dense: Callable[[int, int], torch.nn.Module], weighted: bool = False,
-                     overwrite: bool = False) -> None:
+def register_encoder(
+    name: str,
+    sparse: Callable[[int, int], torch.nn.Module],
+    dense: Callable[[int, int], torch.nn.Module],
+    weighted: bool = False,
+    overwrite: bool = False,
+) -> None:
     """Make an encoder type available by name (e.g. to ``from_encoder`` and the configs)."""
     if name in ENCODERS and not overwrite:
         raise ValueError(f"encoder {name!r} is already registered (pass overwrite=True)")
@@ -63,14 +67,23 @@ def _gin_mlp(in_channels: int, out_channels: int) -> MLP:
 
 register_encoder("sage", SAGEConv, DenseSAGEConv)
 register_encoder("gcn", GCNConv, DenseGCNConv, weighted=True)
-register_encoder("gin", lambda i, o: GINConv(_gin_mlp(i, o)),
-                 lambda i, o: DenseGINConv(_gin_mlp(i, o)))
+register_encoder(
+    "gin", lambda i, o: GINConv(_gin_mlp(i, o)), lambda i, o: DenseGINConv(_gin_mlp(i, o))
+)
 register_encoder("gat", GATConv, DenseGATConv)
 
 
 class _EncoderStack(torch.nn.Module):
-    def __init__(self, encoder: str, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.0, dense: bool = False):
+    def __init__(
+        self,
+        encoder: str,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        dense: bool = False,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
@@ -95,8 +108,10 @@ class _EncoderStack(torch.nn.Module):
         return torch.nn.functional.dropout(x, self.dropout, self.training)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}('{self.encoder}', {self.in_channels}, "
-                f"{self.out_channels}, num_layers={len(self.convs)})")
+        return (
+            f"{type(self).__name__}('{self.encoder}', {self.in_channels}, "
+            f"{self.out_channels}, num_layers={len(self.convs)})"
+        )
 
 
 class GNNEncoder(_EncoderStack):

@@ -59,14 +59,15 @@ class CooAdjacency(NamedTuple):
         return torch.sparse.mm(adj, other)
 
     def squared_norm_per_graph(self, batch: Tensor, batch_size: int) -> Tensor:
-        r"""Return :math:`\|\mathbf{A}_g\|_F^2` for every graph ``g`` as a ``[batch_size]`` tensor."""
+        r"""Return :math:`\|\mathbf{A}_g\|_F^2` of every graph ``g``, ``[batch_size]``."""
         out = self.value.new_zeros(batch_size)
         return out.index_add(0, batch[self.index[0]], self.value.pow(2))
 
 
 @torch.compiler.disable
-def to_coo_adjacency(edge_index, edge_weight: Tensor | None, num_nodes: int,
-                     dtype: torch.dtype) -> CooAdjacency:
+def to_coo_adjacency(
+    edge_index, edge_weight: Tensor | None, num_nodes: int, dtype: torch.dtype
+) -> CooAdjacency:
     """Bring any accepted connectivity into the coalesced :class:`CooAdjacency` form."""
     if is_sparse_tensor(edge_index):
         row, col, value = edge_index.coo()  # adj_t: row = target, col = source

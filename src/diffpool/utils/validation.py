@@ -108,8 +108,10 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
                 f"expected ({num_nodes}, {num_nodes})"
             )
         if edge_weight is not None:
-            raise ValueError("edge_weight is only accepted with edge_index; a sparse adjacency "
-                             "carries its own values")
+            raise ValueError(
+                "edge_weight is only accepted with edge_index; a sparse adjacency "
+                "carries its own values"
+            )
         return
     if not isinstance(edge_index, Tensor):
         raise TypeError(
@@ -117,7 +119,9 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
             f"torch.sparse tensor, got {type(edge_index).__name__}"
         )
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}")
+        raise ValueError(
+            f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}"
+        )
     if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
         raise TypeError(f"edge_index must be an integer tensor, got {edge_index.dtype}")
     if edge_index.numel() > 0:
