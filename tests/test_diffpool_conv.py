@@ -57,7 +57,9 @@ def test_matches_dense_reference_random(sizes):
     check_against_reference(sage_layer(4, 3), batch)
 
 
-@pytest.mark.parametrize("name", ["ENZYMES", "PROTEINS", "DD"])
+@pytest.mark.parametrize(
+    "name", ["ENZYMES", "PROTEINS", pytest.param("DD", marks=pytest.mark.slow)]
+)
 def test_matches_dense_reference_tu(tu, name):
     """Real batches of 20 graphs, in float64 so that the comparison tests the algebra."""
     dataset = tu(name)

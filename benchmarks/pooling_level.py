@@ -1,0 +1,397 @@
+"""Time and peak memory of one DiffPool level (forward + backward), side by side in one run.
+
+Formulations, all with the same encoders (one GraphSAGE layer for GNN_embed, 64 channels, and
+one for GNN_pool) and the same batch of 20 graphs:
+
+* ``ours_fixed``: :class:`diffpool.DiffPoolConv`, C = ceil(ratio * largest graph of the dataset)
+  clusters for every graph (the paper's rule);
+* ``ours_per_graph``: the same layer with per-graph budgets ceil(ratio * N_g) (cap C);
+* ``dense_batch_pad``: PyG's dense formulation padded to the batch's largest graph
+  (``to_dense_batch`` + ``to_dense_adj`` + ``DenseSAGEConv`` + ``dense_diff_pool``), fixed C;
+* ``dense_dataset_pad``: the same, padded to the dataset's largest graph (PyG's ``ToDense``
+  example), fixed C. For synthetic batches the dataset is the batch, so it is not repeated.
+
+Every measurement runs in a fresh subprocess: peak memory is the rise of the peak resident set
+size over the baseline after setup during the first step (CPU; ``/proc/self/clear_refs`` resets
+the peak, a fixed glibc mmap threshold returns freed tensors to the OS) or of
+``torch.cuda.max_memory_allocated`` (GPU). Times are medians over repetitions after that first
+step (a single step when repetitions would exceed ``--time-budget``).
+
+    python benchmarks/pooling_level.py                # everything, writes benchmarks/results/
+    python benchmarks/pooling_level.py --quick        # a small subset, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_TU = HERE.parent.parent / "shared" / "data" / "TU"
+FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_batch_pad", "dense_dataset_pad")
+REAL = ("ENZYMES", "PROTEINS", "DD")
+SYNTHETIC = (50, 100, 250, 500, 1000, 2000, 4000)
+
+
+# --------------------------------------------------------------------------- worker side
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _load_batch(case: dict, seed: int, batch_size: int, cache: Path):
+    import torch
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.utils import to_undirected
+
+    gen = torch.Generator().manual_seed(seed)
+    if case["kind"] == "real":
+        from torch_geometric.datasets import TUDataset
+
+        name = case["name"]
+        root = cache / "tu"
+        if not (root / name / "raw").exists():
+            with zipfile.ZipFile(Path(case["tu_dir"]) / f"{name}.zip") as zf:
+                zf.extractall(root / name)
+            (root / name / name).rename(root / name / "raw")
+        dataset = TUDataset(str(root), name)
+        idx = torch.randperm(len(dataset), generator=gen)[:batch_size]
+        batch = Batch.from_data_list([dataset[int(i)] for i in idx])
+        dataset_max = int(dataset.slices["x"].diff().max())  # node offsets of every graph
+        return batch, dataset_max
+    n_max = case["n_max"]
+    sizes = torch.randint(max(2, n_max // 4), n_max + 1, (batch_size,), generator=gen)
+    sizes[0] = n_max
+    graphs = []
+    for n in sizes.tolist():
+        e = torch.randint(0, n, (2, int(2.5 * n)), generator=gen)  # average degree ~5, like D&D
+        e = to_undirected(e[:, e[0] != e[1]], num_nodes=n)
+        graphs.append(Data(x=torch.randn(n, 16, generator=gen), edge_index=e))
+    return Batch.from_data_list(graphs), n_max
+
+
+def _build(formulation: str, in_channels: int, num_clusters: int, ratio: float, hidden: int):
+    from torch_geometric.nn import DenseSAGEConv, SAGEConv
+
+    from diffpool import DiffPoolConv
+
+    if formulation.startswith("ours"):
+        budget = ratio if formulation == "ours_per_graph" else None
+        return DiffPoolConv(
+            SAGEConv(in_channels, hidden),
+            SAGEConv(in_channels, num_clusters),
+            num_clusters,
+            ratio=budget,
+            validate=False,
+        )
+    import torch
+
+    module = torch.nn.Module()
+    module.embed = DenseSAGEConv(in_channels, hidden)
+    module.pool = DenseSAGEConv(in_channels, num_clusters)
+    return module
+
+
+def _step(formulation, model, batch, dataset_max, device):
+    import torch
+    from torch_geometric.nn import dense_diff_pool
+    from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+    if formulation.startswith("ours"):
+        out = model(batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs)
+        loss = out.x.sum() + out.adj.sum() + out.aux_loss
+    else:
+        pad = dataset_max if formulation == "dense_dataset_pad" else None
+        x, mask = to_dense_batch(batch.x, batch.batch, max_num_nodes=pad)
+        adj = to_dense_adj(batch.edge_index, batch.batch, max_num_nodes=pad)
+        z, s = model.embed(x, adj, mask), model.pool(x, adj, mask)
+        x_out, adj_out, link, ent = dense_diff_pool(z, adj, s, mask)
+        loss = x_out.sum() + adj_out.sum() + link + ent
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def worker(args) -> dict:
+    import torch
+
+    case = json.loads(args.case)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    batch, dataset_max = _load_batch(case, args.seed, args.batch_size, Path(args.cache))
+    num_clusters = math.ceil(args.ratio * dataset_max)
+    model = _build(args.formulation, batch.num_features, num_clusters, args.ratio, args.hidden)
+    model, batch = model.to(device), batch.to(device)
+    sizes = torch.bincount(batch.batch).cpu()
+    info = dict(
+        num_clusters=num_clusters,
+        dataset_max_nodes=dataset_max,
+        batch_max_nodes=int(sizes.max()),
+        batch_mean_nodes=float(sizes.float().mean()),
+        num_edges=int(batch.num_edges),
+    )
+
+    # Peak memory of the first (warm-up) step: afterwards the allocator's caches hold memory.
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        import ctypes
+        import gc
+
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        base = _rss_kib("VmRSS:") * 1024
+    t0 = time.perf_counter()
+    _step(args.formulation, model, batch, dataset_max, device)
+    first = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _rss_kib("VmHWM:") * 1024 - base
+
+    reps = args.reps if first * args.reps < args.time_budget else 0
+    times = [first] if reps == 0 else []
+    for _ in range(reps):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        _step(args.formulation, model, batch, dataset_max, device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return dict(
+        info,
+        seconds=times[len(times) // 2],
+        reps=max(reps, 1),
+        first_seconds=first,
+        peak_bytes=int(peak),
+    )
+
+
+# --------------------------------------------------------------------------- driver side
+def run_one(case: dict, formulation: str, args) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--case",
+        json.dumps(case),
+        "--formulation",
+        formulation,
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+        "--batch-size",
+        str(args.batch_size),
+        "--ratio",
+        str(args.ratio),
+        "--hidden",
+        str(args.hidden),
+        "--reps",
+        str(args.reps),
+        "--time-budget",
+        str(args.time_budget),
+        "--cache",
+        str(args.cache),
+    ]
+    # A fixed mmap threshold makes glibc return every large tensor to the OS when it is freed,
+    # so that the resident set size follows the live tensors.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return dict(status="timeout", timeout_seconds=args.timeout)
+    if proc.returncode != 0:
+        killed = proc.returncode in (-9, 137)
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        return dict(
+            status="out of memory" if killed or "memory" in tail[0].lower() else "error",
+            detail=tail[0][:300],
+        )
+    return dict(status="ok", **json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def cases(args):
+    out = []
+    for name in args.real:
+        if (Path(args.tu_dir) / f"{name}.zip").exists():
+            out.append(dict(kind="real", name=name, tu_dir=str(args.tu_dir)))
+        else:
+            print(f"skip {name}: {args.tu_dir}/{name}.zip not found", file=sys.stderr)
+    out += [dict(kind="synthetic", name=f"synthetic N_max={n}", n_max=n) for n in args.synthetic]
+    return out
+
+
+def _fmt_bytes(b):
+    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 2**10:,.0f} KiB"
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    meta = results["meta"]
+    lines = [
+        "# One DiffPool level: forward + backward, time and peak memory",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
+        f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}, "
+        f"{meta['hidden']} hidden channels, one SAGE layer per GNN.  ",
+        "Ratios are against the fastest / smallest dense formulation measured on the same "
+        "batch in the same run (> 1 means ours is faster / smaller).",
+        "",
+        "| batch | C (fixed) | N_max batch / dataset | formulation | time (s) | peak memory |"
+        " speed-up vs best dense | memory ratio vs best dense |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        dense = [m for f, m in row["runs"].items() if f.startswith("dense") and m["status"] == "ok"]
+        best_t = min((m["seconds"] for m in dense), default=None)
+        best_m = min((m["peak_bytes"] for m in dense), default=None)
+        for f, m in row["runs"].items():
+            if m["status"] != "ok":
+                lines.append(f"| {row['case']} | | | {f} | {m['status']} | | | |")
+                continue
+            speed = f"{best_t / m['seconds']:.2f}x" if best_t and f.startswith("ours") else ""
+            mem = (
+                f"{best_m / max(m['peak_bytes'], 1):.2f}x"
+                if best_m and f.startswith("ours")
+                else ""
+            )
+            lines.append(
+                f"| {row['case']} | {m['num_clusters']} | {m['batch_max_nodes']} / "
+                f"{m['dataset_max_nodes']} | {f} | {m['seconds']:.3f} | "
+                f"{_fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["kind"] == "synthetic"]
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for f in FORMULATIONS:
+        pts = [(r["n_max"], r["runs"][f]) for r in rows if f in r["runs"]]
+        pts = [(n, m) for n, m in pts if m["status"] == "ok"]
+        if not pts:
+            continue
+        n = [p[0] for p in pts]
+        axes[0].plot(n, [p[1]["seconds"] for p in pts], marker="o", label=f)
+        axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
+    for ax, label in zip(axes, ("seconds (forward + backward)", "peak memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("largest graph in the batch (nodes)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(
+        f"One DiffPool level, batch of {results['meta']['batch_size']} synthetic graphs "
+        f"(device {results['meta']['device']})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--formulation", choices=FORMULATIONS)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--ratio", type=float, default=0.25)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="use a single repetition when reps would take longer than this",
+    )
+    p.add_argument("--timeout", type=float, default=1800.0, help="per measurement, seconds")
+    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
+    p.add_argument("--tu-dir", default=str(DEFAULT_TU))
+    p.add_argument("--cache", default=str(HERE / ".cache"))
+    p.add_argument("--real", nargs="*", default=list(REAL))
+    p.add_argument("--synthetic", nargs="*", type=int, default=list(SYNTHETIC))
+    p.add_argument("--formulations", nargs="*", default=list(FORMULATIONS))
+    p.add_argument(
+        "--out",
+        default=str(RESULTS / "pooling_level"),
+        help="output stem: writes STEM.json, STEM.md, STEM.png",
+    )
+    p.add_argument("--quick", action="store_true", help="ENZYMES + N_max 50/250 only")
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    if args.quick:
+        args.real, args.synthetic, args.reps = ["ENZYMES"], [50, 250], 2
+    import torch
+
+    results = dict(
+        meta=dict(
+            command="python benchmarks/pooling_level.py " + " ".join(argv or sys.argv[1:]),
+            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            device=args.device,
+            torch=torch.__version__,
+            batch_size=args.batch_size,
+            ratio=args.ratio,
+            hidden=args.hidden,
+            seed=args.seed,
+            date=time.strftime("%Y-%m-%d"),
+        ),
+        rows=[],
+    )
+    for case in cases(args):
+        row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
+        for f in args.formulations:
+            if f == "dense_dataset_pad" and case["kind"] == "synthetic":
+                continue
+            t0 = time.time()
+            row["runs"][f] = run_one(case, f, args)
+            m = row["runs"][f]
+            print(
+                f"{case['name']:>24} {f:>18}: {m['status']}"
+                + (
+                    f" {m['seconds']:.3f}s {_fmt_bytes(m['peak_bytes'])}"
+                    if m["status"] == "ok"
+                    else f" {m.get('detail', '')}"
+                )
+                + f"  [{time.time() - t0:.0f}s wall]",
+                flush=True,
+            )
+        results["rows"].append(row)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, out.with_suffix(".md"))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out}.json/.md/.png")
+
+
+if __name__ == "__main__":
+    main()
