@@ -10,7 +10,8 @@ from diffpool.functional import (
     cluster_budgets,
     masked_assignment,
 )
-from diffpool.functional.losses import safe_sqrt
+from diffpool.functional.losses import gram_squared_norm, safe_sqrt
+from diffpool.functional.packing import PaddedBatch, SizeBuckets, bucket_graphs
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,32 @@ def test_bce_decomposition_matches_elementwise():
     ref = -(adj * torch.log(p + 1e-7) + (1 - adj) * torch.log(1 - p + 1e-7))
     ref = (ref * (mask.unsqueeze(-1) & mask.unsqueeze(-2))).sum((1, 2))
     torch.testing.assert_close(dense, ref)
+
+
+def test_bucket_graphs():
+    assert bucket_graphs([10, 3, 9, 4, 100, 70]) == [[4, 5], [0, 2], [3, 1]]
+    assert bucket_graphs([5]) == [[0]]
+    # Within a bucket the largest graph is at most 1.5x the smallest.
+    counts = torch.randint(1, 500, (50,)).tolist()
+    for graphs in bucket_graphs(counts):
+        assert counts[graphs[0]] <= 1.5 * min(counts[g] for g in graphs)
+
+
+def test_size_buckets_match_padded_products():
+    counts = [7, 2, 30, 16, 1]
+    ptr = torch.tensor([0] + counts).cumsum(0)
+    batch = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
+    a = torch.randn(sum(counts), 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(sum(counts), 4, dtype=torch.float64)
+    packed = SizeBuckets(ptr, counts).transpose_matmul(a, b)
+    padded = PaddedBatch(batch, 5, 30).transpose_matmul(a, b)
+    torch.testing.assert_close(packed, padded)
+    loops = torch.stack([a[s:e].t() @ b[s:e] for s, e in zip(ptr[:-1], ptr[1:])])
+    torch.testing.assert_close(packed, loops)
+    assert torch.autograd.gradcheck(lambda a: SizeBuckets(ptr, counts).transpose_matmul(a, b), (a,))
+
+
+def test_gram_squared_norm_gradient():
+    s = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(gram_squared_norm(s), (s.transpose(1, 2) @ s).pow(2).sum((1, 2)))
+    assert torch.autograd.gradcheck(gram_squared_norm, (s,))

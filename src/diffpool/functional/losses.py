@@ -42,17 +42,36 @@ def safe_sqrt(value: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, value, 1.0)), 0.0)
 
 
-def frobenius_link_loss_sq(adj_sq_norm: Tensor, trace: Tensor, s: Tensor) -> Tensor:
-    r"""Per-graph :math:`\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2`, clamped at zero.
+class _GramSquaredNorm(torch.autograd.Function):
+    """Per-graph squared Frobenius norm of the Gram matrix, with a one-matmul backward."""
 
-    Args:
-        adj_sq_norm (torch.Tensor): ``[B]`` :math:`\|\mathbf{A}_g\|_F^2`.
-        trace (torch.Tensor): ``[B]``
-            :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`.
-        s (torch.Tensor): ``[B, N, C]`` assignment with zero rows for padding.
+    @staticmethod
+    def forward(ctx, s: Tensor) -> Tensor:
+        gram = torch.bmm(s.transpose(1, 2), s)
+        ctx.save_for_backward(s, gram)
+        return gram.pow(2).sum((-2, -1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        s, gram = ctx.saved_tensors
+        # d ||S^T S||_F^2 / dS = 4 S (S^T S)
+        return torch.bmm(s, gram).mul_(4.0 * grad.view(-1, 1, 1))
+
+
+def gram_squared_norm(s: Tensor) -> Tensor:
+    r"""Per-graph :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2` of a padded ``[B, N, C]`` ``s``.
+
+    Autograd through ``bmm(S^T, S)`` would spend two batched matmuls on the backward pass; the
+    closed form :math:`4\,\mathbf{S}(\mathbf{S}^\top\mathbf{S})` spends one.
     """
-    sts = torch.bmm(s.transpose(1, 2), s)
-    return (adj_sq_norm - 2.0 * trace + sts.pow(2).sum((-2, -1))).clamp(min=0.0)
+    return _GramSquaredNorm.apply(s)
+
+
+def frobenius_link_loss_sq(adj_sq_norm: Tensor, trace: Tensor, gram_sq_norm: Tensor) -> Tensor:
+    r"""Per-graph :math:`\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2`, clamped at zero,
+    from :math:`\|\mathbf{A}_g\|_F^2`, :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g
+    \mathbf{S}_g)` and :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2` (all ``[B]``)."""
+    return (adj_sq_norm - 2.0 * trace + gram_sq_norm).clamp(min=0.0)
 
 
 def _bce_block(s_rows: Tensor, s: Tensor, pair_mask: Tensor, adj_rows: Tensor | None) -> Tensor:

@@ -127,38 +127,34 @@ class DiffPoolBase(torch.nn.Module):
 
     def _output(
         self,
-        z: Tensor,
+        x: Tensor,
+        adj: Tensor,
         s: Tensor,
         mask: Tensor,
         cluster_mask: Tensor | None,
-        entropy: Tensor,
-        adj_times_s: Tensor,
+        entropy_sum: Tensor,
         adj_sq_norm: Callable[[], Tensor],
+        trace: Callable[[], Tensor],
+        gram_sq_norm: Callable[[], Tensor],
         bce_sum: Callable[[], Tensor],
     ) -> DiffPoolOutput:
-        r"""Pool and compute the losses from the dense ``z`` [B, N, F'], ``s`` [B, N, C] and
-        :math:`\mathbf{A}\mathbf{S}` [B, N, C]; the two callables give the per-graph
-        :math:`\|\mathbf{A}_g\|_F^2` and BCE sums, so that only the chosen loss is computed."""
+        r"""Assemble the output from the pooled ``x`` [B, C, F'] and ``adj`` [B, C, C], the
+        dense ``s`` [B, N, C] with its node ``mask`` and the per-graph entropy sums; the
+        callables give per-graph :math:`\|\mathbf{A}_g\|_F^2`,
+        :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`,
+        :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2` and BCE sums, so that only the chosen
+        loss is computed."""
         batch_size = s.size(0)
-        s_t = s.transpose(1, 2)
-        s_pool = s_t.to(z.dtype) if not torch.is_autocast_enabled() else s_t
-        x_out = torch.bmm(s_pool, z)
-        adj_out = torch.bmm(s_pool, adj_times_s.to(s_pool.dtype))
         if cluster_mask is None:
             cluster_mask = torch.ones(batch_size, s.size(-1), dtype=torch.bool, device=s.device)
-
         # Losses in float32 or wider, also under autocast: the Frobenius identity subtracts
         # large terms and would lose all precision in bf16.
         with torch.autocast(device_type=s.device.type, enabled=False):
             num_nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
             zero = s.new_zeros(batch_size)
-            if self.entropy_loss:
-                entropy_per_graph = torch.where(mask, entropy, 0.0).sum(-1) / num_nodes
-            else:
-                entropy_per_graph = zero
+            entropy_per_graph = entropy_sum / num_nodes if self.entropy_loss else zero
             if self.link_loss == "frobenius":
-                trace = (s * adj_times_s.to(s.dtype)).sum((-2, -1))
-                sq = frobenius_link_loss_sq(adj_sq_norm().to(s.dtype), trace, s)
+                sq = frobenius_link_loss_sq(adj_sq_norm().to(s.dtype), trace(), gram_sq_norm())
                 link_per_graph = safe_sqrt(sq) / num_nodes
             elif self.link_loss == "bce":
                 link_per_graph = bce_sum() / num_nodes.pow(2)
@@ -168,8 +164,8 @@ class DiffPoolBase(torch.nn.Module):
         ent = entropy_per_graph.mean()
         aux = self.link_loss_coef * link + self.entropy_loss_coef * ent
         return DiffPoolOutput(
-            x=x_out,
-            adj=adj_out,
+            x=x,
+            adj=adj,
             s=s,
             mask=mask,
             cluster_mask=cluster_mask,

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from diffpool.functional.assignment import masked_assignment
-from diffpool.functional.losses import bce_link_loss_sum
+from diffpool.functional.losses import bce_link_loss_sum, gram_squared_norm
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
 from diffpool.nn.output import DiffPoolOutput
@@ -103,14 +103,17 @@ class DenseDiffPoolConv(DiffPoolBase):
         with torch.autocast(device_type=x.device.type, enabled=False):
             adj = torch.where(pair_mask, adj.to(s.dtype), 0.0)
             adj_times_s = torch.bmm(adj, s)
-
+        s_t = s.transpose(1, 2)
+        s_pool = s_t if torch.is_autocast_enabled() else s_t.to(z.dtype)
         return self._output(
-            z=z,
+            x=torch.bmm(s_pool, z),
+            adj=torch.bmm(s_pool, adj_times_s.to(s_pool.dtype)),
             s=s,
             mask=mask,
             cluster_mask=cluster_mask,
-            entropy=entropy,
-            adj_times_s=adj_times_s,
+            entropy_sum=torch.where(mask, entropy, 0.0).sum(-1),
             adj_sq_norm=lambda: adj.pow(2).sum((-2, -1)),
+            trace=lambda: (s * adj_times_s).sum((-2, -1)),
+            gram_sq_norm=lambda: gram_squared_norm(s),
             bce_sum=lambda: bce_link_loss_sum(s, mask, adj),
         )

@@ -9,7 +9,12 @@ from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import masked_assignment
-from diffpool.functional.losses import bce_edge_correction, bce_link_loss_sum
+from diffpool.functional.losses import (
+    bce_edge_correction,
+    bce_link_loss_sum,
+    gram_squared_norm,
+)
+from diffpool.functional.packing import PaddedBatch, SizeBuckets
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
 from diffpool.nn.output import DiffPoolOutput
@@ -195,11 +200,17 @@ class DiffPoolConv(DiffPoolBase):
         adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             adj_times_s = adj.matmul(s_flat)
-
-        def dense(src: Tensor) -> Tensor:
-            return to_dense_batch(src, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[0]
-
+        if torch.compiler.is_compiling():
+            groups = PaddedBatch(batch, batch_size, max_num_nodes)
+        else:
+            # Products per group of similar-sized graphs: far less padding than [B, N_max].
+            ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            groups = SizeBuckets(ptr, counts.tolist())
         s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
+        s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
+
+        def per_graph(values: Tensor) -> Tensor:
+            return values.new_zeros(batch_size).index_add(0, batch, values)
 
         def bce_sum() -> Tensor:
             return bce_link_loss_sum(s, mask) + bce_edge_correction(
@@ -207,12 +218,16 @@ class DiffPoolConv(DiffPoolBase):
             )
 
         return self._output(
-            z=dense(z),
+            x=groups.transpose_matmul(s_pool, z),
+            adj=groups.transpose_matmul(s_pool, adj_times_s.to(s_pool.dtype)),
             s=s,
             mask=mask,
             cluster_mask=cluster_mask,
-            entropy=dense(entropy),
-            adj_times_s=dense(adj_times_s),
+            entropy_sum=per_graph(entropy),
             adj_sq_norm=lambda: adj.squared_norm_per_graph(batch, batch_size),
+            trace=lambda: per_graph((s_flat * adj_times_s).sum(-1)),
+            gram_sq_norm=lambda: groups.reassemble(
+                [gram_squared_norm(block) for block in groups.blocks(s_flat)]
+            ),
             bce_sum=bce_sum,
         )
