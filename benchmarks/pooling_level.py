@@ -125,6 +125,8 @@ def _step(formulation, model, batch, dataset_max, device):
 
 
 def worker(args) -> dict:
+    import ctypes
+
     import torch
 
     case = json.loads(args.case)
@@ -149,7 +151,6 @@ def worker(args) -> dict:
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        import ctypes
         import gc
 
         gc.collect()
@@ -164,6 +165,13 @@ def worker(args) -> dict:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = _rss_kib("VmHWM:") * 1024 - base
+
+    if device.type == "cpu":
+        # Back to glibc's steady state for timing (its dynamic mmap threshold grows to 32 MiB
+        # once large blocks are freed): mmap-ing every tensor would slow every formulation.
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
 
     reps = args.reps if first * args.reps < args.time_budget else 0
     times = [first] if reps == 0 else []

@@ -109,3 +109,21 @@ def test_gram_squared_norm_gradient():
     s = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(gram_squared_norm(s), (s.transpose(1, 2) @ s).pow(2).sum((1, 2)))
     assert torch.autograd.gradcheck(gram_squared_norm, (s,))
+
+
+def test_size_buckets_with_widths():
+    """Narrow buckets (columns beyond a bucket's width are zero) give the full product."""
+    counts = [3, 12, 11, 2]
+    ptr = torch.tensor([0] + counts).cumsum(0)
+    buckets = SizeBuckets(ptr, counts)
+    assert buckets.buckets == [[1, 2], [0, 3]]
+    a = torch.randn(sum(counts), 5)
+    a[:3, 2:] = 0  # graph 0 uses 2 slots
+    a[26:, 2:] = 0  # graph 3 uses 2 slots
+    z = torch.randn(sum(counts), 7)
+    torch.testing.assert_close(
+        buckets.transpose_matmul(a, a, [5, 2]), buckets.transpose_matmul(a, a)
+    )
+    torch.testing.assert_close(
+        buckets.transpose_matmul(a, z, [5, 2]), buckets.transpose_matmul(a, z)
+    )

@@ -54,20 +54,39 @@ class SizeBuckets:
             len(order), device=ptr.device
         )
 
-    def blocks(self, flat: Tensor) -> list[Tensor]:
-        """``[b, n_bucket, *]`` blocks of ``flat`` (zero rows where a graph is shorter)."""
+    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
+        """``[b, n_bucket, *]`` blocks of ``flat`` (zero rows where a graph is shorter),
+        keeping only the first ``widths[k]`` columns in bucket ``k`` when given."""
         extended = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])
-        return [extended[index] for index in self.index]
+        widths = widths or [flat.size(-1)] * len(self.index)
+        return [extended[index, :w] for index, w in zip(self.index, widths)]
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
-        """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``."""
-        return torch.cat(per_bucket)[self.inverse]
+        """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
+        trailing dimensions that a narrower bucket left short."""
+        shape = [max(r.size(d) for r in per_bucket) for d in range(1, per_bucket[0].dim())]
+        padded = []
+        for r in per_bucket:
+            pad = []
+            for d in reversed(range(1, r.dim())):
+                pad += [0, shape[d - 1] - r.size(d)]
+            padded.append(torch.nn.functional.pad(r, pad) if any(pad) else r)
+        return torch.cat(padded)[self.inverse]
 
-    def transpose_matmul(self, a: Tensor, b: Tensor) -> Tensor:
+    def transpose_matmul(self, a: Tensor, b: Tensor, widths: list[int] | None = None) -> Tensor:
         r"""Per-graph :math:`\mathbf{A}_g^\top \mathbf{B}_g` for flat ``a`` [N, P], ``b`` [N, Q]:
-        ``[B, P, Q]``."""
-        return self.reassemble(
-            [torch.bmm(x.transpose(1, 2), y) for x, y in zip(self.blocks(a), self.blocks(b))]
+        ``[B, P, Q]``. With ``widths``, bucket ``k`` uses only the first ``widths[k]`` columns of
+        ``a`` (and of ``b`` when ``b`` has as many columns as ``a``): the others must be zero
+        for its graphs, as unused cluster slots are."""
+        b_widths = widths if widths is not None and b.size(-1) == a.size(-1) else None
+        out = self.reassemble(
+            [
+                torch.bmm(x.transpose(1, 2), y)
+                for x, y in zip(self.blocks(a, widths), self.blocks(b, b_widths))
+            ]
+        )
+        return torch.nn.functional.pad(
+            out, (0, b.size(-1) - out.size(-1), 0, a.size(-1) - out.size(-2))
         )
 
 
@@ -78,7 +97,7 @@ class PaddedBatch(SizeBuckets):
     def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int):
         self.batch, self.batch_size, self.max_num_nodes = batch, batch_size, max_num_nodes
 
-    def blocks(self, flat: Tensor) -> list[Tensor]:
+    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
         from torch_geometric.utils import to_dense_batch
 
         return [

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
-from diffpool.functional.assignment import masked_assignment
+from diffpool.functional.assignment import cluster_budget, masked_assignment
 from diffpool.functional.losses import (
     bce_edge_correction,
     bce_link_loss_sum,
@@ -200,12 +200,20 @@ class DiffPoolConv(DiffPoolBase):
         adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             adj_times_s = adj.matmul(s_flat)
+        widths = None
         if torch.compiler.is_compiling():
             groups = PaddedBatch(batch, batch_size, max_num_nodes)
         else:
             # Products per group of similar-sized graphs: far less padding than [B, N_max].
             ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-            groups = SizeBuckets(ptr, counts.tolist())
+            host_counts = counts.tolist()
+            groups = SizeBuckets(ptr, host_counts)
+            if self.ratio is not None:
+                # A bucket's graphs use at most the budget of its largest graph.
+                widths = [
+                    min(num_slots, cluster_budget(host_counts[g[0]], self.ratio))
+                    for g in groups.buckets
+                ]
         s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
         s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
 
@@ -218,8 +226,8 @@ class DiffPoolConv(DiffPoolBase):
             )
 
         return self._output(
-            x=groups.transpose_matmul(s_pool, z),
-            adj=groups.transpose_matmul(s_pool, adj_times_s.to(s_pool.dtype)),
+            x=groups.transpose_matmul(s_pool, z, widths),
+            adj=groups.transpose_matmul(s_pool, adj_times_s.to(s_pool.dtype), widths),
             s=s,
             mask=mask,
             cluster_mask=cluster_mask,
