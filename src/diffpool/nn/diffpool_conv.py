@@ -235,7 +235,7 @@ class DiffPoolConv(DiffPoolBase):
             adj_sq_norm=lambda: adj.squared_norm_per_graph(batch, batch_size),
             trace=lambda: per_graph((s_flat * adj_times_s).sum(-1)),
             gram_sq_norm=lambda: groups.reassemble(
-                [gram_squared_norm(block) for block in groups.blocks(s_flat)]
+                [gram_squared_norm(block) for block in groups.blocks(s_flat, widths)]
             ),
             bce_sum=bce_sum,
         )
