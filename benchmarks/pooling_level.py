@@ -173,9 +173,14 @@ def worker(args) -> dict:
         libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
 
+    # At least --reps repetitions, more until --min-time has passed (millisecond steps need
+    # hundreds of repetitions for a stable median on a shared machine).
     reps = args.reps if first * args.reps < args.time_budget else 0
     times = [first] if reps == 0 else []
-    for _ in range(reps):
+    start = time.perf_counter()
+    while reps and (
+        len(times) < reps or (time.perf_counter() - start < args.min_time and len(times) < 2000)
+    ):
         model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         _step(args.formulation, model, batch, dataset_max, device)
@@ -184,7 +189,7 @@ def worker(args) -> dict:
     return dict(
         info,
         seconds=times[len(times) // 2],
-        reps=max(reps, 1),
+        reps=len(times),
         first_seconds=first,
         peak_bytes=int(peak),
     )
@@ -214,6 +219,8 @@ def run_one(case: dict, formulation: str, args) -> dict:
         str(args.reps),
         "--time-budget",
         str(args.time_budget),
+        "--min-time",
+        str(args.min_time),
         "--cache",
         str(args.cache),
     ]
@@ -339,6 +346,9 @@ def main(argv=None):
         default=60.0,
         help="use a single repetition when reps would take longer than this",
     )
+    p.add_argument(
+        "--min-time", type=float, default=3.0, help="keep repeating a step for this long, s"
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="per measurement, seconds")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
     p.add_argument("--tu-dir", default=str(DEFAULT_TU))
@@ -357,7 +367,7 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
     if args.quick:
-        args.real, args.synthetic, args.reps = ["ENZYMES"], [50, 250], 2
+        args.real, args.synthetic, args.reps, args.min_time = ["ENZYMES"], [50, 250], 2, 0.3
     import torch
 
     results = dict(

@@ -91,18 +91,40 @@ def test_bucket_graphs():
         assert counts[graphs[0]] <= 1.5 * min(counts[g] for g in graphs)
 
 
+def _loop_products(s, z, adj_s, ptr):
+    pairs = [(s[a:b].t() @ z[a:b], s[a:b].t() @ adj_s[a:b]) for a, b in zip(ptr[:-1], ptr[1:])]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
 def test_size_buckets_match_padded_products():
     counts = [7, 2, 30, 16, 1]
     ptr = torch.tensor([0] + counts).cumsum(0)
     batch = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
-    a = torch.randn(sum(counts), 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(sum(counts), 4, dtype=torch.float64)
-    packed = SizeBuckets(ptr, counts).transpose_matmul(a, b)
-    padded = PaddedBatch(batch, 5, 30).transpose_matmul(a, b)
-    torch.testing.assert_close(packed, padded)
-    loops = torch.stack([a[s:e].t() @ b[s:e] for s, e in zip(ptr[:-1], ptr[1:])])
-    torch.testing.assert_close(packed, loops)
-    assert torch.autograd.gradcheck(lambda a: SizeBuckets(ptr, counts).transpose_matmul(a, b), (a,))
+    s = torch.randn(sum(counts), 3, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(sum(counts), 4, dtype=torch.float64)
+    adj_s = torch.randn(sum(counts), 3, dtype=torch.float64)
+    x_ref, adj_ref = _loop_products(s, z, adj_s, ptr)
+    for groups in (SizeBuckets(ptr, counts), PaddedBatch(batch, 5, 30)):
+        x, adj, s_blocks = groups.pool(s, z, adj_s)
+        torch.testing.assert_close(x, x_ref)
+        torch.testing.assert_close(adj, adj_ref)
+        # The s blocks hold every graph's rows exactly once, padding rows zero.
+        assert sum(b.ne(0).any(-1).sum().item() for b in s_blocks) == sum(counts)
+    assert torch.autograd.gradcheck(lambda s: SizeBuckets(ptr, counts).pool(s, z, adj_s)[:2], (s,))
+
+
+def test_bucket_merging_follows_the_cost_model():
+    counts = [100, 60, 30, 12, 5]
+    assert len(bucket_graphs(counts)) == 5
+    # Cheap rows: padding everything to 100 nodes costs less than one more bucket.
+    assert bucket_graphs(counts, row_cost=lambda n: 10, overhead=10_000) == [[0, 1, 2, 3, 4]]
+    # Expensive rows: nothing is merged.
+    assert len(bucket_graphs(counts, row_cost=lambda n: 10**6, overhead=10_000)) == 5
+    # Merging also counts the wider rows that the merged graphs then get.
+    # 12 into 30: padding 18 * 3000 + wider rows 12 * (3000 - 1200) = 75,600 <= 100,000;
+    # 30 into 60: 30 * 6000 + 30 * 3000 = 270,000 > 100,000.
+    merged = bucket_graphs(counts, row_cost=lambda n: n * 100, overhead=100_000)
+    assert merged == [[0], [1], [2, 3, 4]]
 
 
 def test_gram_squared_norm_gradient():
@@ -117,13 +139,14 @@ def test_size_buckets_with_widths():
     ptr = torch.tensor([0] + counts).cumsum(0)
     buckets = SizeBuckets(ptr, counts)
     assert buckets.buckets == [[1, 2], [0, 3]]
-    a = torch.randn(sum(counts), 5)
-    a[:3, 2:] = 0  # graph 0 uses 2 slots
-    a[26:, 2:] = 0  # graph 3 uses 2 slots
+    s = torch.randn(sum(counts), 5)
+    s[:3, 2:] = 0  # graph 0 uses 2 slots
+    s[26:, 2:] = 0  # graph 3 uses 2 slots
     z = torch.randn(sum(counts), 7)
-    torch.testing.assert_close(
-        buckets.transpose_matmul(a, a, [5, 2]), buckets.transpose_matmul(a, a)
-    )
-    torch.testing.assert_close(
-        buckets.transpose_matmul(a, z, [5, 2]), buckets.transpose_matmul(a, z)
-    )
+    adj_s = torch.randn(sum(counts), 5)
+    adj_s[:3, 2:] = 0
+    adj_s[26:, 2:] = 0
+    narrow, full = buckets.pool(s, z, adj_s, [5, 2]), buckets.pool(s, z, adj_s)
+    torch.testing.assert_close(narrow[0], full[0])
+    torch.testing.assert_close(narrow[1], full[1])
+    assert [b.size(-1) for b in narrow[2]] == [5, 2]

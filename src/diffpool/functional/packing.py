@@ -10,13 +10,30 @@ to its own largest graph: a few batched matmuls (one per group, never one per gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+# Fixed cost of one more size bucket (a gather, a batched matmul, their backward and the
+# bookkeeping), in multiply-adds of padded work. Buckets whose padding to the previous bucket's
+# size costs less than this are merged: on small graphs a few kernel launches more would cost
+# more than the padding they save. Measured on CPU; the exact value is not critical.
+BUCKET_OVERHEAD_MACS = 1 << 21
 
-def bucket_graphs(counts: list[int], max_waste: float = 1.5) -> list[list[int]]:
+
+def bucket_graphs(
+    counts: list[int],
+    max_waste: float = 1.5,
+    row_cost: Callable[[int], int] | None = None,
+    overhead: int = BUCKET_OVERHEAD_MACS,
+) -> list[list[int]]:
     """Group graph indices, largest first, so that within a group the largest graph has at
-    most ``max_waste`` times the nodes of the smallest."""
+    most ``max_waste`` times the nodes of the smallest.
+
+    With ``row_cost`` (the multiply-adds per padded row of a group headed by a graph of ``n``
+    nodes), a group is then merged into the previous, larger one when the padding this adds
+    costs at most ``overhead`` multiply-adds."""
     order = sorted(range(len(counts)), key=lambda g: -counts[g])
     buckets: list[list[int]] = []
     for g in order:
@@ -24,7 +41,18 @@ def bucket_graphs(counts: list[int], max_waste: float = 1.5) -> list[list[int]]:
             buckets[-1].append(g)
         else:
             buckets.append([g])
-    return buckets
+    if row_cost is None:
+        return buckets
+    merged = buckets[:1]
+    for graphs in buckets[1:]:
+        head = counts[merged[-1][0]]
+        padding = sum(head - counts[g] for g in graphs) * row_cost(head)
+        saved = sum(counts[g] for g in graphs) * (row_cost(head) - row_cost(counts[graphs[0]]))
+        if padding + saved <= overhead:
+            merged[-1].extend(graphs)
+        else:
+            merged.append(graphs)
+    return merged
 
 
 class SizeBuckets:
@@ -34,32 +62,43 @@ class SizeBuckets:
         ptr (torch.Tensor): ``[B + 1]`` node offsets of the graphs.
         counts (list[int]): nodes per graph (on the host).
         max_waste (float, optional): see :func:`bucket_graphs`. (default: :obj:`1.5`)
+        row_cost (callable, optional): see :func:`bucket_graphs`. (default: :obj:`None`)
     """
 
-    def __init__(self, ptr: Tensor, counts: list[int], max_waste: float = 1.5):
+    def __init__(
+        self,
+        ptr: Tensor,
+        counts: list[int],
+        max_waste: float = 1.5,
+        row_cost: Callable[[int], int] | None = None,
+    ):
         self.num_graphs = len(counts)
         self.num_nodes = int(sum(counts))
-        self.buckets = bucket_graphs(counts, max_waste)
+        self.buckets = bucket_graphs(counts, max_waste, row_cost)
+        self.heads = [counts[graphs[0]] for graphs in self.buckets]
         self.index = []
-        for graphs in self.buckets:
-            width = counts[graphs[0]]
+        for graphs, width in zip(self.buckets, self.heads):
             local = torch.arange(width, device=ptr.device)
             g = torch.tensor(graphs, device=ptr.device)
             rows = ptr[g].unsqueeze(-1) + local
             valid = local < torch.tensor([counts[i] for i in graphs], device=ptr.device)[:, None]
             self.index.append(torch.where(valid, rows, self.num_nodes))  # pad -> a zero row
         order = [g for graphs in self.buckets for g in graphs]
+        self.identity = order == list(range(len(order)))
         self.inverse = torch.empty(len(order), dtype=torch.long, device=ptr.device)
         self.inverse[torch.tensor(order, device=ptr.device)] = torch.arange(
             len(order), device=ptr.device
         )
 
-    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
-        """``[b, n_bucket, *]`` blocks of ``flat`` (zero rows where a graph is shorter),
-        keeping only the first ``widths[k]`` columns in bucket ``k`` when given."""
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
         extended = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])
-        widths = widths or [flat.size(-1)] * len(self.index)
-        return [extended[index, :w] for index, w in zip(self.index, widths)]
+        # index_select, not advanced indexing: its backward is a scatter-add, far cheaper on
+        # CPU than the sorting accumulate of index_put.
+        return [
+            extended.index_select(0, index.view(-1)).view(index.shape + flat.shape[1:])
+            for index in self.index
+        ]
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
@@ -71,23 +110,48 @@ class SizeBuckets:
             for d in reversed(range(1, r.dim())):
                 pad += [0, shape[d - 1] - r.size(d)]
             padded.append(torch.nn.functional.pad(r, pad) if any(pad) else r)
-        return torch.cat(padded)[self.inverse]
+        out = torch.cat(padded) if len(padded) > 1 else padded[0]
+        return out if self.identity else out[self.inverse]
 
-    def transpose_matmul(self, a: Tensor, b: Tensor, widths: list[int] | None = None) -> Tensor:
-        r"""Per-graph :math:`\mathbf{A}_g^\top \mathbf{B}_g` for flat ``a`` [N, P], ``b`` [N, Q]:
-        ``[B, P, Q]``. With ``widths``, bucket ``k`` uses only the first ``widths[k]`` columns of
-        ``a`` (and of ``b`` when ``b`` has as many columns as ``a``): the others must be zero
-        for its graphs, as unused cluster slots are."""
-        b_widths = widths if widths is not None and b.size(-1) == a.size(-1) else None
-        out = self.reassemble(
-            [
-                torch.bmm(x.transpose(1, 2), y)
-                for x, y in zip(self.blocks(a, widths), self.blocks(b, b_widths))
-            ]
-        )
-        return torch.nn.functional.pad(
-            out, (0, b.size(-1) - out.size(-1), 0, a.size(-1) - out.size(-2))
-        )
+    def pool(
+        self, s: Tensor, z: Tensor, adj_s: Tensor, widths: list[int] | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        r"""Per-graph :math:`\mathbf{S}_g^\top \mathbf{Z}_g` and
+        :math:`\mathbf{S}_g^\top (\mathbf{A}\mathbf{S})_g` with one gather and one batched
+        matmul per bucket.
+
+        Args:
+            s (torch.Tensor): ``[N, C]`` flat assignment.
+            z (torch.Tensor): ``[N, F]`` flat embeddings.
+            adj_s (torch.Tensor): ``[N, C]`` the product :math:`\mathbf{A}\mathbf{S}`.
+            widths (list[int], optional): bucket ``k`` uses only the first ``widths[k]``
+                clusters; the others must be zero in ``s`` for its graphs, as unused cluster
+                slots are. (default: all :math:`C`)
+
+        Returns:
+            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
+            of ``s`` (for the Gram norm).
+        """
+        num_slots, features = s.size(-1), z.size(-1)
+        widths = widths or [num_slots] * len(self.index)
+        # [s | z | A s]: z and the first w columns of A s are contiguous, so one matmul
+        # per bucket gives both products.
+        flat = torch.cat([s, z, adj_s], -1)
+        s_blocks, x_blocks, adj_blocks = [], [], []
+        for block, w in zip(self.blocks(flat), widths):
+            # split, not slicing: one backward concatenation instead of a zero-filled copy of
+            # the block per slice.
+            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
+            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
+            s_blocks.append(s_block)
+            x_blocks.append(x_block)
+            adj_blocks.append(adj_block)
+        x, adj = self.reassemble(x_blocks), self.reassemble(adj_blocks)
+        pad = num_slots - adj.size(-1)
+        if pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+            adj = torch.nn.functional.pad(adj, (0, pad, 0, pad))
+        return x, adj, s_blocks
 
 
 class PaddedBatch(SizeBuckets):
@@ -96,8 +160,9 @@ class PaddedBatch(SizeBuckets):
 
     def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int):
         self.batch, self.batch_size, self.max_num_nodes = batch, batch_size, max_num_nodes
+        self.index = [None]
 
-    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
+    def blocks(self, flat: Tensor) -> list[Tensor]:
         from torch_geometric.utils import to_dense_batch
 
         return [

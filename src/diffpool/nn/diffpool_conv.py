@@ -207,13 +207,21 @@ class DiffPoolConv(DiffPoolBase):
             # Products per group of similar-sized graphs: far less padding than [B, N_max].
             ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
             host_counts = counts.tolist()
-            groups = SizeBuckets(ptr, host_counts)
+
+            def width(n: int) -> int:
+                return (
+                    num_slots
+                    if self.ratio is None
+                    else min(num_slots, cluster_budget(n, self.ratio))
+                )
+
+            def row_cost(n: int) -> int:  # multiply-adds per padded row: S^T [Z | AS], S^T S
+                return width(n) * (z.size(-1) + 2 * width(n))
+
+            groups = SizeBuckets(ptr, host_counts, row_cost=row_cost)
             if self.ratio is not None:
                 # A bucket's graphs use at most the budget of its largest graph.
-                widths = [
-                    min(num_slots, cluster_budget(host_counts[g[0]], self.ratio))
-                    for g in groups.buckets
-                ]
+                widths = [width(n) for n in groups.heads]
         s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
         s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
 
@@ -225,9 +233,10 @@ class DiffPoolConv(DiffPoolBase):
                 s_flat, adj.index, adj.value, batch, batch_size
             )
 
+        x_pool, adj_pool, s_blocks = groups.pool(s_pool, z, adj_times_s.to(s_pool.dtype), widths)
         return self._output(
-            x=groups.transpose_matmul(s_pool, z, widths),
-            adj=groups.transpose_matmul(s_pool, adj_times_s.to(s_pool.dtype), widths),
+            x=x_pool,
+            adj=adj_pool,
             s=s,
             mask=mask,
             cluster_mask=cluster_mask,
@@ -235,7 +244,7 @@ class DiffPoolConv(DiffPoolBase):
             adj_sq_norm=lambda: adj.squared_norm_per_graph(batch, batch_size),
             trace=lambda: per_graph((s_flat * adj_times_s).sum(-1)),
             gram_sq_norm=lambda: groups.reassemble(
-                [gram_squared_norm(block) for block in groups.blocks(s_flat, widths)]
+                [gram_squared_norm(block.to(s_flat.dtype)) for block in s_blocks]
             ),
             bce_sum=bce_sum,
         )
