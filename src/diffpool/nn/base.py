@@ -37,6 +37,8 @@ class DiffPoolBase(torch.nn.Module):
     ):
         super().__init__()
         for name, module in (("embed", embed), ("pool", pool)):
+            if module is None and name == "pool":
+                continue  # assignments given at every call (e.g. DiffPool-Det)
             if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
         if link_loss not in LINK_LOSSES:
@@ -64,6 +66,10 @@ class DiffPoolBase(torch.nn.Module):
         num_clusters: int,
         num_layers: int = 2,
         dropout: float = 0.0,
+        *,
+        norm: str | None = None,
+        concat: bool = False,
+        normalize: bool = False,
         **kwargs,
     ):
         r"""Build the layer with registered encoder stacks for both GNNs.
@@ -72,35 +78,42 @@ class DiffPoolBase(torch.nn.Module):
             encoder (str): A registered encoder type (``"sage"``, ``"gcn"``, ``"gin"``,
                 ``"gat"``, or your own, see :func:`~diffpool.nn.register_encoder`).
             in_channels (int): Size of each input node feature.
-            hidden_channels (int): Hidden size of both GNNs and output size :math:`F'` of the
-                embedding GNN.
+            hidden_channels (int): Hidden size of both GNNs and size of the embedding GNN's
+                last layer.
             num_clusters (int): The number of clusters :math:`C`.
             num_layers (int, optional): Layers per GNN. (default: :obj:`2`)
             dropout (float, optional): Dropout between layers. (default: :obj:`0.0`)
+            norm (str, optional): ``"batch"`` for batch norm between layers.
+                (default: :obj:`None`)
+            concat (bool, optional): The embedding :math:`\mathbf{Z}` is the concatenation of
+                all layers' outputs (width ``num_layers * hidden_channels``, see
+                ``self.embed.out_channels``), and the pooling GNN maps the concatenation of
+                its layers to ``num_clusters`` logits with a linear layer (the authors' code).
+                (default: :obj:`False`)
+            normalize (bool, optional): L2-normalise every layer's output (GraphSAGE's option;
+                in the pooling GNN only before its final linear map). (default: :obj:`False`)
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``, ...).
         """
+        common = dict(num_layers=num_layers, dropout=dropout, norm=norm, concat=concat)
         embed = cls.encoder_class(
-            encoder,
-            in_channels,
-            hidden_channels,
-            hidden_channels,
-            num_layers=num_layers,
-            dropout=dropout,
+            encoder, in_channels, hidden_channels, hidden_channels, normalize=normalize, **common
         )
         pool = cls.encoder_class(
             encoder,
             in_channels,
             hidden_channels,
             num_clusters,
-            num_layers=num_layers,
-            dropout=dropout,
+            normalize=normalize and concat,
+            lin=concat,
+            **common,
         )
         return cls(embed, pool, num_clusters, **kwargs)
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
         reset(self.embed)
-        reset(self.pool)
+        if self.pool is not None:
+            reset(self.pool)
 
     def _validating(self) -> bool:
         return self.validate and not torch.compiler.is_compiling()
@@ -117,6 +130,19 @@ class DiffPoolBase(torch.nn.Module):
             return None
         budgets = cluster_budgets(num_nodes, self.ratio, self.num_clusters)
         return cluster_mask_from_budgets(budgets, num_slots)
+
+    def _fixed_assignment(
+        self, assignment: Tensor, num_slots: int, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        r"""One-hot :math:`\mathbf{S}` from hard cluster ids and its (zero) entropy."""
+        s = torch.nn.functional.one_hot(assignment.long(), num_slots).to(dtype)
+        return s, s.new_zeros(s.shape[:-1])
+
+    def _check_pool(self, assignment: Tensor | None) -> None:
+        if assignment is None and self.pool is None:
+            raise ValueError(
+                "this layer has no pooling GNN (pool=None): pass the cluster assignment"
+            )
 
     def _check_logits(self, logits: Tensor) -> None:
         if logits.size(-1) != self.num_clusters:
@@ -137,6 +163,7 @@ class DiffPoolBase(torch.nn.Module):
         trace: Callable[[], Tensor],
         gram_sq_norm: Callable[[], Tensor],
         bce_sum: Callable[[], Tensor],
+        z: Tensor,
     ) -> DiffPoolOutput:
         r"""Assemble the output from the pooled ``x`` [B, C, F'] and ``adj`` [B, C, C], the
         dense ``s`` [B, N, C] with its node ``mask`` and the per-graph entropy sums; the
@@ -174,6 +201,7 @@ class DiffPoolBase(torch.nn.Module):
             aux_loss=aux,
             link_loss_per_graph=link_per_graph,
             entropy_loss_per_graph=entropy_per_graph,
+            z=z,
         )
 
     def __repr__(self) -> str:

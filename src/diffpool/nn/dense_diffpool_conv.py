@@ -10,7 +10,7 @@ from diffpool.functional.losses import bce_link_loss_sum, gram_squared_norm
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
 from diffpool.nn.output import DiffPoolOutput
-from diffpool.utils.validation import check_dense_inputs
+from diffpool.utils.validation import check_assignment, check_dense_inputs
 
 
 class DenseDiffPoolConv(DiffPoolBase):
@@ -64,7 +64,14 @@ class DenseDiffPoolConv(DiffPoolBase):
 
     encoder_class = DenseGNNEncoder
 
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> DiffPoolOutput:
+    def forward(
+        self,
+        x: Tensor,
+        adj: Tensor,
+        mask: Tensor | None = None,
+        *,
+        assignment: Tensor | None = None,
+    ) -> DiffPoolOutput:
         r"""Pool a dense batch.
 
         Args:
@@ -72,6 +79,10 @@ class DenseDiffPoolConv(DiffPoolBase):
             adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
             mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
                 (default: :obj:`None`)
+            assignment (torch.Tensor, optional): ``[B, N]`` hard cluster id of every node
+                (entries of padded nodes are ignored). :math:`\mathbf{S}` is then its one-hot
+                matrix, ``pool`` is not called, the entropy is zero and ``cluster_mask`` marks
+                the clusters that hold at least one node. (default: :obj:`None`)
 
         Returns:
             DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]``,
@@ -89,15 +100,24 @@ class DenseDiffPoolConv(DiffPoolBase):
         if mask is None:
             mask = torch.ones(batch_size, num_nodes, dtype=torch.bool, device=x.device)
 
-        z = self.embed(x, adj, mask)
-        logits = self.pool(x, adj, mask)
-        self._check_logits(logits)
-
+        self._check_pool(assignment)
         num_slots = self._num_slots(num_nodes)
-        cluster_mask = self._cluster_mask(mask.sum(-1), num_slots)
-        slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
-        s, entropy = masked_assignment(logits[..., :num_slots], slot_mask)
-        s = s * mask.unsqueeze(-1).to(s.dtype)
+        z = self.embed(x, adj, mask)
+        if assignment is None:
+            logits = self.pool(x, adj, mask)
+            self._check_logits(logits)
+            cluster_mask = self._cluster_mask(mask.sum(-1), num_slots)
+            slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
+            s, entropy = masked_assignment(logits[..., :num_slots], slot_mask)
+            s = s * mask.unsqueeze(-1).to(s.dtype)
+        else:
+            if self._validating():
+                check_assignment(assignment, tuple(mask.shape), num_slots, mask)
+            assignment = torch.where(mask, assignment, 0)  # padded entries may be anything
+            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+            s, entropy = self._fixed_assignment(assignment, num_slots, dtype)
+            s = s * mask.unsqueeze(-1).to(s.dtype)
+            cluster_mask = s.sum(1) > 0
 
         pair_mask = mask.unsqueeze(-1) & mask.unsqueeze(-2)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -116,4 +136,5 @@ class DenseDiffPoolConv(DiffPoolBase):
             trace=lambda: (s * adj_times_s).sum((-2, -1)),
             gram_sq_norm=lambda: gram_squared_norm(s),
             bce_sum=lambda: bce_link_loss_sum(s, mask, adj),
+            z=z,
         )

@@ -20,6 +20,7 @@ from diffpool.nn.encoders import GNNEncoder
 from diffpool.nn.output import DiffPoolOutput
 from diffpool.utils.connectivity import to_coo_adjacency
 from diffpool.utils.validation import (
+    check_assignment,
     check_batch,
     check_connectivity,
     check_features,
@@ -27,7 +28,9 @@ from diffpool.utils.validation import (
 )
 
 
-def _accepts_edge_weight(module: torch.nn.Module) -> bool:
+def _accepts_edge_weight(module: torch.nn.Module | None) -> bool:
+    if module is None:
+        return False
     try:
         return "edge_weight" in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -148,6 +151,7 @@ class DiffPoolConv(DiffPoolBase):
         *,
         batch_size: int | None = None,
         max_num_nodes: int | None = None,
+        assignment: Tensor | None = None,
     ) -> DiffPoolOutput:
         r"""Pool a sparse mini-batch.
 
@@ -163,6 +167,11 @@ class DiffPoolConv(DiffPoolBase):
             batch_size (int, optional): The number of graphs :math:`B`; pass it (and
                 ``max_num_nodes``) for static shapes. (default: :obj:`None`)
             max_num_nodes (int, optional): :math:`N_{\max}`, the padded size of ``s``.
+                (default: :obj:`None`)
+            assignment (torch.Tensor, optional): ``[N]`` hard cluster id of every node (e.g.
+                from a graph clustering, as in DiffPool-Det). :math:`\mathbf{S}` is then its
+                one-hot matrix, ``pool`` is not called, the entropy is zero and
+                ``cluster_mask`` marks the clusters that hold at least one node.
                 (default: :obj:`None`)
 
         Returns:
@@ -188,14 +197,22 @@ class DiffPoolConv(DiffPoolBase):
         elif validating:
             check_max_num_nodes(max_num_nodes, counts)
 
-        z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
-        logits = self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight)
-        self._check_logits(logits)
-
+        self._check_pool(assignment)
         num_slots = self._num_slots(max_num_nodes)
-        cluster_mask = self._cluster_mask(counts, num_slots)
-        slot_mask = None if cluster_mask is None else cluster_mask[batch]
-        s_flat, entropy = masked_assignment(logits[:, :num_slots], slot_mask)
+        z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
+        if assignment is None:
+            logits = self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight)
+            self._check_logits(logits)
+            cluster_mask = self._cluster_mask(counts, num_slots)
+            slot_mask = None if cluster_mask is None else cluster_mask[batch]
+            s_flat, entropy = masked_assignment(logits[:, :num_slots], slot_mask)
+        else:
+            if validating:
+                check_assignment(assignment, (num_nodes,), num_slots)
+            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+            s_flat, entropy = self._fixed_assignment(assignment, num_slots, dtype)
+            cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
+            cluster_mask[batch, assignment.long()] = True
 
         adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -247,4 +264,5 @@ class DiffPoolConv(DiffPoolBase):
                 [gram_squared_norm(block.to(s_flat.dtype)) for block in s_blocks]
             ),
             bce_sum=bce_sum,
+            z=z,
         )

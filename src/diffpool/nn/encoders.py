@@ -73,6 +73,9 @@ register_encoder(
 register_encoder("gat", GATConv, DenseGATConv)
 
 
+NORMS = (None, "batch")
+
+
 class _EncoderStack(torch.nn.Module):
     def __init__(
         self,
@@ -82,58 +85,145 @@ class _EncoderStack(torch.nn.Module):
         out_channels: int,
         num_layers: int = 2,
         dropout: float = 0.0,
+        *,
+        norm: str | None = None,
+        concat: bool = False,
+        normalize: bool = False,
+        lin: bool = False,
         dense: bool = False,
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.encoder = encoder
         spec = get_encoder(encoder)
         factory = spec.dense if dense else spec.sparse
         self.weighted = spec.weighted and not dense
         sizes = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = torch.nn.ModuleList(factory(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.dropout = dropout
+        norm_class = MaskedBatchNorm if dense else torch.nn.BatchNorm1d
+        self.norms = torch.nn.ModuleList(
+            norm_class(size) for size in sizes[1:-1] if norm == "batch"
+        )
+        self.in_channels, self.hidden_channels = in_channels, hidden_channels
+        self.dropout, self.norm, self.concat, self.normalize = dropout, norm, concat, normalize
+        stacked = sum(sizes[1:]) if concat else out_channels
+        self.lin = torch.nn.Linear(stacked, out_channels) if lin else None
+        #: Width of the output: ``out_channels``, or the concatenated widths of all layers
+        #: when ``concat`` is set without ``lin``.
+        self.out_channels = out_channels if lin else stacked
         self.reset_parameters()
 
     def reset_parameters(self):
-        for conv in self.convs:
-            reset(conv)
+        for module in [*self.convs, *self.norms, self.lin]:
+            if module is not None:
+                reset(module)
 
-    def _act(self, x: Tensor, last: bool) -> Tensor:
-        if last:
+    def _layer_output(self, i: int, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """L2 normalisation, then (between layers) activation, norm and dropout."""
+        if self.normalize:
+            x = torch.nn.functional.normalize(x, p=2.0, dim=-1)
+        if i == len(self.convs) - 1:
             return x
         x = torch.relu(x)
+        if self.norms:
+            x = self.norms[i](x) if mask is None else self.norms[i](x, mask)
         return torch.nn.functional.dropout(x, self.dropout, self.training)
 
+    def _combine(self, outputs: list[Tensor]) -> Tensor:
+        x = torch.cat(outputs, dim=-1) if self.concat else outputs[-1]
+        return x if self.lin is None else self.lin(x)
+
     def __repr__(self) -> str:
+        extras = [f"num_layers={len(self.convs)}"]
+        extras += [f"norm='{self.norm}'"] if self.norm else []
+        extras += [f"{k}=True" for k in ("concat", "normalize") if getattr(self, k)]
+        extras += ["lin=True"] if self.lin is not None else []
         return (
             f"{type(self).__name__}('{self.encoder}', {self.in_channels}, "
-            f"{self.out_channels}, num_layers={len(self.convs)})"
+            f"{self.out_channels}, {', '.join(extras)})"
         )
 
 
 class GNNEncoder(_EncoderStack):
-    """A stack of sparse message-passing layers with ReLU and dropout between them."""
+    r"""A stack of sparse message-passing layers (the first DiffPool level).
+
+    Every layer but the last is followed by ReLU, batch norm (``norm="batch"``) and dropout; with
+    ``normalize=True`` each layer's output is first L2-normalised (the GraphSAGE paper's
+    option). With ``concat=True`` the output is the concatenation of all layers' outputs, as in
+    the DiffPool authors' code; ``lin=True`` adds a final linear map to ``out_channels`` (what
+    the authors' assignment GNN does).
+
+    Args:
+        encoder (str): A registered encoder type (``"sage"``, ``"gcn"``, ``"gin"``, ``"gat"``
+            or your own, see :func:`register_encoder`).
+        in_channels (int): Size of each input feature.
+        hidden_channels (int): Size of the hidden layers.
+        out_channels (int): Size of the last layer.
+        num_layers (int, optional): Number of layers. (default: :obj:`2`)
+        dropout (float, optional): Dropout between layers. (default: :obj:`0.0`)
+        norm (str, optional): ``"batch"`` or :obj:`None`. (default: :obj:`None`)
+        concat (bool, optional): Concatenate every layer's output. (default: :obj:`False`)
+        normalize (bool, optional): L2-normalise every layer's output. (default: :obj:`False`)
+        lin (bool, optional): Final linear map to ``out_channels``. (default: :obj:`False`)
+
+    Shapes:
+        - **input:** ``x`` ``[N, F]``, ``edge_index`` ``[2, E]`` (or a sparse adjacency),
+          optional ``edge_weight`` ``[E]``
+        - **output:** ``[N, self.out_channels]``
+    """
 
     def forward(self, x: Tensor, edge_index, edge_weight: Tensor | None = None) -> Tensor:
+        outputs = []
         for i, conv in enumerate(self.convs):
             if self.weighted and edge_weight is not None:
                 x = conv(x, edge_index, edge_weight)
             else:
                 x = conv(x, edge_index)
-            x = self._act(x, last=i == len(self.convs) - 1)
-        return x
+            x = self._layer_output(i, x)
+            outputs.append(x)
+        return self._combine(outputs)
 
 
 class DenseGNNEncoder(_EncoderStack):
-    """A stack of dense layers (``layer(x, adj, mask)``) with ReLU and dropout between them."""
+    r"""The dense counterpart of :class:`GNNEncoder` (levels after pooling): layers called as
+    ``layer(x, adj, mask)`` on ``x`` ``[B, N, F]`` and ``adj`` ``[B, N, N]``.
+
+    Batch norm uses the real nodes of ``mask`` only (:class:`MaskedBatchNorm`); padded rows of
+    the output are zero. Same arguments as :class:`GNNEncoder`.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, dense=True, **kwargs)
 
     def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
+        outputs = []
         for i, conv in enumerate(self.convs):
-            x = self._act(conv(x, adj, mask), last=i == len(self.convs) - 1)
-        return x
+            x = self._layer_output(i, conv(x, adj, mask), mask)
+            outputs.append(x)
+        out = self._combine(outputs)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)
+        return out
+
+
+class MaskedBatchNorm(torch.nn.BatchNorm1d):
+    r"""Batch norm over the real nodes of a padded dense batch ``[B, N, F]``.
+
+    The statistics (and the running averages) come from the rows where ``mask`` is true only;
+    padded rows of the output are zero. (The DiffPool authors' code and PyG's dense example
+    normalise over all :math:`B \cdot N` rows, so that the padding shifts the statistics.)
+    """
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if x.dim() == 2:
+            return super().forward(x)
+        if mask is None:
+            return super().forward(x.reshape(-1, x.size(-1))).view_as(x)
+        out = x.new_zeros(x.shape)
+        out[mask] = super().forward(x[mask])
+        return out

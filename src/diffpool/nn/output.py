@@ -28,6 +28,9 @@ class DiffPoolOutput(NamedTuple):
             entropy_loss_coef * entropy_loss``: add it to the task loss.
         link_loss_per_graph (torch.Tensor): ``[B]`` per-graph link losses.
         entropy_loss_per_graph (torch.Tensor): ``[B]`` per-graph entropy losses.
+        z (torch.Tensor): the node embeddings :math:`\mathbf{Z}` before pooling, ``[N, F']``
+            (flat, sparse level) or ``[B, N_max, F']`` (dense level), e.g. for a readout of the
+            level.
     """
 
     x: Tensor
@@ -40,3 +43,4 @@ class DiffPoolOutput(NamedTuple):
     aux_loss: Tensor
     link_loss_per_graph: Tensor
     entropy_loss_per_graph: Tensor
+    z: Tensor

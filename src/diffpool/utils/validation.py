@@ -163,3 +163,23 @@ def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None) -> None:
             raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
         if not bool(mask.any(dim=-1).all()):
             raise ValueError("mask leaves a graph without nodes; every graph needs at least one")
+
+
+def check_assignment(
+    assignment: Tensor, shape: tuple[int, ...], num_slots: int, mask: Tensor | None = None
+) -> None:
+    """A hard assignment: integer cluster ids of the given shape, each in ``[0, num_slots)``
+    (where ``mask`` is true, when given)."""
+    if not isinstance(assignment, Tensor):
+        raise TypeError(f"assignment must be a tensor, got {type(assignment).__name__}")
+    if assignment.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"assignment must hold integer cluster ids, got {assignment.dtype}")
+    if tuple(assignment.shape) != tuple(shape):
+        raise ValueError(
+            f"assignment has shape {tuple(assignment.shape)} but the nodes need {tuple(shape)}"
+        )
+    ids = assignment if mask is None else assignment[mask]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_slots):
+        raise ValueError(
+            f"assignment ids must lie in [0, {num_slots}), got [{int(ids.min())}, {int(ids.max())}]"
+        )

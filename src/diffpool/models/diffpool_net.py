@@ -1,0 +1,311 @@
+"""The hierarchical DiffPool graph classifier of the paper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.inits import reset
+from torch_geometric.nn.models import MLP
+from torch_geometric.utils import to_dense_batch
+
+from diffpool.functional.assignment import cluster_budget
+from diffpool.models.output import ClassifierOutput
+from diffpool.models.readout import check_readout, dense_readout, sparse_readout
+from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
+from diffpool.nn.diffpool_conv import DiffPoolConv
+from diffpool.nn.encoders import DenseGNNEncoder, GNNEncoder
+from diffpool.utils.validation import check_ratio
+
+BUDGETS = ("fixed", "per_graph")
+ASSIGNMENTS = ("learned", "det")
+COARSE_ADJ = ("raw", "normalized")
+
+
+def normalize_coarse_adj(adj: Tensor) -> Tensor:
+    r""":math:`\mathbf{D}^{-1/2}\tilde{\mathbf{A}}\mathbf{D}^{-1/2}` of the coarsened
+    adjacency without its diagonal (:math:`\tilde{\mathbf{A}}`), as in MinCutPool: the
+    diagonal of :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}` holds each cluster's inner edges
+    and, on graphs of dense communities, drowns the edges between clusters."""
+    adj = adj * (1 - torch.eye(adj.size(-1), dtype=adj.dtype, device=adj.device))
+    deg = adj.sum(-1).clamp(min=torch.finfo(adj.dtype).eps).rsqrt()
+    return deg.unsqueeze(-1) * adj * deg.unsqueeze(-2)
+
+
+def level_clusters(
+    ratio: float, num_levels: int, max_num_nodes: int | None, num_clusters=None
+) -> list[int]:
+    r"""Cluster slots :math:`C_l` of every level: the given ``num_clusters`` (an int is the
+    first level's, the next ones follow by the ratio), or
+    :math:`C_1 = \lceil \mathrm{ratio} \cdot N_{\max} \rceil` and
+    :math:`C_{l+1} = \lceil \mathrm{ratio} \cdot C_l \rceil`."""
+    if num_clusters is None:
+        if max_num_nodes is None or int(max_num_nodes) < 1:
+            raise ValueError(
+                "give max_num_nodes (the largest graph of the dataset, the reference of the "
+                f"fixed cluster count) or num_clusters; got max_num_nodes={max_num_nodes!r}"
+            )
+        num_clusters = cluster_budget(int(max_num_nodes), ratio)
+    if isinstance(num_clusters, int):
+        clusters = [num_clusters]
+        while len(clusters) < num_levels:
+            clusters.append(cluster_budget(clusters[-1], ratio))
+    else:
+        clusters = [int(c) for c in num_clusters]
+    if len(clusters) != num_levels:
+        raise ValueError(f"num_clusters has {len(clusters)} entries for {num_levels} levels")
+    if any(c < 1 for c in clusters):
+        raise ValueError(f"every level needs at least one cluster, got {clusters}")
+    return clusters
+
+
+class DiffPoolNet(torch.nn.Module):
+    r"""The hierarchical DiffPool graph classifier (Ying et al., NeurIPS 2018).
+
+    A sparse encoder and :class:`~diffpool.DiffPoolConv` pool the input graphs; every further
+    level runs a :class:`~diffpool.DenseDiffPoolConv` on the dense coarsened batch, and a
+    final dense encoder embeds the last coarsened graph. With :math:`L` pooling levels:
+
+    .. math::
+        \mathbf{Z}^{(l)} = \mathrm{GNN}^{(l)}_{\mathrm{embed}}(\mathbf{A}^{(l)},
+        \mathbf{X}^{(l)}), \quad
+        \mathbf{S}^{(l)} = \mathrm{softmax}(\mathrm{GNN}^{(l)}_{\mathrm{pool}}(
+        \mathbf{A}^{(l)}, \mathbf{X}^{(l)})), \quad
+        \mathbf{X}^{(l+1)} = \mathbf{S}^{(l)\top}\mathbf{Z}^{(l)}, \quad
+        \mathbf{A}^{(l+1)} = \mathbf{S}^{(l)\top}\mathbf{A}^{(l)}\mathbf{S}^{(l)}
+
+    for :math:`l = 0, \dots, L - 1`, then :math:`\mathbf{Z}^{(L)}` from the final encoder. The
+    graph embedding concatenates a readout (max, mean or sum over the real nodes) of every
+    :math:`\mathbf{Z}^{(l)}`, :math:`l = 0, \dots, L`, and an MLP maps it to class logits (the
+    authors' code). ``aux_loss`` is the sum over levels of each level's weighted link and
+    entropy losses.
+
+    **Cluster budgets.** Level :math:`l` has :math:`C_l` cluster slots,
+    :math:`C_1 = \lceil \mathrm{ratio} \cdot N_{\mathrm{ref}} \rceil` with the reference
+    :math:`N_{\mathrm{ref}}` = ``max_num_nodes`` (the dataset's largest graph, as in the
+    authors' code) unless ``num_clusters`` is given, and
+    :math:`C_{l+1} = \lceil \mathrm{ratio} \cdot C_l \rceil`. With ``budget="fixed"`` every
+    graph uses all :math:`C_l` clusters; with ``budget="per_graph"`` graph :math:`g` uses
+    :math:`\min(C_l, \lceil \mathrm{ratio} \cdot n_g \rceil)`, :math:`n_g` its number of
+    nodes at that level (see :class:`~diffpool.DiffPoolConv`).
+
+    **Variants.** ``link_loss="none"`` is DiffPool-NoLP; ``assignment="det"`` is DiffPool-Det:
+    every level's :math:`\mathbf{S}` is the one-hot matrix of a deterministic clustering,
+    which :class:`~diffpool.transforms.ClusterAssignment` adds to the dataset and which the
+    forward pass takes as ``clusters``; there is no pooling GNN.
+
+    Args:
+        in_channels (int): Size of each input node feature.
+        num_classes (int): Number of classes.
+        max_num_nodes (int, optional): :math:`N_{\mathrm{ref}}`, the largest graph of the
+            dataset. (default: :obj:`None`)
+        num_clusters (int or Sequence[int], optional): :math:`C_1` (or every :math:`C_l`)
+            instead of the ratio rule. (default: :obj:`None`)
+        hidden_channels (int, optional): Width of every GNN layer. (default: :obj:`64`)
+        encoder (str, optional): A registered encoder type: ``"sage"`` (the paper),
+            ``"gcn"``, ``"gin"``, ``"gat"`` or your own. (default: :obj:`"sage"`)
+        num_layers (int, optional): GNN layers per encoder block. (default: :obj:`3`)
+        num_levels (int, optional): Number of pooling levels :math:`L`. (default: :obj:`1`)
+        ratio (float, optional): Clusters per node. (default: :obj:`0.25`)
+        budget (str, optional): ``"fixed"`` or ``"per_graph"``. (default: :obj:`"fixed"`)
+        assignment (str, optional): ``"learned"`` or ``"det"``. (default: :obj:`"learned"`)
+        readout (str, optional): ``"max"`` (the authors' code), ``"mean"`` or ``"sum"``.
+            (default: :obj:`"max"`)
+        link_loss (str, optional): ``"frobenius"``, ``"bce"`` or ``"none"``.
+            (default: :obj:`"frobenius"`)
+        link_loss_coef (float, optional): (default: :obj:`1.0`)
+        entropy_loss (bool, optional): (default: :obj:`True`)
+        entropy_loss_coef (float, optional): (default: :obj:`1.0`)
+        dropout (float, optional): Dropout in the encoders and the MLP. (default: :obj:`0.0`)
+        norm (str, optional): ``"batch"`` (over real nodes only) or :obj:`None`.
+            (default: :obj:`"batch"`)
+        concat (bool, optional): Encoder blocks output the concatenation of their layers.
+            (default: :obj:`True`)
+        normalize (bool, optional): L2-normalise every GNN layer's output.
+            (default: :obj:`False`)
+        mlp_hidden_channels (int, optional): Hidden width of the classifier MLP; ``0`` for a
+            linear classifier. (default: :obj:`50`)
+        validate (bool, optional): Input checks in the pooling layers. (default: :obj:`True`)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        max_num_nodes: int | None = None,
+        *,
+        num_clusters: int | Sequence[int] | None = None,
+        hidden_channels: int = 64,
+        encoder: str = "sage",
+        num_layers: int = 3,
+        num_levels: int = 1,
+        ratio: float = 0.25,
+        budget: str = "fixed",
+        assignment: str = "learned",
+        readout: str = "max",
+        link_loss: str = "frobenius",
+        link_loss_coef: float = 1.0,
+        entropy_loss: bool = True,
+        entropy_loss_coef: float = 1.0,
+        dropout: float = 0.0,
+        norm: str | None = "batch",
+        concat: bool = True,
+        normalize: bool = False,
+        mlp_hidden_channels: int = 50,
+        coarse_adj: str = "raw",
+        validate: bool = True,
+    ):
+        super().__init__()
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(
+                f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}"
+            )
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be at least 1, got {num_levels}")
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
+        if coarse_adj not in COARSE_ADJ:
+            raise ValueError(f"coarse_adj must be one of {COARSE_ADJ}, got {coarse_adj!r}")
+        self.coarse_adj = coarse_adj
+        self.ratio = check_ratio(ratio)
+        self.readout = check_readout(readout)
+        self.budget, self.assignment = budget, assignment
+        self.num_levels = num_levels
+        self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
+        self.in_channels, self.num_classes = in_channels, num_classes
+
+        block = dict(
+            num_layers=num_layers, dropout=dropout, norm=norm, concat=concat, normalize=normalize
+        )
+        layer = dict(
+            ratio=self.ratio if budget == "per_graph" else None,
+            link_loss=link_loss,
+            link_loss_coef=link_loss_coef,
+            entropy_loss=entropy_loss,
+            entropy_loss_coef=entropy_loss_coef,
+            validate=validate,
+        )
+        self.levels = torch.nn.ModuleList()
+        channels, readout_channels = in_channels, 0
+        for level, clusters in enumerate(self.num_clusters):
+            sparse = level == 0
+            stack = GNNEncoder if sparse else DenseGNNEncoder
+            conv = DiffPoolConv if sparse else DenseDiffPoolConv
+            embed = stack(encoder, channels, hidden_channels, hidden_channels, **block)
+            pool = None
+            if assignment == "learned":
+                pool = stack(
+                    encoder,
+                    channels,
+                    hidden_channels,
+                    clusters,
+                    **dict(block, normalize=normalize and concat),
+                    lin=concat,
+                )
+            self.levels.append(conv(embed, pool, clusters, **layer))
+            channels = embed.out_channels
+            readout_channels += channels
+        self.final = DenseGNNEncoder(encoder, channels, hidden_channels, hidden_channels, **block)
+        readout_channels += self.final.out_channels
+        sizes = (
+            [readout_channels, mlp_hidden_channels] if mlp_hidden_channels else [readout_channels]
+        )
+        self.mlp = MLP([*sizes, num_classes], norm=None, dropout=dropout)
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+        for level in self.levels:
+            level.reset_parameters()
+        reset(self.final)
+        self.mlp.reset_parameters()
+
+    def _next_adj(self, adj: Tensor) -> Tensor:
+        return normalize_coarse_adj(adj) if self.coarse_adj == "normalized" else adj
+
+    def _dense_clusters(self, flat: Tensor, cluster_mask: Tensor, level: int) -> Tensor:
+        """Flat per-coarse-node cluster ids ``[sum_g k_g]`` -> ``[B, slots]``."""
+        counts = cluster_mask.sum(-1)
+        if int(counts.sum()) != flat.numel():
+            raise ValueError(
+                f"clusters[{level}] holds {flat.numel()} ids but level {level} has "
+                f"{int(counts.sum())} nodes: build ClusterAssignment with the model's ratio "
+                "and num_levels"
+            )
+        batch = torch.repeat_interleave(torch.arange(counts.numel(), device=flat.device), counts)
+        return to_dense_batch(
+            flat, batch, batch_size=counts.numel(), max_num_nodes=cluster_mask.size(-1)
+        )[0]
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index,
+        batch: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+        *,
+        batch_size: int | None = None,
+        clusters: Sequence[Tensor] | None = None,
+    ) -> ClassifierOutput:
+        r"""Classify a sparse mini-batch of graphs.
+
+        Args:
+            x (torch.Tensor): ``[N, F]`` node features.
+            edge_index (torch.Tensor or SparseTensor): connectivity, as for
+                :class:`~diffpool.DiffPoolConv`.
+            batch (torch.Tensor, optional): ``[N]`` graph index of every node.
+            edge_weight (torch.Tensor, optional): ``[E]`` edge weights.
+            batch_size (int, optional): number of graphs :math:`B`.
+            clusters (Sequence[torch.Tensor], optional): for ``assignment="det"``, the
+                ``det_cluster{l}`` attributes of the batch (see
+                :class:`~diffpool.transforms.ClusterAssignment`), one per level.
+
+        Returns:
+            ClassifierOutput: ``logits`` ``[B, num_classes]``, the summed ``aux_loss``, the
+            per-level ``link_loss`` and ``entropy_loss`` ``[L]`` and every level's output.
+        """
+        if self.assignment == "det":
+            if clusters is None or len(clusters) < self.num_levels:
+                raise ValueError(
+                    f"assignment='det' needs clusters for all {self.num_levels} levels: add "
+                    "diffpool.transforms.ClusterAssignment to the dataset and pass "
+                    "clusters=[batch.det_cluster0, ...]"
+                )
+        if batch is None:
+            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+            batch_size = 1
+        if batch_size is None:
+            batch_size = int(batch.max()) + 1 if batch.numel() else 0
+        fixed = None if self.assignment == "learned" else clusters[0]
+        out = self.levels[0](
+            x, edge_index, batch, edge_weight, batch_size=batch_size, assignment=fixed
+        )
+        outputs = [out]
+        readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
+        for level, conv in enumerate(self.levels[1:], start=1):
+            fixed = None
+            if self.assignment == "det":
+                fixed = self._dense_clusters(clusters[level], out.cluster_mask, level)
+            out = conv(out.x, self._next_adj(out.adj), out.cluster_mask, assignment=fixed)
+            outputs.append(out)
+            readouts.append(dense_readout(self.readout, out.z, out.mask))
+        z = self.final(out.x, self._next_adj(out.adj), out.cluster_mask)
+        readouts.append(dense_readout(self.readout, z, out.cluster_mask))
+        logits = self.mlp(torch.cat(readouts, dim=-1))
+        return ClassifierOutput(
+            logits=logits,
+            aux_loss=torch.stack([o.aux_loss for o in outputs]).sum(),
+            link_loss=torch.stack([o.link_loss for o in outputs]),
+            entropy_loss=torch.stack([o.entropy_loss for o in outputs]),
+            levels=tuple(outputs),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_channels}, {self.num_classes}, "
+            f"encoder='{self.levels[0].embed.encoder}', num_levels={self.num_levels}, "
+            f"num_clusters={self.num_clusters}, budget='{self.budget}', "
+            f"assignment='{self.assignment}', readout='{self.readout}')"
+        )
