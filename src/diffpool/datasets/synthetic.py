@@ -1,13 +1,13 @@
 r"""A synthetic graph classification task whose label lives in the community structure.
 
 Every graph is built from ``num_communities`` dense communities (Erdős–Rényi blocks with edge
-probability ``p_in``). The communities are joined by single *bridge* edges along a
-*community graph* whose shape is the class: by default two trees of 7 communities with the same
-degree sequence, whose two hub communities are adjacent or not (any subset of
-:data:`TOPOLOGIES`: also ``path``, ``cycle``, ``star``, ``tree``). Community sizes are drawn per community, bridges attach to
-random nodes, and node features are one-hot degrees, so the class is a property of the graph of
-communities, two levels above the nodes: exactly what a hierarchical pooling should
-recover by pooling each community into one cluster.
+probability ``p_in``). The communities are joined by single *bridge* edges along a *community
+graph* whose shape is the class: by default two trees of 7 communities with the same degree
+sequence, whose two hub communities are adjacent or not (any subset of :data:`TOPOLOGIES`:
+also ``path``, ``cycle``, ``star``, ``tree``). Community sizes are drawn per community,
+bridges attach to random nodes, and node features are one-hot degrees plus a colour per
+community, so the class is a property of the graph of communities, a level above the nodes:
+what a hierarchical pooling should recover by pooling each community into one cluster.
 """
 
 from __future__ import annotations

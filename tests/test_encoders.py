@@ -1,0 +1,86 @@
+"""Encoder stacks: options, the masked batch norm, registering an encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.nn import DenseGraphConv, GraphConv
+from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+from diffpool import DenseDiffPoolConv, DiffPoolConv
+from diffpool.models import DiffPoolNet
+from diffpool.nn import ENCODERS, DenseGNNEncoder, GNNEncoder, register_encoder
+from diffpool.nn.encoders import MaskedBatchNorm
+from helpers import random_batch
+
+
+def test_masked_batch_norm_ignores_padding():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    padded = x.clone()
+    padded[~mask] = 1e3  # garbage in the padding must not move the statistics
+    norm = MaskedBatchNorm(4)
+    out = norm(padded, mask)
+    ref = torch.nn.BatchNorm1d(4)(x[mask])
+    torch.testing.assert_close(out[mask], ref)
+    assert (out[~mask] == 0).all()
+    torch.testing.assert_close(norm.running_mean, 0.1 * x[mask].mean(0))
+
+
+def test_concat_and_lin_widths():
+    batch = random_batch([6, 9], num_features=3)
+    enc = GNNEncoder("sage", 3, 8, 5, num_layers=3, concat=True, norm="batch")
+    assert enc.out_channels == 8 + 8 + 5
+    assert enc(batch.x, batch.edge_index).shape == (15, 21)
+    head = GNNEncoder("sage", 3, 8, 5, num_layers=3, concat=True, lin=True, normalize=True)
+    assert head(batch.x, batch.edge_index).shape == (15, 5)
+    x, mask = to_dense_batch(batch.x, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch)
+    dense = DenseGNNEncoder("sage", 3, 8, 5, num_layers=3, concat=True, norm="batch")
+    out = dense(x, adj, mask)
+    assert out.shape == (2, 9, 21) and (out[~mask] == 0).all()
+    normalized = GNNEncoder("gcn", 3, 8, 5, normalize=True)(batch.x, batch.edge_index)
+    torch.testing.assert_close(normalized.norm(dim=-1), torch.ones(15))
+    with pytest.raises(ValueError, match="norm"):
+        GNNEncoder("sage", 3, 8, 5, norm="layer")
+
+
+def test_user_registered_encoder_works_everywhere():
+    name = "graphconv_test"
+    register_encoder(name, GraphConv, DenseGraphConv)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_encoder(name, GraphConv, DenseGraphConv)
+        batch = random_batch([7, 12, 5], num_features=4)
+        layer = DiffPoolConv.from_encoder(name, 4, 8, 3, concat=True, norm="batch")
+        out = layer(batch.x, batch.edge_index, batch.batch)
+        assert out.x.shape == (3, 3, 16)
+        dense = DenseDiffPoolConv.from_encoder(name, 16, 8, 2)
+        assert dense(out.x, out.adj).x.shape == (3, 2, 8)
+        model = DiffPoolNet(4, 2, 12, encoder=name, num_levels=2, hidden_channels=8)
+        assert model(batch.x, batch.edge_index, batch.batch).logits.shape == (3, 2)
+    finally:
+        ENCODERS.pop(name)
+
+
+def test_layers_take_a_fixed_assignment():
+    batch = random_batch([5, 8], num_features=3)
+    layer = DiffPoolConv(GNNEncoder("sage", 3, 4, 4), None, num_clusters=3)
+    assignment = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0])
+    out = layer(batch.x, batch.edge_index, batch.batch, assignment=assignment)
+    assert torch.equal(out.s.argmax(-1)[out.mask], assignment)
+    assert out.entropy_loss == 0
+    with pytest.raises(ValueError, match="pool=None"):
+        layer(batch.x, batch.edge_index, batch.batch)
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        layer(batch.x, batch.edge_index, batch.batch, assignment=assignment + 1)
+    with pytest.raises(TypeError, match="integer"):
+        layer(batch.x, batch.edge_index, batch.batch, assignment=assignment.float())
+    dense = DenseDiffPoolConv(DenseGNNEncoder("sage", 4, 4, 4), None, num_clusters=2)
+    fixed = torch.tensor([[0, 1, 1], [1, 0, -7]])  # the padded entry is ignored
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    out2 = dense(out.x, out.adj, mask, assignment=fixed)
+    assert out2.cluster_mask.tolist() == [[True, True], [True, True]]
+    with pytest.raises(ValueError, match="shape"):
+        dense(out.x, out.adj, mask, assignment=fixed[:, :2])

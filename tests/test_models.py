@@ -1,0 +1,247 @@
+"""The hierarchical classifier, its variants, the flat baselines and the Det clustering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from diffpool.datasets import hierarchical_communities
+from diffpool.models import VARIANTS, DiffPoolNet, GlobalPoolNet, build_model
+from diffpool.nn import ENCODERS
+from diffpool.transforms import ClusterAssignment, partition
+from helpers import random_batch
+
+
+@pytest.fixture(scope="module")
+def enzymes_batch(tu, tmp_path_factory):
+    """20 ENZYMES graphs with Det clusters for two levels (synthetic when absent)."""
+    transform = ClusterAssignment(ratio=0.25, num_levels=2)
+    try:
+        dataset = tu("ENZYMES")
+        graphs = [transform(dataset[i].clone()) for i in range(20)]
+        return Batch.from_data_list(graphs), 126, dataset.num_classes
+    except pytest.skip.Exception:
+        graphs = hierarchical_communities(20, seed=1)
+        graphs = [transform(g) for g in graphs]
+        return Batch.from_data_list(graphs), max(g.num_nodes for g in graphs), 2
+
+
+def _forward(model, batch):
+    clusters = [batch.det_cluster0, batch.det_cluster1]
+    return model(
+        batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs, clusters=clusters
+    )
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_encoder_and_variant_trains(enzymes_batch, encoder, variant):
+    batch, max_nodes, num_classes = enzymes_batch
+    torch.manual_seed(0)
+    model = build_model(
+        variant,
+        batch.num_features,
+        num_classes,
+        max_nodes,
+        encoder=encoder,
+        hidden_channels=16,
+        num_levels=2,
+    )
+    out = _forward(model, batch)
+    assert out.logits.shape == (batch.num_graphs, num_classes)
+    loss = torch.nn.functional.cross_entropy(out.logits, batch.y) + out.aux_loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if isinstance(model, DiffPoolNet):
+        assert out.link_loss.shape == out.entropy_loss.shape == (2,)
+        if variant == "diffpool":
+            assert (out.link_loss > 0).all() and (out.entropy_loss > 0).all()
+        if variant in ("nolp", "det"):
+            assert (out.link_loss == 0).all()
+    else:
+        assert out.aux_loss == 0 and out.levels == ()
+
+
+@pytest.mark.parametrize("budget", ["fixed", "per_graph"])
+@pytest.mark.parametrize("num_levels", [1, 2])
+def test_permutation_invariance(budget, num_levels):
+    torch.manual_seed(0)
+    batch = random_batch([5, 16, 9, 12], num_features=6)
+    model = DiffPoolNet(6, 3, 16, num_levels=num_levels, budget=budget, hidden_channels=16)
+    model.eval()
+    perm = torch.cat(
+        [torch.randperm(int(n)) + int(o) for n, o in zip(batch.ptr.diff(), batch.ptr[:-1])]
+    )
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel())
+    out = model(batch.x, batch.edge_index, batch.batch).logits
+    out_perm = model(batch.x[perm], inverse[batch.edge_index], batch.batch).logits
+    torch.testing.assert_close(out, out_perm, rtol=1e-5, atol=1e-5)
+
+
+def test_cluster_counts_follow_the_ratio():
+    model = DiffPoolNet(4, 2, 126, num_levels=2, ratio=0.25)
+    assert model.num_clusters == [32, 8]
+    assert DiffPoolNet(4, 2, 30, ratio=0.1).num_clusters == [3]
+    assert DiffPoolNet(4, 2, num_clusters=10, num_levels=2).num_clusters == [10, 3]
+    with pytest.raises(ValueError, match="max_num_nodes"):
+        DiffPoolNet(4, 2)
+    with pytest.raises(ValueError, match="2 levels"):
+        DiffPoolNet(4, 2, num_clusters=[5], num_levels=2)
+
+
+def test_per_graph_budget_masks_the_next_level():
+    torch.manual_seed(0)
+    batch = random_batch([4, 40, 17], num_features=5)
+    model = DiffPoolNet(5, 2, 40, num_levels=2, budget="per_graph", hidden_channels=8)
+    out = model(batch.x, batch.edge_index, batch.batch)
+    first, second = out.levels
+    sizes = batch.ptr.diff()
+    assert first.cluster_mask.sum(-1).tolist() == [min(10, -(-int(n) // 4)) for n in sizes]
+    # the second level's node mask is the first level's cluster mask
+    torch.testing.assert_close(second.mask, first.cluster_mask)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="unknown model variant"):
+        build_model("diffpol", 3, 2, 10)
+    with pytest.raises(ValueError, match="fixes"):
+        build_model("nolp", 3, 2, 10, link_loss="bce")
+    with pytest.raises(ValueError, match="budget"):
+        DiffPoolNet(3, 2, 10, budget="each")
+    with pytest.raises(ValueError, match="readout"):
+        GlobalPoolNet(3, 2, readout="attention")
+    model = build_model("det", 3, 2, 10)
+    batch = random_batch([3, 10], num_features=3)
+    with pytest.raises(ValueError, match="ClusterAssignment"):
+        model(batch.x, batch.edge_index, batch.batch)
+
+
+def test_flat_baselines_ignore_hierarchy_arguments():
+    model = build_model("set2set", 3, 2, 10, ratio=0.1, num_levels=2, hidden_channels=8)
+    assert isinstance(model, GlobalPoolNet) and model.readout == "set2set"
+
+
+# ------------------------------------------------------------------------ DiffPool-Det
+def test_partition_is_deterministic_and_complete():
+    graphs = hierarchical_communities(5, seed=3)
+    for g in graphs:
+        for parts in (1, 3, 7, 20, g.num_nodes, g.num_nodes + 5):
+            a = partition(g.edge_index, g.num_nodes, parts)
+            b = partition(g.edge_index, g.num_nodes, parts)
+            assert torch.equal(a, b)
+            assert a.shape == (g.num_nodes,)  # every node in exactly one cluster
+            assert int(a.max()) + 1 <= parts  # no more clusters than asked
+            assert torch.equal(torch.unique(a), torch.arange(int(a.max()) + 1))  # consecutive
+
+
+def test_metis_recovers_planted_communities():
+    g = hierarchical_communities(1, p_in=0.9, seed=0)[0]
+    labels = partition(g.edge_index, g.num_nodes, 7)
+    # each found cluster is (almost) one planted community
+    purity = sum(
+        torch.bincount(g.community[labels == c]).max().item() for c in range(int(labels.max()) + 1)
+    )
+    assert purity >= 0.9 * g.num_nodes
+
+
+def test_partition_edge_cases():
+    empty = torch.empty(2, 0, dtype=torch.long)
+    assert partition(empty, 1, 1).tolist() == [0]
+    assert partition(empty, 6, 2).tolist() == [0, 0, 0, 1, 1, 1]
+    loops = torch.tensor([[0, 1, 2], [0, 1, 2]])  # self-loops only
+    assert int(partition(loops, 3, 2).max()) == 1
+    with pytest.raises(ValueError, match="unknown clusterer"):
+        partition(empty, 3, 2, method="spectral")
+
+
+def test_cluster_assignment_transform_is_cached_and_hierarchical():
+    graphs = hierarchical_communities(4, seed=2)
+    transform = ClusterAssignment(ratio=0.25, num_levels=2)
+    first = [transform(g.clone()) for g in graphs]
+    assert transform.computed == 4
+    again = [transform(g.clone()) for g in graphs]
+    assert transform.computed == 4  # served from the cache
+    for a, b, g in zip(first, again, graphs):
+        assert torch.equal(a.det_cluster0, b.det_cluster0)
+        k0 = int(a.det_num_clusters0)
+        assert a.det_cluster0.shape == (g.num_nodes,) and k0 <= -(-g.num_nodes // 4)
+        # level 1 clusters the k0 coarse nodes of level 0
+        assert a.det_cluster1.shape == (k0,) and int(a.det_num_clusters1) <= -(-k0 // 4)
+    batch = Batch.from_data_list(first)
+    assert batch.det_cluster0.shape == (batch.num_nodes,)
+    assert int(batch.det_cluster0.max()) < max(int(g.det_num_clusters0) for g in first)
+    assert repr(transform) == "ClusterAssignment(ratio=0.25, num_levels=2, method='metis')"
+
+
+def test_det_model_uses_the_given_clusters():
+    graphs = [ClusterAssignment(0.25, 2)(g) for g in hierarchical_communities(6, seed=4)]
+    batch = Batch.from_data_list(graphs)
+    model = build_model(
+        "det", batch.num_features, 2, max(g.num_nodes for g in graphs), num_levels=2
+    )
+    out = _forward(model, batch)
+    first = out.levels[0]
+    hard = first.s.argmax(-1)[first.mask]
+    assert torch.equal(hard, batch.det_cluster0)
+    assert torch.equal(first.s.amax(-1)[first.mask], torch.ones(batch.num_nodes))
+    assert first.cluster_mask.sum(-1).tolist() == batch.det_num_clusters0.tolist()
+    assert out.levels[1].cluster_mask.sum(-1).tolist() == batch.det_num_clusters1.tolist()
+
+
+# ------------------------------------------------------------------------ it learns
+def _train(model, train, test, epochs):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    for _ in range(epochs):
+        model.train()
+        for b in DataLoader(train, batch_size=32, shuffle=True):
+            opt.zero_grad()
+            out = model(b.x, b.edge_index, b.batch, batch_size=b.num_graphs)
+            loss = torch.nn.functional.cross_entropy(out.logits, b.y) + out.aux_loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        b = Batch.from_data_list(test)
+        pred = model(b.x, b.edge_index, b.batch, batch_size=b.num_graphs).logits.argmax(-1)
+    return (pred == b.y).float().mean().item()
+
+
+@pytest.mark.slow
+def test_diffpool_learns_the_community_graph_and_a_flat_model_does_not():
+    """The synthetic task's class is whether the two hub communities are adjacent: the same
+    degree sequence either way, one step apart only in the graph of communities.
+
+    What this shows (CPU, about a minute): DiffPool with one cluster per community and the
+    coarsened adjacency normalised (``coarse_adj="normalized"``) reaches the accuracy asserted
+    below, while the same encoder with a global mean readout (``base``) stays near chance.
+    It does not reach the 90% the model issue asks for: with the paper's defaults (max
+    readout, raw coarsened adjacency, 25% clusters) DiffPool also stays near chance here, as
+    the entropy loss makes the assignment hard before it has found the communities.
+    """
+    graphs = hierarchical_communities(2000, seed=0)
+    train, test = graphs[:1600], graphs[1600:]
+    torch.manual_seed(0)
+    diffpool = DiffPoolNet(
+        graphs[0].num_features,
+        2,
+        num_clusters=7,
+        hidden_channels=32,
+        readout="mean",
+        coarse_adj="normalized",
+        dropout=0.3,
+    )
+    torch.manual_seed(0)
+    flat = GlobalPoolNet(graphs[0].num_features, 2, hidden_channels=32, dropout=0.3)
+    acc_diffpool = _train(diffpool, train, test, epochs=30)
+    acc_flat = _train(flat, train, test, epochs=30)
+    print(f"test accuracy: DiffPool {acc_diffpool:.3f}, flat mean readout {acc_flat:.3f}")
+    assert acc_diffpool >= 0.8
+    assert acc_flat <= 0.65
+    assert acc_diffpool - acc_flat >= 0.2
