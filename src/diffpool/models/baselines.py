@@ -8,7 +8,7 @@ from torch_geometric.nn.aggr import Set2Set, SortAggregation
 from torch_geometric.nn.models import MLP
 
 from diffpool.models.output import ClassifierOutput
-from diffpool.models.readout import READOUTS, sparse_readout
+from diffpool.models.readout import READOUTS, resolve_batch, sparse_readout
 from diffpool.nn.encoders import GNNEncoder
 
 GLOBAL_READOUTS = (*READOUTS, "set2set", "sortpool")
@@ -111,11 +111,7 @@ class GlobalPoolNet(torch.nn.Module):
     ) -> ClassifierOutput:
         """Classify a sparse mini-batch (``clusters`` is accepted and ignored, so that every
         model of the package is called the same way)."""
-        if batch is None:
-            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-            batch_size = 1
-        if batch_size is None:
-            batch_size = int(batch.max()) + 1 if batch.numel() else 0
+        batch, batch_size = resolve_batch(x, batch, batch_size)
         z = self.encoder(x, edge_index, edge_weight)
         if self.aggr is None:
             h = sparse_readout(self.readout, z, batch, batch_size)

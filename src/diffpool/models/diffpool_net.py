@@ -12,7 +12,7 @@ from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import cluster_budget
 from diffpool.models.output import ClassifierOutput
-from diffpool.models.readout import check_readout, dense_readout, sparse_readout
+from diffpool.models.readout import check_readout, dense_readout, resolve_batch, sparse_readout
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
 from diffpool.nn.diffpool_conv import DiffPoolConv
 from diffpool.nn.encoders import DenseGNNEncoder, GNNEncoder
@@ -273,11 +273,7 @@ class DiffPoolNet(torch.nn.Module):
                     "diffpool.transforms.ClusterAssignment to the dataset and pass "
                     "clusters=[batch.det_cluster0, ...]"
                 )
-        if batch is None:
-            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-            batch_size = 1
-        if batch_size is None:
-            batch_size = int(batch.max()) + 1 if batch.numel() else 0
+        batch, batch_size = resolve_batch(x, batch, batch_size)
         fixed = None if self.assignment == "learned" else clusters[0]
         out = self.levels[0](
             x, edge_index, batch, edge_weight, batch_size=batch_size, assignment=fixed

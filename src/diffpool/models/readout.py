@@ -33,3 +33,12 @@ def dense_readout(readout: str, x: Tensor, mask: Tensor) -> Tensor:
     if readout == "sum":
         return total
     return total / mask.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
+
+
+def resolve_batch(x: Tensor, batch: Tensor | None, batch_size: int | None) -> tuple[Tensor, int]:
+    """The ``batch`` vector and the number of graphs, for one graph when ``batch`` is None."""
+    if batch is None:
+        return torch.zeros(x.size(0), dtype=torch.long, device=x.device), 1
+    if batch_size is None:
+        batch_size = int(batch.max()) + 1 if batch.numel() else 0
+    return batch, batch_size
