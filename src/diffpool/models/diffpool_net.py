@@ -222,6 +222,16 @@ class DiffPoolNet(torch.nn.Module):
         reset(self.final)
         self.mlp.reset_parameters()
 
+    def data_transform(self):
+        """The dataset transform this model needs: for ``assignment="det"``, the
+        :class:`~diffpool.transforms.ClusterAssignment` that matches its ratio, levels and
+        cluster slots; otherwise :obj:`None`."""
+        if self.assignment != "det":
+            return None
+        from diffpool.transforms import ClusterAssignment
+
+        return ClusterAssignment(self.ratio, self.num_levels, num_clusters=self.num_clusters)
+
     def _next_adj(self, adj: Tensor) -> Tensor:
         return normalize_coarse_adj(adj) if self.coarse_adj == "normalized" else adj
 

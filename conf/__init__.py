@@ -1,0 +1,1 @@
+"""Hydra configs of ``diffpool-train`` (installed as the package ``diffpool.conf``)."""

@@ -1,0 +1,36 @@
+"""``diffpool-train``: the Hydra app that trains and evaluates one config per job.
+
+    diffpool-train data=proteins model=nolp trainer.max_epochs=50
+    diffpool-train -m model=diffpool,nolp,det model/encoder=sage,gcn data.fold='range(10)'
+
+The configs ship inside the package (``diffpool.conf``; ``conf/`` in the repository);
+``diffpool-train --help`` lists the config groups and ``--cfg job`` prints a composed config.
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from diffpool.training.run import train
+
+
+def _lookup(results: dict, dotted: str):
+    value = results
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+@hydra.main(version_base="1.3", config_path="pkg://diffpool.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    metric = cfg.get("optimized_metric")
+    return _lookup(results, metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

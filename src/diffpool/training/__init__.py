@@ -1,0 +1,17 @@
+"""Training: the Lightning module and data module, the batch sampler and the run logic."""
+
+from diffpool.training.callbacks import EpochHistory
+from diffpool.training.datamodule import TUDataModule
+from diffpool.training.module import GraphClassifier, NonFiniteLossError
+from diffpool.training.run import RunDirectoryError, train
+from diffpool.training.sampler import GraphBatchSampler
+
+__all__ = [
+    "EpochHistory",
+    "GraphBatchSampler",
+    "GraphClassifier",
+    "NonFiniteLossError",
+    "RunDirectoryError",
+    "TUDataModule",
+    "train",
+]

@@ -1,0 +1,196 @@
+"""The LightningModule that trains any graph classifier of the package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch import LightningModule
+from omegaconf import DictConfig, OmegaConf
+from torch_geometric.data import Batch
+from torchmetrics.classification import MulticlassAccuracy
+
+from diffpool.models.output import ClassifierOutput
+
+#: what :meth:`GraphClassifier.validation_step` calls each of the data module's val loaders
+VAL_STAGES = ("val", "heldout")
+
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _spec(value: Mapping | None, name: str) -> dict[str, Any] | None:
+    """A plain-dict ``_target_`` spec (what the checkpoint stores and reloads)."""
+    if value is None:
+        return None
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if not isinstance(value, Mapping) or "_target_" not in value:
+        raise TypeError(f"{name} must be a mapping with a '_target_', got {value!r}")
+    return {k: v for k, v in value.items() if k != "_partial_"}
+
+
+class GraphClassifier(LightningModule):
+    r"""Trains a graph classifier of :mod:`diffpool.models` (any variant of ``build_model``).
+
+    The loss is
+
+    .. math::
+        \mathcal{L} = \mathrm{CE}(\hat{y}, y) + \sum_l \left(
+        \lambda_{\mathrm{link}} \mathcal{L}^{(l)}_{\mathrm{link}} +
+        \lambda_{\mathrm{ent}} \mathcal{L}^{(l)}_{\mathrm{ent}} \right),
+
+    the coefficients being the model's ``link_loss_coef`` and ``entropy_loss_coef``.
+    Logged under ``train/``, ``val/``, ``heldout/`` (the test fold, every epoch, for the
+    ``paper`` protocol) and ``test/``: ``loss``, ``ce``, ``aux_loss``, ``acc`` and the
+    per-level ``link_loss_l{l}`` and ``entropy_loss_l{l}``, always with
+    ``batch_size=batch.num_graphs``. A loss that is not finite stops training with
+    :class:`NonFiniteLossError`.
+
+    Every training epoch reseeds torch with ``seed + epoch``, so that a run resumed from a
+    checkpoint draws the same dropout masks as one that never stopped.
+
+    The network, optimizer and scheduler are given as Hydra ``_target_`` specs (plain
+    mappings, e.g. the ``model`` config group), so the checkpoint stores only plain data and
+    ``GraphClassifier.load_from_checkpoint(path)`` rebuilds everything (also under
+    ``torch.load(weights_only=True)``).
+
+    Args:
+        model (Mapping): Spec of the network, called with ``in_channels``, ``num_classes``
+            and ``max_num_nodes``, e.g. ``{"_target_": "diffpool.models.build_model",
+            "variant": "diffpool", "num_levels": 2}``.
+        in_channels (int): Node feature size.
+        num_classes (int): Number of classes.
+        max_num_nodes (int, optional): Largest graph of the dataset. (default: :obj:`None`)
+        optimizer (Mapping, optional): Spec called with ``params``.
+            (default: Adam, lr 1e-3)
+        scheduler (Mapping, optional): Spec called with ``optimizer``, stepped every epoch.
+            (default: :obj:`None`)
+        scheduler_monitor (str, optional): Metric for schedulers such as
+            ``ReduceLROnPlateau``. (default: :obj:`"val/acc"`)
+        seed (int, optional): Base of the per-epoch seeds. (default: :obj:`0`)
+    """
+
+    def __init__(
+        self,
+        model: Mapping,
+        in_channels: int,
+        num_classes: int,
+        max_num_nodes: int | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        scheduler_monitor: str = "val/acc",
+        seed: int = 0,
+    ):
+        super().__init__()
+        model = _spec(model, "model")
+        optimizer = _spec(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
+        scheduler = _spec(scheduler, "scheduler")
+        self.save_hyperparameters(
+            dict(
+                model=model,
+                in_channels=int(in_channels),
+                num_classes=int(num_classes),
+                max_num_nodes=None if max_num_nodes is None else int(max_num_nodes),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scheduler_monitor=scheduler_monitor,
+                seed=int(seed),
+            ),
+            logger=False,
+        )
+        self.model = instantiate(
+            model, in_channels=in_channels, num_classes=num_classes, max_num_nodes=max_num_nodes
+        )
+        self.scheduler_monitor, self.seed = scheduler_monitor, seed
+        # keyed "<stage>_acc": ModuleDict keys must not shadow Module attributes ("train")
+        self.accuracy = torch.nn.ModuleDict(
+            {
+                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro")
+                for stage in ("train", *VAL_STAGES, "test")
+            }
+        )
+
+    @property
+    def num_levels(self) -> int:
+        return getattr(self.model, "num_levels", 0)
+
+    def data_transform(self) -> Callable | None:
+        """The dataset transform the model needs (DiffPool-Det's clustering), or None."""
+        get = getattr(self.model, "data_transform", None)
+        return get() if get is not None else None
+
+    def forward(self, batch: Batch) -> ClassifierOutput:
+        clusters = None
+        if getattr(self.model, "assignment", None) == "det":
+            clusters = [batch[f"det_cluster{level}"] for level in range(self.num_levels)]
+        return self.model(
+            batch.x,
+            batch.edge_index,
+            batch.batch,
+            batch.get("edge_weight"),
+            batch_size=batch.num_graphs,
+            clusters=clusters,
+        )
+
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        out = self(batch)
+        ce = F.cross_entropy(out.logits, batch.y)
+        loss = ce + out.aux_loss
+        if stage == "train" and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (cross-entropy {ce.item()}, link "
+                f"{out.link_loss.tolist()}, entropy {out.entropy_loss.tolist()}): lower the "
+                "learning rate or check the input features for NaN/inf"
+            )
+        on_step = stage == "train"
+        log = dict(
+            batch_size=batch.num_graphs,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
+        accuracy = self.accuracy[f"{stage}_acc"]
+        accuracy(out.logits.detach(), batch.y)
+        self.log(f"{stage}/acc", accuracy, prog_bar=stage != "heldout", **log)
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=on_step, **log)
+        self.log(f"{stage}/ce", ce.detach(), **log)
+        self.log(f"{stage}/aux_loss", out.aux_loss.detach(), **log)
+        for level in range(out.link_loss.numel()):
+            self.log(f"{stage}/link_loss_l{level}", out.link_loss[level].detach(), **log)
+            self.log(f"{stage}/entropy_loss_l{level}", out.entropy_loss[level].detach(), **log)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.seed + self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, VAL_STAGES[dataloader_idx])
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": instantiate(self.hparams.scheduler, optimizer=optimizer),
+                "interval": "epoch",
+                "monitor": self.scheduler_monitor,
+            },
+        }

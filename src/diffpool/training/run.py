@@ -1,0 +1,210 @@
+"""One training run from a composed config: what ``diffpool-train`` does for every job.
+
+A run directory holds ``results.json`` (when the run finished), ``history.csv`` (every
+epoch's metrics), ``checkpoints/`` (``last.ckpt`` after every epoch and the best one by
+validation accuracy) and ``logs/``. Nothing in it is replaced silently:
+
+* a finished run with the same config is skipped (its results are returned), so rerunning a
+  sweep only runs the jobs that did not finish;
+* a finished run with another config, or an unfinished one, stops with an error that says
+  what to do: ``resume=true`` continues from ``checkpoints/last.ckpt``, ``overwrite=true``
+  moves the earlier files to ``replaced-<time>/`` and starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from diffpool.training.callbacks import EpochHistory
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+FAILED = "failed.json"
+HISTORY = "history.csv"
+CHECKPOINTS = "checkpoints"
+
+#: config keys that say how to run, not what to run: a finished run is the same run whatever
+#: they are
+RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir")
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory holds an earlier run that this one would overwrite."""
+
+
+def _launcher_rank() -> int:
+    """The process's rank as set by Lightning's DDP launcher (0 before the launch)."""
+    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def comparable_config(cfg: DictConfig | dict) -> dict:
+    """The resolved config without the run-control keys, for comparing runs."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
+
+
+def _move_aside(out: Path) -> Path:
+    target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.mkdir()
+    for name in (RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs"):
+        if (out / name).exists():
+            shutil.move(str(out / name), str(target / name))
+    return target
+
+
+def check_run_directory(out: Path, cfg: DictConfig) -> dict | None:
+    """Apply the rules of the module docstring; returns the earlier results to skip to."""
+    results, checkpoints = out / RESULTS, out / CHECKPOINTS
+    has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
+    if cfg.get("overwrite", False) and (results.exists() or has_checkpoints):
+        moved = _move_aside(out)
+        log.warning("overwrite=true: moved the earlier run of %s to %s", out, moved)
+        return None
+    if results.exists():
+        earlier = json.loads(results.read_text())
+        if earlier.get("config") == comparable_config(cfg):
+            log.info("%s already holds the results of this run: skipping it", out)
+            return earlier
+        raise RunDirectoryError(
+            f"{out} holds the results of a run with another config; choose another "
+            "directory (hydra.run.dir=...) or pass overwrite=true (the earlier files are "
+            "moved to replaced-<time>/)"
+        )
+    if has_checkpoints and not cfg.get("resume", False):
+        raise RunDirectoryError(
+            f"{out} holds the checkpoints of an unfinished run: pass resume=true to continue "
+            "it from checkpoints/last.ckpt, or overwrite=true to start again (the earlier "
+            "files are moved to replaced-<time>/)"
+        )
+    return None
+
+
+def _best_epoch(curve: list[float]) -> int:
+    """First epoch with the highest value (what ModelCheckpoint keeps, mode='max')."""
+    finite = [(v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
+    return -max(finite)[1] if finite else -1
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def build(cfg: DictConfig, out: Path):
+    """Instantiate the data module, the LightningModule and the trainer of a config."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = instantiate(
+        cfg.module,
+        _recursive_=False,
+        model=cfg.model,
+        in_channels=datamodule.num_features,
+        num_classes=datamodule.num_classes,
+        max_num_nodes=datamodule.max_num_nodes,
+    )
+    datamodule.set_transform(module.data_transform())
+    history = EpochHistory(out / HISTORY)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: Trainer = instantiate(
+        cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False
+    )
+    return datamodule, module, trainer, history
+
+
+def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train and evaluate one config in ``output_dir`` (default: ``cfg.output_dir``).
+
+    Returns:
+        dict: what ``results.json`` holds, or ``{"status": "interrupted", ...}``.
+    """
+    out = Path(output_dir if output_dir is not None else cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if _launcher_rank() == 0:
+        earlier = check_run_directory(out, cfg)
+        if earlier is not None:
+            return earlier
+    started = time.time()
+    try:
+        return _train(cfg, out, started)
+    except Exception as err:
+        if _launcher_rank() == 0:
+            _write_json(
+                out / FAILED,
+                {
+                    "status": "failed",
+                    "error": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc(),
+                    "config": comparable_config(cfg),
+                },
+            )
+        raise
+
+
+def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, module, trainer, history = build(cfg, out)
+    last = out / CHECKPOINTS / "last.ckpt"
+    ckpt_path = str(last) if cfg.get("resume", False) and last.exists() else None
+    if cfg.get("resume", False) and ckpt_path is None:
+        log.warning("resume=true but %s does not exist: starting from scratch", last)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.interrupted:
+        log.warning(
+            "training was interrupted after epoch %d; continue it with resume=true (from %s)",
+            len(history.epochs),
+            last,
+        )
+        return {"status": "interrupted", "epochs": len(history.epochs)}
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+    val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
+    best = _best_epoch(val_curve)
+    results = {
+        "status": "finished",
+        "dataset": datamodule.name,
+        "fold": datamodule.fold,
+        "num_folds": datamodule.num_folds,
+        "model": cfg.model.get("variant"),
+        "epochs": len(history.epochs),
+        "fair": {
+            "protocol": "fair: the epoch with the best validation accuracy, tested on the fold",
+            "best_epoch": best,
+            "val_acc": val_curve[best] if best >= 0 else None,
+            "test_acc": tested[0]["test/acc"] if tested else None,
+            "checkpoint": best_path or None,
+        },
+        "paper": {
+            "protocol": (
+                "paper (optimistic): the test fold's accuracy after every epoch; the report "
+                "picks the epoch with the best mean over folds"
+            ),
+            "heldout_curve": heldout_curve,
+        },
+        "val_curve": val_curve,
+        "wall_time_s": round(time.time() - started, 2),
+        "config": comparable_config(cfg),
+    }
+    if trainer.is_global_zero:
+        _write_json(out / RESULTS, results)
+        if (out / FAILED).exists():
+            (out / FAILED).unlink()
+    return results

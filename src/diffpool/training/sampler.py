@@ -1,0 +1,73 @@
+"""Mini-batches of graphs, split across distributed ranks with every graph seen exactly once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class GraphBatchSampler(Sampler[list[int]]):
+    r"""Batches of dataset indices for one rank of ``num_replicas``.
+
+    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps for :math:`n` graphs, :math:`W`
+    ranks and batch size :math:`b`. The (shuffled) indices are cut into :math:`T` global
+    batches whose sizes differ by at most one, and rank :math:`r` takes every :math:`W`-th
+    graph of each, starting at :math:`r`. So every rank runs the same number of steps (as
+    DDP needs), and every graph is seen exactly once per epoch over all ranks — unlike
+    :class:`~torch.utils.data.DistributedSampler`, which repeats graphs to even out the
+    ranks and so biases validation accuracy. On one rank it gives :math:`T` batches of
+    :math:`\lfloor n/T \rfloor` or :math:`\lceil n/T \rceil` graphs: no tiny last batch.
+
+    Args:
+        num_graphs (int): Size :math:`n` of the dataset.
+        batch_size (int): Graphs per rank and step, :math:`b`.
+        shuffle (bool, optional): Reshuffle every epoch (seeded by ``seed`` and the epoch,
+            the same on every rank). (default: :obj:`False`)
+        seed (int, optional): (default: :obj:`0`)
+        num_replicas (int, optional): :math:`W`. (default: :obj:`1`)
+        rank (int, optional): :math:`r`. (default: :obj:`0`)
+    """
+
+    def __init__(
+        self,
+        num_graphs: int,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if num_graphs < num_replicas:
+            raise ValueError(
+                f"{num_graphs} graphs cannot feed {num_replicas} ranks: every rank needs a "
+                "graph in every step"
+            )
+        self.num_graphs, self.batch_size = num_graphs, batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        steps = math.ceil(self.num_graphs / (self.num_replicas * self.batch_size))
+        # every global batch needs a graph for every rank
+        return min(steps, self.num_graphs // self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_graphs, generator=gen)
+        else:
+            order = torch.arange(self.num_graphs)
+        for chunk in torch.tensor_split(order, len(self)):
+            yield chunk[self.rank :: self.num_replicas].tolist()
