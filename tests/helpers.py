@@ -68,3 +68,33 @@ def tu_dataset(name: str, root: Path):
             zf.extractall(target)
         (target / name).rename(target / "raw")
     return TUDataset(str(root), name)
+
+
+class InterruptAtEpoch:
+    """A Lightning callback that presses Ctrl-C at the start of ``epoch``."""
+
+    def __new__(cls, epoch: int):
+        from lightning.pytorch import Callback
+
+        class _Interrupt(Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == epoch:
+                    raise KeyboardInterrupt
+
+        return _Interrupt()
+
+
+class PoisonAtEpoch:
+    """A Lightning callback that sets every weight to NaN at the start of ``epoch``."""
+
+    def __new__(cls, epoch: int):
+        from lightning.pytorch import Callback
+
+        class _Poison(Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == epoch:
+                    with torch.no_grad():
+                        for p in pl_module.parameters():
+                            p.fill_(float("nan"))
+
+        return _Poison()

@@ -26,7 +26,8 @@ class TUDataModule(LightningDataModule):
     test fold's accuracy after every epoch is the curve the authors' protocol (``paper``)
     selects its epoch on; the ``fair`` protocol selects on the validation set only.
 
-    Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every graph is
+    Every graph carries ``graph_id``, its index in the dataset (``batch.graph_id`` in a
+    batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every graph is
     seen exactly once per epoch. Run the trainer with ``use_distributed_sampler=False``
     (the configs in ``conf/trainer`` do).
 
@@ -99,6 +100,9 @@ class TUDataModule(LightningDataModule):
         if self.dataset is not None:
             return
         dataset = self._load()
+        # a stable id per graph (its index in the dataset), carried into every batch
+        dataset._data.graph_id = torch.arange(len(dataset))
+        dataset.slices["graph_id"] = torch.arange(len(dataset) + 1)
         base = dataset.transform
         if self._transform is not None:
             dataset.transform = _compose(base, self._transform)

@@ -13,6 +13,7 @@ validation accuracy) and ``logs/``. Nothing in it is replaced silently:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import Any
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.training.callbacks import EpochHistory
 
@@ -52,8 +53,13 @@ def _launcher_rank() -> int:
 
 
 def comparable_config(cfg: DictConfig | dict) -> dict:
-    """The resolved config without the run-control keys, for comparing runs."""
+    """The resolved config without the run-control keys, for comparing runs: paths derived
+    from ``output_dir`` read ``<output_dir>/...``, so the same config run in two directories
+    compares equal."""
     if isinstance(cfg, DictConfig):
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            cfg.output_dir = "<output_dir>"
         cfg = OmegaConf.to_container(cfg, resolve=True)
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
@@ -133,7 +139,8 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[
     """Train and evaluate one config in ``output_dir`` (default: ``cfg.output_dir``).
 
     Returns:
-        dict: what ``results.json`` holds, or ``{"status": "interrupted", ...}``.
+        dict: what ``results.json`` holds. After Ctrl-C, Lightning shuts down gracefully
+        and exits (``SystemExit``); ``checkpoints/last.ckpt`` holds the last finished epoch.
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,17 +172,28 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
     ckpt_path = str(last) if cfg.get("resume", False) and last.exists() else None
     if cfg.get("resume", False) and ckpt_path is None:
         log.warning("resume=true but %s does not exist: starting from scratch", last)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if trainer.interrupted:
-        log.warning(
-            "training was interrupted after epoch %d; continue it with resume=true (from %s)",
-            len(history.epochs),
-            last,
-        )
-        return {"status": "interrupted", "epochs": len(history.epochs)}
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1)
+        if trainer.interrupted:
+            log.warning(
+                "training was interrupted after %d finished epochs; continue it with "
+                "resume=true (from %s)",
+                len(history.epochs),
+                last,
+            )
+        raise
+    # testing the best checkpoint restores the callbacks' state of that epoch: keep the full
+    # history first
+    history_after_fit = EpochHistory()
+    history_after_fit.load_state_dict(history.state_dict())
+    checkpoint = next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+    history.load_state_dict(history_after_fit.state_dict())
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
     best = _best_epoch(val_curve)
     results = {

@@ -1,0 +1,33 @@
+"""``diffpool-report DIR``: mean ± std over folds of every configuration of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffpool.training.report import write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = argparse.ArgumentParser(
+        prog="diffpool-report",
+        description="Aggregate the results.json files of a diffpool-train sweep into "
+        "report.md, report.csv and report.png (fair and paper protocols).",
+    )
+    parser.add_argument("sweep_dir", help="a multirun directory (searched recursively)")
+    parser.add_argument("--out", default=None, help="where to write (default: SWEEP_DIR)")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.sweep_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"diffpool-report: {err}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Aggregate the jobs of a sweep: mean ± std over folds per configuration, both protocols.
+
+Every job directory under the sweep holds ``results.json`` (see :mod:`diffpool.training.run`)
+or ``failed.json``. Jobs are grouped by their config without the fold; a group's label names
+the config entries that differ between the groups of the sweep.
+
+* ``fair``: each fold's test accuracy at the epoch of its best validation accuracy.
+* ``paper`` (optimistic, the authors' code): the test-fold accuracy curves are averaged over
+  the folds and the best epoch of that mean curve is reported, i.e. the epoch is selected on
+  the test folds.
+
+Standard deviations are over folds (population, ``ddof=0``, as in Errica et al.'s code).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffpool.training.run import FAILED, RESULTS
+
+#: config entries named first in a group's label
+LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
+
+#: config entries that never define a configuration
+IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+@dataclass
+class Group:
+    """The finished folds of one configuration."""
+
+    config: dict[str, Any]
+    label: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(r["fold"] for r in self.runs)
+
+    def fair(self) -> tuple[float, float]:
+        accs = [r["fair"]["test_acc"] for r in self.runs if r["fair"]["test_acc"] is not None]
+        return _mean_std(accs)
+
+    def fair_val(self) -> tuple[float, float]:
+        accs = [r["fair"]["val_acc"] for r in self.runs if r["fair"]["val_acc"] is not None]
+        return _mean_std(accs)
+
+    def paper(self) -> tuple[float, float, int]:
+        """Mean ± std over folds at the best epoch of the mean test-fold curve."""
+        curves = [r["paper"]["heldout_curve"] for r in self.runs]
+        length = min((len(c) for c in curves), default=0)
+        if length == 0:
+            return math.nan, math.nan, -1
+        table = np.array([c[:length] for c in curves], dtype=float)
+        mean = np.nanmean(table, axis=0)
+        best = int(np.nanargmax(mean))
+        return float(mean[best]), float(np.nanstd(table[:, best])), best
+
+    def wall_time(self) -> float:
+        return float(sum(r.get("wall_time_s", 0.0) for r in self.runs))
+
+    def epochs(self) -> int:
+        return max((r.get("epochs", 0) for r in self.runs), default=0)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.std(values))
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[Group], list[dict[str, Any]]]:
+    """Group the finished jobs under ``sweep_dir``; also return the failed ones."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a directory")
+    runs, failed = [], []
+    for path in sorted(sweep_dir.rglob(RESULTS)):
+        if any(part.startswith("replaced-") for part in path.relative_to(sweep_dir).parts):
+            continue
+        run = json.loads(path.read_text())
+        run["path"] = str(path.parent)
+        runs.append(run)
+    for path in sorted(sweep_dir.rglob(FAILED)):
+        if (path.parent / RESULTS).exists():
+            continue
+        info = json.loads(path.read_text())
+        failed.append({"path": str(path.parent), "error": info.get("error", "")})
+    if not runs and not failed:
+        raise FileNotFoundError(f"no {RESULTS} or {FAILED} under {sweep_dir}")
+    groups: dict[str, Group] = {}
+    for run in runs:
+        config = {
+            k: v for k, v in flatten(run["config"]).items() if not k.startswith(IGNORED_KEYS)
+        }
+        key = json.dumps(config, sort_keys=True, default=str)
+        groups.setdefault(key, Group(config)).runs.append(run)
+    found = list(groups.values())
+    varying = sorted(
+        {k for g in found for k in g.config if len({str(h.config.get(k)) for h in found}) > 1},
+        key=lambda k: (k not in LABEL_FIRST, LABEL_FIRST.index(k) if k in LABEL_FIRST else 0, k),
+    )
+    for group in found:
+        parts = [f"{k}={group.config.get(k)}" for k in varying]
+        group.label = ", ".join(parts) if parts else _default_label(group)
+    found.sort(key=lambda g: g.label)
+    return found, failed
+
+
+def _default_label(group: Group) -> str:
+    return f"{group.config.get('data.name', '?')} / {group.config.get('model.variant', '?')}"
+
+
+def _pct(mean: float, std: float | None = None) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+
+
+ROW_FIELDS = (
+    "configuration",
+    "folds",
+    "epochs",
+    "fair_test_acc_mean",
+    "fair_test_acc_std",
+    "fair_val_acc_mean",
+    "paper_test_acc_mean",
+    "paper_test_acc_std",
+    "paper_best_epoch",
+    "wall_time_s",
+)
+
+
+def rows(groups: list[Group]) -> list[dict[str, Any]]:
+    out = []
+    for group in groups:
+        fair, fair_std = group.fair()
+        val, _ = group.fair_val()
+        paper, paper_std, best = group.paper()
+        out.append(
+            dict(
+                zip(
+                    ROW_FIELDS,
+                    (
+                        group.label,
+                        len(group.runs),
+                        group.epochs(),
+                        fair,
+                        fair_std,
+                        val,
+                        paper,
+                        paper_std,
+                        best,
+                        round(group.wall_time(), 1),
+                    ),
+                )
+            )
+        )
+    return out
+
+
+def markdown(groups: list[Group], failed: list[dict[str, Any]], sweep_dir: str | Path) -> str:
+    lines = [
+        f"# Report of `{sweep_dir}`",
+        "",
+        "Test accuracy (%) as mean ± std over folds. **fair**: each fold tested at its best "
+        "validation epoch. **paper** (optimistic): the epoch with the best mean test-fold "
+        "accuracy, as in the authors' code.",
+        "",
+        "| configuration | folds | epochs | fair | paper (optimistic) | paper epoch | "
+        "val (fair) | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for group, row in zip(groups, rows(groups)):
+        lines.append(
+            f"| {group.label} | {row['folds']} | {row['epochs']} | "
+            f"{_pct(row['fair_test_acc_mean'], row['fair_test_acc_std'])} | "
+            f"{_pct(row['paper_test_acc_mean'], row['paper_test_acc_std'])} | "
+            f"{row['paper_best_epoch']} | {_pct(row['fair_val_acc_mean'])} | "
+            f"{row['wall_time_s']:.0f} s |"
+        )
+    if failed:
+        lines += ["", f"## Failed jobs ({len(failed)})", ""]
+        lines += [f"- `{f['path']}`: {f['error']}" for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot(groups: list[Group], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = rows(groups)
+    labels = [g.label for g in groups]
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.5))
+    width = 0.38
+    for offset, key, name in ((-1, "fair", "fair"), (1, "paper", "paper (optimistic)")):
+        means = [100 * r[f"{key}_test_acc_mean"] for r in data]
+        stds = [100 * r[f"{key}_test_acc_std"] for r in data]
+        ax.bar(x + offset * width / 2, means, width, yerr=stds, capsize=3, label=name)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("mean ± std over folds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and ``report.png`` (default: into ``sweep_dir``).
+
+    Returns:
+        dict: the paths written, by kind.
+    """
+    groups, failed = collect(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv"}
+    paths["md"].write_text(markdown(groups, failed, sweep_dir))
+    with open(paths["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ROW_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows(groups))
+    if groups:
+        paths["png"] = out / "report.png"
+        plot(groups, paths["png"])
+    return paths

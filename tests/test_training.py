@@ -1,0 +1,215 @@
+"""The training stack: configs, the LightningModule, run directories, resume, NaN, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+
+from diffpool.models import VARIANTS
+from diffpool.nn import ENCODERS
+from diffpool.training import (
+    GraphClassifier,
+    NonFiniteLossError,
+    RunDirectoryError,
+    TUDataModule,
+    train,
+)
+from diffpool.training.report import write_report
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(*overrides: str):
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def _cfg(tmp_path: Path, out: str, *overrides: str):
+    """A small, quick MUTAG run writing into tmp_path/out."""
+    return _compose(
+        "data=mutag",
+        f"data.root={tmp_path / 'TU'}",
+        "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "model.hidden_channels=16",
+        f"output_dir={tmp_path / out}",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def mutag(tmp_path_factory):
+    dm = TUDataModule("MUTAG", root=tmp_path_factory.mktemp("mutag"), batch_size=32)
+    dm.setup()
+    return dm
+
+
+def test_config_groups_hold_every_variant_and_encoder():
+    assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(VARIANTS)
+    assert {p.stem for p in (CONF / "model" / "encoder").glob("*.yaml")} >= set(ENCODERS)
+    assert {p.stem for p in (CONF / "trainer").glob("*.yaml")} == {"cpu", "gpu", "ddp", "ddp_sim"}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat"])
+def test_every_model_config_trains_a_step(mutag, variant, encoder):
+    cfg = _compose(f"model={variant}", f"model/encoder={encoder}", "model.num_levels=2")
+    assert cfg.model.variant == variant and cfg.model.encoder == encoder
+    module = GraphClassifier(
+        cfg.model, mutag.num_features, mutag.num_classes, mutag.max_num_nodes
+    )
+    assert type(module.model) is VARIANTS[variant][0]
+    transform = module.data_transform()
+    assert (transform is not None) == (variant == "det")
+    graphs = [mutag.dataset[i] for i in range(8)]
+    if transform is not None:
+        graphs = [transform(g) for g in graphs]
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list(graphs)
+    out = module(batch)
+    loss = torch.nn.functional.cross_entropy(out.logits, batch.y) + out.aux_loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_sweep_keys_exist_in_every_model_config():
+    """``model.ratio=...`` etc. must be overridable whatever model a sweep picks."""
+    keys = set(_compose("model=diffpool").model)
+    for variant in VARIANTS:
+        assert keys <= set(_compose(f"model={variant}").model), variant
+
+
+def test_variant_configs_cannot_be_contradicted():
+    cfg = _compose("model=nolp", "model.link_loss=frobenius")
+    with pytest.raises(InstantiationException, match="variant 'nolp' fixes"):
+        GraphClassifier(cfg.model, 7, 2, 28)
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (CONF / "experiment").glob("paper_*_*.yaml"))
+)
+def test_paper_presets_compose(preset):
+    cfg = _compose(f"experiment={preset}")
+    _, dataset, variant = preset.split("_")
+    assert cfg.model.variant == variant
+    assert cfg.data.name.lower() == dataset
+    assert cfg.trainer.max_epochs == 1000 and cfg.model.ratio == 0.1
+
+
+def test_train_writes_results_and_never_overwrites_silently(tmp_path):
+    cfg = _cfg(tmp_path, "run")
+    results = train(cfg)
+    out = tmp_path / "run"
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["status"] == "finished" and stored["epochs"] == 3
+    assert stored["dataset"] == "MUTAG" and stored["model"] == "diffpool"
+    fair = stored["fair"]
+    # the checkpointed best epoch, retested, gives the test fold's accuracy of that epoch
+    assert fair["val_acc"] == max(stored["val_curve"])
+    assert fair["test_acc"] == pytest.approx(stored["paper"]["heldout_curve"][fair["best_epoch"]])
+    assert Path(fair["checkpoint"]).exists() and (out / "checkpoints" / "last.ckpt").exists()
+    with open(out / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    assert {"train/loss", "val/acc", "heldout/acc", "train/link_loss_l0"} <= set(history[0])
+    assert results["config"] == stored["config"]
+
+    # the same config again: skipped, nothing rewritten
+    mtime = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert train(cfg)["wall_time_s"] == stored["wall_time_s"]
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
+
+    # another config in the same directory: refused
+    with pytest.raises(RunDirectoryError, match="another config"):
+        train(_cfg(tmp_path, "run", "model.ratio=0.5"))
+    # unless asked to overwrite: the earlier files are moved aside, not deleted
+    train(_cfg(tmp_path, "run", "model.ratio=0.5", "overwrite=true"))
+    replaced = list(out.glob("replaced-*"))
+    assert len(replaced) == 1 and (replaced[0] / "results.json").exists()
+    assert json.loads((out / "results.json").read_text())["config"]["model"]["ratio"] == 0.5
+
+
+def test_checkpoint_reloads_the_model_alone(tmp_path):
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=1", "model=det"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module = GraphClassifier.load_from_checkpoint(ckpt, weights_only=True)
+    assert module.model.assignment == "det"
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
+    train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
+    interrupt = ["+callbacks.interrupt._target_=helpers.InterruptAtEpoch", "+callbacks.interrupt.epoch=2"]
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            train(_cfg(tmp_path, "stopped", "model.dropout=0.2", *interrupt))
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+    out = tmp_path / "stopped"
+    assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "results.json").exists()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    with pytest.raises(RunDirectoryError, match="unfinished run: pass resume=true"):
+        train(_cfg(tmp_path, "stopped", "model.dropout=0.2"))
+    resumed = train(_cfg(tmp_path, "stopped", "model.dropout=0.2", "resume=true"))
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert resumed["epochs"] == straight["epochs"] == 3
+    assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
+    assert resumed["paper"]["heldout_curve"] == pytest.approx(
+        straight["paper"]["heldout_curve"], abs=1e-6
+    )
+    assert resumed["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    poison = ["+callbacks.poison._target_=helpers.PoisonAtEpoch", "+callbacks.poison.epoch=1"]
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1"):
+        train(_cfg(tmp_path, "nan", *poison))
+    failed = json.loads((tmp_path / "nan" / "failed.json").read_text())
+    assert "NonFiniteLossError" in failed["error"]
+    assert not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_report_aggregates_folds_under_both_protocols(tmp_path):
+    sweep = tmp_path / "sweep"
+    for variant in ("diffpool", "base"):
+        for fold in (0, 1):
+            train(
+                _cfg(
+                    tmp_path,
+                    f"sweep/{variant}-{fold}",
+                    f"model={variant}",
+                    f"data.fold={fold}",
+                    "trainer.max_epochs=2",
+                )
+            )
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "failed.json").write_text(json.dumps({"error": "ValueError: boom"}))
+    paths = write_report(sweep)
+    text = paths["md"].read_text()
+    assert "model.variant=base" in text and "model.variant=diffpool" in text
+    assert "ValueError: boom" in text
+    with open(paths["csv"]) as handle:
+        rows = {r["configuration"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"model.variant=base, model.readout=mean", "model.variant=diffpool, model.readout=max"}
+    row = rows["model.variant=diffpool, model.readout=max"]
+    runs = [json.loads((sweep / f"diffpool-{f}" / "results.json").read_text()) for f in (0, 1)]
+    fair = [r["fair"]["test_acc"] for r in runs]
+    assert int(row["folds"]) == 2
+    assert float(row["fair_test_acc_mean"]) == pytest.approx(sum(fair) / 2)
+    curves = torch.tensor([r["paper"]["heldout_curve"] for r in runs])
+    best = int(curves.mean(0).argmax())
+    assert int(row["paper_best_epoch"]) == best
+    assert float(row["paper_test_acc_mean"]) == pytest.approx(float(curves.mean(0)[best]))
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

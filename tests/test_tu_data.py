@@ -1,0 +1,159 @@
+"""TU datasets offline (bundled archives, folders, errors), features, CV splits, the sampler."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffpool.datasets import BUNDLED, fold_split, load_tu, stratified_folds
+from diffpool.training import GraphBatchSampler, TUDataModule
+
+
+def _write_tu(raw: Path, name: str, node_labels: bool) -> None:
+    """Three tiny graphs in the TU text format: a triangle, a path of 2, a star of 4."""
+    raw.mkdir(parents=True)
+    edges = [(1, 2), (2, 3), (3, 1), (4, 5), (6, 7), (6, 8), (6, 9)]
+    both = [e for a, b in edges for e in ((a, b), (b, a))]
+    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in both))
+    (raw / f"{name}_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n3\n3\n3\n3\n")
+    (raw / f"{name}_graph_labels.txt").write_text("1\n2\n1\n")
+    if node_labels:
+        (raw / f"{name}_node_labels.txt").write_text("0\n1\n0\n1\n1\n2\n0\n0\n0\n")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_datasets_load_with_no_files_around(tmp_path, name):
+    dataset = load_tu(name, tmp_path / "TU")
+    expected = {"ENZYMES": (600, 6, 3), "PROTEINS": (1113, 2, 3), "MUTAG": (188, 2, 7)}[name]
+    assert (len(dataset), dataset.num_classes, dataset.num_features) == expected
+    assert (tmp_path / "TU" / name / "raw" / f"{name}_A.txt").exists()
+
+
+def test_node_feature_choices_on_enzymes(tmp_path):
+    sizes = {
+        features: load_tu("ENZYMES", tmp_path, node_features=features).num_features
+        for features in ("labels", "attributes", "both")
+    }
+    assert sizes == {"labels": 3, "attributes": 18, "both": 21}
+    both = load_tu("ENZYMES", tmp_path, node_features="both")[0].x
+    labels = load_tu("ENZYMES", tmp_path, node_features="labels")[0].x
+    assert torch.equal(both[:, 18:], labels)
+    assert torch.equal(labels.sum(-1), torch.ones(labels.size(0)))  # one-hot
+
+
+def test_missing_features_are_explicit_errors(tmp_path):
+    with pytest.raises(ValueError, match="MUTAG has no node attributes"):
+        load_tu("MUTAG", tmp_path, node_features="attributes")
+    with pytest.raises(ValueError, match="node_features must be one of"):
+        load_tu("MUTAG", tmp_path, node_features="colours")
+
+
+def test_official_archive_in_root_is_used(tmp_path):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "TU" / "MUTAG.zip"
+    source = shared if shared.exists() else None
+    if source is None:
+        pytest.skip("no MUTAG.zip beside the repository")
+    (tmp_path / "MUTAG.zip").write_bytes(source.read_bytes())
+    assert len(load_tu("MUTAG", tmp_path)) == 188
+
+
+def test_raw_folder_without_features_gets_degree_or_constant(tmp_path):
+    _write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=False)
+    dataset = load_tu("TOY", tmp_path)
+    star = dataset[2]
+    assert star.x.shape == (4, 65)
+    assert star.x.argmax(-1).tolist() == [3, 1, 1, 1]
+    const = load_tu("TOY", tmp_path, fallback_features="constant")
+    assert torch.equal(const[0].x, torch.ones(3, 1))
+
+
+def test_raw_folder_with_labels(tmp_path):
+    _write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=True)
+    dataset = load_tu("TOY", tmp_path)
+    assert dataset.num_features == 3
+    assert dataset[0].x.argmax(-1).tolist() == [0, 1, 0]
+
+
+def test_unknown_name_suggests_and_missing_offline_copy_says_where(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean ENZYMES"):
+        load_tu("ENZYME", tmp_path)
+    with pytest.raises(FileNotFoundError, match="put the official NCI1.zip in"):
+        load_tu("NCI1", tmp_path)
+
+
+def test_corrupt_and_wrong_archives_are_named(tmp_path):
+    (tmp_path / "NCI1.zip").write_bytes(b"this is not a zip archive")
+    with pytest.raises(ValueError, match="NCI1.zip is not a readable zip archive"):
+        load_tu("NCI1", tmp_path)
+    with zipfile.ZipFile(tmp_path / "DD.zip", "w") as zf:
+        zf.writestr("DD/README.txt", "nothing else")
+    with pytest.raises(ValueError, match="lacks DD_A.txt"):
+        load_tu("DD", tmp_path)
+
+
+def test_stratified_folds_partition_the_data_with_class_balance():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    folds = stratified_folds(labels, 10, seed=3)
+    everything = torch.cat(folds).sort().values
+    assert torch.equal(everything, torch.arange(100))
+    for fold in folds:
+        assert fold.numel() == 10
+        assert torch.bincount(labels[fold], minlength=3).tolist() == [5, 3, 2]
+    assert all(torch.equal(a, b) for a, b in zip(folds, stratified_folds(labels, 10, seed=3)))
+    assert not all(torch.equal(a, b) for a, b in zip(folds, stratified_folds(labels, 10, 4)))
+
+
+def test_fold_split_is_disjoint_and_covers():
+    labels = torch.tensor([0, 1] * 60)
+    seen_test = []
+    for fold in range(10):
+        split = fold_split(labels, fold, 10, seed=0, val_ratio=0.1)
+        parts = [split.train, split.val, split.test]
+        joined = torch.cat(parts)
+        assert joined.unique().numel() == joined.numel() == 120
+        assert split.val.numel() == 11 or split.val.numel() == 10
+        seen_test.append(split.test)
+    assert torch.equal(torch.cat(seen_test).sort().values, torch.arange(120))
+    with pytest.raises(ValueError, match="fold must be in"):
+        fold_split(labels, 10)
+
+
+@pytest.mark.parametrize("num_graphs", [1, 7, 40, 41, 99])
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [1, 4, 20])
+def test_batch_sampler_sees_every_graph_once_on_equal_steps(num_graphs, world, batch_size):
+    if num_graphs < world:
+        with pytest.raises(ValueError, match="cannot feed"):
+            GraphBatchSampler(num_graphs, batch_size, num_replicas=world)
+        return
+    samplers = [
+        GraphBatchSampler(num_graphs, batch_size, True, seed=1, num_replicas=world, rank=r)
+        for r in range(world)
+    ]
+    for epoch in (0, 1):
+        for s in samplers:
+            s.set_epoch(epoch)
+        batches = [list(s) for s in samplers]
+        assert len({len(b) for b in batches}) == 1 and len(batches[0]) == len(samplers[0])
+        assert all(len(batch) >= 1 for rank in batches for batch in rank)
+        seen = sorted(i for rank in batches for batch in rank for i in batch)
+        assert seen == list(range(num_graphs))
+    order = [list(s) for s in samplers]
+    samplers[0].set_epoch(0)
+    assert list(samplers[0]) != order[0] or num_graphs <= world
+
+
+def test_data_module_batches_carry_graph_ids(tmp_path):
+    dm = TUDataModule("MUTAG", root=tmp_path, fold=2, batch_size=16)
+    dm.setup()
+    assert (dm.num_features, dm.num_classes, dm.max_num_nodes) == (7, 2, 28)
+    ids = torch.cat([b.graph_id for b in dm.train_dataloader()]).sort().values
+    assert torch.equal(ids, dm.split.train)
+    val, test = dm.val_dataloader()
+    assert torch.equal(torch.cat([b.graph_id for b in test]).sort().values, dm.split.test)
+    assert torch.equal(torch.cat([b.graph_id for b in val]).sort().values, dm.split.val)
+    batch = next(iter(dm.test_dataloader()))
+    assert torch.equal(batch.y, dm.dataset.y[batch.graph_id])
