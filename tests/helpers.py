@@ -98,3 +98,40 @@ class PoisonAtEpoch:
                             p.fill_(float("nan"))
 
         return _Poison()
+
+
+class RecordRanks:
+    """A Lightning callback that writes, per rank, what the rank saw in every epoch: the
+    ``graph_id`` of its training and validation graphs, its validation predictions, and the
+    logged (synchronised) ``val/acc``, to ``directory/rank{r}.json``."""
+
+    def __new__(cls, directory: str):
+        import json
+        from pathlib import Path
+
+        from lightning.pytorch import Callback
+
+        class _Record(Callback):
+            def __init__(self):
+                self.epochs = []
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self.epochs.append({"train": [], "val": [], "val_correct": 0})
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.epochs[-1]["train"] += batch.graph_id.tolist()
+
+            def on_validation_batch_end(self, trainer, pl_module, outputs, batch, idx, dl=0):
+                if dl == 0 and self.epochs:
+                    pred = pl_module(batch).logits.argmax(-1)
+                    self.epochs[-1]["val"] += batch.graph_id.tolist()
+                    self.epochs[-1]["val_correct"] += int((pred == batch.y).sum())
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.epochs[-1]["val_acc"] = float(trainer.callback_metrics["val/acc"])
+                self.epochs[-1]["world_size"] = trainer.world_size
+                path = Path(directory) / f"rank{trainer.global_rank}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.epochs))
+
+        return _Record()

@@ -11,7 +11,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
 
 from diffpool.models import VARIANTS
 from diffpool.nn import ENCODERS
@@ -64,9 +63,7 @@ def test_config_groups_hold_every_variant_and_encoder():
 def test_every_model_config_trains_a_step(mutag, variant, encoder):
     cfg = _compose(f"model={variant}", f"model/encoder={encoder}", "model.num_levels=2")
     assert cfg.model.variant == variant and cfg.model.encoder == encoder
-    module = GraphClassifier(
-        cfg.model, mutag.num_features, mutag.num_classes, mutag.max_num_nodes
-    )
+    module = GraphClassifier(cfg.model, mutag.num_features, mutag.num_classes, mutag.max_num_nodes)
     assert type(module.model) is VARIANTS[variant][0]
     transform = module.data_transform()
     assert (transform is not None) == (variant == "det")
@@ -150,7 +147,10 @@ def test_checkpoint_reloads_the_model_alone(tmp_path):
 
 def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
-    interrupt = ["+callbacks.interrupt._target_=helpers.InterruptAtEpoch", "+callbacks.interrupt.epoch=2"]
+    interrupt = [
+        "+callbacks.interrupt._target_=helpers.InterruptAtEpoch",
+        "+callbacks.interrupt.epoch=2",
+    ]
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
@@ -202,7 +202,10 @@ def test_report_aggregates_folds_under_both_protocols(tmp_path):
     assert "ValueError: boom" in text
     with open(paths["csv"]) as handle:
         rows = {r["configuration"]: r for r in csv.DictReader(handle)}
-    assert set(rows) == {"model.variant=base, model.readout=mean", "model.variant=diffpool, model.readout=max"}
+    assert set(rows) == {
+        "model.variant=base, model.readout=mean",
+        "model.variant=diffpool, model.readout=max",
+    }
     row = rows["model.variant=diffpool, model.readout=max"]
     runs = [json.loads((sweep / f"diffpool-{f}" / "results.json").read_text()) for f in (0, 1)]
     fair = [r["fair"]["test_acc"] for r in runs]

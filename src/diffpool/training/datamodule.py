@@ -27,8 +27,8 @@ class TUDataModule(LightningDataModule):
     selects its epoch on; the ``fair`` protocol selects on the validation set only.
 
     Every graph carries ``graph_id``, its index in the dataset (``batch.graph_id`` in a
-    batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every graph is
-    seen exactly once per epoch. Run the trainer with ``use_distributed_sampler=False``
+    batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every
+    graph is seen exactly once per epoch. Run the trainer with ``use_distributed_sampler=False``
     (the configs in ``conf/trainer`` do).
 
     Args:
@@ -107,9 +107,7 @@ class TUDataModule(LightningDataModule):
         if self._transform is not None:
             dataset.transform = _compose(base, self._transform)
         self.dataset = dataset
-        self.split = fold_split(
-            dataset.y, self.fold, self.num_folds, self.seed, self.val_ratio
-        )
+        self.split = fold_split(dataset.y, self.fold, self.num_folds, self.seed, self.val_ratio)
 
     def set_transform(self, transform: Callable | None) -> None:
         """A transform applied after the feature transform, e.g. the

@@ -109,9 +109,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[Group], list[dict[str, Any]]]:
         raise FileNotFoundError(f"no {RESULTS} or {FAILED} under {sweep_dir}")
     groups: dict[str, Group] = {}
     for run in runs:
-        config = {
-            k: v for k, v in flatten(run["config"]).items() if not k.startswith(IGNORED_KEYS)
-        }
+        config = {k: v for k, v in flatten(run["config"]).items() if not k.startswith(IGNORED_KEYS)}
         key = json.dumps(config, sort_keys=True, default=str)
         groups.setdefault(key, Group(config)).runs.append(run)
     found = list(groups.values())
@@ -200,7 +198,7 @@ def markdown(groups: list[Group], failed: list[dict[str, Any]], sweep_dir: str |
         )
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)})", ""]
-        lines += [f"- `{f['path']}`: {f['error']}" for f in failed]
+        lines += [f"- `{f['path']}`: {' '.join(f['error'].split())}" for f in failed]
     return "\n".join(lines) + "\n"
 
 

@@ -12,9 +12,9 @@ from torch.utils.data import Sampler
 class GraphBatchSampler(Sampler[list[int]]):
     r"""Batches of dataset indices for one rank of ``num_replicas``.
 
-    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps for :math:`n` graphs, :math:`W`
-    ranks and batch size :math:`b`. The (shuffled) indices are cut into :math:`T` global
-    batches whose sizes differ by at most one, and rank :math:`r` takes every :math:`W`-th
+    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps for
+    :math:`n` graphs, :math:`W` ranks and batch size :math:`b`. The (shuffled) indices are
+    cut into :math:`T` global batches whose sizes differ by at most one, and rank :math:`r` takes every :math:`W`-th
     graph of each, starting at :math:`r`. So every rank runs the same number of steps (as
     DDP needs), and every graph is seen exactly once per epoch over all ranks — unlike
     :class:`~torch.utils.data.DistributedSampler`, which repeats graphs to even out the

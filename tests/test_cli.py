@@ -1,0 +1,157 @@
+"""The console scripts as users run them: sweeps, reports, DDP on CPU, the installed wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffpool.datasets.splits import fold_split
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def _run(args, cwd, env=None, check=True):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        str(BIN / "diffpool-train"),
+        "-m",
+        "data=mutag",
+        f"data.root={tmp_path / 'TU'}",
+        "model=diffpool,nolp",
+        "model.ratio=0.25,2.0",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        *QUIET,
+    ]
+    first = _run(args, tmp_path, check=False)
+    assert first.returncode != 0  # ratio=2.0 is invalid for the hierarchical models
+    finished = sorted(p.parent.name for p in sweep.rglob("results.json"))
+    failed = sorted(p.parent.name for p in sweep.rglob("failed.json"))
+    assert len(finished) == 2 and all("model.ratio=0.25" in name for name in finished)
+    assert len(failed) == 2 and "ratio must be in (0, 1]" in (
+        next(sweep.rglob("failed.json")).read_text()
+    )
+    second = _run(args, tmp_path, check=False)
+    skipped = (second.stdout + second.stderr).count("already holds the results of this run")
+    assert skipped == 2
+
+    report = _run([str(BIN / "diffpool-report"), str(sweep)], tmp_path)
+    assert "model.variant=diffpool" in report.stdout and "## Failed jobs (2)" in report.stdout
+    assert (sweep / "report.csv").exists() and (sweep / "report.png").exists()
+    missing = _run([str(BIN / "diffpool-report"), str(tmp_path / "nothing")], tmp_path, check=False)
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path):
+    """trainer=ddp_sim: two processes (gloo), Lightning's DDP launcher, the Hydra app."""
+    record = tmp_path / "record"
+    _run(
+        [
+            str(BIN / "diffpool-train"),
+            "trainer=ddp_sim",
+            "data=mutag",
+            f"data.root={tmp_path / 'TU'}",
+            "data.batch_size=16",
+            "trainer.max_epochs=2",
+            "model.hidden_channels=16",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "+callbacks.record._target_=helpers.RecordRanks",
+            f"+callbacks.record.directory={record}",
+            *QUIET,
+        ],
+        tmp_path,
+    )
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
+    import torch
+
+    labels = torch.tensor([int(y) for y in _mutag_labels(tmp_path / "TU")])
+    split = fold_split(labels, 0, 10, seed=0, val_ratio=0.1)
+    for epoch in range(2):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert a["world_size"] == b["world_size"] == 2
+        assert sorted(a["train"] + b["train"]) == split.train.tolist()  # each graph once
+        assert not set(a["train"]) & set(b["train"])
+        assert sorted(a["val"] + b["val"]) == split.val.tolist()
+        # the logged val/acc is the same on both ranks and counts every graph once
+        assert a["val_acc"] == b["val_acc"]
+        expected = (a["val_correct"] + b["val_correct"]) / split.val.numel()
+        assert a["val_acc"] == pytest.approx(expected, abs=1e-6)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epochs"] == 2 and results["fair"]["test_acc"] is not None
+
+
+def _mutag_labels(root: Path) -> list[str]:
+    return (root / "MUTAG" / "raw" / "MUTAG_graph_labels.txt").read_text().split()
+
+
+def test_installed_wheel_trains_from_an_empty_directory(tmp_path):
+    """Build the wheel, install it into a fresh virtual environment (dependencies borrowed
+    from this one, the package only from the wheel) and run diffpool-train from an empty
+    directory: configs and bundled data must come from the installed package."""
+    wheels = tmp_path / "wheels"
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        tmp_path,
+    )
+    wheel = next(wheels.glob("diffpool-*.whl"))
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)
+    python = venv / "bin" / "python"
+    site = _run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], tmp_path)
+    here = _run([sys.executable, "-c", "import site; print(site.getsitepackages()[0])"], tmp_path)
+    # the dependencies, not the editable diffpool (its .pth hook is not processed from here)
+    Path(site.stdout.strip(), "deps.pth").write_text(here.stdout.strip() + "\n")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
+        tmp_path,
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = _run([str(python), "-c", "import diffpool.conf; print(diffpool.conf.__file__)"], empty)
+    assert where.stdout.strip().startswith(str(venv))
+    _run(
+        [str(venv / "bin" / "diffpool-train"), "trainer.max_epochs=1", *QUIET],
+        empty,
+        env={"PYTHONPATH": ""},
+    )
+    results = list(empty.rglob("results.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["dataset"] == "ENZYMES"
+    assert (empty / "data" / "TU" / "ENZYMES" / "raw" / "ENZYMES_A.txt").exists()
