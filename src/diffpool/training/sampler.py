@@ -12,14 +12,15 @@ from torch.utils.data import Sampler
 class GraphBatchSampler(Sampler[list[int]]):
     r"""Batches of dataset indices for one rank of ``num_replicas``.
 
-    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps for
-    :math:`n` graphs, :math:`W` ranks and batch size :math:`b`. The (shuffled) indices are
-    cut into :math:`T` global batches whose sizes differ by at most one, and rank :math:`r` takes every :math:`W`-th
-    graph of each, starting at :math:`r`. So every rank runs the same number of steps (as
-    DDP needs), and every graph is seen exactly once per epoch over all ranks — unlike
-    :class:`~torch.utils.data.DistributedSampler`, which repeats graphs to even out the
-    ranks and so biases validation accuracy. On one rank it gives :math:`T` batches of
-    :math:`\lfloor n/T \rfloor` or :math:`\lceil n/T \rceil` graphs: no tiny last batch.
+    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps
+    for :math:`n` graphs, :math:`W` ranks and batch size :math:`b`. The (shuffled) indices
+    are cut into :math:`T` global batches whose sizes differ by at most one, and rank
+    :math:`r` takes every :math:`W`-th graph of each, starting at :math:`r`. So every rank
+    runs the same number of steps (as DDP needs), and every graph is seen exactly once per
+    epoch over all ranks — unlike :class:`~torch.utils.data.DistributedSampler`, which
+    repeats graphs to even out the ranks and so biases validation accuracy. On one rank it
+    gives :math:`T` batches of :math:`\lfloor n/T \rfloor` or :math:`\lceil n/T \rceil`
+    graphs: no tiny last batch.
 
     Args:
         num_graphs (int): Size :math:`n` of the dataset.
