@@ -48,15 +48,25 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     assert len(failed) == 2 and "ratio must be in (0, 1]" in (
         next(sweep.rglob("failed.json")).read_text()
     )
-    second = _run(args, tmp_path, check=False)
-    skipped = (second.stdout + second.stderr).count("already holds the results of this run")
-    assert skipped == 2
+    # the same sweep again, as parallel jobs: the finished jobs are skipped, nothing rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")}
+    relaunch = [*args, "launcher=joblib"] if _has_joblib() else args
+    _run(relaunch, tmp_path, check=False)
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")} == stamps
+    logs = "".join(p.read_text() for p in sweep.rglob("train.log"))
+    assert logs.count("already holds the results of this run") == 2
 
     report = _run([str(BIN / "diffpool-report"), str(sweep)], tmp_path)
     assert "model.variant=diffpool" in report.stdout and "## Failed jobs (2)" in report.stdout
     assert (sweep / "report.csv").exists() and (sweep / "report.png").exists()
     missing = _run([str(BIN / "diffpool-report"), str(tmp_path / "nothing")], tmp_path, check=False)
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def _has_joblib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 
 
 def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path):

@@ -194,9 +194,9 @@ def test_det_model_uses_the_given_clusters():
 
 
 # ------------------------------------------------------------------------ it learns
-def _train(model, train, test, epochs):
+def _train(model, train, test, epochs, lr=0.005):
     torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         model.train()
         for b in DataLoader(train, batch_size=32, shuffle=True):
@@ -214,20 +214,29 @@ def _train(model, train, test, epochs):
 
 
 @pytest.mark.slow
-def test_diffpool_learns_the_community_graph_and_a_flat_model_does_not():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_diffpool_learns_the_community_graph_and_a_flat_model_does_not(seed):
     """The synthetic task's class is whether the two hub communities are adjacent: the same
     degree sequence either way, one step apart only in the graph of communities.
 
-    What this shows (CPU, about a minute): DiffPool with one cluster per community and the
-    coarsened adjacency normalised (``coarse_adj="normalized"``) reaches the accuracy asserted
-    below, while the same encoder with a global mean readout (``base``) stays near chance.
-    It does not reach the 90% the model issue asks for: with the paper's defaults (max
-    readout, raw coarsened adjacency, 25% clusters) DiffPool also stays near chance here, as
-    the entropy loss makes the assignment hard before it has found the communities.
+    DiffPool with one cluster per community, the coarsened adjacency normalised
+    (``coarse_adj="normalized"``) and a light entropy loss (coefficient 0.1) reaches at least
+    90% test accuracy in 20 epochs (about 25 s on 2 CPU cores; 99-100% on data seeds 0-4),
+    while the same encoder with a global mean readout (``base``) stays at chance.
+
+    What it takes (measured with this test's setup, data seed 0 unless noted):
+
+    * entropy coefficient 1.0 (the paper's): 50% with the paper's max readout and raw A',
+      86% with mean readout and normalised A'. The entropy loss makes S hard (max
+      probability 0.999) in the first epoch, before the link loss has found the communities.
+      0.1: 100%; 0.3: 83%; 0.03 and 0: chance.
+    * normalised A': with the raw S^T A S (its diagonal, each cluster's inner edges, drowns
+      the edges between clusters) the same recipe stays at chance.
+    * learning rate 0.002: with 0.005, data seed 1 stays at chance for 60 epochs.
     """
-    graphs = hierarchical_communities(2000, seed=0)
+    graphs = hierarchical_communities(2000, seed=seed)
     train, test = graphs[:1600], graphs[1600:]
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     diffpool = DiffPoolNet(
         graphs[0].num_features,
         2,
@@ -235,13 +244,13 @@ def test_diffpool_learns_the_community_graph_and_a_flat_model_does_not():
         hidden_channels=32,
         readout="mean",
         coarse_adj="normalized",
+        entropy_loss_coef=0.1,
         dropout=0.3,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     flat = GlobalPoolNet(graphs[0].num_features, 2, hidden_channels=32, dropout=0.3)
-    acc_diffpool = _train(diffpool, train, test, epochs=30)
-    acc_flat = _train(flat, train, test, epochs=30)
+    acc_diffpool = _train(diffpool, train, test, epochs=20, lr=0.002)
+    acc_flat = _train(flat, train, test, epochs=20, lr=0.002)
     print(f"test accuracy: DiffPool {acc_diffpool:.3f}, flat mean readout {acc_flat:.3f}")
-    assert acc_diffpool >= 0.8
-    assert acc_flat <= 0.65
-    assert acc_diffpool - acc_flat >= 0.2
+    assert acc_diffpool >= 0.9
+    assert acc_flat <= 0.6

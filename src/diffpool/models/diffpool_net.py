@@ -15,7 +15,7 @@ from diffpool.models.output import ClassifierOutput
 from diffpool.models.readout import check_readout, dense_readout, resolve_batch, sparse_readout
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
 from diffpool.nn.diffpool_conv import DiffPoolConv
-from diffpool.nn.encoders import DenseGNNEncoder, GNNEncoder
+from diffpool.nn.encoders import DenseGNNEncoder
 from diffpool.utils.validation import check_ratio
 
 BUDGETS = ("fixed", "per_graph")
@@ -191,22 +191,19 @@ class DiffPoolNet(torch.nn.Module):
         self.levels = torch.nn.ModuleList()
         channels, readout_channels = in_channels, 0
         for level, clusters in enumerate(self.num_clusters):
-            sparse = level == 0
-            stack = GNNEncoder if sparse else DenseGNNEncoder
-            conv = DiffPoolConv if sparse else DenseDiffPoolConv
-            embed = stack(encoder, channels, hidden_channels, hidden_channels, **block)
-            pool = None
-            if assignment == "learned":
-                pool = stack(
+            conv = DiffPoolConv if level == 0 else DenseDiffPoolConv
+            self.levels.append(
+                conv.from_encoder(
                     encoder,
                     channels,
                     hidden_channels,
                     clusters,
-                    **dict(block, normalize=normalize and concat),
-                    lin=concat,
+                    pool=assignment == "learned",
+                    **block,
+                    **layer,
                 )
-            self.levels.append(conv(embed, pool, clusters, **layer))
-            channels = embed.out_channels
+            )
+            channels = self.levels[-1].embed.out_channels
             readout_channels += channels
         self.final = DenseGNNEncoder(encoder, channels, hidden_channels, hidden_channels, **block)
         readout_channels += self.final.out_channels

@@ -70,6 +70,7 @@ class DiffPoolBase(torch.nn.Module):
         norm: str | None = None,
         concat: bool = False,
         normalize: bool = False,
+        pool: bool = True,
         **kwargs,
     ):
         r"""Build the layer with registered encoder stacks for both GNNs.
@@ -92,22 +93,26 @@ class DiffPoolBase(torch.nn.Module):
                 (default: :obj:`False`)
             normalize (bool, optional): L2-normalise every layer's output (GraphSAGE's option;
                 in the pooling GNN only before its final linear map). (default: :obj:`False`)
+            pool (bool, optional): Build the pooling GNN; :obj:`False` for a layer that is
+                always given its ``assignment`` (DiffPool-Det). (default: :obj:`True`)
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``, ...).
         """
         common = dict(num_layers=num_layers, dropout=dropout, norm=norm, concat=concat)
         embed = cls.encoder_class(
             encoder, in_channels, hidden_channels, hidden_channels, normalize=normalize, **common
         )
-        pool = cls.encoder_class(
-            encoder,
-            in_channels,
-            hidden_channels,
-            num_clusters,
-            normalize=normalize and concat,
-            lin=concat,
-            **common,
-        )
-        return cls(embed, pool, num_clusters, **kwargs)
+        pool_gnn = None
+        if pool:
+            pool_gnn = cls.encoder_class(
+                encoder,
+                in_channels,
+                hidden_channels,
+                num_clusters,
+                normalize=normalize and concat,
+                lin=concat,
+                **common,
+            )
+        return cls(embed, pool_gnn, num_clusters, **kwargs)
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""

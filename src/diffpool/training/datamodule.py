@@ -146,6 +146,12 @@ class TUDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 1, 0
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise ValueError(
+                "TUDataModule splits its batches across the ranks itself (every graph once "
+                "per epoch): create the Trainer with use_distributed_sampler=False"
+            )
         return trainer.world_size, trainer.global_rank
 
     def _loader(self, indices: torch.Tensor, shuffle: bool) -> DataLoader:
