@@ -34,27 +34,32 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
         "-m",
         "data=mutag",
         f"data.root={tmp_path / 'TU'}",
-        "model=diffpool,nolp",
+        "model=diffpool,base",
+        "model/encoder=sage,gcn",
         "model.ratio=0.25,2.0",
+        "data.fold=range(1)",
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={sweep}",
         *QUIET,
     ]
     first = _run(args, tmp_path, check=False)
-    assert first.returncode != 0  # ratio=2.0 is invalid for the hierarchical models
-    finished = sorted(p.parent.name for p in sweep.rglob("results.json"))
-    failed = sorted(p.parent.name for p in sweep.rglob("failed.json"))
-    assert len(finished) == 2 and all("model.ratio=0.25" in name for name in finished)
-    assert len(failed) == 2 and "ratio must be in (0, 1]" in (
-        next(sweep.rglob("failed.json")).read_text()
-    )
+    assert first.returncode != 0  # ratio=2.0 is invalid for DiffPool (base ignores it)
+    finished = [p.parent for p in sweep.rglob("results.json")]
+    failed = [p.parent for p in sweep.rglob("failed.json")]
+    assert len(finished) == 6 and len(failed) == 2
+    assert all("model=diffpool" in str(p) and "model.ratio=2.0" in str(p) for p in failed)
+    assert "ratio must be in (0, 1]" in (failed[0] / "failed.json").read_text()
+    encoders = {
+        json.loads((p / "results.json").read_text())["config"]["model"]["encoder"] for p in finished
+    }
+    assert encoders == {"sage", "gcn"}
     # the same sweep again, as parallel jobs: the finished jobs are skipped, nothing rewritten
     stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")}
     relaunch = [*args, "launcher=joblib"] if _has_joblib() else args
     _run(relaunch, tmp_path, check=False)
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")} == stamps
     logs = "".join(p.read_text() for p in sweep.rglob("train.log"))
-    assert logs.count("already holds the results of this run") == 2
+    assert logs.count("already holds the results of this run") == 6
 
     report = _run([str(BIN / "diffpool-report"), str(sweep)], tmp_path)
     assert "model.variant=diffpool" in report.stdout and "## Failed jobs (2)" in report.stdout

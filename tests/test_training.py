@@ -216,3 +216,32 @@ def test_report_aggregates_folds_under_both_protocols(tmp_path):
     assert int(row["paper_best_epoch"]) == best
     assert float(row["paper_test_acc_mean"]) == pytest.approx(float(curves.mean(0)[best]))
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scheduler_from_config_steps_every_epoch(tmp_path):
+    step_lr = "{_target_:torch.optim.lr_scheduler.StepLR,step_size:1,gamma:0.5}"
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=2", f"module.scheduler={step_lr}"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.001 / 4)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
+
+
+def test_early_stopping_is_a_callbacks_option():
+    cfg = _compose("callbacks=early_stopping", "output_dir=/tmp/x")
+    targets = {c._target_.rsplit(".", 1)[1] for c in cfg.callbacks.values()}
+    assert targets == {"ModelCheckpoint", "EarlyStopping"}
+    assert len(cfg.callbacks) == 3 and cfg.callbacks.early_stopping.monitor == "val/acc"
+
+
+@pytest.mark.parametrize(
+    "launcher, plugin, target",
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
+        ("slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
+    ],
+)
+def test_launchers_are_configs(launcher, plugin, target):
+    pytest.importorskip(plugin, reason="needs the launchers extra")
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
