@@ -11,11 +11,10 @@ one for GNN_pool) and the same batch of 20 graphs:
 * ``dense_dataset_pad``: the same, padded to the dataset's largest graph (PyG's ``ToDense``
   example), fixed C. For synthetic batches the dataset is the batch, so it is not repeated.
 
-Every measurement runs in a fresh subprocess: peak memory is the rise of the peak resident set
-size over the baseline after setup during the first step (CPU; ``/proc/self/clear_refs`` resets
-the peak, a fixed glibc mmap threshold returns freed tensors to the OS) or of
-``torch.cuda.max_memory_allocated`` (GPU). Times are medians over repetitions after that first
-step (a single step when repetitions would exceed ``--time-budget``).
+Every measurement runs in a fresh subprocess; peak memory is measured during the first step as
+described in ``benchmarks/measure.py`` (peak RSS rise on CPU, ``max_memory_allocated`` on
+GPU). Times are medians over repetitions after that first step (a single step when
+repetitions would exceed ``--time-budget``).
 
     python benchmarks/pooling_level.py                # everything, writes benchmarks/results/
     python benchmarks/pooling_level.py --quick        # a small subset, for a smoke test
@@ -28,11 +27,12 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
+
+from measure import peak_since, python, reset_peak, run_worker, steady_malloc
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -43,14 +43,6 @@ SYNTHETIC = (50, 100, 250, 500, 1000, 2000, 4000)
 
 
 # --------------------------------------------------------------------------- worker side
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _load_batch(case: dict, seed: int, batch_size: int, cache: Path):
     import torch
     from torch_geometric.data import Batch, Data
@@ -125,8 +117,6 @@ def _step(formulation, model, batch, dataset_max, device):
 
 
 def worker(args) -> dict:
-    import ctypes
-
     import torch
 
     case = json.loads(args.case)
@@ -146,32 +136,13 @@ def worker(args) -> dict:
     )
 
     # Peak memory of the first (warm-up) step: afterwards the allocator's caches hold memory.
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        import gc
-
-        gc.collect()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-        base = _rss_kib("VmRSS:") * 1024
+    base = reset_peak(device)
     t0 = time.perf_counter()
     _step(args.formulation, model, batch, dataset_max, device)
     first = time.perf_counter() - t0
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _rss_kib("VmHWM:") * 1024 - base
-
+    peak = peak_since(device, base)
     if device.type == "cpu":
-        # Back to glibc's steady state for timing (its dynamic mmap threshold grows to 32 MiB
-        # once large blocks are freed): mmap-ing every tensor would slow every formulation.
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+        steady_malloc()
 
     # At least --reps repetitions, more until --min-time has passed (millisecond steps need
     # hundreds of repetitions for a stable median on a shared machine).
@@ -198,7 +169,7 @@ def worker(args) -> dict:
 # --------------------------------------------------------------------------- driver side
 def run_one(case: dict, formulation: str, args) -> dict:
     cmd = [
-        sys.executable,
+        python(),
         __file__,
         "--worker",
         "--case",
@@ -224,23 +195,7 @@ def run_one(case: dict, formulation: str, args) -> dict:
         "--cache",
         str(args.cache),
     ]
-    # A fixed mmap threshold makes glibc return every large tensor to the OS when it is freed,
-    # so that the resident set size follows the live tensors.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return dict(status="timeout", timeout_seconds=args.timeout)
-    if proc.returncode != 0:
-        killed = proc.returncode in (-9, 137)
-        tail = proc.stderr.strip().splitlines()[-1:] or [""]
-        return dict(
-            status="out of memory" if killed or "memory" in tail[0].lower() else "error",
-            detail=tail[0][:300],
-        )
-    return dict(status="ok", **json.loads(proc.stdout.strip().splitlines()[-1]))
+    return run_worker(cmd, args.timeout, args.threads)
 
 
 def cases(args):

@@ -1,0 +1,86 @@
+"""Measurement helpers shared by the benchmarks: peak memory of a step, subprocess workers.
+
+Every measurement runs in a fresh subprocess (:func:`run_worker`). On CPU the peak memory is
+the rise of the peak resident set size (``VmHWM``) over the resident set after setup:
+``/proc/self/clear_refs`` resets the peak, and a fixed glibc mmap threshold (set by
+:func:`run_worker`) returns freed tensors to the OS so that the resident set follows the live
+tensors. On GPU it is the rise of ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+
+
+def rss_kib(field: str) -> int:
+    """A field of ``/proc/self/status`` in KiB (``"VmRSS:"``, ``"VmHWM:"``)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak(device) -> int:
+    """Reset the peak-memory counter; returns the baseline in bytes."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    return rss_kib("VmRSS:") * 1024
+
+
+def peak_since(device, baseline: int) -> int:
+    """Peak memory in bytes above ``baseline`` since :func:`reset_peak`."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - baseline
+    return rss_kib("VmHWM:") * 1024 - baseline
+
+
+def steady_malloc() -> None:
+    """Back to glibc's usual thresholds for timing (mmap-ing every tensor would slow every
+    formulation alike, but is not how anyone runs)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+
+
+def run_worker(cmd: list[str], timeout: float, threads: int = 0) -> dict:
+    """Run a worker command that prints one JSON line last; classify failures."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return dict(status="timeout", timeout_seconds=timeout)
+    if proc.returncode != 0:
+        killed = proc.returncode in (-9, 137)
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        return dict(
+            status="out of memory" if killed or "memory" in tail[0].lower() else "error",
+            detail=tail[0][:300],
+        )
+    return dict(status="ok", **json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def python() -> str:
+    return sys.executable
+
+
+def fmt_bytes(b: float) -> str:
+    return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.0f} MiB"
