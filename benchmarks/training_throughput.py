@@ -1,0 +1,523 @@
+"""Seconds per training epoch and peak memory of the full training step, side by side in one run.
+
+Same architecture for every formulation: GraphSAGE blocks of 3 layers (64 channels, batch
+norm, the layers' outputs concatenated), 2 pooling levels at ratio 0.25, batch of 20 graphs,
+Adam; a training step is forward, cross-entropy + auxiliary losses, backward and the
+optimizer step, and an epoch is every graph of the dataset once (shuffled).
+
+* ``ours_fixed``: :class:`diffpool.models.DiffPoolNet` on sparse PyG batches, C = ceil(0.25 *
+  the dataset's largest graph) clusters for every graph (the paper's rule);
+* ``ours_per_graph``: the same with per-graph budgets ceil(0.25 * N_g) (cap C);
+* ``dense_pyg``: the formulation of PyG's ``examples/proteins_diff_pool.py``, on all graphs:
+  ``ToDense`` to the dataset's largest graph, ``DenseDataLoader``, ``DenseSAGEConv`` blocks and
+  ``dense_diff_pool`` (the example keeps only graphs of <= 150 nodes; here none is dropped).
+
+On CPU an epoch can take more than the time budget (D&D densified: about 90 minutes): then the
+first ``--max-batches`` batches are timed and the epoch time is extrapolated from their mean
+(``measured batches`` in the table says so). Peak memory is measured over the timed batches
+(see ``benchmarks/measure.py``).
+
+    python benchmarks/training_throughput.py              # ENZYMES, PROTEINS, D&D + scaling
+    python benchmarks/training_throughput.py --quick      # ENZYMES only, a few batches
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from measure import fmt_bytes, peak_since, python, reset_peak, run_worker, steady_malloc
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_TU = HERE.parent.parent / "shared" / "data" / "TU"
+FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_pyg")
+REAL = ("ENZYMES", "PROTEINS", "DD")
+SCALING = (50, 100, 200, 400, 800)
+HIDDEN, LAYERS, LEVELS, RATIO, BATCH = 64, 3, 2, 0.25, 20
+
+
+# --------------------------------------------------------------------------- the dense reference
+def dense_reference(in_channels: int, num_classes: int, max_nodes: int):
+    """PyG's dense DiffPool example network, written out: per level a pooling and an embedding
+    block of 3 ``DenseSAGEConv`` layers with batch norm over all rows (padding included, as
+    there), outputs concatenated; the pooling block ends in a linear map to the clusters."""
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.nn import DenseSAGEConv, dense_diff_pool
+
+    class Block(torch.nn.Module):
+        def __init__(self, cin, hidden, cout, lin):
+            super().__init__()
+            sizes = [cin, hidden, hidden, cout]
+            self.convs = torch.nn.ModuleList(
+                DenseSAGEConv(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+            )
+            self.norms = torch.nn.ModuleList(torch.nn.BatchNorm1d(b) for b in sizes[1:])
+            self.lin = torch.nn.Linear(2 * hidden + cout, cout) if lin else None
+
+        def forward(self, x, adj, mask=None):
+            outs = []
+            for conv, norm in zip(self.convs, self.norms):
+                x = F.relu(conv(x, adj, mask))
+                x = norm(x.flatten(0, 1)).view_as(x)
+                outs.append(x)
+            x = torch.cat(outs, dim=-1)
+            return F.relu(self.lin(x)) if self.lin is not None else x
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            c1 = math.ceil(RATIO * max_nodes)
+            c2 = math.ceil(RATIO * c1)
+            self.pool1 = Block(in_channels, HIDDEN, c1, lin=True)
+            self.embed1 = Block(in_channels, HIDDEN, HIDDEN, lin=False)
+            self.pool2 = Block(3 * HIDDEN, HIDDEN, c2, lin=True)
+            self.embed2 = Block(3 * HIDDEN, HIDDEN, HIDDEN, lin=False)
+            self.embed3 = Block(3 * HIDDEN, HIDDEN, HIDDEN, lin=False)
+            self.lin1 = torch.nn.Linear(3 * HIDDEN, HIDDEN)
+            self.lin2 = torch.nn.Linear(HIDDEN, num_classes)
+
+        def forward(self, x, adj, mask):
+            s, x = self.pool1(x, adj, mask), self.embed1(x, adj, mask)
+            x, adj, link1, ent1 = dense_diff_pool(x, adj, s, mask)
+            s, x = self.pool2(x, adj), self.embed2(x, adj)
+            x, adj, link2, ent2 = dense_diff_pool(x, adj, s)
+            x = self.embed3(x, adj).mean(dim=1)
+            return self.lin2(F.relu(self.lin1(x))), link1 + link2 + ent1 + ent2
+
+    return Net()
+
+
+# --------------------------------------------------------------------------- worker side
+class PhaseClock:
+    """Where a training step's time goes: module hooks time the encoders (every GNN block)
+    and the pooling levels inside the forward pass; laps time loading, forward + loss,
+    backward and the optimizer step. Pooling = levels - their encoders; the rest of the
+    forward pass (readout, MLP, cross-entropy) is ``other_forward``."""
+
+    def __init__(self, device):
+        import collections
+
+        self.device = device
+        self.totals = collections.defaultdict(float)
+        self._start: dict[int, float] = {}
+        self._lap = time.perf_counter()
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def time(self, module, category: str) -> None:
+        def pre(mod, args):
+            self._sync()
+            self._start[id(mod)] = time.perf_counter()
+
+        def post(mod, args, out):
+            self._sync()
+            self.totals[category] += time.perf_counter() - self._start.pop(id(mod))
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    def lap(self, name: str | None) -> None:
+        self._sync()
+        now = time.perf_counter()
+        if name is not None:
+            self.totals[name] += now - self._lap
+        self._lap = now
+
+    def phases(self) -> dict[str, float]:
+        t = self.totals
+        in_levels = t.get("level_encoders", 0.0)
+        encoders = t.get("encoders", 0.0) + in_levels + t.get("final_encoder", 0.0)
+        if "levels" in t:  # ours: a level's time minus its GNNs is the pooling itself
+            pooling = t["levels"] - in_levels
+        else:  # dense: the forward pass minus the GNN blocks is densified pooling + readout
+            pooling = t.get("forward", 0.0) - encoders
+        forward = t.get("forward_and_loss", 0.0)
+        return dict(
+            loading=t.get("loading", 0.0),
+            encoders=encoders,
+            pooling=pooling,
+            other_forward=forward - encoders - pooling,
+            backward=t.get("backward", 0.0),
+            optimizer=t.get("optimizer", 0.0),
+        )
+
+
+def _dataset(case: dict, cache: Path):
+    import torch
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.utils import to_undirected
+
+    from diffpool.datasets import load_tu
+
+    if case["kind"] == "real":
+        name = case["name"]
+        root = cache / "tu"
+        root.mkdir(parents=True, exist_ok=True)
+        archive = Path(case["tu_dir"]) / f"{name}.zip"
+        if archive.exists() and not (root / f"{name}.zip").exists():
+            shutil.copy(archive, root / f"{name}.zip")
+        dataset = load_tu(name, root)
+        return dataset, int(dataset.slices["x"].diff().max())
+    # synthetic: 200 graphs of N_max/4..N_max nodes, average degree ~5, 16 features, 2 classes
+    n_max = case["n_max"]
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for i in range(200):
+        n = (
+            n_max
+            if i == 0
+            else int(torch.randint(max(2, n_max // 4), n_max + 1, (1,), generator=gen))
+        )
+        e = torch.randint(0, n, (2, int(2.5 * n)), generator=gen)
+        e = to_undirected(e[:, e[0] != e[1]], num_nodes=n)
+        graphs.append(
+            Data(x=torch.randn(n, 16, generator=gen), edge_index=e, y=torch.tensor([i % 2]))
+        )
+    batch = Batch.from_data_list(graphs)
+    return batch.index_select(range(len(graphs))), n_max
+
+
+def worker(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    case = json.loads(args.case)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    dataset, max_nodes = _dataset(case, Path(args.cache))
+    num_classes = int(max(int(d.y) for d in dataset)) + 1
+    in_channels = dataset[0].x.size(-1)
+    generator = torch.Generator().manual_seed(0)
+    if args.formulation == "dense_pyg":
+        import torch_geometric.transforms as T
+        from torch_geometric.loader import DenseDataLoader
+
+        if hasattr(dataset, "transform"):
+            dataset.transform = T.ToDense(max_nodes)
+            data = dataset
+        else:
+            data = [T.ToDense(max_nodes)(d.clone()) for d in dataset]
+        loader = DenseDataLoader(data, batch_size=BATCH, shuffle=True, generator=generator)
+        model = dense_reference(in_channels, num_classes, max_nodes)
+
+        def step(batch):
+            logits, aux = model(batch.x, batch.adj, batch.mask)
+            return F.cross_entropy(logits, batch.y.view(-1)) + aux
+
+    else:
+        from torch_geometric.loader import DataLoader
+
+        from diffpool.models import build_model
+
+        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=generator)
+        budget = "per_graph" if args.formulation == "ours_per_graph" else "fixed"
+        model = build_model(
+            "diffpool",
+            in_channels,
+            num_classes,
+            max_nodes,
+            hidden_channels=HIDDEN,
+            num_layers=LAYERS,
+            num_levels=LEVELS,
+            ratio=RATIO,
+            budget=budget,
+            validate=False,
+        )
+
+        def step(batch):
+            out = model(batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs)
+            return F.cross_entropy(out.logits, batch.y) + out.aux_loss
+
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    clock = PhaseClock(device)
+    if args.formulation == "dense_pyg":
+        clock.time(model, "forward")
+        for block in (model.pool1, model.embed1, model.pool2, model.embed2, model.embed3):
+            clock.time(block, "encoders")
+    else:
+        clock.time(model, "forward")
+        for level in model.levels:
+            clock.time(level, "levels")
+            for gnn in (level.embed, level.pool):
+                if gnn is not None:
+                    clock.time(gnn, "level_encoders")
+        clock.time(model.final, "final_encoder")
+    num_batches = len(loader)
+    limit = num_batches if args.max_batches <= 0 else min(num_batches, args.max_batches)
+
+    def train_step(batch):
+        batch = batch.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = step(batch)
+        clock.lap("forward_and_loss")
+        loss.backward()
+        clock.lap("backward")
+        optimizer.step()
+        clock.lap("optimizer")
+        return float(loss)
+
+    base = reset_peak(device)
+    times, losses = [], []
+    t_epoch = time.perf_counter()
+    t0 = t_epoch
+    clock.lap(None)
+    for i, batch in enumerate(loader):  # loading (and ToDense) counts as part of the step
+        clock.lap("loading")
+        losses.append(train_step(batch))
+        now = time.perf_counter()
+        times.append(now - t0)
+        t0 = now
+        if i == 0:
+            peak_first = peak_since(device, base)
+            if device.type == "cpu":
+                steady_malloc()
+        if i + 1 >= limit:
+            break
+    measured = time.perf_counter() - t_epoch
+    peak = max(peak_first, peak_since(device, base))
+    full = limit == num_batches
+    return dict(
+        num_graphs=len(dataset),
+        max_nodes=max_nodes,
+        num_clusters=[
+            math.ceil(RATIO * max_nodes),
+            math.ceil(RATIO * math.ceil(RATIO * max_nodes)),
+        ],
+        num_batches=num_batches,
+        measured_batches=limit,
+        seconds_per_epoch=measured if full else sum(times) / limit * num_batches,
+        extrapolated=not full,
+        median_step_seconds=sorted(times)[len(times) // 2],
+        peak_bytes=int(peak),
+        finite_loss=all(math.isfinite(v) for v in losses),
+        phases=clock.phases(),
+    )
+
+
+# --------------------------------------------------------------------------- driver side
+def run_one(case: dict, formulation: str, args, max_batches: int) -> dict:
+    cmd = [
+        python(),
+        __file__,
+        "--worker",
+        "--case",
+        json.dumps(case),
+        "--formulation",
+        formulation,
+        "--device",
+        args.device,
+        "--max-batches",
+        str(max_batches),
+        "--cache",
+        str(args.cache),
+    ]
+    return run_worker(cmd, args.timeout, args.threads)
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    meta = results["meta"]
+    lines = [
+        "# Training throughput: seconds per epoch and peak memory of the training step",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
+        f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
+        f"{RATIO}, batch {BATCH}, Adam.  ",
+        "Ratios are against `dense_pyg` (PyG's example formulation, all graphs padded to the "
+        "dataset's largest graph) in the same run: > 1 means ours is faster / smaller. "
+        "*Extrapolated* epochs time the first batches only (their mean times the number of "
+        "batches).",
+        "",
+        "| dataset | graphs | N_max | C per level (fixed) | formulation | s / epoch | "
+        "measured batches | peak memory | speed-up vs dense | memory ratio vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        dense = row["runs"].get("dense_pyg", {})
+        for f, m in row["runs"].items():
+            if m["status"] != "ok":
+                lines.append(f"| {row['case']} | | | | {f} | {m['status']} | | | | |")
+                continue
+            speed = mem = ""
+            if f != "dense_pyg" and dense.get("status") == "ok":
+                speed = f"{dense['seconds_per_epoch'] / m['seconds_per_epoch']:.1f}x"
+                mem = f"{dense['peak_bytes'] / max(m['peak_bytes'], 1):.1f}x"
+            batches = f"{m['measured_batches']} / {m['num_batches']}"
+            epoch = f"{m['seconds_per_epoch']:,.1f}" + (
+                " (extrapolated)" if m["extrapolated"] else ""
+            )
+            lines.append(
+                f"| {row['case']} | {m['num_graphs']} | {m['max_nodes']} | "
+                f"{m['num_clusters'][0]}, {m['num_clusters'][1]} | {f} | {epoch} | {batches} | "
+                f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
+            )
+    lines += [
+        "",
+        "## Where the time goes",
+        "",
+        "Share of the measured batches' time (module hooks and laps, see `PhaseClock`). "
+        "Loading includes collating (and `ToDense` for `dense_pyg`); encoders are every GNN "
+        "block; pooling is the rest of each pooling level (assignment softmax, densification, "
+        "S^T Z, S^T A S, losses; for `dense_pyg` also the readout).",
+        "",
+        "| dataset | formulation | loading | encoders | pooling | other forward | backward | "
+        "optimizer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        for f, m in row["runs"].items():
+            if m["status"] != "ok" or "phases" not in m:
+                continue
+            total = sum(m["phases"].values()) or 1.0
+            shares = " | ".join(
+                f"{100 * m['phases'][k] / total:.0f}%"
+                for k in (
+                    "loading",
+                    "encoders",
+                    "pooling",
+                    "other_forward",
+                    "backward",
+                    "optimizer",
+                )
+            )
+            lines.append(f"| {row['case']} | {f} | {shares} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["kind"] == "synthetic"]
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for f in FORMULATIONS:
+        pts = [(r["n_max"], r["runs"].get(f, {})) for r in rows]
+        pts = [(n, m) for n, m in pts if m.get("status") == "ok"]
+        if not pts:
+            continue
+        n = [p[0] for p in pts]
+        steps = [p[1]["seconds_per_epoch"] / p[1]["num_batches"] for p in pts]
+        axes[0].plot(n, steps, marker="o", label=f)
+        axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
+    for ax, label in zip(axes, ("seconds per training step", "peak memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("largest graph of the dataset (nodes)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(
+        f"Training step, 2 levels at ratio {RATIO}, batch {BATCH} "
+        f"(synthetic, device {results['meta']['device']})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--formulation", choices=FORMULATIONS)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--max-batches",
+        type=int,
+        default=0,
+        help="time at most this many batches of an epoch and extrapolate (0: whole epochs)",
+    )
+    p.add_argument(
+        "--dense-dd-batches",
+        type=int,
+        default=4,
+        help="batches of the densified D&D epoch to time (a full one takes ~90 min on CPU)",
+    )
+    p.add_argument("--timeout", type=float, default=3600.0, help="per measurement, seconds")
+    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
+    p.add_argument("--tu-dir", default=str(DEFAULT_TU))
+    p.add_argument("--cache", default=str(HERE / ".cache"))
+    p.add_argument("--real", nargs="*", default=list(REAL))
+    p.add_argument("--scaling", nargs="*", type=int, default=list(SCALING))
+    p.add_argument("--formulations", nargs="*", default=list(FORMULATIONS))
+    p.add_argument(
+        "--out",
+        default=str(RESULTS / "training_throughput"),
+        help="output stem: writes STEM.json, STEM.md, STEM.png",
+    )
+    p.add_argument("--quick", action="store_true", help="ENZYMES and N_max 50, 5 batches")
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    if args.quick:
+        args.real, args.scaling, args.max_batches = ["ENZYMES"], [50], 5
+    import torch
+
+    results = dict(
+        meta=dict(
+            command="python benchmarks/training_throughput.py " + " ".join(argv or sys.argv[1:]),
+            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            device=args.device,
+            torch=torch.__version__,
+            date=time.strftime("%Y-%m-%d"),
+        ),
+        rows=[],
+    )
+    cases = []
+    for name in args.real:
+        if (Path(args.tu_dir) / f"{name}.zip").exists() or name in ("ENZYMES", "PROTEINS"):
+            cases.append(dict(kind="real", name=name, tu_dir=str(args.tu_dir)))
+        else:
+            print(f"skip {name}: {args.tu_dir}/{name}.zip not found", file=sys.stderr)
+    cases += [dict(kind="synthetic", name=f"synthetic N_max={n}", n_max=n) for n in args.scaling]
+    for case in cases:
+        row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
+        for f in args.formulations:
+            batches = args.max_batches
+            if f == "dense_pyg" and case["name"] == "DD" and args.dense_dd_batches > 0:
+                batches = (
+                    args.dense_dd_batches if batches <= 0 else min(batches, args.dense_dd_batches)
+                )
+            t0 = time.time()
+            m = row["runs"][f] = run_one(case, f, args, batches)
+            print(
+                f"{case['name']:>22} {f:>15}: {m['status']}"
+                + (
+                    f" {m['seconds_per_epoch']:.1f} s/epoch"
+                    f"{' (extrapolated)' if m['extrapolated'] else ''} "
+                    f"{fmt_bytes(m['peak_bytes'])}"
+                    if m["status"] == "ok"
+                    else f" {m.get('detail', '')}"
+                )
+                + f"  [{time.time() - t0:.0f}s wall]",
+                flush=True,
+            )
+        results["rows"].append(row)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, out.with_suffix(".md"))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out}.json/.md/.png")
+
+
+if __name__ == "__main__":
+    main()
