@@ -21,7 +21,7 @@ from diffpool.training import (
     TUDataModule,
     train,
 )
-from diffpool.training.report import write_report
+from diffpool.training.report import collect, mean_curves, write_report
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -216,6 +216,11 @@ def test_report_aggregates_folds_under_both_protocols(tmp_path):
     assert int(row["paper_best_epoch"]) == best
     assert float(row["paper_test_acc_mean"]) == pytest.approx(float(curves.mean(0)[best]))
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    groups, _ = collect(sweep)
+    group = next(g for g in groups if g.label.startswith("model.variant=diffpool"))
+    expected = torch.tensor([r["val_curve"] for r in runs]).mean(0)
+    assert mean_curves(group)["val/acc"].tolist() == pytest.approx(expected.tolist())
 
 
 def test_scheduler_from_config_steps_every_epoch(tmp_path):

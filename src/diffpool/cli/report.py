@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="diffpool-report",
         description="Aggregate the results.json files of a diffpool-train sweep into "
-        "report.md, report.csv and report.png (fair and paper protocols).",
+        "report.md, report.csv and report.png (fair and paper protocols), and the "
+        "learning curves of every configuration into curves.png.",
     )
     parser.add_argument("sweep_dir", help="a multirun directory (searched recursively)")
     parser.add_argument("--out", default=None, help="where to write (default: SWEEP_DIR)")

@@ -10,6 +10,8 @@ the config entries that differ between the groups of the sweep.
   the test folds.
 
 Standard deviations are over folds (population, ``ddof=0``, as in Errica et al.'s code).
+``curves.png`` shows every configuration's learning curves (accuracies and each loss per
+pooling level, mean over folds) from the jobs' ``history.csv``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from diffpool.training.run import FAILED, RESULTS
+from diffpool.training.run import FAILED, HISTORY, RESULTS
 
 #: config entries named first in a group's label
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
@@ -226,8 +228,74 @@ def plot(groups: list[Group], path: Path) -> None:
     plt.close(fig)
 
 
+def read_history(run: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A run's ``history.csv`` as ``{metric: values over epochs}`` (empty when missing)."""
+    path = Path(run["path"]) / HISTORY
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {
+        k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+        for k in keys
+    }
+
+
+def mean_curves(group: Group) -> dict[str, np.ndarray]:
+    """Every metric of the group's histories, averaged over folds epoch by epoch (over the
+    epochs that every fold reached)."""
+    histories = [h for h in (read_history(r) for r in group.runs) if h]
+    if not histories:
+        return {}
+    keys = set.intersection(*(set(h) for h in histories))
+    length = min(len(next(iter(h.values()))) for h in histories)
+    return {k: np.nanmean([h[k][:length] for h in histories], axis=0) for k in sorted(keys)}
+
+
+#: what the learning-curve panels show: accuracies, then losses
+CURVE_ACCURACY = ("train/acc", "val/acc", "heldout/acc")
+CURVE_LOSS_PREFIXES = ("train/ce", "val/ce", "train/link_loss", "train/entropy_loss")
+
+
+def plot_curves(groups: list[Group], path: Path, max_groups: int = 12) -> bool:
+    """Learning curves, one row per configuration: accuracies (left) and every loss (right,
+    per pooling level), mean over folds. Returns False when no run has a history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [(g, mean_curves(g)) for g in groups[:max_groups]]
+    curves = [(g, c) for g, c in curves if c]
+    if not curves:
+        return False
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 3.2 * len(curves)), squeeze=False)
+    for (group, c), (acc_ax, loss_ax) in zip(curves, axes):
+        for key in CURVE_ACCURACY:
+            if key in c:
+                acc_ax.plot(100 * c[key], label=key)
+        for key in sorted(c):
+            if key.startswith(CURVE_LOSS_PREFIXES):
+                loss_ax.plot(c[key], label=key)
+        acc_ax.set_ylabel("accuracy (%)")
+        loss_ax.set_ylabel("loss")
+        loss_ax.set_yscale("log")
+        folds = len(group.runs)
+        acc_ax.set_title(f"{group.label} ({folds} fold{'s' * (folds > 1)})", fontsize=9)
+        for ax in (acc_ax, loss_ax):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and ``report.png`` (default: into ``sweep_dir``).
+    """Write ``report.md``, ``report.csv``, ``report.png`` and the learning curves
+    ``curves.png`` (default: into ``sweep_dir``).
 
     Returns:
         dict: the paths written, by kind.
@@ -244,4 +312,6 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     if groups:
         paths["png"] = out / "report.png"
         plot(groups, paths["png"])
+        if plot_curves(groups, out / "curves.png"):
+            paths["curves"] = out / "curves.png"
     return paths

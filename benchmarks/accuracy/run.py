@@ -1,0 +1,201 @@
+"""Stratified 10-fold CV of the paper's table, both protocols, beside the published figures.
+
+For every dataset, one Hydra sweep over the ``paper_<dataset>_<model>`` presets and the folds
+(``diffpool-train -m experiment=... data.fold=range(10)``), into a named sweep directory so
+that an interrupted run continues where it stopped (finished jobs are skipped). Then one table,
+``benchmarks/results/accuracy.md`` (and ``.json``): mean ± std over folds per cell, fair and
+paper protocol, beside the paper's figures and Errica et al.'s fair re-evaluation.
+
+    python benchmarks/accuracy/run.py --epochs 100 --jobs 2            # the CPU budget
+    python benchmarks/accuracy/run.py --epochs 1000 --trainer gpu      # the paper's budget
+    python benchmarks/accuracy/run.py --report-only                    # table from the runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_TU = ROOT.parent / "shared" / "data" / "TU"
+MODELS = ("base", "set2set", "sortpool", "det", "nolp", "diffpool")
+DATASETS = {"ENZYMES": "enzymes", "DD": "dd", "COLLAB": "collab", "PROTEINS": "proteins"}
+
+#: test accuracy (%) published in the paper (Ying et al., 2018, Table 1)
+PAPER = {
+    "base": {"ENZYMES": 54.25, "DD": 75.42, "COLLAB": 68.25, "PROTEINS": 70.48},
+    "set2set": {"ENZYMES": 60.15, "DD": 78.12, "COLLAB": 71.75, "PROTEINS": 74.29},
+    "sortpool": {"ENZYMES": 57.12, "DD": 79.37, "COLLAB": 73.76, "PROTEINS": 75.54},
+    "det": {"ENZYMES": 58.33, "DD": 75.47, "COLLAB": 82.13, "PROTEINS": 75.62},
+    "nolp": {"ENZYMES": 61.95, "DD": 79.98, "COLLAB": 75.58, "PROTEINS": 76.22},
+    "diffpool": {"ENZYMES": 62.53, "DD": 80.64, "COLLAB": 75.48, "PROTEINS": 76.25},
+}
+#: DiffPool in the fair re-evaluation of Errica et al. (ICLR 2020), mean ± std
+ERRICA = {"ENZYMES": (59.5, 5.6), "DD": (75.0, 3.5), "COLLAB": (68.9, 2.0), "PROTEINS": (73.7, 3.5)}
+
+
+def sweep(dataset: str, args) -> None:
+    key = DATASETS[dataset]
+    sweep_dir = Path(args.runs) / key
+    presets = ",".join(f"paper_{key}_{m}" for m in args.models)
+    cmd = [
+        str(Path(sys.executable).parent / "diffpool-train"),
+        "-m",
+        f"experiment={presets}",
+        f"data.fold=range({args.folds})",
+        f"data.root={args.data_root}",
+        f"trainer={args.trainer}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    if args.jobs > 1:
+        cmd += ["launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
+    cmd += args.overrides
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        print(f"{dataset}: some jobs failed (see failed.json files in {sweep_dir})", flush=True)
+
+
+def collect(dataset: str, sweep_dir: Path) -> dict:
+    from diffpool.training.report import collect as collect_groups
+
+    cells = {}
+    if not sweep_dir.exists():
+        return cells
+    groups, failed = collect_groups(sweep_dir)
+    for group in groups:
+        variant = group.config.get("model.variant")
+        fair, fair_std = group.fair()
+        paper, paper_std, best = group.paper()
+        cells[variant] = dict(
+            folds=len(group.runs),
+            epochs=group.epochs(),
+            fair=[100 * fair, 100 * fair_std],
+            paper=[100 * paper, 100 * paper_std],
+            paper_epoch=best,
+            wall_time_s=group.wall_time(),
+        )
+    for f in failed:
+        cells.setdefault("failed", []).append(f)
+    return cells
+
+
+def _cell(value, published=None) -> str:
+    if value is None:
+        return "—"
+    mean, std = value
+    text = f"{mean:.1f} ± {std:.1f}"
+    if published is not None:
+        text += f" ({mean - published:+.1f})"
+    return text
+
+
+def write_table(results: dict, args, path: Path) -> None:
+    datasets = [d for d in DATASETS if d in results["datasets"]]
+    lines = [
+        "# Accuracy: the paper's table, stratified 10-fold CV",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Epochs: {results['epochs']}; trainer `{results['trainer']}`; "
+        f"presets `conf/experiment/paper_<dataset>_<model>.yaml`; machine: {results['machine']}.  ",
+        "Test accuracy (%), mean ± std over folds; in brackets the difference to the "
+        "published figure. **fair**: each fold tested at its best-validation epoch. "
+        "**paper** (optimistic): the epoch with the best mean test-fold accuracy, selected "
+        "on the test folds as in the authors' code.",
+        "",
+        "| model | protocol | " + " | ".join(datasets) + " |",
+        "|---|---|" + "---|" * len(datasets),
+    ]
+    for model in MODELS:
+        published = [f"{PAPER[model][d]:.2f}" for d in datasets]
+        lines.append(f"| {model} | published (paper) | " + " | ".join(published) + " |")
+        for protocol in ("paper", "fair"):
+            cells = []
+            for d in datasets:
+                cell = results["datasets"][d]["cells"].get(model)
+                ref = PAPER[model][d] if protocol == "paper" else None
+                if cell is None:
+                    cells.append("not run")
+                    continue
+                text = _cell(cell[protocol], ref)
+                if cell["folds"] < 10:
+                    text += f" [{cell['folds']} folds]"
+                cells.append(text)
+            lines.append(f"| | ours, {protocol} | " + " | ".join(cells) + " |")
+    errica = [f"{ERRICA[d][0]} ± {ERRICA[d][1]}" for d in datasets]
+    lines.append("| diffpool | fair re-evaluation (Errica et al.) | " + " | ".join(errica) + " |")
+    lines += ["", "Training time per dataset (all models and folds, summed over jobs):", ""]
+    for d in datasets:
+        info = results["datasets"][d]
+        lines.append(f"- {d}: {info['wall_time_s'] / 60:.0f} min")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", nargs="*", default=["ENZYMES", "PROTEINS", "DD", "COLLAB"])
+    p.add_argument("--models", nargs="*", default=list(MODELS))
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--trainer", default="cpu")
+    p.add_argument("--jobs", type=int, default=1, help="parallel jobs (joblib launcher)")
+    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per job")
+    p.add_argument("--tu-dir", default=str(DEFAULT_TU), help="where the official zips are")
+    p.add_argument(
+        "--data-root",
+        default=str(ROOT / "benchmarks" / ".cache" / "tu"),
+        help="writable dataset root (the zips are copied here)",
+    )
+    p.add_argument("--runs", default=str(ROOT / "benchmarks" / ".cache" / "accuracy"))
+    p.add_argument("--out", default=str(RESULTS / "accuracy"))
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    args = p.parse_args(argv)
+    import platform
+
+    out = Path(args.out)
+    previous = out.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.exists() else {"datasets": {}}
+    results.update(
+        command="python benchmarks/accuracy/run.py " + " ".join(argv or sys.argv[1:]),
+        epochs=args.epochs,
+        trainer=args.trainer,
+        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+    )
+    for dataset in args.datasets:
+        root, archive = Path(args.data_root), Path(args.tu_dir) / f"{dataset}.zip"
+        root.mkdir(parents=True, exist_ok=True)
+        if archive.exists() and not (root / archive.name).exists():
+            shutil.copy(archive, root / archive.name)
+        available = dataset in ("ENZYMES", "PROTEINS", "MUTAG") or any(
+            (root / name).exists() for name in (f"{dataset}.zip", dataset)
+        )
+        if not available:
+            print(f"skip {dataset}: no offline copy in {args.data_root}", flush=True)
+            continue
+        sweep_dir = Path(args.runs) / DATASETS[dataset]
+        if not args.report_only:
+            sweep(dataset, args)
+        cells = collect(dataset, sweep_dir)
+        wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
+        results["datasets"][dataset] = dict(cells=cells, wall_time_s=wall)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_table(results, args, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

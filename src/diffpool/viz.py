@@ -1,0 +1,187 @@
+"""What the pooling learned, drawn: the paper's "DiffPool learns reasonable pooling" figure.
+
+:func:`draw_pooling` draws one graph with every node coloured by its hard cluster at the first
+pooling level, and beside it the coarsened graph of the next level: one node per used cluster
+(at the centre of its members, sized by their number, in the same colour) and edges whose
+widths follow :math:`\\mathbf{A}' = \\mathbf{S}^\\top \\mathbf{A} \\mathbf{S}`.
+:func:`load_run` rebuilds the trained module and its dataset from a ``diffpool-train`` run
+directory; ``diffpool-viz`` is the command line around both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Batch, Data
+
+
+@dataclass
+class PoolingPicture:
+    """What :func:`draw_pooling` drew."""
+
+    path: Path
+    #: hard cluster of every node of the input graph, ``[N]``
+    clusters: torch.Tensor
+    #: the clusters that hold at least one node, in drawing order
+    used: list[int]
+    #: the RGB colour (0-1 floats) of every used cluster
+    colors: dict[int, tuple[float, float, float]]
+    #: ``[C_used, C_used]`` coarsened adjacency between the used clusters
+    coarse_adj: torch.Tensor
+
+
+def cluster_colors(num: int) -> list[tuple[float, float, float]]:
+    """``num`` distinct colours: tab10/tab20, then evenly spaced hues."""
+    import matplotlib
+
+    if num <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return [tuple(cmap(i)[:3]) for i in range(num)]
+    if num <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        return [tuple(cmap(i)[:3]) for i in range(num)]
+    cmap = matplotlib.colormaps["hsv"]
+    return [tuple(cmap(i / num)[:3]) for i in range(num)]
+
+
+@torch.no_grad()
+def assign(module, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard first-level clusters ``[N]`` and the coarsened adjacency ``[C, C]`` of one graph,
+    from a :class:`~diffpool.training.GraphClassifier` (or anything with the same call)."""
+    was_training = module.training
+    module.eval()
+    try:
+        out = module(Batch.from_data_list([data]))
+    finally:
+        module.train(was_training)
+    if not out.levels:
+        raise ValueError("this model has no pooling level to draw (a flat baseline?)")
+    level = out.levels[0]
+    s = level.s[0, : data.num_nodes]
+    return s.argmax(-1).cpu(), level.adj[0].cpu()
+
+
+def draw_pooling(
+    module, data: Data, path: str | Path, title: str | None = None, seed: int = 0
+) -> PoolingPicture:
+    """Draw one graph's first-level clusters and its coarsened graph into a PNG.
+
+    Args:
+        module: A trained :class:`~diffpool.training.GraphClassifier`.
+        data (Data): One graph, with the dataset's transforms applied.
+        path (str): The PNG to write.
+        title (str, optional): Figure title. (default: :obj:`None`)
+        seed (int, optional): Seed of the spring layout. (default: :obj:`0`)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    clusters, adj = assign(module, data)
+    used = sorted(set(clusters.tolist()))
+    palette = cluster_colors(len(used))
+    colors = dict(zip(used, palette))
+
+    graph = nx.Graph()
+    graph.add_nodes_from(range(data.num_nodes))
+    graph.add_edges_from(e for e in data.edge_index.t().tolist() if e[0] != e[1])
+    pos = nx.spring_layout(graph, seed=seed)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
+    nx.draw_networkx_edges(graph, pos, ax=left, width=0.8, edge_color="#999999")
+    nx.draw_networkx_nodes(
+        graph,
+        pos,
+        ax=left,
+        node_size=120,
+        node_color=[colors[c] for c in clusters.tolist()],
+        linewidths=0,
+    )
+    left.set_title(f"input graph: {data.num_nodes} nodes, colour = cluster ({len(used)} used)")
+
+    coarse_adj = adj[used][:, used]
+    coarse = nx.Graph()
+    coarse.add_nodes_from(range(len(used)))
+    weights = coarse_adj.clone()
+    weights.fill_diagonal_(0)
+    top = float(weights.max()) if weights.numel() else 0.0
+    for i in range(len(used)):
+        for j in range(i + 1, len(used)):
+            w = float(weights[i, j] + weights[j, i]) / 2
+            if top > 0 and w > 0.02 * top:
+                coarse.add_edge(i, j, width=0.5 + 6.0 * w / top)
+    members = [(clusters == c).nonzero().view(-1).tolist() for c in used]
+    centre = {
+        i: tuple(sum(pos[n][k] for n in nodes) / len(nodes) for k in range(2))
+        for i, nodes in enumerate(members)
+    }
+    nx.draw_networkx_edges(
+        coarse,
+        centre,
+        ax=right,
+        width=[d["width"] for _, _, d in coarse.edges(data=True)],
+        edge_color="#555555",
+    )
+    nx.draw_networkx_nodes(
+        coarse,
+        centre,
+        ax=right,
+        node_size=[150 + 60 * len(m) for m in members],
+        node_color=palette,
+        linewidths=0,
+    )
+    right.set_title("coarsened graph: edge width = A' = S^T A S")
+    for ax in (left, right):
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return PoolingPicture(path, clusters, used, colors, coarse_adj)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | None = None):
+    """The trained module and the data module of a ``diffpool-train`` run directory.
+
+    Args:
+        run_dir (str): A job directory (holding ``results.json`` and ``checkpoints/``).
+        checkpoint (str, optional): ``"best"`` (the fair protocol's epoch), ``"last"``, or a
+            path. (default: :obj:`"best"`)
+        data_root (str, optional): Override the dataset root of the run's config.
+    """
+    from hydra.utils import instantiate
+
+    from diffpool.training import GraphClassifier
+
+    run_dir = Path(run_dir)
+    results = run_dir / "results.json"
+    if not results.exists():
+        raise FileNotFoundError(f"{results} not found: is {run_dir} a finished diffpool-train run?")
+    info = json.loads(results.read_text())
+    if checkpoint == "best":
+        path = info["fair"].get("checkpoint")
+        if not path or not Path(path).exists():
+            candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+            if not candidates:
+                raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
+            path = candidates[-1]
+    elif checkpoint == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(checkpoint)
+    module = GraphClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    data_cfg = dict(info["config"]["data"])
+    if data_root is not None:
+        data_cfg["root"] = data_root
+    datamodule = instantiate(data_cfg)
+    datamodule.set_transform(module.data_transform())
+    datamodule.setup()
+    return module, datamodule
