@@ -84,3 +84,33 @@ def python() -> str:
 
 def fmt_bytes(b: float) -> str:
     return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.0f} MiB"
+
+
+def scaling_plot(rows, formulations, seconds, time_label, xlabel, title, path) -> None:
+    """Time (``seconds(measurement)``) and peak memory against the synthetic rows' ``n_max``,
+    log-log, one line per formulation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for f in formulations:
+        pts = [(r["n_max"], r["runs"].get(f, {})) for r in rows]
+        pts = [(n, m) for n, m in pts if m.get("status") == "ok"]
+        if not pts:
+            continue
+        n = [p[0] for p in pts]
+        axes[0].plot(n, [seconds(p[1]) for p in pts], marker="o", label=f)
+        axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
+    for ax, label in zip(axes, (time_label, "peak memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

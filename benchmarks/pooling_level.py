@@ -32,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from measure import peak_since, python, reset_peak, run_worker, steady_malloc
+from measure import peak_since, python, reset_peak, run_worker, scaling_plot, steady_malloc
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -252,36 +252,19 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in results["rows"] if r["kind"] == "synthetic"]
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for f in FORMULATIONS:
-        pts = [(r["n_max"], r["runs"][f]) for r in rows if f in r["runs"]]
-        pts = [(n, m) for n, m in pts if m["status"] == "ok"]
-        if not pts:
-            continue
-        n = [p[0] for p in pts]
-        axes[0].plot(n, [p[1]["seconds"] for p in pts], marker="o", label=f)
-        axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
-    for ax, label in zip(axes, ("seconds (forward + backward)", "peak memory (MiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("largest graph in the batch (nodes)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(
+    scaling_plot(
+        rows,
+        FORMULATIONS,
+        lambda m: m["seconds"],
+        "seconds (forward + backward)",
+        "largest graph in the batch (nodes)",
         f"One DiffPool level, batch of {results['meta']['batch_size']} synthetic graphs "
-        f"(device {results['meta']['device']})"
+        f"(device {results['meta']['device']})",
+        path,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None):

@@ -33,7 +33,15 @@ import sys
 import time
 from pathlib import Path
 
-from measure import fmt_bytes, peak_since, python, reset_peak, run_worker, steady_malloc
+from measure import (
+    fmt_bytes,
+    peak_since,
+    python,
+    reset_peak,
+    run_worker,
+    scaling_plot,
+    steady_malloc,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -399,37 +407,19 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in results["rows"] if r["kind"] == "synthetic"]
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for f in FORMULATIONS:
-        pts = [(r["n_max"], r["runs"].get(f, {})) for r in rows]
-        pts = [(n, m) for n, m in pts if m.get("status") == "ok"]
-        if not pts:
-            continue
-        n = [p[0] for p in pts]
-        steps = [p[1]["seconds_per_epoch"] / p[1]["num_batches"] for p in pts]
-        axes[0].plot(n, steps, marker="o", label=f)
-        axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
-    for ax, label in zip(axes, ("seconds per training step", "peak memory (MiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("largest graph of the dataset (nodes)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(
+    scaling_plot(
+        rows,
+        FORMULATIONS,
+        lambda m: m["seconds_per_epoch"] / m["num_batches"],
+        "seconds per training step",
+        "largest graph of the dataset (nodes)",
         f"Training step, 2 levels at ratio {RATIO}, batch {BATCH} "
-        f"(synthetic, device {results['meta']['device']})"
+        f"(synthetic, device {results['meta']['device']})",
+        path,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None):
