@@ -109,7 +109,6 @@ class GraphClassifier(LightningModule):
         self.model = instantiate(
             model, in_channels=in_channels, num_classes=num_classes, max_num_nodes=max_num_nodes
         )
-        self.scheduler_monitor, self.seed = scheduler_monitor, seed
         # keyed "<stage>_acc": ModuleDict keys must not shadow Module attributes ("train")
         self.accuracy = torch.nn.ModuleDict(
             {
@@ -151,7 +150,6 @@ class GraphClassifier(LightningModule):
                 f"{out.link_loss.tolist()}, entropy {out.entropy_loss.tolist()}): lower the "
                 "learning rate or check the input features for NaN/inf"
             )
-        on_step = stage == "train"
         log = dict(
             batch_size=batch.num_graphs,
             on_step=False,
@@ -162,7 +160,7 @@ class GraphClassifier(LightningModule):
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(out.logits.detach(), batch.y)
         self.log(f"{stage}/acc", accuracy, prog_bar=stage != "heldout", **log)
-        self.log(f"{stage}/loss", loss.detach(), prog_bar=on_step, **log)
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=stage == "train", **log)
         self.log(f"{stage}/ce", ce.detach(), **log)
         self.log(f"{stage}/aux_loss", out.aux_loss.detach(), **log)
         for level in range(out.link_loss.numel()):
@@ -171,7 +169,7 @@ class GraphClassifier(LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        torch.manual_seed(self.seed + self.current_epoch)
+        torch.manual_seed(self.hparams.seed + self.current_epoch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -191,6 +189,6 @@ class GraphClassifier(LightningModule):
             "lr_scheduler": {
                 "scheduler": instantiate(self.hparams.scheduler, optimizer=optimizer),
                 "interval": "epoch",
-                "monitor": self.scheduler_monitor,
+                "monitor": self.hparams.scheduler_monitor,
             },
         }
