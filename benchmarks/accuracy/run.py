@@ -41,9 +41,13 @@ PAPER = {
 ERRICA = {"ENZYMES": (59.5, 5.6), "DD": (75.0, 3.5), "COLLAB": (68.9, 2.0), "PROTEINS": (73.7, 3.5)}
 
 
+def sweep_dir_of(dataset: str, args) -> Path:
+    return Path(args.runs) / (DATASETS[dataset] + (f"-{args.name}" if args.name else ""))
+
+
 def sweep(dataset: str, args) -> None:
     key = DATASETS[dataset]
-    sweep_dir = Path(args.runs) / key
+    sweep_dir = sweep_dir_of(dataset, args)
     presets = ",".join(f"paper_{key}_{m}" for m in args.models)
     cmd = [
         str(Path(sys.executable).parent / "diffpool-train"),
@@ -103,7 +107,8 @@ def _cell(value, published=None) -> str:
 
 
 def write_table(results: dict, args, path: Path) -> None:
-    datasets = [d for d in DATASETS if d in results["datasets"]]
+    order = {d: i for i, d in enumerate(DATASETS)}
+    datasets = sorted(results["datasets"], key=lambda d: (order.get(d.split(" ")[0], 99), d))
     lines = [
         "# Accuracy: the paper's table, stratified 10-fold CV",
         "",
@@ -119,13 +124,13 @@ def write_table(results: dict, args, path: Path) -> None:
         "|---|---|" + "---|" * len(datasets),
     ]
     for model in MODELS:
-        published = [f"{PAPER[model][d]:.2f}" for d in datasets]
+        published = [f"{PAPER[model][d.split(' ')[0]]:.2f}" for d in datasets]
         lines.append(f"| {model} | published (paper) | " + " | ".join(published) + " |")
         for protocol in ("paper", "fair"):
             cells = []
             for d in datasets:
                 cell = results["datasets"][d]["cells"].get(model)
-                ref = PAPER[model][d] if protocol == "paper" else None
+                ref = PAPER[model][d.split(" ")[0]] if protocol == "paper" else None
                 if cell is None:
                     cells.append("not run")
                     continue
@@ -134,12 +139,18 @@ def write_table(results: dict, args, path: Path) -> None:
                     text += f" [{cell['folds']} folds]"
                 cells.append(text)
             lines.append(f"| | ours, {protocol} | " + " | ".join(cells) + " |")
-    errica = [f"{ERRICA[d][0]} ± {ERRICA[d][1]}" for d in datasets]
+    errica = [f"{ERRICA[d.split(' ')[0]][0]} ± {ERRICA[d.split(' ')[0]][1]}" for d in datasets]
     lines.append("| diffpool | fair re-evaluation (Errica et al.) | " + " | ".join(errica) + " |")
     lines += ["", "Training time per dataset (all models and folds, summed over jobs):", ""]
     for d in datasets:
         info = results["datasets"][d]
-        lines.append(f"- {d}: {info['wall_time_s'] / 60:.0f} min")
+        extra = " ".join(
+            o for o in info.get("overrides") or [] if not o.startswith(("resume", "overwrite"))
+        )
+        lines.append(
+            f"- {d}: {info['wall_time_s'] / 60:.0f} min"
+            + (f" (overrides: `{extra}`)" if extra else "")
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -161,6 +172,12 @@ def main(argv=None):
     p.add_argument("--runs", default=str(ROOT / "benchmarks" / ".cache" / "accuracy"))
     p.add_argument("--out", default=str(RESULTS / "accuracy"))
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--name",
+        default="",
+        help="a second setting of a dataset, e.g. --name per_graph model.budget=per_graph: "
+        "its own sweep directory and its own column",
+    )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = p.parse_args(argv)
     import platform
@@ -185,12 +202,13 @@ def main(argv=None):
         if not available:
             print(f"skip {dataset}: no offline copy in {args.data_root}", flush=True)
             continue
-        sweep_dir = Path(args.runs) / DATASETS[dataset]
+        sweep_dir = sweep_dir_of(dataset, args)
         if not args.report_only:
             sweep(dataset, args)
         cells = collect(dataset, sweep_dir)
         wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
-        results["datasets"][dataset] = dict(cells=cells, wall_time_s=wall)
+        label = dataset + (f" ({args.name})" if args.name else "")
+        results["datasets"][label] = dict(cells=cells, wall_time_s=wall, overrides=args.overrides)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     write_table(results, args, out.with_suffix(".md"))
