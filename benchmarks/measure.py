@@ -114,3 +114,27 @@ def scaling_plot(rows, formulations, seconds, time_label, xlabel, title, path) -
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def add_common_arguments(parser, *, stem: str, formulations, real, timeout: float, here) -> None:
+    """The options every benchmark driver has: the hidden worker mode, the device, limits,
+    where the TU zips and the cache are, what to run and where to write."""
+    import argparse
+    from pathlib import Path
+
+    here = Path(here)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--formulation", choices=formulations)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timeout", type=float, default=timeout, help="per measurement, s")
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
+    parser.add_argument("--tu-dir", default=str(here.parent.parent / "shared" / "data" / "TU"))
+    parser.add_argument("--cache", default=str(here / ".cache"))
+    parser.add_argument("--real", nargs="*", default=list(real))
+    parser.add_argument("--formulations", nargs="*", default=list(formulations))
+    parser.add_argument(
+        "--out",
+        default=str(here / "results" / stem),
+        help="output stem: writes STEM.json, STEM.md, STEM.png",
+    )

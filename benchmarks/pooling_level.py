@@ -32,11 +32,17 @@ import time
 import zipfile
 from pathlib import Path
 
-from measure import peak_since, python, reset_peak, run_worker, scaling_plot, steady_malloc
+from measure import (
+    add_common_arguments,
+    peak_since,
+    python,
+    reset_peak,
+    run_worker,
+    scaling_plot,
+    steady_malloc,
+)
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-DEFAULT_TU = HERE.parent.parent / "shared" / "data" / "TU"
 FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_batch_pad", "dense_dataset_pad")
 REAL = ("ENZYMES", "PROTEINS", "DD")
 SYNTHETIC = (50, 100, 250, 500, 1000, 2000, 4000)
@@ -269,10 +275,9 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--case", help=argparse.SUPPRESS)
-    p.add_argument("--formulation", choices=FORMULATIONS)
-    p.add_argument("--device", default="cpu")
+    add_common_arguments(
+        p, stem="pooling_level", formulations=FORMULATIONS, real=REAL, timeout=1800.0, here=HERE
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--ratio", type=float, default=0.25)
@@ -287,18 +292,7 @@ def main(argv=None):
     p.add_argument(
         "--min-time", type=float, default=3.0, help="keep repeating a step for this long, s"
     )
-    p.add_argument("--timeout", type=float, default=1800.0, help="per measurement, seconds")
-    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
-    p.add_argument("--tu-dir", default=str(DEFAULT_TU))
-    p.add_argument("--cache", default=str(HERE / ".cache"))
-    p.add_argument("--real", nargs="*", default=list(REAL))
     p.add_argument("--synthetic", nargs="*", type=int, default=list(SYNTHETIC))
-    p.add_argument("--formulations", nargs="*", default=list(FORMULATIONS))
-    p.add_argument(
-        "--out",
-        default=str(RESULTS / "pooling_level"),
-        help="output stem: writes STEM.json, STEM.md, STEM.png",
-    )
     p.add_argument("--quick", action="store_true", help="ENZYMES + N_max 50/250 only")
     args = p.parse_args(argv)
     if args.worker:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from measure import (
+    add_common_arguments,
     fmt_bytes,
     peak_since,
     python,
@@ -44,8 +45,6 @@ from measure import (
 )
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-DEFAULT_TU = HERE.parent.parent / "shared" / "data" / "TU"
 FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_pyg")
 REAL = ("ENZYMES", "PROTEINS", "DD")
 SCALING = (50, 100, 200, 400, 800)
@@ -424,10 +423,14 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--case", help=argparse.SUPPRESS)
-    p.add_argument("--formulation", choices=FORMULATIONS)
-    p.add_argument("--device", default="cpu")
+    add_common_arguments(
+        p,
+        stem="training_throughput",
+        formulations=FORMULATIONS,
+        real=REAL,
+        timeout=3600.0,
+        here=HERE,
+    )
     p.add_argument(
         "--max-batches",
         type=int,
@@ -440,18 +443,7 @@ def main(argv=None):
         default=4,
         help="batches of the densified D&D epoch to time (a full one takes ~90 min on CPU)",
     )
-    p.add_argument("--timeout", type=float, default=3600.0, help="per measurement, seconds")
-    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
-    p.add_argument("--tu-dir", default=str(DEFAULT_TU))
-    p.add_argument("--cache", default=str(HERE / ".cache"))
-    p.add_argument("--real", nargs="*", default=list(REAL))
     p.add_argument("--scaling", nargs="*", type=int, default=list(SCALING))
-    p.add_argument("--formulations", nargs="*", default=list(FORMULATIONS))
-    p.add_argument(
-        "--out",
-        default=str(RESULTS / "training_throughput"),
-        help="output stem: writes STEM.json, STEM.md, STEM.png",
-    )
     p.add_argument("--quick", action="store_true", help="ENZYMES and N_max 50, 5 batches")
     args = p.parse_args(argv)
     if args.worker:
