@@ -125,6 +125,10 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     mtime = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     assert train(cfg)["wall_time_s"] == stored["wall_time_s"]
     assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
+    # ... also where the data lives elsewhere (a run restored on another machine)
+    moved = _cfg(tmp_path, "run", f"data.root={tmp_path / 'elsewhere'}")
+    assert train(moved)["wall_time_s"] == stored["wall_time_s"]
+    assert not (tmp_path / "elsewhere").exists()
 
     # another config in the same directory: refused
     with pytest.raises(RunDirectoryError, match="another config"):

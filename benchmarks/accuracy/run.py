@@ -6,6 +6,12 @@ that an interrupted run continues where it stopped (finished jobs are skipped). 
 ``benchmarks/results/accuracy.md`` (and ``.json``): mean ± std over folds per cell, fair and
 paper protocol, beside the paper's figures and Errica et al.'s fair re-evaluation.
 
+Every finished job's ``results.json`` (its fold's curves, fair result, wall time and config) is
+archived under ``benchmarks/results/accuracy_runs/<sweep>/<job>/`` while the sweep runs, and the
+table is computed from that archive. A sweep first restores the archived jobs into its working
+directory, so a sweep continued on another machine or in a fresh clone runs only the jobs that
+have not finished anywhere.
+
     python benchmarks/accuracy/run.py --epochs 100 --jobs 2            # the CPU budget
     python benchmarks/accuracy/run.py --epochs 1000 --trainer gpu      # the paper's budget
     python benchmarks/accuracy/run.py --report-only                    # table from the runs
@@ -21,9 +27,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from diffpool.training.run import FAILED as FAILED_FILE
+from diffpool.training.run import RESULTS as RESULTS_FILE
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+ARCHIVE = RESULTS / "accuracy_runs"
+#: how often (seconds) a running sweep's finished jobs are archived
+ARCHIVE_EVERY = 60
 DEFAULT_TU = ROOT.parent / "shared" / "data" / "TU"
 MODELS = ("base", "set2set", "sortpool", "det", "nolp", "diffpool")
 DATASETS = {"ENZYMES": "enzymes", "DD": "dd", "COLLAB": "collab", "PROTEINS": "proteins"}
@@ -41,13 +53,56 @@ PAPER = {
 ERRICA = {"ENZYMES": (59.5, 5.6), "DD": (75.0, 3.5), "COLLAB": (68.9, 2.0), "PROTEINS": (73.7, 3.5)}
 
 
-def sweep_dir_of(dataset: str, args) -> Path:
-    return Path(args.runs) / (DATASETS[dataset] + (f"-{args.name}" if args.name else ""))
+def sweep_name(dataset: str, args) -> str:
+    return DATASETS[dataset] + (f"-{args.name}" if args.name else "")
+
+
+def _job_files(root: Path, name: str):
+    for path in sorted(root.rglob(name)):
+        if not any(part.startswith("replaced-") for part in path.relative_to(root).parts):
+            yield path
+
+
+def archive_runs(sweep_dir: Path, archive_dir: Path) -> int:
+    """Copy every job's ``results.json`` / ``failed.json`` under ``sweep_dir`` into
+    ``archive_dir`` (same job directory names); returns how many were new or changed."""
+    copied = 0
+    if not sweep_dir.is_dir():
+        return copied
+    for name in (RESULTS_FILE, FAILED_FILE):
+        for path in _job_files(sweep_dir, name):
+            target = archive_dir / path.relative_to(sweep_dir)
+            if target.exists() and target.read_bytes() == path.read_bytes():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copied += 1
+    return copied
+
+
+def restore_runs(archive_dir: Path, sweep_dir: Path) -> int:
+    """Put the archived finished jobs back into ``sweep_dir`` where a job directory has no
+    ``results.json`` yet, so that the sweep skips them; failed jobs are not restored (they run
+    again). Returns how many were restored."""
+    restored = 0
+    if not archive_dir.is_dir():
+        return restored
+    for path in _job_files(archive_dir, RESULTS_FILE):
+        target = sweep_dir / path.relative_to(archive_dir)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            restored += 1
+    return restored
 
 
 def sweep(dataset: str, args) -> None:
     key = DATASETS[dataset]
-    sweep_dir = sweep_dir_of(dataset, args)
+    sweep_dir, archive_dir = Path(args.runs) / sweep_name(dataset, args), Path(args.archive)
+    archive_dir = archive_dir / sweep_name(dataset, args)
+    restored = restore_runs(archive_dir, sweep_dir)
+    if restored:
+        print(f"{dataset}: {restored} finished jobs restored from {archive_dir}", flush=True)
     presets = ",".join(f"paper_{key}_{m}" for m in args.models)
     cmd = [
         str(Path(sys.executable).parent / "diffpool-train"),
@@ -67,18 +122,25 @@ def sweep(dataset: str, args) -> None:
     cmd += args.overrides
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    while True:
+        try:
+            proc.wait(timeout=ARCHIVE_EVERY)
+            break
+        except subprocess.TimeoutExpired:
+            archive_runs(sweep_dir, archive_dir)
+    archive_runs(sweep_dir, archive_dir)
     if proc.returncode != 0:
         print(f"{dataset}: some jobs failed (see failed.json files in {sweep_dir})", flush=True)
 
 
-def collect(dataset: str, sweep_dir: Path) -> dict:
+def collect(archive_dir: Path) -> dict:
     from diffpool.training.report import collect as collect_groups
 
     cells = {}
-    if not sweep_dir.exists():
+    if not archive_dir.exists():
         return cells
-    groups, failed = collect_groups(sweep_dir)
+    groups, failed = collect_groups(archive_dir)
     for group in groups:
         variant = group.config.get("model.variant")
         fair, fair_std = group.fair()
@@ -166,7 +228,14 @@ def main(argv=None):
         default=str(ROOT / "benchmarks" / ".cache" / "tu"),
         help="writable dataset root (the zips are copied here)",
     )
-    p.add_argument("--runs", default=str(ROOT / "benchmarks" / ".cache" / "accuracy"))
+    p.add_argument(
+        "--runs",
+        default=str(ROOT / "benchmarks" / ".cache" / "accuracy"),
+        help="the sweeps' working directories (checkpoints, logs)",
+    )
+    p.add_argument(
+        "--archive", default=str(ARCHIVE), help="where finished jobs' results.json are kept"
+    )
     p.add_argument("--out", default=str(RESULTS / "accuracy"))
     p.add_argument("--report-only", action="store_true")
     p.add_argument(
@@ -195,13 +264,15 @@ def main(argv=None):
         if not available:
             print(f"skip {dataset}: no offline copy in {args.data_root}", flush=True)
             continue
-        sweep_dir = sweep_dir_of(dataset, args)
         if not args.report_only:
             sweep(dataset, args)
-        cells = collect(dataset, sweep_dir)
-        wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
+        cells = collect(Path(args.archive) / sweep_name(dataset, args))
         label = dataset + (f" ({args.name})" if args.name else "")
         earlier = results["datasets"].get(label, {})
+        if not cells:
+            print(f"{label}: no archived jobs; the table keeps its earlier column", flush=True)
+            continue
+        wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
         ran = (
             {}
             if args.report_only

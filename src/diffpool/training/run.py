@@ -55,13 +55,28 @@ def _launcher_rank() -> int:
 def comparable_config(cfg: DictConfig | dict) -> dict:
     """The resolved config without the run-control keys, for comparing runs: paths derived
     from ``output_dir`` read ``<output_dir>/...``, so the same config run in two directories
-    compares equal."""
+    compares equal. Where the dataset's files live (``data.root``) does not define a run
+    either: a run restored on another machine (e.g. the accuracy benchmark's archived jobs)
+    is the same run."""
     if isinstance(cfg, DictConfig):
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
             cfg.output_dir = "<output_dir>"
         cfg = OmegaConf.to_container(cfg, resolve=True)
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
+
+
+def same_run(earlier: dict, cfg: DictConfig) -> bool:
+    """Whether the stored config of a finished run (``results.json``'s ``config``) is the
+    config ``cfg``, up to the run-control keys and ``data.root``."""
+
+    def what(config: dict) -> dict:
+        config = copy.deepcopy(config)
+        if isinstance(config.get("data"), dict):
+            config["data"].pop("root", None)
+        return config
+
+    return what(earlier) == what(comparable_config(cfg))
 
 
 def _move_aside(out: Path) -> Path:
@@ -83,7 +98,7 @@ def check_run_directory(out: Path, cfg: DictConfig) -> dict | None:
         return None
     if results.exists():
         earlier = json.loads(results.read_text())
-        if earlier.get("config") == comparable_config(cfg):
+        if same_run(earlier.get("config") or {}, cfg):
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
         raise RunDirectoryError(

@@ -1,0 +1,72 @@
+"""benchmarks/accuracy/run.py: finished jobs are archived, restored and tabled from the archive."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+DRIVER = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def driver():
+    spec = importlib.util.spec_from_file_location("accuracy_driver", DRIVER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job(sweep: Path, variant: str, fold: int, curve: list[float], best: int) -> Path:
+    job = sweep / f"data.fold={fold},experiment=paper_enzymes_{variant}"
+    job.mkdir(parents=True)
+    config = {"data": {"name": "ENZYMES", "fold": fold, "root": "/x"}, "model": {"variant": variant}}
+    results = {
+        "status": "finished",
+        "fold": fold,
+        "epochs": len(curve),
+        "fair": {"best_epoch": best, "val_acc": 0.5, "test_acc": curve[best]},
+        "paper": {"heldout_curve": curve},
+        "val_curve": [0.5] * len(curve),
+        "wall_time_s": 60.0,
+        "config": config,
+    }
+    (job / "results.json").write_text(json.dumps(results))
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"not archived")
+    return job
+
+
+def test_jobs_are_archived_restored_and_tabled(driver, tmp_path):
+    sweep, archive = tmp_path / "sweep", tmp_path / "archive"
+    _job(sweep, "diffpool", 0, [0.5, 0.7, 0.6], best=1)
+    _job(sweep, "diffpool", 1, [0.4, 0.5, 0.8], best=2)
+    _job(sweep, "base", 0, [0.3, 0.4, 0.5], best=2)
+    failed = sweep / "data.fold=1,experiment=paper_enzymes_base"
+    failed.mkdir()
+    (failed / "failed.json").write_text(json.dumps({"error": "RuntimeError: boom"}))
+    # a replaced run is history, not a result
+    _job(sweep / "data.fold=0,experiment=paper_enzymes_base" / "replaced-1", "base", 0, [1.0], 0)
+
+    assert driver.archive_runs(sweep, archive) == 4
+    assert driver.archive_runs(sweep, archive) == 0  # unchanged files are not copied again
+    assert not list(archive.rglob("*.ckpt")) and not list(archive.rglob("replaced-*"))
+
+    # a fresh clone: the finished jobs come back (the failed one runs again)
+    fresh = tmp_path / "fresh"
+    assert driver.restore_runs(archive, fresh) == 3
+    assert not list(fresh.rglob("failed.json"))
+    # a job directory that already holds a result keeps it
+    assert driver.restore_runs(archive, fresh) == 0
+
+    cells = driver.collect(archive)
+    diffpool = cells["diffpool"]
+    assert diffpool["folds"] == 2 and diffpool["wall_time_s"] == 120.0
+    assert diffpool["fair"] == pytest.approx([75.0, 5.0])
+    # paper protocol: the best epoch of the mean curve (epoch 2: 0.6, 0.8)
+    assert diffpool["paper"] == pytest.approx([70.0, 10.0]) and diffpool["paper_epoch"] == 2
+    assert cells["base"]["folds"] == 1
+    assert [f["error"] for f in cells["failed"]] == ["RuntimeError: boom"]
+    assert driver.collect(tmp_path / "nothing") == {}
