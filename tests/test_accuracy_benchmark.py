@@ -22,7 +22,8 @@ def driver():
 def _job(sweep: Path, variant: str, fold: int, curve: list[float], best: int) -> Path:
     job = sweep / f"data.fold={fold},experiment=paper_enzymes_{variant}"
     job.mkdir(parents=True)
-    config = {"data": {"name": "ENZYMES", "fold": fold, "root": "/x"}, "model": {"variant": variant}}
+    data = {"name": "ENZYMES", "fold": fold, "root": "/x"}
+    config = {"data": data, "model": {"variant": variant}}
     results = {
         "status": "finished",
         "fold": fold,
