@@ -171,8 +171,7 @@ def _cell(value, published=None) -> str:
 
 
 def write_table(results: dict, args, path: Path) -> None:
-    order = {d: i for i, d in enumerate(DATASETS)}
-    datasets = sorted(results["datasets"], key=lambda d: (order.get(d.split(" ")[0], 99), d))
+    datasets = sorted(results["datasets"], key=_column_order)
     lines = [
         "# Accuracy: the paper's table, stratified 10-fold CV",
         "",
@@ -252,6 +251,60 @@ def goal_lines(results: dict, datasets: list[str]) -> list[str]:
     return lines
 
 
+def write_plot(results: dict, path: Path) -> None:
+    """One panel per column: the published figure and ours under both protocols (mean ± std
+    over folds) for every model, and Errica et al.'s fair DiffPool as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = sorted(results["datasets"], key=_column_order)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False, sharey=True
+    )
+    x, width = np.arange(len(MODELS)), 0.27
+    for ax, d in zip(axes[0], datasets):
+        cells, published = results["datasets"][d]["cells"], d.split(" ")[0]
+        ax.bar(
+            x - width,
+            [PAPER[m][published] for m in MODELS],
+            width,
+            color="0.7",
+            label="published (paper)",
+        )
+        for shift, protocol, color in ((0, "paper", "tab:blue"), (width, "fair", "tab:orange")):
+            mean = [cells[m][protocol][0] if m in cells else np.nan for m in MODELS]
+            std = [cells[m][protocol][1] if m in cells else 0 for m in MODELS]
+            ax.bar(
+                x + shift,
+                mean,
+                width,
+                yerr=std,
+                color=color,
+                capsize=2,
+                label=f"ours, {protocol} protocol",
+            )
+        ax.axhline(
+            ERRICA[published][0], color="k", ls="--", lw=0.8, label="DiffPool, Errica et al. (fair)"
+        )
+        epochs = results["datasets"][d].get("epochs", "?")
+        ax.set_title(f"{d}, {epochs} epochs")
+        ax.set_xticks(x, MODELS, rotation=30)
+        ax.set_ylim(30, 100)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _column_order(label: str):
+    order = {d: i for i, d in enumerate(DATASETS)}
+    return order.get(label.split(" ")[0], 99), label
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="*", default=["ENZYMES", "PROTEINS", "DD", "COLLAB"])
@@ -323,6 +376,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     write_table(results, args, out.with_suffix(".md"))
+    write_plot(results, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
 
 
