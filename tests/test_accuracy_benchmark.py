@@ -82,7 +82,7 @@ def test_table_states_the_goals_and_the_shortfalls(driver, tmp_path):
         "machine": "test",
         "datasets": {"ENZYMES": dict(cells=cells, wall_time_s=180.0, command="c", epochs=5)},
     }
-    driver.write_table(results, None, tmp_path / "accuracy.md")
+    driver.write_table(results, tmp_path / "accuracy.md")
     table = (tmp_path / "accuracy.md").read_text()
     assert "| | ours, paper | 61.0 ± 1.0 (-1.5) |" in table
     assert "| sortpool | published (paper) | 57.12 |\n| | ours, paper | not run |" in table
@@ -93,3 +93,19 @@ def test_table_states_the_goals_and_the_shortfalls(driver, tmp_path):
     assert "(NOT met)" in table and "ENZYMES set2set (-10.1)" in table
     driver.write_plot(results, tmp_path / "accuracy.png")
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_columns_written_by_two_drivers_are_both_kept(driver, tmp_path):
+    out = tmp_path / "accuracy"
+    cell = dict(folds=10, epochs=5, fair=[60.0, 1.0], paper=[61.0, 1.0], wall_time_s=60.0)
+    driver.update_column(out, "ENZYMES", {"base": cell}, "run A", dict(epochs=5, trainer="cpu"))
+    driver.update_column(out, "DD (per_graph)", {"diffpool": cell}, "run B", dict(epochs=5))
+    # a second command adding rows to a column is listed beside the first
+    driver.update_column(out, "ENZYMES", {"base": cell, "det": cell}, "run C", dict(epochs=5))
+    driver.update_column(out, "ENZYMES", {"base": cell, "det": cell}, None, {})  # report-only
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert set(results["datasets"]) == {"ENZYMES", "DD (per_graph)"}
+    assert results["datasets"]["ENZYMES"]["commands"] == ["run A", "run C"]
+    driver.write_report(out)
+    assert "- ENZYMES: `run A` and `run C`; 5 epochs" in out.with_suffix(".md").read_text()
+    assert "| model | protocol | ENZYMES | DD (per_graph) |" in out.with_suffix(".md").read_text()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -170,7 +171,7 @@ def _cell(value, published=None) -> str:
     return text
 
 
-def write_table(results: dict, args, path: Path) -> None:
+def write_table(results: dict, path: Path) -> None:
     datasets = sorted(results["datasets"], key=_column_order)
     lines = [
         "# Accuracy: the paper's table, stratified 10-fold CV",
@@ -207,9 +208,10 @@ def write_table(results: dict, args, path: Path) -> None:
     lines += ["", "Per column: command, epochs, training time (all models and folds, summed):", ""]
     for d in datasets:
         info = results["datasets"][d]
+        commands = info.get("commands") or [info.get("command", "?")]
         lines.append(
-            f"- {d}: `{info.get('command', '?')}`; {info.get('epochs', '?')} epochs on "
-            f"`{info.get('trainer', '?')}`; {info['wall_time_s'] / 60:.0f} min"
+            f"- {d}: " + " and ".join(f"`{c}`" for c in commands) + f"; {info.get('epochs', '?')} "
+            f"epochs on `{info.get('trainer', '?')}`; {info['wall_time_s'] / 60:.0f} min"
         )
     lines += [
         "",
@@ -338,13 +340,8 @@ def main(argv=None):
     )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = p.parse_args(argv)
-    import platform
-
     out = Path(args.out)
-    previous = out.with_suffix(".json")
-    results = json.loads(previous.read_text()) if previous.exists() else {"datasets": {}}
     command = "python benchmarks/accuracy/run.py " + " ".join(argv or sys.argv[1:])
-    results.update(machine=f"{platform.machine()}, {os.cpu_count()} cores")
     for dataset in args.datasets:
         root, archive = Path(args.data_root), Path(args.tu_dir) / f"{dataset}.zip"
         root.mkdir(parents=True, exist_ok=True)
@@ -360,22 +357,41 @@ def main(argv=None):
             sweep(dataset, args)
         cells = collect(Path(args.archive) / sweep_name(dataset, args))
         label = dataset + (f" ({args.name})" if args.name else "")
-        earlier = results["datasets"].get(label, {})
         if not cells:
             print(f"{label}: no archived jobs; the table keeps its earlier column", flush=True)
             continue
-        wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
-        ran = (
-            {}
-            if args.report_only
-            else dict(command=command, epochs=args.epochs, trainer=args.trainer)
-        )
-        results["datasets"][label] = dict(
-            earlier, cells=cells, wall_time_s=wall, overrides=args.overrides, **ran
-        )
+        ran = None if args.report_only else dict(epochs=args.epochs, trainer=args.trainer)
+        update_column(out, label, cells, command if ran else None, ran or {})
+    write_report(out)
+
+
+def update_column(out: Path, label: str, cells: dict, command: str | None, ran: dict) -> None:
+    """Put one column into ``out.json`` and rewrite the table and the plot. The file is read
+    here, not when the driver starts, so that drivers running other columns at the same time
+    do not drop each other's; a column lists every command that contributed jobs to it."""
+    path = out.with_suffix(".json")
+    results = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
+    earlier = results["datasets"].get(label, {})
+    commands = earlier.get("commands") or ([earlier["command"]] if "command" in earlier else [])
+    if command is not None and command not in commands:
+        commands.append(command)
+    earlier.pop("command", None)
+    wall = sum(c["wall_time_s"] for k, c in cells.items() if k != "failed")
+    results["datasets"][label] = dict(
+        earlier, cells=cells, wall_time_s=wall, commands=commands, **ran
+    )
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    write_table(results, args, out.with_suffix(".md"))
+    path.write_text(json.dumps(results, indent=1))
+
+
+def write_report(out: Path) -> None:
+    """``out.md`` and ``out.png`` from ``out.json``."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return
+    results = json.loads(path.read_text())
+    write_table(results, out.with_suffix(".md"))
     write_plot(results, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
 
