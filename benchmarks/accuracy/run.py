@@ -101,8 +101,8 @@ def restore_runs(archive_dir: Path, sweep_dir: Path) -> int:
 
 def sweep(dataset: str, args) -> None:
     key = DATASETS[dataset]
-    sweep_dir, archive_dir = Path(args.runs) / sweep_name(dataset, args), Path(args.archive)
-    archive_dir = archive_dir / sweep_name(dataset, args)
+    name = sweep_name(dataset, args)
+    sweep_dir, archive_dir = Path(args.runs) / name, Path(args.archive) / name
     restored = restore_runs(archive_dir, sweep_dir)
     if restored:
         print(f"{dataset}: {restored} finished jobs restored from {archive_dir}", flush=True)
