@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from diffpool.training.report import job_files
 from diffpool.training.run import FAILED as FAILED_FILE
 from diffpool.training.run import RESULTS as RESULTS_FILE
 
@@ -60,12 +61,6 @@ def sweep_name(dataset: str, args) -> str:
     return DATASETS[dataset] + (f"-{args.name}" if args.name else "")
 
 
-def _job_files(root: Path, name: str):
-    for path in sorted(root.rglob(name)):
-        if not any(part.startswith("replaced-") for part in path.relative_to(root).parts):
-            yield path
-
-
 def archive_runs(sweep_dir: Path, archive_dir: Path) -> int:
     """Copy every job's ``results.json`` / ``failed.json`` under ``sweep_dir`` into
     ``archive_dir`` (same job directory names); returns how many were new or changed."""
@@ -73,7 +68,7 @@ def archive_runs(sweep_dir: Path, archive_dir: Path) -> int:
     if not sweep_dir.is_dir():
         return copied
     for name in (RESULTS_FILE, FAILED_FILE):
-        for path in _job_files(sweep_dir, name):
+        for path in job_files(sweep_dir, name):
             target = archive_dir / path.relative_to(sweep_dir)
             if target.exists() and target.read_bytes() == path.read_bytes():
                 continue
@@ -90,7 +85,7 @@ def restore_runs(archive_dir: Path, sweep_dir: Path) -> int:
     restored = 0
     if not archive_dir.is_dir():
         return restored
-    for path in _job_files(archive_dir, RESULTS_FILE):
+    for path in job_files(archive_dir, RESULTS_FILE):
         target = sweep_dir / path.relative_to(archive_dir)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -360,8 +355,11 @@ def main(argv=None):
         if not cells:
             print(f"{label}: no archived jobs; the table keeps its earlier column", flush=True)
             continue
-        ran = None if args.report_only else dict(epochs=args.epochs, trainer=args.trainer)
-        update_column(out, label, cells, command if ran else None, ran or {})
+        if args.report_only:
+            update_column(out, label, cells, None, {})
+        else:
+            ran = dict(epochs=args.epochs, trainer=args.trainer)
+            update_column(out, label, cells, command, ran)
     write_report(out)
 
 

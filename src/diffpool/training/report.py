@@ -90,15 +90,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
+def job_files(sweep_dir: Path, name: str) -> list[Path]:
+    """The files called ``name`` of a sweep's jobs, leaving out the runs that ``overwrite=true``
+    moved to ``replaced-<time>/``."""
+    return [
+        path
+        for path in sorted(sweep_dir.rglob(name))
+        if not any(part.startswith("replaced-") for part in path.relative_to(sweep_dir).parts)
+    ]
+
+
 def collect(sweep_dir: str | Path) -> tuple[list[Group], list[dict[str, Any]]]:
     """Group the finished jobs under ``sweep_dir``; also return the failed ones."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory")
     runs, failed = [], []
-    for path in sorted(sweep_dir.rglob(RESULTS)):
-        if any(part.startswith("replaced-") for part in path.relative_to(sweep_dir).parts):
-            continue
+    for path in job_files(sweep_dir, RESULTS):
         run = json.loads(path.read_text())
         run["path"] = str(path.parent)
         runs.append(run)
