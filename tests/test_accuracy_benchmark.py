@@ -109,3 +109,76 @@ def test_columns_written_by_two_drivers_are_both_kept(driver, tmp_path):
     driver.write_report(out)
     assert "- ENZYMES: `run A` and `run C`; 5 epochs" in out.with_suffix(".md").read_text()
     assert "| model | protocol | ENZYMES | DD (per_graph) |" in out.with_suffix(".md").read_text()
+
+
+SELECT = DRIVER.parent / "select_setting.py"
+
+
+@pytest.fixture(scope="module")
+def selector():
+    spec = importlib.util.spec_from_file_location("accuracy_select", SELECT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _setting(archive: Path, name: str, val: list[float], test: float, dropout=0.0, folds=(0, 1)):
+    for fold in folds:
+        job = archive / name / f"data.fold={fold},experiment=paper_proteins_diffpool"
+        job.mkdir(parents=True)
+        config = {
+            "data": {"name": "PROTEINS", "fold": fold, "root": f"/r{fold}"},
+            "model": {"variant": "diffpool", "dropout": dropout},
+            "trainer": {"max_epochs": len(val)},
+        }
+        results = {
+            "fold": fold,
+            "epochs": len(val),
+            "fair": {"best_epoch": 0, "val_acc": max(val), "test_acc": test},
+            "paper": {"heldout_curve": [test] * len(val)},
+            "val_curve": val,
+            "config": config,
+        }
+        (job / "results.json").write_text(json.dumps(results))
+
+
+def test_setting_selection_reads_validation_only(selector, tmp_path):
+    archive = tmp_path / "archive"
+    # the reference ran longer: its late validation peak (0.9 at epoch 4) is beyond the
+    # other setting's budget and must not count
+    _setting(archive, "proteins", [0.6, 0.7, 0.65, 0.9], test=0.99)
+    _setting(archive, "proteins-dropout05", [0.6, 0.75, 0.7], test=0.10, dropout=0.5)
+    result = selector.select(archive, ["proteins", "proteins-dropout05"], "diffpool")
+    assert result["epochs"] == 3
+    assert result["winner"] == "proteins-dropout05"  # despite its far worse test accuracy
+    rows = {r["sweep"]: r for r in result["rows"]}
+    assert rows["proteins"]["val"][0] == pytest.approx(70.0)
+    assert rows["proteins-dropout05"]["val"][0] == pytest.approx(75.0)
+    # the setting is named by what it changes; budget and data root are not a setting
+    assert rows["proteins-dropout05"]["changes"] == "model.dropout=0.5"
+    assert rows["proteins"]["changes"] == "(reference)"
+    # a budget beyond one setting's runs is refused; alone, the reference scores its late peak
+    with pytest.raises(ValueError, match="longer than the shortest run"):
+        selector.select(archive, ["proteins", "proteins-dropout05"], "diffpool", epochs=4)
+    assert selector.select(archive, ["proteins"], "diffpool", epochs=4)["rows"][0]["val"][0] == (
+        pytest.approx(90.0)
+    )
+
+    out = tmp_path / "selection.md"
+    selector.main(
+        ["--dataset", "PROTEINS", "--archive", str(archive), "--out", str(out)]
+        + ["proteins", "proteins-dropout05"]
+    )
+    text = out.read_text()
+    assert "proteins-dropout05 **(selected)**" in text and "75.0 ± 0.0" in text
+    assert "99" not in text and "10.0" not in text  # no test accuracy is written
+
+
+def test_setting_selection_refuses_unlike_settings(selector, tmp_path):
+    archive = tmp_path / "archive"
+    _setting(archive, "proteins", [0.6, 0.7], test=0.5)
+    _setting(archive, "proteins-wd", [0.6, 0.7], test=0.5, folds=(0,))
+    with pytest.raises(ValueError, match="same folds"):
+        selector.select(archive, ["proteins", "proteins-wd"], "diffpool")
+    with pytest.raises(ValueError, match="no finished 'nolp' jobs"):
+        selector.select(archive, ["proteins"], "nolp")
