@@ -182,3 +182,19 @@ def test_setting_selection_refuses_unlike_settings(selector, tmp_path):
         selector.select(archive, ["proteins", "proteins-wd"], "diffpool")
     with pytest.raises(ValueError, match="no finished 'nolp' jobs"):
         selector.select(archive, ["proteins"], "nolp")
+
+
+def test_missing_cell_of_a_pooling_setting(driver):
+    per_graph = {
+        "commands": ["run.py --datasets DD --name per_graph --epochs 10 model.budget=per_graph"]
+    }
+    dropout = {
+        "commands": ["run.py --datasets DD --name d model.budget=per_graph model.dropout=0.5"]
+    }
+    assert driver.column_overrides(dropout) == ["model.budget=per_graph", "model.dropout=0.5"]
+    # the flat models have no clusters, so a budget rule leaves their run unchanged
+    assert driver.missing_cell("base", "DD (per_graph)", per_graph) == "same as DD (no pooling)"
+    assert driver.missing_cell("diffpool", "DD (per_graph)", per_graph) == "not run"
+    # dropout changes every model: a flat model's cell is missing, not the same
+    assert driver.missing_cell("sortpool", "DD (d)", dropout) == "not run"
+    assert driver.missing_cell("base", "DD", {"commands": ["run.py --datasets DD"]}) == "not run"

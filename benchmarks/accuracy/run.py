@@ -42,6 +42,18 @@ NOTES = HERE / "notes.md"
 ARCHIVE_EVERY = 60
 DEFAULT_TU = ROOT.parent / "shared" / "data" / "TU"
 MODELS = ("base", "set2set", "sortpool", "det", "nolp", "diffpool")
+#: the rows without a pooling level, which settings of the pooling alone leave unchanged
+FLAT_MODELS = ("base", "set2set", "sortpool")
+#: config entries that only the pooling models read
+POOLING_KEYS = (
+    "model.budget",
+    "model.num_clusters",
+    "model.ratio",
+    "model.num_levels",
+    "model.assignment",
+    "model.link_loss",
+    "model.entropy_loss",
+)
 DATASETS = {"ENZYMES": "enzymes", "DD": "dd", "COLLAB": "collab", "PROTEINS": "proteins"}
 
 #: test accuracy (%) published in the paper (Ying et al., 2018, Table 1)
@@ -166,6 +178,22 @@ def _cell(value, published=None) -> str:
     return text
 
 
+def column_overrides(info: dict) -> list[str]:
+    """The Hydra overrides the commands of a column gave every job (``key=value`` words)."""
+    commands = info.get("commands") or [info.get("command", "")]
+    words = [w for c in commands for w in c.split()]
+    return sorted({w for w in words if "=" in w and not w.startswith("-")})
+
+
+def missing_cell(model: str, label: str, info: dict) -> str:
+    """What a column says where it has no result for ``model``: a flat model in a column whose
+    overrides only concern the pooling would be the same run as the dataset's plain column."""
+    overrides = column_overrides(info)
+    if model in FLAT_MODELS and overrides and all(o.startswith(POOLING_KEYS) for o in overrides):
+        return f"same as {label.split(' (')[0]} (no pooling)"
+    return "not run"
+
+
 def write_table(results: dict, path: Path) -> None:
     datasets = sorted(results["datasets"], key=_column_order)
     lines = [
@@ -191,7 +219,7 @@ def write_table(results: dict, path: Path) -> None:
                 cell = results["datasets"][d]["cells"].get(model)
                 ref = PAPER[model][d.split(" ")[0]] if protocol == "paper" else None
                 if cell is None:
-                    cells.append("not run")
+                    cells.append(missing_cell(model, d, results["datasets"][d]))
                     continue
                 text = _cell(cell[protocol], ref)
                 if cell["folds"] < 10:
