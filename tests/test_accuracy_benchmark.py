@@ -198,3 +198,27 @@ def test_missing_cell_of_a_pooling_setting(driver):
     # dropout changes every model: a flat model's cell is missing, not the same
     assert driver.missing_cell("sortpool", "DD (d)", dropout) == "not run"
     assert driver.missing_cell("base", "DD", {"commands": ["run.py --datasets DD"]}) == "not run"
+
+
+def test_sweep_resumes_stopped_jobs_in_the_same_directories(driver, tmp_path):
+    import argparse
+
+    import yaml
+
+    args = argparse.Namespace(
+        models=["base", "diffpool"],
+        folds=10,
+        data_root="/d",
+        trainer="cpu",
+        epochs=5,
+        jobs=2,
+        overrides=["model.budget=per_graph"],
+    )
+    cmd = driver.sweep_command("DD", args, tmp_path / "dd")
+    assert "experiment=paper_dd_base,paper_dd_diffpool" in cmd and "resume=true" in cmd
+    assert cmd[-1] == "model.budget=per_graph" and "hydra.launcher.n_jobs=2" in cmd
+    # job directories are named by the overrides: resume=true must not rename them, or the
+    # finished (and archived) jobs would not be found and skipped
+    hydra = yaml.safe_load((driver.ROOT / "conf" / "hydra" / "default.yaml").read_text())
+    excluded = hydra["job"]["config"]["override_dirname"]["exclude_keys"]
+    assert "resume" in excluded and "data.root" in excluded and "hydra.sweep.dir" in excluded

@@ -106,13 +106,11 @@ def restore_runs(archive_dir: Path, sweep_dir: Path) -> int:
     return restored
 
 
-def sweep(dataset: str, args) -> None:
+def sweep_command(dataset: str, args, sweep_dir: Path) -> list[str]:
+    """The ``diffpool-train -m`` line of one dataset's sweep. ``resume=true``: a job that was
+    stopped mid-way (its directory holds ``checkpoints/last.ckpt`` but no ``results.json``)
+    continues from its last epoch instead of failing; finished jobs are skipped either way."""
     key = DATASETS[dataset]
-    name = sweep_name(dataset, args)
-    sweep_dir, archive_dir = Path(args.runs) / name, Path(args.archive) / name
-    restored = restore_runs(archive_dir, sweep_dir)
-    if restored:
-        print(f"{dataset}: {restored} finished jobs restored from {archive_dir}", flush=True)
     presets = ",".join(f"paper_{key}_{m}" for m in args.models)
     cmd = [
         str(Path(sys.executable).parent / "diffpool-train"),
@@ -126,10 +124,21 @@ def sweep(dataset: str, args) -> None:
         "trainer.enable_model_summary=false",
         "logger=none",
         f"hydra.sweep.dir={sweep_dir}",
+        "resume=true",
     ]
     if args.jobs > 1:
         cmd += ["launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
     cmd += args.overrides
+    return cmd
+
+
+def sweep(dataset: str, args) -> None:
+    name = sweep_name(dataset, args)
+    sweep_dir, archive_dir = Path(args.runs) / name, Path(args.archive) / name
+    restored = restore_runs(archive_dir, sweep_dir)
+    if restored:
+        print(f"{dataset}: {restored} finished jobs restored from {archive_dir}", flush=True)
+    cmd = sweep_command(dataset, args, sweep_dir)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, env=env)
