@@ -11,12 +11,17 @@ import pytest
 DRIVER = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run.py"
 
 
-@pytest.fixture(scope="module")
-def driver():
-    spec = importlib.util.spec_from_file_location("accuracy_driver", DRIVER)
+def _load(path: Path, name: str):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def driver():
+    return _load(DRIVER, "accuracy_driver")
 
 
 def _job(sweep: Path, variant: str, fold: int, curve: list[float], best: int) -> Path:
@@ -116,10 +121,7 @@ SELECT = DRIVER.parent / "select_setting.py"
 
 @pytest.fixture(scope="module")
 def selector():
-    spec = importlib.util.spec_from_file_location("accuracy_select", SELECT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(SELECT, "accuracy_select")
 
 
 def _setting(archive: Path, name: str, val: list[float], test: float, dropout=0.0, folds=(0, 1)):
