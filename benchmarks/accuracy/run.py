@@ -277,6 +277,7 @@ def goal_lines(results: dict, datasets: list[str]) -> list[str]:
             f"- {d}: paper protocol {paper_gap:+.1f} points against the paper "
             f"({'met' if paper_gap >= -2 else 'NOT met'}); fair protocol {fair_gap:+.1f} "
             f"against Errica et al. ({'met' if fair_gap > 0 else 'NOT met'})"
+            + (f"; {cell['folds']} of 10 folds so far" if cell["folds"] < 10 else "")
         )
     lines.append(
         "- more than 2 points below the published figure (paper protocol): "
