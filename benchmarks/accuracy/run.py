@@ -187,10 +187,15 @@ def _cell(value, published=None) -> str:
     return text
 
 
+def column_commands(info: dict) -> list[str]:
+    """The commands that ran a column's jobs (columns written before the list held one
+    ``command``)."""
+    return info.get("commands") or ([info["command"]] if "command" in info else [])
+
+
 def column_overrides(info: dict) -> list[str]:
     """The Hydra overrides the commands of a column gave every job (``key=value`` words)."""
-    commands = info.get("commands") or [info.get("command", "")]
-    words = [w for c in commands for w in c.split()]
+    words = [w for c in column_commands(info) for w in c.split()]
     return sorted({w for w in words if "=" in w and not w.startswith("-")})
 
 
@@ -240,7 +245,7 @@ def write_table(results: dict, path: Path) -> None:
     lines += ["", "Per column: command, epochs, training time (all models and folds, summed):", ""]
     for d in datasets:
         info = results["datasets"][d]
-        commands = info.get("commands") or [info.get("command", "?")]
+        commands = column_commands(info) or ["?"]
         lines.append(
             f"- {d}: " + " and ".join(f"`{c}`" for c in commands) + f"; {info.get('epochs', '?')} "
             f"epochs on `{info.get('trainer', '?')}`; {info['wall_time_s'] / 60:.0f} min"
@@ -402,13 +407,14 @@ def main(argv=None):
 
 
 def update_column(out: Path, label: str, cells: dict, command: str | None, ran: dict) -> None:
-    """Put one column into ``out.json`` and rewrite the table and the plot. The file is read
+    """Put one column into ``out.json`` (:func:`write_report` then writes the table and the
+    plot from it). The file is read
     here, not when the driver starts, so that drivers running other columns at the same time
     do not drop each other's; a column lists every command that contributed jobs to it."""
     path = out.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
     earlier = results["datasets"].get(label, {})
-    commands = earlier.get("commands") or ([earlier["command"]] if "command" in earlier else [])
+    commands = column_commands(earlier)
     if command is not None and command not in commands:
         commands.append(command)
     earlier.pop("command", None)

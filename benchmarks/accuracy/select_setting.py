@@ -14,14 +14,12 @@ what each setting changed against the first one (from the jobs' configs) and the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from diffpool.training.report import IGNORED_KEYS, flatten, job_files
-from diffpool.training.run import RESULTS as RESULTS_FILE
+from diffpool.training.report import IGNORED_KEYS, collect
 
 HERE = Path(__file__).resolve().parent
 ARCHIVE = HERE.parents[1] / "benchmarks" / "results" / "accuracy_runs"
@@ -31,15 +29,16 @@ NOT_A_SETTING = (*IGNORED_KEYS, "trainer.max_epochs", "logger", "callbacks")
 
 def load_setting(archive_dir: Path, model: str) -> list[dict]:
     """The finished jobs of ``model`` (the config's ``model.variant``) in one archived sweep,
-    one per fold: ``fold``, ``val_curve`` and the flat ``config``; nothing of the test fold."""
-    jobs = {}
-    for path in job_files(archive_dir, RESULTS_FILE):
-        run = json.loads(path.read_text())
-        config = flatten(run["config"])
-        if config.get("model.variant") != model:
-            continue
-        jobs[run["fold"]] = dict(fold=run["fold"], val_curve=run["val_curve"], config=config)
-    return [jobs[f] for f in sorted(jobs)]
+    grouped as :func:`diffpool.training.report.collect` groups a sweep, one per fold:
+    ``fold``, ``val_curve`` and the group's flat ``config``; nothing of the test fold."""
+    if not archive_dir.is_dir():
+        return []
+    groups = [g for g in collect(archive_dir)[0] if g.config.get("model.variant") == model]
+    if len(groups) > 1:
+        labels = "; ".join(g.label for g in groups)
+        raise ValueError(f"{archive_dir} holds several {model!r} configurations: {labels}")
+    runs = sorted(groups[0].runs, key=lambda r: r["fold"]) if groups else []
+    return [dict(fold=r["fold"], val_curve=r["val_curve"], config=groups[0].config) for r in runs]
 
 
 def changes(config: dict, reference: dict) -> str:
