@@ -408,9 +408,9 @@ def main(argv=None):
 
 def update_column(out: Path, label: str, cells: dict, command: str | None, ran: dict) -> None:
     """Put one column into ``out.json`` (:func:`write_report` then writes the table and the
-    plot from it). The file is read
-    here, not when the driver starts, so that drivers running other columns at the same time
-    do not drop each other's; a column lists every command that contributed jobs to it."""
+    plot from it). The file is read here, not when the driver starts, so that drivers running
+    other columns at the same time do not drop each other's; a column lists every command that
+    contributed jobs to it."""
     path = out.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
     earlier = results["datasets"].get(label, {})
