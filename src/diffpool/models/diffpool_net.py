@@ -83,8 +83,9 @@ class DiffPoolNet(torch.nn.Module):
 
     **Cluster budgets.** Level :math:`l` has :math:`C_l` cluster slots,
     :math:`C_1 = \lceil \mathrm{ratio} \cdot N_{\mathrm{ref}} \rceil` with the reference
-    :math:`N_{\mathrm{ref}}` = ``max_num_nodes`` (the dataset's largest graph, as in the
-    authors' code) unless ``num_clusters`` is given, and
+    :math:`N_{\mathrm{ref}}` = ``max_num_nodes`` (the dataset's largest graph; the authors'
+    code takes its node cap ``--max-nodes`` instead, 1000 by default, and drops larger graphs,
+    so :math:`C_1 = 100` at ratio 0.1 on every dataset) unless ``num_clusters`` is given, and
     :math:`C_{l+1} = \lceil \mathrm{ratio} \cdot C_l \rceil`. With ``budget="fixed"`` every
     graph uses all :math:`C_l` clusters; with ``budget="per_graph"`` graph :math:`g` uses
     :math:`\min(C_l, \lceil \mathrm{ratio} \cdot n_g \rceil)`, :math:`n_g` its number of

@@ -133,8 +133,8 @@ class TUDataModule(LightningDataModule):
 
     @property
     def max_num_nodes(self) -> int:
-        """The largest graph of the whole dataset: the paper's reference for the fixed
-        cluster count."""
+        """The largest graph of the whole dataset: the reference of the fixed cluster count
+        (``ratio`` times it), where the authors' code pads to a node cap instead."""
         dataset = self._require_setup()
         slices = dataset.slices.get("x")
         if slices is not None:
