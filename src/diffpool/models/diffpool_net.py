@@ -127,6 +127,9 @@ class DiffPoolNet(torch.nn.Module):
             (default: :obj:`False`)
         mlp_hidden_channels (int, optional): Hidden width of the classifier MLP; ``0`` for a
             linear classifier. (default: :obj:`50`)
+        coarse_adj (str, optional): What the encoder after each pooling level runs on:
+            ``"raw"`` (:math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}`, the paper) or
+            ``"normalized"`` (:func:`normalize_coarse_adj`). (default: :obj:`"raw"`)
         validate (bool, optional): Input checks in the pooling layers. (default: :obj:`True`)
     """
 
