@@ -301,11 +301,15 @@ def write_plot(results: dict, path: Path) -> None:
     import numpy as np
 
     datasets = sorted(results["datasets"], key=_column_order)
+    ncols = min(3, len(datasets))
+    nrows = -(-len(datasets) // ncols)
     fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False, sharey=True
+        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 0.5), squeeze=False, sharey=True
     )
+    for ax in axes.flat[len(datasets) :]:
+        ax.set_visible(False)
     x, width = np.arange(len(MODELS)), 0.27
-    for ax, d in zip(axes[0], datasets):
+    for ax, d in zip(axes.flat, datasets):
         cells, published = results["datasets"][d]["cells"], d.split(" ")[0]
         ax.bar(
             x - width,
@@ -333,9 +337,11 @@ def write_plot(results: dict, path: Path) -> None:
         ax.set_title(f"{d}, {epochs} epochs")
         ax.set_xticks(x, MODELS, rotation=30)
         ax.set_ylim(30, 100)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    for row in axes:
+        row[0].set_ylabel("test accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 / nrows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
