@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,8 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
         history = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
     assert {"train/loss", "val/acc", "heldout/acc", "train/link_loss_l0"} <= set(history[0])
+    elapsed = [float(r["time/elapsed_s"]) for r in history]
+    assert 0 < elapsed[0] < elapsed[1] < elapsed[2] <= stored["wall_time_s"]
     assert results["config"] == stored["config"]
 
     # the same config again: skipped, nothing rewritten
@@ -166,7 +169,17 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     with pytest.raises(RunDirectoryError, match="unfinished run: pass resume=true"):
         train(_cfg(tmp_path, "stopped", "model.dropout=0.2"))
+    with open(out / "history.csv") as handle:
+        before = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+    assert len(before) == 2 and 0 < before[0] < before[1]
+    t0 = time.time()
     resumed = train(_cfg(tmp_path, "stopped", "model.dropout=0.2", "resume=true"))
+    this_process = time.time() - t0
+    # the wall time counts the restored epochs' fitting time too, not only this process's
+    assert 0.8 * this_process <= resumed["wall_time_s"] - before[1] <= this_process + 0.01
+    with open(out / "history.csv") as handle:
+        after = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+    assert after[:2] == pytest.approx(before) and after[2] > before[1]
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert resumed["epochs"] == straight["epochs"] == 3
     assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)

@@ -233,7 +233,8 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
             "heldout_curve": heldout_curve,
         },
         "val_curve": val_curve,
-        "wall_time_s": round(time.time() - started, 2),
+        # a resumed run counts the fitting time of the epochs it restored as well
+        "wall_time_s": round(time.time() - started + history.resumed_elapsed_s, 2),
         "config": comparable_config(cfg),
     }
     if trainer.is_global_zero:
