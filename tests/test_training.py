@@ -175,11 +175,13 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     t0 = time.time()
     resumed = train(_cfg(tmp_path, "stopped", "model.dropout=0.2", "resume=true"))
     this_process = time.time() - t0
-    # the wall time counts the restored epochs' fitting time too, not only this process's
-    assert 0.8 * this_process <= resumed["wall_time_s"] - before[1] <= this_process + 0.01
     with open(out / "history.csv") as handle:
         after = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
     assert after[:2] == pytest.approx(before) and after[2] > before[1]
+    # the wall time counts the restored epochs' fitting time too, not only this process's:
+    # at least the last epoch's elapsed fitting time (restored + this process's), at most
+    # the restored time plus this whole process (no timing ratio, so no flaky bound)
+    assert after[2] - 0.01 <= resumed["wall_time_s"] <= before[1] + this_process + 0.01
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert resumed["epochs"] == straight["epochs"] == 3
     assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
