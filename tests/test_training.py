@@ -32,6 +32,12 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
+def _elapsed(run_dir: Path) -> list[float]:
+    """The ``time/elapsed_s`` column of a run directory's ``history.csv``."""
+    with open(run_dir / "history.csv") as handle:
+        return [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+
+
 def _cfg(tmp_path: Path, out: str, *overrides: str):
     """A small, quick MUTAG run writing into tmp_path/out."""
     return _compose(
@@ -169,14 +175,12 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     with pytest.raises(RunDirectoryError, match="unfinished run: pass resume=true"):
         train(_cfg(tmp_path, "stopped", "model.dropout=0.2"))
-    with open(out / "history.csv") as handle:
-        before = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+    before = _elapsed(out)
     assert len(before) == 2 and 0 < before[0] < before[1]
     t0 = time.time()
     resumed = train(_cfg(tmp_path, "stopped", "model.dropout=0.2", "resume=true"))
     this_process = time.time() - t0
-    with open(out / "history.csv") as handle:
-        after = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+    after = _elapsed(out)
     assert after[:2] == pytest.approx(before) and after[2] > before[1]
     # the wall time counts the restored epochs' fitting time too, not only this process's:
     # at least the last epoch's elapsed fitting time (restored + this process's), at most
