@@ -13,6 +13,7 @@ import ctypes
 import gc
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -80,6 +81,16 @@ def run_worker(cmd: list[str], timeout: float, threads: int = 0) -> dict:
 
 def python() -> str:
     return sys.executable
+
+
+def machine_description(device: str) -> str:
+    """The processor and core count, and the GPU's name when ``device`` is a CUDA device."""
+    text = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if str(device).startswith("cuda"):
+        import torch
+
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
 
 
 def fmt_bytes(b: float) -> str:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 import zipfile
@@ -34,6 +32,7 @@ from pathlib import Path
 
 from measure import (
     add_common_arguments,
+    machine_description,
     peak_since,
     python,
     reset_peak,
@@ -305,7 +304,7 @@ def main(argv=None):
     results = dict(
         meta=dict(
             command="python benchmarks/pooling_level.py " + " ".join(argv or sys.argv[1:]),
-            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            machine=machine_description(args.device),
             device=args.device,
             torch=torch.__version__,
             batch_size=args.batch_size,

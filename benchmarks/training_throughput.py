@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -36,6 +34,7 @@ from pathlib import Path
 from measure import (
     add_common_arguments,
     fmt_bytes,
+    machine_description,
     peak_since,
     python,
     reset_peak,
@@ -456,7 +455,7 @@ def main(argv=None):
     results = dict(
         meta=dict(
             command="python benchmarks/training_throughput.py " + " ".join(argv or sys.argv[1:]),
-            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            machine=machine_description(args.device),
             device=args.device,
             torch=torch.__version__,
             date=time.strftime("%Y-%m-%d"),
