@@ -68,6 +68,30 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
+def test_output_dir_override_keeps_every_file_of_the_run_together(tmp_path):
+    """``output_dir=...`` moves results, history and checkpoints alike (before, results and
+    history stayed in Hydra's job directory while the checkpoints moved, so resume=true
+    looked for last.ckpt in the wrong place)."""
+    out, hydra_dir = tmp_path / "out", tmp_path / "hydra"
+    args = [
+        str(BIN / "diffpool-train"),
+        "data=mutag",
+        f"data.root={tmp_path / 'TU'}",
+        "model.hidden_channels=16",
+        "trainer.max_epochs=1",
+        f"output_dir={out}",
+        f"hydra.run.dir={hydra_dir}",
+        *QUIET,
+    ]
+    _run(args, tmp_path)
+    for name in ("results.json", "history.csv", "checkpoints/last.ckpt"):
+        assert (out / name).exists(), name
+    assert not (hydra_dir / "results.json").exists()
+    # the same command again finds the finished run where it wrote it
+    again = _run(args, tmp_path)
+    assert "already holds the results of this run" in again.stdout + again.stderr
+
+
 def _has_joblib() -> bool:
     import importlib.util
 

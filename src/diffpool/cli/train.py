@@ -10,7 +10,6 @@ The configs ship inside the package (``diffpool.conf``; ``conf/`` in the reposit
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from diffpool.training.run import train
@@ -27,7 +26,9 @@ def _lookup(results: dict, dotted: str):
 
 @hydra.main(version_base="1.3", config_path="pkg://diffpool.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    # cfg.output_dir is Hydra's job directory unless the user moved it (output_dir=...): the
+    # trainer's checkpoints and logs follow cfg.output_dir, so results and history do too
+    results = train(cfg, cfg.output_dir)
     metric = cfg.get("optimized_metric")
     return _lookup(results, metric) if metric else None
 
