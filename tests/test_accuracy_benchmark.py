@@ -100,6 +100,31 @@ def test_table_states_the_goals_and_the_shortfalls(driver, tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_runs_without_validation_set_have_no_fair_cell(driver, tmp_path):
+    """Jobs run with data.val_ratio=0 have no fair result: the cell says so instead of NaN."""
+    archive = tmp_path / "archive"
+    for fold, curve in enumerate([[0.5, 0.7], [0.6, 0.8]]):
+        job = _job(archive, "diffpool", fold, curve, best=1)
+        results = json.loads((job / "results.json").read_text())
+        results["fair"] = {"best_epoch": -1, "val_acc": None, "test_acc": None}
+        (job / "results.json").write_text(json.dumps(results))
+    cell = driver.collect(archive)["diffpool"]
+    assert cell["fair"] is None and cell["paper"] == pytest.approx([75.0, 5.0])
+    results = {
+        "machine": "test",
+        "datasets": {
+            "ENZYMES (split)": dict(
+                cells={"diffpool": cell}, wall_time_s=120.0, command="c", epochs=2
+            )
+        },
+    }
+    driver.write_table(results, tmp_path / "accuracy.md")
+    table = (tmp_path / "accuracy.md").read_text()
+    assert "| | ours, fair | — [2 folds] |" in table
+    assert "no fair protocol (no validation set)" in table
+    driver.write_plot(results, tmp_path / "accuracy.png")
+
+
 def test_columns_written_by_two_drivers_are_both_kept(driver, tmp_path):
     out = tmp_path / "accuracy"
     cell = dict(folds=10, epochs=5, fair=[60.0, 1.0], paper=[61.0, 1.0], wall_time_s=60.0)

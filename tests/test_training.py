@@ -110,6 +110,23 @@ def test_paper_presets_compose(preset):
     assert cfg.trainer.max_epochs == 1000 and cfg.model.ratio == 0.1
 
 
+def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
+    """data.val_ratio=0 (the authors' split): the test fold is logged as heldout every epoch,
+    nothing is selected on validation, and a callback that watches val/* is a clear error."""
+    cfg = _cfg(tmp_path, "paper_split", "data.val_ratio=0", "callbacks=no_validation")
+    stored = train(cfg)
+    assert stored["status"] == "finished" and stored["epochs"] == 3
+    assert stored["fair"]["test_acc"] is None and stored["fair"]["val_acc"] is None
+    curve = stored["paper"]["heldout_curve"]
+    assert len(curve) == 3 and all(0.0 <= a <= 1.0 for a in curve)
+    with open(tmp_path / "paper_split" / "history.csv") as handle:
+        columns = set(next(csv.DictReader(handle)))
+    assert "heldout/acc" in columns and not any(c.startswith("val/") for c in columns)
+    assert (tmp_path / "paper_split" / "checkpoints" / "last.ckpt").exists()
+    with pytest.raises(ValueError, match=r"no validation set, but ModelCheckpoint\(monitor="):
+        train(_cfg(tmp_path, "watching", "data.val_ratio=0"))
+
+
 def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     cfg = _cfg(tmp_path, "run")
     results = train(cfg)

@@ -121,6 +121,26 @@ def test_fold_split_is_disjoint_and_covers():
         fold_split(labels, 10)
 
 
+def test_val_ratio_zero_trains_on_every_other_fold(tmp_path):
+    """The authors' split: no validation set, the 9 other folds train; the data module then
+    offers the test fold alone for validation, named by ``val_stages``."""
+    labels = torch.tensor([0, 1] * 60)
+    split = fold_split(labels, 3, 10, seed=0, val_ratio=0.0)
+    with_val = fold_split(labels, 3, 10, seed=0, val_ratio=0.1)
+    assert split.val.numel() == 0 and torch.equal(split.test, with_val.test)
+    assert torch.equal(split.train, torch.cat([with_val.train, with_val.val]).sort().values)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\), got 1.0"):
+        fold_split(labels, 0, 10, val_ratio=1.0)
+    dm = TUDataModule("MUTAG", root=tmp_path, val_ratio=0.0, batch_size=50)
+    dm.setup()
+    assert dm.val_stages == ("heldout",)
+    (loader,) = dm.val_dataloader()
+    assert sorted(i for b in loader for i in b.graph_id.tolist()) == dm.split.test.tolist()
+    assert TUDataModule("MUTAG", root=tmp_path).val_stages == ("val", "heldout")
+    with pytest.raises(ValueError, match="val_ratio must be in"):
+        TUDataModule("MUTAG", root=tmp_path, val_ratio=-0.1)
+
+
 @pytest.mark.parametrize("num_graphs", [1, 7, 40, 41, 99])
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("batch_size", [1, 4, 20])

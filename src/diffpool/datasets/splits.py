@@ -37,9 +37,12 @@ def stratified_holdout(
     indices: Tensor, labels: Tensor, ratio: float, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
     """Split ``indices`` into (rest, held out) with about ``ratio`` of every class held out
-    (at least one graph of every class that has two or more)."""
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"the validation ratio must be in (0, 1), got {ratio}")
+    (at least one graph of every class that has two or more). ``ratio=0`` holds out none."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"the validation ratio must be in [0, 1), got {ratio}")
+    indices = torch.as_tensor(indices)
+    if ratio == 0.0:
+        return indices.sort().values, indices.new_empty(0)
     labels = torch.as_tensor(labels).view(-1)
     gen = torch.Generator().manual_seed(seed)
     keep, held = [], []
@@ -66,7 +69,8 @@ class FoldSplit:
 def fold_split(
     labels: Tensor, fold: int, num_folds: int = 10, seed: int = 0, val_ratio: float = 0.1
 ) -> FoldSplit:
-    """The ``fold``-th split of stratified ``num_folds``-fold cross-validation."""
+    """The ``fold``-th split of stratified ``num_folds``-fold cross-validation (``val_ratio=0``:
+    no validation set, every other fold trains)."""
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
     folds = stratified_folds(labels, num_folds, seed)

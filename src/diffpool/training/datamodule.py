@@ -25,6 +25,9 @@ class TUDataModule(LightningDataModule):
     :meth:`val_dataloader` returns two loaders, the validation set and the test fold: the
     test fold's accuracy after every epoch is the curve the authors' protocol (``paper``)
     selects its epoch on; the ``fair`` protocol selects on the validation set only.
+    ``val_ratio=0`` is the authors' own split: no validation set, every other fold trains
+    (90% of the graphs with 10 folds), and :meth:`val_dataloader` returns the test fold
+    alone. Such runs have a ``paper`` result only; :attr:`val_stages` names the loaders.
 
     Every graph carries ``graph_id``, its index in the dataset (``batch.graph_id`` in a
     batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every
@@ -39,8 +42,8 @@ class TUDataModule(LightningDataModule):
         num_folds (int, optional): (default: :obj:`10`)
         seed (int, optional): Seed of the splits and of the training order.
             (default: :obj:`0`)
-        val_ratio (float, optional): Share of the training folds held out for validation.
-            (default: :obj:`0.1`)
+        val_ratio (float, optional): Share of the training folds held out for validation;
+            ``0`` holds out none (the paper protocol only). (default: :obj:`0.1`)
         batch_size (int, optional): Graphs per step and device. (default: :obj:`20`)
         num_workers (int, optional): Loader worker processes. (default: :obj:`0`)
         node_features (str, optional): ``"labels"``, ``"attributes"`` or ``"both"``.
@@ -70,6 +73,8 @@ class TUDataModule(LightningDataModule):
         super().__init__()
         if not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
+        if not 0.0 <= val_ratio < 1.0:
+            raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.save_hyperparameters(logger=False)
@@ -170,8 +175,16 @@ class TUDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.split.train, shuffle=True)
 
+    @property
+    def val_stages(self) -> tuple[str, ...]:
+        """What each loader of :meth:`val_dataloader` is, in order: ``"val"`` (the validation
+        set, absent with ``val_ratio=0``) and ``"heldout"`` (the test fold)."""
+        return ("val", "heldout") if self.val_ratio > 0 else ("heldout",)
+
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.split.val, False), self._loader(self.split.test, False)]
+        self._require_setup()
+        sets = {"val": self.split.val, "heldout": self.split.test}
+        return [self._loader(sets[stage], False) for stage in self.val_stages]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.split.test, shuffle=False)

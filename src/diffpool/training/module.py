@@ -174,8 +174,15 @@ class GraphClassifier(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
+    def _val_stages(self) -> tuple[str, ...]:
+        """The stage of each validation loader: the data module's ``val_stages`` where it
+        says (a :class:`TUDataModule` with ``val_ratio=0`` has the test fold alone), else
+        the validation set and the test fold."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        return tuple(getattr(datamodule, "val_stages", VAL_STAGES))
+
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._step(batch, VAL_STAGES[dataloader_idx])
+        self._step(batch, self._val_stages()[dataloader_idx])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")

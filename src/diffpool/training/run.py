@@ -127,6 +127,26 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
+    """Without a validation set (``data.val_ratio=0``) nothing may select or stop on
+    ``val/*``: name what does, and how to run without it."""
+    watching = [
+        f"{type(c).__name__}(monitor={c.monitor!r})"
+        for c in callbacks
+        if str(getattr(c, "monitor", None) or "").startswith("val/")
+    ]
+    module = cfg.get("module") or {}
+    if module.get("scheduler") and str(module.get("scheduler_monitor", "")).startswith("val/"):
+        watching.append(f"module.scheduler_monitor={module.scheduler_monitor!r}")
+    if watching:
+        raise ValueError(
+            "data.val_ratio=0 leaves no validation set, but "
+            + ", ".join(watching)
+            + " watches one: run with callbacks=no_validation (only the last checkpoint) "
+            "and no scheduler that monitors val/*"
+        )
+
+
 def build(cfg: DictConfig, out: Path):
     """Instantiate the data module, the LightningModule and the trainer of a config."""
     datamodule = instantiate(cfg.data)
@@ -143,6 +163,8 @@ def build(cfg: DictConfig, out: Path):
     datamodule.set_transform(module.data_transform())
     history = EpochHistory(out / HISTORY)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if "val" not in getattr(datamodule, "val_stages", ("val",)):
+        _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
         cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False
@@ -207,10 +229,16 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+    validated = "val" in getattr(datamodule, "val_stages", ("val",))
+    # without a validation set (val_ratio=0) there is no fair protocol: nothing to test
+    tested = (
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        if validated
+        else []
+    )
     history.load_state_dict(history_after_fit.state_dict())
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
-    best = _best_epoch(val_curve)
+    best = _best_epoch(val_curve) if validated else -1
     results = {
         "status": "finished",
         "dataset": datamodule.name,
@@ -219,7 +247,11 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
         "model": cfg.model.get("variant"),
         "epochs": len(history.epochs),
         "fair": {
-            "protocol": "fair: the epoch with the best validation accuracy, tested on the fold",
+            "protocol": (
+                "fair: the epoch with the best validation accuracy, tested on the fold"
+                if validated
+                else "fair: not available, the run has no validation set (val_ratio=0)"
+            ),
             "best_epoch": best,
             "val_acc": val_curve[best] if best >= 0 else None,
             "test_acc": tested[0]["test/acc"] if tested else None,
