@@ -127,6 +127,11 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def _has_validation(datamodule) -> bool:
+    """Whether the data module has a validation set (not so with ``data.val_ratio=0``)."""
+    return "val" in getattr(datamodule, "val_stages", ("val",))
+
+
 def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
     """Without a validation set (``data.val_ratio=0``) nothing may select or stop on
     ``val/*``: name what does, and how to run without it."""
@@ -163,7 +168,7 @@ def build(cfg: DictConfig, out: Path):
     datamodule.set_transform(module.data_transform())
     history = EpochHistory(out / HISTORY)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    if "val" not in getattr(datamodule, "val_stages", ("val",)):
+    if not _has_validation(datamodule):
         _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
@@ -229,7 +234,7 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    validated = "val" in getattr(datamodule, "val_stages", ("val",))
+    validated = _has_validation(datamodule)
     # without a validation set (val_ratio=0) there is no fair protocol: nothing to test
     tested = (
         trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
@@ -238,7 +243,7 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
     )
     history.load_state_dict(history_after_fit.state_dict())
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
-    best = _best_epoch(val_curve) if validated else -1
+    best = _best_epoch(val_curve)  # -1 without a validation set: its curve is all NaN
     results = {
         "status": "finished",
         "dataset": datamodule.name,
