@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -210,6 +211,33 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
         straight["paper"]["heldout_curve"], abs=1e-6
     )
     assert resumed["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+
+
+def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwarn):
+    """Checkpoints store absolute paths: a run directory moved (or copied to another machine)
+    before resuming must still know its best epoch so far, and keep a single best file."""
+    train(_cfg(tmp_path, "straight"))
+    interrupt = [
+        "+callbacks.interrupt._target_=helpers.InterruptAtEpoch",
+        "+callbacks.interrupt.epoch=2",
+    ]
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            train(_cfg(tmp_path, "stopped", *interrupt))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    shutil.move(tmp_path / "stopped", tmp_path / "moved")
+    resumed = train(_cfg(tmp_path, "moved", "resume=true"))
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
+    assert resumed["fair"]["best_epoch"] == straight["fair"]["best_epoch"]
+    assert resumed["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+    checkpoints = tmp_path / "moved" / "checkpoints"
+    assert Path(resumed["fair"]["checkpoint"]).parent == checkpoints
+    # save_top_k=1: the best file of the epochs before the move was replaced or kept, once
+    assert len(list(checkpoints.glob("best-*.ckpt"))) == 1
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):

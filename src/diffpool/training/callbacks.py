@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 #: the logged metrics that :class:`EpochHistory` keeps
 HISTORY_PREFIXES = ("train/", "val/", "heldout/")
@@ -69,3 +70,46 @@ class EpochHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
+
+
+class RelocateCheckpoints(Callback):
+    """Lets a run directory be moved or copied (to another disk or machine, or to continue a
+    finished run for more epochs elsewhere) and still be resumed exactly.
+
+    A checkpoint stores its :class:`~lightning.pytorch.callbacks.ModelCheckpoint` states with
+    absolute paths. Where the checkpoint directory has changed since, Lightning keeps only
+    ``best_model_path``, still pointing at the old place, and forgets the best score: the
+    first epoch after resuming would then count as the best, and the fair protocol would test
+    the wrong epoch. Before the callbacks' states are loaded, this one rewrites the paths under
+    the old directory to the same files under the new one, so that every state is restored.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.callbacks:
+            if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
+                continue
+            state = states.get(callback.state_key)
+            old = state.get("dirpath") if state else None
+            if old is None or old == callback.dirpath:
+                continue
+            states[callback.state_key] = _relocated(state, str(old), str(callback.dirpath))
+
+
+def _relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A ModelCheckpoint state with the paths under ``old`` moved under ``new``."""
+
+    def move(path: Any) -> Any:
+        if not isinstance(path, str) or not path or not Path(path).is_relative_to(old):
+            return path
+        return str(Path(new) / Path(path).relative_to(old))
+
+    moved = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in moved:
+            moved[key] = move(moved[key])
+    if isinstance(moved.get("best_k_models"), dict):
+        moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items()}
+    return moved

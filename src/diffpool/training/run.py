@@ -29,7 +29,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from diffpool.training.callbacks import EpochHistory
+from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ def build(cfg: DictConfig, out: Path):
         _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
-        cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False
+        cfg.trainer,
+        callbacks=[*callbacks, history, RelocateCheckpoints()],
+        logger=loggers or False,
     )
     return datamodule, module, trainer, history
 
