@@ -249,3 +249,43 @@ def test_sweep_resumes_stopped_jobs_in_the_same_directories(driver, tmp_path):
     hydra = yaml.safe_load((driver.ROOT / "conf" / "hydra" / "default.yaml").read_text())
     excluded = hydra["job"]["config"]["override_dirname"]["exclude_keys"]
     assert "resume" in excluded and "data.root" in excluded and "hydra.sweep.dir" in excluded
+
+
+def test_a_longer_sweep_continues_the_jobs_of_a_shorter_one(driver, tmp_path):
+    """--continue-from: each job's checkpoints and history go to the job of the same overrides
+    with the longer budget; nothing is overwritten, and the shorter sweep stays as it was."""
+    short, longer = tmp_path / "dd-x", tmp_path / "dd-x_20ep"
+
+    def job(sweep: Path, fold: int, epochs: int, scheduler="null") -> Path:
+        path = sweep / f"data.fold={fold},experiment=paper_dd_diffpool,trainer.max_epochs={epochs}"
+        (path / "checkpoints").mkdir(parents=True)
+        (path / "checkpoints" / "last.ckpt").write_bytes(b"epoch %d" % epochs)
+        (path / "history.csv").write_text("epoch\n0\n")
+        (path / "results.json").write_text("{}")
+        (path / ".hydra").mkdir()
+        (path / ".hydra" / "config.yaml").write_text(f"module:\n  scheduler: {scheduler}\n")
+        return path
+
+    job(short, 0, 10)
+    job(short, 1, 10)
+    job(short, 2, 30)  # longer than asked: cannot be continued to fewer epochs
+    done = job(longer, 1, 20)  # already has its own checkpoints: left alone
+    assert driver.continue_runs(short, longer, 20) == 1
+    seeded = longer / "data.fold=0,experiment=paper_dd_diffpool,trainer.max_epochs=20"
+    assert (seeded / "checkpoints" / "last.ckpt").read_bytes() == b"epoch 10"
+    assert (seeded / "history.csv").exists() and not (seeded / "results.json").exists()
+    assert (done / "checkpoints" / "last.ckpt").read_bytes() == b"epoch 20"
+    assert not any(p.name.endswith("max_epochs=30") for p in longer.iterdir())
+    assert (short / "data.fold=0,experiment=paper_dd_diffpool,trainer.max_epochs=10").is_dir()
+    assert driver.continue_runs(short, longer, 20) == 0  # seeded once only
+    # the epochs item is matched whole: trainer.max_epochs_x=... is another key
+    assert driver.EPOCHS_ITEM.search("a=1,trainer.max_epochs=10").group(1) == "10"
+    assert driver.EPOCHS_ITEM.search("xtrainer.max_epochs=10") is None
+
+    job(short, 3, 10)
+    job(short, 4, 10, scheduler="{_target_: torch.optim.lr_scheduler.StepLR}")
+    with pytest.raises(SystemExit, match="learning-rate scheduler"):
+        driver.continue_runs(short, longer, 20)
+    assert not any("data.fold=3" in p.name for p in longer.iterdir())  # all or nothing
+    with pytest.raises(SystemExit, match="does not exist"):
+        driver.continue_runs(tmp_path / "missing", longer, 20)

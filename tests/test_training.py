@@ -240,6 +240,30 @@ def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwar
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
 
 
+def test_a_finished_run_continues_elsewhere_to_more_epochs_as_if_run_straight(tmp_path):
+    """What ``benchmarks/accuracy/run.py --continue-from`` relies on: the checkpoints and
+    history of a finished 2-epoch run, copied into a new directory, continue to 3 epochs and
+    end as a 3-epoch run from the start (both protocols, history and clock)."""
+    straight = train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
+    short = train(_cfg(tmp_path, "short", "model.dropout=0.2", "trainer.max_epochs=2"))
+    longer = tmp_path / "longer"
+    shutil.copytree(tmp_path / "short" / "checkpoints", longer / "checkpoints")
+    shutil.copyfile(tmp_path / "short" / "history.csv", longer / "history.csv")
+    continued = train(_cfg(tmp_path, "longer", "model.dropout=0.2", "resume=true"))
+    assert continued["config"] == straight["config"] and continued["epochs"] == 3
+    assert continued["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
+    assert continued["paper"]["heldout_curve"] == pytest.approx(
+        straight["paper"]["heldout_curve"], abs=1e-6
+    )
+    assert continued["fair"]["best_epoch"] == straight["fair"]["best_epoch"]
+    assert continued["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+    assert Path(continued["fair"]["checkpoint"]).parent == longer / "checkpoints"
+    assert _elapsed(longer)[:2] == pytest.approx(_elapsed(tmp_path / "short"))
+    assert continued["wall_time_s"] >= short["wall_time_s"]
+    # the shorter run is left as it was
+    assert json.loads((tmp_path / "short" / "results.json").read_text())["epochs"] == 2
+
+
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     poison = ["+callbacks.poison._target_=helpers.PoisonAtEpoch", "+callbacks.poison.epoch=1"]
     with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1"):

@@ -15,6 +15,10 @@ have not finished anywhere.
     python benchmarks/accuracy/run.py --epochs 100 --jobs 2            # the CPU budget
     python benchmarks/accuracy/run.py --epochs 1000 --trainer gpu      # the paper's budget
     python benchmarks/accuracy/run.py --report-only                    # table from the runs
+
+A longer budget of a finished sweep need not start again: ``--continue-from NAME`` copies the
+checkpoints of the sweep named ``NAME`` (same overrides, fewer epochs) into the new sweep's
+jobs, which continue from their last epoch and end as if run from the start.
 """
 
 from __future__ import annotations
@@ -24,13 +28,18 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from diffpool.training.report import job_files
+from diffpool.training.run import CHECKPOINTS
 from diffpool.training.run import FAILED as FAILED_FILE
+from diffpool.training.run import HISTORY as HISTORY_FILE
 from diffpool.training.run import RESULTS as RESULTS_FILE
 
 HERE = Path(__file__).resolve().parent
@@ -70,8 +79,11 @@ PAPER = {
 ERRICA = {"ENZYMES": (59.5, 5.6), "DD": (75.0, 3.5), "COLLAB": (68.9, 2.0), "PROTEINS": (73.7, 3.5)}
 
 
-def sweep_name(dataset: str, args) -> str:
-    return DATASETS[dataset] + (f"-{args.name}" if args.name else "")
+def sweep_name(dataset: str, args, name: str | None = None) -> str:
+    """The sweep directory of a dataset: its key, then ``-<name>`` for a named setting
+    (``--name``, or ``name`` where given)."""
+    name = args.name if name is None else name
+    return DATASETS[dataset] + (f"-{name}" if name else "")
 
 
 def archive_runs(sweep_dir: Path, archive_dir: Path) -> int:
@@ -107,6 +119,46 @@ def restore_runs(archive_dir: Path, sweep_dir: Path) -> int:
     return restored
 
 
+#: the epoch budget in a job directory's name (Hydra's override_dirname, items joined by ",")
+EPOCHS_ITEM = re.compile(r"(?:^|(?<=,))trainer\.max_epochs=(\d+)(?=,|$)")
+
+
+def continue_runs(source_dir: Path, sweep_dir: Path, epochs: int) -> int:
+    """Seed the jobs of a sweep of ``epochs`` epochs with the checkpoints of the same jobs
+    (the same overrides but for ``trainer.max_epochs``) of a shorter sweep, so that they
+    continue from its last epoch (``resume=true``) instead of starting again.
+
+    The runs are seeded per epoch, so a continued job ends exactly as a job run for
+    ``epochs`` from the start, its history and clock included. Only ``checkpoints/`` and
+    ``history.csv`` are copied; the shorter sweep is left as it was. Jobs that already have
+    checkpoints or results here are left alone, and a job whose config has a learning-rate
+    scheduler is refused (a schedule may depend on ``trainer.max_epochs``). Returns how many
+    jobs were seeded."""
+    if not source_dir.is_dir():
+        raise SystemExit(f"--continue-from: {source_dir} does not exist")
+    plans = []
+    for last in sorted(source_dir.glob(f"*/{CHECKPOINTS}/last.ckpt")):
+        job = last.parents[1]
+        found = EPOCHS_ITEM.search(job.name)
+        if found is None or int(found.group(1)) >= epochs:
+            continue
+        target = sweep_dir / (job.name[: found.start(1)] + str(epochs) + job.name[found.end(1) :])
+        if (target / CHECKPOINTS).exists() or (target / RESULTS_FILE).exists():
+            continue
+        config = job / ".hydra" / "config.yaml"
+        if config.exists() and (OmegaConf.load(config).get("module") or {}).get("scheduler"):
+            raise SystemExit(
+                f"--continue-from: {job.name} has a learning-rate scheduler, which may depend "
+                "on trainer.max_epochs; run this sweep from the start instead"
+            )
+        plans.append((job, target))
+    for job, target in plans:  # nothing is copied unless every job can be continued
+        shutil.copytree(job / CHECKPOINTS, target / CHECKPOINTS)
+        if (job / HISTORY_FILE).exists():
+            shutil.copyfile(job / HISTORY_FILE, target / HISTORY_FILE)
+    return len(plans)
+
+
 def sweep_command(dataset: str, args, sweep_dir: Path) -> list[str]:
     """The ``diffpool-train -m`` line of one dataset's sweep. ``resume=true``: a job that was
     stopped mid-way (its directory holds ``checkpoints/last.ckpt`` but no ``results.json``)
@@ -139,6 +191,10 @@ def sweep(dataset: str, args) -> None:
     restored = restore_runs(archive_dir, sweep_dir)
     if restored:
         print(f"{dataset}: {restored} finished jobs restored from {archive_dir}", flush=True)
+    if args.continue_from is not None:
+        source = Path(args.runs) / sweep_name(dataset, args, args.continue_from)
+        seeded = continue_runs(source, sweep_dir, args.epochs)
+        print(f"{dataset}: {seeded} jobs continue from the checkpoints of {source}", flush=True)
     cmd = sweep_command(dataset, args, sweep_dir)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     print("$ " + " ".join(cmd), flush=True)
@@ -390,6 +446,13 @@ def main(argv=None):
         default="",
         help="a second setting of a dataset, e.g. --name per_graph model.budget=per_graph: "
         "its own sweep directory and its own column",
+    )
+    p.add_argument(
+        "--continue-from",
+        default=None,
+        metavar="NAME",
+        help="continue the jobs of the sweep named NAME ('' for the unnamed one), run for "
+        "fewer --epochs with the same overrides, from their last checkpoints in --runs",
     )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = p.parse_args(argv)
