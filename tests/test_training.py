@@ -176,8 +176,8 @@ def test_checkpoint_reloads_the_model_alone(tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
 
 
-def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
-    train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
+def _interrupted_at_epoch_2(tmp_path: Path, out: str, *overrides: str) -> None:
+    """A 3-epoch run into tmp_path/out, stopped by Ctrl-C at the start of its third epoch."""
     interrupt = [
         "+callbacks.interrupt._target_=helpers.InterruptAtEpoch",
         "+callbacks.interrupt.epoch=2",
@@ -185,9 +185,14 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
-            train(_cfg(tmp_path, "stopped", "model.dropout=0.2", *interrupt))
+            train(_cfg(tmp_path, out, *overrides, *interrupt))
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
+    train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
+    _interrupted_at_epoch_2(tmp_path, "stopped", "model.dropout=0.2")
     out = tmp_path / "stopped"
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "results.json").exists()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
@@ -217,16 +222,7 @@ def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwar
     """Checkpoints store absolute paths: a run directory moved (or copied to another machine)
     before resuming must still know its best epoch so far, and keep a single best file."""
     train(_cfg(tmp_path, "straight"))
-    interrupt = [
-        "+callbacks.interrupt._target_=helpers.InterruptAtEpoch",
-        "+callbacks.interrupt.epoch=2",
-    ]
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit):
-            train(_cfg(tmp_path, "stopped", *interrupt))
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    _interrupted_at_epoch_2(tmp_path, "stopped")
     shutil.move(tmp_path / "stopped", tmp_path / "moved")
     resumed = train(_cfg(tmp_path, "moved", "resume=true"))
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
