@@ -322,6 +322,62 @@ def test_no_n_by_n_tensor(monkeypatch):
         assert mode.largest < n_by_n // 4, (link_loss, mode.largest)
 
 
+class _WholeGNN(torch.nn.Module):
+    """The same pooling GNN behind another type, so that DiffPoolConv computes all of its
+    outputs for every node (the path of any user-given pooling GNN)."""
+
+    def __init__(self, gnn):
+        super().__init__()
+        self.gnn = gnn
+
+    def forward(self, x, edge_index, edge_weight=None):
+        return self.gnn(x, edge_index, edge_weight)
+
+
+@pytest.mark.parametrize("encoder", ["sage", "gcn"])
+def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch):
+    """With per-graph budgets, a pooling GNN ending in a linear map gets only the first C_g
+    rows of it for each size bucket: the same outputs, losses and gradients as computing all
+    C logits for every node."""
+    from diffpool.functional import packing
+
+    # small graphs would share one bucket (one wide map): keep every size group apart
+    buckets = packing.bucket_graphs
+    monkeypatch.setattr(packing, "bucket_graphs", lambda *a: buckets(*a, overhead=0))
+    batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=5, seed=3)
+    weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
+    layer = DiffPoolConv.from_encoder(
+        encoder, 5, 8, 16, num_layers=2, concat=True, ratio=0.25, entropy_loss=True
+    ).double()
+    whole = DiffPoolConv(layer.embed, _WholeGNN(layer.pool), 16, ratio=0.25).double()
+    widths = []
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "linear",
+        lambda x, w, b=None: widths.append(w.size(0)) or linear(x, w, b),
+    )
+    x = batch.x.double()
+    calls = []
+    layer.pool.lin.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    outputs = []
+    for conv in (layer, whole):
+        conv.zero_grad()
+        out = conv(x, batch.edge_index, batch.batch, edge_weight=weight)
+        loss = out.aux_loss + out.x.pow(2).sum() + out.adj.sum()
+        loss.backward()
+        outputs.append((out, [p.grad.clone() for p in layer.parameters()]))
+    (narrow, narrow_grads), (full, full_grads) = outputs
+    for name in ("x", "adj", "s", "link_loss", "entropy_loss", "aux_loss"):
+        torch.testing.assert_close(getattr(narrow, name), getattr(full, name))
+    for left, right in zip(narrow_grads, full_grads):
+        torch.testing.assert_close(left, right)
+    # the whole [N, C] map ran once, for the reference only; the buckets {60, 40}, {25, 17},
+    # {9}, {3} and {1} used 15, 7, 3, 1 and 1 of its rows (the budgets of their largest graphs)
+    assert calls == [torch.Size([batch.num_nodes, 16])]
+    assert {15, 7, 3, 1} <= set(widths)
+
+
 def test_torch_compile_matches_eager():
     batch = random_batch([5, 8, 3], seed=13)
     layer = sage_layer(4, 3, ratio=0.5)

@@ -74,6 +74,7 @@ class SizeBuckets:
     ):
         self.num_graphs = len(counts)
         self.num_nodes = int(sum(counts))
+        self.counts, self.device = counts, ptr.device
         self.buckets = bucket_graphs(counts, max_waste, row_cost)
         self.heads = [counts[graphs[0]] for graphs in self.buckets]
         self.index = []
@@ -89,6 +90,22 @@ class SizeBuckets:
         self.inverse[torch.tensor(order, device=ptr.device)] = torch.arange(
             len(order), device=ptr.device
         )
+
+    def rows(self) -> tuple[list[Tensor], Tensor]:
+        """The flat indices of the nodes of every bucket's graphs (no padding), and the
+        permutation that takes the concatenation of per-bucket rows back to node order.
+
+        Built on the host from ``counts``: no device synchronisation."""
+        starts = [0]
+        for n in self.counts[:-1]:
+            starts.append(starts[-1] + n)
+        rows = [
+            torch.cat([torch.arange(starts[g], starts[g] + self.counts[g]) for g in graphs])
+            for graphs in self.buckets
+        ]
+        inverse = torch.empty(self.num_nodes, dtype=torch.long)
+        inverse[torch.cat(rows)] = torch.arange(self.num_nodes)
+        return [r.to(self.device) for r in rows], inverse.to(self.device)
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""

@@ -150,9 +150,12 @@ class DiffPoolBase(torch.nn.Module):
             )
 
     def _check_logits(self, logits: Tensor) -> None:
-        if logits.size(-1) != self.num_clusters:
+        self._check_pool_channels(logits.size(-1))
+
+    def _check_pool_channels(self, channels: int) -> None:
+        if channels != self.num_clusters:
             raise ValueError(
-                f"the pooling GNN returns {logits.size(-1)} channels per node but num_clusters="
+                f"the pooling GNN returns {channels} channels per node but num_clusters="
                 f"{self.num_clusters}: its output size must equal the number of clusters"
             )
 

@@ -142,6 +142,41 @@ class DiffPoolConv(DiffPoolBase):
             return gnn(x, edge_index, edge_weight=edge_weight)
         return gnn(x, edge_index)
 
+    def _pool_logits(
+        self,
+        x: Tensor,
+        edge_index,
+        edge_weight: Tensor | None,
+        num_slots: int,
+        groups: SizeBuckets,
+        widths: list[int] | None,
+    ) -> Tensor:
+        """``[N, num_slots]`` pooling logits.
+
+        With per-graph budgets (``widths``) and a pooling GNN that ends in a linear map (a
+        :class:`~diffpool.nn.GNNEncoder` with ``lin=True``, as :meth:`from_encoder` builds with
+        ``concat=True``), each bucket of graphs gets only the first ``widths[k]`` outputs of
+        that map, and the other slots are zero: the softmax masks them out anyway. With
+        :math:`C` in the hundreds, as on D&D, the full map is most of the pooling GNN's work.
+        """
+        head = self.pool.lin if isinstance(self.pool, GNNEncoder) else None
+        if widths is None or head is None:
+            logits = self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight)
+            self._check_logits(logits)
+            return logits[:, :num_slots]
+        self._check_pool_channels(head.out_features)
+        weighted = edge_weight is not None and self._pool_weighted
+        kwargs = {"edge_weight": edge_weight} if weighted else {}
+        features = self.pool(x, edge_index, project=False, **kwargs)
+        rows, inverse = groups.rows()
+        parts = []
+        for index, w in zip(rows, widths):
+            bias = None if head.bias is None else head.bias[:w]
+            rows_of_bucket = features.index_select(0, index)
+            part = torch.nn.functional.linear(rows_of_bucket, head.weight[:w], bias)
+            parts.append(torch.nn.functional.pad(part, (0, num_slots - w)))
+        return torch.cat(parts).index_select(0, inverse)
+
     def forward(
         self,
         x: Tensor,
@@ -200,30 +235,12 @@ class DiffPoolConv(DiffPoolBase):
         self._check_pool(assignment)
         num_slots = self._num_slots(max_num_nodes)
         z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
-        if assignment is None:
-            logits = self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight)
-            self._check_logits(logits)
-            cluster_mask = self._cluster_mask(counts, num_slots)
-            slot_mask = None if cluster_mask is None else cluster_mask[batch]
-            s_flat, entropy = masked_assignment(logits[:, :num_slots], slot_mask)
-        else:
-            if validating:
-                check_assignment(assignment, (num_nodes,), num_slots)
-            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-            s_flat, entropy = self._fixed_assignment(assignment, num_slots, dtype)
-            cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
-            cluster_mask[batch, assignment.long()] = True
-
-        adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            adj_times_s = adj.matmul(s_flat)
         widths = None
         if torch.compiler.is_compiling():
             groups = PaddedBatch(batch, batch_size, max_num_nodes)
         else:
             # Products per group of similar-sized graphs: far less padding than [B, N_max].
             ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-            host_counts = counts.tolist()
 
             def width(n: int) -> int:
                 return (
@@ -235,10 +252,26 @@ class DiffPoolConv(DiffPoolBase):
             def row_cost(n: int) -> int:  # multiply-adds per padded row: S^T [Z | AS], S^T S
                 return width(n) * (z.size(-1) + 2 * width(n))
 
-            groups = SizeBuckets(ptr, host_counts, row_cost=row_cost)
+            groups = SizeBuckets(ptr, counts.tolist(), row_cost=row_cost)
             if self.ratio is not None:
                 # A bucket's graphs use at most the budget of its largest graph.
                 widths = [width(n) for n in groups.heads]
+        if assignment is None:
+            logits = self._pool_logits(x, edge_index, edge_weight, num_slots, groups, widths)
+            cluster_mask = self._cluster_mask(counts, num_slots)
+            slot_mask = None if cluster_mask is None else cluster_mask[batch]
+            s_flat, entropy = masked_assignment(logits, slot_mask)
+        else:
+            if validating:
+                check_assignment(assignment, (num_nodes,), num_slots)
+            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+            s_flat, entropy = self._fixed_assignment(assignment, num_slots, dtype)
+            cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
+            cluster_mask[batch, assignment.long()] = True
+
+        adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            adj_times_s = adj.matmul(s_flat)
         s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
         s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
 
