@@ -82,7 +82,10 @@ class DiffPoolConv(DiffPoolBase):
     slots are exactly zero in ``s``, ``x`` and ``adj``, and the output has
     :math:`\min(C, \lceil \mathrm{ratio} \cdot N_{\max} \rceil)` slots instead of :math:`C`.
     This is what makes large graphs cheap: the :math:`C^2` terms then scale with the batch's
-    graphs, not with the dataset's largest graph.
+    graphs, not with the dataset's largest graph. Where ``pool`` is a
+    :class:`~diffpool.nn.GNNEncoder` ending in a linear map (``lin=True``, as
+    :meth:`from_encoder` builds it with ``concat=True``), that map computes only the first
+    :math:`C_g` logits of each group of similar-sized graphs, not all :math:`C` for every node.
 
     Args:
         embed (torch.nn.Module): :math:`\mathrm{GNN}_{\mathrm{embed}}`, any PyG message-passing
