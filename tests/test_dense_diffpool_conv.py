@@ -120,3 +120,39 @@ def test_repr():
         "DenseDiffPoolConv(embed=DenseSAGEConv(4, 8), pool=DenseSAGEConv(4, 3), "
         "num_clusters=3, link_loss='frobenius')"
     )
+
+
+class _WholeDenseGNN(torch.nn.Module):
+    """The same dense pooling GNN behind another type: all its outputs are computed."""
+
+    def __init__(self, gnn):
+        super().__init__()
+        self.gnn = gnn
+
+    def forward(self, x, adj, mask=None):
+        return self.gnn(x, adj, mask)
+
+
+def test_per_graph_budgets_project_only_the_slots_the_batch_uses():
+    """A batch whose largest graph has 9 nodes uses ceil(0.25 * 9) = 3 of C = 12 slots: the
+    pooling GNN's final linear map computes those 3 only, with the same outputs and gradients
+    as computing all 12."""
+    _, x, adj, mask = dense_inputs([9, 4, 7, 2], seed=5)
+    x, adj = x.double(), adj.double()
+    layer = DenseDiffPoolConv.from_encoder("sage", 4, 8, 12, concat=True, ratio=0.25).double()
+    whole = DenseDiffPoolConv(layer.embed, _WholeDenseGNN(layer.pool), 12, ratio=0.25)
+    shapes = []
+    layer.pool.lin.register_forward_hook(lambda module, args, out: shapes.append(out.shape))
+    results = []
+    for conv in (layer, whole):
+        layer.zero_grad()
+        out = conv(x, adj, mask)
+        (out.aux_loss + out.x.pow(2).sum() + out.adj.sum()).backward()
+        results.append((out, [p.grad.clone() for p in layer.parameters()]))
+    (narrow, narrow_grads), (full, full_grads) = results
+    assert narrow.s.shape == (4, 9, 3)
+    for name in ("x", "adj", "s", "link_loss", "entropy_loss", "aux_loss"):
+        torch.testing.assert_close(getattr(narrow, name), getattr(full, name))
+    for left, right in zip(narrow_grads, full_grads):
+        torch.testing.assert_close(left, right)
+    assert shapes == [torch.Size([4, 9, 12])]  # the whole map ran for the reference only

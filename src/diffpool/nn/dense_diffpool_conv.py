@@ -64,6 +64,22 @@ class DenseDiffPoolConv(DiffPoolBase):
 
     encoder_class = DenseGNNEncoder
 
+    def _pool_logits(self, x: Tensor, adj: Tensor, mask: Tensor, num_slots: int) -> Tensor:
+        """``[B, N, num_slots]`` pooling logits, zero on padded nodes. With per-graph budgets
+        the batch may use fewer slots than the pooling GNN's :math:`C` outputs: where that GNN
+        ends in a linear map (:class:`~diffpool.nn.DenseGNNEncoder` with ``lin=True``), only
+        its first ``num_slots`` outputs are computed."""
+        head = self.pool.lin if isinstance(self.pool, DenseGNNEncoder) else None
+        if head is None or num_slots == head.out_features:
+            logits = self.pool(x, adj, mask)
+            self._check_logits(logits)
+            return logits[..., :num_slots]
+        self._check_pool_channels(head.out_features)
+        features = self.pool(x, adj, mask, project=False)
+        bias = None if head.bias is None else head.bias[:num_slots]
+        logits = torch.nn.functional.linear(features, head.weight[:num_slots], bias)
+        return logits * mask.unsqueeze(-1).to(logits.dtype)
+
     def forward(
         self,
         x: Tensor,
@@ -104,11 +120,10 @@ class DenseDiffPoolConv(DiffPoolBase):
         num_slots = self._num_slots(num_nodes)
         z = self.embed(x, adj, mask)
         if assignment is None:
-            logits = self.pool(x, adj, mask)
-            self._check_logits(logits)
+            logits = self._pool_logits(x, adj, mask, num_slots)
             cluster_mask = self._cluster_mask(mask.sum(-1), num_slots)
             slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
-            s, entropy = masked_assignment(logits[..., :num_slots], slot_mask)
+            s, entropy = masked_assignment(logits, slot_mask)
             s = s * mask.unsqueeze(-1).to(s.dtype)
         else:
             if self._validating():

@@ -206,12 +206,15 @@ class DenseGNNEncoder(_EncoderStack):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, dense=True, **kwargs)
 
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, adj: Tensor, mask: Tensor | None = None, *, project: bool = True
+    ) -> Tensor:
+        """``project=False`` leaves out the final linear map, as in :class:`GNNEncoder`."""
         outputs = []
         for i, conv in enumerate(self.convs):
             x = self._layer_output(i, conv(x, adj, mask), mask)
             outputs.append(x)
-        out = self._combine(outputs)
+        out = self._combine(outputs, project)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)
         return out
