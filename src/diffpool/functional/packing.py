@@ -95,7 +95,7 @@ class SizeBuckets:
         """The flat indices of the nodes of every bucket's graphs (no padding), and the
         permutation that takes the concatenation of per-bucket rows back to node order.
 
-        Built on the host from ``counts``: no device synchronisation."""
+        Built on the host from ``counts`` and copied to the device in one transfer."""
         starts = [0]
         for n in self.counts[:-1]:
             starts.append(starts[-1] + n)
@@ -103,9 +103,15 @@ class SizeBuckets:
             torch.cat([torch.arange(starts[g], starts[g] + self.counts[g]) for g in graphs])
             for graphs in self.buckets
         ]
-        inverse = torch.empty(self.num_nodes, dtype=torch.long)
-        inverse[torch.cat(rows)] = torch.arange(self.num_nodes)
-        return [r.to(self.device) for r in rows], inverse.to(self.device)
+        order = torch.cat(rows)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(self.num_nodes)
+        *rows, inverse = (
+            torch.cat([order, inverse])
+            .to(self.device)
+            .split([len(r) for r in rows] + [self.num_nodes])
+        )
+        return rows, inverse
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
