@@ -399,7 +399,9 @@ def write_plot(results: dict, path: Path) -> None:
             ERRICA[published][0], color="k", ls="--", lw=0.8, label="DiffPool, Errica et al. (fair)"
         )
         epochs = results["datasets"][d].get("epochs", "?")
-        ax.set_title(f"{d}, {epochs} epochs")
+        # a long column name "DD (setting)" goes on a line of its own so titles never overlap
+        name = d.replace(" (", "\n(", 1) if len(d) > 24 else d
+        ax.set_title(f"{name}, {epochs} epochs", fontsize=10 if "\n" in name else None)
         ax.set_xticks(x, MODELS, rotation=30)
         ax.set_ylim(30, 100)
     for row in axes:
