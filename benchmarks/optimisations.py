@@ -103,9 +103,12 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def worktree(rev: str, cache: Path) -> Path:
-    """A detached worktree of ``rev`` under ``cache`` (made once, reused afterwards)."""
-    sha = git("rev-parse", "--verify", f"{rev}^{{commit}}")
+def commit(rev: str) -> str:
+    return git("rev-parse", "--verify", f"{rev}^{{commit}}")
+
+
+def worktree(sha: str, cache: Path) -> Path:
+    """A detached worktree of commit ``sha`` under ``cache`` (made once, reused afterwards)."""
     path = cache / sha[:12]
     if not (path / "src" / "diffpool").is_dir():
         cache.mkdir(parents=True, exist_ok=True)
@@ -228,7 +231,8 @@ def main() -> None:
     cache, out = Path(args.cache), Path(args.out)
     results = []
     for entry in entries:
-        sides = {s: worktree(entry[s], cache) for s in ("before", "after")}
+        shas = {side: commit(entry[side]) for side in ("before", "after")}
+        sides = {side: worktree(sha, cache) for side, sha in shas.items()}
         runs: dict = {"before": [], "after": []}
         for i in range(args.repeats):
             for side in ("before", "after"):
@@ -241,8 +245,8 @@ def main() -> None:
         results.append(
             {
                 "entry": entry,
-                "before_sha": git("rev-parse", entry["before"]),
-                "after_sha": git("rev-parse", entry["after"]),
+                "before_sha": shas["before"],
+                "after_sha": shas["after"],
                 "rows": compare(entry, runs["before"], runs["after"]),
             }
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -135,3 +137,16 @@ class RecordRanks:
                 path.write_text(json.dumps(self.epochs))
 
         return _Record()
+
+
+def load_script(path: Path, name: str):
+    """A benchmark script as a module (benchmarks/ is not a package); its folder is on the
+    import path while it loads, for its sibling imports (``measure``)."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 DRIVER = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run.py"
-
-
-def _load(path: Path, name: str):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def driver():
-    return _load(DRIVER, "accuracy_driver")
+    return load_script(DRIVER, "accuracy_driver")
 
 
 def _job(sweep: Path, variant: str, fold: int, curve: list[float], best: int) -> Path:
@@ -146,7 +139,7 @@ SELECT = DRIVER.parent / "select_setting.py"
 
 @pytest.fixture(scope="module")
 def selector():
-    return _load(SELECT, "accuracy_select")
+    return load_script(SELECT, "accuracy_select")
 
 
 def _setting(archive: Path, name: str, val: list[float], test: float, dropout=0.0, folds=(0, 1)):

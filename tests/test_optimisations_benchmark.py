@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "optimisations.py"
 
 
 @pytest.fixture(scope="module")
 def optimisations():
-    sys.path.insert(0, str(SCRIPT.parent))  # it imports benchmarks/measure.py
-    try:
-        spec = importlib.util.spec_from_file_location("optimisations", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+    return load_script(SCRIPT, "optimisations")
 
 
 def _result(case_times: dict) -> dict:
