@@ -60,6 +60,16 @@ def steady_malloc() -> None:
     libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
 
 
+def without_assignment(call, keyword: str) -> dict:
+    """``{keyword: False}`` when ``call`` takes ``keyword``, else ``{}``: the package's layers
+    (``return_assignment``) and models (``return_assignments``) then skip building the dense
+    ``[B, N_max, C]`` assignment that a training step never reads, as the training module
+    does. Older checkouts, which :mod:`optimisations` runs these scripts against, lack it."""
+    import inspect
+
+    return {keyword: False} if keyword in inspect.signature(call).parameters else {}
+
+
 def run_worker(cmd: list[str], timeout: float, threads: int = 0) -> dict:
     """Run a worker command that prints one JSON line last; classify failures."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")

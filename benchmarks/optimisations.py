@@ -172,18 +172,37 @@ def compare(entry: dict, before: list[dict], after: list[dict]) -> list[dict]:
     return rows
 
 
+def load_results(path: Path) -> list[dict]:
+    """The results already written to ``path`` (none if it does not exist). Files from before
+    each result carried its own command get the file's command, machine and repeats."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    meta = data.get("meta", {})
+    return [{**meta, **result} for result in data["results"]]
+
+
+def merge_results(old: list[dict], new: list[dict]) -> list[dict]:
+    """``new`` replaces the results of the same keys in ``old``; the others are kept, so that
+    ``--only KEY`` reruns one change without losing the rest. Recorded changes come first, in
+    the order of :data:`OPTIMISATIONS`."""
+    by_key = {r["entry"]["key"]: r for r in old}
+    by_key.update({r["entry"]["key"]: r for r in new})
+    order = {e["key"]: i for i, e in enumerate(OPTIMISATIONS)}
+    return sorted(by_key.values(), key=lambda r: order.get(r["entry"]["key"], len(order)))
+
+
 def _seconds(x: float) -> str:
     return f"{x * 1e3:.1f} ms" if x < 1 else f"{x:,.1f} s"
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def markdown(results: list[dict]) -> str:
     lines = [
         "# What each optimisation bought",
         "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; {meta['repeats']} alternating runs per side, medians.  ",
         "Speed-up = before / after (> 1: the change made it faster); memory ratio likewise "
-        "for the peak. The benchmark scripts are this checkout's; only `src/` differs.",
+        "for the peak; each side's median over alternating runs. The benchmark scripts are "
+        "this checkout's; only `src/` differs.",
         "",
     ]
     for result in results:
@@ -196,7 +215,9 @@ def markdown(results: list[dict], meta: dict) -> str:
             "",
             f"Why: {entry['why']}",
             "",
-            f"Benchmark: `python benchmarks/{entry['benchmark']} {' '.join(entry['args'])}`",
+            f"Benchmark: `python benchmarks/{entry['benchmark']} {' '.join(entry['args'])}`, "
+            f"measured by `{result['command'].strip()}` on {result['machine']}, "
+            f"{result['repeats']} alternating runs per side.",
             "",
             f"| case | formulation | before ({unit}) | after | speed-up | peak before | "
             "peak after | memory ratio |",
@@ -229,6 +250,11 @@ def main() -> None:
         p.error("--repeats must be at least 1")
     entries = [known[k] for k in args.only] if args.only else OPTIMISATIONS
     cache, out = Path(args.cache), Path(args.out)
+    measured_with = {
+        "command": "python benchmarks/optimisations.py " + " ".join(sys.argv[1:]),
+        "machine": machine_description(args.device),
+        "repeats": args.repeats,
+    }
     results = []
     for entry in entries:
         shas = {side: commit(entry[side]) for side in ("before", "after")}
@@ -248,16 +274,13 @@ def main() -> None:
                 "before_sha": shas["before"],
                 "after_sha": shas["after"],
                 "rows": compare(entry, runs["before"], runs["after"]),
+                **measured_with,
             }
         )
-    meta = {
-        "command": "python benchmarks/optimisations.py " + " ".join(sys.argv[1:]),
-        "machine": machine_description(args.device),
-        "repeats": args.repeats,
-    }
+    results = merge_results(load_results(out.with_suffix(".json")), results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    out.with_suffix(".md").write_text(markdown(results, meta))
+    out.with_suffix(".json").write_text(json.dumps({"results": results}, indent=1))
+    out.with_suffix(".md").write_text(markdown(results))
     print(f"wrote {out}.json/.md")
 
 

@@ -39,6 +39,7 @@ from measure import (
     run_worker,
     scaling_plot,
     steady_malloc,
+    without_assignment,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -107,7 +108,8 @@ def _step(formulation, model, batch, dataset_max, device):
     from torch_geometric.utils import to_dense_adj, to_dense_batch
 
     if formulation.startswith("ours"):
-        out = model(batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs)
+        skip_s = without_assignment(model.forward, "return_assignment")
+        out = model(batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs, **skip_s)
         loss = out.x.sum() + out.adj.sum() + out.aux_loss
     else:
         pad = dataset_max if formulation == "dense_dataset_pad" else None

@@ -150,3 +150,21 @@ def load_script(path: Path, name: str):
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+class MeanPoolModel(torch.nn.Module):
+    """A user's own classifier for :class:`~diffpool.training.GraphClassifier` (``_target_:
+    helpers.MeanPoolModel``): a forward without ``return_assignments``."""
+
+    def __init__(self, in_channels: int, num_classes: int, max_num_nodes=None):
+        super().__init__()
+        self.lin = torch.nn.Linear(in_channels, num_classes)
+
+    def forward(self, x, edge_index, batch, edge_weight=None, *, batch_size=None, clusters=None):
+        from torch_geometric.nn import global_mean_pool
+
+        from diffpool.models.output import ClassifierOutput
+
+        logits = self.lin(global_mean_pool(x, batch, batch_size))
+        zero = logits.new_zeros(())
+        return ClassifierOutput(logits, zero, logits.new_zeros(0), logits.new_zeros(0))

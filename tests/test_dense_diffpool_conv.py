@@ -156,3 +156,16 @@ def test_per_graph_budgets_project_only_the_slots_the_batch_uses():
     for left, right in zip(narrow_grads, full_grads):
         torch.testing.assert_close(left, right)
     assert shapes == [torch.Size([4, 9, 12])]  # the whole map ran for the reference only
+
+
+def test_return_assignment_false_returns_no_s():
+    torch.manual_seed(0)
+    x, adj = torch.randn(2, 6, 3), (torch.rand(2, 6, 6) > 0.5).float()
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    layer = DenseDiffPoolConv(DenseSAGEConv(3, 5), DenseSAGEConv(3, 2), 2)
+    full = layer(x, adj, mask)
+    lean = layer(x, adj, mask, return_assignment=False)
+    assert full.s is not None and lean.s is None
+    for name in full._fields:
+        if name != "s":
+            torch.testing.assert_close(getattr(lean, name), getattr(full, name), msg=name)

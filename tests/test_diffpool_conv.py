@@ -292,13 +292,8 @@ def test_no_nan_from_saturated_logits():
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
 
 
-def test_no_n_by_n_tensor(monkeypatch):
-    """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
-    loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
-    lowered here so that this small batch needs several blocks)."""
-    import diffpool.functional.losses as losses
-
-    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
+def _largest_strided_tensor(fn):
+    """Number of elements of the largest strided tensor any op returns while ``fn`` runs."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class LargestTensor(TorchDispatchMode):
@@ -311,15 +306,29 @@ def test_no_n_by_n_tensor(monkeypatch):
                     self.largest = max(self.largest, t.numel())
             return out
 
+    with LargestTensor() as mode:
+        fn()
+    return mode.largest
+
+
+def test_no_n_by_n_tensor(monkeypatch):
+    """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
+    loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
+    lowered here so that this small batch needs several blocks)."""
+    import diffpool.functional.losses as losses
+
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
     sizes = [300, 40, 60, 20]
     batch = random_batch(sizes, num_features=4, seed=12)
     for link_loss in ("frobenius", "bce"):
         layer = sage_layer(4, 10, link_loss=link_loss)
-        with LargestTensor() as mode:
-            out = layer(batch.x, batch.edge_index, batch.batch)
-            out.aux_loss.backward()
+
+        def step(layer=layer):
+            layer(batch.x, batch.edge_index, batch.batch).aux_loss.backward()
+
+        largest = _largest_strided_tensor(step)
         n_by_n = len(sizes) * 300 * 300
-        assert mode.largest < n_by_n // 4, (link_loss, mode.largest)
+        assert largest < n_by_n // 4, (link_loss, largest)
 
 
 class _WholeGNN(torch.nn.Module):
@@ -436,3 +445,54 @@ def test_losses_switched_off():
     layer = sage_layer(4, 3, link_loss_coef=2.0, entropy_loss_coef=0.5)
     out = layer(batch.x, batch.edge_index, batch.batch)
     torch.testing.assert_close(out.aux_loss, 2 * out.link_loss + 0.5 * out.entropy_loss)
+
+
+@pytest.mark.parametrize("link_loss", ["frobenius", "bce", "none"])
+@pytest.mark.parametrize("ratio", [None, 0.5])
+@pytest.mark.parametrize("fixed", [False, True])
+def test_return_assignment_false_changes_nothing_but_s(link_loss, ratio, fixed):
+    """Without the dense assignment the layer returns the same pooled graph, masks, losses
+    and gradients; only ``s`` is None."""
+    batch = random_batch([7, 3, 12, 5], num_features=4, seed=13)
+    layer = sage_layer(4, 6, ratio=ratio, link_loss=link_loss)
+    assignment = torch.randint(0, 2, (batch.num_nodes,)) if fixed else None
+    outs, grads = [], []
+    for return_assignment in (True, False):
+        layer.zero_grad()
+        out = layer(
+            batch.x,
+            batch.edge_index,
+            batch.batch,
+            assignment=assignment,
+            return_assignment=return_assignment,
+        )
+        (out.x.sum() + out.adj.sum() + out.aux_loss).backward()
+        outs.append(out)
+        grads.append([None if p.grad is None else p.grad.clone() for p in layer.parameters()])
+    full, lean = outs
+    assert full.s is not None and lean.s is None
+    for name in full._fields:
+        if name != "s":
+            torch.testing.assert_close(getattr(lean, name), getattr(full, name), msg=name)
+    for g_full, g_lean in zip(*grads):
+        assert (g_full is None) == (g_lean is None)
+        if g_full is not None:
+            torch.testing.assert_close(g_lean, g_full)
+
+
+def test_without_the_assignment_no_padded_node_by_cluster_tensor():
+    """``return_assignment=False`` never builds a ``[B, N_max, C]`` tensor: with one large
+    graph among small ones (as in a D&D batch) that dense S is by far the largest tensor of
+    the step, the other graphs' rows of it being padding."""
+    sizes = [300] + [20] * 10
+    batch = random_batch(sizes, num_features=4, seed=14)
+    num_clusters = 30
+    padded = len(sizes) * max(sizes) * num_clusters
+
+    def step(return_assignment):
+        layer = sage_layer(4, num_clusters, ratio=0.1)
+        out = layer(batch.x, batch.edge_index, batch.batch, return_assignment=return_assignment)
+        (out.x.sum() + out.aux_loss).backward()
+
+    assert _largest_strided_tensor(lambda: step(True)) >= padded
+    assert _largest_strided_tensor(lambda: step(False)) < padded // 2

@@ -254,3 +254,28 @@ def test_diffpool_learns_the_community_graph_and_a_flat_model_does_not(seed):
     print(f"test accuracy: DiffPool {acc_diffpool:.3f}, flat mean readout {acc_flat:.3f}")
     assert acc_diffpool >= 0.9
     assert acc_flat <= 0.6
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_return_assignments_false_drops_only_the_assignments(enzymes_batch, variant):
+    batch, max_nodes, num_classes = enzymes_batch
+    torch.manual_seed(0)
+    model = build_model(
+        variant, batch.num_features, num_classes, max_nodes, hidden_channels=16, num_levels=2
+    )
+    model.eval()
+    full = _forward(model, batch)
+    clusters = [batch.det_cluster0, batch.det_cluster1]
+    lean = model(
+        batch.x,
+        batch.edge_index,
+        batch.batch,
+        batch_size=batch.num_graphs,
+        clusters=clusters,
+        return_assignments=False,
+    )
+    torch.testing.assert_close(lean.logits, full.logits)
+    torch.testing.assert_close(lean.aux_loss, full.aux_loss)
+    assert len(lean.levels) == len(full.levels)
+    assert all(level.s is None for level in lean.levels)
+    assert all(level.s is not None for level in full.levels)

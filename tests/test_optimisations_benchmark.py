@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,22 @@ def test_an_unknown_change_is_a_clear_error():
     assert proc.returncode != 0
     assert "unknown optimisation(s) ['no-such-change']" in proc.stderr
     assert "narrowed-pool-head" in proc.stderr
+
+
+def test_rerunning_one_change_keeps_the_others(optimisations, tmp_path):
+    """``--only KEY`` replaces that change's result; the file's others stay, in recorded order,
+    and results from before per-result commands get the file's command."""
+    keys = [entry["key"] for entry in optimisations.OPTIMISATIONS]
+
+    def result(key, command):
+        return {"entry": {"key": key}, "rows": [], "command": command}
+
+    path = tmp_path / "optimisations.json"
+    old = [{"entry": {"key": k}, "rows": []} for k in keys[:2]]
+    path.write_text(json.dumps({"meta": {"command": "old", "repeats": 2}, "results": old}))
+    loaded = optimisations.load_results(path)
+    assert [r["command"] for r in loaded] == ["old", "old"]
+    merged = optimisations.merge_results(loaded, [result(keys[0], "new")])
+    assert [r["entry"]["key"] for r in merged] == keys[:2]
+    assert [r["command"] for r in merged] == ["new", "old"]
+    assert optimisations.load_results(tmp_path / "missing.json") == []

@@ -87,6 +87,33 @@ def test_every_model_config_trains_a_step(mutag, variant, encoder):
     assert torch.isfinite(loss)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to .self.log")
+def test_steps_skip_the_dense_assignments_and_forward_keeps_them(mutag):
+    """The training step asks the model for no dense assignment S (the largest tensor of a
+    batch holding one large graph); ``module(batch)`` still returns it, e.g. for plots. A
+    user's model whose forward lacks ``return_assignments`` trains as before."""
+    cfg = _compose("model=diffpool", "model.num_levels=2")
+    module = GraphClassifier(cfg.model, mutag.num_features, mutag.num_classes, mutag.max_num_nodes)
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list([mutag.dataset[i] for i in range(8)])
+    seen = []
+    module.model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append((kwargs, out)), with_kwargs=True
+    )
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    kwargs, out = seen[-1]
+    assert kwargs["return_assignments"] is False
+    assert all(level.s is None for level in out.levels)
+    assert all(level.s is not None for level in module(batch).levels)
+
+    own = GraphClassifier(
+        {"_target_": "helpers.MeanPoolModel"}, mutag.num_features, mutag.num_classes
+    )
+    assert torch.isfinite(own.training_step(batch, 0))
+
+
 def test_sweep_keys_exist_in_every_model_config():
     """``model.ratio=...`` etc. must be overridable whatever model a sweep picks."""
     keys = set(_compose("model=diffpool").model)

@@ -108,9 +108,10 @@ class GlobalPoolNet(torch.nn.Module):
         *,
         batch_size: int | None = None,
         clusters=None,
+        return_assignments: bool = True,
     ) -> ClassifierOutput:
-        """Classify a sparse mini-batch (``clusters`` is accepted and ignored, so that every
-        model of the package is called the same way)."""
+        """Classify a sparse mini-batch (``clusters`` and ``return_assignments`` are accepted
+        and ignored, so that every model of the package is called the same way)."""
         batch, batch_size = resolve_batch(x, batch, batch_size)
         z = self.encoder(x, edge_index, edge_weight)
         if self.aggr is None:

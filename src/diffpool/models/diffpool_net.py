@@ -259,6 +259,7 @@ class DiffPoolNet(torch.nn.Module):
         *,
         batch_size: int | None = None,
         clusters: Sequence[Tensor] | None = None,
+        return_assignments: bool = True,
     ) -> ClassifierOutput:
         r"""Classify a sparse mini-batch of graphs.
 
@@ -272,6 +273,10 @@ class DiffPoolNet(torch.nn.Module):
             clusters (Sequence[torch.Tensor], optional): for ``assignment="det"``, the
                 ``det_cluster{l}`` attributes of the batch (see
                 :class:`~diffpool.transforms.ClusterAssignment`), one per level.
+            return_assignments (bool, optional): If set to :obj:`False`, every level's ``s``
+                is :obj:`None` and the first level never builds its dense ``[B, N_max, C]``
+                assignment (what :class:`~diffpool.training.GraphClassifier` does in its
+                steps, to save memory). (default: :obj:`True`)
 
         Returns:
             ClassifierOutput: ``logits`` ``[B, num_classes]``, the summed ``aux_loss``, the
@@ -287,7 +292,13 @@ class DiffPoolNet(torch.nn.Module):
         batch, batch_size = resolve_batch(x, batch, batch_size)
         fixed = None if self.assignment == "learned" else clusters[0]
         out = self.levels[0](
-            x, edge_index, batch, edge_weight, batch_size=batch_size, assignment=fixed
+            x,
+            edge_index,
+            batch,
+            edge_weight,
+            batch_size=batch_size,
+            assignment=fixed,
+            return_assignment=return_assignments,
         )
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
@@ -295,7 +306,13 @@ class DiffPoolNet(torch.nn.Module):
             fixed = None
             if self.assignment == "det":
                 fixed = self._dense_clusters(clusters[level], out.cluster_mask, level)
-            out = conv(out.x, self._next_adj(out.adj), out.cluster_mask, assignment=fixed)
+            out = conv(
+                out.x,
+                self._next_adj(out.adj),
+                out.cluster_mask,
+                assignment=fixed,
+                return_assignment=return_assignments,
+            )
             outputs.append(out)
             readouts.append(dense_readout(self.readout, out.z, out.mask))
         z = self.final(out.x, self._next_adj(out.adj), out.cluster_mask)

@@ -163,7 +163,7 @@ class DiffPoolBase(torch.nn.Module):
         self,
         x: Tensor,
         adj: Tensor,
-        s: Tensor,
+        s: Tensor | None,
         mask: Tensor,
         cluster_mask: Tensor | None,
         entropy_sum: Tensor,
@@ -172,24 +172,27 @@ class DiffPoolBase(torch.nn.Module):
         gram_sq_norm: Callable[[], Tensor],
         bce_sum: Callable[[], Tensor],
         z: Tensor,
+        loss_dtype: torch.dtype,
     ) -> DiffPoolOutput:
         r"""Assemble the output from the pooled ``x`` [B, C, F'] and ``adj`` [B, C, C], the
-        dense ``s`` [B, N, C] with its node ``mask`` and the per-graph entropy sums; the
-        callables give per-graph :math:`\|\mathbf{A}_g\|_F^2`,
+        dense ``s`` [B, N, C] (or :obj:`None` when it is not to be returned) with the node
+        ``mask`` [B, N] and the per-graph entropy sums; the callables give per-graph
+        :math:`\|\mathbf{A}_g\|_F^2`,
         :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g)`,
         :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2` and BCE sums, so that only the chosen
-        loss is computed."""
-        batch_size = s.size(0)
+        loss is computed. The losses are computed in ``loss_dtype`` (that of
+        :math:`\mathbf{S}`)."""
+        batch_size, num_slots = x.shape[:2]
         if cluster_mask is None:
-            cluster_mask = torch.ones(batch_size, s.size(-1), dtype=torch.bool, device=s.device)
+            cluster_mask = torch.ones(batch_size, num_slots, dtype=torch.bool, device=x.device)
         # Losses in float32 or wider, also under autocast: the Frobenius identity subtracts
         # large terms and would lose all precision in bf16.
-        with torch.autocast(device_type=s.device.type, enabled=False):
-            num_nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
-            zero = s.new_zeros(batch_size)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            num_nodes = mask.sum(-1).clamp(min=1).to(loss_dtype)
+            zero = num_nodes.new_zeros(batch_size)
             entropy_per_graph = entropy_sum / num_nodes if self.entropy_loss else zero
             if self.link_loss == "frobenius":
-                sq = frobenius_link_loss_sq(adj_sq_norm().to(s.dtype), trace(), gram_sq_norm())
+                sq = frobenius_link_loss_sq(adj_sq_norm().to(loss_dtype), trace(), gram_sq_norm())
                 link_per_graph = safe_sqrt(sq) / num_nodes
             elif self.link_loss == "bce":
                 link_per_graph = bce_sum() / num_nodes.pow(2)

@@ -87,6 +87,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         mask: Tensor | None = None,
         *,
         assignment: Tensor | None = None,
+        return_assignment: bool = True,
     ) -> DiffPoolOutput:
         r"""Pool a dense batch.
 
@@ -99,10 +100,13 @@ class DenseDiffPoolConv(DiffPoolBase):
                 (entries of padded nodes are ignored). :math:`\mathbf{S}` is then its one-hot
                 matrix, ``pool`` is not called, the entropy is zero and ``cluster_mask`` marks
                 the clusters that hold at least one node. (default: :obj:`None`)
+            return_assignment (bool, optional): If set to :obj:`False`, the output's ``s`` is
+                :obj:`None`, as for :class:`~diffpool.DiffPoolConv`. (default: :obj:`True`)
 
         Returns:
-            DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]``,
-            ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the losses.
+            DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]``
+            (or :obj:`None`), ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the
+            losses.
         """
         if isinstance(x, Tensor) and x.dim() == 2:
             x = x.unsqueeze(0)
@@ -143,7 +147,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         return self._output(
             x=torch.bmm(s_pool, z),
             adj=torch.bmm(s_pool, adj_times_s.to(s_pool.dtype)),
-            s=s,
+            s=s if return_assignment else None,
             mask=mask,
             cluster_mask=cluster_mask,
             entropy_sum=torch.where(mask, entropy, 0.0).sum(-1),
@@ -152,4 +156,5 @@ class DenseDiffPoolConv(DiffPoolBase):
             gram_sq_norm=lambda: gram_squared_norm(s),
             bce_sum=lambda: bce_link_loss_sum(s, mask, adj),
             z=z,
+            loss_dtype=s.dtype,
         )

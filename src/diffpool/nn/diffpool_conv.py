@@ -190,6 +190,7 @@ class DiffPoolConv(DiffPoolBase):
         batch_size: int | None = None,
         max_num_nodes: int | None = None,
         assignment: Tensor | None = None,
+        return_assignment: bool = True,
     ) -> DiffPoolOutput:
         r"""Pool a sparse mini-batch.
 
@@ -211,11 +212,16 @@ class DiffPoolConv(DiffPoolBase):
                 one-hot matrix, ``pool`` is not called, the entropy is zero and
                 ``cluster_mask`` marks the clusters that hold at least one node.
                 (default: :obj:`None`)
+            return_assignment (bool, optional): If set to :obj:`False`, the output's ``s`` is
+                :obj:`None`: the dense ``[B, N_max, C]`` assignment is then never built (it is
+                the largest tensor of a batch with one large graph, and nothing else needs it
+                unless ``link_loss="bce"``). Training loops that do not read ``s`` should pass
+                :obj:`False`. (default: :obj:`True`)
 
         Returns:
             DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s``
-            ``[B, N_max, C]``, ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the
-            losses.
+            ``[B, N_max, C]`` (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask``
+            ``[B, C]`` and the losses.
         """
         validating = self._validating()
         if validating:
@@ -275,7 +281,11 @@ class DiffPoolConv(DiffPoolBase):
         adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             adj_times_s = adj.matmul(s_flat)
-        s, mask = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)
+        # Nodes are sorted by graph, so graph b holds the first counts[b] rows of its block.
+        mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
+        s = None
+        if return_assignment or self.link_loss == "bce":
+            s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[0]
         s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
 
         def per_graph(values: Tensor) -> Tensor:
@@ -290,7 +300,7 @@ class DiffPoolConv(DiffPoolBase):
         return self._output(
             x=x_pool,
             adj=adj_pool,
-            s=s,
+            s=s if return_assignment else None,
             mask=mask,
             cluster_mask=cluster_mask,
             entropy_sum=per_graph(entropy),
@@ -301,4 +311,5 @@ class DiffPoolConv(DiffPoolBase):
             ),
             bce_sum=bce_sum,
             z=z,
+            loss_dtype=s_flat.dtype,
         )

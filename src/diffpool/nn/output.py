@@ -15,8 +15,9 @@ class DiffPoolOutput(NamedTuple):
             ``[B, C, F']``.
         adj (torch.Tensor): coarsened adjacency
             :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`, ``[B, C, C]``.
-        s (torch.Tensor): dense assignment :math:`\mathbf{S}`, ``[B, N_max, C]``; padded rows and
-            unused cluster slots are exactly zero.
+        s (torch.Tensor or None): dense assignment :math:`\mathbf{S}`, ``[B, N_max, C]``;
+            padded rows and unused cluster slots are exactly zero. :obj:`None` when the layer
+            was called with ``return_assignment=False``.
         mask (torch.Tensor): ``[B, N_max]`` bool mask of the real input nodes.
         cluster_mask (torch.Tensor): ``[B, C]`` bool mask of the clusters each graph uses; the
             node mask of the next dense level.
@@ -35,7 +36,7 @@ class DiffPoolOutput(NamedTuple):
 
     x: Tensor
     adj: Tensor
-    s: Tensor
+    s: Tensor | None
     mask: Tensor
     cluster_mask: Tensor
     link_loss: Tensor

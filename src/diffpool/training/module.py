@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,6 +110,9 @@ class GraphClassifier(LightningModule):
         self.model = instantiate(
             model, in_channels=in_channels, num_classes=num_classes, max_num_nodes=max_num_nodes
         )
+        self._model_takes_return_assignments = (
+            "return_assignments" in inspect.signature(self.model.forward).parameters
+        )
         # keyed "<stage>_acc": ModuleDict keys must not shadow Module attributes ("train")
         self.accuracy = torch.nn.ModuleDict(
             {
@@ -126,10 +130,16 @@ class GraphClassifier(LightningModule):
         get = getattr(self.model, "data_transform", None)
         return get() if get is not None else None
 
-    def forward(self, batch: Batch) -> ClassifierOutput:
+    def forward(self, batch: Batch, return_assignments: bool = True) -> ClassifierOutput:
+        """Classify ``batch``. With ``return_assignments=False`` the levels' dense
+        assignments ``s`` are neither built nor returned (the training, validation and test
+        steps do this; only models whose ``forward`` takes ``return_assignments`` are asked)."""
         clusters = None
         if getattr(self.model, "assignment", None) == "det":
             clusters = [batch[f"det_cluster{level}"] for level in range(self.num_levels)]
+        kwargs = {}
+        if not return_assignments and self._model_takes_return_assignments:
+            kwargs["return_assignments"] = False
         return self.model(
             batch.x,
             batch.edge_index,
@@ -137,10 +147,11 @@ class GraphClassifier(LightningModule):
             batch.get("edge_weight"),
             batch_size=batch.num_graphs,
             clusters=clusters,
+            **kwargs,
         )
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
-        out = self(batch)
+        out = self(batch, return_assignments=False)
         ce = F.cross_entropy(out.logits, batch.y)
         loss = ce + out.aux_loss
         if stage == "train" and not torch.isfinite(loss):
