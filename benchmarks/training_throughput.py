@@ -12,9 +12,12 @@ optimizer step, and an epoch is every graph of the dataset once (shuffled).
   ``ToDense`` to the dataset's largest graph, ``DenseDataLoader``, ``DenseSAGEConv`` blocks and
   ``dense_diff_pool`` (the example keeps only graphs of <= 150 nodes; here none is dropped).
 
-On CPU an epoch can take more than the time budget (D&D densified: about 90 minutes): then the
-first ``--max-batches`` batches are timed and the epoch time is extrapolated from their mean
-(``measured batches`` in the table says so). Peak memory is measured over the timed batches
+Each measurement runs ``--repeats`` times (3), the formulations alternating so that a drift of
+this shared machine hits them alike, and the table takes medians; a measurement whose first run
+took over ``--repeat-below`` seconds (120) runs once. On CPU an epoch can take more than the
+time budget (D&D densified: about 90 minutes): then the first ``--max-batches`` batches are
+timed and the epoch time is extrapolated from their mean (``measured batches`` in the table
+says so). Peak memory is measured over the timed batches
 (see ``benchmarks/measure.py``).
 
     python benchmarks/training_throughput.py              # ENZYMES, PROTEINS, D&D + scaling
@@ -27,6 +30,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -339,6 +343,22 @@ def run_one(case: dict, formulation: str, args, max_batches: int) -> dict:
     return run_worker(cmd, args.timeout, args.threads)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """One measurement from repeated runs: the median run's record (its phases, its batch
+    counts) with the median time and median peak over the runs that finished, and every run's
+    time in ``repeat_seconds``. The first failure is returned if none finished."""
+    ok = [m for m in runs if m["status"] == "ok"]
+    if not ok:
+        return runs[0]
+    ordered = sorted(ok, key=lambda m: m["seconds_per_epoch"])
+    return dict(
+        ordered[(len(ordered) - 1) // 2],
+        seconds_per_epoch=statistics.median(m["seconds_per_epoch"] for m in ok),
+        peak_bytes=int(statistics.median(m["peak_bytes"] for m in ok)),
+        repeat_seconds=[m["seconds_per_epoch"] for m in ok],
+    )
+
+
 def write_markdown(results: dict, path: Path) -> None:
     meta = results["meta"]
     lines = [
@@ -351,7 +371,8 @@ def write_markdown(results: dict, path: Path) -> None:
         "Ratios are against `dense_pyg` (PyG's example formulation, all graphs padded to the "
         "dataset's largest graph) in the same run: > 1 means ours is faster / smaller. "
         "*Extrapolated* epochs time the first batches only (their mean times the number of "
-        "batches).",
+        "batches). With several runs (the formulations alternating) time and peak are "
+        "medians, the runs' range of times in brackets.",
         "",
         "| dataset | graphs | N_max | C per level (fixed) | formulation | s / epoch | "
         "measured batches | peak memory | speed-up vs dense | memory ratio vs dense |",
@@ -368,9 +389,12 @@ def write_markdown(results: dict, path: Path) -> None:
                 speed = f"{dense['seconds_per_epoch'] / m['seconds_per_epoch']:.1f}x"
                 mem = f"{dense['peak_bytes'] / max(m['peak_bytes'], 1):.1f}x"
             batches = f"{m['measured_batches']} / {m['num_batches']}"
-            epoch = f"{m['seconds_per_epoch']:,.1f}" + (
-                " (extrapolated)" if m["extrapolated"] else ""
-            )
+            epoch = f"{m['seconds_per_epoch']:,.1f}"
+            repeats = m.get("repeat_seconds", [])
+            if len(repeats) > 1:
+                epoch += f" [{min(repeats):,.1f}-{max(repeats):,.1f}, {len(repeats)} runs]"
+            if m["extrapolated"]:
+                epoch += " (extrapolated)"
             lines.append(
                 f"| {row['case']} | {m['num_graphs']} | {m['max_nodes']} | "
                 f"{m['num_clusters'][0]}, {m['num_clusters'][1]} | {f} | {epoch} | {batches} | "
@@ -448,13 +472,28 @@ def main(argv=None):
         help="batches of the densified D&D epoch to time (a full one takes ~90 min on CPU)",
     )
     p.add_argument("--scaling", nargs="*", type=int, default=list(SCALING))
-    p.add_argument("--quick", action="store_true", help="ENZYMES and N_max 50, 5 batches")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each measurement, the formulations alternating; the table takes medians",
+    )
+    p.add_argument(
+        "--repeat-below",
+        type=float,
+        default=120.0,
+        help="measurements whose first run took longer (wall seconds) run once: a long epoch "
+        "averages the machine's noise out by itself",
+    )
+    p.add_argument("--quick", action="store_true", help="ENZYMES and N_max 50, 5 batches, 1 run")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     if args.worker:
         print(json.dumps(worker(args)))
         return
     if args.quick:
-        args.real, args.scaling, args.max_batches = ["ENZYMES"], [50], 5
+        args.real, args.scaling, args.max_batches, args.repeats = ["ENZYMES"], [50], 5, 1
     import torch
 
     results = dict(
@@ -476,26 +515,36 @@ def main(argv=None):
     cases += [dict(kind="synthetic", name=f"synthetic N_max={n}", n_max=n) for n in args.scaling]
     for case in cases:
         row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
-        for f in args.formulations:
-            batches = args.max_batches
-            if f == "dense_pyg" and case["name"] == "DD" and args.dense_dd_batches > 0:
-                batches = (
-                    args.dense_dd_batches if batches <= 0 else min(batches, args.dense_dd_batches)
+        measured: dict[str, list[dict]] = {f: [] for f in args.formulations}
+        walls: dict[str, float] = {}
+        for repeat in range(args.repeats):  # the formulations alternate
+            for f in args.formulations:
+                if repeat and (measured[f][0]["status"] != "ok" or walls[f] > args.repeat_below):
+                    continue
+                batches = args.max_batches
+                if f == "dense_pyg" and case["name"] == "DD" and args.dense_dd_batches > 0:
+                    batches = (
+                        args.dense_dd_batches
+                        if batches <= 0
+                        else min(batches, args.dense_dd_batches)
+                    )
+                t0 = time.time()
+                m = run_one(case, f, args, batches)
+                walls[f] = time.time() - t0
+                measured[f].append(m)
+                print(
+                    f"{case['name']:>22} {f:>15}: {m['status']}"
+                    + (
+                        f" {m['seconds_per_epoch']:.1f} s/epoch"
+                        f"{' (extrapolated)' if m['extrapolated'] else ''} "
+                        f"{fmt_bytes(m['peak_bytes'])}"
+                        if m["status"] == "ok"
+                        else f" {m.get('detail', '')}"
+                    )
+                    + f"  [{walls[f]:.0f}s wall, run {repeat + 1}]",
+                    flush=True,
                 )
-            t0 = time.time()
-            m = row["runs"][f] = run_one(case, f, args, batches)
-            print(
-                f"{case['name']:>22} {f:>15}: {m['status']}"
-                + (
-                    f" {m['seconds_per_epoch']:.1f} s/epoch"
-                    f"{' (extrapolated)' if m['extrapolated'] else ''} "
-                    f"{fmt_bytes(m['peak_bytes'])}"
-                    if m["status"] == "ok"
-                    else f" {m.get('detail', '')}"
-                )
-                + f"  [{time.time() - t0:.0f}s wall]",
-                flush=True,
-            )
+        row["runs"] = {f: median_run(runs) for f, runs in measured.items()}
         results["rows"].append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

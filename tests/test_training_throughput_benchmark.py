@@ -1,0 +1,58 @@
+"""benchmarks/training_throughput.py: repeated runs reduced to medians, and their table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import load_script
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training_throughput.py"
+PHASES = ("loading", "encoders", "pooling", "other_forward", "backward", "optimizer")
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return load_script(SCRIPT, "training_throughput")
+
+
+def _run(seconds, peak, phase):
+    return {
+        "status": "ok",
+        "seconds_per_epoch": seconds,
+        "peak_bytes": peak,
+        "phases": dict.fromkeys(PHASES, phase),
+        "num_graphs": 600,
+        "max_nodes": 126,
+        "num_clusters": [32, 8],
+        "num_batches": 30,
+        "measured_batches": 30,
+        "extrapolated": False,
+    }
+
+
+def test_median_run_takes_medians_of_the_finished_runs(throughput):
+    runs = [_run(3.0, 300, 1.0), {"status": "timeout"}, _run(1.0, 100, 2.0), _run(9.0, 200, 3.0)]
+    m = throughput.median_run(runs)
+    assert m["seconds_per_epoch"] == 3.0 and m["peak_bytes"] == 200
+    assert m["phases"]["backward"] == 1.0  # the record of the median run
+    assert m["repeat_seconds"] == [3.0, 1.0, 9.0]
+    two = throughput.median_run([_run(1.0, 100, 2.0), _run(2.0, 300, 3.0)])
+    assert two["seconds_per_epoch"] == 1.5 and two["peak_bytes"] == 200
+    failed = {"status": "out of memory"}
+    assert throughput.median_run([failed, {"status": "timeout"}]) is failed
+
+
+def test_the_table_shows_the_runs_range(throughput, tmp_path):
+    runs = {
+        "ours_fixed": throughput.median_run([_run(1.0, 2**20, 1.0), _run(1.2, 2**20, 1.0)]),
+        "dense_pyg": _run(2.2, 2**21, 1.0),
+    }
+    meta = {"command": "c", "machine": "m", "device": "cpu", "torch": "t"}
+    results = {"meta": meta, "rows": [{"case": "ENZYMES", "kind": "real", "runs": runs}]}
+    path = tmp_path / "t.md"
+    throughput.write_markdown(results, path)
+    text = path.read_text()
+    assert "| ours_fixed | 1.1 [1.0-1.2, 2 runs] | 30 / 30 |" in text
+    assert "| 2.0x | 2.0x |" in text
