@@ -192,6 +192,34 @@ def test_link_loss_zero_for_perfect_assignment():
     assert layer(x, edge_index).link_loss.item() < 1e-5
 
 
+@pytest.mark.parametrize("ratio", [None, 0.25])
+def test_bce_matches_elementwise_reference_per_graph(ratio, monkeypatch):
+    """The BCE link loss, evaluated per size bucket, equals the elementwise BCE over each
+    graph's N_g x N_g pairs of the dense S and A, in value and gradient, with several buckets
+    and with row blocks smaller than one graph."""
+    import diffpool.functional.losses as losses
+
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 64)
+    batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=4, seed=21)
+    layer = sage_layer(4, 12, ratio=ratio, link_loss="bce", entropy_loss=False).double()
+    x = batch.x.double()
+    out = layer(x, batch.edge_index, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch)
+    reference = []
+    for g, n in enumerate(out.mask.sum(-1).tolist()):
+        p = (out.s[g, :n] @ out.s[g, :n].t()).clamp(max=1.0)
+        a = adj[g, :n, :n].double()
+        bce = -a * torch.log(p + 1e-7) - (1 - a) * torch.log(1 - p + 1e-7)
+        reference.append(bce.sum() / n**2)
+    reference = torch.stack(reference)
+    torch.testing.assert_close(out.link_loss_per_graph, reference)
+    grads = []
+    for loss in (out.link_loss, reference.mean()):
+        grads.append(torch.autograd.grad(loss, list(layer.pool.parameters()), retain_graph=True))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref)
+
+
 class _FixedLogits(torch.nn.Module):
     def __init__(self, logits):
         super().__init__()
@@ -489,10 +517,13 @@ def test_without_the_assignment_no_padded_node_by_cluster_tensor():
     num_clusters = 30
     padded = len(sizes) * max(sizes) * num_clusters
 
-    def step(return_assignment):
-        layer = sage_layer(4, num_clusters, ratio=0.1)
+    def step(return_assignment, link_loss):
+        layer = sage_layer(4, num_clusters, ratio=0.1, link_loss=link_loss)
         out = layer(batch.x, batch.edge_index, batch.batch, return_assignment=return_assignment)
         (out.x.sum() + out.aux_loss).backward()
 
-    assert _largest_strided_tensor(lambda: step(True)) >= padded
-    assert _largest_strided_tensor(lambda: step(False)) < padded // 2
+    assert _largest_strided_tensor(lambda: step(True, "frobenius")) >= padded
+    assert _largest_strided_tensor(lambda: step(False, "frobenius")) < padded // 2
+    # The BCE evaluates pairs per size bucket: its largest block is the large graph's own
+    # N_g x N_g pairs, not the B x N_max x N_max pairs (or the dense S) of the padded batch.
+    assert _largest_strided_tensor(lambda: step(False, "bce")) <= max(sizes) ** 2

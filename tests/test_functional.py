@@ -104,12 +104,16 @@ def test_size_buckets_match_padded_products():
     z = torch.randn(sum(counts), 4, dtype=torch.float64)
     adj_s = torch.randn(sum(counts), 3, dtype=torch.float64)
     x_ref, adj_ref = _loop_products(s, z, adj_s, ptr)
-    for groups in (SizeBuckets(ptr, counts), PaddedBatch(batch, 5, 30)):
+    mask = torch.arange(30) < torch.tensor(counts)[:, None]
+    for groups in (SizeBuckets(ptr, counts), PaddedBatch(batch, 5, 30, mask)):
         x, adj, s_blocks = groups.pool(s, z, adj_s)
         torch.testing.assert_close(x, x_ref)
         torch.testing.assert_close(adj, adj_ref)
-        # The s blocks hold every graph's rows exactly once, padding rows zero.
+        # The s blocks hold every graph's rows exactly once, padding rows zero, and the
+        # masks mark exactly those rows.
         assert sum(b.ne(0).any(-1).sum().item() for b in s_blocks) == sum(counts)
+        for block, block_mask in zip(s_blocks, groups.masks()):
+            assert torch.equal(block.ne(0).any(-1), block_mask)
     assert torch.autograd.gradcheck(lambda s: SizeBuckets(ptr, counts).pool(s, z, adj_s)[:2], (s,))
 
 

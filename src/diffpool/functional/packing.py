@@ -113,6 +113,10 @@ class SizeBuckets:
         )
         return rows, inverse
 
+    def masks(self) -> list[Tensor]:
+        """``[b, n_bucket]`` bool masks of the real rows of every bucket's blocks."""
+        return [index != self.num_nodes for index in self.index]
+
     def blocks(self, flat: Tensor) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
         extended = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])
@@ -181,9 +185,13 @@ class PaddedBatch(SizeBuckets):
     """The same interface as :class:`SizeBuckets` with one block: the batch padded to
     ``max_num_nodes``. Static shapes and no host synchronisation (for ``torch.compile``)."""
 
-    def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int):
+    def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int, mask: Tensor):
         self.batch, self.batch_size, self.max_num_nodes = batch, batch_size, max_num_nodes
+        self.mask = mask
         self.index = [None]
+
+    def masks(self) -> list[Tensor]:
+        return [self.mask]
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
         from torch_geometric.utils import to_dense_batch

@@ -71,8 +71,10 @@ class DiffPoolConv(DiffPoolBase):
         \mathcal{L}_{LP} = \frac{1}{B} \sum_g \frac{1}{N_g^2} \sum_{i, j \in g}
         -A_{ij} \log(P_{ij} + \epsilon) - (1 - A_{ij}) \log(1 - P_{ij} + \epsilon),
 
-    evaluated in row blocks so that memory stays below one :math:`B \times N_{\max}` block
-    per row chunk (time is :math:`O(B N_{\max}^2 C)`). The authors' code divides the batch
+    evaluated per group of similar-sized graphs, each padded only to its own largest graph and
+    narrowed to its clusters, in row blocks recomputed in the backward pass: time is about
+    :math:`O(\sum_g N_g^2 C_g)` rather than the padded batch's :math:`O(B N_{\max}^2 C)`, and
+    memory stays at one row block. The authors' code divides the batch
     sum by :math:`\sum_g N_g^2` instead, which weighs large graphs more.
 
     **Cluster budgets.** With ``ratio=None`` (the default, the paper's rule) every graph is
@@ -214,8 +216,8 @@ class DiffPoolConv(DiffPoolBase):
                 (default: :obj:`None`)
             return_assignment (bool, optional): If set to :obj:`False`, the output's ``s`` is
                 :obj:`None`: the dense ``[B, N_max, C]`` assignment is then never built (it is
-                the largest tensor of a batch with one large graph, and nothing else needs it
-                unless ``link_loss="bce"``). Training loops that do not read ``s`` should pass
+                the largest tensor of a batch with one large graph, and no loss needs it).
+                Training loops that do not read ``s`` should pass
                 :obj:`False`. (default: :obj:`True`)
 
         Returns:
@@ -245,8 +247,10 @@ class DiffPoolConv(DiffPoolBase):
         num_slots = self._num_slots(max_num_nodes)
         z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
         widths = None
+        # Nodes are sorted by graph, so graph b holds the first counts[b] rows of its block.
+        mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
         if torch.compiler.is_compiling():
-            groups = PaddedBatch(batch, batch_size, max_num_nodes)
+            groups = PaddedBatch(batch, batch_size, max_num_nodes, mask)
         else:
             # Products per group of similar-sized graphs: far less padding than [B, N_max].
             ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -281,22 +285,28 @@ class DiffPoolConv(DiffPoolBase):
         adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             adj_times_s = adj.matmul(s_flat)
-        # Nodes are sorted by graph, so graph b holds the first counts[b] rows of its block.
-        mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
         s = None
-        if return_assignment or self.link_loss == "bce":
+        if return_assignment:
             s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[0]
         s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
 
         def per_graph(values: Tensor) -> Tensor:
             return values.new_zeros(batch_size).index_add(0, batch, values)
 
-        def bce_sum() -> Tensor:
-            return bce_link_loss_sum(s, mask) + bce_edge_correction(
-                s_flat, adj.index, adj.value, batch, batch_size
-            )
-
         x_pool, adj_pool, s_blocks = groups.pool(s_pool, z, adj_times_s.to(s_pool.dtype), widths)
+
+        def bce_sum() -> Tensor:
+            # All pairs per size bucket, each padded only to its largest graph and narrowed to
+            # its clusters (never the [B, N_max, N_max] pairs of the padded batch); then the
+            # edges, touching only them.
+            pairs = groups.reassemble(
+                [
+                    bce_link_loss_sum(block.to(s_flat.dtype), block_mask)
+                    for block, block_mask in zip(s_blocks, groups.masks())
+                ]
+            )
+            return pairs + bce_edge_correction(s_flat, adj.index, adj.value, batch, batch_size)
+
         return self._output(
             x=x_pool,
             adj=adj_pool,
