@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,32 @@ def test_the_table_shows_the_runs_range(throughput, tmp_path):
     text = path.read_text()
     assert "| ours_fixed | 1.1 [1.0-1.2, 2 runs] | 30 / 30 |" in text
     assert "| 2.0x | 2.0x |" in text
+
+
+def test_bce_link_loss_is_refused_beside_the_dense_formulation(throughput, capsys):
+    """PyG's dense_diff_pool has the Frobenius link loss only: timing ours with the BCE against
+    it would compare different losses."""
+    with pytest.raises(SystemExit):
+        throughput.main(["--link-loss", "bce", "--real", "ENZYMES"])
+    assert "dense_pyg" in capsys.readouterr().err
+
+
+def test_bce_link_loss_run_records_its_loss(throughput, tmp_path):
+    out = tmp_path / "bce"
+    throughput.main(
+        [
+            "--quick",
+            "--formulations",
+            "ours_per_graph",
+            "--link-loss",
+            "bce",
+            "--out",
+            str(out),
+        ]
+    )
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["meta"]["link_loss"] == "bce"
+    for row in results["rows"]:
+        run = row["runs"]["ours_per_graph"]
+        assert run["status"] == "ok" and run["finite_loss"], row["case"]
+    assert "bce link loss" in out.with_suffix(".md").read_text()
