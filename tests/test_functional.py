@@ -82,6 +82,31 @@ def test_bce_decomposition_matches_elementwise():
     torch.testing.assert_close(dense, ref)
 
 
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 20])
+def test_no_edge_bce_gradient_matches_autograd_reference(chunk_elements, monkeypatch):
+    # The A = 0 part has a hand-written backward (2 G S); autograd through the elementwise
+    # formula is the reference, with padded rows, pairs where S S^T exceeds 1 (clamped: no
+    # gradient through them) and, with a tiny chunk, several blocks of rows.
+    monkeypatch.setattr("diffpool.functional.losses._CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(1)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()
+    s = torch.rand(2, 7, 3, dtype=torch.float64) * 0.6
+    s[0, 0] = torch.tensor([1.2, 0.0, 0.0], dtype=torch.float64)  # P_00 = 1.44 > 1
+    s = (s * mask.unsqueeze(-1)).requires_grad_()
+    weights = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    (bce_link_loss_sum(s, mask) * weights).sum().backward()
+    ours = s.grad.clone()
+    s.grad = None
+    p = (s @ s.transpose(1, 2)).clamp(max=1)
+    pairs = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    ref = torch.where(pairs, -torch.log(1 - p + 1e-7), 0.0).sum((1, 2))
+    torch.testing.assert_close(bce_link_loss_sum(s, mask), ref)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(ours, s.grad)
+    assert torch.all(ours[~mask] == 0)
+    assert (p == 1).any()  # the clamped pairs were exercised
+
+
 def test_bucket_graphs():
     assert bucket_graphs([10, 3, 9, 4, 100, 70]) == [[4, 5], [0, 2], [3, 1]]
     assert bucket_graphs([5]) == [[0]]
