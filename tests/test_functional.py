@@ -83,10 +83,10 @@ def test_bce_decomposition_matches_elementwise():
 
 
 @pytest.mark.parametrize("chunk_elements", [1 << 22, 20])
-def test_no_edge_bce_gradient_matches_autograd_reference(chunk_elements, monkeypatch):
-    # The A = 0 part has a hand-written backward (2 G S); autograd through the elementwise
-    # formula is the reference, with padded rows, pairs where S S^T exceeds 1 (clamped: no
-    # gradient through them) and, with a tiny chunk, several blocks of rows.
+def test_no_edge_bce_gradient_matches_elementwise_reference(chunk_elements, monkeypatch):
+    # The A = 0 part (the sparse level's pairs) against autograd through the plain elementwise
+    # formula, with padded rows, pairs where S S^T exceeds 1 (clamped: no gradient through
+    # them) and, with a tiny chunk, several checkpointed blocks of rows.
     monkeypatch.setattr("diffpool.functional.losses._CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(1)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 BCE_EPS = 1e-7
@@ -88,56 +87,11 @@ def _row_chunk(batch_size: int, num_nodes: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(1, batch_size * num_nodes))
 
 
-class _NoEdgeBCE(torch.autograd.Function):
-    r"""Per-graph :math:`-\sum_{i,j} \log(1 - P_{ij} + \epsilon)` over the real pairs, with a
-    hand-written backward.
-
-    With :math:`G_{ij} = [P_{ij} \le 1] / (1 - P_{ij} + \epsilon)` on the real pairs (0
-    elsewhere), symmetric since :math:`\mathbf{P}` is, the gradient is
-    :math:`(\mathbf{G} + \mathbf{G}^\top)\mathbf{S} = 2\,\mathbf{G}\mathbf{S}`: one matmul per
-    block of rows where autograd through the block would spend two, and one elementwise pass
-    instead of a chain of saved temporaries. Blocks of rows bound the memory to one
-    ``[B, rows, N]`` tensor in both passes.
-    """
-
-    @staticmethod
-    def forward(ctx, s: Tensor, mask: Tensor) -> Tensor:
-        batch_size, num_nodes, _ = s.shape
-        chunk = _row_chunk(batch_size, num_nodes)
-        total = s.new_zeros(batch_size)
-        for start in range(0, num_nodes, chunk):
-            rows = slice(start, start + chunk)
-            p = torch.bmm(s[:, rows], s.transpose(1, 2)).clamp_(max=1.0)
-            loss = p.neg_().add_(1.0 + BCE_EPS).log_().neg_()
-            pair_mask = mask[:, rows, None] & mask[:, None, :]
-            total += torch.where(pair_mask, loss, 0.0).sum((-2, -1))
-        ctx.save_for_backward(s, mask)
-        return total
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        s, mask = ctx.saved_tensors
-        batch_size, num_nodes, _ = s.shape
-        chunk = _row_chunk(batch_size, num_nodes)
-        grad_s = torch.empty_like(s)
-        scale = (2.0 * grad).view(-1, 1, 1)
-        for start in range(0, num_nodes, chunk):
-            rows = slice(start, start + chunk)
-            p = torch.bmm(s[:, rows], s.transpose(1, 2))
-            keep = (mask[:, rows, None] & mask[:, None, :]) & (p <= 1.0)
-            g = p.neg_().add_(1.0 + BCE_EPS).reciprocal_()
-            g = torch.where(keep, g, 0.0).mul_(scale)
-            grad_s[:, rows] = torch.bmm(g, s)
-        return grad_s, None
-
-
 def bce_link_loss_sum(s: Tensor, mask: Tensor, adj: Tensor | None = None) -> Tensor:
     r"""Per-graph sum of the BCE over all pairs of real nodes, for a dense ``adj`` or ``A = 0``.
 
     Rows are processed in blocks recomputed in the backward pass, so memory stays at one
-    ``[B, rows, N]`` block instead of ``[B, N, N]``. With ``adj=None`` (the sparse level) the
-    backward pass is the closed form :math:`2\,\mathbf{G}\mathbf{S}` (see ``_NoEdgeBCE``).
+    ``[B, rows, N]`` block instead of ``[B, N, N]``.
 
     Args:
         s (torch.Tensor): ``[B, N, C]`` assignment.
@@ -148,8 +102,6 @@ def bce_link_loss_sum(s: Tensor, mask: Tensor, adj: Tensor | None = None) -> Ten
     Returns:
         torch.Tensor: ``[B]`` sums (not yet divided by :math:`N_g^2`).
     """
-    if adj is None:
-        return _NoEdgeBCE.apply(s, mask)
     batch_size, num_nodes, _ = s.shape
     chunk = _row_chunk(batch_size, num_nodes)
     total = s.new_zeros(batch_size)
