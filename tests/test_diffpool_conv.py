@@ -455,7 +455,7 @@ def test_repr_and_reset_parameters():
     assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
 
 
-@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat"])
+@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat", "sum"])
 def test_from_encoder(encoder):
     batch = random_batch([5, 9], seed=15)
     layer = DiffPoolConv.from_encoder(encoder, 4, 16, 3)

@@ -67,7 +67,7 @@ def test_config_groups_hold_every_variant_and_encoder():
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat"])
+@pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat", "sum"])
 def test_every_model_config_trains_a_step(mutag, variant, encoder):
     cfg = _compose(f"model={variant}", f"model/encoder={encoder}", "model.num_levels=2")
     assert cfg.model.variant == variant and cfg.model.encoder == encoder

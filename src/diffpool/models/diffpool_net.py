@@ -105,7 +105,8 @@ class DiffPoolNet(torch.nn.Module):
             instead of the ratio rule. (default: :obj:`None`)
         hidden_channels (int, optional): Width of every GNN layer. (default: :obj:`64`)
         encoder (str, optional): A registered encoder type: ``"sage"`` (the paper),
-            ``"gcn"``, ``"gin"``, ``"gat"`` or your own. (default: :obj:`"sage"`)
+            ``"gcn"``, ``"gin"``, ``"gat"``, ``"sum"`` (the authors' code) or your own.
+            (default: :obj:`"sage"`)
         num_layers (int, optional): GNN layers per encoder block. (default: :obj:`3`)
         num_levels (int, optional): Number of pooling levels :math:`L`. (default: :obj:`1`)
         ratio (float, optional): Clusters per node. (default: :obj:`0.25`)

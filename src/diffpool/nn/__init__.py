@@ -10,6 +10,7 @@ from diffpool.nn.encoders import (
     register_encoder,
 )
 from diffpool.nn.output import DiffPoolOutput
+from diffpool.nn.sum_conv import DenseSumConv, SumConv
 
 __all__ = [
     "DiffPoolConv",
@@ -20,4 +21,6 @@ __all__ = [
     "ENCODERS",
     "register_encoder",
     "get_encoder",
+    "SumConv",
+    "DenseSumConv",
 ]

@@ -77,7 +77,7 @@ class DiffPoolBase(torch.nn.Module):
 
         Args:
             encoder (str): A registered encoder type (``"sage"``, ``"gcn"``, ``"gin"``,
-                ``"gat"``, or your own, see :func:`~diffpool.nn.register_encoder`).
+                ``"gat"``, ``"sum"``, or your own, see :func:`~diffpool.nn.register_encoder`).
             in_channels (int): Size of each input node feature.
             hidden_channels (int): Hidden size of both GNNs and size of the embedding GNN's
                 last layer.

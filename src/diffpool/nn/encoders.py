@@ -24,6 +24,8 @@ from torch_geometric.nn import (
 from torch_geometric.nn.inits import reset
 from torch_geometric.nn.models import MLP
 
+from diffpool.nn.sum_conv import DenseSumConv, SumConv
+
 
 @dataclass(frozen=True)
 class EncoderType:
@@ -71,6 +73,8 @@ register_encoder(
     "gin", lambda i, o: GINConv(_gin_mlp(i, o)), lambda i, o: DenseGINConv(_gin_mlp(i, o))
 )
 register_encoder("gat", GATConv, DenseGATConv)
+# the DiffPool authors' layer: A X W + b on the raw adjacency (see diffpool.nn.sum_conv)
+register_encoder("sum", SumConv, DenseSumConv, weighted=True)
 
 
 NORMS = (None, "batch")
@@ -159,8 +163,9 @@ class GNNEncoder(_EncoderStack):
     the authors' assignment GNN does).
 
     Args:
-        encoder (str): A registered encoder type (``"sage"``, ``"gcn"``, ``"gin"``, ``"gat"``
-            or your own, see :func:`register_encoder`).
+        encoder (str): A registered encoder type (``"sage"``, ``"gcn"``, ``"gin"``, ``"gat"``,
+            ``"sum"`` (the DiffPool authors' layer, :class:`~diffpool.nn.SumConv`) or your
+            own, see :func:`register_encoder`).
         in_channels (int): Size of each input feature.
         hidden_channels (int): Size of the hidden layers.
         out_channels (int): Size of the last layer.
