@@ -19,6 +19,14 @@ from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import spmm
 
 
+def _add_weights(module: torch.nn.Module, in_channels: int, out_channels: int, bias: bool):
+    """The weight ``lin`` (Glorot initialised, no bias of its own) and the bias of both layers."""
+    module.in_channels = in_channels
+    module.out_channels = out_channels
+    module.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
+    module.bias = torch.nn.Parameter(torch.empty(out_channels)) if bias else None
+
+
 class SumConv(MessagePassing):
     r"""Sum over the neighbours, then a linear map (the DiffPool authors' graph convolution):
 
@@ -48,10 +56,7 @@ class SumConv(MessagePassing):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, **kwargs):
         kwargs.setdefault("aggr", "add")
         super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
-        self.bias = torch.nn.Parameter(torch.empty(out_channels)) if bias else None
+        _add_weights(self, in_channels, out_channels, bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -94,10 +99,7 @@ class DenseSumConv(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
-        self.bias = torch.nn.Parameter(torch.empty(out_channels)) if bias else None
+        _add_weights(self, in_channels, out_channels, bias)
         self.reset_parameters()
 
     def reset_parameters(self):
