@@ -77,3 +77,17 @@ def test_sum_conv_reset_repr_and_encoder_stacks():
     assert enc(batch.x, batch.edge_index).shape == (15, 21)
     x, mask = to_dense_batch(batch.x, batch.batch)
     assert dense(x, to_dense_adj(batch.edge_index, batch.batch), mask).shape == (2, 9, 21)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sum_conv_takes_a_torch_sparse_adjacency(layout):
+    batch = random_batch([8, 5], num_features=3, seed=7)
+    # a directed edge checks PyG's adj_t convention (row = target)
+    edge_index = torch.cat([batch.edge_index, torch.tensor([[0], [4]])], dim=1)
+    conv = SumConv(3, 4)
+    n = batch.num_nodes
+    adj_t = torch.sparse_coo_tensor(edge_index.flip(0), torch.ones(edge_index.size(1)), (n, n))
+    adj_t = adj_t.coalesce()
+    if layout == "csr":
+        adj_t = adj_t.to_sparse_csr()
+    torch.testing.assert_close(conv(batch.x, adj_t), conv(batch.x, edge_index))
