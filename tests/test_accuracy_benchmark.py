@@ -204,6 +204,93 @@ def test_setting_selection_refuses_unlike_settings(selector, tmp_path):
         selector.select(archive, ["proteins"], "nolp")
 
 
+SPREAD = DRIVER.parent / "partition_spread.py"
+
+
+@pytest.fixture(scope="module")
+def spreader():
+    return load_script(SPREAD, "accuracy_spread")
+
+
+def _seeded(archive: Path, name: str, seed: int, curves, val=None, dropout=0.0):
+    """One archived sweep of a D&D setting run with ``seed``: one held-out curve per fold."""
+    for fold, curve in enumerate(curves):
+        job = archive / name / f"data.fold={fold},experiment=paper_dd_diffpool"
+        job.mkdir(parents=True)
+        config = {
+            "seed": seed,
+            "data": {"name": "DD", "fold": fold, "seed": seed},
+            "module": {"seed": seed},
+            "model": {"variant": "diffpool", "dropout": dropout},
+            "trainer": {"max_epochs": len(curve)},
+        }
+        results = {
+            "fold": fold,
+            "epochs": len(curve),
+            "fair": {"best_epoch": 0, "val_acc": None, "test_acc": None},
+            "paper": {"heldout_curve": curve},
+            # as run.py writes it without a validation split: NaN at every epoch
+            "val_curve": val[fold] if val else [float("nan")] * len(curve),
+            "config": config,
+        }
+        (job / "results.json").write_text(json.dumps(results))
+
+
+def test_partition_spread_per_seed_and_mean(spreader, tmp_path):
+    archive = tmp_path / "archive"
+    # seed 0 ran longer: its late peak (1.0 at epoch 4) is beyond the others' budget
+    _seeded(archive, "dd", 0, [[0.5, 0.8, 0.6, 1.0], [0.7, 0.6, 0.6, 1.0]])
+    _seeded(archive, "dd_seed1", 1, [[0.6, 0.6, 0.9], [0.6, 0.6, 0.7]])
+    _seeded(
+        archive,
+        "dd_seed2",
+        2,
+        [[0.4, 0.5, 0.7], [0.8, 0.7, 0.6]],
+        val=[[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]],
+    )
+    result = spreader.spread(archive, ["dd", "dd_seed1", "dd_seed2"], "diffpool")
+    assert result["epochs"] == 3
+    rows = {r["sweep"]: r for r in result["rows"]}
+    # mean curves: seed 0 [60, 70, 60] -> 70 at epoch 2; seed 1 [60, 60, 80] -> 80 at epoch 3
+    assert rows["dd"]["paper"] == pytest.approx([70.0, 10.0]) and rows["dd"]["paper_epoch"] == 2
+    assert rows["dd_seed1"]["paper"] == pytest.approx([80.0, 10.0])
+    assert rows["dd_seed1"]["paper_epoch"] == 3 and rows["dd_seed1"]["seed"] == 1
+    # seed 2: mean curve [60, 60, 65] -> 65 at epoch 3; it has a validation split, whose
+    # folds pick epochs 3 and 1 -> 70 and 80
+    assert rows["dd_seed2"]["paper"] == pytest.approx([65.0, 5.0])
+    assert rows["dd_seed2"]["fair"] == pytest.approx([75.0, 5.0])
+    assert rows["dd"]["fair"] is None and "fair" not in result  # not every partition has one
+    assert result["paper"]["mean"] == pytest.approx((70 + 80 + 65) / 3)
+    assert (result["paper"]["low"], result["paper"]["high"]) == pytest.approx((65.0, 80.0))
+
+    out = tmp_path / "spread.md"
+    spreader.main(
+        ["--dataset", "DD", "--archive", str(archive), "--out", str(out)]
+        + ["--setting", "dd,dd_seed1,dd_seed2"]
+    )
+    text = out.read_text()
+    assert "| dd_seed1 | 1 | 80.0 ± 10.0 (3) | — |" in text
+    assert "| **mean over 3 partitions**, paper | | 71.7 (range 65.0-80.0) | |" in text
+
+
+def test_partition_spread_refuses_other_settings(spreader, tmp_path):
+    archive = tmp_path / "archive"
+    _seeded(archive, "dd", 0, [[0.5, 0.8]])
+    _seeded(archive, "dd_seed1", 1, [[0.6, 0.6]], dropout=0.5)
+    _seeded(archive, "dd_again", 0, [[0.6, 0.6]])
+    _seeded(archive, "dd_fold", 2, [[0.6, 0.6], [0.5, 0.5]])
+    with pytest.raises(ValueError, match="more than the seed: model.dropout"):
+        spreader.spread(archive, ["dd", "dd_seed1"], "diffpool")
+    with pytest.raises(ValueError, match="different seeds"):
+        spreader.spread(archive, ["dd", "dd_again"], "diffpool")
+    with pytest.raises(ValueError, match=r"holds folds \[0, 1\]"):
+        spreader.spread(archive, ["dd", "dd_fold"], "diffpool")
+    with pytest.raises(ValueError, match="one 'nolp' configuration"):
+        spreader.spread(archive, ["dd", "dd_again"], "nolp")
+    with pytest.raises(SystemExit):
+        spreader.main(["--dataset", "DD", "--archive", str(archive), "--setting", "dd"])
+
+
 def test_missing_cell_of_a_pooling_setting(driver):
     per_graph = {
         "commands": ["run.py --datasets DD --name per_graph --epochs 10 model.budget=per_graph"]
