@@ -20,46 +20,39 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from select_setting import ARCHIVE, changes
 
-from diffpool.training.report import IGNORED_KEYS, collect
-
-HERE = Path(__file__).resolve().parent
-ARCHIVE = HERE.parents[1] / "benchmarks" / "results" / "accuracy_runs"
-#: config entries that are the budget or the bookkeeping of a run, not its setting
-NOT_A_SETTING = (*IGNORED_KEYS, "trainer.max_epochs")
+from diffpool.training.report import Group, collect
 
 
-def _is_seed(key: str) -> bool:
-    return key == "seed" or key.endswith(".seed")
+def _without_seeds(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "seed" and not k.endswith(".seed")}
 
 
-def load_sweep(archive_dir: Path, model: str) -> dict:
-    """The one ``model`` configuration of an archived sweep: its flat config and its runs."""
+def load_sweep(archive_dir: Path, model: str) -> Group:
+    """The one ``model`` configuration of an archived sweep, its runs sorted by fold."""
     if not archive_dir.is_dir():
         raise ValueError(f"{archive_dir} is not an archived sweep")
     groups = [g for g in collect(archive_dir)[0] if g.config.get("model.variant") == model]
     if len(groups) != 1:
         found = "; ".join(g.label for g in groups) or "none"
         raise ValueError(f"{archive_dir} must hold one {model!r} configuration, found: {found}")
-    group = groups[0]
-    return dict(config=group.config, runs=sorted(group.runs, key=lambda r: r["fold"]))
+    groups[0].runs.sort(key=lambda r: r["fold"])
+    return groups[0]
 
 
-def protocols(runs: list[dict], epochs: int) -> dict:
+def protocols(group: Group, epochs: int) -> dict:
     """Both protocols over the first ``epochs`` epochs: ``paper`` (mean ± std over folds at the
     best epoch of the mean test-fold curve, and that epoch, counted from 1) and ``fair`` (each
     fold's test-fold accuracy at its best validation epoch; None without a validation split)."""
-    table = np.array([r["paper"]["heldout_curve"][:epochs] for r in runs], dtype=float)
-    mean = table.mean(axis=0)
-    best = int(np.argmax(mean))
-    out = dict(paper=[100 * mean[best], 100 * table[:, best].std()], paper_epoch=best + 1)
+    mean, std, best = group.paper(epochs)
+    out = dict(paper=[100 * mean, 100 * std], paper_epoch=best + 1)
     # a run without a validation split logs NaN (or nothing) there
-    val = [np.array(r.get("val_curve") or [], dtype=float)[:epochs] for r in runs]
+    val = [np.array(r.get("val_curve") or [], dtype=float)[:epochs] for r in group.runs]
     if all(len(v) == epochs and not np.isnan(v).any() for v in val):
         # the first epoch with the best validation accuracy, as the fair protocol takes it
-        picks = [int(np.argmax(v)) for v in val]
-        fair = table[np.arange(len(runs)), picks]
-        out["fair"] = [100 * fair.mean(), 100 * fair.std()]
+        fair = [r["paper"]["heldout_curve"][int(np.argmax(v))] for r, v in zip(group.runs, val)]
+        out["fair"] = [100 * np.mean(fair), 100 * np.std(fair)]
     else:
         out["fair"] = None
     return out
@@ -70,27 +63,17 @@ def spread(archive: Path, sweeps: list[str], model: str) -> dict:
     loaded = {name: load_sweep(archive / name, model) for name in sweeps}
     reference = loaded[sweeps[0]]
     for name, sweep in loaded.items():
-        keys = set(sweep["config"]) | set(reference["config"])
-        differ = sorted(
-            k
-            for k in keys
-            if not k.startswith(NOT_A_SETTING)
-            and not _is_seed(k)
-            and sweep["config"].get(k) != reference["config"].get(k)
-        )
-        if differ:
-            raise ValueError(
-                f"{name} differs from {sweeps[0]} in more than the seed: {', '.join(differ)}"
-            )
-        folds = [r["fold"] for r in sweep["runs"]]
-        if folds != [r["fold"] for r in reference["runs"]]:
-            raise ValueError(f"{name} holds folds {folds}, {sweeps[0]} others")
-    seeds = [loaded[name]["config"].get("seed") for name in sweeps]
+        differ = changes(_without_seeds(sweep.config), _without_seeds(reference.config))
+        if differ != "(reference)":
+            raise ValueError(f"{name} differs from {sweeps[0]} in more than the seed: {differ}")
+        if sweep.folds != reference.folds:
+            raise ValueError(f"{name} holds folds {sweep.folds}, {sweeps[0]} others")
+    seeds = [loaded[name].config.get("seed") for name in sweeps]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"the sweeps must have different seeds, got {seeds}")
-    epochs = min(len(r["paper"]["heldout_curve"]) for s in loaded.values() for r in s["runs"])
+    epochs = min(len(r["paper"]["heldout_curve"]) for g in loaded.values() for r in g.runs)
     rows = [
-        dict(sweep=name, seed=seed, **protocols(loaded[name]["runs"], epochs))
+        dict(sweep=name, seed=seed, **protocols(loaded[name], epochs))
         for name, seed in zip(sweeps, seeds)
     ]
     summary = {}
@@ -98,7 +81,7 @@ def spread(archive: Path, sweeps: list[str], model: str) -> dict:
         values = [row[key][0] for row in rows if row[key] is not None]
         if len(values) == len(rows):
             summary[key] = dict(mean=float(np.mean(values)), low=min(values), high=max(values))
-    return dict(model=model, epochs=epochs, folds=len(reference["runs"]), rows=rows, **summary)
+    return dict(model=model, epochs=epochs, folds=len(reference.runs), rows=rows, **summary)
 
 
 def _pct(cell) -> str:

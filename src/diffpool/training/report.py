@@ -66,10 +66,13 @@ class Group:
         accs = [r["fair"]["val_acc"] for r in self.runs if r["fair"]["val_acc"] is not None]
         return _mean_std(accs)
 
-    def paper(self) -> tuple[float, float, int]:
-        """Mean ± std over folds at the best epoch of the mean test-fold curve."""
+    def paper(self, epochs: int | None = None) -> tuple[float, float, int]:
+        """Mean ± std over folds at the best epoch (counted from 0) of the mean test-fold
+        curve, over the epochs every fold reached, or the first ``epochs`` of them."""
         curves = [r["paper"]["heldout_curve"] for r in self.runs]
         length = min((len(c) for c in curves), default=0)
+        if epochs is not None:
+            length = min(length, epochs)
         if length == 0:
             return math.nan, math.nan, -1
         table = np.array([c[:length] for c in curves], dtype=float)
