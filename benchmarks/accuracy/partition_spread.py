@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from select_setting import ARCHIVE, changes
+from select_setting import ARCHIVE, changes, model_group
 
-from diffpool.training.report import Group, collect
+from diffpool.training.report import Group
 
 
 def _without_seeds(config: dict) -> dict:
@@ -31,14 +31,10 @@ def _without_seeds(config: dict) -> dict:
 
 def load_sweep(archive_dir: Path, model: str) -> Group:
     """The one ``model`` configuration of an archived sweep, its runs sorted by fold."""
-    if not archive_dir.is_dir():
-        raise ValueError(f"{archive_dir} is not an archived sweep")
-    groups = [g for g in collect(archive_dir)[0] if g.config.get("model.variant") == model]
-    if len(groups) != 1:
-        found = "; ".join(g.label for g in groups) or "none"
-        raise ValueError(f"{archive_dir} must hold one {model!r} configuration, found: {found}")
-    groups[0].runs.sort(key=lambda r: r["fold"])
-    return groups[0]
+    group = model_group(archive_dir, model)
+    if group is None:
+        raise ValueError(f"{archive_dir} must hold one {model!r} configuration, found none")
+    return group
 
 
 def protocols(group: Group, epochs: int) -> dict:

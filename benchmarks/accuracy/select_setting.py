@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffpool.training.report import IGNORED_KEYS, collect
+from diffpool.training.report import IGNORED_KEYS, Group, collect
 
 HERE = Path(__file__).resolve().parent
 ARCHIVE = HERE.parents[1] / "benchmarks" / "results" / "accuracy_runs"
@@ -27,18 +27,29 @@ ARCHIVE = HERE.parents[1] / "benchmarks" / "results" / "accuracy_runs"
 NOT_A_SETTING = (*IGNORED_KEYS, "trainer.max_epochs", "logger", "callbacks")
 
 
-def load_setting(archive_dir: Path, model: str) -> list[dict]:
-    """The finished jobs of ``model`` (the config's ``model.variant``) in one archived sweep,
-    grouped as :func:`diffpool.training.report.collect` groups a sweep, one per fold:
-    ``fold``, ``val_curve`` and the group's flat ``config``; nothing of the test fold."""
+def model_group(archive_dir: Path, model: str) -> Group | None:
+    """The one configuration of ``model`` (the config's ``model.variant``) in an archived
+    sweep, grouped as :func:`diffpool.training.report.collect` groups a sweep, its runs sorted
+    by fold; None where the sweep is missing or has none."""
     if not archive_dir.is_dir():
-        return []
+        return None
     groups = [g for g in collect(archive_dir)[0] if g.config.get("model.variant") == model]
     if len(groups) > 1:
         labels = "; ".join(g.label for g in groups)
         raise ValueError(f"{archive_dir} holds several {model!r} configurations: {labels}")
-    runs = sorted(groups[0].runs, key=lambda r: r["fold"]) if groups else []
-    return [dict(fold=r["fold"], val_curve=r["val_curve"], config=groups[0].config) for r in runs]
+    if not groups:
+        return None
+    groups[0].runs.sort(key=lambda r: r["fold"])
+    return groups[0]
+
+
+def load_setting(archive_dir: Path, model: str) -> list[dict]:
+    """The finished jobs of ``model`` in one archived sweep (:func:`model_group`), one per
+    fold: ``fold``, ``val_curve`` and the group's flat ``config``; nothing of the test fold."""
+    group = model_group(archive_dir, model)
+    if group is None:
+        return []
+    return [dict(fold=r["fold"], val_curve=r["val_curve"], config=group.config) for r in group.runs]
 
 
 def changes(config: dict, reference: dict) -> str:
