@@ -221,12 +221,15 @@ def _fmt_bytes(b):
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    from diffpool.utils.provenance import code_label
+
     meta = results["meta"]
     lines = [
         "# One DiffPool level: forward + backward, time and peak memory",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
+        f"code {code_label(meta.get('provenance')) or 'not recorded'}; "
         f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}, "
         f"{meta['hidden']} hidden channels, one SAGE layer per GNN.  ",
         "Ratios are against the fastest / smallest dense formulation measured on the same "
@@ -303,12 +306,15 @@ def main(argv=None):
         args.real, args.synthetic, args.reps, args.min_time = ["ENZYMES"], [50, 250], 2, 0.3
     import torch
 
+    from diffpool.utils.provenance import provenance
+
     results = dict(
         meta=dict(
             command="python benchmarks/pooling_level.py " + " ".join(argv or sys.argv[1:]),
             machine=machine_description(args.device),
             device=args.device,
             torch=torch.__version__,
+            provenance=provenance(),
             batch_size=args.batch_size,
             ratio=args.ratio,
             hidden=args.hidden,

@@ -367,12 +367,15 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    from diffpool.utils.provenance import code_label
+
     meta = results["meta"]
     lines = [
         "# Training throughput: seconds per epoch and peak memory of the training step",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
+        f"code {code_label(meta.get('provenance')) or 'not recorded'}; "
         f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
         f"{RATIO}, batch {BATCH}, Adam; {meta.get('link_loss', 'frobenius')} link loss "
         "(ours).  ",
@@ -516,12 +519,15 @@ def main(argv=None):
         args.real, args.scaling, args.max_batches, args.repeats = ["ENZYMES"], [50], 5, 1
     import torch
 
+    from diffpool.utils.provenance import provenance
+
     results = dict(
         meta=dict(
             command="python benchmarks/training_throughput.py " + " ".join(argv or sys.argv[1:]),
             machine=machine_description(args.device),
             device=args.device,
             torch=torch.__version__,
+            provenance=provenance(),
             date=time.strftime("%Y-%m-%d"),
             link_loss=args.link_loss,
         ),

@@ -93,6 +93,38 @@ def test_table_states_the_goals_and_the_shortfalls(driver, tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_columns_name_the_code_their_jobs_ran_on(driver, tmp_path):
+    archive = tmp_path / "archive"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    codes = [
+        {"diffpool": "0.1.0", "commit": commit, "modified": False},
+        {"diffpool": "0.1.0", "commit": commit, "modified": True},
+        None,  # a job from before results recorded their code
+    ]
+    for fold, code in enumerate(codes):
+        job = _job(archive, "diffpool", fold, [0.5, 0.7], best=1)
+        results = json.loads((job / "results.json").read_text())
+        if code is not None:
+            results["provenance"] = code
+        (job / "results.json").write_text(json.dumps(results))
+    _job(archive, "base", 0, [0.5, 0.6], best=1)
+    cells = driver.collect(archive)
+    assert cells["diffpool"]["code"] == {"0123456": 1, "0123456+modified": 1, "not recorded": 1}
+
+    def column(cells):
+        results = {
+            "machine": "test",
+            "datasets": {"ENZYMES": dict(cells=cells, wall_time_s=1.0, command="c", epochs=2)},
+        }
+        driver.write_table(results, tmp_path / "accuracy.md")
+        table = (tmp_path / "accuracy.md").read_text()
+        return next(line for line in table.splitlines() if line.startswith("- ENZYMES: `c`"))
+
+    assert column(cells).endswith("; code: 0123456 ×1, 0123456+modified ×1, not recorded ×2")
+    # a column whose jobs all predate the record names no code
+    assert column({"base": cells["base"]}).endswith("; 2 epochs on `?`; 0 min")
+
+
 def test_runs_without_validation_set_have_no_fair_cell(driver, tmp_path):
     """Jobs run with data.val_ratio=0 have no fair result: the cell says so instead of NaN."""
     archive = tmp_path / "archive"

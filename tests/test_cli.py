@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import diffpool
 from diffpool.datasets.splits import fold_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,4 +194,7 @@ def test_installed_wheel_trains_from_an_empty_directory(tmp_path):
     )
     results = list(empty.rglob("results.json"))
     assert len(results) == 1 and json.loads(results[0].read_text())["dataset"] == "ENZYMES"
+    # installed from a wheel: the version, and no git commit to name
+    provenance = json.loads(results[0].read_text())["provenance"]
+    assert provenance["commit"] is None and provenance["diffpool"] == diffpool.__version__
     assert (empty / "data" / "TU" / "ENZYMES" / "raw" / "ENZYMES_A.txt").exists()

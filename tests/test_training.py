@@ -24,6 +24,7 @@ from diffpool.training import (
     train,
 )
 from diffpool.training.report import collect, mean_curves, write_report
+from diffpool.utils.provenance import code_label, provenance
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -174,6 +175,8 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     elapsed = [float(r["time/elapsed_s"]) for r in history]
     assert 0 < elapsed[0] < elapsed[1] < elapsed[2] <= stored["wall_time_s"]
     assert results["config"] == stored["config"]
+    # the code and threads that ran, as provenance() says of this installation
+    assert stored["provenance"] == provenance()
 
     # the same config again: skipped, nothing rewritten
     mtime = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
@@ -325,6 +328,7 @@ def test_report_aggregates_folds_under_both_protocols(tmp_path):
     runs = [json.loads((sweep / f"diffpool-{f}" / "results.json").read_text()) for f in (0, 1)]
     fair = [r["fair"]["test_acc"] for r in runs]
     assert int(row["folds"]) == 2
+    assert row["code"] == code_label(runs[0]["provenance"]) and "| " + row["code"] + " |" in text
     assert float(row["fair_test_acc_mean"]) == pytest.approx(sum(fair) / 2)
     curves = torch.tensor([r["paper"]["heldout_curve"] for r in runs])
     best = int(curves.mean(0).argmax())

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from diffpool.training.report import job_files
+from diffpool.training.report import NOT_RECORDED, code_summary, job_files
 from diffpool.training.run import CHECKPOINTS
 from diffpool.training.run import FAILED as FAILED_FILE
 from diffpool.training.run import HISTORY as HISTORY_FILE
@@ -229,6 +229,7 @@ def collect(archive_dir: Path) -> dict:
             paper=[100 * paper, 100 * paper_std],
             paper_epoch=best,
             wall_time_s=group.wall_time(),
+            code=group.code(),
         )
     for f in failed:
         cells.setdefault("failed", []).append(f)
@@ -257,6 +258,20 @@ def column_overrides(info: dict) -> list[str]:
     return sorted({w for w in words if "=" in w and not w.startswith("-")})
 
 
+def column_code(info: dict) -> str:
+    """``"; code: abc1234"``: the commits the column's jobs ran on, where they recorded one
+    (nothing for a column whose jobs all predate the record)."""
+    counts: dict[str, int] = {}
+    for key, cell in info["cells"].items():
+        if key == "failed":
+            continue
+        for label, n in cell.get("code", {}).items():
+            counts[label] = counts.get(label, 0) + n
+    if set(counts) <= {NOT_RECORDED}:
+        return ""
+    return f"; code: {code_summary(dict(sorted(counts.items())))}"
+
+
 def missing_cell(model: str, label: str, info: dict) -> str:
     """What a column says where it has no result for ``model``: a flat model in a column whose
     overrides only concern the pooling would be the same run as the dataset's plain column."""
@@ -277,7 +292,10 @@ def write_table(results: dict, path: Path) -> None:
         "Test accuracy (%), mean ± std over folds; in brackets the difference to the "
         "published figure. **fair**: each fold tested at its best-validation epoch. "
         "**paper** (optimistic): the epoch with the best mean test-fold accuracy, selected "
-        "on the test folds as in the authors' code.",
+        "on the test folds as in the authors' code. A fold reruns exactly only on the code "
+        "and thread count that ran it: each job records them (`provenance` in its "
+        "results.json), and the column lines below name the commits (jobs that ran before "
+        "this was recorded name none).",
         "",
         "| model | protocol | " + " | ".join(datasets) + " |",
         "|---|---|" + "---|" * len(datasets),
@@ -307,6 +325,7 @@ def write_table(results: dict, path: Path) -> None:
         lines.append(
             f"- {d}: " + " and ".join(f"`{c}`" for c in commands) + f"; {info.get('epochs', '?')} "
             f"epochs on `{info.get('trainer', '?')}`; {info['wall_time_s'] / 60:.0f} min"
+            + column_code(info)
         )
     lines += [
         "",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from typing import Any
 import numpy as np
 
 from diffpool.training.run import FAILED, HISTORY, RESULTS
+from diffpool.utils.provenance import code_label
+
+#: the code of a result written before results recorded it
+NOT_RECORDED = "not recorded"
 
 #: config entries named first in a group's label
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
@@ -85,6 +90,20 @@ class Group:
 
     def epochs(self) -> int:
         return max((r.get("epochs", 0) for r in self.runs), default=0)
+
+    def code(self) -> dict[str, int]:
+        """How many folds ran on each code (:func:`~diffpool.utils.provenance.code_label`:
+        the commit, or the package version outside a git checkout), :data:`NOT_RECORDED`
+        for results written before they recorded it."""
+        counts = Counter(code_label(r.get("provenance")) or NOT_RECORDED for r in self.runs)
+        return dict(sorted(counts.items()))
+
+
+def code_summary(counts: dict[str, int]) -> str:
+    """``"abc1234"`` where every fold ran on one code, else ``"abc1234 ×6, def5678 ×4"``."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{label} ×{n}" for label, n in counts.items())
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -158,6 +177,7 @@ ROW_FIELDS = (
     "paper_test_acc_std",
     "paper_best_epoch",
     "wall_time_s",
+    "code",
 )
 
 
@@ -182,6 +202,7 @@ def rows(groups: list[Group]) -> list[dict[str, Any]]:
                         paper_std,
                         best,
                         round(group.wall_time(), 1),
+                        code_summary(group.code()),
                     ),
                 )
             )
@@ -198,8 +219,8 @@ def markdown(groups: list[Group], failed: list[dict[str, Any]], sweep_dir: str |
         "accuracy, as in the authors' code.",
         "",
         "| configuration | folds | epochs | fair | paper (optimistic) | paper epoch | "
-        "val (fair) | wall time |",
-        "|---|---|---|---|---|---|---|---|",
+        "val (fair) | wall time | code |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for group, row in zip(groups, rows(groups)):
         lines.append(
@@ -207,7 +228,7 @@ def markdown(groups: list[Group], failed: list[dict[str, Any]], sweep_dir: str |
             f"{_pct(row['fair_test_acc_mean'], row['fair_test_acc_std'])} | "
             f"{_pct(row['paper_test_acc_mean'], row['paper_test_acc_std'])} | "
             f"{row['paper_best_epoch']} | {_pct(row['fair_val_acc_mean'])} | "
-            f"{row['wall_time_s']:.0f} s |"
+            f"{row['wall_time_s']:.0f} s | {row['code']} |"
         )
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)})", ""]

@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
+from diffpool.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[
                     "error": f"{type(err).__name__}: {err}",
                     "traceback": traceback.format_exc(),
                     "config": comparable_config(cfg),
+                    "provenance": provenance(),
                 },
             )
         raise
@@ -275,6 +277,8 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
         # a resumed run counts the fitting time of the epochs it restored as well
         "wall_time_s": round(time.time() - started + history.resumed_elapsed_s, 2),
         "config": comparable_config(cfg),
+        # the same config reruns to the same curves only on the same code and threads
+        "provenance": provenance(),
     }
     if trainer.is_global_zero:
         _write_json(out / RESULTS, results)

@@ -1,1 +1,1 @@
-"""Connectivity handling and input validation."""
+"""Connectivity handling, input validation and the provenance of results."""
