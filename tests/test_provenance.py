@@ -77,6 +77,7 @@ def test_outside_any_checkout_the_versions_remain(tmp_path):
         "torch",
         "torch_geometric",
         "lightning",
+        "pymetis",
         "torch_threads",
     }
 

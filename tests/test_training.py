@@ -197,6 +197,23 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     assert json.loads((out / "results.json").read_text())["config"]["model"]["ratio"] == 0.5
 
 
+def test_results_name_the_code_the_run_started_with(tmp_path, monkeypatch):
+    """The code is the one imported when the run starts: a commit made while it trains must
+    not be recorded as what ran."""
+    import diffpool.training.run as run_module
+
+    calls = []
+
+    def fake_provenance():
+        calls.append(len(calls))
+        return {"commit": f"commit-{len(calls)}"}
+
+    monkeypatch.setattr(run_module, "provenance", fake_provenance)
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))
+    stored = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert stored["provenance"] == {"commit": "commit-1"} and len(calls) == 1
+
+
 def test_checkpoint_reloads_the_model_alone(tmp_path):
     train(_cfg(tmp_path, "run", "trainer.max_epochs=1", "model=det"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

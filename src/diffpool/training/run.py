@@ -193,9 +193,11 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[
         earlier = check_run_directory(out, cfg)
         if earlier is not None:
             return earlier
+    # what runs is the code imported now: a commit made while the run trains is not it
+    origin = provenance()
     started = time.time()
     try:
-        return _train(cfg, out, started)
+        return _train(cfg, out, started, origin)
     except Exception as err:
         if _launcher_rank() == 0:
             _write_json(
@@ -205,13 +207,13 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[
                     "error": f"{type(err).__name__}: {err}",
                     "traceback": traceback.format_exc(),
                     "config": comparable_config(cfg),
-                    "provenance": provenance(),
+                    "provenance": origin,
                 },
             )
         raise
 
 
-def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
+def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> dict[str, Any]:
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer, history = build(cfg, out)
     last = out / CHECKPOINTS / "last.ckpt"
@@ -277,8 +279,9 @@ def _train(cfg: DictConfig, out: Path, started: float) -> dict[str, Any]:
         # a resumed run counts the fitting time of the epochs it restored as well
         "wall_time_s": round(time.time() - started + history.resumed_elapsed_s, 2),
         "config": comparable_config(cfg),
-        # the same config reruns to the same curves only on the same code and threads
-        "provenance": provenance(),
+        # the same config reruns to the same curves only on the same code and threads; that
+        # of the last start (a resumed run's earlier epochs may have run on other code)
+        "provenance": origin,
     }
     if trainer.is_global_zero:
         _write_json(out / RESULTS, results)

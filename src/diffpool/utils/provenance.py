@@ -13,8 +13,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-#: the libraries whose versions change what a run computes
-LIBRARIES = ("torch", "torch_geometric", "lightning")
+#: the libraries whose versions change what a run computes (pymetis: DiffPool-Det's clusters)
+LIBRARIES = ("torch", "torch_geometric", "lightning", "pymetis")
 
 
 def _git(cwd: Path, *args: str) -> str | None:
