@@ -292,8 +292,8 @@ def write_table(results: dict, path: Path) -> None:
         "Test accuracy (%), mean ± std over folds; in brackets the difference to the "
         "published figure. **fair**: each fold tested at its best-validation epoch. "
         "**paper** (optimistic): the epoch with the best mean test-fold accuracy, selected "
-        "on the test folds as in the authors' code. A fold reruns exactly only on the code "
-        "and thread count that ran it: each job records them (`provenance` in its "
+        "on the test folds as in the authors' code. A fold reruns exactly only with the code, "
+        "libraries and thread count that ran it: each job records them (`provenance` in its "
         "results.json), and the column lines below name the commits (jobs that ran before "
         "this was recorded name none).",
         "",

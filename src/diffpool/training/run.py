@@ -279,8 +279,8 @@ def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> dict[str
         # a resumed run counts the fitting time of the epochs it restored as well
         "wall_time_s": round(time.time() - started + history.resumed_elapsed_s, 2),
         "config": comparable_config(cfg),
-        # the same config reruns to the same curves only on the same code and threads; that
-        # of the last start (a resumed run's earlier epochs may have run on other code)
+        # the same config reruns to the same curves only with the same code, libraries and
+        # threads; those of the last start (a resumed run's earlier epochs may have had others)
         "provenance": origin,
     }
     if trainer.is_global_zero:

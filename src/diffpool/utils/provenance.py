@@ -1,9 +1,10 @@
 """What produced a result: the package's version and git commit, the libraries' versions and
 the number of threads torch computed with.
 
-Training is seeded, and on the CPU a run repeats exactly with the same code and the same
-number of threads. Change either, even in a way that only adds float sums in another order,
-and a few predictions flip early in the run and the rest of it goes elsewhere.
+Training is seeded, and on the CPU a run repeats exactly with the same code, the same
+libraries and the same number of threads. Change one, even in a way that only adds float sums
+in another order, and a few predictions flip early in the run and the rest of it goes
+elsewhere.
 :func:`provenance` is recorded in every ``results.json`` and in the benchmarks' metadata.
 """
 
