@@ -221,7 +221,7 @@ def _fmt_bytes(b):
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    from diffpool.utils.provenance import code_label
+    from diffpool.utils.provenance import NOT_RECORDED, code_label
 
     meta = results["meta"]
     lines = [
@@ -229,7 +229,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
-        f"code {code_label(meta.get('provenance')) or 'not recorded'}; "
+        f"code {code_label(meta.get('provenance')) or NOT_RECORDED}; "
         f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}, "
         f"{meta['hidden']} hidden channels, one SAGE layer per GNN.  ",
         "Ratios are against the fastest / smallest dense formulation measured on the same "

@@ -367,7 +367,7 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    from diffpool.utils.provenance import code_label
+    from diffpool.utils.provenance import NOT_RECORDED, code_label
 
     meta = results["meta"]
     lines = [
@@ -375,7 +375,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
-        f"code {code_label(meta.get('provenance')) or 'not recorded'}; "
+        f"code {code_label(meta.get('provenance')) or NOT_RECORDED}; "
         f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
         f"{RATIO}, batch {BATCH}, Adam; {meta.get('link_loss', 'frobenius')} link loss "
         "(ours).  ",

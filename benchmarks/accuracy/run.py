@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -261,12 +262,10 @@ def column_overrides(info: dict) -> list[str]:
 def column_code(info: dict) -> str:
     """``"; code: abc1234"``: the commits the column's jobs ran on, where they recorded one
     (nothing for a column whose jobs all predate the record)."""
-    counts: dict[str, int] = {}
+    counts = Counter()
     for key, cell in info["cells"].items():
-        if key == "failed":
-            continue
-        for label, n in cell.get("code", {}).items():
-            counts[label] = counts.get(label, 0) + n
+        if key != "failed":
+            counts.update(cell.get("code", {}))
     if set(counts) <= {NOT_RECORDED}:
         return ""
     return f"; code: {code_summary(dict(sorted(counts.items())))}"

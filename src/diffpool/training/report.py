@@ -27,10 +27,7 @@ from typing import Any
 import numpy as np
 
 from diffpool.training.run import FAILED, HISTORY, RESULTS
-from diffpool.utils.provenance import code_label
-
-#: the code of a result written before results recorded it
-NOT_RECORDED = "not recorded"
+from diffpool.utils.provenance import NOT_RECORDED, code_label
 
 #: config entries named first in a group's label
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
