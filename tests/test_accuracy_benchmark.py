@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import load_script
@@ -401,3 +402,132 @@ def test_a_longer_sweep_continues_the_jobs_of_a_shorter_one(driver, tmp_path):
     assert not any("data.fold=3" in p.name for p in longer.iterdir())  # all or nothing
     with pytest.raises(SystemExit, match="does not exist"):
         driver.continue_runs(tmp_path / "missing", longer, 20)
+
+
+RERUN = DRIVER.parent / "rerun_check.py"
+
+
+@pytest.fixture(scope="module")
+def rerun_checker():
+    return load_script(RERUN, "accuracy_rerun_check")
+
+
+def _sweep(archive: Path, name: str, curves: dict, val=None, dropout=0.0, provenance=None):
+    """An archived sweep: ``curves[variant][fold]`` is a job's held-out curve."""
+    for variant, folds in curves.items():
+        for fold, curve in enumerate(folds):
+            job = archive / name / f"data.fold={fold},experiment=paper_proteins_{variant}"
+            job.mkdir(parents=True)
+            config = {
+                "data": {"name": "PROTEINS", "fold": fold, "root": f"/{name}"},
+                "model": {"variant": variant, "dropout": dropout},
+                "trainer": {"max_epochs": len(curve)},
+            }
+            vals = val[fold] if val else [float("nan")] * len(curve)
+            best = int(np.nanargmax(vals)) if val else None
+            results = {
+                "fold": fold,
+                "epochs": len(curve),
+                "fair": {
+                    "best_epoch": best,
+                    "val_acc": None if best is None else vals[best],
+                    "test_acc": None if best is None else curve[best],
+                },
+                "paper": {"heldout_curve": curve},
+                "val_curve": vals,
+                "wall_time_s": 1.0,
+                "config": config,
+            }
+            if provenance is not None:
+                results["provenance"] = provenance
+            (job / "results.json").write_text(json.dumps(results))
+
+
+def test_rerun_check_compares_jobs_and_cells(rerun_checker, tmp_path):
+    archive = tmp_path / "archive"
+    committed = {"diffpool": [[0.5, 0.7, 0.6], [0.6, 0.8, 0.7]], "base": [[0.5, 0.5, 0.5]] * 2}
+    _sweep(archive, "proteins", committed)
+    # fold 1 of diffpool moves at the third epoch; base repeats exactly (NaN validation too)
+    rerun = {"diffpool": [[0.5, 0.7, 0.6], [0.6, 0.8, 0.9]], "base": [[0.5, 0.5, 0.5]] * 2}
+    # recorded before pymetis was among the libraries
+    info = {
+        "commit": "abcdef0123",
+        "modified": False,
+        "torch": "2.13.0",
+        "torch_geometric": "2.8",
+        "lightning": "2.6",
+    }
+    _sweep(archive, "proteins_rerun", rerun, provenance=info)
+    result = rerun_checker.check(archive, tmp_path / "none.json", "proteins", "proteins_rerun")
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows["base"]["jobs"] == {"same": [0, 1], "differ": {}}
+    assert rows["diffpool"]["jobs"] == {"same": [0], "differ": {1: 3}}
+    # paper protocol: committed mean curve [55, 75, 65] -> 75 at epoch 2 (index 1);
+    # the rerun's [55, 75, 75] -> the same 75 at the first best epoch
+    assert rows["diffpool"]["committed"]["paper"][0] == pytest.approx(75.0)
+    assert rows["diffpool"]["rerun"]["paper"][0] == pytest.approx(75.0)
+    assert result["code"] == {"committed": "not recorded", "rerun": "abcdef0"}
+    assert result["libraries"] == {
+        "committed": "not recorded",
+        "rerun": "torch 2.13.0, torch_geometric 2.8, lightning 2.6",
+    }
+
+    out = tmp_path / "reruns.md"
+    rerun_checker.main(
+        ["--archive", str(archive), "--table", str(tmp_path / "none.json"), "--out", str(out)]
+        + ["--pair", "proteins:proteins_rerun"]
+    )
+    text = out.read_text()
+    diffpool = "| diffpool | 2 × 3 | 1 of 2; the others differ from epoch 3 | 75.00 ± 5.00 (2) |"
+    base = "| base | 2 × 3 | 2 of 2 | 50.00 ± 0.00 (1) | 50.00 ± 0.00 (1) | 0.00 | — | — | — |"
+    assert diffpool in text and base in text
+
+
+def test_rerun_check_of_an_unarchived_column(rerun_checker, tmp_path):
+    archive = tmp_path / "archive"
+    val = [[0.1, 0.3, 0.2], [0.3, 0.2, 0.1]]
+    _sweep(archive, "enzymes_rerun", {"diffpool": [[0.5, 0.7, 0.6], [0.6, 0.8, 0.7]]}, val=val)
+    table = tmp_path / "accuracy.json"
+    cell = {"folds": 2, "epochs": 3, "fair": [60.0, 1.0], "paper": [70.0, 2.0], "paper_epoch": 0}
+    table.write_text(json.dumps({"datasets": {"ENZYMES": {"cells": {"diffpool": cell}}}}))
+    result = rerun_checker.check(archive, table, "ENZYMES", "enzymes_rerun")
+    (row,) = result["rows"]
+    assert row["jobs"] is None and row["committed"] == cell
+    # the folds' best validation epochs are 2 and 0: test 0.7 and 0.6
+    assert row["rerun"]["fair"] == pytest.approx([65.0, 5.0])
+    text = rerun_checker.markdown([result], "cmd")
+    row_start = "| diffpool | 2 × 3 | not archived | 70.00 ± 2.00 (1) | 75.00 ± 5.00 (2) | +5.00 |"
+    assert row_start in text
+    assert "| 60.00 ± 1.00 | 65.00 ± 5.00 | +5.00 |" in text
+
+
+def test_rerun_check_refuses_unlike_sweeps(rerun_checker, tmp_path):
+    archive, none = tmp_path / "archive", tmp_path / "none.json"
+    _sweep(archive, "proteins", {"diffpool": [[0.5, 0.7]] * 2})
+    _sweep(archive, "proteins_dropout", {"diffpool": [[0.5, 0.7]] * 2}, dropout=0.5)
+    _sweep(archive, "proteins_one_fold", {"diffpool": [[0.5, 0.7]]})
+    _sweep(archive, "proteins_longer", {"diffpool": [[0.5, 0.7, 0.7]] * 2})
+    with pytest.raises(ValueError, match="another setting: model.dropout=0.5"):
+        rerun_checker.check(archive, none, "proteins", "proteins_dropout")
+    with pytest.raises(ValueError, match="hold other jobs"):
+        rerun_checker.check(archive, none, "proteins", "proteins_one_fold")
+    with pytest.raises(ValueError, match="ran 3 epochs, not 2"):
+        rerun_checker.check(archive, none, "proteins", "proteins_longer")
+    with pytest.raises(ValueError, match="'proteins_again' is not archived"):
+        rerun_checker.check(archive, none, "proteins", "proteins_again")
+    with pytest.raises(ValueError, match="neither an archived sweep"):
+        rerun_checker.check(archive, none, "PROTEINS", "proteins_dropout")
+    with pytest.raises(SystemExit):
+        rerun_checker.main(["--archive", str(archive), "--pair", "proteins"])
+
+
+def test_committed_rerun_table_is_what_its_command_writes(rerun_checker, tmp_path):
+    """accuracy_reruns.md is recomputed from the committed archive by the command it names."""
+    committed = DRIVER.parents[1] / "results" / "accuracy_reruns.md"
+    command = committed.read_text().rsplit("Command: `", 1)[1].split("`", 1)[0]
+    args = command.split()[2:]
+    args[args.index("--out") + 1] = str(tmp_path / "reruns.md")
+    rerun_checker.main(args)
+    written = (tmp_path / "reruns.md").read_text()
+    # the same text up to the command line, which names the other --out
+    assert written.rsplit("Command: `", 1)[0] == committed.read_text().rsplit("Command: `", 1)[0]
