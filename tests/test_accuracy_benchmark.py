@@ -531,3 +531,17 @@ def test_committed_rerun_table_is_what_its_command_writes(rerun_checker, tmp_pat
     written = (tmp_path / "reruns.md").read_text()
     # the same text up to the command line, which names the other --out
     assert written.rsplit("Command: `", 1)[0] == committed.read_text().rsplit("Command: `", 1)[0]
+
+
+def test_rerun_first_difference(rerun_checker):
+    def job(heldout, val):
+        return {"paper": {"heldout_curve": heldout}, "val_curve": val}
+
+    nan = float("nan")
+    assert rerun_checker.first_difference(job([0.5, 0.6], []), job([0.5, 0.6], [])) is None
+    assert rerun_checker.first_difference(job([0.5], [nan]), job([0.5], [nan])) is None
+    assert (
+        rerun_checker.first_difference(job([0.5, 0.6], [0.1, 0.2]), job([0.5, 0.6], [0.1, 0.3]))
+        == 2
+    )
+    assert rerun_checker.first_difference(job([0.5, 0.6], []), job([0.5], [])) == 2

@@ -37,15 +37,16 @@ def first_difference(committed: dict, rerun: dict) -> int | None:
     """The first epoch (counted from 1) at which the two jobs' test-fold or validation
     accuracy differ, None where both curves repeat to the last digit (NaN equal to NaN, as a
     run without a validation split writes it)."""
-    epochs = max(len(committed["paper"]["heldout_curve"]), len(rerun["paper"]["heldout_curve"]))
-    for epoch in range(epochs):
-        for key in ("heldout", "val"):
-            a, b = (_curve(job, key) for job in (committed, rerun))
-            if epoch >= len(a) or epoch >= len(b):
-                return epoch + 1
-            if not np.array_equal(a[epoch], b[epoch], equal_nan=True):
-                return epoch + 1
-    return None
+    firsts = []
+    for key in ("heldout", "val"):
+        a, b = _curve(committed, key), _curve(rerun, key)
+        n = min(len(a), len(b))
+        differ = np.flatnonzero(~((a[:n] == b[:n]) | (np.isnan(a[:n]) & np.isnan(b[:n]))))
+        if differ.size:
+            firsts.append(int(differ[0]) + 1)
+        elif len(a) != len(b):
+            firsts.append(n + 1)
+    return min(firsts, default=None)
 
 
 def _curve(job: dict, key: str) -> np.ndarray:
@@ -53,11 +54,11 @@ def _curve(job: dict, key: str) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
-def libraries(runs: list[dict]) -> str:
+def libraries(jobs: dict[str, dict]) -> str:
     """The library versions the jobs recorded (:data:`NOT_RECORDED` for jobs that recorded
     none), with how many jobs recorded each set where they differ."""
     counts = Counter()
-    for run in runs:
+    for run in jobs.values():
         info = run.get("provenance")
         if info is None:
             counts[NOT_RECORDED] += 1
@@ -77,32 +78,27 @@ def _jobs(archive_dir: Path) -> dict[str, dict]:
     return jobs
 
 
-def compare_jobs(committed_dir: Path, rerun_dir: Path) -> dict[str, dict]:
+def compare_jobs(committed: dict[str, dict], rerun: dict[str, dict]) -> dict[str, dict]:
     """Per model: the folds whose curves repeat, and each other fold's first differing epoch.
-    The two sweeps must hold the same jobs with the same setting."""
-    committed, rerun = _jobs(committed_dir), _jobs(rerun_dir)
+    The two sweeps (:func:`_jobs`) must hold the same jobs with the same setting."""
     if set(committed) != set(rerun):
-        only = sorted(set(committed) ^ set(rerun))
-        raise ValueError(f"{committed_dir.name} and {rerun_dir.name} hold other jobs: {only}")
+        raise ValueError(f"the sweeps hold other jobs: {sorted(set(committed) ^ set(rerun))}")
     per_model: dict[str, dict] = {}
     for name in sorted(committed):
         a, b = committed[name], rerun[name]
-        differ = changes(_flat(b), _flat(a))
+        config = flatten(a["config"])
+        differ = changes(flatten(b["config"]), config)
         if differ != "(reference)":
             raise ValueError(f"{name}: the rerun has another setting: {differ}")
         if a["epochs"] != b["epochs"]:
             raise ValueError(f"{name}: the rerun ran {b['epochs']} epochs, not {a['epochs']}")
-        model = per_model.setdefault(_flat(a)["model.variant"], {"same": [], "differ": {}})
+        model = per_model.setdefault(config["model.variant"], {"same": [], "differ": {}})
         first = first_difference(a, b)
         if first is None:
             model["same"].append(a["fold"])
         else:
             model["differ"][a["fold"]] = first
     return per_model
-
-
-def _flat(run: dict) -> dict:
-    return flatten(run["config"])
 
 
 def committed_cells(archive: Path, table: Path, committed: str) -> dict:
@@ -123,11 +119,9 @@ def check(archive: Path, table: Path, committed: str, rerun: str) -> dict:
     if not rerun_dir.is_dir():
         raise ValueError(f"the rerun {rerun!r} is not archived under {archive}")
     old, new = committed_cells(archive, table, committed), collect(rerun_dir)
-    jobs = None
-    committed_runs: list[dict] = []
-    if (archive / committed).is_dir():
-        jobs = compare_jobs(archive / committed, rerun_dir)
-        committed_runs = list(_jobs(archive / committed).values())
+    rerun_jobs = _jobs(rerun_dir)
+    committed_jobs = _jobs(archive / committed) if (archive / committed).is_dir() else None
+    jobs = None if committed_jobs is None else compare_jobs(committed_jobs, rerun_jobs)
     models = [m for m in new if m != "failed"]
     missing = [m for m in models if m not in old]
     if missing:
@@ -154,13 +148,10 @@ def check(archive: Path, table: Path, committed: str, rerun: str) -> dict:
         committed=committed,
         rerun=rerun,
         rows=rows,
-        code=dict(
-            committed=code_summary(_code(old)) if _code(old) else NOT_RECORDED,
-            rerun=code_summary(_code(new)),
-        ),
+        code=dict(committed=code_summary(_code(old)), rerun=code_summary(_code(new))),
         libraries=dict(
-            committed=libraries(committed_runs) if committed_runs else NOT_RECORDED,
-            rerun=libraries(list(_jobs(rerun_dir).values())),
+            committed=NOT_RECORDED if committed_jobs is None else libraries(committed_jobs),
+            rerun=libraries(rerun_jobs),
         ),
     )
 
