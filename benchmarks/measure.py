@@ -104,7 +104,16 @@ def machine_description(device: str) -> str:
 
 
 def fmt_bytes(b: float) -> str:
-    return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.0f} MiB"
+    if b >= 2**30:
+        return f"{b / 2**30:,.1f} GiB"
+    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 2**10:,.0f} KiB"
+
+
+def code_description(meta: dict) -> str:
+    """The code a benchmark ran on (its commit, or the package version), from its metadata."""
+    from diffpool.utils.provenance import code_label
+
+    return code_label(meta.get("provenance")) or "unknown"
 
 
 def scaling_plot(rows, formulations, seconds, time_label, xlabel, title, path) -> None:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from measure import (
     add_common_arguments,
+    code_description,
+    fmt_bytes,
     machine_description,
     peak_since,
     python,
@@ -216,20 +218,14 @@ def cases(args):
     return out
 
 
-def _fmt_bytes(b):
-    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 2**10:,.0f} KiB"
-
-
 def write_markdown(results: dict, path: Path) -> None:
-    from diffpool.utils.provenance import NOT_RECORDED, code_label
-
     meta = results["meta"]
     lines = [
         "# One DiffPool level: forward + backward, time and peak memory",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
-        f"code {code_label(meta.get('provenance')) or NOT_RECORDED}; "
+        f"code {code_description(meta)}; "
         f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}, "
         f"{meta['hidden']} hidden channels, one SAGE layer per GNN.  ",
         "Ratios are against the fastest / smallest dense formulation measured on the same "
@@ -256,7 +252,7 @@ def write_markdown(results: dict, path: Path) -> None:
             lines.append(
                 f"| {row['case']} | {m['num_clusters']} | {m['batch_max_nodes']} / "
                 f"{m['dataset_max_nodes']} | {f} | {m['seconds']:.3f} | "
-                f"{_fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
+                f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
             )
     path.write_text("\n".join(lines) + "\n")
 
@@ -334,7 +330,7 @@ def main(argv=None):
             print(
                 f"{case['name']:>24} {f:>18}: {m['status']}"
                 + (
-                    f" {m['seconds']:.3f}s {_fmt_bytes(m['peak_bytes'])}"
+                    f" {m['seconds']:.3f}s {fmt_bytes(m['peak_bytes'])}"
                     if m["status"] == "ok"
                     else f" {m.get('detail', '')}"
                 )

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from measure import (
     add_common_arguments,
+    code_description,
     fmt_bytes,
     machine_description,
     peak_since,
@@ -367,15 +368,13 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def write_markdown(results: dict, path: Path) -> None:
-    from diffpool.utils.provenance import NOT_RECORDED, code_label
-
     meta = results["meta"]
     lines = [
         "# Training throughput: seconds per epoch and peak memory of the training step",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
-        f"code {code_label(meta.get('provenance')) or NOT_RECORDED}; "
+        f"code {code_description(meta)}; "
         f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
         f"{RATIO}, batch {BATCH}, Adam; {meta.get('link_loss', 'frobenius')} link loss "
         "(ours).  ",

@@ -1,7 +1,15 @@
-import pytest
-import torch
+import os
 
-from helpers import tu_dataset
+# One intra-op thread, here and in the subprocesses the tests start: the tests' graphs are small
+# and gain nothing from more, and on a shared 2-core machine more threads only contend.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import tu_dataset  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -146,6 +146,7 @@ def load_script(path: Path, name: str):
     try:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(path.parent))

@@ -125,24 +125,24 @@ def test_repr():
 class _WholeDenseGNN(torch.nn.Module):
     """The same dense pooling GNN behind another type: all its outputs are computed."""
 
-    def __init__(self, gnn):
+    def __init__(self, gnn, head):
         super().__init__()
-        self.gnn = gnn
+        self.gnn, self.head = gnn, head
 
     def forward(self, x, adj, mask=None):
-        return self.gnn(x, adj, mask)
+        return self.head(self.gnn(x, adj, mask))
 
 
 def test_per_graph_budgets_project_only_the_slots_the_batch_uses():
     """A batch whose largest graph has 9 nodes uses ceil(0.25 * 9) = 3 of C = 12 slots: the
-    pooling GNN's final linear map computes those 3 only, with the same outputs and gradients
+    layer's head computes those 3 only, with the same outputs and gradients
     as computing all 12."""
     _, x, adj, mask = dense_inputs([9, 4, 7, 2], seed=5)
     x, adj = x.double(), adj.double()
     layer = DenseDiffPoolConv.from_encoder("sage", 4, 8, 12, concat=True, ratio=0.25).double()
-    whole = DenseDiffPoolConv(layer.embed, _WholeDenseGNN(layer.pool), 12, ratio=0.25)
+    whole = DenseDiffPoolConv(layer.embed, _WholeDenseGNN(layer.pool, layer.head), 12, ratio=0.25)
     shapes = []
-    layer.pool.lin.register_forward_hook(lambda module, args, out: shapes.append(out.shape))
+    layer.head.register_forward_hook(lambda module, args, out: shapes.append(out.shape))
     results = []
     for conv in (layer, whole):
         layer.zero_grad()

@@ -360,22 +360,22 @@ def test_no_n_by_n_tensor(monkeypatch):
 
 
 class _WholeGNN(torch.nn.Module):
-    """The same pooling GNN behind another type, so that DiffPoolConv computes all of its
-    outputs for every node (the path of any user-given pooling GNN)."""
+    """The pooling GNN and its head as one module, so that DiffPoolConv computes all C logits
+    for every node (the path of a pooling GNN given without a head)."""
 
-    def __init__(self, gnn):
+    def __init__(self, gnn, head):
         super().__init__()
-        self.gnn = gnn
+        self.gnn, self.head = gnn, head
 
     def forward(self, x, edge_index, edge_weight=None):
-        return self.gnn(x, edge_index, edge_weight)
+        return self.head(self.gnn(x, edge_index, edge_weight))
 
 
 @pytest.mark.parametrize("encoder", ["sage", "gcn"])
 def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch):
-    """With per-graph budgets, a pooling GNN ending in a linear map gets only the first C_g
-    rows of it for each size bucket: the same outputs, losses and gradients as computing all
-    C logits for every node."""
+    """With per-graph budgets, the layer's head computes only the first C_g rows of its map for
+    each size bucket: the same outputs, losses and gradients as computing all C logits for
+    every node."""
     from diffpool.functional import packing
 
     # small graphs would share one bucket (one wide map): keep every size group apart
@@ -386,7 +386,7 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     layer = DiffPoolConv.from_encoder(
         encoder, 5, 8, 16, num_layers=2, concat=True, ratio=0.25, entropy_loss=True
     ).double()
-    whole = DiffPoolConv(layer.embed, _WholeGNN(layer.pool), 16, ratio=0.25).double()
+    whole = DiffPoolConv(layer.embed, _WholeGNN(layer.pool, layer.head), 16, ratio=0.25).double()
     widths = []
     linear = torch.nn.functional.linear
     monkeypatch.setattr(
@@ -396,7 +396,7 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     )
     x = batch.x.double()
     calls = []
-    layer.pool.lin.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    layer.head.register_forward_hook(lambda module, args, out: calls.append(out.shape))
     outputs = []
     for conv in (layer, whole):
         conv.zero_grad()

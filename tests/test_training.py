@@ -20,6 +20,7 @@ from diffpool.training import (
     GraphClassifier,
     NonFiniteLossError,
     RunDirectoryError,
+    RunResult,
     TUDataModule,
     train,
 )
@@ -144,9 +145,9 @@ def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
     nothing is selected on validation, and a callback that watches val/* is a clear error."""
     cfg = _cfg(tmp_path, "paper_split", "data.val_ratio=0", "callbacks=no_validation")
     stored = train(cfg)
-    assert stored["status"] == "finished" and stored["epochs"] == 3
-    assert stored["fair"]["test_acc"] is None and stored["fair"]["val_acc"] is None
-    curve = stored["paper"]["heldout_curve"]
+    assert stored.status == "finished" and stored.epochs == 3 and not stored.has_validation
+    assert stored.fair.test is None and stored.fair.val is None
+    curve = stored.test_curve
     assert len(curve) == 3 and all(0.0 <= a <= 1.0 for a in curve)
     with open(tmp_path / "paper_split" / "history.csv") as handle:
         columns = set(next(csv.DictReader(handle)))
@@ -161,12 +162,14 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     results = train(cfg)
     out = tmp_path / "run"
     stored = json.loads((out / "results.json").read_text())
+    assert stored["schema"] == RunResult.from_json(stored).schema == 2
+    assert RunResult.load(out) == results
     assert stored["status"] == "finished" and stored["epochs"] == 3
     assert stored["dataset"] == "MUTAG" and stored["model"] == "diffpool"
     fair = stored["fair"]
     # the checkpointed best epoch, retested, gives the test fold's accuracy of that epoch
-    assert fair["val_acc"] == max(stored["val_curve"])
-    assert fair["test_acc"] == pytest.approx(stored["paper"]["heldout_curve"][fair["best_epoch"]])
+    assert fair["val"] == max(stored["val_curve"])
+    assert fair["test"] == pytest.approx(stored["test_curve"][fair["best_epoch"]])
     assert Path(fair["checkpoint"]).exists() and (out / "checkpoints" / "last.ckpt").exists()
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
@@ -174,17 +177,17 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     assert {"train/loss", "val/acc", "heldout/acc", "train/link_loss_l0"} <= set(history[0])
     elapsed = [float(r["time/elapsed_s"]) for r in history]
     assert 0 < elapsed[0] < elapsed[1] < elapsed[2] <= stored["wall_time_s"]
-    assert results["config"] == stored["config"]
+    assert results.config == stored["config"]
     # the code and threads that ran, as provenance() says of this installation
     assert stored["provenance"] == provenance()
 
     # the same config again: skipped, nothing rewritten
     mtime = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    assert train(cfg)["wall_time_s"] == stored["wall_time_s"]
+    assert train(cfg).wall_time_s == stored["wall_time_s"]
     assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
     # ... also where the data lives elsewhere (a run restored on another machine)
     moved = _cfg(tmp_path, "run", f"data.root={tmp_path / 'elsewhere'}")
-    assert train(moved)["wall_time_s"] == stored["wall_time_s"]
+    assert train(moved).wall_time_s == stored["wall_time_s"]
     assert not (tmp_path / "elsewhere").exists()
 
     # another config in the same directory: refused
@@ -255,14 +258,12 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     # the wall time counts the restored epochs' fitting time too, not only this process's:
     # at least the last epoch's elapsed fitting time (restored + this process's), at most
     # the restored time plus this whole process (no timing ratio, so no flaky bound)
-    assert after[2] - 0.01 <= resumed["wall_time_s"] <= before[1] + this_process + 0.01
-    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
-    assert resumed["epochs"] == straight["epochs"] == 3
-    assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
-    assert resumed["paper"]["heldout_curve"] == pytest.approx(
-        straight["paper"]["heldout_curve"], abs=1e-6
-    )
-    assert resumed["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+    assert after[2] - 0.01 <= resumed.wall_time_s <= before[1] + this_process + 0.01
+    straight = RunResult.load(tmp_path / "straight")
+    assert resumed.epochs == straight.epochs == 3
+    assert resumed.val_curve == pytest.approx(straight.val_curve, abs=1e-6)
+    assert resumed.test_curve == pytest.approx(straight.test_curve, abs=1e-6)
+    assert resumed.fair.test == pytest.approx(straight.fair.test)
 
 
 def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwarn):
@@ -272,37 +273,35 @@ def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwar
     _interrupted_at_epoch_2(tmp_path, "stopped")
     shutil.move(tmp_path / "stopped", tmp_path / "moved")
     resumed = train(_cfg(tmp_path, "moved", "resume=true"))
-    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
-    assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
-    assert resumed["fair"]["best_epoch"] == straight["fair"]["best_epoch"]
-    assert resumed["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
+    straight = RunResult.load(tmp_path / "straight")
+    assert resumed.val_curve == pytest.approx(straight.val_curve, abs=1e-6)
+    assert resumed.fair.best_epoch == straight.fair.best_epoch
+    assert resumed.fair.test == pytest.approx(straight.fair.test)
     checkpoints = tmp_path / "moved" / "checkpoints"
-    assert Path(resumed["fair"]["checkpoint"]).parent == checkpoints
+    assert Path(resumed.fair.checkpoint).parent == checkpoints
     # save_top_k=1: the best file of the epochs before the move was replaced or kept, once
     assert len(list(checkpoints.glob("best-*.ckpt"))) == 1
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
 
 
 def test_a_finished_run_continues_elsewhere_to_more_epochs_as_if_run_straight(tmp_path):
-    """What ``benchmarks/accuracy/run.py --continue-from`` relies on: the checkpoints and
-    history of a finished 2-epoch run, copied into a new directory, continue to 3 epochs and
-    end as a 3-epoch run from the start (both protocols, history and clock)."""
+    """The checkpoints and history of a finished 2-epoch run, copied into a new directory,
+    continue to 3 epochs and end as a 3-epoch run from the start (both protocols, history and
+    clock)."""
     straight = train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
     short = train(_cfg(tmp_path, "short", "model.dropout=0.2", "trainer.max_epochs=2"))
     longer = tmp_path / "longer"
     shutil.copytree(tmp_path / "short" / "checkpoints", longer / "checkpoints")
     shutil.copyfile(tmp_path / "short" / "history.csv", longer / "history.csv")
     continued = train(_cfg(tmp_path, "longer", "model.dropout=0.2", "resume=true"))
-    assert continued["config"] == straight["config"] and continued["epochs"] == 3
-    assert continued["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
-    assert continued["paper"]["heldout_curve"] == pytest.approx(
-        straight["paper"]["heldout_curve"], abs=1e-6
-    )
-    assert continued["fair"]["best_epoch"] == straight["fair"]["best_epoch"]
-    assert continued["fair"]["test_acc"] == pytest.approx(straight["fair"]["test_acc"])
-    assert Path(continued["fair"]["checkpoint"]).parent == longer / "checkpoints"
+    assert continued.config == straight.config and continued.epochs == 3
+    assert continued.val_curve == pytest.approx(straight.val_curve, abs=1e-6)
+    assert continued.test_curve == pytest.approx(straight.test_curve, abs=1e-6)
+    assert continued.fair.best_epoch == straight.fair.best_epoch
+    assert continued.fair.test == pytest.approx(straight.fair.test)
+    assert Path(continued.fair.checkpoint).parent == longer / "checkpoints"
     assert _elapsed(longer)[:2] == pytest.approx(_elapsed(tmp_path / "short"))
-    assert continued["wall_time_s"] >= short["wall_time_s"]
+    assert continued.wall_time_s >= short.wall_time_s
     # the shorter run is left as it was
     assert json.loads((tmp_path / "short" / "results.json").read_text())["epochs"] == 2
 
@@ -342,20 +341,20 @@ def test_report_aggregates_folds_under_both_protocols(tmp_path):
         "model.variant=diffpool, model.readout=max",
     }
     row = rows["model.variant=diffpool, model.readout=max"]
-    runs = [json.loads((sweep / f"diffpool-{f}" / "results.json").read_text()) for f in (0, 1)]
-    fair = [r["fair"]["test_acc"] for r in runs]
-    assert int(row["folds"]) == 2
-    assert row["code"] == code_label(runs[0]["provenance"]) and "| " + row["code"] + " |" in text
-    assert float(row["fair_test_acc_mean"]) == pytest.approx(sum(fair) / 2)
-    curves = torch.tensor([r["paper"]["heldout_curve"] for r in runs])
+    runs = [RunResult.load(sweep / f"diffpool-{f}") for f in (0, 1)]
+    fair = [r.fair.test for r in runs]
+    assert int(row["folds"]) == 2 and row["metric"] == "acc"
+    assert row["code"] == code_label(runs[0].provenance) and "| " + row["code"] + " |" in text
+    assert float(row["fair_test_mean"]) == pytest.approx(sum(fair) / 2)
+    curves = torch.tensor([r.test_curve for r in runs])
     best = int(curves.mean(0).argmax())
     assert int(row["paper_best_epoch"]) == best
-    assert float(row["paper_test_acc_mean"]) == pytest.approx(float(curves.mean(0)[best]))
+    assert float(row["paper_test_mean"]) == pytest.approx(float(curves.mean(0)[best]))
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     groups, _ = collect(sweep)
     group = next(g for g in groups if g.label.startswith("model.variant=diffpool"))
-    expected = torch.tensor([r["val_curve"] for r in runs]).mean(0)
+    expected = torch.tensor([r.val_curve for r in runs]).mean(0)
     assert mean_curves(group)["val/acc"].tolist() == pytest.approx(expected.tolist())
 
 

@@ -10,7 +10,6 @@ directory; ``diffpool-viz`` is the command line around both.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,14 +159,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Non
     from hydra.utils import instantiate
 
     from diffpool.training import GraphClassifier
+    from diffpool.training.results import RunResult
 
     run_dir = Path(run_dir)
-    results = run_dir / "results.json"
-    if not results.exists():
-        raise FileNotFoundError(f"{results} not found: is {run_dir} a finished diffpool-train run?")
-    info = json.loads(results.read_text())
+    result = RunResult.load(run_dir)
     if checkpoint == "best":
-        path = info["fair"].get("checkpoint")
+        path = result.fair.checkpoint
         if not path or not Path(path).exists():
             candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
             if not candidates:
@@ -178,7 +175,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Non
     else:
         path = Path(checkpoint)
     module = GraphClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    data_cfg = dict(info["config"]["data"])
+    data_cfg = dict(result.config["data"])
     if data_root is not None:
         data_cfg["root"] = data_root
     datamodule = instantiate(data_cfg)

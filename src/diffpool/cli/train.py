@@ -15,22 +15,13 @@ from omegaconf import DictConfig
 from diffpool.training.run import train
 
 
-def _lookup(results: dict, dotted: str):
-    value = results
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
 @hydra.main(version_base="1.3", config_path="pkg://diffpool.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # cfg.output_dir is Hydra's job directory unless the user moved it (output_dir=...): the
     # trainer's checkpoints and logs follow cfg.output_dir, so results and history do too
     results = train(cfg, cfg.output_dir)
     metric = cfg.get("optimized_metric")
-    return _lookup(results, metric) if metric else None
+    return results.lookup(metric) if metric else None
 
 
 if __name__ == "__main__":

@@ -74,6 +74,16 @@ def frobenius_link_loss_sq(adj_sq_norm: Tensor, trace: Tensor, gram_sq_norm: Ten
     return (adj_sq_norm - 2.0 * trace + gram_sq_norm).clamp(min=0.0)
 
 
+def frobenius_link_loss(
+    adj_sq_norm: Tensor, trace: Tensor, gram_sq_norm: Tensor, num_nodes: Tensor
+) -> Tensor:
+    r"""Per-graph :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F`
+    from the three terms of :func:`frobenius_link_loss_sq` and the node counts (all ``[B]``),
+    in the dtype of ``trace``."""
+    sq = frobenius_link_loss_sq(adj_sq_norm.to(trace.dtype), trace, gram_sq_norm)
+    return safe_sqrt(sq) / num_nodes
+
+
 def _bce_block(s_rows: Tensor, s: Tensor, pair_mask: Tensor, adj_rows: Tensor | None) -> Tensor:
     """BCE summed per graph over one block of rows; ``adj_rows`` None means A = 0 there."""
     p = torch.bmm(s_rows, s.transpose(1, 2)).clamp(max=1.0)

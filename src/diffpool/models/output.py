@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from diffpool.nn.output import DiffPoolOutput
+from diffpool.functional.output import DiffPoolOutput
 
 
 class ClassifierOutput(NamedTuple):

@@ -1,5 +1,6 @@
 """PyG layers: the sparse first DiffPool level, its dense counterpart, and encoder stacks."""
 
+from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
 from diffpool.nn.diffpool_conv import DiffPoolConv
 from diffpool.nn.encoders import (
@@ -9,7 +10,6 @@ from diffpool.nn.encoders import (
     get_encoder,
     register_encoder,
 )
-from diffpool.nn.output import DiffPoolOutput
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
 
 __all__ = [

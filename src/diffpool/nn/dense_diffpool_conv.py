@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from diffpool.functional.assignment import masked_assignment
-from diffpool.functional.losses import bce_link_loss_sum, gram_squared_norm
+from diffpool.functional.diff_pool import dense_diff_pool
+from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
-from diffpool.nn.output import DiffPoolOutput
-from diffpool.utils.validation import check_assignment, check_dense_inputs
+from diffpool.utils.validation import check_dense_inputs
 
 
 class DenseDiffPoolConv(DiffPoolBase):
@@ -60,25 +58,13 @@ class DenseDiffPoolConv(DiffPoolBase):
             (default: :obj:`True`)
         entropy_loss_coef (float, optional): Weight of the entropy loss. (default: :obj:`1.0`)
         validate (bool, optional): Check the inputs. (default: :obj:`True`)
+        head (torch.nn.Linear, optional): A linear map from ``pool``'s output to the logits,
+            computed only for the slots the batch uses. (default: :obj:`None`)
+
+    The computation itself is :func:`diffpool.functional.dense_diff_pool`.
     """
 
     encoder_class = DenseGNNEncoder
-
-    def _pool_logits(self, x: Tensor, adj: Tensor, mask: Tensor, num_slots: int) -> Tensor:
-        """``[B, N, num_slots]`` pooling logits, zero on padded nodes. With per-graph budgets
-        the batch may use fewer slots than the pooling GNN's :math:`C` outputs: where that GNN
-        ends in a linear map (:class:`~diffpool.nn.DenseGNNEncoder` with ``lin=True``), only
-        its first ``num_slots`` outputs are computed."""
-        head = self.pool.lin if isinstance(self.pool, DenseGNNEncoder) else None
-        if head is None or num_slots == head.out_features:
-            logits = self.pool(x, adj, mask)
-            self._check_logits(logits)
-            return logits[..., :num_slots]
-        self._check_pool_channels(head.out_features)
-        features = self.pool(x, adj, mask, project=False)
-        bias = None if head.bias is None else head.bias[:num_slots]
-        logits = torch.nn.functional.linear(features, head.weight[:num_slots], bias)
-        return logits * mask.unsqueeze(-1).to(logits.dtype)
 
     def forward(
         self,
@@ -114,47 +100,17 @@ class DenseDiffPoolConv(DiffPoolBase):
             adj = adj.unsqueeze(0)
         if isinstance(mask, Tensor) and mask.dim() == 1:
             mask = mask.unsqueeze(0)
-        if self._validating():
+        validating = self._validating()
+        if validating:  # what the GNNs need, before they run
             check_dense_inputs(x, adj, mask)
-        batch_size, num_nodes = x.shape[:2]
-        if mask is None:
-            mask = torch.ones(batch_size, num_nodes, dtype=torch.bool, device=x.device)
-
-        self._check_pool(assignment)
-        num_slots = self._num_slots(num_nodes)
         z = self.embed(x, adj, mask)
-        if assignment is None:
-            logits = self._pool_logits(x, adj, mask, num_slots)
-            cluster_mask = self._cluster_mask(mask.sum(-1), num_slots)
-            slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
-            s, entropy = masked_assignment(logits, slot_mask)
-            s = s * mask.unsqueeze(-1).to(s.dtype)
-        else:
-            if self._validating():
-                check_assignment(assignment, tuple(mask.shape), num_slots, mask)
-            assignment = torch.where(mask, assignment, 0)  # padded entries may be anything
-            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-            s, entropy = self._fixed_assignment(assignment, num_slots, dtype)
-            s = s * mask.unsqueeze(-1).to(s.dtype)
-            cluster_mask = s.sum(1) > 0
-
-        pair_mask = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            adj = torch.where(pair_mask, adj.to(s.dtype), 0.0)
-            adj_times_s = torch.bmm(adj, s)
-        s_t = s.transpose(1, 2)
-        s_pool = s_t if torch.is_autocast_enabled() else s_t.to(z.dtype)
-        return self._output(
-            x=torch.bmm(s_pool, z),
-            adj=torch.bmm(s_pool, adj_times_s.to(s_pool.dtype)),
-            s=s if return_assignment else None,
-            mask=mask,
-            cluster_mask=cluster_mask,
-            entropy_sum=torch.where(mask, entropy, 0.0).sum(-1),
-            adj_sq_norm=lambda: adj.pow(2).sum((-2, -1)),
-            trace=lambda: (s * adj_times_s).sum((-2, -1)),
-            gram_sq_norm=lambda: gram_squared_norm(s),
-            bce_sum=lambda: bce_link_loss_sum(s, mask, adj),
-            z=z,
-            loss_dtype=s.dtype,
+        s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
+        return dense_diff_pool(
+            z,
+            adj,
+            s,
+            mask,
+            return_assignment=return_assignment,
+            validate=validating,
+            **self._options(),
         )

@@ -6,26 +6,12 @@ import inspect
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import to_dense_batch
 
-from diffpool.functional.assignment import cluster_budget, masked_assignment
-from diffpool.functional.losses import (
-    bce_edge_correction,
-    bce_link_loss_sum,
-    gram_squared_norm,
-)
-from diffpool.functional.packing import PaddedBatch, SizeBuckets
+from diffpool.functional.diff_pool import sparse_diff_pool
+from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.nn.output import DiffPoolOutput
-from diffpool.utils.connectivity import to_coo_adjacency
-from diffpool.utils.validation import (
-    check_assignment,
-    check_batch,
-    check_connectivity,
-    check_features,
-    check_max_num_nodes,
-)
+from diffpool.utils.validation import check_connectivity, check_features
 
 
 def _accepts_edge_weight(module: torch.nn.Module | None) -> bool:
@@ -84,10 +70,13 @@ class DiffPoolConv(DiffPoolBase):
     slots are exactly zero in ``s``, ``x`` and ``adj``, and the output has
     :math:`\min(C, \lceil \mathrm{ratio} \cdot N_{\max} \rceil)` slots instead of :math:`C`.
     This is what makes large graphs cheap: the :math:`C^2` terms then scale with the batch's
-    graphs, not with the dataset's largest graph. Where ``pool`` is a
-    :class:`~diffpool.nn.GNNEncoder` ending in a linear map (``lin=True``, as
-    :meth:`from_encoder` builds it with ``concat=True``), that map computes only the first
-    :math:`C_g` logits of each group of similar-sized graphs, not all :math:`C` for every node.
+    graphs, not with the dataset's largest graph. With a ``head`` (a linear map from the
+    pooling GNN's output to the :math:`C` logits, as :meth:`from_encoder` builds with
+    ``concat=True``), only the first :math:`C_g` logits of each group of similar-sized graphs
+    are computed, not all :math:`C` for every node.
+
+    The computation itself is :func:`diffpool.functional.sparse_diff_pool`: call it to pool
+    embeddings and logits you already have.
 
     Args:
         embed (torch.nn.Module): :math:`\mathrm{GNN}_{\mathrm{embed}}`, any PyG message-passing
@@ -109,6 +98,9 @@ class DiffPoolConv(DiffPoolBase):
         validate (bool, optional): Check the inputs and raise a clear error on bad input. The
             checks synchronise with the device; they are skipped under ``torch.compile``.
             (default: :obj:`True`)
+        head (torch.nn.Linear, optional): A linear map from ``pool``'s output to the
+            ``num_clusters`` logits, applied by the layer only to the cluster slots each group
+            of graphs uses. (default: :obj:`None`: ``pool`` returns the logits)
     """
 
     encoder_class = GNNEncoder
@@ -116,7 +108,7 @@ class DiffPoolConv(DiffPoolBase):
     def __init__(
         self,
         embed: torch.nn.Module,
-        pool: torch.nn.Module,
+        pool: torch.nn.Module | None,
         num_clusters: int,
         ratio: float | None = None,
         link_loss: str = "frobenius",
@@ -124,6 +116,8 @@ class DiffPoolConv(DiffPoolBase):
         entropy_loss: bool = True,
         entropy_loss_coef: float = 1.0,
         validate: bool = True,
+        *,
+        head: torch.nn.Linear | None = None,
     ):
         super().__init__(
             embed,
@@ -135,6 +129,7 @@ class DiffPoolConv(DiffPoolBase):
             entropy_loss,
             entropy_loss_coef,
             validate,
+            head=head,
         )
         self._embed_weighted = _accepts_edge_weight(embed)
         self._pool_weighted = _accepts_edge_weight(pool)
@@ -146,41 +141,6 @@ class DiffPoolConv(DiffPoolBase):
         if edge_weight is not None and weighted:
             return gnn(x, edge_index, edge_weight=edge_weight)
         return gnn(x, edge_index)
-
-    def _pool_logits(
-        self,
-        x: Tensor,
-        edge_index,
-        edge_weight: Tensor | None,
-        num_slots: int,
-        groups: SizeBuckets,
-        widths: list[int] | None,
-    ) -> Tensor:
-        """``[N, num_slots]`` pooling logits.
-
-        With per-graph budgets (``widths``) and a pooling GNN that ends in a linear map (a
-        :class:`~diffpool.nn.GNNEncoder` with ``lin=True``, as :meth:`from_encoder` builds with
-        ``concat=True``), each bucket of graphs gets only the first ``widths[k]`` outputs of
-        that map, and the other slots are zero: the softmax masks them out anyway. With
-        :math:`C` in the hundreds, as on D&D, the full map is most of the pooling GNN's work.
-        """
-        head = self.pool.lin if isinstance(self.pool, GNNEncoder) else None
-        if widths is None or head is None:
-            logits = self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight)
-            self._check_logits(logits)
-            return logits[:, :num_slots]
-        self._check_pool_channels(head.out_features)
-        weighted = edge_weight is not None and self._pool_weighted
-        kwargs = {"edge_weight": edge_weight} if weighted else {}
-        features = self.pool(x, edge_index, project=False, **kwargs)
-        rows, inverse = groups.rows()
-        parts = []
-        for index, w in zip(rows, widths):
-            bias = None if head.bias is None else head.bias[:w]
-            rows_of_bucket = features.index_select(0, index)
-            part = torch.nn.functional.linear(rows_of_bucket, head.weight[:w], bias)
-            parts.append(torch.nn.functional.pad(part, (0, num_slots - w)))
-        return torch.cat(parts).index_select(0, inverse)
 
     def forward(
         self,
@@ -226,100 +186,23 @@ class DiffPoolConv(DiffPoolBase):
             ``[B, C]`` and the losses.
         """
         validating = self._validating()
-        if validating:
+        if validating:  # what the GNNs need, before they run
             check_features(x, dim=2)
-        num_nodes = x.size(0)
-        if batch is None:
-            batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
-            batch_size = 1 if batch_size is None else batch_size
-        if validating:
-            check_batch(batch, num_nodes, batch_size)
-            check_connectivity(edge_index, edge_weight, num_nodes)
-        if batch_size is None:
-            batch_size = int(batch[-1]) + 1
-        counts = torch.bincount(batch, minlength=batch_size)
-        if max_num_nodes is None:
-            max_num_nodes = int(counts.max())
-        elif validating:
-            check_max_num_nodes(max_num_nodes, counts)
-
-        self._check_pool(assignment)
-        num_slots = self._num_slots(max_num_nodes)
+            check_connectivity(edge_index, edge_weight, x.size(0))
         z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
-        widths = None
-        # Nodes are sorted by graph, so graph b holds the first counts[b] rows of its block.
-        mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
-        if torch.compiler.is_compiling():
-            groups = PaddedBatch(batch, batch_size, max_num_nodes, mask)
-        else:
-            # Products per group of similar-sized graphs: far less padding than [B, N_max].
-            ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-            def width(n: int) -> int:
-                return (
-                    num_slots
-                    if self.ratio is None
-                    else min(num_slots, cluster_budget(n, self.ratio))
-                )
-
-            def row_cost(n: int) -> int:  # multiply-adds per padded row: S^T [Z | AS], S^T S
-                return width(n) * (z.size(-1) + 2 * width(n))
-
-            groups = SizeBuckets(ptr, counts.tolist(), row_cost=row_cost)
-            if self.ratio is not None:
-                # A bucket's graphs use at most the budget of its largest graph.
-                widths = [width(n) for n in groups.heads]
-        if assignment is None:
-            logits = self._pool_logits(x, edge_index, edge_weight, num_slots, groups, widths)
-            cluster_mask = self._cluster_mask(counts, num_slots)
-            slot_mask = None if cluster_mask is None else cluster_mask[batch]
-            s_flat, entropy = masked_assignment(logits, slot_mask)
-        else:
-            if validating:
-                check_assignment(assignment, (num_nodes,), num_slots)
-            dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-            s_flat, entropy = self._fixed_assignment(assignment, num_slots, dtype)
-            cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
-            cluster_mask[batch, assignment.long()] = True
-
-        adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            adj_times_s = adj.matmul(s_flat)
-        s = None
-        if return_assignment:
-            s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[0]
-        s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(z.dtype)
-
-        def per_graph(values: Tensor) -> Tensor:
-            return values.new_zeros(batch_size).index_add(0, batch, values)
-
-        x_pool, adj_pool, s_blocks = groups.pool(s_pool, z, adj_times_s.to(s_pool.dtype), widths)
-
-        def bce_sum() -> Tensor:
-            # All pairs per size bucket, each padded only to its largest graph and narrowed to
-            # its clusters (never the [B, N_max, N_max] pairs of the padded batch); then the
-            # edges, touching only them.
-            pairs = groups.reassemble(
-                [
-                    bce_link_loss_sum(block.to(s_flat.dtype), block_mask)
-                    for block, block_mask in zip(s_blocks, groups.masks())
-                ]
-            )
-            return pairs + bce_edge_correction(s_flat, adj.index, adj.value, batch, batch_size)
-
-        return self._output(
-            x=x_pool,
-            adj=adj_pool,
-            s=s if return_assignment else None,
-            mask=mask,
-            cluster_mask=cluster_mask,
-            entropy_sum=per_graph(entropy),
-            adj_sq_norm=lambda: adj.squared_norm_per_graph(batch, batch_size),
-            trace=lambda: per_graph((s_flat * adj_times_s).sum(-1)),
-            gram_sq_norm=lambda: groups.reassemble(
-                [gram_squared_norm(block.to(s_flat.dtype)) for block in s_blocks]
-            ),
-            bce_sum=bce_sum,
-            z=z,
-            loss_dtype=s_flat.dtype,
+        s = self._assignment(
+            lambda: self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight),
+            assignment,
+        )
+        return sparse_diff_pool(
+            z,
+            edge_index,
+            s,
+            batch,
+            edge_weight=edge_weight,
+            batch_size=batch_size,
+            max_num_nodes=max_num_nodes,
+            return_assignment=return_assignment,
+            validate=validating,
+            **self._options(),
         )

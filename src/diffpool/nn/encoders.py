@@ -138,9 +138,9 @@ class _EncoderStack(torch.nn.Module):
             x = self.norms[i](x) if mask is None else self.norms[i](x, mask)
         return torch.nn.functional.dropout(x, self.dropout, self.training)
 
-    def _combine(self, outputs: list[Tensor], project: bool = True) -> Tensor:
+    def _combine(self, outputs: list[Tensor]) -> Tensor:
         x = torch.cat(outputs, dim=-1) if self.concat else outputs[-1]
-        return x if self.lin is None or not project else self.lin(x)
+        return x if self.lin is None else self.lin(x)
 
     def __repr__(self) -> str:
         extras = [f"num_layers={len(self.convs)}"]
@@ -179,16 +179,10 @@ class GNNEncoder(_EncoderStack):
     Shapes:
         - **input:** ``x`` ``[N, F]``, ``edge_index`` ``[2, E]`` (or a sparse adjacency),
           optional ``edge_weight`` ``[E]``
-        - **output:** ``[N, self.out_channels]``; with ``project=False`` and ``lin=True``,
-          the input of the final linear map, ``[N, self.lin.in_features]``
+        - **output:** ``[N, self.out_channels]``
     """
 
-    def forward(
-        self, x: Tensor, edge_index, edge_weight: Tensor | None = None, *, project: bool = True
-    ) -> Tensor:
-        """``project=False`` leaves out the final linear map (``lin=True``), so that a caller
-        can apply only the rows of it that it needs (as :class:`~diffpool.DiffPoolConv` does
-        with per-graph cluster budgets)."""
+    def forward(self, x: Tensor, edge_index, edge_weight: Tensor | None = None) -> Tensor:
         outputs = []
         for i, conv in enumerate(self.convs):
             if self.weighted and edge_weight is not None:
@@ -197,7 +191,7 @@ class GNNEncoder(_EncoderStack):
                 x = conv(x, edge_index)
             x = self._layer_output(i, x)
             outputs.append(x)
-        return self._combine(outputs, project)
+        return self._combine(outputs)
 
 
 class DenseGNNEncoder(_EncoderStack):
@@ -211,15 +205,12 @@ class DenseGNNEncoder(_EncoderStack):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, dense=True, **kwargs)
 
-    def forward(
-        self, x: Tensor, adj: Tensor, mask: Tensor | None = None, *, project: bool = True
-    ) -> Tensor:
-        """``project=False`` leaves out the final linear map, as in :class:`GNNEncoder`."""
+    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
         outputs = []
         for i, conv in enumerate(self.convs):
             x = self._layer_output(i, conv(x, adj, mask), mask)
             outputs.append(x)
-        out = self._combine(outputs, project)
+        out = self._combine(outputs)
         if mask is not None:
             out = out * mask.unsqueeze(-1).to(out.dtype)
         return out

@@ -20,20 +20,34 @@ import csv
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diffpool.training.run import FAILED, HISTORY, RESULTS
-from diffpool.utils.provenance import NOT_RECORDED, code_label
+from diffpool.training.results import (
+    FAILED,
+    HISTORY,
+    RESULTS,
+    RunFailure,
+    RunResult,
+    load_archive,
+)
+from diffpool.utils.provenance import code_label
 
 #: config entries named first in a group's label
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
 
 #: config entries that never define a configuration
 IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")
+
+#: metrics shown in percent
+PERCENT_METRICS = ("acc",)
+
+#: what the code column says for results that recorded no code
+UNKNOWN_CODE = "—"
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -54,24 +68,32 @@ class Group:
 
     config: dict[str, Any]
     label: str = ""
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
 
     @property
     def folds(self) -> list[int]:
-        return sorted(r["fold"] for r in self.runs)
+        return sorted(r.fold for r in self.runs)
+
+    @property
+    def metric(self) -> str:
+        return self.runs[0].metric if self.runs else "acc"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.runs[0].higher_is_better if self.runs else True
 
     def fair(self) -> tuple[float, float]:
-        accs = [r["fair"]["test_acc"] for r in self.runs if r["fair"]["test_acc"] is not None]
-        return _mean_std(accs)
+        """Mean ± std over folds of the test metric at each fold's best validation epoch
+        (NaN for runs without a validation set)."""
+        return _mean_std([r.fair.test for r in self.runs if r.fair.test is not None])
 
     def fair_val(self) -> tuple[float, float]:
-        accs = [r["fair"]["val_acc"] for r in self.runs if r["fair"]["val_acc"] is not None]
-        return _mean_std(accs)
+        return _mean_std([r.fair.val for r in self.runs if r.fair.val is not None])
 
     def paper(self, epochs: int | None = None) -> tuple[float, float, int]:
         """Mean ± std over folds at the best epoch (counted from 0) of the mean test-fold
         curve, over the epochs every fold reached, or the first ``epochs`` of them."""
-        curves = [r["paper"]["heldout_curve"] for r in self.runs]
+        curves = [r.test_curve for r in self.runs]
         length = min((len(c) for c in curves), default=0)
         if epochs is not None:
             length = min(length, epochs)
@@ -79,20 +101,20 @@ class Group:
             return math.nan, math.nan, -1
         table = np.array([c[:length] for c in curves], dtype=float)
         mean = np.nanmean(table, axis=0)
-        best = int(np.nanargmax(mean))
+        best = int(np.nanargmax(mean) if self.higher_is_better else np.nanargmin(mean))
         return float(mean[best]), float(np.nanstd(table[:, best])), best
 
     def wall_time(self) -> float:
-        return float(sum(r.get("wall_time_s", 0.0) for r in self.runs))
+        return float(sum(r.wall_time_s for r in self.runs))
 
     def epochs(self) -> int:
-        return max((r.get("epochs", 0) for r in self.runs), default=0)
+        return max((r.epochs for r in self.runs), default=0)
 
     def code(self) -> dict[str, int]:
         """How many folds ran on each code (:func:`~diffpool.utils.provenance.code_label`:
-        the commit, or the package version outside a git checkout), :data:`NOT_RECORDED`
-        for results written before they recorded it."""
-        counts = Counter(code_label(r.get("provenance")) or NOT_RECORDED for r in self.runs)
+        the commit, or the package version outside a git checkout; :data:`UNKNOWN_CODE`
+        for results that recorded none)."""
+        counts = Counter(code_label(r.provenance) or UNKNOWN_CODE for r in self.runs)
         return dict(sorted(counts.items()))
 
 
@@ -119,26 +141,34 @@ def job_files(sweep_dir: Path, name: str) -> list[Path]:
     ]
 
 
-def collect(sweep_dir: str | Path) -> tuple[list[Group], list[dict[str, Any]]]:
-    """Group the finished jobs under ``sweep_dir``; also return the failed ones."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} is not a directory")
-    runs, failed = [], []
-    for path in job_files(sweep_dir, RESULTS):
-        run = json.loads(path.read_text())
-        run["path"] = str(path.parent)
-        runs.append(run)
-    for path in sorted(sweep_dir.rglob(FAILED)):
-        if (path.parent / RESULTS).exists():
-            continue
-        info = json.loads(path.read_text())
-        failed.append({"path": str(path.parent), "error": info.get("error", "")})
+def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult], list[RunFailure]]:
+    """The finished and the failed runs of ``source``: a directory searched recursively for
+    ``results.json`` / ``failed.json`` (a job that has both finished), an archive file of
+    :func:`~diffpool.training.results.save_archive`, or the results themselves."""
+    if not isinstance(source, str | Path):
+        return list(source), []
+    source = Path(source)
+    if source.is_file():
+        return load_archive(source), []
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is not a directory or a results archive")
+    runs = [RunResult.load(path.parent) for path in job_files(source, RESULTS)]
+    failed = [
+        RunFailure.load(path.parent)
+        for path in job_files(source, FAILED)
+        if not (path.parent / RESULTS).exists()
+    ]
     if not runs and not failed:
-        raise FileNotFoundError(f"no {RESULTS} or {FAILED} under {sweep_dir}")
+        raise FileNotFoundError(f"no {RESULTS} or {FAILED} under {source}")
+    return runs, failed
+
+
+def group_runs(runs: Iterable[RunResult]) -> list[Group]:
+    """Group runs by their config without the fold (and the other :data:`IGNORED_KEYS`); a
+    group's label names the config entries that differ between the groups."""
     groups: dict[str, Group] = {}
     for run in runs:
-        config = {k: v for k, v in flatten(run["config"]).items() if not k.startswith(IGNORED_KEYS)}
+        config = {k: v for k, v in flatten(run.config).items() if not k.startswith(IGNORED_KEYS)}
         key = json.dumps(config, sort_keys=True, default=str)
         groups.setdefault(key, Group(config)).runs.append(run)
     found = list(groups.values())
@@ -150,86 +180,102 @@ def collect(sweep_dir: str | Path) -> tuple[list[Group], list[dict[str, Any]]]:
         parts = [f"{k}={group.config.get(k)}" for k in varying]
         group.label = ", ".join(parts) if parts else _default_label(group)
     found.sort(key=lambda g: g.label)
-    return found, failed
+    return found
+
+
+def collect(
+    source: str | Path | Iterable[RunResult],
+) -> tuple[list[Group], list[RunFailure]]:
+    """Group the finished runs of ``source`` (see :func:`load_runs`); also return the failed
+    ones."""
+    runs, failed = load_runs(source)
+    return group_runs(runs), failed
 
 
 def _default_label(group: Group) -> str:
     return f"{group.config.get('data.name', '?')} / {group.config.get('model.variant', '?')}"
 
 
-def _pct(mean: float, std: float | None = None) -> str:
-    if math.isnan(mean):
+def format_metric(
+    mean: float, std: float | None = None, metric: str = "acc", digits: int | None = None
+) -> str:
+    """``"62.33 ± 6.29"``: a metric (in percent for :data:`PERCENT_METRICS`) with ``digits``
+    decimals (default: 2 in percent, else 4), ``"n/a"`` for NaN."""
+    if mean is None or math.isnan(mean):
         return "n/a"
-    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+    scale, default = (100, 2) if metric in PERCENT_METRICS else (1, 4)
+    digits = default if digits is None else digits
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
 ROW_FIELDS = (
     "configuration",
+    "metric",
     "folds",
     "epochs",
-    "fair_test_acc_mean",
-    "fair_test_acc_std",
-    "fair_val_acc_mean",
-    "paper_test_acc_mean",
-    "paper_test_acc_std",
+    "fair_test_mean",
+    "fair_test_std",
+    "fair_val_mean",
+    "paper_test_mean",
+    "paper_test_std",
     "paper_best_epoch",
     "wall_time_s",
     "code",
 )
 
 
+def row(group: Group) -> dict[str, Any]:
+    """One configuration's figures under both protocols (:data:`ROW_FIELDS`)."""
+    fair, fair_std = group.fair()
+    val, _ = group.fair_val()
+    paper, paper_std, best = group.paper()
+    values = (
+        group.label,
+        group.metric,
+        len(group.runs),
+        group.epochs(),
+        fair,
+        fair_std,
+        val,
+        paper,
+        paper_std,
+        best,
+        round(group.wall_time(), 1),
+        code_summary(group.code()),
+    )
+    return dict(zip(ROW_FIELDS, values))
+
+
 def rows(groups: list[Group]) -> list[dict[str, Any]]:
-    out = []
-    for group in groups:
-        fair, fair_std = group.fair()
-        val, _ = group.fair_val()
-        paper, paper_std, best = group.paper()
-        out.append(
-            dict(
-                zip(
-                    ROW_FIELDS,
-                    (
-                        group.label,
-                        len(group.runs),
-                        group.epochs(),
-                        fair,
-                        fair_std,
-                        val,
-                        paper,
-                        paper_std,
-                        best,
-                        round(group.wall_time(), 1),
-                        code_summary(group.code()),
-                    ),
-                )
-            )
-        )
-    return out
+    return [row(group) for group in groups]
 
 
-def markdown(groups: list[Group], failed: list[dict[str, Any]], sweep_dir: str | Path) -> str:
+def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Path) -> str:
+    metrics = sorted({g.metric for g in groups}) or ["acc"]
     lines = [
         f"# Report of `{sweep_dir}`",
         "",
-        "Test accuracy (%) as mean ± std over folds. **fair**: each fold tested at its best "
-        "validation epoch. **paper** (optimistic): the epoch with the best mean test-fold "
-        "accuracy, as in the authors' code.",
+        f"Test {', '.join(metrics)} as mean ± std over folds (accuracy in %). **fair**: each "
+        "fold tested at its best validation epoch. **paper** (optimistic): the epoch with the "
+        "best mean test-fold metric, as in the authors' code.",
         "",
         "| configuration | folds | epochs | fair | paper (optimistic) | paper epoch | "
         "val (fair) | wall time | code |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for group, row in zip(groups, rows(groups)):
+    for r in rows(groups):
+        m = r["metric"]
         lines.append(
-            f"| {group.label} | {row['folds']} | {row['epochs']} | "
-            f"{_pct(row['fair_test_acc_mean'], row['fair_test_acc_std'])} | "
-            f"{_pct(row['paper_test_acc_mean'], row['paper_test_acc_std'])} | "
-            f"{row['paper_best_epoch']} | {_pct(row['fair_val_acc_mean'])} | "
-            f"{row['wall_time_s']:.0f} s | {row['code']} |"
+            f"| {r['configuration']} | {r['folds']} | {r['epochs']} | "
+            f"{format_metric(r['fair_test_mean'], r['fair_test_std'], m)} | "
+            f"{format_metric(r['paper_test_mean'], r['paper_test_std'], m)} | "
+            f"{r['paper_best_epoch']} | {format_metric(r['fair_val_mean'], None, m)} | "
+            f"{r['wall_time_s']:.0f} s | {r['code']} |"
         )
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)})", ""]
-        lines += [f"- `{f['path']}`: {' '.join(f['error'].split())}" for f in failed]
+        lines += [f"- `{f.path}`: {' '.join(f.error.split())}" for f in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -245,8 +291,8 @@ def plot(groups: list[Group], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.5))
     width = 0.38
     for offset, key, name in ((-1, "fair", "fair"), (1, "paper", "paper (optimistic)")):
-        means = [100 * r[f"{key}_test_acc_mean"] for r in data]
-        stds = [100 * r[f"{key}_test_acc_std"] for r in data]
+        means = [100 * r[f"{key}_test_mean"] for r in data]
+        stds = [100 * r[f"{key}_test_std"] for r in data]
         ax.bar(x + offset * width / 2, means, width, yerr=stds, capsize=3, label=name)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
@@ -257,10 +303,11 @@ def plot(groups: list[Group], path: Path) -> None:
     plt.close(fig)
 
 
-def read_history(run: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A run's ``history.csv`` as ``{metric: values over epochs}`` (empty when missing)."""
-    path = Path(run["path"]) / HISTORY
-    if not path.exists():
+def read_history(run: RunResult) -> dict[str, np.ndarray]:
+    """A run's ``history.csv`` as ``{metric: values over epochs}`` (empty when missing, or
+    for a run read from an archive)."""
+    path = None if run.path is None else Path(run.path) / HISTORY
+    if path is None or not path.exists():
         return {}
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -14,7 +14,6 @@ validation accuracy) and ``logs/``. Nothing in it is replaced silently:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -22,7 +21,6 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
@@ -30,13 +28,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
+from diffpool.training.results import (
+    FAILED,
+    HISTORY,
+    RESULTS,
+    FairResult,
+    RunFailure,
+    RunResult,
+)
 from diffpool.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.json"
-FAILED = "failed.json"
-HISTORY = "history.csv"
 CHECKPOINTS = "checkpoints"
 
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
@@ -89,7 +92,7 @@ def _move_aside(out: Path) -> Path:
     return target
 
 
-def check_run_directory(out: Path, cfg: DictConfig) -> dict | None:
+def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     """Apply the rules of the module docstring; returns the earlier results to skip to."""
     results, checkpoints = out / RESULTS, out / CHECKPOINTS
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
@@ -98,8 +101,8 @@ def check_run_directory(out: Path, cfg: DictConfig) -> dict | None:
         log.warning("overwrite=true: moved the earlier run of %s to %s", out, moved)
         return None
     if results.exists():
-        earlier = json.loads(results.read_text())
-        if same_run(earlier.get("config") or {}, cfg):
+        earlier = RunResult.load(out)
+        if same_run(earlier.config or {}, cfg):
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
         raise RunDirectoryError(
@@ -120,12 +123,6 @@ def _best_epoch(curve: list[float]) -> int:
     """First epoch with the highest value (what ModelCheckpoint keeps, mode='max')."""
     finite = [(v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
     return -max(finite)[1] if finite else -1
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 def _has_validation(datamodule) -> bool:
@@ -180,11 +177,11 @@ def build(cfg: DictConfig, out: Path):
     return datamodule, module, trainer, history
 
 
-def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunResult:
     """Train and evaluate one config in ``output_dir`` (default: ``cfg.output_dir``).
 
     Returns:
-        dict: what ``results.json`` holds. After Ctrl-C, Lightning shuts down gracefully
+        RunResult: what ``results.json`` holds. After Ctrl-C, Lightning shuts down gracefully
         and exits (``SystemExit``); ``checkpoints/last.ckpt`` holds the last finished epoch.
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
@@ -200,20 +197,16 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict[
         return _train(cfg, out, started, origin)
     except Exception as err:
         if _launcher_rank() == 0:
-            _write_json(
-                out / FAILED,
-                {
-                    "status": "failed",
-                    "error": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc(),
-                    "config": comparable_config(cfg),
-                    "provenance": origin,
-                },
-            )
+            RunFailure(
+                error=f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(),
+                config=comparable_config(cfg),
+                provenance=origin,
+            ).save(out)
         raise
 
 
-def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> dict[str, Any]:
+def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> RunResult:
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer, history = build(cfg, out)
     last = out / CHECKPOINTS / "last.ckpt"
@@ -250,41 +243,30 @@ def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> dict[str
     history.load_state_dict(history_after_fit.state_dict())
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
     best = _best_epoch(val_curve)  # -1 without a validation set: its curve is all NaN
-    results = {
-        "status": "finished",
-        "dataset": datamodule.name,
-        "fold": datamodule.fold,
-        "num_folds": datamodule.num_folds,
-        "model": cfg.model.get("variant"),
-        "epochs": len(history.epochs),
-        "fair": {
-            "protocol": (
-                "fair: the epoch with the best validation accuracy, tested on the fold"
-                if validated
-                else "fair: not available, the run has no validation set (val_ratio=0)"
-            ),
-            "best_epoch": best,
-            "val_acc": val_curve[best] if best >= 0 else None,
-            "test_acc": tested[0]["test/acc"] if tested else None,
-            "checkpoint": best_path or None,
-        },
-        "paper": {
-            "protocol": (
-                "paper (optimistic): the test fold's accuracy after every epoch; the report "
-                "picks the epoch with the best mean over folds"
-            ),
-            "heldout_curve": heldout_curve,
-        },
-        "val_curve": val_curve,
+    results = RunResult(
+        dataset=datamodule.name,
+        fold=datamodule.fold,
+        num_folds=datamodule.num_folds,
+        model=cfg.model.get("variant"),
+        epochs=len(history.epochs),
+        fair=FairResult(
+            best_epoch=best,
+            val=val_curve[best] if best >= 0 else None,
+            test=tested[0]["test/acc"] if tested else None,
+            checkpoint=best_path or None,
+        ),
+        test_curve=heldout_curve,
+        val_curve=val_curve,
         # a resumed run counts the fitting time of the epochs it restored as well
-        "wall_time_s": round(time.time() - started + history.resumed_elapsed_s, 2),
-        "config": comparable_config(cfg),
+        wall_time_s=round(time.time() - started + history.resumed_elapsed_s, 2),
+        config=comparable_config(cfg),
         # the same config reruns to the same curves only with the same code, libraries and
         # threads; those of the last start (a resumed run's earlier epochs may have had others)
-        "provenance": origin,
-    }
+        provenance=origin,
+        path=out,
+    )
     if trainer.is_global_zero:
-        _write_json(out / RESULTS, results)
+        results.save(out)
         if (out / FAILED).exists():
             (out / FAILED).unlink()
     return results

@@ -14,9 +14,6 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-#: what names the code of a result written before results recorded it
-NOT_RECORDED = "not recorded"
-
 #: the libraries whose versions change what a run computes (pymetis: DiffPool-Det's clusters)
 LIBRARIES = ("torch", "torch_geometric", "lightning", "pymetis")
 

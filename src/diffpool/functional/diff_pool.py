@@ -1,0 +1,466 @@
+r"""The DiffPool operator as functions: pool embeddings you already have.
+
+:func:`sparse_diff_pool` takes a sparse PyG mini-batch (flat ``[N, F]`` embeddings, connectivity
+and ``batch``), :func:`dense_diff_pool` a dense padded one (``[B, N, F]``, ``[B, N, N]`` and a
+node mask). Both compute, per graph :math:`g` of the batch,
+
+.. math::
+    \mathbf{S}_g = \mathrm{softmax}(\mathbf{L}_g), \qquad
+    \mathbf{X}'_g = \mathbf{S}_g^{\top} \mathbf{Z}_g, \qquad
+    \mathbf{A}'_g = \mathbf{S}_g^{\top} \mathbf{A}_g \mathbf{S}_g
+
+from the pooling logits :math:`\mathbf{L}`, and the auxiliary losses of
+:mod:`diffpool.functional.losses`, exactly, with padding never counted. The modules
+:class:`~diffpool.DiffPoolConv` and :class:`~diffpool.DenseDiffPoolConv` own the two GNNs and
+call these functions.
+
+The assignment is given in one of three forms:
+
+* a float tensor of logits, ``[N, C]`` (sparse) or ``[B, N, C]`` (dense);
+* an integer tensor of hard cluster ids, ``[N]`` or ``[B, N]`` (e.g. from a graph clustering, as
+  in DiffPool-Det): :math:`\mathbf{S}` is then one-hot, its entropy zero, and a cluster is used
+  when it holds a node;
+* an :class:`AssignmentHead`, the logits as features and a linear map: with per-graph budgets
+  only the rows of the map that a group of graphs uses are computed (on D&D, 1437 clusters
+  against about 71 per graph on average, the full map would be most of the pooling GNN's work).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import to_dense_batch
+
+from diffpool.functional.assignment import (
+    cluster_budget,
+    cluster_budgets,
+    cluster_mask_from_budgets,
+    masked_assignment,
+)
+from diffpool.functional.losses import (
+    bce_edge_correction,
+    bce_link_loss_sum,
+    frobenius_link_loss,
+    gram_squared_norm,
+)
+from diffpool.functional.output import DiffPoolOutput
+from diffpool.functional.packing import PaddedBatch, SizeBuckets
+from diffpool.utils.connectivity import to_coo_adjacency
+from diffpool.utils.validation import (
+    check_assignment,
+    check_batch,
+    check_connectivity,
+    check_dense_inputs,
+    check_features,
+    check_max_num_nodes,
+    check_num_clusters,
+    check_ratio,
+)
+
+LINK_LOSSES = ("frobenius", "bce", "none")
+
+
+class AssignmentHead(NamedTuple):
+    r"""Pooling logits as ``features @ weight.T + bias``, computed only for the cluster slots
+    that are used.
+
+    Attributes:
+        features (torch.Tensor): ``[N, H]`` (sparse) or ``[B, N, H]`` (dense) input of the map.
+        weight (torch.Tensor): ``[C, H]``, e.g. a :class:`torch.nn.Linear`'s weight.
+        bias (torch.Tensor, optional): ``[C]``.
+    """
+
+    features: Tensor
+    weight: Tensor
+    bias: Tensor | None = None
+
+    @property
+    def num_clusters(self) -> int:
+        return self.weight.size(0)
+
+    def logits(self, width: int, rows: Tensor | None = None) -> Tensor:
+        """The first ``width`` logits (of the given ``rows`` of ``features``)."""
+        features = self.features if rows is None else self.features.index_select(0, rows)
+        bias = None if self.bias is None else self.bias[:width]
+        return torch.nn.functional.linear(features, self.weight[:width], bias)
+
+
+def _check_options(link_loss: str, ratio: float | None) -> None:
+    if link_loss not in LINK_LOSSES:
+        raise ValueError(f"link_loss must be one of {LINK_LOSSES}, got {link_loss!r}")
+    check_ratio(ratio)
+
+
+def _num_clusters(s, num_clusters: int | None) -> int:
+    """``C``: the logits' width, or ``num_clusters`` (which hard cluster ids need)."""
+    if isinstance(s, AssignmentHead):
+        width = s.num_clusters
+    elif s.is_floating_point():
+        width = s.size(-1)
+    else:
+        if num_clusters is None:
+            raise ValueError("hard cluster ids need num_clusters (the number of cluster slots)")
+        return check_num_clusters(num_clusters)
+    if num_clusters is not None and num_clusters != width:
+        raise ValueError(
+            f"the pooling GNN returns {width} channels per node but num_clusters="
+            f"{num_clusters}: its output size must equal the number of clusters"
+        )
+    return width
+
+
+def _num_slots(num_clusters: int, ratio: float | None, max_num_nodes: int) -> int:
+    """Cluster slots of the output: ``C``, or the largest per-graph budget possible."""
+    if ratio is None:
+        return num_clusters
+    return min(num_clusters, cluster_budget(max_num_nodes, ratio))
+
+
+def _one_hot(ids: Tensor, num_slots: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    r"""One-hot :math:`\mathbf{S}` from hard cluster ids, and its (zero) entropy."""
+    s = torch.nn.functional.one_hot(ids.long(), num_slots).to(dtype)
+    return s, s.new_zeros(s.shape[:-1])
+
+
+def _float_dtype(z: Tensor) -> torch.dtype:
+    return z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _output(
+    x: Tensor,
+    adj: Tensor,
+    s: Tensor | None,
+    mask: Tensor,
+    cluster_mask: Tensor | None,
+    link_per_graph: Tensor,
+    entropy_per_graph: Tensor,
+    z: Tensor,
+    link_loss_coef: float,
+    entropy_loss_coef: float,
+) -> DiffPoolOutput:
+    if cluster_mask is None:
+        cluster_mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    link, entropy = link_per_graph.mean(), entropy_per_graph.mean()
+    return DiffPoolOutput(
+        x=x,
+        adj=adj,
+        s=s,
+        mask=mask,
+        cluster_mask=cluster_mask,
+        link_loss=link,
+        entropy_loss=entropy,
+        aux_loss=link_loss_coef * link + entropy_loss_coef * entropy,
+        link_loss_per_graph=link_per_graph,
+        entropy_loss_per_graph=entropy_per_graph,
+        z=z,
+    )
+
+
+def sparse_diff_pool(
+    x: Tensor,
+    edge_index,
+    s: Tensor | AssignmentHead,
+    batch: Tensor | None = None,
+    *,
+    edge_weight: Tensor | None = None,
+    num_clusters: int | None = None,
+    ratio: float | None = None,
+    link_loss: str = "frobenius",
+    entropy_loss: bool = True,
+    link_loss_coef: float = 1.0,
+    entropy_loss_coef: float = 1.0,
+    batch_size: int | None = None,
+    max_num_nodes: int | None = None,
+    return_assignment: bool = True,
+    validate: bool = True,
+) -> DiffPoolOutput:
+    r"""Pool the embeddings of a sparse mini-batch into a coarsened dense batch.
+
+    :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product, and the per-graph products
+    :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, (\mathbf{A}\mathbf{S})_g]` run per group of
+    similar-sized graphs (:class:`~diffpool.functional.packing.SizeBuckets`), each padded only
+    to its own largest graph: no :math:`B \times N_{\max} \times N_{\max}` tensor is built, and
+    no graph is padded to the batch's largest. Under ``torch.compile`` the batch is padded
+    once instead (static shapes).
+
+    With a ``ratio``, graph :math:`g` gets :math:`C_g = \min(C, \lceil \mathrm{ratio} \cdot
+    N_g \rceil)` clusters: its softmax runs over its first :math:`C_g` slots, the others are
+    exactly zero in ``s``, ``x`` and ``adj``, and the output has
+    :math:`\min(C, \lceil \mathrm{ratio} \cdot N_{\max} \rceil)` slots.
+
+    Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.losses`):
+    ``link_loss="frobenius"`` :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g
+    \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms), ``"bce"`` the authors' binary
+    cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated per size
+    bucket in row blocks recomputed in the backward pass), ``"none"``; the entropy
+    :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`.
+
+    Args:
+        x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[N, F]``.
+        edge_index (torch.Tensor or SparseTensor): ``[2, E]`` edge indices, a
+            ``torch_sparse.SparseTensor`` or a ``torch.sparse`` ``[N, N]`` matrix (both in PyG's
+            ``adj_t`` convention). Every edge must join two nodes of the same graph.
+        s (torch.Tensor or AssignmentHead): ``[N, C]`` pooling logits, ``[N]`` hard cluster
+            ids, or an :class:`AssignmentHead`.
+        batch (torch.Tensor, optional): ``[N]`` sorted graph index of every node; :obj:`None`
+            for one graph. (default: :obj:`None`)
+        edge_weight (torch.Tensor, optional): ``[E]`` edge weights. (default: :obj:`None`)
+        num_clusters (int, optional): :math:`C`; required with hard cluster ids, else the
+            logits' width. (default: :obj:`None`)
+        ratio (float, optional): Per-graph budgets. (default: :obj:`None`)
+        link_loss (str, optional): ``"frobenius"``, ``"bce"`` or ``"none"``.
+            (default: :obj:`"frobenius"`)
+        entropy_loss (bool, optional): Compute the entropy loss. (default: :obj:`True`)
+        link_loss_coef (float, optional): Weight of the link loss in ``aux_loss``.
+            (default: :obj:`1.0`)
+        entropy_loss_coef (float, optional): Weight of the entropy loss in ``aux_loss``.
+            (default: :obj:`1.0`)
+        batch_size (int, optional): :math:`B`, for static shapes. (default: :obj:`None`)
+        max_num_nodes (int, optional): :math:`N_{\max}`, the padded size of ``s``.
+            (default: :obj:`None`)
+        return_assignment (bool, optional): Build the dense ``[B, N_max, C]`` assignment
+            (``output.s``); no loss needs it. (default: :obj:`True`)
+        validate (bool, optional): Check the inputs (synchronises with the device; skipped
+            under ``torch.compile``). (default: :obj:`True`)
+
+    Returns:
+        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N_max, C]`` (or
+        :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
+        ``z`` is the input ``x``.
+    """
+    _check_options(link_loss, ratio)
+    validating = validate and not torch.compiler.is_compiling()
+    num_nodes = x.size(0)
+    if batch is None:
+        batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
+        batch_size = 1 if batch_size is None else batch_size
+    if validating:
+        check_features(x, dim=2)
+        check_batch(batch, num_nodes, batch_size)
+        check_connectivity(edge_index, edge_weight, num_nodes)
+    if batch_size is None:
+        batch_size = int(batch[-1]) + 1
+    counts = torch.bincount(batch, minlength=batch_size)
+    if max_num_nodes is None:
+        max_num_nodes = int(counts.max())
+    elif validating:
+        check_max_num_nodes(max_num_nodes, counts)
+    num_clusters = _num_clusters(s, num_clusters)
+    num_slots = _num_slots(num_clusters, ratio, max_num_nodes)
+    mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
+
+    # Products per group of similar-sized graphs: far less padding than [B, N_max].
+    widths = None
+    if torch.compiler.is_compiling():
+        groups = PaddedBatch(batch, batch_size, max_num_nodes, mask)
+    else:
+
+        def width(n: int) -> int:
+            return num_slots if ratio is None else min(num_slots, cluster_budget(n, ratio))
+
+        def row_cost(n: int) -> int:  # multiply-adds per padded row: S^T [Z | AS], S^T S
+            return width(n) * (x.size(-1) + 2 * width(n))
+
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        groups = SizeBuckets(ptr, counts.tolist(), row_cost=row_cost)
+        if ratio is not None:
+            # a bucket's graphs use at most the budget of its largest graph
+            widths = [width(n) for n in groups.heads]
+
+    cluster_mask = None
+    if isinstance(s, AssignmentHead) or s.is_floating_point():
+        if ratio is not None:
+            cluster_mask = cluster_mask_from_budgets(
+                cluster_budgets(counts, ratio, num_clusters), num_slots
+            )
+        logits = _sparse_logits(s, num_slots, groups, widths)
+        slot_mask = None if cluster_mask is None else cluster_mask[batch]
+        s_flat, entropy = masked_assignment(logits, slot_mask)
+    else:
+        if validating:
+            check_assignment(s, (num_nodes,), num_slots)
+        s_flat, entropy = _one_hot(s, num_slots, _float_dtype(x))
+        cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
+        cluster_mask[batch, s.long()] = True
+
+    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        adj_times_s = adj.matmul(s_flat)
+    s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(x.dtype)
+    x_pool, adj_pool, s_blocks = groups.pool(s_pool, x, adj_times_s.to(s_pool.dtype), widths)
+
+    def per_graph(values: Tensor) -> Tensor:
+        return values.new_zeros(batch_size).index_add(0, batch, values)
+
+    # Losses in float32 or wider, also under autocast: the Frobenius identity subtracts large
+    # terms and would lose all precision in bf16.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        nodes = counts.clamp(min=1).to(s_flat.dtype)
+        entropy_per_graph = per_graph(entropy) / nodes if entropy_loss else torch.zeros_like(nodes)
+        if link_loss == "frobenius":
+            link_per_graph = frobenius_link_loss(
+                adj.squared_norm_per_graph(batch, batch_size),
+                per_graph((s_flat * adj_times_s).sum(-1)),
+                groups.reassemble([gram_squared_norm(b.to(s_flat.dtype)) for b in s_blocks]),
+                nodes,
+            )
+        elif link_loss == "bce":
+            # all pairs per size bucket, each padded only to its largest graph and narrowed to
+            # its clusters; then the edges, touching only them
+            pairs = groups.reassemble(
+                [
+                    bce_link_loss_sum(block.to(s_flat.dtype), block_mask)
+                    for block, block_mask in zip(s_blocks, groups.masks())
+                ]
+            )
+            edges = bce_edge_correction(s_flat, adj.index, adj.value, batch, batch_size)
+            link_per_graph = (pairs + edges) / nodes.pow(2)
+        else:
+            link_per_graph = nodes.new_zeros(batch_size)
+    dense_s = None
+    if return_assignment:
+        dense_s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[
+            0
+        ]
+    return _output(
+        x_pool,
+        adj_pool,
+        dense_s,
+        mask,
+        cluster_mask,
+        link_per_graph,
+        entropy_per_graph,
+        x,
+        link_loss_coef,
+        entropy_loss_coef,
+    )
+
+
+def _sparse_logits(s, num_slots: int, groups, widths: list[int] | None) -> Tensor:
+    """``[N, num_slots]`` logits. From an :class:`AssignmentHead` with per-graph budgets, each
+    bucket's graphs get only the first ``widths[k]`` outputs of its map and zeros after them
+    (the softmax masks those slots out anyway)."""
+    if not isinstance(s, AssignmentHead):
+        return s[:, :num_slots]
+    if widths is None:
+        return s.logits(num_slots)
+    rows, inverse = groups.rows()
+    parts = [
+        torch.nn.functional.pad(s.logits(w, index), (0, num_slots - w))
+        for index, w in zip(rows, widths)
+    ]
+    return torch.cat(parts).index_select(0, inverse)
+
+
+def dense_diff_pool(
+    x: Tensor,
+    adj: Tensor,
+    s: Tensor | AssignmentHead,
+    mask: Tensor | None = None,
+    *,
+    num_clusters: int | None = None,
+    ratio: float | None = None,
+    link_loss: str = "frobenius",
+    entropy_loss: bool = True,
+    link_loss_coef: float = 1.0,
+    entropy_loss_coef: float = 1.0,
+    return_assignment: bool = True,
+    validate: bool = True,
+) -> DiffPoolOutput:
+    r"""Pool a dense, padded batch: the counterpart of :func:`sparse_diff_pool` for the levels
+    after the first pooling (or batches that are dense already), with the same budgets and
+    losses, :math:`N_g = \sum_i M_{gi}` real nodes per graph. Entries of ``adj`` outside the
+    mask are ignored. The positional arguments are those of PyG's
+    :func:`~torch_geometric.nn.dense.dense_diff_pool`, whose losses depend on the padding.
+
+    Args:
+        x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[B, N, F]`` (or ``[N, F]``).
+        adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
+        s (torch.Tensor or AssignmentHead): ``[B, N, C]`` logits, ``[B, N]`` hard cluster ids
+            (entries of padded nodes are ignored), or an :class:`AssignmentHead`.
+        mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
+            (default: :obj:`None`)
+        num_clusters, ratio, link_loss, entropy_loss, link_loss_coef, entropy_loss_coef,
+            return_assignment, validate: as for :func:`sparse_diff_pool`.
+
+    Returns:
+        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]`` (or
+        :obj:`None`), ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the losses.
+    """
+    _check_options(link_loss, ratio)
+    validating = validate and not torch.compiler.is_compiling()
+    x = x.unsqueeze(0) if x.dim() == 2 else x
+    adj = adj.unsqueeze(0) if adj.dim() == 2 else adj
+    if mask is not None and mask.dim() == 1:
+        mask = mask.unsqueeze(0)
+    if validating:
+        check_dense_inputs(x, adj, mask)
+    batch_size, max_nodes = x.shape[:2]
+    if mask is None:
+        mask = torch.ones(batch_size, max_nodes, dtype=torch.bool, device=x.device)
+    num_clusters = _num_clusters(s, num_clusters)
+    num_slots = _num_slots(num_clusters, ratio, max_nodes)
+    node_mask = mask.unsqueeze(-1)
+
+    if isinstance(s, AssignmentHead) or s.is_floating_point():
+        if isinstance(s, AssignmentHead):
+            features = s.features.unsqueeze(0) if s.features.dim() == 2 else s.features
+            logits = AssignmentHead(features, s.weight, s.bias).logits(num_slots)
+        else:
+            logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
+        logits = logits * node_mask.to(logits.dtype)
+        cluster_mask = None
+        if ratio is not None:
+            cluster_mask = cluster_mask_from_budgets(
+                cluster_budgets(mask.sum(-1), ratio, num_clusters), num_slots
+            )
+        slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
+        s, entropy = masked_assignment(logits, slot_mask)
+        s = s * node_mask.to(s.dtype)
+    else:
+        s = s.unsqueeze(0) if s.dim() == 1 else s
+        if validating:
+            check_assignment(s, tuple(mask.shape), num_slots, mask)
+        s, entropy = _one_hot(torch.where(mask, s, 0), num_slots, _float_dtype(x))
+        s = s * node_mask.to(s.dtype)
+        cluster_mask = s.sum(1) > 0
+
+    pair_mask = node_mask & mask.unsqueeze(-2)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        adj = torch.where(pair_mask, adj.to(s.dtype), 0.0)
+        adj_times_s = torch.bmm(adj, s)
+    s_t = s.transpose(1, 2)
+    s_pool = s_t if torch.is_autocast_enabled() else s_t.to(x.dtype)
+    x_pool = torch.bmm(s_pool, x)
+    adj_pool = torch.bmm(s_pool, adj_times_s.to(s_pool.dtype))
+
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
+        entropy_per_graph = torch.where(mask, entropy, 0.0).sum(-1) / nodes
+        if not entropy_loss:
+            entropy_per_graph = torch.zeros_like(entropy_per_graph)
+        if link_loss == "frobenius":
+            link_per_graph = frobenius_link_loss(
+                adj.pow(2).sum((-2, -1)),
+                (s * adj_times_s).sum((-2, -1)),
+                gram_squared_norm(s),
+                nodes,
+            )
+        elif link_loss == "bce":
+            link_per_graph = bce_link_loss_sum(s, mask, adj) / nodes.pow(2)
+        else:
+            link_per_graph = torch.zeros_like(nodes)
+    return _output(
+        x_pool,
+        adj_pool,
+        s if return_assignment else None,
+        mask,
+        cluster_mask,
+        link_per_graph,
+        entropy_per_graph,
+        x,
+        link_loss_coef,
+        entropy_loss_coef,
+    )

@@ -1,0 +1,237 @@
+"""What a run leaves behind: :class:`RunResult` (``results.json``) and :class:`RunFailure`
+(``failed.json``), the one reader and writer of both.
+
+A finished run's result holds the curves of both evaluation protocols, so that any report can
+be computed from it without the checkpoints:
+
+* **fair**: the epoch with the best validation metric (``fair.best_epoch``), its checkpoint
+  tested on the held-out fold (``fair.test``);
+* **paper** (optimistic, the authors' code): the held-out fold's metric after every epoch
+  (``test_curve``); a report averages these curves over the folds and picks the best epoch of
+  the mean, i.e. the epoch is selected on the test folds.
+
+``schema`` is the version of the layout. Files written before it existed (schema 1: the
+accuracy under ``fair.val_acc`` / ``fair.test_acc`` and ``paper.heldout_curve``) are read as
+well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: the file names inside a run directory
+RESULTS = "results.json"
+FAILED = "failed.json"
+HISTORY = "history.csv"
+
+#: the layout written by this version
+SCHEMA_VERSION = 2
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+@dataclass
+class FairResult:
+    """The fair protocol of one run: model selection on the validation set."""
+
+    #: the epoch (from 0) of the best validation metric; -1 without a validation set
+    best_epoch: int = -1
+    #: the validation metric at ``best_epoch``
+    val: float | None = None
+    #: the held-out fold's metric of the checkpoint of ``best_epoch``
+    test: float | None = None
+    #: that checkpoint
+    checkpoint: str | None = None
+
+
+@dataclass
+class RunResult:
+    """The result of one finished ``diffpool-train`` run (one model on one fold)."""
+
+    dataset: str
+    fold: int
+    num_folds: int
+    model: str | None
+    epochs: int
+    fair: FairResult
+    #: the held-out fold's metric after every epoch (the paper protocol)
+    test_curve: list[float]
+    #: the validation metric after every epoch (NaN without a validation set)
+    val_curve: list[float]
+    wall_time_s: float
+    #: the resolved config, without the keys that say how to run (see ``comparable_config``)
+    config: dict[str, Any]
+    #: the code, libraries and threads the run started with (:mod:`diffpool.utils.provenance`)
+    provenance: dict[str, Any] | None = None
+    #: the metric of both protocols and whether higher is better
+    metric: str = "acc"
+    higher_is_better: bool = True
+    status: str = "finished"
+    schema: int = SCHEMA_VERSION
+    #: the run directory it was read from (not stored)
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``results.json`` layout."""
+        payload = asdict(self)
+        payload.pop("path")
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any], path: str | Path | None = None) -> RunResult:
+        """Read the layout of any schema; ``path``: the run directory, where known."""
+        payload = dict(payload)
+        if payload.get("schema", 1) == 1:
+            payload = _from_schema_1(payload)
+        elif payload["schema"] > SCHEMA_VERSION:
+            raise ValueError(
+                f"results of schema {payload['schema']} are newer than this diffpool "
+                f"(schema {SCHEMA_VERSION}): upgrade the package to read them"
+            )
+        fair = FairResult(**payload.pop("fair"))
+        known = set(cls.__dataclass_fields__) - {"fair", "path"}
+        return cls(
+            fair=fair,
+            path=None if path is None else Path(path),
+            **{k: v for k, v in payload.items() if k in known},
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResult:
+        """The result of the run in ``run_dir`` (its ``results.json``)."""
+        run_dir = Path(run_dir)
+        file = run_dir / RESULTS
+        if not file.exists():
+            raise FileNotFoundError(
+                f"{file} not found: is {run_dir} a finished diffpool-train run?"
+            )
+        try:
+            payload = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file} is not valid JSON ({err})") from err
+        return cls.from_json(payload, path=run_dir)
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``results.json`` into ``run_dir`` (atomically); returns its path."""
+        file = Path(run_dir) / RESULTS
+        write_json(file, self.to_json())
+        return file
+
+    def lookup(self, dotted: str) -> Any:
+        """The entry at a dotted path of :meth:`to_json` (``"fair.val"``), :obj:`None` if
+        absent: what ``diffpool-train`` returns to Hydra's sweepers (``optimized_metric``)."""
+        value: Any = self.to_json()
+        for key in dotted.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the run had a validation set (and so a fair result)."""
+        return self.fair.test is not None
+
+
+def _from_schema_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """The schema-1 layout (accuracy only) as schema 2."""
+    fair = payload.get("fair") or {}
+    return {
+        **{k: v for k, v in payload.items() if k not in ("fair", "paper")},
+        "fair": {
+            "best_epoch": fair.get("best_epoch", -1),
+            "val": fair.get("val_acc"),
+            "test": fair.get("test_acc"),
+            "checkpoint": fair.get("checkpoint"),
+        },
+        "test_curve": list((payload.get("paper") or {}).get("heldout_curve", [])),
+        "val_curve": [math.nan if v is None else v for v in payload.get("val_curve", [])],
+        "metric": "acc",
+        "higher_is_better": True,
+        "schema": SCHEMA_VERSION,
+    }
+
+
+@dataclass
+class RunFailure:
+    """What a failed run leaves (``failed.json``): the error, and what ran."""
+
+    error: str
+    traceback: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
+    status: str = "failed"
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    def save(self, run_dir: str | Path) -> Path:
+        file = Path(run_dir) / FAILED
+        payload = asdict(self)
+        payload.pop("path")
+        write_json(file, payload)
+        return file
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunFailure:
+        run_dir = Path(run_dir)
+        payload = json.loads((run_dir / FAILED).read_text())
+        known = set(cls.__dataclass_fields__) - {"path"}
+        return cls(path=run_dir, **{k: v for k, v in payload.items() if k in known})
+
+
+def save_archive(runs: list[RunResult], file: str | Path, root: str | Path | None = None) -> Path:
+    """Keep finished runs in one compact file, one JSON line per run: the run's results and
+    ``job``, its directory (relative to ``root``, a sweep directory, where given), sorted by
+    ``job``.
+
+    This is how a sweep's results are kept without its run directories (checkpoints, logs):
+    :func:`load_archive` reads them back, :func:`restore_archive` puts them back into a sweep
+    directory so that the sweep skips them."""
+    file = Path(file)
+    lines = sorted(
+        (
+            str(Path(run.path) if root is None else Path(run.path).relative_to(root)),
+            json.dumps(run.to_json(), sort_keys=True),
+        )
+        for run in runs
+    )
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(file.suffix + ".tmp")
+    tmp.write_text("".join(f'{{"job": {json.dumps(job)}, "run": {text}}}\n' for job, text in lines))
+    tmp.replace(file)
+    return file
+
+
+def load_archive(file: str | Path) -> list[RunResult]:
+    """The runs of an archive of :func:`save_archive`; each one's ``path`` is its job."""
+    runs = []
+    for number, line in enumerate(Path(file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            runs.append(RunResult.from_json(entry["run"], path=entry["job"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{file}, line {number}: not a run of a results archive") from err
+    return runs
+
+
+def restore_archive(file: str | Path, root: str | Path) -> int:
+    """Write the ``results.json`` of every archived run into its job directory under ``root``
+    where there is none yet; returns how many were written."""
+    restored = 0
+    for run in load_archive(file):
+        job = Path(root) / run.path
+        if not (job / RESULTS).exists():
+            job.mkdir(parents=True, exist_ok=True)
+            run.save(job)
+            restored += 1
+    return restored
