@@ -237,7 +237,9 @@ def sparse_diff_pool(
         batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
         batch_size = 1 if batch_size is None else batch_size
     if validating:
-        check_features(x, dim=2)
+        # the embeddings' values are the caller's (a diverging model's NaN is its loss's to
+        # report), their shape is ours
+        check_features(x, dim=2, finite=False)
         check_batch(batch, num_nodes, batch_size)
         check_connectivity(edge_index, edge_weight, num_nodes)
     if batch_size is None:
@@ -396,7 +398,7 @@ def dense_diff_pool(
     if mask is not None and mask.dim() == 1:
         mask = mask.unsqueeze(0)
     if validating:
-        check_dense_inputs(x, adj, mask)
+        check_dense_inputs(x, adj, mask, finite=False)
     batch_size, max_nodes = x.shape[:2]
     if mask is None:
         mask = torch.ones(batch_size, max_nodes, dtype=torch.bool, device=x.device)

@@ -43,7 +43,9 @@ def check_coefficient(name: str, value: float) -> float:
     return float(value)
 
 
-def check_features(x: Tensor, dim: int, name: str = "x") -> None:
+def check_features(x: Tensor, dim: int, name: str = "x", finite: bool = True) -> None:
+    """A floating-point ``[N, F]`` (``dim=2``) or ``[B, N, F]`` tensor with at least one node,
+    and (``finite``) no NaN or infinite value."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != dim:
@@ -53,7 +55,7 @@ def check_features(x: Tensor, dim: int, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.size(-2) == 0 or (dim == 3 and x.size(0) == 0):
         raise ValueError(f"empty batch: {name} has shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -143,8 +145,9 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
             raise ValueError("edge_weight contains NaN or infinite values")
 
 
-def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None) -> None:
-    check_features(x, dim=3)
+def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool = True) -> None:
+    """Shapes, types and (``finite``) values of a dense batch."""
+    check_features(x, dim=3, finite=finite)
     batch_size, num_nodes = x.shape[:2]
     if not isinstance(adj, Tensor) or adj.layout != torch.strided:
         raise TypeError("adj must be a dense tensor of shape [batch_size, num_nodes, num_nodes]")
@@ -153,7 +156,7 @@ def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None) -> None:
             f"adj must have shape [{batch_size}, {num_nodes}, {num_nodes}] to match x, "
             f"got {tuple(adj.shape)}"
         )
-    if not bool(torch.isfinite(adj).all()):
+    if finite and not bool(torch.isfinite(adj).all()):
         raise ValueError("adj contains NaN or infinite values")
     if mask is not None:
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch_size, num_nodes):
