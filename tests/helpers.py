@@ -14,6 +14,9 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import DenseGCNConv, DenseSAGEConv, GCNConv, SAGEConv
 from torch_geometric.utils import to_undirected
 
+#: the repository's root
+ROOT = Path(__file__).resolve().parents[1]
+
 SHARED_TU = Path(
     os.environ.get(
         "DIFFPOOL_TU_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "TU"

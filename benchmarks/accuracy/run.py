@@ -2,8 +2,9 @@
 beside the published figures.
 
 Every dataset is one column, run with one setting (:data:`SETTINGS`: the epoch budget and
-the overrides of the ``paper_<dataset>_<model>`` presets), as Hydra sweeps over the models and
-the folds (``diffpool-train -m experiment=... data.fold=range(10)``) in a working directory
+the overrides of the ``paper`` preset), as Hydra sweeps over the models and the folds
+(``diffpool-train -m experiment=paper data=<dataset> model=... data.fold=range(10)``) in a
+working directory
 (``--runs``). While a sweep runs, its finished jobs are kept in one compact file per dataset,
 ``benchmarks/results/accuracy_runs/<dataset>.jsonl`` (one JSON line per job, see
 :func:`diffpool.training.results.save_archive`); a sweep first puts the kept jobs back, so an
@@ -151,7 +152,9 @@ def sweep_commands(dataset: str, args, sweep_dir: Path) -> list[list[str]]:
         cmd = [
             str(Path(sys.executable).parent / "diffpool-train"),
             "-m",
-            "experiment=" + ",".join(f"paper_{key}_{m}" for m in models),
+            "experiment=paper",
+            f"data={key}",
+            "model=" + ",".join(models),
             f"data.fold=range({args.folds})",
             f"data.root={args.data_root}",
             f"trainer={args.trainer}",
@@ -234,7 +237,7 @@ def write_table(results: dict, path: Path) -> None:
         "# Accuracy: the paper's table, stratified 10-fold CV",
         "",
         "Test accuracy (%), mean ± std over the 10 folds, of the presets "
-        "`conf/experiment/paper_<dataset>_<model>.yaml` (GraphSAGE blocks of 3 layers, hidden "
+        "`conf/experiment/paper.yaml` (GraphSAGE blocks of 3 layers, hidden "
         "64, one pooling level at ratio 0.1, batch 20, Adam 1e-3). Each cell: **paper "
         "protocol** (optimistic: the epoch with the best mean test-fold accuracy, as in the "
         "authors' code) / **fair protocol** (each fold tested at its best-validation epoch), "

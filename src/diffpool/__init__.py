@@ -2,6 +2,6 @@
 
 from diffpool.nn import DenseDiffPoolConv, DiffPoolConv, DiffPoolOutput
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["DiffPoolConv", "DenseDiffPoolConv", "DiffPoolOutput", "__version__"]

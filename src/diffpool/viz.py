@@ -5,7 +5,8 @@ pooling level, and beside it the coarsened graph of the next level: one node per
 (at the centre of its members, sized by their number, in the same colour) and edges whose
 widths follow :math:`\\mathbf{A}' = \\mathbf{S}^\\top \\mathbf{A} \\mathbf{S}`.
 :func:`load_run` rebuilds the trained module and its dataset from a ``diffpool-train`` run
-directory; ``diffpool-viz`` is the command line around both.
+directory; ``diffpool-viz`` is the command line around both. Needs the ``viz`` extra
+(``pip install "diffpool[viz]"``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 
 import torch
 from torch_geometric.data import Batch, Data
+
+from diffpool.utils.extras import require
+
+require("viz", "diffpool.viz")
 
 
 @dataclass
@@ -158,6 +163,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Non
     """
     from hydra.utils import instantiate
 
+    from diffpool.models import data_transform
     from diffpool.training import GraphClassifier
     from diffpool.training.results import RunResult
 
@@ -178,7 +184,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | Non
     data_cfg = dict(result.config["data"])
     if data_root is not None:
         data_cfg["root"] = data_root
-    datamodule = instantiate(data_cfg)
-    datamodule.set_transform(module.data_transform())
+    spec = module.hparams.model
+    datamodule = instantiate(data_cfg, transform=data_transform(spec) if spec else None)
     datamodule.setup()
     return module, datamodule

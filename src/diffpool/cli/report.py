@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffpool.training.report import write_report
+from diffpool.utils.extras import require
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    try:
+        require("train", "diffpool-report")
+    except ImportError as err:
+        print(f"diffpool-report: {err}", file=sys.stderr)
+        return 2
+    from diffpool.training.report import write_report
+
     parser = argparse.ArgumentParser(
         prog="diffpool-report",
         description="Aggregate the results.json files of a diffpool-train sweep into "
@@ -27,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     print(paths["md"].read_text())
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
+    if "png" not in paths:
+        print('no plots: they need the viz extra (pip install "diffpool[viz]")')
     return 0
 
 

@@ -5,23 +5,36 @@
 
 The configs ship inside the package (``diffpool.conf``; ``conf/`` in the repository);
 ``diffpool-train --help`` lists the config groups and ``--cfg job`` prints a composed config.
+Needs the ``train`` extra.
 """
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
-
-from diffpool.training.run import train
+from diffpool.utils.extras import require
 
 
-@hydra.main(version_base="1.3", config_path="pkg://diffpool.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg) -> float | None:
+    """One job: train and evaluate ``cfg``; returns the entry of ``results.json`` named by
+    ``optimized_metric`` (for Hydra's sweepers)."""
+    from diffpool.training.run import train
+
     # cfg.output_dir is Hydra's job directory unless the user moved it (output_dir=...): the
     # trainer's checkpoints and logs follow cfg.output_dir, so results and history do too
     results = train(cfg, cfg.output_dir)
     metric = cfg.get("optimized_metric")
     return results.lookup(metric) if metric else None
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        require("train", "diffpool-train")
+    except ImportError as err:
+        raise SystemExit(f"diffpool-train: {err}") from None
+    import hydra
+
+    app = hydra.main(version_base="1.3", config_path="pkg://diffpool.conf", config_name="train")
+    app(run)()
 
 
 if __name__ == "__main__":

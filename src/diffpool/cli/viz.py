@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffpool.viz import draw_pooling, load_run
+from diffpool.utils.extras import require
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    try:
+        require("viz", "diffpool-viz")
+        require("train", "diffpool-viz")  # a trained run's module and data
+    except ImportError as err:
+        print(f"diffpool-viz: {err}", file=sys.stderr)
+        return 2
+    from diffpool.viz import draw_pooling, load_run
+
     parser = argparse.ArgumentParser(
         prog="diffpool-viz",
         description="Draw one graph coloured by its first-level clusters, and the coarsened "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import os
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch_geometric.data import Data
 from torch_geometric.datasets import TUDataset
 from torch_geometric.transforms import BaseTransform
@@ -77,14 +77,11 @@ def _extract(archive, name: str, raw_dir: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock: parallel jobs of a sweep prepare a dataset once."""
+    """An exclusive file lock on every platform (``filelock``, which torch depends on):
+    parallel jobs of a sweep prepare a dataset once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def prepare_raw(name: str, root: str | os.PathLike, download: bool = False) -> Path:

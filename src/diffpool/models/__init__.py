@@ -2,7 +2,15 @@
 
 from diffpool.models.baselines import GlobalPoolNet
 from diffpool.models.diffpool_net import DiffPoolNet
-from diffpool.models.output import ClassifierOutput
-from diffpool.models.variants import VARIANTS, build_model
+from diffpool.models.output import ClassifierOutput, classify
+from diffpool.models.variants import VARIANTS, build_model, data_transform
 
-__all__ = ["DiffPoolNet", "GlobalPoolNet", "ClassifierOutput", "VARIANTS", "build_model"]
+__all__ = [
+    "DiffPoolNet",
+    "GlobalPoolNet",
+    "ClassifierOutput",
+    "VARIANTS",
+    "build_model",
+    "classify",
+    "data_transform",
+]

@@ -31,6 +31,9 @@ class GlobalPoolNet(torch.nn.Module):
     Args:
         in_channels (int): Size of each input node feature.
         num_classes (int): Number of classes.
+        max_num_nodes (int, optional): The dataset's largest graph. Unused: accepted so that
+            every model of the package is built from the same facts of the dataset.
+            (default: :obj:`None`)
         hidden_channels (int, optional): (default: :obj:`64`)
         encoder (str, optional): (default: :obj:`"sage"`)
         num_layers (int, optional): (default: :obj:`3`)
@@ -49,6 +52,7 @@ class GlobalPoolNet(torch.nn.Module):
         self,
         in_channels: int,
         num_classes: int,
+        max_num_nodes: int | None = None,
         *,
         hidden_channels: int = 64,
         encoder: str = "sage",
@@ -107,11 +111,8 @@ class GlobalPoolNet(torch.nn.Module):
         edge_weight: Tensor | None = None,
         *,
         batch_size: int | None = None,
-        clusters=None,
-        return_assignments: bool = True,
     ) -> ClassifierOutput:
-        """Classify a sparse mini-batch (``clusters`` and ``return_assignments`` are accepted
-        and ignored, so that every model of the package is called the same way)."""
+        """Classify a sparse mini-batch."""
         batch, batch_size = resolve_batch(x, batch, batch_size)
         z = self.encoder(x, edge_index, edge_weight)
         if self.aggr is None:
@@ -124,6 +125,16 @@ class GlobalPoolNet(torch.nn.Module):
             aux_loss=zero,
             link_loss=h.new_zeros(0),
             entropy_loss=h.new_zeros(0),
+        )
+
+    def forward_batch(self, data, return_assignments: bool = True) -> ClassifierOutput:
+        """:meth:`forward` on a PyG mini-batch (there are no assignments to return)."""
+        return self(
+            data.x,
+            data.edge_index,
+            data.batch,
+            data.get("edge_weight"),
+            batch_size=data.num_graphs,
         )
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from diffpool.models.readout import check_readout, dense_readout, resolve_batch,
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
 from diffpool.nn.diffpool_conv import DiffPoolConv
 from diffpool.nn.encoders import DenseGNNEncoder
+from diffpool.transforms.clustering import CLUSTER_ATTR
 from diffpool.utils.validation import check_ratio
 
 BUDGETS = ("fixed", "per_graph")
@@ -180,6 +181,7 @@ class DiffPoolNet(torch.nn.Module):
         self.budget, self.assignment = budget, assignment
         self.num_levels = num_levels
         self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
+        self._given_clusters = num_clusters
         self.in_channels, self.num_classes = in_channels, num_classes
 
         block = dict(
@@ -224,15 +226,36 @@ class DiffPoolNet(torch.nn.Module):
         reset(self.final)
         self.mlp.reset_parameters()
 
-    def data_transform(self):
-        """The dataset transform this model needs: for ``assignment="det"``, the
-        :class:`~diffpool.transforms.ClusterAssignment` that matches its ratio, levels and
-        cluster slots; otherwise :obj:`None`."""
-        if self.assignment != "det":
+    @staticmethod
+    def required_transform(
+        *,
+        assignment: str = "learned",
+        ratio: float = 0.25,
+        num_levels: int = 1,
+        num_clusters: int | Sequence[int] | None = None,
+        **_: object,
+    ):
+        """The dataset transform a model of these settings needs, known before any data is
+        loaded: for ``assignment="det"``, the :class:`~diffpool.transforms.ClusterAssignment`
+        of its ratio and levels (capped by ``num_clusters`` where given; the ratio rule's
+        caps never bind); otherwise :obj:`None`."""
+        if assignment != "det":
             return None
         from diffpool.transforms import ClusterAssignment
 
-        return ClusterAssignment(self.ratio, self.num_levels, num_clusters=self.num_clusters)
+        caps = None
+        if num_clusters is not None:
+            caps = level_clusters(ratio, num_levels, None, num_clusters)
+        return ClusterAssignment(ratio, num_levels, num_clusters=caps)
+
+    def data_transform(self):
+        """The dataset transform this model needs (see :meth:`required_transform`)."""
+        return self.required_transform(
+            assignment=self.assignment,
+            ratio=self.ratio,
+            num_levels=self.num_levels,
+            num_clusters=self._given_clusters,
+        )
 
     def _next_adj(self, adj: Tensor) -> Tensor:
         return normalize_coarse_adj(adj) if self.coarse_adj == "normalized" else adj
@@ -325,6 +348,32 @@ class DiffPoolNet(torch.nn.Module):
             link_loss=torch.stack([o.link_loss for o in outputs]),
             entropy_loss=torch.stack([o.entropy_loss for o in outputs]),
             levels=tuple(outputs),
+        )
+
+    def forward_batch(self, data, return_assignments: bool = True) -> ClassifierOutput:
+        """:meth:`forward` on a PyG mini-batch, with DiffPool-Det's clusters read from it
+        (the attributes :class:`~diffpool.transforms.ClusterAssignment` adds)."""
+        clusters = None
+        if self.assignment == "det":
+            missing = [
+                CLUSTER_ATTR.format(level)
+                for level in range(self.num_levels)
+                if CLUSTER_ATTR.format(level) not in data
+            ]
+            if missing:
+                raise ValueError(
+                    f"assignment='det' needs {missing} in the batch: add "
+                    f"{self.data_transform()!r} to the dataset's transforms"
+                )
+            clusters = [data[CLUSTER_ATTR.format(level)] for level in range(self.num_levels)]
+        return self(
+            data.x,
+            data.edge_index,
+            data.batch,
+            data.get("edge_weight"),
+            batch_size=data.num_graphs,
+            clusters=clusters,
+            return_assignments=return_assignments,
         )
 
     def __repr__(self) -> str:

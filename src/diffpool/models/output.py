@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 from diffpool.functional.output import DiffPoolOutput
@@ -27,3 +28,28 @@ class ClassifierOutput(NamedTuple):
     link_loss: Tensor
     entropy_loss: Tensor
     levels: tuple[DiffPoolOutput, ...] = ()
+
+
+def classify(model: torch.nn.Module, batch, return_assignments: bool = True) -> ClassifierOutput:
+    """Run a graph classifier on a PyG mini-batch: the one way :mod:`diffpool.training` calls a
+    model.
+
+    The models of the package take the whole batch (``model.forward_batch(batch, ...)``), so
+    that each reads what it needs from it (DiffPool-Det its clusters). Any other module is
+    called PyG's way, ``model(batch.x, batch.edge_index, batch.batch)``, and returns logits
+    (or a :class:`ClassifierOutput`).
+    """
+    forward_batch = getattr(model, "forward_batch", None)
+    if forward_batch is not None:
+        return forward_batch(batch, return_assignments=return_assignments)
+    out = model(batch.x, batch.edge_index, batch.batch)
+    if isinstance(out, ClassifierOutput):
+        return out
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.size(0) != batch.num_graphs:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"{type(model).__name__} returned {shape}; a graph classifier returns logits "
+            f"[num_graphs, num_classes] = [{batch.num_graphs}, C] or a ClassifierOutput"
+        )
+    zero = out.new_zeros(())
+    return ClassifierOutput(out, zero, out.new_zeros(0), out.new_zeros(0))

@@ -1,12 +1,16 @@
 """The paper's model variants and baselines, each a set of constructor arguments.
 
-``build_model("nolp", in_channels, num_classes, max_num_nodes, **overrides)`` is
-``DiffPoolNet(..., link_loss="none", **overrides)``; the Hydra configs in ``conf/model/``
-instantiate through this function, so that a variant is defined in exactly one place.
+``build_model("nolp", in_channels, num_classes, max_num_nodes, **config)`` is
+``DiffPoolNet(..., link_loss="none", **config)``; the Hydra configs in ``conf/model/``
+instantiate through this function, so that a variant is defined in exactly one place: its
+entry in :data:`VARIANTS`. What a model needs of the data (DiffPool-Det's clusters) its class
+says, from the config alone (:func:`data_transform`).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -28,35 +32,53 @@ VARIANTS: dict[str, tuple[type[torch.nn.Module], dict[str, Any]]] = {
     "sortpool": (GlobalPoolNet, dict(readout="sortpool")),
 }
 
+#: what every model is built from: facts of the dataset, not settings
+DATASET_FACTS = ("in_channels", "num_classes", "max_num_nodes")
+
+
+def _resolve(variant: str, config: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The class of ``variant`` and its keyword arguments; a key the class does not take, or
+    one that contradicts the variant, is an error that names it."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
+    cls, defining = VARIANTS[variant]
+    clash = {k for k in config if k in defining and config[k] != defining[k]}
+    if clash:
+        raise ValueError(
+            f"variant {variant!r} fixes {sorted(clash)} = {[defining[k] for k in sorted(clash)]}; "
+            "pick another variant instead of overriding them"
+        )
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(k for k in config if k not in accepted or k in DATASET_FACTS)
+    if unknown:
+        raise TypeError(
+            f"model {variant!r} ({cls.__name__}) takes no {', '.join(map(repr, unknown))}; "
+            f"its settings are {sorted(k for k in accepted if k not in DATASET_FACTS)}"
+        )
+    return cls, {**config, **defining}
+
 
 def build_model(
     variant: str,
     in_channels: int,
     num_classes: int,
     max_num_nodes: int | None = None,
-    **overrides: Any,
+    **config: Any,
 ) -> torch.nn.Module:
-    """Build a variant of the paper's table; ``overrides`` are further constructor arguments.
+    """Build a variant of the paper's table from the dataset's facts and its settings
+    (``config``: the class's keyword arguments; one it does not take is an error)."""
+    cls, kwargs = _resolve(variant, config)
+    return cls(in_channels, num_classes, max_num_nodes, **kwargs)
 
-    Arguments that only the hierarchical models take (``ratio``, ``num_levels``,
-    ``link_loss``, ...) are dropped for the flat baselines, so that one sweep can range over
-    all variants.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
-    cls, defining = VARIANTS[variant]
-    clash = {k for k in overrides if k in defining and overrides[k] != defining[k]}
-    if clash:
-        raise ValueError(
-            f"variant {variant!r} fixes {sorted(clash)} = {[defining[k] for k in sorted(clash)]}; "
-            "pick another variant instead of overriding them"
-        )
-    kwargs = {**overrides, **defining}
-    if cls is DiffPoolNet:
-        return DiffPoolNet(in_channels, num_classes, max_num_nodes, **kwargs)
-    import inspect
 
-    accepted = inspect.signature(GlobalPoolNet.__init__).parameters
-    return GlobalPoolNet(
-        in_channels, num_classes, **{k: v for k, v in kwargs.items() if k in accepted}
-    )
+def data_transform(spec: Mapping[str, Any]) -> Callable | None:
+    """The dataset transform a model config (``{"variant": ..., **settings}``, as the
+    ``model`` config group holds) needs, decided before any data is loaded: DiffPool-Det's
+    :class:`~diffpool.transforms.ClusterAssignment`; :obj:`None` for the others."""
+    config = {k: v for k, v in spec.items() if not k.startswith("_")}
+    variant = config.pop("variant", None)
+    if variant is None:
+        return None
+    cls, kwargs = _resolve(variant, config)
+    required = getattr(cls, "required_transform", None)
+    return None if required is None else required(**kwargs)

@@ -1,4 +1,11 @@
-"""Training: the Lightning module and data module, the batch sampler and the run logic."""
+"""Training: the Lightning module and data module, the batch sampler and the run logic
+(the ``train`` extra: ``pip install "diffpool[train]"``)."""
+
+from diffpool.utils.extras import require
+
+require("train", "diffpool.training")
+
+# ruff: noqa: E402
 
 from diffpool.training.callbacks import EpochHistory
 from diffpool.training.datamodule import TUDataModule

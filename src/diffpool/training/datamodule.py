@@ -32,7 +32,11 @@ class TUDataModule(LightningDataModule):
     Every graph carries ``graph_id``, its index in the dataset (``batch.graph_id`` in a
     batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every
     graph is seen exactly once per epoch. Run the trainer with ``use_distributed_sampler=False``
-    (the configs in ``conf/trainer`` do).
+    (the configs in ``conf/trainer`` do); Lightning says so where it is not.
+
+    The dataset is loaded once, by :meth:`setup`; ``transform`` (e.g. the
+    :class:`~diffpool.transforms.ClusterAssignment` of DiffPool-Det, see
+    :func:`diffpool.models.data_transform`) is part of the pipeline from the start.
 
     Args:
         name (str): TU dataset name (see :func:`~diffpool.datasets.load_tu`).
@@ -53,6 +57,8 @@ class TUDataModule(LightningDataModule):
         max_degree (int, optional): Cap of the one-hot degree fallback. (default: :obj:`64`)
         download (bool, optional): Allow PyG's download when no offline copy exists.
             (default: :obj:`False`)
+        transform (callable, optional): A transform applied to every graph after the feature
+            transform. (default: :obj:`None`)
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class TUDataModule(LightningDataModule):
         fallback_features: str = "degree",
         max_degree: int = 64,
         download: bool = False,
+        transform: Callable | None = None,
     ):
         super().__init__()
         if not 0 <= fold < num_folds:
@@ -77,13 +84,13 @@ class TUDataModule(LightningDataModule):
             raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["transform"])
         self.name, self.root = name, root
         self.fold, self.num_folds, self.seed, self.val_ratio = fold, num_folds, seed, val_ratio
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.transform = transform
         self.dataset: Dataset | None = None
         self.split: FoldSplit | None = None
-        self._transform: Callable | None = None
 
     # -- data -------------------------------------------------------------------------------
     def _load(self) -> Dataset:
@@ -98,29 +105,17 @@ class TUDataModule(LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Extract / process the dataset once (rank 0)."""
-        self._load()
+        """Extract / process the dataset (rank 0), unless this process has loaded it."""
+        if self.dataset is None:
+            self._load()
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the dataset (once) and split it."""
         if self.dataset is not None:
             return
         dataset = self._load()
-        # a stable id per graph (its index in the dataset), carried into every batch
-        dataset._data.graph_id = torch.arange(len(dataset))
-        dataset.slices["graph_id"] = torch.arange(len(dataset) + 1)
-        base = dataset.transform
-        if self._transform is not None:
-            dataset.transform = _compose(base, self._transform)
-        self.dataset = dataset
         self.split = fold_split(dataset.y, self.fold, self.num_folds, self.seed, self.val_ratio)
-
-    def set_transform(self, transform: Callable | None) -> None:
-        """A transform applied after the feature transform, e.g. the
-        :class:`~diffpool.transforms.ClusterAssignment` of DiffPool-Det."""
-        self._transform = transform
-        if self.dataset is not None:
-            self.dataset = None
-            self.setup()
+        self.dataset = IndexedDataset(dataset, self.transform)
 
     # -- facts the model needs --------------------------------------------------------------
     def _require_setup(self) -> Dataset:
@@ -130,33 +125,27 @@ class TUDataModule(LightningDataModule):
 
     @property
     def num_features(self) -> int:
-        return self._require_setup()[0].x.size(-1)
+        return self._require_setup().num_features
 
     @property
     def num_classes(self) -> int:
-        return int(self._require_setup().y.max()) + 1
+        return int(self._require_setup().base.y.max()) + 1
 
     @property
     def max_num_nodes(self) -> int:
         """The largest graph of the whole dataset: the reference of the fixed cluster count
         (``ratio`` times it), where the authors' code pads to a node cap instead."""
-        dataset = self._require_setup()
-        slices = dataset.slices.get("x")
+        base = self._require_setup().base
+        slices = base.slices.get("x")
         if slices is not None:
             return int((slices[1:] - slices[:-1]).max())
-        return max(int(dataset.get(i).num_nodes) for i in range(len(dataset)))
+        return max(int(base.get(i).num_nodes) for i in range(len(base)))
 
     # -- loaders ----------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:
             return 1, 0
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise ValueError(
-                "TUDataModule splits its batches across the ranks itself (every graph once "
-                "per epoch): create the Trainer with use_distributed_sampler=False"
-            )
         return trainer.world_size, trainer.global_rank
 
     def _loader(self, indices: torch.Tensor, shuffle: bool) -> DataLoader:
@@ -196,9 +185,27 @@ class TUDataModule(LightningDataModule):
         )
 
 
-def _compose(first: Callable | None, second: Callable) -> Callable:
-    if first is None:
-        return second
-    from torch_geometric.transforms import Compose
+class IndexedDataset(Dataset):
+    """A dataset whose graphs carry ``graph_id``, their index in it, and go through one more
+    ``transform`` (after the dataset's own)."""
 
-    return Compose([first, second])
+    def __init__(self, base: Dataset, transform: Callable | None = None):
+        super().__init__(transform=transform)
+        self.base = base
+
+    @property
+    def num_features(self) -> int:
+        return self.base.num_features
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The graph labels, in the dataset's order (``graph_id``)."""
+        return self.base.y
+
+    def len(self) -> int:
+        return len(self.base)
+
+    def get(self, idx: int):
+        data = self.base[idx]
+        data.graph_id = torch.tensor([idx])
+        return data

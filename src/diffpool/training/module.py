@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 from torchmetrics.classification import MulticlassAccuracy
 
-from diffpool.models.output import ClassifierOutput
+from diffpool.models.output import ClassifierOutput, classify
 
-#: what :meth:`GraphClassifier.validation_step` calls each of the data module's val loaders
+#: the stage of each validation loader (:meth:`TUDataModule.val_dataloader`): the validation
+#: set and the test fold
 VAL_STAGES = ("val", "heldout")
 
 
@@ -39,7 +39,8 @@ def _spec(value: Mapping | None, name: str) -> dict[str, Any] | None:
 
 
 class GraphClassifier(LightningModule):
-    r"""Trains a graph classifier of :mod:`diffpool.models` (any variant of ``build_model``).
+    r"""Trains a graph classifier: a model of :mod:`diffpool.models` (any variant of
+    ``build_model``), called through :func:`~diffpool.models.classify`.
 
     The loss is
 
@@ -64,9 +65,11 @@ class GraphClassifier(LightningModule):
     ``torch.load(weights_only=True)``).
 
     Args:
-        model (Mapping): Spec of the network, called with ``in_channels``, ``num_classes``
-            and ``max_num_nodes``, e.g. ``{"_target_": "diffpool.models.build_model",
-            "variant": "diffpool", "num_levels": 2}``.
+        model (Mapping or torch.nn.Module): Spec of the network, called with ``in_channels``,
+            ``num_classes`` and ``max_num_nodes``, e.g. ``{"_target_":
+            "diffpool.models.build_model", "variant": "diffpool", "num_levels": 2}``; or the
+            network itself (then not stored in the checkpoint's hyperparameters: reload with
+            ``GraphClassifier.load_from_checkpoint(path, model=<the same network>)``).
         in_channels (int): Node feature size.
         num_classes (int): Number of classes.
         max_num_nodes (int, optional): Largest graph of the dataset. (default: :obj:`None`)
@@ -77,11 +80,14 @@ class GraphClassifier(LightningModule):
         scheduler_monitor (str, optional): Metric for schedulers such as
             ``ReduceLROnPlateau``. (default: :obj:`"val/acc"`)
         seed (int, optional): Base of the per-epoch seeds. (default: :obj:`0`)
+        val_stages (Sequence[str], optional): The stage of each validation loader, in
+            order: ``"val"`` (model selection) and ``"heldout"`` (the test fold, logged every
+            epoch for the paper protocol). (default: :obj:`("val", "heldout")`)
     """
 
     def __init__(
         self,
-        model: Mapping,
+        model: Mapping | torch.nn.Module,
         in_channels: int,
         num_classes: int,
         max_num_nodes: int | None = None,
@@ -89,11 +95,16 @@ class GraphClassifier(LightningModule):
         scheduler: Mapping | None = None,
         scheduler_monitor: str = "val/acc",
         seed: int = 0,
+        val_stages: Sequence[str] = VAL_STAGES,
     ):
         super().__init__()
-        model = _spec(model, "model")
+        network = model if isinstance(model, torch.nn.Module) else None
+        model = None if network is not None else _spec(model, "model")
         optimizer = _spec(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
         scheduler = _spec(scheduler, "scheduler")
+        unknown = set(val_stages) - set(VAL_STAGES)
+        if not val_stages or unknown:
+            raise ValueError(f"val_stages must be among {VAL_STAGES}, got {tuple(val_stages)}")
         self.save_hyperparameters(
             dict(
                 model=model,
@@ -104,15 +115,18 @@ class GraphClassifier(LightningModule):
                 scheduler=scheduler,
                 scheduler_monitor=scheduler_monitor,
                 seed=int(seed),
+                val_stages=list(val_stages),
             ),
             logger=False,
         )
-        self.model = instantiate(
-            model, in_channels=in_channels, num_classes=num_classes, max_num_nodes=max_num_nodes
-        )
-        self._model_takes_return_assignments = (
-            "return_assignments" in inspect.signature(self.model.forward).parameters
-        )
+        if network is None:
+            network = instantiate(
+                model,
+                in_channels=in_channels,
+                num_classes=num_classes,
+                max_num_nodes=max_num_nodes,
+            )
+        self.model = network
         # keyed "<stage>_acc": ModuleDict keys must not shadow Module attributes ("train")
         self.accuracy = torch.nn.ModuleDict(
             {
@@ -121,34 +135,11 @@ class GraphClassifier(LightningModule):
             }
         )
 
-    @property
-    def num_levels(self) -> int:
-        return getattr(self.model, "num_levels", 0)
-
-    def data_transform(self) -> Callable | None:
-        """The dataset transform the model needs (DiffPool-Det's clustering), or None."""
-        get = getattr(self.model, "data_transform", None)
-        return get() if get is not None else None
-
     def forward(self, batch: Batch, return_assignments: bool = True) -> ClassifierOutput:
         """Classify ``batch``. With ``return_assignments=False`` the levels' dense
-        assignments ``s`` are neither built nor returned (the training, validation and test
-        steps do this; only models whose ``forward`` takes ``return_assignments`` are asked)."""
-        clusters = None
-        if getattr(self.model, "assignment", None) == "det":
-            clusters = [batch[f"det_cluster{level}"] for level in range(self.num_levels)]
-        kwargs = {}
-        if not return_assignments and self._model_takes_return_assignments:
-            kwargs["return_assignments"] = False
-        return self.model(
-            batch.x,
-            batch.edge_index,
-            batch.batch,
-            batch.get("edge_weight"),
-            batch_size=batch.num_graphs,
-            clusters=clusters,
-            **kwargs,
-        )
+        assignments ``s`` are neither built nor returned (what the training, validation and
+        test steps do)."""
+        return classify(self.model, batch, return_assignments=return_assignments)
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         out = self(batch, return_assignments=False)
@@ -185,15 +176,8 @@ class GraphClassifier(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def _val_stages(self) -> tuple[str, ...]:
-        """The stage of each validation loader: the data module's ``val_stages`` where it
-        says (a :class:`TUDataModule` with ``val_ratio=0`` has the test fold alone), else
-        the validation set and the test fold."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        return tuple(getattr(datamodule, "val_stages", VAL_STAGES))
-
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._step(batch, self._val_stages()[dataloader_idx])
+        self._step(batch, self.hparams.val_stages[dataloader_idx])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")

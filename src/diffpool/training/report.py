@@ -35,6 +35,7 @@ from diffpool.training.results import (
     RunResult,
     load_archive,
 )
+from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
 
 #: config entries named first in a group's label
@@ -172,13 +173,14 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
         key = json.dumps(config, sort_keys=True, default=str)
         groups.setdefault(key, Group(config)).runs.append(run)
     found = list(groups.values())
-    varying = sorted(
-        {k for g in found for k in g.config if len({str(h.config.get(k)) for h in found}) > 1},
-        key=lambda k: (k not in LABEL_FIRST, LABEL_FIRST.index(k) if k in LABEL_FIRST else 0, k),
-    )
-    for group in found:
-        parts = [f"{k}={group.config.get(k)}" for k in varying]
-        group.label = ", ".join(parts) if parts else _default_label(group)
+    # named by the keys that every group has and that differ between them; groups that this
+    # leaves alike (settings only some models have) add the keys that tell them apart
+    common = set.intersection(*(set(g.config) for g in found)) if found else set()
+    _label(found, _varying(found, common))
+    for label in {g.label for g in found}:
+        alike = [g for g in found if g.label == label]
+        if len(alike) > 1:
+            _label(alike, _varying(alike, set.union(*(set(g.config) for g in alike)) - common))
     found.sort(key=lambda g: g.label)
     return found
 
@@ -190,6 +192,25 @@ def collect(
     ones."""
     runs, failed = load_runs(source)
     return group_runs(runs), failed
+
+
+def _varying(groups: list[Group], keys: set[str]) -> list[str]:
+    """The ``keys`` whose values differ between ``groups``, the :data:`LABEL_FIRST` first."""
+    varying = {k for k in keys if len({str(g.config.get(k)) for g in groups}) > 1}
+    return sorted(
+        varying,
+        key=lambda k: (k not in LABEL_FIRST, LABEL_FIRST.index(k) if k in LABEL_FIRST else 0, k),
+    )
+
+
+def _label(groups: list[Group], keys: list[str]) -> None:
+    for group in groups:
+        parts = [f"{k}={group.config[k]}" for k in keys if k in group.config]
+        extra = ", ".join(parts)
+        if group.label and extra:
+            group.label = f"{group.label}, {extra}"
+        elif extra or not group.label:
+            group.label = extra or _default_label(group)
 
 
 def _default_label(group: Group) -> str:
@@ -370,8 +391,8 @@ def plot_curves(groups: list[Group], path: Path, max_groups: int = 12) -> bool:
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv``, ``report.png`` and the learning curves
-    ``curves.png`` (default: into ``sweep_dir``).
+    """Write ``report.md``, ``report.csv`` and, with the ``viz`` extra, ``report.png`` and
+    the learning curves ``curves.png`` (default: into ``sweep_dir``).
 
     Returns:
         dict: the paths written, by kind.
@@ -385,7 +406,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         writer = csv.DictWriter(handle, ROW_FIELDS)
         writer.writeheader()
         writer.writerows(rows(groups))
-    if groups:
+    if groups and not missing("viz"):
         paths["png"] = out / "report.png"
         plot(groups, paths["png"])
         if plot_curves(groups, out / "curves.png"):

@@ -27,6 +27,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from diffpool.models.variants import data_transform
 from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
 from diffpool.training.results import (
     FAILED,
@@ -125,11 +126,6 @@ def _best_epoch(curve: list[float]) -> int:
     return -max(finite)[1] if finite else -1
 
 
-def _has_validation(datamodule) -> bool:
-    """Whether the data module has a validation set (not so with ``data.val_ratio=0``)."""
-    return "val" in getattr(datamodule, "val_stages", ("val",))
-
-
 def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
     """Without a validation set (``data.val_ratio=0``) nothing may select or stop on
     ``val/*``: name what does, and how to run without it."""
@@ -151,9 +147,10 @@ def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
 
 
 def build(cfg: DictConfig, out: Path):
-    """Instantiate the data module, the LightningModule and the trainer of a config."""
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
+    """Instantiate the data module, the LightningModule and the trainer of a config, in that
+    order: the data pipeline (with the transform the model config needs) is decided first,
+    the dataset is loaded once, and the module is built from its facts."""
+    datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
     datamodule.setup("fit")
     module = instantiate(
         cfg.module,
@@ -162,11 +159,11 @@ def build(cfg: DictConfig, out: Path):
         in_channels=datamodule.num_features,
         num_classes=datamodule.num_classes,
         max_num_nodes=datamodule.max_num_nodes,
+        val_stages=datamodule.val_stages,
     )
-    datamodule.set_transform(module.data_transform())
     history = EpochHistory(out / HISTORY)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    if not _has_validation(datamodule):
+    if "val" not in datamodule.val_stages:
         _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
@@ -225,22 +222,20 @@ def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> RunResul
                 last,
             )
         raise
-    # testing the best checkpoint restores the callbacks' state of that epoch: keep the full
-    # history first
-    history_after_fit = EpochHistory()
-    history_after_fit.load_state_dict(history.state_dict())
     checkpoint = next(
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    validated = _has_validation(datamodule)
-    # without a validation set (val_ratio=0) there is no fair protocol: nothing to test
-    tested = (
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
-        if validated
-        else []
-    )
-    history.load_state_dict(history_after_fit.state_dict())
+    validated = "val" in datamodule.val_stages
+    # the fair protocol tests the weights of the best validation epoch (the module alone: the
+    # callbacks keep the state of the whole run); without a validation set (val_ratio=0) there
+    # is no fair protocol and nothing to test
+    tested = []
+    if validated:
+        best = module
+        if best_path:
+            best = type(module).load_from_checkpoint(best_path, weights_only=True)
+        tested = trainer.test(best, datamodule=datamodule)
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
     best = _best_epoch(val_curve)  # -1 without a validation set: its curve is all NaN
     results = RunResult(

@@ -33,6 +33,10 @@ Clusterer = Callable[[Tensor, int, int], Tensor]
 
 CLUSTERERS: dict[str, Clusterer] = {}
 
+#: the attribute of level ``l``'s cluster ids (``CLUSTER_ATTR.format(l)``) and counts
+CLUSTER_ATTR = "det_cluster{}"
+NUM_CLUSTERS_ATTR = "det_num_clusters{}"
+
 
 def register_clusterer(name: str, fn: Clusterer, overwrite: bool = False) -> None:
     """Make a graph clustering available to :class:`ClusterAssignment` by name."""
@@ -43,6 +47,9 @@ def register_clusterer(name: str, fn: Clusterer, overwrite: bool = False) -> Non
 
 def metis_clusterer(edge_index: Tensor, num_nodes: int, num_parts: int, seed: int = 0) -> Tensor:
     """METIS k-way partition (``pymetis``) of the undirected graph, with a fixed seed."""
+    from diffpool.utils.extras import require
+
+    require("det", "DiffPool-Det's METIS clustering")
     import pymetis
 
     neighbours: list[list[int]] = [[] for _ in range(num_nodes)]
@@ -60,13 +67,12 @@ def metis_clusterer(edge_index: Tensor, num_nodes: int, num_parts: int, seed: in
 def graclus_clusterer(edge_index: Tensor, num_nodes: int, num_parts: int) -> Tensor:
     """Repeated Graclus matching (``torch-cluster``) until at most ``num_parts`` clusters
     remain or no more pairs can be matched."""
-    try:
-        from torch_cluster import graclus_cluster
-    except ImportError as err:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            "the 'graclus' clusterer needs torch-cluster: pip install --no-build-isolation "
-            "torch-cluster (after torch)"
-        ) from err
+    from diffpool.utils.extras import require
+
+    # torch-cluster compiles from source where no wheel matches the torch build: install
+    # torch first, then pip install --no-build-isolation "diffpool[graclus]"
+    require("graclus", "the 'graclus' clusterer")
+    from torch_cluster import graclus_cluster
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # graclus visits the nodes in a random order
     try:
@@ -205,9 +211,9 @@ class ClusterAssignment(BaseTransform):
         if key not in self._cache:
             self._cache[key] = self._compute(edge_index, num_nodes)
         for level, labels in enumerate(self._cache[key]):
-            data[f"det_cluster{level}"] = labels.to(data.edge_index.device)
+            data[CLUSTER_ATTR.format(level)] = labels.to(data.edge_index.device)
             count = int(labels.max()) + 1 if labels.numel() else 0
-            data[f"det_num_clusters{level}"] = torch.tensor([count])
+            data[NUM_CLUSTERS_ATTR.format(level)] = torch.tensor([count])
         return data
 
     def __repr__(self) -> str:

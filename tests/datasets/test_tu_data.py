@@ -10,6 +10,7 @@ import torch
 
 from diffpool.datasets import BUNDLED, fold_split, load_tu, stratified_folds
 from diffpool.training import GraphBatchSampler, TUDataModule
+from helpers import ROOT
 
 
 def _write_tu(raw: Path, name: str, node_labels: bool) -> None:
@@ -52,7 +53,7 @@ def test_missing_features_are_explicit_errors(tmp_path):
 
 
 def test_official_archive_in_root_is_used(tmp_path):
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "TU" / "MUTAG.zip"
+    shared = ROOT.parent / "shared" / "data" / "TU" / "MUTAG.zip"
     source = shared if shared.exists() else None
     if source is None:
         pytest.skip("no MUTAG.zip beside the repository")

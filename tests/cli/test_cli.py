@@ -12,8 +12,8 @@ import pytest
 
 import diffpool
 from diffpool.datasets.splits import fold_split
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
@@ -35,7 +35,7 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
         "-m",
         "data=mutag",
         f"data.root={tmp_path / 'TU'}",
-        "model=diffpool,base",
+        "model=diffpool,nolp",
         "model/encoder=sage,gcn",
         "model.ratio=0.25,2.0",
         "data.fold=range(1)",
@@ -44,11 +44,11 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
         *QUIET,
     ]
     first = _run(args, tmp_path, check=False)
-    assert first.returncode != 0  # ratio=2.0 is invalid for DiffPool (base ignores it)
+    assert first.returncode != 0  # ratio=2.0 is invalid
     finished = [p.parent for p in sweep.rglob("results.json")]
     failed = [p.parent for p in sweep.rglob("failed.json")]
-    assert len(finished) == 6 and len(failed) == 2
-    assert all("model=diffpool" in str(p) and "model.ratio=2.0" in str(p) for p in failed)
+    assert len(finished) == 4 and len(failed) == 4
+    assert all("model.ratio=2.0" in str(p) for p in failed)
     assert "ratio must be in (0, 1]" in (failed[0] / "failed.json").read_text()
     encoders = {
         json.loads((p / "results.json").read_text())["config"]["model"]["encoder"] for p in finished
@@ -60,10 +60,10 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     _run(relaunch, tmp_path, check=False)
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")} == stamps
     logs = "".join(p.read_text() for p in sweep.rglob("train.log"))
-    assert logs.count("already holds the results of this run") == 6
+    assert logs.count("already holds the results of this run") == 4
 
     report = _run([str(BIN / "diffpool-report"), str(sweep)], tmp_path)
-    assert "model.variant=diffpool" in report.stdout and "## Failed jobs (2)" in report.stdout
+    assert "model.variant=nolp" in report.stdout and "## Failed jobs (4)" in report.stdout
     assert (sweep / "report.csv").exists() and (sweep / "report.png").exists()
     missing = _run([str(BIN / "diffpool-report"), str(tmp_path / "nothing")], tmp_path, check=False)
     assert missing.returncode == 2 and "is not a directory" in missing.stderr

@@ -36,6 +36,7 @@ def test_sum_conv_is_the_raw_adjacency_product():
     )
 
 
+@pytest.mark.sparse
 @pytest.mark.skipif(not WITH_TORCH_SPARSE, reason="torch-sparse is not installed")
 def test_sum_conv_takes_a_sparse_adjacency():
     batch = random_batch([8, 5], num_features=3, seed=4)

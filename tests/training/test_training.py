@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
 
-from diffpool.models import VARIANTS
+from diffpool.models import VARIANTS, DiffPoolNet, data_transform
 from diffpool.nn import ENCODERS
 from diffpool.training import (
     GraphClassifier,
@@ -26,8 +26,9 @@ from diffpool.training import (
 )
 from diffpool.training.report import collect, mean_curves, write_report
 from diffpool.utils.provenance import code_label, provenance
+from helpers import ROOT
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = ROOT / "conf"
 
 
 def _compose(*overrides: str):
@@ -71,11 +72,13 @@ def test_config_groups_hold_every_variant_and_encoder():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("encoder", ["sage", "gcn", "gin", "gat", "sum"])
 def test_every_model_config_trains_a_step(mutag, variant, encoder):
-    cfg = _compose(f"model={variant}", f"model/encoder={encoder}", "model.num_levels=2")
+    flat = VARIANTS[variant][0] is not DiffPoolNet
+    levels = [] if flat else ["model.num_levels=2"]
+    cfg = _compose(f"model={variant}", f"model/encoder={encoder}", *levels)
     assert cfg.model.variant == variant and cfg.model.encoder == encoder
     module = GraphClassifier(cfg.model, mutag.num_features, mutag.num_classes, mutag.max_num_nodes)
     assert type(module.model) is VARIANTS[variant][0]
-    transform = module.data_transform()
+    transform = data_transform(cfg.model)
     assert (transform is not None) == (variant == "det")
     graphs = [mutag.dataset[i] for i in range(8)]
     if transform is not None:
@@ -116,11 +119,19 @@ def test_steps_skip_the_dense_assignments_and_forward_keeps_them(mutag):
     assert torch.isfinite(own.training_step(batch, 0))
 
 
-def test_sweep_keys_exist_in_every_model_config():
-    """``model.ratio=...`` etc. must be overridable whatever model a sweep picks."""
-    keys = set(_compose("model=diffpool").model)
-    for variant in VARIANTS:
-        assert keys <= set(_compose(f"model={variant}").model), variant
+def test_every_model_config_holds_its_own_settings_only():
+    """A model config has the keys its class takes and no other, so that a sweep override the
+    model does not have is refused (``model.ratio=0.1`` with ``model=base``) instead of
+    dropped; the encoder keys are shared by every model."""
+    import inspect
+
+    shared = set(_compose("model=base").model)
+    for variant, (cls, _) in VARIANTS.items():
+        keys = set(_compose(f"model={variant}").model) - {"_target_", "variant"}
+        assert keys <= set(inspect.signature(cls).parameters), variant
+        assert shared - {"readout"} <= keys | {"_target_", "variant"}, variant
+    with pytest.raises(Exception, match="Could not override 'model.ratio'"):
+        _compose("model=base", "model.ratio=0.1")
 
 
 def test_variant_configs_cannot_be_contradicted():
@@ -129,15 +140,14 @@ def test_variant_configs_cannot_be_contradicted():
         GraphClassifier(cfg.model, 7, 2, 28)
 
 
-@pytest.mark.parametrize(
-    "preset", sorted(p.stem for p in (CONF / "experiment").glob("paper_*_*.yaml"))
-)
-def test_paper_presets_compose(preset):
-    cfg = _compose(f"experiment={preset}")
-    _, dataset, variant = preset.split("_")
-    assert cfg.model.variant == variant
-    assert cfg.data.name.lower() == dataset
-    assert cfg.trainer.max_epochs == 1000 and cfg.model.ratio == 0.1
+@pytest.mark.parametrize("dataset", ["enzymes", "proteins", "dd", "collab"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_paper_preset_composes_with_every_dataset_and_model(dataset, variant):
+    cfg = _compose("experiment=paper", f"data={dataset}", f"model={variant}")
+    assert cfg.model.variant == variant and cfg.data.name.lower() == dataset
+    assert cfg.trainer.max_epochs == 1000 and cfg.model.hidden_channels == 64
+    assert cfg.model.normalize and cfg.data.batch_size == 20
+    assert cfg.model.get("ratio", 0.1) == 0.1 and cfg.model.get("num_levels", 1) == 1
 
 
 def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):

@@ -8,7 +8,14 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
-from diffpool.models import VARIANTS, DiffPoolNet, GlobalPoolNet, build_model
+from diffpool.models import (
+    VARIANTS,
+    DiffPoolNet,
+    GlobalPoolNet,
+    build_model,
+    classify,
+    data_transform,
+)
 from diffpool.nn import ENCODERS
 from diffpool.transforms import ClusterAssignment, partition
 from helpers import random_batch
@@ -28,11 +35,14 @@ def enzymes_batch(tu, tmp_path_factory):
         return Batch.from_data_list(graphs), max(g.num_nodes for g in graphs), 2
 
 
-def _forward(model, batch):
-    clusters = [batch.det_cluster0, batch.det_cluster1]
-    return model(
-        batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs, clusters=clusters
-    )
+def _forward(model, batch, return_assignments=True):
+    """Every model of the package is called the same way: on the whole batch."""
+    return classify(model, batch, return_assignments=return_assignments)
+
+
+def _levels(variant: str) -> dict:
+    """Two pooling levels, for the models that pool."""
+    return {} if variant in ("base", "set2set", "sortpool") else {"num_levels": 2}
 
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
@@ -47,7 +57,7 @@ def test_every_encoder_and_variant_trains(enzymes_batch, encoder, variant):
         max_nodes,
         encoder=encoder,
         hidden_channels=16,
-        num_levels=2,
+        **_levels(variant),
     )
     out = _forward(model, batch)
     assert out.logits.shape == (batch.num_graphs, num_classes)
@@ -119,11 +129,49 @@ def test_bad_model_arguments():
     batch = random_batch([3, 10], num_features=3)
     with pytest.raises(ValueError, match="ClusterAssignment"):
         model(batch.x, batch.edge_index, batch.batch)
+    with pytest.raises(ValueError, match=r"needs \['det_cluster0'\] in the batch: add "):
+        classify(model, batch)
 
 
-def test_flat_baselines_ignore_hierarchy_arguments():
-    model = build_model("set2set", 3, 2, 10, ratio=0.1, num_levels=2, hidden_channels=8)
+def test_a_model_takes_only_its_own_settings():
+    """A setting the model does not have is an error that names it (not dropped silently)."""
+    with pytest.raises(TypeError, match=r"model 'set2set' \(GlobalPoolNet\) takes no 'ratio'"):
+        build_model("set2set", 3, 2, 10, ratio=0.1, hidden_channels=8)
+    with pytest.raises(TypeError, match="takes no 'hiden_channels'"):
+        build_model("diffpool", 3, 2, 10, hiden_channels=8)
+    model = build_model("set2set", 3, 2, 10, set2set_steps=2, hidden_channels=8)
     assert isinstance(model, GlobalPoolNet) and model.readout == "set2set"
+
+
+def test_the_data_transform_is_known_from_the_config_alone():
+    assert data_transform({"variant": "diffpool", "ratio": 0.1}) is None
+    assert data_transform({"variant": "base", "readout": "mean"}) is None
+    det = data_transform({"_target_": "x", "variant": "det", "ratio": 0.5, "num_levels": 2})
+    assert repr(det) == "ClusterAssignment(ratio=0.5, num_levels=2, method='metis')"
+    capped = data_transform({"variant": "det", "num_clusters": 10, "num_levels": 2, "ratio": 0.5})
+    assert capped.num_clusters == [10, 5]
+    # the model's own transform is the same
+    assert repr(build_model("det", 3, 2, 40, ratio=0.5, num_levels=2).data_transform()) == repr(det)
+
+
+def test_a_plain_module_is_called_the_pyg_way():
+    """classify() calls a module without forward_batch as model(x, edge_index, batch)."""
+    from torch_geometric.nn import GCNConv, global_mean_pool
+
+    class Plain(torch.nn.Module):
+        def __init__(self, graph_level=True):
+            super().__init__()
+            self.conv, self.graph_level = GCNConv(3, 2), graph_level
+
+        def forward(self, x, edge_index, batch):
+            x = self.conv(x, edge_index)
+            return global_mean_pool(x, batch) if self.graph_level else x
+
+    batch = random_batch([3, 5, 4], num_features=3)
+    out = classify(Plain(), batch)
+    assert out.logits.shape == (3, 2) and out.aux_loss == 0 and out.levels == ()
+    with pytest.raises(ValueError, match=r"returned \(12, 2\); a graph classifier returns"):
+        classify(Plain(graph_level=False), batch)
 
 
 # ------------------------------------------------------------------------ DiffPool-Det
@@ -261,19 +309,11 @@ def test_return_assignments_false_drops_only_the_assignments(enzymes_batch, vari
     batch, max_nodes, num_classes = enzymes_batch
     torch.manual_seed(0)
     model = build_model(
-        variant, batch.num_features, num_classes, max_nodes, hidden_channels=16, num_levels=2
+        variant, batch.num_features, num_classes, max_nodes, hidden_channels=16, **_levels(variant)
     )
     model.eval()
     full = _forward(model, batch)
-    clusters = [batch.det_cluster0, batch.det_cluster1]
-    lean = model(
-        batch.x,
-        batch.edge_index,
-        batch.batch,
-        batch_size=batch.num_graphs,
-        clusters=clusters,
-        return_assignments=False,
-    )
+    lean = _forward(model, batch, return_assignments=False)
     torch.testing.assert_close(lean.logits, full.logits)
     torch.testing.assert_close(lean.aux_loss, full.aux_loss)
     assert len(lean.levels) == len(full.levels)

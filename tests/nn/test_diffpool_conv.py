@@ -269,6 +269,7 @@ def test_torch_sparse_input(layout):
     torch.testing.assert_close(out.link_loss, ref.link_loss)
 
 
+@pytest.mark.sparse
 @pytest.mark.skipif(SparseTensor is None, reason="torch_sparse not installed")
 def test_sparse_tensor_input():
     batch = random_batch([5, 8, 2], seed=8)

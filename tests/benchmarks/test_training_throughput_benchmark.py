@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from helpers import load_script
+from helpers import ROOT, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training_throughput.py"
+SCRIPT = ROOT / "benchmarks" / "training_throughput.py"
 PHASES = ("loading", "encoders", "pooling", "other_forward", "backward", "optimizer")
 
 

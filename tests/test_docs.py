@@ -1,6 +1,6 @@
-"""The README's examples as a newcomer runs them: every Python block runs as written (from an
-empty directory), every ``diffpool-train`` line composes for every job of its sweep, and the
-training section's shell commands run (slow test; training budgets cut to one batch)."""
+"""The README's and the docs' examples as a newcomer runs them: every Python block runs as
+written (from an empty directory), every ``diffpool-train`` line composes for every job of its
+sweep, and the README's shell commands run (slow test; training budgets cut to one batch)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,39 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _blocks(page: Path) -> list[str]:
+    """A page's Python blocks, each with the blocks before it on the page (a page reads as one
+    session: later blocks use what earlier ones defined)."""
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    return ["\n".join(blocks[: i + 1]) for i in range(len(blocks))]
+
+
+PYTHON = [(page, i, code) for page in PAGES for i, code in enumerate(_blocks(page))]
 
 
 def test_readme_has_python_examples():
-    assert len(BLOCKS) >= 3
+    assert len(_blocks(README)) >= 3
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page, index, code", PYTHON, ids=[f"{p.stem}-{i}" for p, i, _ in PYTHON])
+def test_python_block_runs(page, index, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = compile(BLOCKS[index], f"README.md python block {index}", "exec")
-    exec(code, {"__name__": f"readme_block_{index}"})
+    exec(compile(code, f"{page.name} python block {index}", "exec"), {"__name__": page.stem})
 
 
-def _cli_lines(prefix: str = "diffpool-") -> list[str]:
-    """The README's shell lines that call a console script, continuation lines joined,
+def _cli_lines(prefix: str = "diffpool-", pages=(README,)) -> list[str]:
+    """The shell lines of ``pages`` that call a console script, continuation lines joined,
     comments dropped."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    blocks = [
+        b for page in pages for b in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
+    ]
+    for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("#", 1)[0].strip()
             if line.startswith(prefix):
@@ -36,11 +49,11 @@ def _cli_lines(prefix: str = "diffpool-") -> list[str]:
     return lines
 
 
-def _train_commands() -> list[list[str]]:
-    """The README's ``diffpool-train`` command lines, split."""
+def _train_commands(pages=(README,)) -> list[list[str]]:
+    """The ``diffpool-train`` command lines of ``pages``, split."""
     import shlex
 
-    return [shlex.split(line)[1:] for line in _cli_lines("diffpool-train")]
+    return [shlex.split(line)[1:] for line in _cli_lines("diffpool-train", pages)]
 
 
 #: appended to every README ``diffpool-train`` line by the test that runs them: one batch of
@@ -77,14 +90,14 @@ def test_readme_cli_commands_run(tmp_path):
 
 
 def test_readme_train_commands_compose_for_every_job():
-    """Every ``diffpool-train`` line of the README names real config groups and keys: each
-    job of each sweep composes (running them is what tests/test_cli.py does)."""
+    """Every ``diffpool-train`` line of the README and the docs names real config groups and
+    keys: each job of each sweep composes (running them is what tests/cli/test_cli.py does)."""
     import itertools
 
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    commands = _train_commands()
+    commands = _train_commands(PAGES)
     assert len(commands) >= 3 and any("-m" in c for c in commands)
     parser = OverridesParser.create()
     jobs = 0

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from diffpool.training.results import FairResult, RunResult, load_archive
-from helpers import load_script
+from helpers import ROOT, load_script
 
-DRIVER = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy" / "run.py"
+DRIVER = ROOT / "benchmarks" / "accuracy" / "run.py"
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +161,11 @@ def test_sweep_commands_apply_the_columns_setting(driver, tmp_path):
         overrides=[],
     )
     flat, pooling = driver.sweep_commands("DD", args, tmp_path / "dd")
-    assert "experiment=paper_dd_base" in flat and "resume=true" in flat
+    assert {"experiment=paper", "data=dd", "model=base", "resume=true"} <= set(flat)
     assert "trainer.max_epochs=10" in flat and "hydra.launcher.n_jobs=2" in flat
     # the pooling-only overrides of D&D's setting reach the pooling models only
     assert "model.budget=per_graph" not in flat
-    assert "experiment=paper_dd_diffpool" in pooling and "model.budget=per_graph" in pooling
+    assert "model=diffpool" in pooling and "model.budget=per_graph" in pooling
     (proteins,) = driver.sweep_commands(
         "PROTEINS", argparse.Namespace(**{**vars(args), "models": ["diffpool"]}), tmp_path
     )
