@@ -103,6 +103,33 @@ def machine_description(device: str) -> str:
     return text
 
 
+def tu_available(name: str, tu_dir) -> bool:
+    """Whether a TU dataset can be loaded: it ships with the package, or ``tu_dir`` holds its
+    official zip."""
+    from pathlib import Path
+
+    from diffpool.datasets import BUNDLED
+
+    return name in BUNDLED or (Path(tu_dir) / f"{name}.zip").exists()
+
+
+def tu_dataset(name: str, tu_dir, cache):
+    """A TU dataset (node labels as features) from the package or ``tu_dir``'s zip, extracted
+    into ``cache/tu``; and its largest graph's node count."""
+    import shutil
+    from pathlib import Path
+
+    from diffpool.datasets import load_tu
+
+    root = Path(cache) / "tu"
+    root.mkdir(parents=True, exist_ok=True)
+    archive = Path(tu_dir) / f"{name}.zip"
+    if archive.exists() and not (root / f"{name}.zip").exists():
+        shutil.copy(archive, root / f"{name}.zip")
+    dataset = load_tu(name, root)
+    return dataset, int(dataset.slices["x"].diff().max())
+
+
 def fmt_bytes(b: float) -> str:
     if b >= 2**30:
         return f"{b / 2**30:,.1f} GiB"

@@ -27,7 +27,6 @@ import json
 import math
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 from measure import (
@@ -41,6 +40,8 @@ from measure import (
     run_worker,
     scaling_plot,
     steady_malloc,
+    tu_available,
+    tu_dataset,
     without_assignment,
 )
 
@@ -58,18 +59,9 @@ def _load_batch(case: dict, seed: int, batch_size: int, cache: Path):
 
     gen = torch.Generator().manual_seed(seed)
     if case["kind"] == "real":
-        from torch_geometric.datasets import TUDataset
-
-        name = case["name"]
-        root = cache / "tu"
-        if not (root / name / "raw").exists():
-            with zipfile.ZipFile(Path(case["tu_dir"]) / f"{name}.zip") as zf:
-                zf.extractall(root / name)
-            (root / name / name).rename(root / name / "raw")
-        dataset = TUDataset(str(root), name)
+        dataset, dataset_max = tu_dataset(case["name"], case["tu_dir"], cache)
         idx = torch.randperm(len(dataset), generator=gen)[:batch_size]
         batch = Batch.from_data_list([dataset[int(i)] for i in idx])
-        dataset_max = int(dataset.slices["x"].diff().max())  # node offsets of every graph
         return batch, dataset_max
     n_max = case["n_max"]
     sizes = torch.randint(max(2, n_max // 4), n_max + 1, (batch_size,), generator=gen)
@@ -210,7 +202,7 @@ def run_one(case: dict, formulation: str, args) -> dict:
 def cases(args):
     out = []
     for name in args.real:
-        if (Path(args.tu_dir) / f"{name}.zip").exists():
+        if tu_available(name, args.tu_dir):
             out.append(dict(kind="real", name=name, tu_dir=str(args.tu_dir)))
         else:
             print(f"skip {name}: {args.tu_dir}/{name}.zip not found", file=sys.stderr)

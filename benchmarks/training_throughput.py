@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
 import sys
 import time
@@ -50,6 +49,8 @@ from measure import (
     run_worker,
     scaling_plot,
     steady_malloc,
+    tu_available,
+    tu_dataset,
     without_assignment,
 )
 
@@ -176,17 +177,8 @@ def _dataset(case: dict, cache: Path):
     from torch_geometric.data import Batch, Data
     from torch_geometric.utils import to_undirected
 
-    from diffpool.datasets import load_tu
-
     if case["kind"] == "real":
-        name = case["name"]
-        root = cache / "tu"
-        root.mkdir(parents=True, exist_ok=True)
-        archive = Path(case["tu_dir"]) / f"{name}.zip"
-        if archive.exists() and not (root / f"{name}.zip").exists():
-            shutil.copy(archive, root / f"{name}.zip")
-        dataset = load_tu(name, root)
-        return dataset, int(dataset.slices["x"].diff().max())
+        return tu_dataset(case["name"], case["tu_dir"], cache)
     # synthetic: 200 graphs of N_max/4..N_max nodes, average degree ~5, 16 features, 2 classes
     n_max = case["n_max"]
     gen = torch.Generator().manual_seed(0)
@@ -534,7 +526,7 @@ def main(argv=None):
     )
     cases = []
     for name in args.real:
-        if (Path(args.tu_dir) / f"{name}.zip").exists() or name in ("ENZYMES", "PROTEINS"):
+        if tu_available(name, args.tu_dir):
             cases.append(dict(kind="real", name=name, tu_dir=str(args.tu_dir)))
         else:
             print(f"skip {name}: {args.tu_dir}/{name}.zip not found", file=sys.stderr)

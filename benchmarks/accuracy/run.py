@@ -236,7 +236,7 @@ def write_table(results: dict, path: Path) -> None:
     lines = [
         "# Accuracy: the paper's table, stratified 10-fold CV",
         "",
-        "Test accuracy (%), mean ± std over the 10 folds, of the presets "
+        "Test accuracy (%), mean ± std over the 10 folds, with the preset "
         "`conf/experiment/paper.yaml` (GraphSAGE blocks of 3 layers, hidden "
         "64, one pooling level at ratio 0.1, batch 20, Adam 1e-3). Each cell: **paper "
         "protocol** (optimistic: the epoch with the best mean test-fold accuracy, as in the "

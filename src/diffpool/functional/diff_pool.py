@@ -384,8 +384,9 @@ def dense_diff_pool(
             (entries of padded nodes are ignored), or an :class:`AssignmentHead`.
         mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
             (default: :obj:`None`)
-        num_clusters, ratio, link_loss, entropy_loss, link_loss_coef, entropy_loss_coef,
-            return_assignment, validate: as for :func:`sparse_diff_pool`.
+        **options: ``num_clusters``, ``ratio``, ``link_loss``, ``entropy_loss``,
+            ``link_loss_coef``, ``entropy_loss_coef``, ``return_assignment`` and ``validate``,
+            as for :func:`sparse_diff_pool`.
 
     Returns:
         DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]`` (or
