@@ -73,6 +73,7 @@ def graclus_clusterer(edge_index: Tensor, num_nodes: int, num_parts: int) -> Ten
     # torch first, then pip install --no-build-isolation "diffpool[graclus]"
     require("graclus", "the 'graclus' clusterer")
     from torch_cluster import graclus_cluster
+
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # graclus visits the nodes in a random order
     try:

@@ -45,5 +45,5 @@ def require(extra: str, feature: str) -> None:
     if absent:
         raise ImportError(
             f"{feature} needs the '{extra}' extra, which is not installed (missing: "
-            f"{', '.join(absent)}): pip install \"diffpool[{extra}]\""
+            f'{", ".join(absent)}): pip install "diffpool[{extra}]"'
         )
