@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffpool.datasets import BUNDLED
 from diffpool.training.report import code_summary, collect, format_metric, load_runs
 from diffpool.training.results import restore_archive, save_archive
 
@@ -364,7 +365,7 @@ def main(argv=None):
             root.mkdir(parents=True, exist_ok=True)
             if zipped.exists() and not (root / zipped.name).exists():
                 shutil.copy(zipped, root / zipped.name)
-            available = dataset in ("ENZYMES", "PROTEINS") or any(
+            available = dataset in BUNDLED or any(
                 (root / name).exists() for name in (f"{dataset}.zip", dataset)
             )
             if not available:

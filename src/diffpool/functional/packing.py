@@ -55,7 +55,69 @@ def bucket_graphs(
     return merged
 
 
-class SizeBuckets:
+class NodeBlocks:
+    """A layout of a batch's node rows as padded ``[b, n, *]`` blocks of graphs: the blocks of
+    a flat tensor, their masks, the way back to graph order, and the per-graph pooling products
+    computed block by block. :class:`SizeBuckets` groups the graphs by size;
+    :class:`PaddedBatch` is the whole batch as one block."""
+
+    #: how many blocks the layout has
+    num_blocks: int
+
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """``[b, n_block, *]`` blocks of the flat ``[N, *]`` ``flat``, zero rows as padding."""
+        raise NotImplementedError
+
+    def masks(self) -> list[Tensor]:
+        """``[b, n_block]`` bool masks of the real rows of every block."""
+        raise NotImplementedError
+
+    def reassemble(self, per_block: list[Tensor]) -> Tensor:
+        """Per-block results ``[b, ...]`` back in graph order ``[B, ...]``."""
+        raise NotImplementedError
+
+    def pool(
+        self, s: Tensor, z: Tensor, adj_s: Tensor, widths: list[int] | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        r"""Per-graph :math:`\mathbf{S}_g^\top \mathbf{Z}_g` and
+        :math:`\mathbf{S}_g^\top (\mathbf{A}\mathbf{S})_g` with one gather and one batched
+        matmul per bucket.
+
+        Args:
+            s (torch.Tensor): ``[N, C]`` flat assignment.
+            z (torch.Tensor): ``[N, F]`` flat embeddings.
+            adj_s (torch.Tensor): ``[N, C]`` the product :math:`\mathbf{A}\mathbf{S}`.
+            widths (list[int], optional): bucket ``k`` uses only the first ``widths[k]``
+                clusters; the others must be zero in ``s`` for its graphs, as unused cluster
+                slots are. (default: all :math:`C`)
+
+        Returns:
+            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
+            of ``s`` (for the Gram norm).
+        """
+        num_slots, features = s.size(-1), z.size(-1)
+        widths = widths or [num_slots] * self.num_blocks
+        # [s | z | A s]: z and the first w columns of A s are contiguous, so one matmul
+        # per bucket gives both products.
+        flat = torch.cat([s, z, adj_s], -1)
+        s_blocks, x_blocks, adj_blocks = [], [], []
+        for block, w in zip(self.blocks(flat), widths):
+            # split, not slicing: one backward concatenation instead of a zero-filled copy of
+            # the block per slice.
+            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
+            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
+            s_blocks.append(s_block)
+            x_blocks.append(x_block)
+            adj_blocks.append(adj_block)
+        x, adj = self.reassemble(x_blocks), self.reassemble(adj_blocks)
+        pad = num_slots - adj.size(-1)
+        if pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+            adj = torch.nn.functional.pad(adj, (0, pad, 0, pad))
+        return x, adj, s_blocks
+
+
+class SizeBuckets(NodeBlocks):
     """Gather the rows of a flat ``[N, *]`` node tensor into size-grouped padded blocks.
 
     Args:
@@ -76,6 +138,7 @@ class SizeBuckets:
         self.num_nodes = int(sum(counts))
         self.counts, self.device = counts, ptr.device
         self.buckets = bucket_graphs(counts, max_waste, row_cost)
+        self.num_blocks = len(self.buckets)
         self.heads = [counts[graphs[0]] for graphs in self.buckets]
         self.index = []
         for graphs, width in zip(self.buckets, self.heads):
@@ -140,55 +203,16 @@ class SizeBuckets:
         out = torch.cat(padded) if len(padded) > 1 else padded[0]
         return out if self.identity else out[self.inverse]
 
-    def pool(
-        self, s: Tensor, z: Tensor, adj_s: Tensor, widths: list[int] | None = None
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        r"""Per-graph :math:`\mathbf{S}_g^\top \mathbf{Z}_g` and
-        :math:`\mathbf{S}_g^\top (\mathbf{A}\mathbf{S})_g` with one gather and one batched
-        matmul per bucket.
 
-        Args:
-            s (torch.Tensor): ``[N, C]`` flat assignment.
-            z (torch.Tensor): ``[N, F]`` flat embeddings.
-            adj_s (torch.Tensor): ``[N, C]`` the product :math:`\mathbf{A}\mathbf{S}`.
-            widths (list[int], optional): bucket ``k`` uses only the first ``widths[k]``
-                clusters; the others must be zero in ``s`` for its graphs, as unused cluster
-                slots are. (default: all :math:`C`)
+class PaddedBatch(NodeBlocks):
+    """The batch as one block, padded to ``max_num_nodes``: static shapes and no host
+    synchronisation (for ``torch.compile``)."""
 
-        Returns:
-            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
-            of ``s`` (for the Gram norm).
-        """
-        num_slots, features = s.size(-1), z.size(-1)
-        widths = widths or [num_slots] * len(self.index)
-        # [s | z | A s]: z and the first w columns of A s are contiguous, so one matmul
-        # per bucket gives both products.
-        flat = torch.cat([s, z, adj_s], -1)
-        s_blocks, x_blocks, adj_blocks = [], [], []
-        for block, w in zip(self.blocks(flat), widths):
-            # split, not slicing: one backward concatenation instead of a zero-filled copy of
-            # the block per slice.
-            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
-            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
-            s_blocks.append(s_block)
-            x_blocks.append(x_block)
-            adj_blocks.append(adj_block)
-        x, adj = self.reassemble(x_blocks), self.reassemble(adj_blocks)
-        pad = num_slots - adj.size(-1)
-        if pad:
-            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-            adj = torch.nn.functional.pad(adj, (0, pad, 0, pad))
-        return x, adj, s_blocks
-
-
-class PaddedBatch(SizeBuckets):
-    """The same interface as :class:`SizeBuckets` with one block: the batch padded to
-    ``max_num_nodes``. Static shapes and no host synchronisation (for ``torch.compile``)."""
+    num_blocks = 1
 
     def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int, mask: Tensor):
         self.batch, self.batch_size, self.max_num_nodes = batch, batch_size, max_num_nodes
         self.mask = mask
-        self.index = [None]
 
     def masks(self) -> list[Tensor]:
         return [self.mask]
