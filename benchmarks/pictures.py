@@ -75,7 +75,11 @@ def main(argv=None) -> None:
     p.add_argument("--enzymes-run", default=None, help="a diffpool-train run directory")
     p.add_argument("--graph", type=int, default=6)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch's intra-op threads (small graphs: 1)"
+    )
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     synthetic(out / "pooling_synthetic.png")
     if args.enzymes_run:

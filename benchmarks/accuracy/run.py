@@ -261,8 +261,10 @@ def write_table(results: dict, path: Path) -> None:
         for cell in info["cells"].values():
             for label, n in cell["code"].items():
                 codes[label] = codes.get(label, 0) + n
+        epochs = max(cell["epochs"] for cell in info["cells"].values())
+        note = setting.note if epochs == setting.epochs else f"{epochs} epochs (not the setting)."
         lines.append(
-            f"- **{d}**: {setting.note} Training time {info['wall_time_s'] / 60:.0f} min "
+            f"- **{d}**: {note} Training time {info['wall_time_s'] / 60:.0f} min "
             f"(all models and folds, summed); code {code_summary(dict(sorted(codes.items())))}. "
             f"`python benchmarks/accuracy/run.py --datasets {d}`"
         )
