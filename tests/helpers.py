@@ -90,17 +90,34 @@ class InterruptAtEpoch:
 
 
 class PoisonAtEpoch:
-    """A Lightning callback that sets every weight to NaN at the start of ``epoch``."""
+    """A Lightning callback that sets every weight to NaN at the start of ``epoch``'s
+    training; with ``when="validation"`` at the start of its validation (the training steps
+    stay finite); with ``what="running_var"`` only the batch norms' running variances, to
+    infinity (the outputs stay finite, the model's state does not)."""
 
-    def __new__(cls, epoch: int):
+    def __new__(cls, epoch: int, when: str = "train", what: str = "weights"):
         from lightning.pytorch import Callback
+
+        def poison(trainer, pl_module):
+            if trainer.current_epoch != epoch:
+                return
+            with torch.no_grad():
+                if what == "weights":
+                    for p in pl_module.parameters():
+                        p.fill_(float("nan"))
+                else:
+                    for name, buffer in pl_module.named_buffers():
+                        if name.endswith("running_var"):
+                            buffer.fill_(float("inf"))
 
         class _Poison(Callback):
             def on_train_epoch_start(self, trainer, pl_module):
-                if trainer.current_epoch == epoch:
-                    with torch.no_grad():
-                        for p in pl_module.parameters():
-                            p.fill_(float("nan"))
+                if when == "train":
+                    poison(trainer, pl_module)
+
+            def on_validation_epoch_start(self, trainer, pl_module):
+                if when == "validation" and not trainer.sanity_checking:
+                    poison(trainer, pl_module)
 
         return _Poison()
 

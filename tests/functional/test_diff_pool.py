@@ -117,3 +117,61 @@ def test_bad_options_are_named():
         sparse_diff_pool(z, batch.edge_index, logits, batch.batch, num_clusters=3)
     with pytest.raises(ValueError, match="ratio"):
         dense_diff_pool(z[:4], torch.eye(4), logits[:4], ratio=2.0)
+
+
+def _cliques(num: int, size: int):
+    """``num`` cliques of ``size`` nodes with self-loops, as one graph: A = S S^T for the
+    one-hot S of the cliques."""
+    blocks = torch.block_diag(*[torch.ones(size, size)] * num)
+    edge_index = blocks.nonzero().t()
+    clique = torch.arange(num).repeat_interleave(size)
+    return edge_index, clique, blocks
+
+
+@pytest.mark.parametrize("margin, rtol", [(10.0, 1e-6), (14.0, 1e-4), (18.0, 2e-2)])
+def test_a_near_exact_fit_keeps_its_link_loss_in_float32(margin, rtol):
+    """||A - S S^T|| from three large terms cancels when S S^T fits A: computed in float32 it
+    came out exactly 0 with a zero gradient. The terms are accumulated in float64 now: the
+    loss is the explicit norm of the S the layer computed (losses of 4e-4, 7e-6 and 1e-7: the
+    closed form in float64 is exact to 1e-8, 1e-5 and 1e-2 relative), and its gradient that of
+    a float64 run."""
+    edge_index, clique, dense_adj = _cliques(20, 5)
+    n, c = clique.numel(), 20
+    base = torch.nn.functional.one_hot(clique, c).double() * margin
+    z = torch.randn(n, 4, dtype=torch.float64)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        logits = base.to(dtype).detach().requires_grad_()
+        out = sparse_diff_pool(z.to(dtype), edge_index, logits, entropy_loss=False)
+        out.link_loss.backward()
+        grads[dtype] = logits.grad
+        s = out.s[0].detach().double()  # the assignment as computed, in the run's dtype
+        explicit = torch.linalg.matrix_norm(dense_adj.double() - s @ s.T) / n
+        assert 0 < float(out.link_loss) < 1e-3
+        torch.testing.assert_close(out.link_loss.double(), explicit, rtol=rtol, atol=0)
+        dense = dense_diff_pool(
+            z.to(dtype), dense_adj.to(dtype), base.to(dtype), entropy_loss=False
+        )
+        torch.testing.assert_close(dense.link_loss.double(), explicit, rtol=rtol, atol=0)
+    assert grads[torch.float32].abs().sum() > 0
+    torch.testing.assert_close(
+        grads[torch.float32].double(), grads[torch.float64], rtol=0.05, atol=1e-9
+    )
+
+
+def test_an_edge_between_two_graphs_is_refused():
+    batch = random_batch([4, 3, 5], seed=3)
+    last = batch.num_nodes - 1
+    edge_index = torch.cat([batch.edge_index, torch.tensor([[0], [last]])], dim=1)
+    layer = DiffPoolConv(SAGEConv(4, 8), SAGEConv(4, 3), 3)
+    with pytest.raises(
+        ValueError,
+        match=r"1 edge\(s\) join nodes of different graphs .* node 0 "
+        r"of graph 0 and node 11 of graph 2",
+    ):
+        layer(batch.x, edge_index, batch.batch)
+    z, logits = torch.randn(batch.num_nodes, 6), torch.randn(batch.num_nodes, 3)
+    with pytest.raises(ValueError, match="every edge must stay inside its graph"):
+        sparse_diff_pool(z, edge_index, logits, batch.batch)
+    # the check is one comparison, kept off the hot path with validate=False
+    sparse_diff_pool(z, edge_index, logits, batch.batch, validate=False)

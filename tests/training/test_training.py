@@ -325,6 +325,54 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     assert not (tmp_path / "nan" / "results.json").exists()
 
 
+def test_a_diverging_run_stops_at_its_first_non_finite_validation_loss(tmp_path):
+    """Weights gone NaN between training and validation: the run stops in that validation
+    (not an epoch later), and the last checkpoint is still the previous, finite epoch's."""
+    poison = [
+        "+callbacks.poison._target_=helpers.PoisonAtEpoch",
+        "+callbacks.poison.epoch=1",
+        "+callbacks.poison.when=validation",
+    ]
+    with pytest.raises(NonFiniteLossError, match="validation loss is nan at epoch 1"):
+        train(_cfg(tmp_path, "nan", *poison))
+    last = torch.load(tmp_path / "nan" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    assert "NonFiniteLossError" in (tmp_path / "nan" / "failed.json").read_text()
+
+
+def test_a_checkpoint_never_holds_non_finite_tensors(tmp_path):
+    """Infinite batch-norm statistics leave the outputs finite but the state poisoned: no
+    checkpoint is written with them, and resume=true would find the earlier, finite one."""
+    poison = [
+        "+callbacks.poison._target_=helpers.PoisonAtEpoch",
+        "+callbacks.poison.epoch=1",
+        "+callbacks.poison.when=validation",
+        "+callbacks.poison.what=running_var",
+    ]
+    with pytest.raises(NonFiniteLossError, match=r"not finite: .*running_var"):
+        train(_cfg(tmp_path, "inf", *poison))
+    for path in (tmp_path / "inf" / "checkpoints").glob("*.ckpt"):
+        state = torch.load(path, weights_only=True)
+        assert state["epoch"] == 0, path
+        assert all(torch.isfinite(t).all() for t in state["state_dict"].values()), path
+
+
+def test_two_runs_in_one_directory_at_once_are_refused(tmp_path):
+    """A run holds a lock on its directory: a second one started there meanwhile is refused
+    (it neither crashes the first nor replaces its results)."""
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / "run.lock")):  # another run holds the directory
+        with pytest.raises(RunDirectoryError, match="another run is using"):
+            train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))
+    assert not (out / "results.json").exists() and not (out / "failed.json").exists()
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))  # free again
+    assert (out / "results.json").exists()
+
+
 def test_report_aggregates_folds_under_both_protocols(tmp_path):
     sweep = tmp_path / "sweep"
     for variant in ("diffpool", "base"):

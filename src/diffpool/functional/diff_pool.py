@@ -53,6 +53,7 @@ from diffpool.utils.validation import (
     check_batch,
     check_connectivity,
     check_dense_inputs,
+    check_edges_within_graphs,
     check_features,
     check_max_num_nodes,
     check_num_clusters,
@@ -122,6 +123,29 @@ def _one_hot(ids: Tensor, num_slots: int, dtype: torch.dtype) -> tuple[Tensor, T
     r"""One-hot :math:`\mathbf{S}` from hard cluster ids, and its (zero) entropy."""
     s = torch.nn.functional.one_hot(ids.long(), num_slots).to(dtype)
     return s, s.new_zeros(s.shape[:-1])
+
+
+#: below this share of its terms, the Frobenius identity of a float32 run is recomputed in
+#: float64 (float32 keeps about 7 digits of each term; their difference loses the rest)
+CANCELLATION = 1e-3
+
+
+def _frobenius(terms, dtype: torch.dtype, nodes: Tensor) -> Tensor:
+    r"""Per-graph link loss :math:`\frac{1}{N_g}\sqrt{\|A_g\|^2 - 2\,\mathrm{tr}(S_g^\top A_g
+    S_g) + \|S_g^\top S_g\|^2}` from ``terms(dtype)``, the three per-graph terms.
+
+    Where :math:`S S^\top` fits :math:`A` closely the terms cancel: a float32 difference of
+    terms in the hundreds cannot hold a loss of 1e-7 (it came out exactly 0, with a zero
+    gradient). When any graph's result is below :data:`CANCELLATION` of its terms, all three
+    are recomputed in float64 (an extra sparse product and Gram matrix, only then; under
+    ``torch.compile`` never, to keep the graph static)."""
+    adj_sq, trace, gram = terms(dtype)
+    if dtype != torch.float64 and not torch.compiler.is_compiling():
+        sq = adj_sq.to(dtype) - 2.0 * trace + gram
+        if bool((sq <= CANCELLATION * (adj_sq.to(dtype) + gram)).any()):
+            adj_sq, trace, gram = terms(torch.float64)
+            return frobenius_link_loss(adj_sq, trace, gram, nodes.double()).to(dtype)
+    return frobenius_link_loss(adj_sq, trace, gram, nodes)
 
 
 def _float_dtype(z: Tensor) -> torch.dtype:
@@ -288,6 +312,8 @@ def sparse_diff_pool(
         cluster_mask[batch, s.long()] = True
 
     adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
+    if validating:
+        check_edges_within_graphs(adj.index, batch)
     with torch.autocast(device_type=x.device.type, enabled=False):
         adj_times_s = adj.matmul(s_flat)
     s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(x.dtype)
@@ -302,12 +328,17 @@ def sparse_diff_pool(
         nodes = counts.clamp(min=1).to(s_flat.dtype)
         entropy_per_graph = per_graph(entropy) / nodes if entropy_loss else torch.zeros_like(nodes)
         if link_loss == "frobenius":
-            link_per_graph = frobenius_link_loss(
-                adj.squared_norm_per_graph(batch, batch_size),
-                per_graph((s_flat * adj_times_s).sum(-1)),
-                groups.reassemble([gram_squared_norm(b.to(s_flat.dtype)) for b in s_blocks]),
-                nodes,
-            )
+
+            def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                adj_d, s_d = adj._replace(value=adj.value.to(dtype)), s_flat.to(dtype)
+                adj_s = adj_times_s if dtype == s_flat.dtype else adj_d.matmul(s_d)
+                return (
+                    adj_d.squared_norm_per_graph(batch, batch_size),
+                    per_graph((s_d * adj_s).sum(-1)),
+                    groups.reassemble([gram_squared_norm(b.to(dtype)) for b in s_blocks]),
+                )
+
+            link_per_graph = _frobenius(terms, s_flat.dtype, nodes)
         elif link_loss == "bce":
             # all pairs per size bucket, each padded only to its largest graph and narrowed to
             # its clusters; then the edges, touching only them
@@ -445,12 +476,17 @@ def dense_diff_pool(
         if not entropy_loss:
             entropy_per_graph = torch.zeros_like(entropy_per_graph)
         if link_loss == "frobenius":
-            link_per_graph = frobenius_link_loss(
-                adj.pow(2).sum((-2, -1)),
-                (s * adj_times_s).sum((-2, -1)),
-                gram_squared_norm(s),
-                nodes,
-            )
+
+            def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                adj_d, s_d = adj.to(dtype), s.to(dtype)
+                adj_s = adj_times_s if dtype == s.dtype else torch.bmm(adj_d, s_d)
+                return (
+                    adj_d.pow(2).sum((-2, -1)),
+                    (s_d * adj_s).sum((-2, -1)),
+                    gram_squared_norm(s_d),
+                )
+
+            link_per_graph = _frobenius(terms, s.dtype, nodes)
         elif link_loss == "bce":
             link_per_graph = bce_link_loss_sum(s, mask, adj) / nodes.pow(2)
         else:

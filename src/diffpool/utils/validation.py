@@ -145,6 +145,23 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
             raise ValueError("edge_weight contains NaN or infinite values")
 
 
+def check_edges_within_graphs(index: Tensor, batch: Tensor) -> None:
+    """Every edge (``index``: ``[2, E]`` source and target) joins two nodes of one graph: an
+    edge between graphs would mix their coarsened adjacencies and losses without a word."""
+    if index.numel() == 0:
+        return
+    across = batch[index[0]] != batch[index[1]]
+    if bool(across.any()):
+        count = int(across.sum())
+        first = int(across.nonzero()[0, 0])
+        i, j = int(index[0, first]), int(index[1, first])
+        raise ValueError(
+            f"{count} edge(s) join nodes of different graphs of the batch (e.g. node {i} of "
+            f"graph {int(batch[i])} and node {j} of graph {int(batch[j])}): every edge must "
+            "stay inside its graph"
+        )
+
+
 def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool = True) -> None:
     """Shapes, types and (``finite``) values of a dense batch."""
     check_features(x, dim=3, finite=finite)
