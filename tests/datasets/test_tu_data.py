@@ -178,3 +178,48 @@ def test_data_module_batches_carry_graph_ids(tmp_path):
     assert torch.equal(torch.cat([b.graph_id for b in val]).sort().values, dm.split.val)
     batch = next(iter(dm.test_dataloader()))
     assert torch.equal(batch.y, dm.dataset.y[batch.graph_id])
+
+
+def _bundled_zip(name: str) -> bytes:
+    from importlib import resources
+
+    return (resources.files("diffpool.datasets") / "archives" / f"{name}.zip").read_bytes()
+
+
+def test_a_corrupt_archive_names_itself_and_leaves_no_partial_raw_folder(tmp_path):
+    """Bytes flipped inside a member's compressed data: an error naming the archive, and no
+    half-extracted raw/ for the next run to train on (with other features) without a word."""
+    import io
+    import zipfile
+
+    data = bytearray(_bundled_zip("MUTAG"))
+    archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    info = next(i for i in archive.infolist() if i.filename.endswith("_node_labels.txt"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 20
+    for i in range(start, start + 40):
+        data[i] ^= 0xFF
+    (tmp_path / "MUTAG.zip").write_bytes(bytes(data))
+    for _ in range(2):  # the second run fails the same way
+        with pytest.raises(ValueError, match=r"MUTAG.zip is not a readable zip archive"):
+            load_tu("MUTAG", tmp_path)
+        assert not (tmp_path / "MUTAG" / "raw").exists()
+        assert not list((tmp_path / "MUTAG").glob(".raw.partial-*"))
+
+
+def test_tu_files_that_disagree_name_the_short_file(tmp_path):
+    """A damaged raw/ with 10 graph labels missing: not 178 graphs trained silently, but an
+    error that says which file is short."""
+    load_tu("MUTAG", tmp_path)  # extract, then damage a fresh copy
+    raw = tmp_path / "copy" / "MUTAG" / "raw"
+    raw.mkdir(parents=True)
+    for f in (tmp_path / "MUTAG" / "raw").iterdir():
+        (raw / f.name).write_bytes(f.read_bytes())
+    labels = raw / "MUTAG_graph_labels.txt"
+    labels.write_text("\n".join(labels.read_text().split()[:178]) + "\n")
+    with pytest.raises(ValueError, match=r"MUTAG_graph_labels.txt has 178 lines for 188 graphs"):
+        load_tu("MUTAG", tmp_path / "copy")
+    node_labels = raw / "MUTAG_node_labels.txt"
+    labels.write_bytes((tmp_path / "MUTAG" / "raw" / "MUTAG_graph_labels.txt").read_bytes())
+    node_labels.write_text("\n".join(node_labels.read_text().split()[:-1]) + "\n")
+    with pytest.raises(ValueError, match=r"MUTAG_node_labels.txt has 3370 lines for 3371 nodes"):
+        load_tu("MUTAG", tmp_path / "copy")

@@ -13,7 +13,7 @@ def layer():
 
 
 X = torch.randn(5, 3)
-EI = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
+EI = torch.tensor([[0, 1, 3, 4], [1, 0, 4, 3]])  # inside graphs 0 and 1
 BATCH = torch.tensor([0, 0, 0, 1, 1])
 
 
@@ -149,3 +149,52 @@ def test_validation_can_be_switched_off():
     layer = DiffPoolConv(SAGEConv(3, 8), SAGEConv(3, 2), 2, validate=False)
     out = layer(X, EI, BATCH, batch_size=2, max_num_nodes=3)
     assert out.x.shape == (2, 2, 8)
+
+
+def test_the_dtype_and_width_of_x_are_named():
+    """x of another dtype than the layer's parameters, or of another width than the encoder
+    takes: an error that says which, not torch's ``mat1 and mat2``."""
+    from diffpool.models import build_model
+
+    layer = DiffPoolConv(SAGEConv(3, 8), SAGEConv(3, 2), 2).double()
+    with pytest.raises(TypeError, match=r"x is torch.float32 but the parameters of DiffPoolConv"):
+        layer(X, EI, BATCH)
+    with pytest.raises(ValueError, match="x has 4 features per node but DiffPoolConv takes "):
+        layer(torch.randn(5, 4, dtype=torch.float64), EI, BATCH)
+    model = build_model("diffpool", 3, 2, 5)
+    with pytest.raises(ValueError, match="x has 4 features per node but DiffPoolConv takes "):
+        model(torch.randn(5, 4), EI, BATCH)
+    with pytest.raises(TypeError, match="x is torch.float64 but the parameters of DiffPoolConv"):
+        model(X.double(), EI, BATCH)
+    flat = build_model("base", 3, 2)
+    with pytest.raises(ValueError, match="in_channels=3"):
+        flat(torch.randn(5, 4), EI, BATCH)
+
+
+@pytest.mark.parametrize("variant", ["diffpool", "base"])
+def test_an_int32_batch_works_in_the_models(variant):
+    from diffpool.models import build_model
+
+    model = build_model(variant, 3, 2, 5).eval()
+    expected = model(X, EI, BATCH).logits
+    torch.testing.assert_close(model(X, EI, BATCH.int()).logits, expected)
+    with pytest.raises(TypeError, match="batch must be an integer tensor"):
+        model(X, EI, BATCH.float())
+
+
+def test_a_training_batch_with_a_single_node_row_trains():
+    """Batch norm has no batch statistics for one row (a batch of one 1-node graph, or one
+    cluster at a deeper level): the step normalises with the running ones instead of failing
+    inside torch."""
+    from diffpool.models import build_model
+
+    for budget in ("fixed", "per_graph"):
+        model = build_model("diffpool", 3, 2, 40, num_levels=2, budget=budget, ratio=0.1).train()
+        out = model(torch.randn(1, 3), torch.empty(2, 0, dtype=torch.long))
+        (out.logits.sum() + out.aux_loss).backward()
+        assert torch.isfinite(out.logits).all()
+    # per-graph budgets: 8 nodes -> one cluster at the first level -> a one-row second level
+    model = build_model("diffpool", 3, 2, 40, num_levels=2, budget="per_graph", ratio=0.1)
+    out = model(torch.randn(8, 3), torch.tensor([[0, 1, 2], [1, 2, 3]]))
+    assert out.levels[0].cluster_mask.sum() == 1
+    out.logits.sum().backward()

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import shutil
 import zipfile
+import zlib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -54,7 +56,10 @@ def _raw_complete(raw_dir: Path, name: str) -> bool:
 
 
 def _extract(archive, name: str, raw_dir: Path) -> None:
-    """Extract the official ``NAME.zip`` (files under ``NAME/``) into ``raw_dir``."""
+    """Extract the official ``NAME.zip`` (files under ``NAME/``) into ``raw_dir``, whole or not
+    at all: into a temporary folder first (every member's CRC is checked as it is read), moved
+    into place once complete, so that a corrupt archive never leaves a partial ``raw/``."""
+    partial = raw_dir.parent / f".{raw_dir.name}.partial-{os.getpid()}"
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
@@ -65,14 +70,66 @@ def _extract(archive, name: str, raw_dir: Path) -> None:
                     f"{archive} is not the TU archive of {name}: it lacks "
                     f"{', '.join(f'{name}_{p}.txt' for p in missing)}"
                 )
-            raw_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
             for filename, member in files.items():
                 if filename.startswith(f"{name}_") or filename == "README.txt":
-                    (raw_dir / filename).write_bytes(zf.read(member))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
+                    (partial / filename).write_bytes(zf.read(member))
+        shutil.rmtree(raw_dir, ignore_errors=True)  # an incomplete one: replaced whole
+        partial.rename(raw_dir)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError) and not Path(archive).exists():
             raise
-        raise ValueError(f"{archive} is not a readable zip archive ({err})") from err
+        raise ValueError(
+            f"{archive} is not a readable zip archive ({type(err).__name__}: {err}); replace it "
+            "with the official one"
+        ) from err
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _count_lines(path: Path) -> int:
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+def _last_int(path: Path) -> int:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64))
+        return int(handle.read().split()[-1])
+
+
+def check_raw(raw_dir: Path, name: str) -> None:
+    """The TU text files of ``raw_dir`` agree with each other: one graph label per graph of
+    the graph indicator, one node label (and attribute row) per node, one edge label (and
+    attribute row) per edge; else an error that names the file that is short or long."""
+
+    def path(part: str) -> Path:
+        return raw_dir / f"{name}_{part}.txt"
+
+    num_nodes = _count_lines(path("graph_indicator"))
+    num_graphs = _last_int(path("graph_indicator"))
+    num_edges = _count_lines(path("A"))
+    expected = {
+        "graph_labels": (num_graphs, "graphs in the graph indicator"),
+        "node_labels": (num_nodes, "nodes in the graph indicator"),
+        "node_attributes": (num_nodes, "nodes in the graph indicator"),
+        "edge_labels": (num_edges, f"edges in {name}_A.txt"),
+        "edge_attributes": (num_edges, f"edges in {name}_A.txt"),
+    }
+    for part, (count, what) in expected.items():
+        if path(part).exists():
+            lines = _count_lines(path(part))
+            if lines != count:
+                raise ValueError(
+                    f"{path(part)} has {lines} lines for {count} {what}: the dataset's files "
+                    f"do not agree; remove {raw_dir} (it is extracted again from the archive) "
+                    "or restore the file"
+                )
 
 
 @contextlib.contextmanager
@@ -176,6 +233,10 @@ def load_tu(
     root = Path(root).expanduser()
     with _locked(root / f".{name}.lock"):
         prepare_raw(name, root, download)
+        processed = root / name / "processed"
+        raw_dir = root / name / "raw"
+        if _raw_complete(raw_dir, name) and not (processed.is_dir() and any(processed.iterdir())):
+            check_raw(raw_dir, name)  # before PyG processes them
         try:
             dataset = TUDataset(str(root), name, use_node_attr=True)
         except (ValueError, IndexError, RuntimeError) as err:

@@ -39,6 +39,9 @@ def resolve_batch(x: Tensor, batch: Tensor | None, batch_size: int | None) -> tu
     """The ``batch`` vector and the number of graphs, for one graph when ``batch`` is None."""
     if batch is None:
         return torch.zeros(x.size(0), dtype=torch.long, device=x.device), 1
+    if batch.is_floating_point() or batch.dtype == torch.bool:
+        raise TypeError(f"batch must be an integer tensor of graph indices, got {batch.dtype}")
+    batch = batch.long()  # int32 works with the layers; PyG's readouts need int64
     if batch_size is None:
         batch_size = int(batch.max()) + 1 if batch.numel() else 0
     return batch, batch_size

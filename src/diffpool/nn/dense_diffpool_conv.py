@@ -8,7 +8,7 @@ from diffpool.functional.diff_pool import dense_diff_pool
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
-from diffpool.utils.validation import check_dense_inputs
+from diffpool.utils.validation import check_dense_inputs, check_input_matches
 
 
 class DenseDiffPoolConv(DiffPoolBase):
@@ -103,6 +103,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         validating = self._validating()
         if validating:  # what the GNNs need, before they run
             check_dense_inputs(x, adj, mask)
+            check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
         s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
         return dense_diff_pool(

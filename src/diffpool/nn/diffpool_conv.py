@@ -11,7 +11,7 @@ from diffpool.functional.diff_pool import sparse_diff_pool
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import check_connectivity, check_features
+from diffpool.utils.validation import check_connectivity, check_features, check_input_matches
 
 
 def _accepts_edge_weight(module: torch.nn.Module | None) -> bool:
@@ -189,6 +189,7 @@ class DiffPoolConv(DiffPoolBase):
         if validating:  # what the GNNs need, before they run
             check_features(x, dim=2)
             check_connectivity(edge_index, edge_weight, x.size(0))
+            check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
         s = self._assignment(
             lambda: self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight),

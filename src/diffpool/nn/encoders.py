@@ -25,6 +25,7 @@ from torch_geometric.nn.inits import reset
 from torch_geometric.nn.models import MLP
 
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
+from diffpool.utils.validation import check_input_matches
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,8 @@ class _EncoderStack(torch.nn.Module):
         self.weighted = spec.weighted and not dense
         sizes = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = torch.nn.ModuleList(factory(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        norm_class = MaskedBatchNorm if dense else torch.nn.BatchNorm1d
         self.norms = torch.nn.ModuleList(
-            norm_class(size) for size in sizes[1:-1] if norm == "batch"
+            MaskedBatchNorm(size) for size in sizes[1:-1] if norm == "batch"
         )
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
         self.dropout, self.norm, self.concat, self.normalize = dropout, norm, concat, normalize
@@ -183,6 +183,7 @@ class GNNEncoder(_EncoderStack):
     """
 
     def forward(self, x: Tensor, edge_index, edge_weight: Tensor | None = None) -> Tensor:
+        check_input_matches(x, self, self.in_channels)
         outputs = []
         for i, conv in enumerate(self.convs):
             if self.weighted and edge_weight is not None:
@@ -206,6 +207,7 @@ class DenseGNNEncoder(_EncoderStack):
         super().__init__(*args, dense=True, **kwargs)
 
     def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
+        check_input_matches(x, self, self.in_channels)
         outputs = []
         for i, conv in enumerate(self.convs):
             x = self._layer_output(i, conv(x, adj, mask), mask)
@@ -217,18 +219,28 @@ class DenseGNNEncoder(_EncoderStack):
 
 
 class MaskedBatchNorm(torch.nn.BatchNorm1d):
-    r"""Batch norm over the real nodes of a padded dense batch ``[B, N, F]``.
+    r"""Batch norm over the real nodes of a padded dense batch ``[B, N, F]`` (or of the rows
+    of ``[N, F]``).
 
     The statistics (and the running averages) come from the rows where ``mask`` is true only;
     padded rows of the output are zero. (The DiffPool authors' code and PyG's dense example
-    normalise over all :math:`B \cdot N` rows, so that the padding shifts the statistics.)
+    normalise over all :math:`B \cdot N` rows, so that the padding shifts the statistics.) A
+    training step with a single row, which has no batch statistics (a batch of one 1-node
+    graph; one cluster at a deeper level), is normalised with the running ones instead.
     """
+
+    def _rows(self, x: Tensor) -> Tensor:
+        if self.training and x.size(0) < 2 and self.track_running_stats:
+            return torch.nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if x.dim() == 2:
-            return super().forward(x)
+            return self._rows(x)
         if mask is None:
-            return super().forward(x.reshape(-1, x.size(-1))).view_as(x)
+            return self._rows(x.reshape(-1, x.size(-1))).view_as(x)
         out = x.new_zeros(x.shape)
-        out[mask] = super().forward(x[mask])
+        out[mask] = self._rows(x[mask])
         return out

@@ -22,6 +22,9 @@ VAL_STAGES = ("val", "heldout")
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
+#: how an error names each stage's loss
+STAGE_NAMES = {"train": "training", "val": "validation", "heldout": "test-fold", "test": "test"}
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
@@ -145,9 +148,12 @@ class GraphClassifier(LightningModule):
         out = self(batch, return_assignments=False)
         ce = F.cross_entropy(out.logits, batch.y)
         loss = ce + out.aux_loss
-        if stage == "train" and not torch.isfinite(loss):
+        if not torch.isfinite(loss):
+            # training stops at the first non-finite loss of any stage: a diverged model's
+            # epoch must not end, nor its checkpoint be written
+            what = STAGE_NAMES.get(stage, stage)
             raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"the {what} loss is {loss.item()} at epoch {self.current_epoch}, step "
                 f"{self.global_step} (cross-entropy {ce.item()}, link "
                 f"{out.link_loss.tolist()}, entropy {out.entropy_loss.tolist()}): lower the "
                 "learning rate or check the input features for NaN/inf"
@@ -169,6 +175,23 @@ class GraphClassifier(LightningModule):
             self.log(f"{stage}/link_loss_l{level}", out.link_loss[level].detach(), **log)
             self.log(f"{stage}/entropy_loss_l{level}", out.entropy_loss[level].detach(), **log)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write a checkpoint that holds non-finite weights or statistics (e.g.
+        infinite batch-norm variances with finite outputs): the earlier checkpoint stays, and
+        ``resume=true`` continues from a sound state."""
+        bad = [
+            name
+            for name, tensor in checkpoint["state_dict"].items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ]
+        if bad:
+            raise NonFiniteLossError(
+                f"the model's state is not finite: {', '.join(bad[:5])}"
+                + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                + f" at epoch {self.current_epoch}; no checkpoint was written (the last one "
+                "written stays): lower the learning rate"
+            )
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(self.hparams.seed + self.current_epoch)

@@ -27,6 +27,7 @@ from typing import Any
 RESULTS = "results.json"
 FAILED = "failed.json"
 HISTORY = "history.csv"
+LOCK = "run.lock"
 
 #: the layout written by this version
 SCHEMA_VERSION = 2

@@ -4,6 +4,8 @@ A run directory holds ``results.json`` (when the run finished), ``history.csv`` 
 epoch's metrics), ``checkpoints/`` (``last.ckpt`` after every epoch and the best one by
 validation accuracy) and ``logs/``. Nothing in it is replaced silently:
 
+* a run holds a lock on its directory (``run.lock``): a second run started there meanwhile
+  is refused with :class:`RunDirectoryError`;
 * a finished run with the same config is skipped (its results are returned), so rerunning a
   sweep only runs the jobs that did not finish;
 * a finished run with another config, or an unfinished one, stops with an error that says
@@ -22,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -32,6 +35,7 @@ from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
 from diffpool.training.results import (
     FAILED,
     HISTORY,
+    LOCK,
     RESULTS,
     FairResult,
     RunFailure,
@@ -183,10 +187,26 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if _launcher_rank() == 0:
+    if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
+        return _run(cfg, out)
+    lock = FileLock(str(out / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirectoryError(
+            f"another run is using {out} (it holds {out / LOCK}): wait for it to finish, or "
+            "choose another directory (hydra.run.dir=... or output_dir=...)"
+        ) from None
+    try:
         earlier = check_run_directory(out, cfg)
         if earlier is not None:
             return earlier
+        return _run(cfg, out)
+    finally:
+        lock.release()
+
+
+def _run(cfg: DictConfig, out: Path) -> RunResult:
     # what runs is the code imported now: a commit made while the run trains is not it
     origin = provenance()
     started = time.time()

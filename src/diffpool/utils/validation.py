@@ -59,6 +59,26 @@ def check_features(x: Tensor, dim: int, name: str = "x", finite: bool = True) ->
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_input_matches(x: Tensor, module: torch.nn.Module, in_channels: int | None) -> None:
+    """``x`` fits ``module``: the dtype of its parameters (outside autocast) and its
+    ``in_channels`` (where it has a fixed one), checked by shape and dtype only."""
+    name = type(module).__name__
+    param = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if (
+        param is not None
+        and x.dtype != param.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise TypeError(
+            f"x is {x.dtype} but the parameters of {name} are {param.dtype}: convert one of "
+            f"them (x.to({param.dtype}) or {name}.to({x.dtype}))"
+        )
+    if isinstance(in_channels, int) and in_channels > 0 and x.size(-1) != in_channels:
+        raise ValueError(
+            f"x has {x.size(-1)} features per node but {name} takes in_channels={in_channels}"
+        )
+
+
 def check_batch(batch: Tensor, num_nodes: int, batch_size: int | None) -> None:
     """``batch`` must be sorted, start at 0 and leave no graph without nodes."""
     if not isinstance(batch, Tensor):
