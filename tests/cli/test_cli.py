@@ -198,3 +198,55 @@ def test_installed_wheel_trains_from_an_empty_directory(tmp_path):
     provenance = json.loads(results[0].read_text())["provenance"]
     assert provenance["commit"] is None and provenance["diffpool"] == diffpool.__version__
     assert (empty / "data" / "TU" / "ENZYMES" / "raw" / "ENZYMES_A.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tmp_path, seed):
+    """SIGKILL at a random moment of training (no graceful shutdown: mid-batch, mid-epoch or
+    while a checkpoint is written), then resume=true: the run ends with the results of a run
+    that never stopped."""
+    import csv
+    import random
+    import signal
+    import time
+
+    def command(out, *extra):
+        return [
+            str(BIN / "diffpool-train"),
+            "data=mutag",
+            f"data.root={tmp_path / 'TU'}",
+            "trainer.max_epochs=4",
+            "model.hidden_channels=16",
+            "model.dropout=0.2",
+            f"hydra.run.dir={out}",
+            *QUIET,
+            *extra,
+        ]
+
+    _run(command(tmp_path / "straight"), tmp_path)
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    with open(tmp_path / "straight" / "history.csv") as handle:
+        elapsed = [float(r["time/elapsed_s"]) for r in csv.DictReader(handle)]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen(
+        command(killed), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (killed / "history.csv").exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)  # training has started: an epoch is done
+    # somewhere in epochs 2-4 (the first epoch ends when history.csv appears)
+    time.sleep(random.Random(seed).uniform(0.0, 0.9 * (elapsed[-1] - elapsed[0])))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (killed / "results.json").exists():
+        pytest.skip("the run finished before the kill")  # too fast a machine for this point
+    assert (killed / "checkpoints" / "last.ckpt").exists()
+    _run(command(killed, "resume=true"), tmp_path)
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["epochs"] == straight["epochs"] == 4
+    assert resumed["test_curve"] == pytest.approx(straight["test_curve"], abs=1e-6)
+    assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
+    assert resumed["fair"]["test"] == pytest.approx(straight["fair"]["test"], abs=1e-6)

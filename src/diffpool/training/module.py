@@ -59,8 +59,8 @@ class GraphClassifier(LightningModule):
     ``batch_size=batch.num_graphs``. A loss that is not finite stops training with
     :class:`NonFiniteLossError`.
 
-    Every training epoch reseeds torch with ``seed + epoch``, so that a run resumed from a
-    checkpoint draws the same dropout masks as one that never stopped.
+    Every training step reseeds torch from ``(seed, epoch, step)``, so that a run resumed from
+    a checkpoint, wherever it stopped, draws the same dropout masks as one that never stopped.
 
     The network, optimizer and scheduler are given as Hydra ``_target_`` specs (plain
     mappings, e.g. the ``model`` config group), so the checkpoint stores only plain data and
@@ -193,8 +193,12 @@ class GraphClassifier(LightningModule):
                 "written stays): lower the learning rate"
             )
 
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(self.hparams.seed + self.current_epoch)
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        # every step's random draws (dropout) follow from (seed, epoch, step) alone, so that a
+        # run resumed from any checkpoint (also one written at a validation's end, which
+        # Lightning resumes mid-epoch) draws what a run that never stopped draws
+        step = (self.hparams.seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx
+        torch.manual_seed(step % (1 << 63))
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
