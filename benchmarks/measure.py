@@ -114,8 +114,9 @@ def tu_available(name: str, tu_dir) -> bool:
 
 
 def tu_dataset(name: str, tu_dir, cache):
-    """A TU dataset (node labels as features) from the package or ``tu_dir``'s zip, extracted
-    into ``cache/tu``; and its largest graph's node count."""
+    """A TU dataset (node labels as features; the one-hot degree where it has none, as the
+    training presets) from the package or ``tu_dir``'s zip, extracted into ``cache/tu``; and
+    its largest graph's node count."""
     import shutil
     from pathlib import Path
 
@@ -127,7 +128,10 @@ def tu_dataset(name: str, tu_dir, cache):
     if archive.exists() and not (root / f"{name}.zip").exists():
         shutil.copy(archive, root / f"{name}.zip")
     dataset = load_tu(name, root)
-    return dataset, int(dataset.slices["x"].diff().max())
+    slices = dataset.slices.get("x")
+    if slices is None:  # no node features stored (COLLAB): they come from the transform
+        return dataset, max(int(data.num_nodes) for data in dataset)
+    return dataset, int(slices.diff().max())
 
 
 def fmt_bytes(b: float) -> str:

@@ -214,7 +214,11 @@ def worker(args) -> dict:
         from torch_geometric.loader import DenseDataLoader
 
         if hasattr(dataset, "transform"):
-            dataset.transform = T.ToDense(max_nodes)
+            # after the dataset's own transform (the degree features of COLLAB)
+            dense = T.ToDense(max_nodes)
+            dataset.transform = (
+                T.Compose([dataset.transform, dense]) if dataset.transform else dense
+            )
             data = dataset
         else:
             data = [T.ToDense(max_nodes)(d.clone()) for d in dataset]

@@ -189,3 +189,15 @@ class MeanPoolModel(torch.nn.Module):
         logits = self.lin(global_mean_pool(x, batch, batch_size))
         zero = logits.new_zeros(())
         return ClassifierOutput(logits, zero, logits.new_zeros(0), logits.new_zeros(0))
+
+
+def write_tu(raw: Path, name: str, node_labels: bool) -> None:
+    """Three tiny graphs in the TU text format: a triangle, a path of 2, a star of 4."""
+    raw.mkdir(parents=True)
+    edges = [(1, 2), (2, 3), (3, 1), (4, 5), (6, 7), (6, 8), (6, 9)]
+    both = [e for a, b in edges for e in ((a, b), (b, a))]
+    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in both))
+    (raw / f"{name}_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n3\n3\n3\n3\n")
+    (raw / f"{name}_graph_labels.txt").write_text("1\n2\n1\n")
+    if node_labels:
+        (raw / f"{name}_node_labels.txt").write_text("0\n1\n0\n1\n1\n2\n0\n0\n0\n")

@@ -85,3 +85,37 @@ def test_bce_link_loss_run_records_its_loss(throughput, tmp_path):
         run = row["runs"]["ours_per_graph"]
         assert run["status"] == "ok" and run["finite_loss"], row["case"]
     assert "bce link loss" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("formulation", ["ours_per_graph", "dense_pyg"])
+def test_a_dataset_without_node_features_is_timed_with_degree_features(tmp_path, formulation):
+    """COLLAB has no node labels: the benchmark gives it the training presets' one-hot degree
+    (it failed with KeyError: 'x' for every formulation)."""
+    import subprocess
+    import sys
+
+    from helpers import write_tu
+
+    write_tu(tmp_path / "cache" / "tu" / "TOY" / "raw", "TOY", node_labels=False)
+    case = json.dumps({"kind": "real", "name": "TOY", "tu_dir": str(tmp_path)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--worker",
+            "--case",
+            case,
+            "--formulation",
+            formulation,
+            "--cache",
+            str(tmp_path / "cache"),
+            "--max-batches",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["finite_loss"] and result["max_nodes"] == 4 and result["measured_batches"] == 1

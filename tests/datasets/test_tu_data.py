@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 
 from diffpool.datasets import BUNDLED, fold_split, load_tu, stratified_folds
 from diffpool.training import GraphBatchSampler, TUDataModule
-from helpers import ROOT
-
-
-def _write_tu(raw: Path, name: str, node_labels: bool) -> None:
-    """Three tiny graphs in the TU text format: a triangle, a path of 2, a star of 4."""
-    raw.mkdir(parents=True)
-    edges = [(1, 2), (2, 3), (3, 1), (4, 5), (6, 7), (6, 8), (6, 9)]
-    both = [e for a, b in edges for e in ((a, b), (b, a))]
-    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in both))
-    (raw / f"{name}_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n3\n3\n3\n3\n")
-    (raw / f"{name}_graph_labels.txt").write_text("1\n2\n1\n")
-    if node_labels:
-        (raw / f"{name}_node_labels.txt").write_text("0\n1\n0\n1\n1\n2\n0\n0\n0\n")
+from helpers import ROOT, write_tu
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -62,7 +49,7 @@ def test_official_archive_in_root_is_used(tmp_path):
 
 
 def test_raw_folder_without_features_gets_degree_or_constant(tmp_path):
-    _write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=False)
+    write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=False)
     dataset = load_tu("TOY", tmp_path)
     star = dataset[2]
     assert star.x.shape == (4, 65)
@@ -72,7 +59,7 @@ def test_raw_folder_without_features_gets_degree_or_constant(tmp_path):
 
 
 def test_raw_folder_with_labels(tmp_path):
-    _write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=True)
+    write_tu(tmp_path / "TOY" / "raw", "TOY", node_labels=True)
     dataset = load_tu("TOY", tmp_path)
     assert dataset.num_features == 3
     assert dataset[0].x.argmax(-1).tolist() == [0, 1, 0]
