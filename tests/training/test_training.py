@@ -443,3 +443,16 @@ def test_launchers_are_configs(launcher, plugin, target):
     with initialize_config_module("diffpool.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_threads_is_a_setting_of_the_run_not_of_its_identity(tmp_path):
+    """``threads`` sets torch's intra-op threads for the job (recorded in its provenance); a
+    finished run is the same run whatever thread count a rerun asks for."""
+    before = torch.get_num_threads()
+    try:
+        result = train(_cfg(tmp_path, "run", "trainer.max_epochs=1", "threads=2"))
+        assert result.provenance["torch_threads"] == 2 and "threads" not in result.config
+        again = train(_cfg(tmp_path, "run", "trainer.max_epochs=1", "threads=1"))
+        assert again.wall_time_s == result.wall_time_s  # skipped: the same run
+    finally:
+        torch.set_num_threads(before)

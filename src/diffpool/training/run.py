@@ -24,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
 from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
@@ -49,7 +50,7 @@ CHECKPOINTS = "checkpoints"
 
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
 #: they are
-RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir")
+RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir", "threads")
 
 
 class RunDirectoryError(RuntimeError):
@@ -187,6 +188,8 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
         return _run(cfg, out)
     lock = FileLock(str(out / LOCK))
