@@ -127,7 +127,7 @@ def tu_dataset(name: str, tu_dir, cache):
     archive = Path(tu_dir) / f"{name}.zip"
     if archive.exists() and not (root / f"{name}.zip").exists():
         shutil.copy(archive, root / f"{name}.zip")
-    dataset = load_tu(name, root)
+    dataset = load_tu(name, root, node_features="labels")
     slices = dataset.slices.get("x")
     if slices is None:  # no node features stored (COLLAB): they come from the transform
         return dataset, max(int(data.num_nodes) for data in dataset)
@@ -189,13 +189,20 @@ def add_common_arguments(parser, *, stem: str, formulations, real, timeout: floa
     parser.add_argument("--formulation", choices=formulations)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=timeout, help="per measurement, s")
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS (0: leave)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch's threads per measurement (default 1: see docs/scaling.md; 0: torch's "
+        "default, one per core)",
+    )
     parser.add_argument("--tu-dir", default=str(here.parent.parent / "shared" / "data" / "TU"))
     parser.add_argument("--cache", default=str(here / ".cache"))
     parser.add_argument("--real", nargs="*", default=list(real))
     parser.add_argument("--formulations", nargs="*", default=list(formulations))
     parser.add_argument(
         "--out",
-        default=str(here / "results" / stem),
-        help="output stem: writes STEM.json, STEM.md, STEM.png",
+        default=str(here / "out" / stem),
+        help="output stem: writes STEM.json, STEM.md, STEM.png (default: benchmarks/out/, "
+        f"untracked; the committed tables: --out benchmarks/results/{stem})",
     )

@@ -6,7 +6,7 @@
 * ``pooling_enzymes.png`` (with ``--enzymes-run DIR``): the same for a ``diffpool-train`` run
   directory, e.g. a fold of the accuracy benchmark.
 
-    python benchmarks/pictures.py [--enzymes-run DIR]
+    python benchmarks/pictures.py [--enzymes-run DIR] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from diffpool.datasets import hierarchical_communities
 from diffpool.training import GraphClassifier
 from diffpool.viz import draw_pooling, load_run
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: where the pictures go by default (untracked; the committed ones: --out benchmarks/results)
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def synthetic(out: Path, epochs: int = 20) -> None:
@@ -74,13 +75,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--enzymes-run", default=None, help="a diffpool-train run directory")
     p.add_argument("--graph", type=int, default=6)
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(OUT), help="folder (default: benchmarks/out/)")
     p.add_argument(
         "--threads", type=int, default=1, help="torch's intra-op threads (small graphs: 1)"
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     synthetic(out / "pooling_synthetic.png")
     if args.enzymes_run:
         module, datamodule = load_run(args.enzymes_run)

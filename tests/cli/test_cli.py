@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,15 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     finished = [p.parent for p in sweep.rglob("results.json")]
     failed = [p.parent for p in sweep.rglob("failed.json")]
     assert len(finished) == 4 and len(failed) == 4
+    # one folder per job, although `model/encoder=` holds a slash
+    assert {p.parent for p in finished + failed} == {sweep}
+    assert "model.encoder=sage" in finished[0].name or "model.encoder=gcn" in finished[0].name
+    # quiet: no advertising, no warnings that are not ours, one line per epoch and job
+    printed = first.stdout + first.stderr
+    assert "Tip" not in printed and "LeafSpec" not in printed, printed[-3000:]
+    log = (finished[0] / "train.log").read_text()
+    job = finished[0].name.replace("model.encoder", "model/encoder")  # as typed
+    assert f"[{job}] epoch 1/1  train/loss" in log
     assert all("model.ratio=2.0" in str(p) for p in failed)
     assert "ratio must be in (0, 1]" in (failed[0] / "failed.json").read_text()
     encoders = {
@@ -67,6 +77,58 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     assert (sweep / "report.csv").exists() and (sweep / "report.png").exists()
     missing = _run([str(BIN / "diffpool-report"), str(tmp_path / "nothing")], tmp_path, check=False)
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def test_a_run_says_what_it_trained_and_where_its_results_are(tmp_path):
+    """Any TU dataset by name (any case; here an offline copy of NCI1, made of MUTAG's
+    graphs), the features it chose, one line per epoch, one summary line per protocol and
+    the results' path, on the console and in train.log."""
+    raw = tmp_path / "TU" / "NCI1" / "raw"
+    raw.mkdir(parents=True)
+    with zipfile.ZipFile(ROOT / "src" / "diffpool" / "datasets" / "archives" / "MUTAG.zip") as zf:
+        for member in zf.namelist():
+            if member.endswith(".txt") and "MUTAG_" in member:
+                name = Path(member).name.replace("MUTAG_", "NCI1_")
+                (raw / name).write_bytes(zf.read(member))
+    args = [str(BIN / "diffpool-train"), "data=nci1", f"data.root={tmp_path / 'TU'}"]
+    proc = _run([*args, "trainer.max_epochs=2"], tmp_path)
+    printed = proc.stdout + proc.stderr
+    (run_dir,) = [p.parent for p in tmp_path.rglob("results.json")]
+    log = (run_dir / "train.log").read_text()
+    for text in (printed, log):
+        assert "NCI1 node features: labels (0 node attributes, 7 one-hot node labels" in text
+        assert "epoch 2/2  train/loss" in text
+        assert "fair:  test/acc " in text and "paper: heldout/acc " in text
+        assert f"results: {run_dir / 'results.json'}" in text
+        assert "Tip" not in text and "LeafSpec" not in text
+    assert len(printed.splitlines()) < 40, printed
+
+
+def test_a_typo_leaves_nothing_behind_and_debug_runs_write_no_results(tmp_path):
+    typo = _run(
+        [
+            str(BIN / "diffpool-train"),
+            "data=tu",
+            "data.name=ENZYMS",
+            f"data.root={tmp_path / 'TU'}",
+        ],
+        tmp_path,
+        check=False,
+    )
+    assert typo.returncode != 0 and "Did you mean ENZYMES?" in typo.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no runs/, no data/TU lock
+    debug = _run([str(BIN / "diffpool-train"), "data=mutag", "debug=fdr"], tmp_path)
+    assert "a debugging run (trainer.fast_dev_run=True): no results.json" in debug.stdout
+    assert (tmp_path / "debug").is_dir() and not list(tmp_path.rglob("results.json"))
+
+
+def test_help_does_not_wait_for_torch(tmp_path):
+    proc = _run(
+        [sys.executable, "-X", "importtime", str(BIN / "diffpool-train"), "--help"], tmp_path
+    )
+    assert "data: aids, bzr" in proc.stdout and "nci1" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "lightning" not in imported
 
 
 def test_output_dir_override_keeps_every_file_of_the_run_together(tmp_path):

@@ -14,8 +14,8 @@ from helpers import ROOT, write_tu
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_datasets_load_with_no_files_around(tmp_path, name):
-    dataset = load_tu(name, tmp_path / "TU")
-    expected = {"ENZYMES": (600, 6, 3), "PROTEINS": (1113, 2, 3), "MUTAG": (188, 2, 7)}[name]
+    dataset = load_tu(name, tmp_path / "TU")  # node_features="auto": all they have
+    expected = {"ENZYMES": (600, 6, 21), "PROTEINS": (1113, 2, 4), "MUTAG": (188, 2, 7)}[name]
     assert (len(dataset), dataset.num_classes, dataset.num_features) == expected
     assert (tmp_path / "TU" / name / "raw" / f"{name}_A.txt").exists()
 
@@ -32,9 +32,20 @@ def test_node_feature_choices_on_enzymes(tmp_path):
     assert torch.equal(labels.sum(-1), torch.ones(labels.size(0)))  # one-hot
 
 
+def test_auto_features_take_what_the_dataset_has_and_say_so(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="diffpool.datasets.tu"):
+        assert load_tu("MUTAG", tmp_path).num_features == 7
+        assert load_tu("ENZYMES", tmp_path).num_features == 21
+    assert "MUTAG node features: labels (0 node attributes, 7 one-hot node labels" in caplog.text
+    assert "ENZYMES node features: both (18 node attributes, 3" in caplog.text
+
+
 def test_missing_features_are_explicit_errors(tmp_path):
     with pytest.raises(ValueError, match="MUTAG has no node attributes"):
         load_tu("MUTAG", tmp_path, node_features="attributes")
+    # an explicit `both` on a dataset with labels only is refused, not silently labels
+    with pytest.raises(ValueError, match="MUTAG has no node attributes: node_features='both'"):
+        load_tu("MUTAG", tmp_path, node_features="both")
     with pytest.raises(ValueError, match="node_features must be one of"):
         load_tu("MUTAG", tmp_path, node_features="colours")
 
@@ -66,10 +77,25 @@ def test_raw_folder_with_labels(tmp_path):
 
 
 def test_unknown_name_suggests_and_missing_offline_copy_says_where(tmp_path):
-    with pytest.raises(ValueError, match="Did you mean ENZYMES"):
-        load_tu("ENZYME", tmp_path)
+    root = tmp_path / "TU"
+    with pytest.raises(ValueError, match=r"Did you mean ENZYMES\? \(data.download"):
+        load_tu("ENZYMS", root)  # once: ENZYMES is both bundled and known
     with pytest.raises(FileNotFoundError, match="put the official NCI1.zip in"):
-        load_tu("NCI1", tmp_path)
+        load_tu("NCI1", root)
+    with pytest.raises(FileNotFoundError, match="'NCI1' is not available offline"):
+        load_tu("nci1", root)  # any case
+    assert not root.exists()  # a name that is no dataset leaves no folder or lock behind
+
+
+def test_names_match_without_regard_to_case(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="diffpool.datasets.tu"):
+        assert load_tu("mutag", tmp_path).name == "MUTAG"  # bundled
+    assert "TU dataset 'mutag' is MUTAG" in caplog.text
+    write_tu(tmp_path / "Toy" / "raw", "Toy", node_labels=True)  # an offline copy
+    assert load_tu("TOY", tmp_path).name == "Toy"
+    dm = TUDataModule("proteins", root=tmp_path)
+    dm.setup()
+    assert dm.name == "PROTEINS"
 
 
 def test_corrupt_and_wrong_archives_are_named(tmp_path):

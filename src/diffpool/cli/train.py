@@ -12,6 +12,30 @@ from __future__ import annotations
 
 from diffpool.utils.extras import require
 
+#: the resolver that makes a sweep job's override string one folder name
+#: (``model/encoder=gcn`` -> ``model.encoder=gcn``; conf/hydra/default.yaml uses it)
+PATH_SAFE = "diffpool.path_safe"
+
+
+def path_safe(overrides: str) -> str:
+    """A sweep job's ``override_dirname`` as one directory name: a config group's ``/``
+    (``model/encoder=gcn``) would make two nested folders of one job."""
+    return overrides.replace("/", ".")
+
+
+def register_resolvers() -> None:
+    """Register :data:`PATH_SAFE` (idempotent). Runs when this module is imported, which
+    includes joblib's worker processes (they import :func:`run` from it)."""
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # the train extra is missing: main() says so
+        return
+    if not OmegaConf.has_resolver(PATH_SAFE):
+        OmegaConf.register_new_resolver(PATH_SAFE, path_safe)
+
+
+register_resolvers()
+
 
 def run(cfg) -> float | None:
     """One job: train and evaluate ``cfg``; returns the entry of ``results.json`` named by

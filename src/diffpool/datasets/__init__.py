@@ -1,8 +1,29 @@
-"""Datasets: the TU benchmarks (offline first), cross-validation splits, a synthetic task."""
+"""Datasets: the TU benchmarks (offline first), cross-validation splits, a synthetic task.
 
-from diffpool.datasets.splits import FoldSplit, fold_split, stratified_folds
-from diffpool.datasets.synthetic import TOPOLOGIES, hierarchical_communities
-from diffpool.datasets.tu import BUNDLED, load_tu, prepare_raw
+The names are imported on first use (PEP 562), so that reading :mod:`.names` (the CLI's
+configs do) does not import torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffpool.datasets.names import BUNDLED
+    from diffpool.datasets.splits import FoldSplit, fold_split, stratified_folds
+    from diffpool.datasets.synthetic import TOPOLOGIES, hierarchical_communities
+    from diffpool.datasets.tu import load_tu, prepare_raw
+
+_EXPORTS = {
+    "BUNDLED": "names",
+    "FoldSplit": "splits",
+    "fold_split": "splits",
+    "stratified_folds": "splits",
+    "TOPOLOGIES": "synthetic",
+    "hierarchical_communities": "synthetic",
+    "load_tu": "tu",
+    "prepare_raw": "tu",
+}
 
 __all__ = [
     "BUNDLED",
@@ -14,3 +35,13 @@ __all__ = [
     "prepare_raw",
     "stratified_folds",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -7,14 +7,18 @@
 3. the package ships the archive (ENZYMES, PROTEINS and MUTAG, :data:`BUNDLED`);
 4. ``download=True``: PyG's :class:`~torch_geometric.datasets.TUDataset` download.
 
-Then it picks the node features (:data:`NODE_FEATURES`) and, for datasets with neither node
-labels nor attributes (the social ones), gives every node its degree or a constant.
+Names are matched without regard to case (``nci1`` is ``NCI1``) against :data:`KNOWN`, the
+bundled datasets and the offline copies in ``root``. Then it picks the node features
+(:data:`NODE_FEATURES`; ``"auto"``: whatever the dataset has, logged) and, for datasets with
+neither node labels nor attributes (the social ones), gives every node its degree or a
+constant.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 import shutil
 import zipfile
@@ -30,23 +34,16 @@ from torch_geometric.datasets import TUDataset
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
-#: datasets whose official archive ships inside the package
-BUNDLED = ("ENZYMES", "PROTEINS", "MUTAG")
+from diffpool.datasets.names import BUNDLED, KNOWN
 
-#: which columns of the TU node features to use
-NODE_FEATURES = ("labels", "attributes", "both")
+log = logging.getLogger(__name__)
+
+#: which columns of the TU node features to use (``"auto"``: both where the dataset has both,
+#: else the one it has)
+NODE_FEATURES = ("auto", "labels", "attributes", "both")
 
 #: features for datasets that have no node labels or attributes
 FALLBACK_FEATURES = ("degree", "constant")
-
-#: the graph-classification datasets of the TU collection that the benchmarks use, to catch
-#: typos before a download is attempted (any other name works from offline files)
-KNOWN = (
-    "AIDS", "BZR", "COLLAB", "COX2", "DD", "DHFR", "ENZYMES", "FRANKENSTEIN", "IMDB-BINARY",
-    "IMDB-MULTI", "MUTAG", "MUTAGENICITY", "NCI1", "NCI109", "PROTEINS", "PROTEINS_full",
-    "PTC_FM", "PTC_FR", "PTC_MM", "PTC_MR", "REDDIT-BINARY", "REDDIT-MULTI-5K",
-    "REDDIT-MULTI-12K", "github_stargazers", "twitch_egos",
-)  # fmt: skip
 
 _REQUIRED = ("A", "graph_indicator", "graph_labels")
 
@@ -141,6 +138,57 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def _offline_names(root: Path) -> list[str]:
+    """The datasets with an offline copy in ``root`` (``NAME.zip`` or ``NAME/raw/``)."""
+    if not root.is_dir():
+        return []
+    names = {p.stem for p in root.glob("*.zip")}
+    names |= {p.name for p in root.iterdir() if (p / "raw").is_dir()}
+    return sorted(names)
+
+
+def resolve_name(name: str, root: str | os.PathLike | None = None) -> str:
+    """The TU collection's spelling of ``name``, matched without regard to case against the
+    offline copies in ``root``, the bundled datasets and :data:`KNOWN` (``"nci1"`` →
+    ``"NCI1"``); ``name`` itself where nothing matches."""
+    candidates = [*(_offline_names(Path(root).expanduser()) if root else []), *BUNDLED, *KNOWN]
+    if name in candidates:
+        return name
+    folded = {c.casefold(): c for c in reversed(candidates)}
+    return folded.get(name.casefold(), name)
+
+
+def check_name(name: str, root: str | os.PathLike, download: bool = False) -> None:
+    """Refuse a name that cannot be a dataset before anything is written: no offline copy in
+    ``root``, not bundled, and either not in :data:`KNOWN` or not to be downloaded. The error
+    suggests the close names (each once)."""
+    root = Path(root).expanduser()
+    if (root / name / "raw").is_dir() or (root / f"{name}.zip").exists() or name in BUNDLED:
+        return
+    if name in KNOWN and download:
+        return
+    if name in KNOWN:
+        raise FileNotFoundError(
+            f"TU dataset {name!r} is not available offline: put the official {name}.zip in "
+            f"{root} (or its text files in {root / name / 'raw'}), or pass download=True "
+            "(diffpool-train: data.download=true)"
+        )
+    if download:
+        log.warning(
+            "%s is not among the TU datasets this package knows: trying to download it", name
+        )
+        return
+    names = sorted({*KNOWN, *BUNDLED, *_offline_names(root)})
+    folded = {n.casefold(): n for n in names}
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(folded[c] for c in close)}?" if close else ""
+    raise ValueError(
+        f"unknown TU dataset {name!r}: no offline copy in {root / name / 'raw'} or "
+        f"{root / f'{name}.zip'}, and not a name of the TU collection.{hint} "
+        "(data.download=true tries PyG's download of any name)"
+    )
+
+
 def prepare_raw(name: str, root: str | os.PathLike, download: bool = False) -> Path:
     """Make sure ``root/NAME/raw/`` holds the dataset's files; returns ``root``.
 
@@ -160,12 +208,7 @@ def prepare_raw(name: str, root: str | os.PathLike, download: bool = False) -> P
         with resources.as_file(resources.files(__package__) / "archives" / f"{name}.zip") as zp:
             _extract(zp, name, raw_dir)
         return root
-    if name not in KNOWN:
-        close = difflib.get_close_matches(name, KNOWN + BUNDLED, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown TU dataset {name!r} and no offline copy in {raw_dir} or {archive}.{hint}"
-        )
+    check_name(name, root, download)
     if not download:
         raise FileNotFoundError(
             f"TU dataset {name!r} is not available offline: put the official {name}.zip in "
@@ -202,7 +245,7 @@ class ConstantFeature(BaseTransform):
 def load_tu(
     name: str,
     root: str | os.PathLike,
-    node_features: str = "labels",
+    node_features: str = "auto",
     fallback_features: str = "degree",
     max_degree: int = 64,
     download: bool = False,
@@ -210,11 +253,12 @@ def load_tu(
     r"""Load a TU dataset, offline first (see the module docstring), with chosen features.
 
     Args:
-        name (str): The dataset, as the TU collection spells it (``"ENZYMES"``, ``"DD"``).
+        name (str): The dataset (``"ENZYMES"``, ``"dd"``: see :func:`resolve_name`).
         root (str): Folder of ``NAME.zip`` archives and ``NAME/`` dataset folders.
         node_features (str, optional): ``"labels"`` (one-hot node labels), ``"attributes"``
-            (continuous node attributes) or ``"both"`` (attributes, then labels).
-            (default: :obj:`"labels"`)
+            (continuous node attributes), ``"both"`` (attributes, then labels) or ``"auto"``
+            (both where the dataset has both, else what it has; the choice is logged). A
+            choice the dataset lacks is an error. (default: :obj:`"auto"`)
         fallback_features (str, optional): For datasets without node labels or attributes:
             ``"degree"`` (one-hot, capped at ``max_degree``) or ``"constant"``.
             (default: :obj:`"degree"`)
@@ -231,6 +275,10 @@ def load_tu(
             f"fallback_features must be one of {FALLBACK_FEATURES}, got {fallback_features!r}"
         )
     root = Path(root).expanduser()
+    asked, name = name, resolve_name(name, root)
+    if name != asked:
+        log.info("TU dataset %r is %s", asked, name)
+    check_name(name, root, download)  # before the lock file and folders are made
     with _locked(root / f".{name}.lock"):
         prepare_raw(name, root, download)
         processed = root / name / "processed"
@@ -249,13 +297,29 @@ def load_tu(
         dataset._data.x = None
         if fallback_features == "degree":
             dataset.transform = NodeDegree(max_degree)
+            chosen = f"one-hot node degree, capped at {max_degree}"
         else:
             dataset.transform = ConstantFeature()
+            chosen = "a constant"
+        log.info("%s has no node labels or attributes: its node features are %s", name, chosen)
         return dataset
-    if node_features == "labels" and num_labels == 0:
-        raise ValueError(f"{name} has no node labels; use node_features='attributes'")
-    if node_features == "attributes" and num_attrs == 0:
-        raise ValueError(f"{name} has no node attributes; use node_features='labels'")
+    if node_features == "auto":
+        node_features = (
+            "both" if num_attrs and num_labels else "labels" if num_labels else "attributes"
+        )
+        log.info(
+            "%s node features: %s (%d node attributes, %d one-hot node labels in the dataset)",
+            name, node_features, num_attrs, num_labels,
+        )  # fmt: skip
+    lacks = {"labels": num_labels == 0, "attributes": num_attrs == 0}
+    wanted = ("labels", "attributes") if node_features == "both" else (node_features,)
+    missing = [part for part in wanted if lacks[part]]
+    if missing:
+        has = "labels" if num_labels else "attributes"
+        raise ValueError(
+            f"{name} has no node {' or '.join(missing)}: node_features={node_features!r} is "
+            f"not possible; use {has!r} or 'auto'"
+        )
     if node_features == "labels":
         dataset._data.x = dataset._data.x[:, num_attrs:]
     elif node_features == "attributes":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from pathlib import Path
@@ -15,6 +16,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 HISTORY_PREFIXES = ("train/", "val/", "heldout/")
 #: the history's column of fitting time (seconds) up to the end of each epoch
 ELAPSED = "time/elapsed_s"
+#: the metrics of :class:`EpochLog`'s line, in this order (those the run logs)
+EPOCH_LOG_METRICS = ("train/loss", "train/acc", "val/acc", "heldout/acc")
+
+log = logging.getLogger("diffpool.training")
 
 
 class EpochHistory(Callback):
@@ -70,6 +75,40 @@ class EpochHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
+
+
+class EpochLog(Callback):
+    """One line per finished epoch on the ``diffpool.training`` logger, instead of a progress
+    bar: readable in a terminal, in ``train.log`` and with parallel jobs, whose lines stay
+    whole and carry the job's ``name``::
+
+        [data.fold=3,model=nolp] epoch  12/100  train/loss 1.2345  train/acc 0.4120
+        val/acc 0.3833  heldout/acc 0.4000  (1.3 s)
+
+    (one line; wrapped here).
+
+    Args:
+        name (str, optional): Printed before every line (a sweep's job). (default: :obj:`""`)
+    """
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self._started: float | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        width = len(str(trainer.max_epochs)) if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {trainer.current_epoch + 1:>{width}}{total}"]
+        parts += [f"{key} {float(metrics[key]):.4f}" for key in EPOCH_LOG_METRICS if key in metrics]
+        if self._started is not None:
+            parts.append(f"({time.monotonic() - self._started:.1f} s)")
+        log.info("%s%s", f"[{self.name}] " if self.name else "", "  ".join(parts))
 
 
 class RelocateCheckpoints(Callback):

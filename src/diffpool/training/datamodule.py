@@ -39,7 +39,7 @@ class TUDataModule(LightningDataModule):
     :func:`diffpool.models.data_transform`) is part of the pipeline from the start.
 
     Args:
-        name (str): TU dataset name (see :func:`~diffpool.datasets.load_tu`).
+        name (str): TU dataset name, in any case (see :func:`~diffpool.datasets.load_tu`).
         root (str, optional): Folder of ``NAME.zip`` archives and ``NAME/`` dataset folders.
             (default: :obj:`"data/TU"`)
         fold (int, optional): Test fold. (default: :obj:`0`)
@@ -50,8 +50,8 @@ class TUDataModule(LightningDataModule):
             ``0`` holds out none (the paper protocol only). (default: :obj:`0.1`)
         batch_size (int, optional): Graphs per step and device. (default: :obj:`20`)
         num_workers (int, optional): Loader worker processes. (default: :obj:`0`)
-        node_features (str, optional): ``"labels"``, ``"attributes"`` or ``"both"``.
-            (default: :obj:`"labels"`)
+        node_features (str, optional): ``"auto"`` (what the dataset has, logged),
+            ``"labels"``, ``"attributes"`` or ``"both"``. (default: :obj:`"auto"`)
         fallback_features (str, optional): ``"degree"`` or ``"constant"`` for datasets without
             node features. (default: :obj:`"degree"`)
         max_degree (int, optional): Cap of the one-hot degree fallback. (default: :obj:`64`)
@@ -71,7 +71,7 @@ class TUDataModule(LightningDataModule):
         val_ratio: float = 0.1,
         batch_size: int = 20,
         num_workers: int = 0,
-        node_features: str = "labels",
+        node_features: str = "auto",
         fallback_features: str = "degree",
         max_degree: int = 64,
         download: bool = False,
@@ -114,6 +114,7 @@ class TUDataModule(LightningDataModule):
         if self.dataset is not None:
             return
         dataset = self._load()
+        self.name = dataset.name  # the TU collection's spelling of the name asked for
         self.split = fold_split(dataset.y, self.fold, self.num_folds, self.seed, self.val_ratio)
         self.dataset = IndexedDataset(dataset, self.transform)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -37,6 +38,8 @@ from diffpool.training.results import (
 )
 from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
+
+log = logging.getLogger(__name__)
 
 #: config entries named first in a group's label
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
@@ -300,27 +303,37 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
     return "\n".join(lines) + "\n"
 
 
-def plot(groups: list[Group], path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(groups: list[Group], path: Path) -> None:
+    """The test metric of every configuration under both protocols, mean ± std over folds:
+    horizontal bars, so that every label is printed whole, and the legend above the axes."""
+    plt = _pyplot()
     data = rows(groups)
     labels = [g.label for g in groups]
-    x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.5))
-    width = 0.38
-    for offset, key, name in ((-1, "fair", "fair"), (1, "paper", "paper (optimistic)")):
+    y = np.arange(len(groups))[::-1]
+    longest = max(len(label) for label in labels)
+    fig, ax = plt.subplots(figsize=(6.0 + 0.065 * longest, 1.2 + 0.55 * len(groups)))
+    height = 0.38
+    for offset, key, name in ((1, "fair", "fair"), (-1, "paper", "paper (optimistic)")):
         means = [100 * r[f"{key}_test_mean"] for r in data]
         stds = [100 * r[f"{key}_test_std"] for r in data]
-        ax.bar(x + offset * width / 2, means, width, yerr=stds, capsize=3, label=name)
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("mean ± std over folds")
-    ax.legend()
+        ax.barh(y + offset * height / 2, means, height, xerr=stds, capsize=3, label=name)
+    ax.set_yticks(y, labels, fontsize=8)
+    metric = groups[0].metric if groups else "acc"
+    ax.set_xlabel(f"test {metric} (%), mean ± std over folds")
+    ax.grid(axis="x", alpha=0.3)
+    # above the axes: it covers no bar
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -339,15 +352,35 @@ def read_history(run: RunResult) -> dict[str, np.ndarray]:
     }
 
 
+def _fold_curves(group: Group) -> tuple[list[str], np.ndarray] | None:
+    """The metrics every fold's history has and their values, ``[folds, metrics, epochs]``
+    (over the epochs that every fold reached); None without histories."""
+    histories = [h for h in (read_history(r) for r in group.runs) if h]
+    if not histories:
+        return None
+    keys = sorted(set.intersection(*(set(h) for h in histories)))
+    length = min(len(next(iter(h.values()))) for h in histories)
+    return keys, np.array([[h[k][:length] for k in keys] for h in histories])
+
+
 def mean_curves(group: Group) -> dict[str, np.ndarray]:
     """Every metric of the group's histories, averaged over folds epoch by epoch (over the
     epochs that every fold reached)."""
-    histories = [h for h in (read_history(r) for r in group.runs) if h]
-    if not histories:
+    found = _fold_curves(group)
+    if found is None:
         return {}
-    keys = set.intersection(*(set(h) for h in histories))
-    length = min(len(next(iter(h.values()))) for h in histories)
-    return {k: np.nanmean([h[k][:length] for h in histories], axis=0) for k in sorted(keys)}
+    keys, values = found
+    return dict(zip(keys, np.nanmean(values, axis=0)))
+
+
+def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every metric of the group's histories as (mean, std over folds) per epoch."""
+    found = _fold_curves(group)
+    if found is None:
+        return {}
+    keys, values = found
+    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    return {k: (mean[i], std[i]) for i, k in enumerate(keys)}
 
 
 #: what the learning-curve panels show: accuracies, then losses
@@ -355,39 +388,54 @@ CURVE_ACCURACY = ("train/acc", "val/acc", "heldout/acc")
 CURVE_LOSS_PREFIXES = ("train/ce", "val/ce", "train/link_loss", "train/entropy_loss")
 
 
-def plot_curves(groups: list[Group], path: Path, max_groups: int = 12) -> bool:
-    """Learning curves, one row per configuration: accuracies (left) and every loss (right,
-    per pooling level), mean over folds. Returns False when no run has a history."""
-    import matplotlib
+def plot_curves(groups: list[Group], path: Path) -> int:
+    """Learning curves of every configuration: accuracies and every loss (per pooling
+    level), mean over folds with a band of ± one std, epochs counted from 1 (markers where
+    there are few). Two panels per configuration, two configurations per row beyond six.
+    Returns how many configurations were drawn (0: no run has a history, nothing written)."""
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = [(g, mean_curves(g)) for g in groups[:max_groups]]
-    curves = [(g, c) for g, c in curves if c]
+    plt = _pyplot()
+    curves = [(g, c) for g, c in ((g, curve_spread(g)) for g in groups) if c]
     if not curves:
-        return False
-    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 3.2 * len(curves)), squeeze=False)
-    for (group, c), (acc_ax, loss_ax) in zip(curves, axes):
-        for key in CURVE_ACCURACY:
-            if key in c:
-                acc_ax.plot(100 * c[key], label=key)
-        for key in sorted(c):
-            if key.startswith(CURVE_LOSS_PREFIXES):
-                loss_ax.plot(c[key], label=key)
-        acc_ax.set_ylabel("accuracy (%)")
+        return 0
+    per_row = 1 if len(curves) <= 6 else 2
+    nrows = -(-len(curves) // per_row)
+    fig, axes = plt.subplots(
+        nrows, 2 * per_row, figsize=(5.5 * 2 * per_row, 3.0 * nrows), squeeze=False
+    )
+    panels = axes.reshape(-1, 2)
+    for (group, c), (acc_ax, loss_ax) in zip(curves, panels):
+        for ax, keys, scale in (
+            (acc_ax, [k for k in CURVE_ACCURACY if k in c], 100.0),
+            (loss_ax, [k for k in sorted(c) if k.startswith(CURVE_LOSS_PREFIXES)], 1.0),
+        ):
+            for key in keys:
+                mean, std = c[key]
+                epochs = np.arange(1, len(mean) + 1)
+                marker = "o" if len(epochs) <= 30 else None
+                (line,) = ax.plot(epochs, scale * mean, marker=marker, markersize=3, label=key)
+                if len(group.runs) > 1:
+                    ax.fill_between(epochs, scale * (mean - std), scale * (mean + std),
+                                    color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
+        acc_ax.set_ylabel(f"{group.metric} (%)")
         loss_ax.set_ylabel("loss")
-        loss_ax.set_yscale("log")
+        if any(k.startswith(CURVE_LOSS_PREFIXES) for k in c):
+            loss_ax.set_yscale("log")
         folds = len(group.runs)
-        acc_ax.set_title(f"{group.label} ({folds} fold{'s' * (folds > 1)})", fontsize=9)
+        title = f"{group.label} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
+        acc_ax.set_title(title, fontsize=9, loc="left")
         for ax in (acc_ax, loss_ax):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="best")
+    for ax in panels[len(curves) :].ravel():
+        ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    return True
+    return len(curves)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
@@ -409,6 +457,12 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     if groups and not missing("viz"):
         paths["png"] = out / "report.png"
         plot(groups, paths["png"])
-        if plot_curves(groups, out / "curves.png"):
+        drawn = plot_curves(groups, out / "curves.png")
+        if drawn:
             paths["curves"] = out / "curves.png"
+        if drawn < len(groups):
+            log.warning(
+                "curves.png: %d of %d configurations have no history.csv (runs read from an "
+                "archive): only their results are reported", len(groups) - drawn, len(groups)
+            )  # fmt: skip
     return paths

@@ -142,6 +142,31 @@ class RunResult:
         """Whether the run had a validation set (and so a fair result)."""
         return self.fair.test is not None
 
+    def summary(self) -> list[str]:
+        """One line per protocol, as ``diffpool-train`` prints them at the end of a run
+        (epochs counted from 1)::
+
+            fair:  test/acc 0.6167 (the best val/acc 0.6000, epoch 87/100)
+            paper: heldout/acc 0.6500 at its best epoch 91/100 (a report takes ...)
+        """
+        name, lines = self.metric, []
+        if self.has_validation:
+            lines.append(
+                f"fair:  test/{name} {self.fair.test:.4f} (the best val/{name} "
+                f"{self.fair.val:.4f}, epoch {self.fair.best_epoch + 1}/{self.epochs})"
+            )
+        else:
+            lines.append("fair:  no validation set (data.val_ratio=0), no fair result")
+        finite = [(v, i) for i, v in enumerate(self.test_curve) if not math.isnan(v)]
+        if finite:
+            pick = max if self.higher_is_better else min
+            value, epoch = pick(finite, key=lambda vi: (vi[0], -vi[1]))
+            lines.append(
+                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch + 1}/{self.epochs} "
+                "(a report takes the best epoch of the mean over folds)"
+            )
+        return lines
+
 
 def _from_schema_1(payload: dict[str, Any]) -> dict[str, Any]:
     """The schema-1 layout (accuracy only) as schema 2."""

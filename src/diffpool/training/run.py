@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -32,7 +33,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.models.variants import data_transform
-from diffpool.training.callbacks import EpochHistory, RelocateCheckpoints
+from diffpool.training.callbacks import EpochHistory, EpochLog, RelocateCheckpoints
+from diffpool.training.console import quiet_lightning
 from diffpool.training.results import (
     FAILED,
     HISTORY,
@@ -51,6 +53,16 @@ CHECKPOINTS = "checkpoints"
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
 #: they are
 RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir", "threads")
+
+#: trainer settings that make a run a debugging run (the ``debug`` config group): it trains
+#: and tests as asked, but writes no ``results.json`` (its figures are not results)
+DEBUG_TRAINER_KEYS = (
+    "fast_dev_run",
+    "overfit_batches",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+)
 
 
 class RunDirectoryError(RuntimeError):
@@ -125,6 +137,38 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     return None
 
 
+def debug_settings(cfg: DictConfig) -> list[str]:
+    """The trainer settings of ``cfg`` that make it a debugging run (see
+    :data:`DEBUG_TRAINER_KEYS`): ``fast_dev_run``, ``overfit_batches`` other than 0, or a
+    ``limit_*_batches`` other than all batches."""
+    trainer = cfg.get("trainer") or {}
+    found = []
+    for key in DEBUG_TRAINER_KEYS:
+        value = trainer.get(key)
+        if value is None or value is False:
+            continue
+        unlimited = 1.0 if key.startswith("limit_") else 0
+        if key == "fast_dev_run" or value != unlimited:
+            found.append(f"trainer.{key}={value}")
+    return found
+
+
+def job_name() -> str:
+    """The job's overrides within a Hydra sweep (``data.fold=3,model=nolp``), else ``""``:
+    what :class:`EpochLog` prints before each line, so that parallel jobs stay apart."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:  # pragma: no cover - hydra is in the train extra
+        return ""
+    if not HydraConfig.initialized():
+        return ""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ""
+    return hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
+
+
 def _best_epoch(curve: list[float]) -> int:
     """First epoch with the highest value (what ModelCheckpoint keeps, mode='max')."""
     finite = [(v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
@@ -157,6 +201,12 @@ def build(cfg: DictConfig, out: Path):
     the dataset is loaded once, and the module is built from its facts."""
     datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
     datamodule.setup("fit")
+    split = datamodule.split
+    log.info(
+        "%s fold %d/%d: %d graphs train, %d validation, %d test; %d node features",
+        datamodule.name, datamodule.fold, datamodule.num_folds, len(split.train),
+        len(split.val), len(split.test), datamodule.num_features,
+    )  # fmt: skip
     module = instantiate(
         cfg.module,
         _recursive_=False,
@@ -166,6 +216,11 @@ def build(cfg: DictConfig, out: Path):
         max_num_nodes=datamodule.max_num_nodes,
         val_stages=datamodule.val_stages,
     )
+    log.info(
+        "model %s: %s, %s parameters",
+        cfg.model.get("variant"), type(module.model).__name__,
+        f"{sum(p.numel() for p in module.model.parameters()):,}",
+    )  # fmt: skip
     history = EpochHistory(out / HISTORY)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if "val" not in datamodule.val_stages:
@@ -173,7 +228,7 @@ def build(cfg: DictConfig, out: Path):
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, history, RelocateCheckpoints()],
+        callbacks=[*callbacks, history, EpochLog(job_name()), RelocateCheckpoints()],
         logger=loggers or False,
     )
     return datamodule, module, trainer, history
@@ -187,11 +242,16 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         and exits (``SystemExit``); ``checkpoints/last.ckpt`` holds the last finished epoch.
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
+    # a directory made for this run alone (by this call, or by Hydra for this job) is removed
+    # again if the run cannot even be set up (a typo in the config): no debris of a run that
+    # never started; a sweep's jobs keep their failed.json for the report
+    discard = job_name() == "" and (not out.exists() or _only_hydra_files(out))
     out.mkdir(parents=True, exist_ok=True)
+    quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
-        return _run(cfg, out)
+        return _run(cfg, out, discard=False)
     lock = FileLock(str(out / LOCK))
     try:
         lock.acquire(timeout=0)
@@ -202,33 +262,79 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         ) from None
     try:
         earlier = check_run_directory(out, cfg)
-        if earlier is not None:
-            return earlier
-        return _run(cfg, out)
+        results = earlier if earlier is not None else _run(cfg, out, discard)
     finally:
         lock.release()
+    for line in results.summary():
+        log.info(line)
+    saved = out / RESULTS
+    log.info("results: %s", saved if saved.exists() else f"not written ({out} is a debug run)")
+    return results
 
 
-def _run(cfg: DictConfig, out: Path) -> RunResult:
+#: what Hydra writes into a job's directory before the job runs (and the run's lock)
+HYDRA_FILES = frozenset({".hydra", "train.log", LOCK})
+
+
+def _only_hydra_files(out: Path) -> bool:
+    names = {p.name for p in out.iterdir()}
+    return ".hydra" in names and names <= HYDRA_FILES
+
+
+def _remove_new_directory(out: Path) -> None:
+    """Remove a run directory made for a run that could not be set up, and the folders above
+    it that it leaves empty (``runs/<dataset>/<model>/``), up to the working directory."""
+    shutil.rmtree(out, ignore_errors=True)
+    parent, stop = out.parent.resolve(), Path.cwd().resolve()
+    while parent != stop and parent.is_relative_to(stop):
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:
     # what runs is the code imported now: a commit made while the run trains is not it
     origin = provenance()
     started = time.time()
     try:
-        return _train(cfg, out, started, origin)
-    except Exception as err:
+        seed_everything(cfg.seed, workers=True, verbose=False)
+        parts = build(cfg, out)
+    except Exception:
+        if discard:
+            _remove_new_directory(out)
+        elif _launcher_rank() == 0:
+            _record_failure(cfg, out, origin)
+        raise
+    try:
+        return _train(cfg, out, started, origin, *parts)
+    except Exception:
         if _launcher_rank() == 0:
-            RunFailure(
-                error=f"{type(err).__name__}: {err}",
-                traceback=traceback.format_exc(),
-                config=comparable_config(cfg),
-                provenance=origin,
-            ).save(out)
+            _record_failure(cfg, out, origin)
         raise
 
 
-def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> RunResult:
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, module, trainer, history = build(cfg, out)
+def _record_failure(cfg: DictConfig, out: Path, origin: dict) -> None:
+    err = sys.exc_info()[1]
+    RunFailure(
+        error=f"{type(err).__name__}: {err}",
+        traceback=traceback.format_exc(),
+        config=comparable_config(cfg),
+        provenance=origin,
+    ).save(out)
+
+
+def _train(
+    cfg: DictConfig,
+    out: Path,
+    started: float,
+    origin: dict,
+    datamodule,
+    module,
+    trainer: Trainer,
+    history: EpochHistory,
+) -> RunResult:
     last = out / CHECKPOINTS / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume", False) and last.exists() else None
     if cfg.get("resume", False) and ckpt_path is None:
@@ -258,7 +364,7 @@ def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> RunResul
         best = module
         if best_path:
             best = type(module).load_from_checkpoint(best_path, weights_only=True)
-        tested = trainer.test(best, datamodule=datamodule)
+        tested = trainer.test(best, datamodule=datamodule, verbose=False)
     val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
     best = _best_epoch(val_curve)  # -1 without a validation set: its curve is all NaN
     results = RunResult(
@@ -283,7 +389,14 @@ def _train(cfg: DictConfig, out: Path, started: float, origin: dict) -> RunResul
         provenance=origin,
         path=out,
     )
-    if trainer.is_global_zero:
+    debugging = debug_settings(cfg)
+    if debugging:
+        results.status = "debug"
+        log.warning(
+            "a debugging run (%s): no results.json is written, its figures are not results",
+            ", ".join(debugging),
+        )
+    elif trainer.is_global_zero:
         results.save(out)
         if (out / FAILED).exists():
             (out / FAILED).unlink()
