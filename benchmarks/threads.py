@@ -2,16 +2,17 @@
 the measurements behind the default ``threads=1`` of ``diffpool-train`` and ``--threads 1`` of
 the benchmarks (``docs/scaling.md``).
 
-For each background load (0, then ``--load`` busy processes that this script starts, one core
-each) and each dataset (ENZYMES: small graphs; D&D: large ones, when ``DD.zip`` is in
+For each background load (none; then each of ``--loads``: ``python:N``, N busy Python loops,
+one core each; ``torch:N``, N processes multiplying matrices with torch's default threads, as
+another training job would) and each dataset (ENZYMES: small graphs; D&D: large ones, when ``DD.zip`` is in
 ``--tu-dir``, else PROTEINS), the training step of DiffPool with per-graph budgets is timed
 with 1, 2 and torch's default number of threads (one per core), the thread counts alternating
 (``training_throughput.py``'s worker, ``--max-batches`` batches, median step). The table gives
 each median step and its ratio to one thread; the load average before each measurement (what
 else ran on the machine) is recorded beside it.
 
-    python benchmarks/threads.py                      # about 5 minutes on 2 cores
-    python benchmarks/threads.py --load 4 --out benchmarks/results/threads
+    python benchmarks/threads.py                      # about 8 minutes on 2 cores
+    python benchmarks/threads.py --loads python:4 --out benchmarks/results/threads
 """
 
 from __future__ import annotations
@@ -29,9 +30,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _busy() -> None:  # pragma: no cover - runs in the load processes
+def _busy_python() -> None:  # pragma: no cover - runs in the load processes
     while True:
         pass
+
+
+def _busy_torch() -> None:  # pragma: no cover - runs in the load processes
+    import torch
+
+    a = torch.randn(512, 512)
+    while True:
+        a = torch.tanh(a @ a)
+
+
+LOADS = {"python": _busy_python, "torch": _busy_torch}
 
 
 def measure(dataset: str, threads: int, args) -> dict:
@@ -53,22 +65,33 @@ def measure(dataset: str, threads: int, args) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--load", type=int, default=2, help="busy processes of the loaded case")
+    p.add_argument(
+        "--loads",
+        nargs="*",
+        default=["python:2", "torch:1"],
+        help="the loaded cases, KIND:N (kinds: python, torch)",
+    )
     p.add_argument("--max-batches", type=int, default=10)
     p.add_argument("--timeout", type=float, default=600.0, help="per measurement, s")
     p.add_argument("--tu-dir", default=str(HERE.parent.parent / "shared" / "data" / "TU"))
     p.add_argument("--out", default=str(HERE / "out" / "threads"), help="output stem")
     args = p.parse_args(argv)
+    os.environ.pop("OMP_NUM_THREADS", None)  # the torch load runs with torch's default threads
     large = "DD" if (Path(args.tu_dir) / "DD.zip").exists() else "PROTEINS"
     cores = os.cpu_count() or 1
     counts = {1: "1", 2: "2", 0: f"torch default ({cores})"}
     rows = []
-    for load in (0, args.load):
-        workers = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(load)]
+    for load in ["none", *args.loads]:
+        kind, _, count = load.partition(":")
+        target = LOADS.get(kind)
+        if load != "none" and (target is None or not count.isdigit()):
+            p.error(f"--loads takes KIND:N with KIND in {sorted(LOADS)}, got {load!r}")
+        n = 0 if load == "none" else int(count)
+        workers = [multiprocessing.Process(target=target, daemon=True) for _ in range(n)]
         for w in workers:
             w.start()
         try:
-            time.sleep(2 if load else 0)
+            time.sleep(3 if n else 0)
             for dataset in ("ENZYMES", large):
                 row = {"load": load, "dataset": dataset, "runs": {}}
                 for threads in counts:
@@ -81,32 +104,45 @@ def main(argv=None) -> None:
                 w.terminate()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"cores": cores, "date": time.strftime("%Y-%m-%d"), "max_batches": args.max_batches}
+    meta = {
+        "cores": cores,
+        "date": time.strftime("%Y-%m-%d"),
+        "max_batches": args.max_batches,
+        "command": "python benchmarks/threads.py --loads " + " ".join(args.loads),
+    }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(meta, rows))
+    print(markdown(meta, rows))
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    counts = {"1": "1 thread", "2": "2 threads", "0": f"torch's default ({meta['cores']})"}
     lines = [
         "# Training step against torch's threads",
         "",
-        f"`python benchmarks/threads.py --load {args.load}` on {cores} cores, {meta['date']}: "
-        "DiffPool (per-graph budgets), median training step over "
-        f"{args.max_batches} batches; ratio to one thread (above 1: slower). Load average: "
-        "the machine's, before the measurement (other jobs included).",
+        f"`{meta['command']}` on {meta['cores']} cores, {meta['date']}: DiffPool with "
+        f"per-graph budgets, median training step over {meta['max_batches']} batches, and its "
+        "ratio to one thread (below 1: faster). Background load: none, N busy Python loops "
+        "(`python:N`), or N processes multiplying matrices with torch's default threads "
+        "(`torch:N`, as another training job). The load average before each measurement is in "
+        "the JSON file.",
         "",
-        "| busy processes | dataset | " + " | ".join(counts.values()) + " |",
+        "| background load | dataset | " + " | ".join(counts.values()) + " |",
         "|---|---|" + "---|" * len(counts),
     ]
     for row in rows:
-        base = row["runs"][1].get("step_s")
+        runs = {str(k): v for k, v in row["runs"].items()}
+        base = runs["1"].get("step_s")
         cells = []
         for threads in counts:
-            run = row["runs"][threads]
+            run = runs[threads]
             if run["status"] != "ok":
                 cells.append(run["status"])
                 continue
-            ratio = f", {run['step_s'] / base:.1f}x" if base and threads != 1 else ""
-            cells.append(f"{1000 * run['step_s']:.0f} ms{ratio} (load {run['loadavg']:.1f})")
+            ratio = f" ({run['step_s'] / base:.1f}x)" if base and threads != "1" else ""
+            cells.append(f"{1000 * run['step_s']:.0f} ms{ratio}")
         lines.append(f"| {row['load']} | {row['dataset']} | " + " | ".join(cells) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
