@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 UNITS = {"s": 1, "second": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60, "h": 3600,
          "hour": 3600, "hours": 3600}  # fmt: skip
-ABOUT = re.compile(r"about ([\d.]+) (" + "|".join(sorted(UNITS, key=len, reverse=True)) + r")\b")
+ABOUT = re.compile(r"about ([\d.]+)\s+(" + "|".join(sorted(UNITS, key=len, reverse=True)) + r")\b")
 #: how far over its stated time a command may run (the stated times are rounded)
 SLACK = 1.5
 
@@ -63,8 +63,11 @@ def training_steps(readme: str) -> list[dict]:
         command, _, comment = line.partition("#")
         if command.strip():
             steps.append(
-                {"block": "training", "command": command.strip(),
-                 "stated_s": stated_seconds(comment)}  # fmt: skip
+                {
+                    "block": "training",
+                    "command": command.strip(),
+                    "stated_s": stated_seconds(comment),
+                }  # fmt: skip
             )
     return steps
 
@@ -77,7 +80,11 @@ def run_step(step: dict, cwd: Path, env: dict, max_lines: int) -> dict:
     seconds = time.monotonic() - started
     lines = len((proc.stdout + proc.stderr).splitlines())
     stated = step["stated_s"]
-    ok = proc.returncode == 0 and lines <= max_lines and (stated is None or seconds <= SLACK * stated)
+    ok = (
+        proc.returncode == 0
+        and lines <= max_lines
+        and (stated is None or seconds <= SLACK * stated)
+    )
     tail = (proc.stdout + proc.stderr)[-2000:] if proc.returncode else ""
     return {**step, "seconds": round(seconds, 1), "lines": lines, "rc": proc.returncode,
             "ok": ok, "tail": tail}  # fmt: skip
@@ -99,7 +106,9 @@ def main(argv=None) -> None:
     workers = []
     for load in args.loads:
         kind, _, count = load.partition(":")
-        workers += [multiprocessing.Process(target=LOADS[kind], daemon=True) for _ in range(int(count))]
+        workers += [
+            multiprocessing.Process(target=LOADS[kind], daemon=True) for _ in range(int(count))
+        ]
     for w in workers:
         w.start()
     results = []
@@ -108,7 +117,9 @@ def main(argv=None) -> None:
             clone = Path(tmp) / "diffpool"
             subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)
             readme = (clone / "README.md").read_text()
-            env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "OMP_NUM_THREADS")}
+            env = {
+                k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "OMP_NUM_THREADS")
+            }
             env["PATH"] = os.pathsep.join(
                 p for p in env["PATH"].split(os.pathsep) if ".venv" not in p
             )
@@ -141,9 +152,10 @@ def main(argv=None) -> None:
     ]
     for r in results:
         command = r["command"] if len(r["command"]) < 90 else r["command"][:87] + "..."
+        verdict = "yes" if r["ok"] else f"NO (exit {r['rc']})" if r["rc"] else "NO"
         lines.append(
             f"| `{command}` | {fmt_time(r['stated_s'])} | {fmt_time(r['seconds'])} | "
-            f"{r['lines']} | {'yes' if r['ok'] else 'NO (exit %d)' % r['rc'] if r['rc'] else 'NO'} |"
+            f"{r['lines']} | {verdict} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

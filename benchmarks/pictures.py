@@ -19,7 +19,8 @@ from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
 from diffpool.training import GraphClassifier
-from diffpool.viz import draw_pooling, load_run
+from diffpool.training.predict import load_run
+from diffpool.viz import draw_pooling
 
 #: where the pictures go by default (untracked; the committed ones: --out benchmarks/results)
 OUT = Path(__file__).resolve().parent / "out"

@@ -4,9 +4,9 @@ the benchmarks (``docs/scaling.md``).
 
 For each background load (none; then each of ``--loads``: ``python:N``, N busy Python loops,
 one core each; ``torch:N``, N processes multiplying matrices with torch's default threads, as
-another training job would) and each dataset (ENZYMES: small graphs; D&D: large ones, when ``DD.zip`` is in
-``--tu-dir``, else PROTEINS), the training step of DiffPool with per-graph budgets is timed
-with 1, 2 and torch's default number of threads (one per core), the thread counts alternating
+another training job would) and each dataset (ENZYMES: small graphs; D&D: large ones, when
+``DD.zip`` is in ``--tu-dir``, else PROTEINS), the training step of DiffPool with per-graph
+budgets is timed with 1, 2 and torch's default number of threads (one per core), alternating
 (``training_throughput.py``'s worker, ``--max-batches`` batches, median step). The table gives
 each median step and its ratio to one thread; the load average before each measurement (what
 else ran on the machine) is recorded beside it.

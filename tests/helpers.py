@@ -60,11 +60,22 @@ def tie_gcn(dense: DenseGCNConv, sparse: GCNConv) -> None:
         dense.bias.copy_(sparse.bias)
 
 
+#: the official TU archives that ship inside the package
+PACKAGE_ARCHIVES = ROOT / "src" / "diffpool" / "datasets" / "archives"
+
+
+def tu_archive(name: str) -> Path:
+    """The official ``NAME.zip``: the package's copy for the bundled datasets, else the one in
+    ``../shared/data/TU`` (``$DIFFPOOL_TU_DIR``); skips the test when there is none."""
+    for archive in (PACKAGE_ARCHIVES / f"{name}.zip", SHARED_TU / f"{name}.zip"):
+        if archive.exists():
+            return archive
+    pytest.skip(f"{name}.zip is neither bundled nor in {SHARED_TU}")
+
+
 def tu_dataset(name: str, root: Path):
-    """A real TU dataset from ``../shared/data/TU`` (skips the test when it is absent)."""
-    archive = SHARED_TU / f"{name}.zip"
-    if not archive.exists():
-        pytest.skip(f"{archive} not present")
+    """A real TU dataset, read by PyG from its official archive (:func:`tu_archive`)."""
+    archive = tu_archive(name)
     from torch_geometric.datasets import TUDataset
 
     target = root / name

@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_module
 
 from diffpool.cli.viz import main as viz_main
 from diffpool.training import train
-from diffpool.viz import draw_pooling, load_run
+from diffpool.training.predict import load_run
+from diffpool.viz import draw_pooling
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

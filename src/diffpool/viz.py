@@ -4,13 +4,15 @@
 pooling level, and beside it the coarsened graph of the next level: one node per used cluster
 (at the centre of its members, sized by their number, in the same colour) and edges whose
 widths follow :math:`\\mathbf{A}' = \\mathbf{S}^\\top \\mathbf{A} \\mathbf{S}`.
-:func:`load_run` rebuilds the trained module and its dataset from a ``diffpool-train`` run
-directory; ``diffpool-viz`` is the command line around both. Needs the ``viz`` extra
+``diffpool-viz`` is the command line around it (with
+:func:`~diffpool.training.predict.load_run`, which rebuilds a ``diffpool-train`` run's module and
+dataset). Needs the ``viz`` extra
 (``pip install "diffpool[viz]"``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def draw_pooling(
     graph.add_edges_from(e for e in data.edge_index.t().tolist() if e[0] != e[1])
     pos = nx.spring_layout(graph, seed=seed)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     nx.draw_networkx_edges(graph, pos, ax=left, width=0.8, edge_color="#999999")
     nx.draw_networkx_nodes(
         graph,
@@ -114,11 +116,15 @@ def draw_pooling(
     weights = coarse_adj.clone()
     weights.fill_diagonal_(0)
     top = float(weights.max()) if weights.numel() else 0.0
+
+    def width(w: float) -> float:  # area-like scaling: thin edges stay visible, none saturate
+        return 0.6 + 3.4 * math.sqrt(w / top)
+
     for i in range(len(used)):
         for j in range(i + 1, len(used)):
             w = float(weights[i, j] + weights[j, i]) / 2
             if top > 0 and w > 0.02 * top:
-                coarse.add_edge(i, j, width=0.5 + 6.0 * w / top)
+                coarse.add_edge(i, j, weight=w, width=width(w))
     members = [(clusters == c).nonzero().view(-1).tolist() for c in used]
     centre = {
         i: tuple(sum(pos[n][k] for n in nodes) / len(nodes) for k in range(2))
@@ -130,6 +136,7 @@ def draw_pooling(
         ax=right,
         width=[d["width"] for _, _, d in coarse.edges(data=True)],
         edge_color="#555555",
+        alpha=0.8,
     )
     nx.draw_networkx_nodes(
         coarse,
@@ -139,6 +146,31 @@ def draw_pooling(
         node_color=palette,
         linewidths=0,
     )
+    # legends: what each colour is (cluster id, members), what the widths mean
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            color=palette[i],
+            markersize=7,
+            label=f"cluster {c}: {len(members[i])} nodes",
+        )  # fmt: skip
+        for i, c in enumerate(used)
+    ]
+    left.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
+                frameon=False, title="colour", title_fontsize=8)  # fmt: skip
+    if top > 0:
+        shown = [top, top / 4, top / 16]
+        widths = [
+            Line2D([], [], color="#555555", linewidth=width(w), label=f"A' = {w:.3g}")
+            for w in shown
+        ]
+        right.legend(handles=widths, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
+                     frameon=False, title="edge width", title_fontsize=8)  # fmt: skip
     right.set_title("coarsened graph: edge width = A' = S^T A S")
     for ax in (left, right):
         ax.set_axis_off()
@@ -150,41 +182,3 @@ def draw_pooling(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return PoolingPicture(path, clusters, used, colors, coarse_adj)
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "best", data_root: str | None = None):
-    """The trained module and the data module of a ``diffpool-train`` run directory.
-
-    Args:
-        run_dir (str): A job directory (holding ``results.json`` and ``checkpoints/``).
-        checkpoint (str, optional): ``"best"`` (the fair protocol's epoch), ``"last"``, or a
-            path. (default: :obj:`"best"`)
-        data_root (str, optional): Override the dataset root of the run's config.
-    """
-    from hydra.utils import instantiate
-
-    from diffpool.models import data_transform
-    from diffpool.training import GraphClassifier
-    from diffpool.training.results import RunResult
-
-    run_dir = Path(run_dir)
-    result = RunResult.load(run_dir)
-    if checkpoint == "best":
-        path = result.fair.checkpoint
-        if not path or not Path(path).exists():
-            candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-            if not candidates:
-                raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
-            path = candidates[-1]
-    elif checkpoint == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
-    else:
-        path = Path(checkpoint)
-    module = GraphClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    data_cfg = dict(result.config["data"])
-    if data_root is not None:
-        data_cfg["root"] = data_root
-    spec = module.hparams.model
-    datamodule = instantiate(data_cfg, transform=data_transform(spec) if spec else None)
-    datamodule.setup()
-    return module, datamodule

@@ -55,6 +55,8 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     # quiet: no advertising, no warnings that are not ours, one line per epoch and job
     printed = first.stdout + first.stderr
     assert "Tip" not in printed and "LeafSpec" not in printed, printed[-3000:]
+    # the console: one summary line per finished job; the epochs are in each job's train.log
+    assert first.stdout.count("] fair:  test/acc") == 4 and "epoch 1/1  train/loss" not in printed
     log = (finished[0] / "train.log").read_text()
     job = finished[0].name.replace("model.encoder", "model/encoder")  # as typed
     assert f"[{job}] epoch 1/1  train/loss" in log
@@ -161,8 +163,11 @@ def _has_joblib() -> bool:
     return importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 
 
-def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path):
-    """trainer=ddp_sim: two processes (gloo), Lightning's DDP launcher, the Hydra app."""
+@pytest.mark.parametrize("lightning_sampler", [True, False])
+def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path, lightning_sampler):
+    """trainer=ddp_sim: two processes (gloo), Lightning's DDP launcher, the Hydra app; with
+    Lightning's default use_distributed_sampler=True (it hands GraphBatchSampler a
+    DistributedSampler) and without."""
     record = tmp_path / "record"
     _run(
         [
@@ -173,6 +178,7 @@ def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path):
             "data.batch_size=16",
             "trainer.max_epochs=2",
             "model.hidden_channels=16",
+            f"trainer.use_distributed_sampler={str(lightning_sampler).lower()}",
             f"hydra.run.dir={tmp_path / 'run'}",
             "+callbacks.record._target_=helpers.RecordRanks",
             f"+callbacks.record.directory={record}",

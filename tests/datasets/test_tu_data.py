@@ -9,7 +9,7 @@ import torch
 
 from diffpool.datasets import BUNDLED, fold_split, load_tu, stratified_folds
 from diffpool.training import GraphBatchSampler, TUDataModule
-from helpers import ROOT, write_tu
+from helpers import tu_archive, write_tu
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -51,11 +51,16 @@ def test_missing_features_are_explicit_errors(tmp_path):
 
 
 def test_official_archive_in_root_is_used(tmp_path):
-    shared = ROOT.parent / "shared" / "data" / "TU" / "MUTAG.zip"
-    source = shared if shared.exists() else None
-    if source is None:
-        pytest.skip("no MUTAG.zip beside the repository")
-    (tmp_path / "MUTAG.zip").write_bytes(source.read_bytes())
+    # an archive in the official layout (NAME/NAME_*.txt) of a dataset that does not ship
+    write_tu(tmp_path / "files", "TOY", node_labels=True)
+    (tmp_path / "root").mkdir()
+    with zipfile.ZipFile(tmp_path / "root" / "TOY.zip", "w") as zf:
+        for file in (tmp_path / "files").iterdir():
+            zf.write(file, f"TOY/{file.name}")
+    assert len(load_tu("TOY", tmp_path / "root")) == 3
+    assert (tmp_path / "root" / "TOY" / "raw" / "TOY_A.txt").exists()
+    # and the bundled ones read the same from a copy of their archive in root
+    (tmp_path / "MUTAG.zip").write_bytes(tu_archive("MUTAG").read_bytes())
     assert len(load_tu("MUTAG", tmp_path)) == 188
 
 

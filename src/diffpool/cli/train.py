@@ -40,8 +40,11 @@ register_resolvers()
 def run(cfg) -> float | None:
     """One job: train and evaluate ``cfg``; returns the entry of ``results.json`` named by
     ``optimized_metric`` (for Hydra's sweepers)."""
-    from diffpool.training.run import train
+    from diffpool.training.run import evaluate, train
 
+    if not cfg.get("train", True):
+        evaluate(cfg, cfg.output_dir)
+        return None
     # cfg.output_dir is Hydra's job directory unless the user moved it (output_dir=...): the
     # trainer's checkpoints and logs follow cfg.output_dir, so results and history do too
     results = train(cfg, cfg.output_dir)

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"diffpool-viz: {err}", file=sys.stderr)
         return 2
-    from diffpool.viz import draw_pooling, load_run
+    from diffpool.training.predict import load_run
+    from diffpool.viz import draw_pooling
 
     parser = argparse.ArgumentParser(
         prog="diffpool-viz",
@@ -30,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/pooling-GRAPH.png)")
     args = parser.parse_args(argv)
     try:
-        module, datamodule = load_run(args.run_dir, args.checkpoint, args.data_root)
-    except FileNotFoundError as err:
+        module, datamodule = load_run(
+            args.run_dir,
+            args.checkpoint,
+            data=None if args.data_root is None else {"root": args.data_root},
+        )
+    except (FileNotFoundError, ValueError) as err:
         print(f"diffpool-viz: {err}", file=sys.stderr)
         return 2
     dataset = datamodule.dataset

@@ -20,6 +20,9 @@ ELAPSED = "time/elapsed_s"
 EPOCH_LOG_METRICS = ("train/loss", "train/acc", "val/acc", "heldout/acc")
 
 log = logging.getLogger("diffpool.training")
+#: where a sweep's jobs log their detail: diffpool-train's Hydra config routes it to each
+#: job's train.log only
+DETAIL = "diffpool.training.detail"
 
 
 class EpochHistory(Callback):
@@ -88,11 +91,14 @@ class EpochLog(Callback):
     (one line; wrapped here).
 
     Args:
-        name (str, optional): Printed before every line (a sweep's job). (default: :obj:`""`)
+        name (str, optional): Printed before every line (a sweep's job); a named job logs to
+            the ``diffpool.training.detail`` logger (its ``train.log`` only, under
+            ``diffpool-train``). (default: :obj:`""`)
     """
 
     def __init__(self, name: str = ""):
         self.name = name
+        self._logger = logging.getLogger(DETAIL) if name else log
         self._started: float | None = None
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -108,7 +114,7 @@ class EpochLog(Callback):
         parts += [f"{key} {float(metrics[key]):.4f}" for key in EPOCH_LOG_METRICS if key in metrics]
         if self._started is not None:
             parts.append(f"({time.monotonic() - self._started:.1f} s)")
-        log.info("%s%s", f"[{self.name}] " if self.name else "", "  ".join(parts))
+        self._logger.info("%s%s", f"[{self.name}] " if self.name else "", "  ".join(parts))
 
 
 class RelocateCheckpoints(Callback):

@@ -30,8 +30,10 @@ class _DropTips(logging.Filter):
 _TIPS = _DropTips()
 
 
-def quiet_lightning() -> None:
-    """Filter what is not about the run; idempotent.
+def quiet_lightning(sweep: bool = False) -> None:
+    """Filter what is not about the run; idempotent. ``sweep``: a job of a sweep, whose
+    console shows one line per job; Lightning's own information (accelerators, why fitting
+    stopped) is then left out.
 
     * Lightning's tips to install its cloud products (two per run);
     * ``isinstance(treespec, LeafSpec) is deprecated``: a FutureWarning that torch >= 2.10
@@ -48,6 +50,8 @@ def quiet_lightning() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
     )
+    if sweep:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     if not logging.getLogger().handlers:
         return
     for name in LIGHTNING_LOGGERS:

@@ -14,6 +14,9 @@ from diffpool.datasets.splits import FoldSplit, fold_split
 from diffpool.datasets.tu import load_tu
 from diffpool.training.sampler import GraphBatchSampler
 
+#: what :meth:`TUDataModule.predict_dataloader` can give
+PREDICT_SPLITS = ("test", "val", "train", "all")
+
 
 class TUDataModule(LightningDataModule):
     r"""One fold of stratified ``num_folds``-fold cross-validation on a TU dataset.
@@ -31,8 +34,8 @@ class TUDataModule(LightningDataModule):
 
     Every graph carries ``graph_id``, its index in the dataset (``batch.graph_id`` in a
     batch). Batches come from :class:`~diffpool.training.GraphBatchSampler`: under DDP every
-    graph is seen exactly once per epoch. Run the trainer with ``use_distributed_sampler=False``
-    (the configs in ``conf/trainer`` do); Lightning says so where it is not.
+    graph is seen exactly once per epoch, with Lightning's default
+    ``use_distributed_sampler=True`` as with ``False``.
 
     The dataset is loaded once, by :meth:`setup`; ``transform`` (e.g. the
     :class:`~diffpool.transforms.ClusterAssignment` of DiffPool-Det, see
@@ -59,6 +62,8 @@ class TUDataModule(LightningDataModule):
             (default: :obj:`False`)
         transform (callable, optional): A transform applied to every graph after the feature
             transform. (default: :obj:`None`)
+        predict_split (str, optional): What :meth:`predict_dataloader` gives: ``"test"``,
+            ``"val"``, ``"train"`` or ``"all"``. (default: :obj:`"test"`)
     """
 
     def __init__(
@@ -76,19 +81,26 @@ class TUDataModule(LightningDataModule):
         max_degree: int = 64,
         download: bool = False,
         transform: Callable | None = None,
+        predict_split: str = "test",
     ):
         super().__init__()
+        if predict_split not in PREDICT_SPLITS:
+            raise ValueError(
+                f"predict_split must be one of {PREDICT_SPLITS}, got {predict_split!r}"
+            )
         if not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        root = os.fspath(root)  # plain data in checkpoints (torch.load(weights_only=True))
         self.save_hyperparameters(logger=False, ignore=["transform"])
         self.name, self.root = name, root
         self.fold, self.num_folds, self.seed, self.val_ratio = fold, num_folds, seed, val_ratio
         self.batch_size, self.num_workers = batch_size, num_workers
         self.transform = transform
+        self.predict_split = predict_split
         self.dataset: Dataset | None = None
         self.split: FoldSplit | None = None
 
@@ -178,6 +190,17 @@ class TUDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.split.test, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The graphs of :attr:`predict_split`, in dataset order: ``"test"`` (the fold),
+        ``"val"``, ``"train"`` or ``"all"``. To predict on other graphs, pass a loader of
+        them to ``Trainer.predict``."""
+        if self.predict_split == "all":
+            indices = torch.arange(len(self._require_setup()))
+        else:
+            self._require_setup()
+            indices = getattr(self.split, self.predict_split)
+        return self._loader(indices.sort().values, shuffle=False)
 
     def __repr__(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,12 @@ class GraphClassifier(LightningModule):
     Every training step reseeds torch from ``(seed, epoch, step)``, so that a run resumed from
     a checkpoint, wherever it stopped, draws the same dropout masks as one that never stopped.
 
+    Lightning's tools work as usual: :attr:`lr` is the optimizer's learning rate (what
+    ``Tuner.lr_find`` reads and sets), ``Tuner.scale_batch_size`` scales the data module's
+    ``batch_size``, any ``precision`` runs (the batch's floating tensors follow the module's
+    dtype, e.g. under ``"64-true"``), and the hyperparameters, the data module's and the
+    parameter counts reach every logger when fitting starts.
+
     The network, optimizer and scheduler are given as Hydra ``_target_`` specs (plain
     mappings, e.g. the ``model`` config group), so the checkpoint stores only plain data and
     ``GraphClassifier.load_from_checkpoint(path)`` rebuilds everything (also under
@@ -120,7 +127,6 @@ class GraphClassifier(LightningModule):
                 seed=int(seed),
                 val_stages=list(val_stages),
             ),
-            logger=False,
         )
         if network is None:
             network = instantiate(
@@ -138,10 +144,43 @@ class GraphClassifier(LightningModule):
             }
         )
 
+    @property
+    def lr(self) -> float:
+        """The optimizer's learning rate (its spec's ``lr``; Adam's default 1e-3 without one).
+        Setting it (as ``Tuner.lr_find`` does) changes the spec, so a checkpoint stores it."""
+        return float(self.hparams.optimizer.get("lr", DEFAULT_OPTIMIZER["lr"]))
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hparams.optimizer["lr"] = float(value)
+
+    def on_fit_start(self) -> None:
+        """Log what Lightning does not: the data module's hyperparameters (under ``data/``)
+        and the parameter counts."""
+        extra: dict[str, Any] = {
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "num_trainable_parameters": sum(
+                p.numel() for p in self.model.parameters() if p.requires_grad
+            ),
+        }
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "hparams", None):
+            extra.update({f"data/{k}": v for k, v in datamodule.hparams.items()})
+        for logger in self.loggers:
+            logger.log_hyperparams(extra)
+
     def forward(self, batch: Batch, return_assignments: bool = True) -> ClassifierOutput:
         """Classify ``batch``. With ``return_assignments=False`` the levels' dense
         assignments ``s`` are neither built nor returned (what the training, validation and
-        test steps do)."""
+        test steps do). The batch's floating tensors are taken in the module's dtype
+        (``precision="64-true"`` doubles the module, not a PyG batch)."""
+        dtype = self.dtype
+        x = getattr(batch, "x", None)
+        if isinstance(dtype, torch.dtype) and x is not None and x.is_floating_point():
+            if x.dtype != dtype:
+                batch = copy.copy(batch).apply(
+                    lambda t: t.to(dtype) if t.is_floating_point() else t
+                )
         return classify(self.model, batch, return_assignments=return_assignments)
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
@@ -208,6 +247,45 @@ class GraphClassifier(LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    #: whether :meth:`predict_step` also returns every level's assignment, hard clusters and
+    #: pooled embeddings, per graph (``diffpool-predict assignments=true``)
+    predict_assignments: bool = False
+
+    def on_predict_epoch_start(self) -> None:
+        self._predicted = 0  # graphs without a graph_id are numbered in the order they come
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Per graph of ``batch``: ``graph_id`` (its index in the dataset where the batch
+        carries one, as :class:`~diffpool.training.TUDataModule`'s do; else its position in
+        the prediction run), ``target`` (the label, or :obj:`None`), ``prediction`` and
+        ``probabilities`` ``[B, num_classes]``; with :attr:`predict_assignments`, ``levels``:
+        per pooling level, lists over graphs of ``s`` ``[N_g, C_g]``, ``clusters`` ``[N_g]``
+        and ``x`` ``[C_g, F]`` (see :func:`~diffpool.training.predict.write_assignments`)."""
+        from diffpool.training.predict import per_graph_levels
+
+        out = self(batch, return_assignments=self.predict_assignments)
+        graphs = batch.num_graphs
+        graph_id = getattr(batch, "graph_id", None)
+        if graph_id is None:
+            start = getattr(self, "_predicted", 0)
+            graph_id = torch.arange(start, start + graphs, device=out.logits.device)
+        self._predicted = getattr(self, "_predicted", 0) + graphs
+        target = getattr(batch, "y", None)
+        result = {
+            "graph_id": graph_id.view(-1).cpu(),
+            "target": None if target is None else target.view(-1).cpu(),
+            "prediction": out.logits.argmax(-1).cpu(),
+            "probabilities": out.logits.float().softmax(-1).cpu(),
+        }
+        if self.predict_assignments:
+            if not out.levels:
+                raise ValueError(
+                    f"{type(self.model).__name__} has no pooling levels: there are no "
+                    "assignments to predict (a DiffPool model has them)"
+                )
+            result["levels"] = per_graph_levels(out, graphs)
+        return result
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

@@ -142,12 +142,14 @@ class RunResult:
         """Whether the run had a validation set (and so a fair result)."""
         return self.fair.test is not None
 
-    def summary(self) -> list[str]:
+    def summary(self, short: bool = False) -> list[str]:
         """One line per protocol, as ``diffpool-train`` prints them at the end of a run
         (epochs counted from 1)::
 
             fair:  test/acc 0.6167 (the best val/acc 0.6000, epoch 87/100)
             paper: heldout/acc 0.6500 at its best epoch 91/100 (a report takes ...)
+
+        ``short``: without the explanation in brackets (a sweep's one line per job).
         """
         name, lines = self.metric, []
         if self.has_validation:
@@ -162,8 +164,8 @@ class RunResult:
             pick = max if self.higher_is_better else min
             value, epoch = pick(finite, key=lambda vi: (vi[0], -vi[1]))
             lines.append(
-                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch + 1}/{self.epochs} "
-                "(a report takes the best epoch of the mean over folds)"
+                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch + 1}/{self.epochs}"
+                + ("" if short else " (a report takes the best epoch of the mean over folds)")
             )
         return lines
 

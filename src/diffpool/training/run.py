@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.models.variants import data_transform
-from diffpool.training.callbacks import EpochHistory, EpochLog, RelocateCheckpoints
+from diffpool.training.callbacks import DETAIL, EpochHistory, EpochLog, RelocateCheckpoints
 from diffpool.training.console import quiet_lightning
 from diffpool.training.results import (
     FAILED,
@@ -52,7 +52,10 @@ CHECKPOINTS = "checkpoints"
 
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
 #: they are
-RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir", "threads")
+RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir", "threads", "train", "ckpt_path")
+
+#: what ``train=false`` writes
+EVAL = "eval.json"
 
 #: trainer settings that make a run a debugging run (the ``debug`` config group): it trains
 #: and tests as asked, but writes no ``results.json`` (its figures are not results)
@@ -88,14 +91,26 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
 
+#: nested config entries that say where the data lives or what the console shows, not what
+#: runs: a finished run is the same run whatever they are (also when a default of them changed)
+NOT_IDENTITY = (
+    ("data", "root"),
+    ("trainer", "enable_progress_bar"),
+    ("trainer", "enable_model_summary"),
+    # GraphBatchSampler splits the batches itself either way
+    ("trainer", "use_distributed_sampler"),
+)
+
+
 def same_run(earlier: dict, cfg: DictConfig) -> bool:
     """Whether the stored config of a finished run (``results.json``'s ``config``) is the
-    config ``cfg``, up to the run-control keys and ``data.root``."""
+    config ``cfg``, up to the run-control keys and :data:`NOT_IDENTITY`."""
 
     def what(config: dict) -> dict:
         config = copy.deepcopy(config)
-        if isinstance(config.get("data"), dict):
-            config["data"].pop("root", None)
+        for group, key in NOT_IDENTITY:
+            if isinstance(config.get(group), dict):
+                config[group].pop(key, None)
         return config
 
     return what(earlier) == what(comparable_config(cfg))
@@ -199,10 +214,11 @@ def build(cfg: DictConfig, out: Path):
     """Instantiate the data module, the LightningModule and the trainer of a config, in that
     order: the data pipeline (with the transform the model config needs) is decided first,
     the dataset is loaded once, and the module is built from its facts."""
+    detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
     datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
     datamodule.setup("fit")
     split = datamodule.split
-    log.info(
+    detail.info(
         "%s fold %d/%d: %d graphs train, %d validation, %d test; %d node features",
         datamodule.name, datamodule.fold, datamodule.num_folds, len(split.train),
         len(split.val), len(split.test), datamodule.num_features,
@@ -216,7 +232,7 @@ def build(cfg: DictConfig, out: Path):
         max_num_nodes=datamodule.max_num_nodes,
         val_stages=datamodule.val_stages,
     )
-    log.info(
+    detail.info(
         "model %s: %s, %s parameters",
         cfg.model.get("variant"), type(module.model).__name__,
         f"{sum(p.numel() for p in module.model.parameters()):,}",
@@ -245,9 +261,10 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     # a directory made for this run alone (by this call, or by Hydra for this job) is removed
     # again if the run cannot even be set up (a typo in the config): no debris of a run that
     # never started; a sweep's jobs keep their failed.json for the report
-    discard = job_name() == "" and (not out.exists() or _only_hydra_files(out))
+    job = job_name()
+    discard = job == "" and (not out.exists() or _only_hydra_files(out))
     out.mkdir(parents=True, exist_ok=True)
-    quiet_lightning()
+    quiet_lightning(sweep=bool(job))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
@@ -265,10 +282,14 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         results = earlier if earlier is not None else _run(cfg, out, discard)
     finally:
         lock.release()
-    for line in results.summary():
-        log.info(line)
     saved = out / RESULTS
-    log.info("results: %s", saved if saved.exists() else f"not written ({out} is a debug run)")
+    where = saved if saved.exists() else f"not written ({out} is a debug run)"
+    if job:  # a sweep: one line per job on the console, the detail in its train.log
+        log.info("[%s] %s; results: %s", job, "; ".join(results.summary(short=True)), where)
+    else:
+        for line in results.summary():
+            log.info(line)
+        log.info("results: %s", where)
     return results
 
 
@@ -292,6 +313,50 @@ def _remove_new_directory(out: Path) -> None:
         except OSError:
             break
         parent = parent.parent
+
+
+def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
+    """``train=false ckpt_path=PATH``: test a checkpoint on the test fold of ``cfg.data``
+    (the model is the checkpoint's), log the metrics and write them to ``eval.json``.
+
+    Raises:
+        ValueError: no ``ckpt_path``, or a checkpoint whose input width is not the data's.
+        FileNotFoundError: the checkpoint does not exist.
+    """
+    from diffpool.training.module import GraphClassifier
+    from diffpool.training.results import write_json
+
+    out = Path(output_dir if output_dir is not None else cfg.output_dir)
+    quiet_lightning()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    if not cfg.get("ckpt_path"):
+        raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
+    path = Path(cfg.ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={path} does not exist")
+    module = GraphClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    spec = module.hparams.model
+    datamodule = instantiate(cfg.data, transform=data_transform(spec) if spec else None)
+    datamodule.setup("test")
+    if datamodule.num_features != module.hparams.in_channels:
+        raise ValueError(
+            f"the checkpoint {path} takes {module.hparams.in_channels} node features, but "
+            f"{datamodule.name} with these data settings gives {datamodule.num_features}"
+        )
+    trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
+    tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    metrics = {k: float(v) for k, v in sorted(tested.items())}
+    log.info(
+        "%s fold %d/%d, checkpoint %s: test/acc %.4f",
+        datamodule.name, datamodule.fold, datamodule.num_folds, path, metrics["test/acc"],
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(path), "dataset": datamodule.name, "fold": datamodule.fold,
+              "num_folds": datamodule.num_folds, "metrics": metrics}  # fmt: skip
+    write_json(out / EVAL, report)
+    log.info("results: %s", out / EVAL)
+    return report
 
 
 def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:

@@ -6,10 +6,10 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 
-class GraphBatchSampler(Sampler[list[int]]):
+class GraphBatchSampler(BatchSampler):
     r"""Batches of dataset indices for one rank of ``num_replicas``.
 
     An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps
@@ -22,6 +22,11 @@ class GraphBatchSampler(Sampler[list[int]]):
     gives :math:`T` batches of :math:`\lfloor n/T \rfloor` or :math:`\lceil n/T \rceil`
     graphs: no tiny last batch.
 
+    It works with Lightning's default ``use_distributed_sampler=True``: Lightning rebuilds a
+    batch sampler with a :class:`~torch.utils.data.DistributedSampler` as ``sampler``, from
+    which this one takes the number of ranks and the rank, and keeps its own split (so no
+    graph is repeated to even out the ranks).
+
     Args:
         num_graphs (int): Size :math:`n` of the dataset.
         batch_size (int): Graphs per rank and step, :math:`b`.
@@ -30,6 +35,11 @@ class GraphBatchSampler(Sampler[list[int]]):
         seed (int, optional): (default: :obj:`0`)
         num_replicas (int, optional): :math:`W`. (default: :obj:`1`)
         rank (int, optional): :math:`r`. (default: :obj:`0`)
+        sampler (Sampler, optional): A :class:`~torch.utils.data.DistributedSampler` sets
+            ``num_replicas`` and ``rank``; any other sampler is ignored (the order is this
+            sampler's). What Lightning passes. (default: :obj:`None`)
+        drop_last (bool, optional): Must be :obj:`False`: no graph is ever dropped (an
+            argument so that Lightning can say so). (default: :obj:`False`)
     """
 
     def __init__(
@@ -40,7 +50,13 @@ class GraphBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        sampler: Sampler | None = None,
+        drop_last: bool = False,
     ):
+        if drop_last:
+            raise ValueError("GraphBatchSampler never drops graphs (drop_last must be False)")
+        if isinstance(sampler, DistributedSampler):
+            num_replicas, rank = sampler.num_replicas, sampler.rank
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
@@ -53,6 +69,7 @@ class GraphBatchSampler(Sampler[list[int]]):
         self.num_graphs, self.batch_size = num_graphs, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
+        self.sampler, self.drop_last = sampler, False  # BatchSampler's attributes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

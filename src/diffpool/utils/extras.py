@@ -12,13 +12,14 @@ from importlib.util import find_spec
 
 #: extra -> the modules it provides (the distributions are declared in pyproject.toml)
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "train": ("lightning", "hydra", "omegaconf", "torchmetrics"),
+    "train": ("lightning", "hydra", "omegaconf", "torchmetrics", "yaml"),
     "det": ("pymetis",),
     "graclus": ("torch_cluster",),
     "viz": ("matplotlib", "networkx"),
     "sparse": ("torch_scatter", "torch_sparse"),
     "launchers": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"),
     "tensorboard": ("tensorboard",),
+    "parquet": ("pyarrow",),
 }
 
 

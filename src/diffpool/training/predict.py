@@ -1,0 +1,225 @@
+"""Using a trained model: load a run, predict, and write or read the predictions and what the
+pooling did.
+
+* :func:`load_run`: the trained :class:`~diffpool.training.GraphClassifier` and its data
+  module from a ``diffpool-train`` run directory (or a checkpoint inside one);
+* :func:`collect_predictions`: the outputs of ``Trainer.predict`` (one dict per batch, see
+  :meth:`GraphClassifier.predict_step <diffpool.training.GraphClassifier.predict_step>`)
+  as one table;
+* :func:`write_predictions` / :func:`read_predictions`: that table as CSV (or Parquet where
+  ``pyarrow`` is installed and the file ends in ``.parquet``): ``graph_id``, ``target``,
+  ``prediction`` and ``prob_<class>``;
+* :func:`write_assignments` / :func:`load_assignments`: each pooling level's soft assignment
+  S, hard clusters and pooled embeddings X' per graph, one ``.pt`` file per level, read back
+  with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffpool.utils.extras import require
+
+#: the columns of a prediction table before the class probabilities
+COLUMNS = ("graph_id", "target", "prediction")
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = None):
+    """The trained module and the data module of a ``diffpool-train`` run.
+
+    Args:
+        run_dir (str): A job directory (holding ``results.json`` and ``checkpoints/``), or a
+            ``.ckpt`` file inside one's ``checkpoints/``.
+        checkpoint (str, optional): ``"best"`` (the fair protocol's epoch), ``"last"``, or a
+            path; ignored when ``run_dir`` is a checkpoint. (default: :obj:`"best"`)
+        data (dict, optional): Entries that override the run's data config (e.g.
+            ``{"root": "elsewhere/TU"}``). (default: :obj:`None`)
+
+    Raises:
+        FileNotFoundError: no such run or checkpoint.
+        ValueError: a checkpoint that cannot be read, or whose input width is not the
+            dataset's.
+    """
+    from hydra.utils import instantiate
+
+    from diffpool.models import data_transform
+    from diffpool.training.module import GraphClassifier
+    from diffpool.training.results import RunResult
+
+    run_dir, path = Path(run_dir), None
+    if run_dir.suffix == ".ckpt":
+        path, run_dir = run_dir, run_dir.parent.parent
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {path} not found")
+    result = RunResult.load(run_dir)
+    if path is None:
+        path = _checkpoint(run_dir, result, checkpoint)
+    try:
+        module = GraphClassifier.load_from_checkpoint(
+            str(path), map_location="cpu", weights_only=True
+        )
+    except (RuntimeError, EOFError, KeyError, OSError, TypeError, pickle.UnpicklingError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"{path} is not a readable GraphClassifier checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    data_cfg = {**result.config["data"], **(data or {})}
+    spec = module.hparams.model
+    datamodule = instantiate(data_cfg, transform=data_transform(spec) if spec else None)
+    datamodule.setup()
+    expected = module.hparams.in_channels
+    if datamodule.num_features != expected:
+        raise ValueError(
+            f"the checkpoint {path} takes {expected} node features, but {datamodule.name} "
+            f"with these data settings gives {datamodule.num_features}: use the run's data "
+            "settings (node_features, max_degree) or a checkpoint trained on this data"
+        )
+    return module, datamodule
+
+
+def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
+    if checkpoint == "best":
+        found = result.fair.checkpoint
+        if found and Path(found).exists():
+            return Path(found)
+        candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if not candidates:
+            raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
+        return candidates[-1]
+    path = run_dir / "checkpoints" / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return path
+
+
+def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-batch dicts of ``Trainer.predict`` as one: tensors concatenated over graphs,
+    per-graph lists (the levels' assignments) joined."""
+    if not outputs:
+        raise ValueError("no predictions: the data to predict on is empty")
+    merged: dict[str, Any] = {}
+    for key in outputs[0]:
+        if key == "levels":
+            continue
+        values = [o[key] for o in outputs]
+        merged[key] = None if values[0] is None else torch.cat(values)
+    if "levels" in outputs[0]:
+        merged["levels"] = [
+            {k: [g for o in outputs for g in o["levels"][level][k]] for k in level_out}
+            for level, level_out in enumerate(outputs[0]["levels"])
+        ]
+    return merged
+
+
+def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
+    """Write ``graph_id``, ``target`` (empty where unknown), ``prediction`` and
+    ``prob_<class>`` per graph: CSV, or Parquet for a ``.parquet`` path (needs ``pyarrow``).
+    An existing file is not overwritten."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
+    probs = predictions["probabilities"]
+    target = predictions.get("target")
+    columns: dict[str, list] = {
+        "graph_id": predictions["graph_id"].tolist(),
+        "target": target.tolist() if target is not None else [None] * len(probs),
+        "prediction": predictions["prediction"].tolist(),
+    }
+    for k in range(probs.size(1)):
+        columns[f"prob_{k}"] = probs[:, k].tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        require("parquet", f"writing {path.name}")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(columns), path)
+        return path
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in zip(*columns.values()):
+            writer.writerow(["" if v is None else v for v in row])  # floats as repr: exact
+    return path
+
+
+def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
+    """A file of :func:`write_predictions` as ``graph_id``, ``target`` (None when unknown),
+    ``prediction`` and ``probabilities`` ``[G, K]``."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        require("parquet", f"reading {path.name}")
+        import pyarrow.parquet as pq
+
+        columns = {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
+    else:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        header, body = rows[0], rows[1:]
+        columns = {name: [r[i] for r in body] for i, name in enumerate(header)}
+        columns = {
+            k: [None if v == "" else float(v) if k.startswith("prob_") else int(v) for v in vs]
+            for k, vs in columns.items()
+        }
+    probs = [k for k in columns if k.startswith("prob_")]
+    target = columns["target"]
+    return {
+        "graph_id": torch.tensor(columns["graph_id"], dtype=torch.long),
+        "target": None if any(v is None for v in target) else torch.tensor(target),
+        "prediction": torch.tensor(columns["prediction"], dtype=torch.long),
+        "probabilities": torch.tensor([columns[k] for k in probs], dtype=torch.float64).T,
+    }
+
+
+def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Path]:
+    """One file ``<stem>.level<l>.pt`` per pooling level: ``graph_id`` ``[G]`` and, per
+    graph, ``s`` (the soft assignment ``[N_g, C_g]``: its real nodes and the clusters it
+    uses), ``clusters`` (each node's hard cluster, ``[N_g]``) and ``x`` (the pooled embeddings
+    ``[C_g, F]``). Read with :func:`load_assignments`."""
+    levels = predictions.get("levels")
+    if not levels:
+        raise ValueError("the predictions hold no assignments: predict with assignments on")
+    stem = Path(stem)
+    paths = []
+    for level, content in enumerate(levels):
+        path = stem.with_name(f"{stem.name}.level{level}.pt")
+        if path.exists():
+            raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"graph_id": predictions["graph_id"], **content}, path)
+        paths.append(path)
+    return paths
+
+
+def load_assignments(path: str | Path) -> dict[str, Any]:
+    """A level file of :func:`write_assignments`: ``graph_id`` ``[G]`` and the lists ``s``,
+    ``clusters`` and ``x`` (one tensor per graph, in the order of ``graph_id``)."""
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(content, dict) or not {"graph_id", "s", "clusters", "x"} <= set(content):
+        raise ValueError(f"{path} is not an assignments file of diffpool-predict")
+    return content
+
+
+def per_graph_levels(out, batch_size: int) -> list[dict[str, list[Tensor]]]:
+    """Each pooling level of a :class:`~diffpool.models.output.ClassifierOutput` as per-graph
+    tensors without padding: ``s`` ``[N_g, C_g]``, ``clusters`` ``[N_g]``, ``x`` ``[C_g, F]``."""
+    levels = []
+    for level in out.levels:
+        if level.s is None:
+            raise ValueError("the model returned no assignments: call it with them")
+        content: dict[str, list[Tensor]] = {"s": [], "clusters": [], "x": []}
+        for g in range(batch_size):
+            nodes, clusters = level.mask[g], level.cluster_mask[g]
+            s = level.s[g][nodes][:, clusters].detach().float().cpu()
+            content["s"].append(s)
+            content["clusters"].append(s.argmax(-1))
+            content["x"].append(level.x[g][clusters].detach().float().cpu())
+        levels.append(content)
+    return levels

@@ -1,0 +1,108 @@
+"""GraphClassifier with Lightning's own tools, as a Lightning user calls them: the tuner, any
+precision, the loggers' hyperparameters, a plain nn.Module as the model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.tuner import Tuner
+
+from diffpool.models import GlobalPoolNet
+from diffpool.training import GraphClassifier, TUDataModule
+
+SPEC = {"_target_": "diffpool.models.build_model", "variant": "diffpool", "hidden_channels": 16}
+
+
+@pytest.fixture()
+def mutag(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "mutag-module"
+    dm = TUDataModule("MUTAG", root=root, batch_size=16)
+    dm.setup()
+    return dm
+
+
+def _module(dm, model=SPEC, **kwargs):
+    return GraphClassifier(model, dm.num_features, dm.num_classes, dm.max_num_nodes, **kwargs)
+
+
+def _trainer(tmp_path, **kwargs):
+    options = dict(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return Trainer(**{**options, **kwargs})
+
+
+def test_lr_find_sets_the_optimizers_learning_rate(tmp_path, mutag):
+    module = _module(mutag)
+    assert module.lr == 1e-3
+    finder = Tuner(_trainer(tmp_path, limit_train_batches=None, max_epochs=-1)).lr_find(
+        module,
+        datamodule=mutag,
+        min_lr=1e-6,
+        max_lr=1e-2,
+        num_training=24,
+        early_stop_threshold=None,
+    )
+    suggestion = finder.suggestion()
+    assert suggestion is not None and module.lr == pytest.approx(suggestion)
+    # the spec the checkpoint stores holds it, and configure_optimizers uses it
+    assert module.hparams.optimizer["lr"] == pytest.approx(suggestion)
+    assert module.configure_optimizers().param_groups[0]["lr"] == pytest.approx(suggestion)
+
+
+def test_scale_batch_size_scales_the_data_modules_batches(tmp_path, mutag):
+    module = _module(mutag)
+    size = Tuner(_trainer(tmp_path)).scale_batch_size(
+        module, datamodule=mutag, mode="power", steps_per_trial=1, init_val=16, max_trials=2
+    )
+    assert size == 32 and mutag.batch_size == 32  # 16 fits, so 32 (two trials)
+    # the loader follows: 152 training graphs in ceil(152 / 32) = 5 even batches
+    loader = mutag.train_dataloader()
+    assert len(loader) == 5 and max(len(batch.y) for batch in loader) <= 32
+
+
+@pytest.mark.parametrize("precision", ["64-true", "32-true", "bf16-mixed"])
+def test_every_cpu_precision_trains(tmp_path, mutag, precision):
+    module = _module(mutag)
+    trainer = _trainer(tmp_path, precision=precision)
+    trainer.fit(module, datamodule=mutag)
+    loss = trainer.callback_metrics["train/loss"]
+    assert math.isfinite(float(loss))
+    expected = torch.float64 if precision == "64-true" else torch.float32
+    assert next(module.parameters()).dtype == expected
+
+
+def test_hyperparameters_reach_the_loggers(tmp_path, mutag):
+    module = _module(mutag)
+    logger = CSVLogger(tmp_path, name="logs")
+    _trainer(tmp_path, logger=logger).fit(module, datamodule=mutag)
+    hparams = yaml.safe_load((tmp_path / "logs" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["model"]["variant"] == "diffpool"
+    assert hparams["optimizer"]["lr"] == 1e-3 and hparams["in_channels"] == 7
+    assert hparams["data/name"] == "MUTAG" and hparams["data/batch_size"] == 16
+    assert hparams["num_parameters"] == sum(p.numel() for p in module.model.parameters()) > 0
+
+
+def test_a_plain_module_trains_and_reloads_with_the_same_network(tmp_path, mutag):
+    def network():
+        return GlobalPoolNet(mutag.num_features, mutag.num_classes, hidden_channels=16)
+
+    module = _module(mutag, model=network())
+    trainer = _trainer(tmp_path, enable_checkpointing=True)
+    trainer.fit(module, datamodule=mutag)
+    (ckpt,) = list(tmp_path.rglob("*.ckpt"))
+    reloaded = GraphClassifier.load_from_checkpoint(ckpt, model=network())
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key

@@ -1,0 +1,137 @@
+"""Using a trained run: Trainer.predict, the prediction and assignment files, load_run's
+errors, diffpool-predict and diffpool-train train=false from a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from lightning.pytorch import Trainer
+
+from diffpool.training import RunResult, train
+from diffpool.training.predict import (
+    collect_predictions,
+    load_assignments,
+    load_run,
+    read_predictions,
+    write_assignments,
+    write_predictions,
+)
+from helpers import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _trained(root: Path, name: str, *overrides: str) -> Path:
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=mutag",
+                f"data.root={root / 'TU'}",
+                "trainer.max_epochs=2",
+                "model.hidden_channels=16",
+                f"output_dir={root / name}",
+                *overrides,
+            ],
+        )
+    train(cfg)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _trained(tmp_path_factory.mktemp("predict"), "diffpool", "model.num_levels=2")
+
+
+def _predict(module, datamodule):
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return collect_predictions(trainer.predict(module, datamodule=datamodule))
+
+
+def test_predictions_round_trip_and_equal_the_modules_output(run_dir, tmp_path):
+    module, datamodule = load_run(run_dir)
+    module.predict_assignments = True
+    predictions = _predict(module, datamodule)
+    test = datamodule.split.test.sort().values
+    assert torch.equal(predictions["graph_id"], test)  # every test graph once, in order
+    # the module itself, graph by graph, in eval mode
+    module.eval()
+    with torch.no_grad():
+        for i, graph_id in enumerate(test.tolist()[:5]):
+            from torch_geometric.data import Batch
+
+            out = module(Batch.from_data_list([datamodule.dataset[graph_id]]))
+            torch.testing.assert_close(
+                predictions["probabilities"][i], out.logits.softmax(-1)[0], rtol=1e-5, atol=1e-6
+            )
+    path = write_predictions(predictions, tmp_path / "p.csv")
+    back = read_predictions(path)
+    for key in ("graph_id", "target", "prediction"):
+        assert torch.equal(back[key], predictions[key]), key
+    assert torch.equal(back["probabilities"], predictions["probabilities"].double())  # exact
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        write_predictions(predictions, path)
+    # the assignments: one file per level, per graph without padding
+    files = write_assignments(predictions, tmp_path / "p.csv")
+    assert [f.name for f in files] == ["p.csv.level0.pt", "p.csv.level1.pt"]
+    first = load_assignments(files[0])
+    assert torch.equal(first["graph_id"], test)
+    for graph_id, s, clusters, x in zip(test.tolist(), first["s"], first["clusters"], first["x"]):
+        assert s.shape[0] == datamodule.dataset[graph_id].num_nodes
+        torch.testing.assert_close(s.sum(-1), torch.ones(s.shape[0]))  # rows of a softmax
+        assert torch.equal(clusters, s.argmax(-1)) and x.shape == (s.shape[1], x.shape[1])
+
+
+def test_bad_input_is_named(run_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_run(tmp_path / "nothing")
+    broken = tmp_path / "copy" / "checkpoints" / "bad.ckpt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
+    (tmp_path / "copy" / "results.json").write_text((run_dir / "results.json").read_text())
+    with pytest.raises(ValueError, match="not a readable GraphClassifier checkpoint"):
+        load_run(broken)
+    with pytest.raises(ValueError, match="takes 7 node features, but ENZYMES .* gives 3:"):
+        load_run(run_dir, data={"name": "ENZYMES"})
+
+
+def test_assignments_of_a_flat_model_are_refused(tmp_path):
+    module, datamodule = load_run(_trained(tmp_path, "base", "model=base"))
+    module.predict_assignments = True
+    with pytest.raises(ValueError, match="has no pooling levels"):
+        _predict(module, datamodule)
+
+
+def _cli(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_console_scripts_predict_and_evaluate(run_dir, tmp_path):
+    predict = [str(BIN / "diffpool-predict"), str(run_dir), "out=p.csv", "assignments=true"]
+    first = _cli(predict, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "graphs of MUTAG, test (fold 0), accuracy" in first.stdout
+    assert (tmp_path / "p.csv").exists() and (tmp_path / "p.csv.level1.pt").exists()
+    again = _cli(predict, tmp_path)
+    assert again.returncode == 2 and "exists: choose another out=" in again.stderr
+    typo = _cli([str(BIN / "diffpool-predict"), str(run_dir), "splt=all"], tmp_path)
+    assert typo.returncode == 2 and "unknown option 'splt'" in typo.stderr
+    # lightning-hydra-template's eval: the best checkpoint on the test fold
+    best = RunResult.load(run_dir).fair
+    evaluate = _cli(
+        [str(BIN / "diffpool-train"), "data=mutag", f"data.root={run_dir.parent / 'TU'}",
+         "train=false", f"ckpt_path={best.checkpoint}", "hydra.run.dir=eval"],
+        tmp_path,
+    )  # fmt: skip
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["metrics"]["test/acc"] == pytest.approx(best.test, abs=1e-6)
+    assert not (tmp_path / "eval" / "results.json").exists()
