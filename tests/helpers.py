@@ -212,3 +212,27 @@ def write_tu(raw: Path, name: str, node_labels: bool) -> None:
     (raw / f"{name}_graph_labels.txt").write_text("1\n2\n1\n")
     if node_labels:
         (raw / f"{name}_node_labels.txt").write_text("0\n1\n0\n1\n1\n2\n0\n0\n0\n")
+
+
+def trained_mutag_run(root: Path, name: str, *overrides: str) -> Path:
+    """A small MUTAG run of ``diffpool-train``'s code, in ``root/name`` (the dataset in
+    ``root/TU``): two epochs, hidden 16, no logger; ``overrides`` as on the command line."""
+    from hydra import compose, initialize_config_module
+
+    from diffpool.training import train
+
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=mutag",
+                f"data.root={root / 'TU'}",
+                "trainer.max_epochs=2",
+                "model.hidden_channels=16",
+                "logger=none",
+                f"output_dir={root / name}",
+                *overrides,
+            ],
+        )
+    train(cfg)
+    return root / name

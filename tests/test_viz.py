@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 
 from diffpool.cli.viz import main as viz_main
-from diffpool.training import train
 from diffpool.training.predict import load_run
 from diffpool.viz import draw_pooling
+from helpers import trained_mutag_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(tmp_path, model: str):
-    with initialize_config_module("diffpool.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "data=mutag",
-                f"data.root={tmp_path / 'TU'}",
-                f"model={model}",
-                "model.hidden_channels=16",
-                "trainer.max_epochs=1",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "logger=none",
-                f"output_dir={tmp_path / model}",
-            ],
-        )
-    train(cfg)
-    return tmp_path / model
-
-
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("viz"), "det")
+    return trained_mutag_run(tmp_path_factory.mktemp("viz"), "det", "model=det")
 
 
 def test_picture_colours_every_node_by_its_cluster(det_run, tmp_path):
@@ -59,7 +38,7 @@ def test_picture_colours_every_node_by_its_cluster(det_run, tmp_path):
 
 
 def test_cli_draws_a_learned_run_and_names_bad_input(tmp_path, capsys):
-    run = _run(tmp_path, "diffpool")
+    run = trained_mutag_run(tmp_path, "diffpool", "trainer.max_epochs=1")
     out = tmp_path / "g3.png"
     assert viz_main([str(run), "--graph", "3", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == PNG
@@ -68,6 +47,6 @@ def test_cli_draws_a_learned_run_and_names_bad_input(tmp_path, capsys):
     assert "--graph must be in [0, 188)" in capsys.readouterr().err
     assert viz_main([str(tmp_path / "nowhere")]) == 2
     assert "results.json not found" in capsys.readouterr().err
-    flat = _run(tmp_path, "base")
+    flat = trained_mutag_run(tmp_path, "base", "model=base", "trainer.max_epochs=1")
     assert viz_main([str(flat)]) == 2
     assert "no pooling level" in capsys.readouterr().err

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from lightning.pytorch import Trainer
 
-from diffpool.training import RunResult, train
+from diffpool.training import RunResult
 from diffpool.training.predict import (
     collect_predictions,
     load_assignments,
@@ -23,31 +22,14 @@ from diffpool.training.predict import (
     write_assignments,
     write_predictions,
 )
-from helpers import ROOT
+from helpers import ROOT, trained_mutag_run
 
 BIN = Path(sys.executable).parent
 
 
-def _trained(root: Path, name: str, *overrides: str) -> Path:
-    with initialize_config_module("diffpool.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "data=mutag",
-                f"data.root={root / 'TU'}",
-                "trainer.max_epochs=2",
-                "model.hidden_channels=16",
-                f"output_dir={root / name}",
-                *overrides,
-            ],
-        )
-    train(cfg)
-    return root / name
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return _trained(tmp_path_factory.mktemp("predict"), "diffpool", "model.num_levels=2")
+    return trained_mutag_run(tmp_path_factory.mktemp("predict"), "diffpool", "model.num_levels=2")
 
 
 def _predict(module, datamodule):
@@ -103,7 +85,7 @@ def test_bad_input_is_named(run_dir, tmp_path):
 
 
 def test_assignments_of_a_flat_model_are_refused(tmp_path):
-    module, datamodule = load_run(_trained(tmp_path, "base", "model=base"))
+    module, datamodule = load_run(trained_mutag_run(tmp_path, "base", "model=base"))
     module.predict_assignments = True
     with pytest.raises(ValueError, match="has no pooling levels"):
         _predict(module, datamodule)
