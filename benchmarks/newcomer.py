@@ -11,8 +11,8 @@ README states for it, and its output counted in lines.
 A command passes when it exits 0 within 1.5x its stated time (the README's figures are
 rounded; a shared machine varies) and prints at most ``--max-lines`` lines.
 
-    python benchmarks/newcomer.py                          # about 20 minutes on 2 cores
-    python benchmarks/newcomer.py --loads torch:1 --out benchmarks/results/newcomer
+    python benchmarks/newcomer.py                          # about 15 minutes on 2 cores
+    python benchmarks/newcomer.py --loads --out benchmarks/results/newcomer   # no extra load
 """
 
 from __future__ import annotations
@@ -139,13 +139,18 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    load = (
+        f"beside {' '.join(args.loads)} (threads.py's loads)"
+        if args.loads
+        else "with no load of its own (the machine's other jobs ran as they were)"
+    )
     lines = [
         "# The README's commands, as a newcomer runs them",
         "",
         f"`python benchmarks/newcomer.py --loads {' '.join(args.loads)}` on {os.cpu_count()} "
         f"cores, {time.strftime('%Y-%m-%d')}: a fresh clone, each block from an empty "
-        f"directory, beside the background load; ok: exit 0, at most {SLACK}x the stated time "
-        f"and {args.max_lines} lines of output.",
+        f"directory, {load}; ok: exit 0, at most {SLACK}x the stated time and "
+        f"{args.max_lines} lines of output.",
         "",
         "| command | stated | measured | lines | ok |",
         "|---|---|---|---|---|",
