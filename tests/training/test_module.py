@@ -87,7 +87,7 @@ def test_every_cpu_precision_trains(tmp_path, mutag, precision):
 def test_hyperparameters_reach_the_loggers(tmp_path, mutag):
     module = _module(mutag)
     logger = CSVLogger(tmp_path, name="logs")
-    _trainer(tmp_path, logger=logger).fit(module, datamodule=mutag)
+    _trainer(tmp_path, logger=logger, log_every_n_steps=1).fit(module, datamodule=mutag)
     hparams = yaml.safe_load((tmp_path / "logs" / "version_0" / "hparams.yaml").read_text())
     assert hparams["model"]["variant"] == "diffpool"
     assert hparams["optimizer"]["lr"] == 1e-3 and hparams["in_channels"] == 7
