@@ -147,7 +147,7 @@ def main(argv=None) -> None:
     lines = [
         "# The README's commands, as a newcomer runs them",
         "",
-        f"`python benchmarks/newcomer.py --loads {' '.join(args.loads)}` on {os.cpu_count()} "
+        f"`python benchmarks/newcomer.py {' '.join(['--loads', *args.loads])}` on {os.cpu_count()} "
         f"cores, {time.strftime('%Y-%m-%d')}: a fresh clone, each block from an empty "
         f"directory, {load}; ok: exit 0, at most {SLACK}x the stated time and "
         f"{args.max_lines} lines of output.",
