@@ -319,3 +319,20 @@ def test_return_assignments_false_drops_only_the_assignments(enzymes_batch, vari
     assert len(lean.levels) == len(full.levels)
     assert all(level.s is None for level in lean.levels)
     assert all(level.s is not None for level in full.levels)
+
+
+def test_unbatch_levels_gives_each_graphs_nodes_and_clusters():
+    from diffpool.models import unbatch_levels
+
+    batch = random_batch([5, 9, 3], num_features=4)
+    model = build_model("diffpool", 4, 2, 9, num_levels=2, ratio=0.5, budget="per_graph")
+    model.eval()
+    out = model(batch.x, batch.edge_index, batch.batch, batch_size=3)
+    levels = unbatch_levels(out, 3)
+    assert len(levels) == 2
+    first = levels[0]
+    assert [s.shape[0] for s in first["s"]] == [5, 9, 3]  # the graphs' own nodes
+    assert [s.shape[1] for s in first["s"]] == [3, 5, 2]  # ceil(0.5 * N_g) clusters each
+    for s, clusters, x in zip(first["s"], first["clusters"], first["x"]):
+        torch.testing.assert_close(s.sum(-1), torch.ones(s.shape[0]))
+        assert torch.equal(clusters, s.argmax(-1)) and x.shape[0] == s.shape[1]

@@ -2,7 +2,7 @@
 
 from diffpool.models.baselines import GlobalPoolNet
 from diffpool.models.diffpool_net import DiffPoolNet
-from diffpool.models.output import ClassifierOutput, classify
+from diffpool.models.output import ClassifierOutput, classify, unbatch_levels
 from diffpool.models.variants import VARIANTS, build_model, data_transform
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "build_model",
     "classify",
     "data_transform",
+    "unbatch_levels",
 ]

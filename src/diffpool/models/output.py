@@ -53,3 +53,22 @@ def classify(model: torch.nn.Module, batch, return_assignments: bool = True) -> 
         )
     zero = out.new_zeros(())
     return ClassifierOutput(out, zero, out.new_zeros(0), out.new_zeros(0))
+
+
+def unbatch_levels(out: ClassifierOutput, num_graphs: int) -> list[dict[str, list[Tensor]]]:
+    """Each pooling level of ``out`` as per-graph tensors without padding, on the CPU: ``s``
+    ``[N_g, C_g]`` (the graph's nodes, the clusters it uses), ``clusters`` ``[N_g]`` (each
+    node's hard cluster among them) and ``x`` ``[C_g, F]`` (the pooled embeddings)."""
+    levels = []
+    for level in out.levels:
+        if level.s is None:
+            raise ValueError("the model returned no assignments: call it with them")
+        content: dict[str, list[Tensor]] = {"s": [], "clusters": [], "x": []}
+        for g in range(num_graphs):
+            nodes, clusters = level.mask[g], level.cluster_mask[g]
+            s = level.s[g][nodes][:, clusters].detach().float().cpu()
+            content["s"].append(s)
+            content["clusters"].append(s.argmax(-1))
+            content["x"].append(level.x[g][clusters].detach().float().cpu())
+        levels.append(content)
+    return levels

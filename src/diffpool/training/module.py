@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 from torchmetrics.classification import MulticlassAccuracy
 
-from diffpool.models.output import ClassifierOutput, classify
+from diffpool.models.output import ClassifierOutput, classify, unbatch_levels
 
 #: the stage of each validation loader (:meth:`TUDataModule.val_dataloader`): the validation
 #: set and the test fold
@@ -262,8 +262,6 @@ class GraphClassifier(LightningModule):
         ``probabilities`` ``[B, num_classes]``; with :attr:`predict_assignments`, ``levels``:
         per pooling level, lists over graphs of ``s`` ``[N_g, C_g]``, ``clusters`` ``[N_g]``
         and ``x`` ``[C_g, F]`` (see :func:`~diffpool.training.predict.write_assignments`)."""
-        from diffpool.training.predict import per_graph_levels
-
         out = self(batch, return_assignments=self.predict_assignments)
         graphs = batch.num_graphs
         graph_id = getattr(batch, "graph_id", None)
@@ -284,7 +282,7 @@ class GraphClassifier(LightningModule):
                     f"{type(self.model).__name__} has no pooling levels: there are no "
                     "assignments to predict (a DiffPool model has them)"
                 )
-            result["levels"] = per_graph_levels(out, graphs)
+            result["levels"] = unbatch_levels(out, graphs)
         return result
 
     def configure_optimizers(self):

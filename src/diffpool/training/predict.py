@@ -205,21 +205,3 @@ def load_assignments(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, dict) or not {"graph_id", "s", "clusters", "x"} <= set(content):
         raise ValueError(f"{path} is not an assignments file of diffpool-predict")
     return content
-
-
-def per_graph_levels(out, batch_size: int) -> list[dict[str, list[Tensor]]]:
-    """Each pooling level of a :class:`~diffpool.models.output.ClassifierOutput` as per-graph
-    tensors without padding: ``s`` ``[N_g, C_g]``, ``clusters`` ``[N_g]``, ``x`` ``[C_g, F]``."""
-    levels = []
-    for level in out.levels:
-        if level.s is None:
-            raise ValueError("the model returned no assignments: call it with them")
-        content: dict[str, list[Tensor]] = {"s": [], "clusters": [], "x": []}
-        for g in range(batch_size):
-            nodes, clusters = level.mask[g], level.cluster_mask[g]
-            s = level.s[g][nodes][:, clusters].detach().float().cpu()
-            content["s"].append(s)
-            content["clusters"].append(s.argmax(-1))
-            content["x"].append(level.x[g][clusters].detach().float().cpu())
-        levels.append(content)
-    return levels
