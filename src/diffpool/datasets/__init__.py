@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from diffpool.datasets.names import BUNDLED
-    from diffpool.datasets.splits import FoldSplit, fold_split, stratified_folds
+    from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file, stratified_folds
     from diffpool.datasets.synthetic import TOPOLOGIES, hierarchical_communities
     from diffpool.datasets.tu import load_tu, prepare_raw
 
@@ -18,6 +18,7 @@ _EXPORTS = {
     "BUNDLED": "names",
     "FoldSplit": "splits",
     "fold_split": "splits",
+    "load_split_file": "splits",
     "stratified_folds": "splits",
     "TOPOLOGIES": "synthetic",
     "hierarchical_communities": "synthetic",
@@ -31,6 +32,7 @@ __all__ = [
     "TOPOLOGIES",
     "fold_split",
     "hierarchical_communities",
+    "load_split_file",
     "load_tu",
     "prepare_raw",
     "stratified_folds",

@@ -1,8 +1,12 @@
-"""Stratified k-fold cross-validation splits with a validation set off the training folds."""
+"""Stratified k-fold cross-validation splits with a validation set off the training folds,
+and published split files (:func:`load_split_file`)."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -77,3 +81,96 @@ def fold_split(
     rest = torch.cat([f for i, f in enumerate(folds) if i != fold]).sort().values
     train, val = stratified_holdout(rest, labels, val_ratio, seed + 1 + fold)
     return FoldSplit(train=train, val=val, test=folds[fold])
+
+
+def _fold_of(payload, file: Path, fold: int, inner: int) -> dict[str, list]:
+    """The train / val / test lists of one fold of a split file's content."""
+    if isinstance(payload, dict):
+        if fold != 0:
+            raise ValueError(f"{file} holds one split, not folds: fold must be 0, got {fold}")
+        missing = [k for k in ("train", "test") if k not in payload]
+        if missing or not ({"val", "validation"} & set(payload)):
+            raise ValueError(
+                f"{file}: a split file is a {{'train', 'val', 'test'}} object or a list of "
+                "folds (Errica et al.'s layout); this object has keys "
+                f"{sorted(payload)}"
+            )
+        return {
+            "train": payload["train"],
+            "val": payload.get("val", payload.get("validation")),
+            "test": payload["test"],
+        }
+    if not isinstance(payload, list) or not payload:
+        raise ValueError(f"{file}: expected a list of folds or a train/val/test object")
+    if not 0 <= fold < len(payload):
+        raise ValueError(f"{file} has {len(payload)} folds: fold must be in [0, {len(payload)})")
+    entry = payload[fold]
+    selection = entry.get("model_selection") if isinstance(entry, dict) else None
+    if not isinstance(selection, list) or "test" not in entry:
+        raise ValueError(
+            f"{file}, fold {fold}: expected 'test' and 'model_selection' (a list of "
+            "{'train', 'validation'}), as in Errica et al.'s split files"
+        )
+    if not 0 <= inner < len(selection):
+        raise ValueError(
+            f"{file}, fold {fold} has {len(selection)} model-selection splits: inner must be "
+            f"in [0, {len(selection)})"
+        )
+    return {
+        "train": selection[inner]["train"],
+        "val": selection[inner]["validation"],
+        "test": entry["test"],
+    }
+
+
+def load_split_file(
+    file: str | os.PathLike, num_graphs: int, fold: int = 0, inner: int = 0
+) -> FoldSplit:
+    """One fold of a published split file, checked against a dataset of ``num_graphs``.
+
+    Two layouts are read: Errica et al.'s fair-comparison splits (a JSON list with one entry
+    per fold, ``{"test": [...], "model_selection": [{"train": [...], "validation": [...]},
+    ...]}``; ``inner`` picks the model-selection split) and a single
+    ``{"train": [...], "val": [...], "test": [...]}`` object (``"validation"`` is read as
+    ``"val"``; ``fold`` must be 0).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not one of the layouts, a fold out of range, an index outside
+            ``[0, num_graphs)``, a graph in two of train / val / test, or an empty test or
+            training set; the message names the file and the fold.
+    """
+    file = Path(file)
+    if not file.exists():
+        raise FileNotFoundError(f"split file {file} not found")
+    try:
+        payload = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from err
+    parts = _fold_of(payload, file, fold, inner)
+    where = f"{file}, fold {fold}"
+    split = {}
+    for name, values in parts.items():
+        try:
+            indices = torch.as_tensor(values if values is not None else [], dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{where}: {name} is not a list of graph indices ({err})") from err
+        outside = indices[(indices < 0) | (indices >= num_graphs)]
+        if outside.numel():
+            raise ValueError(
+                f"{where}: {name} names graph {int(outside[0])}, outside the dataset's "
+                f"{num_graphs} graphs ({outside.numel()} such indices)"
+            )
+        if indices.unique().numel() != indices.numel():
+            raise ValueError(f"{where}: {name} names a graph twice")
+        split[name] = indices.sort().values
+    for name in ("test", "train"):
+        if split[name].numel() == 0:
+            raise ValueError(f"{where}: the {name} set is empty")
+    for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
+        shared = set(split[a].tolist()) & set(split[b].tolist())
+        if shared:
+            raise ValueError(
+                f"{where}: {len(shared)} graphs are in both {a} and {b} (e.g. graph {min(shared)})"
+            )
+    return FoldSplit(train=split["train"], val=split["val"], test=split["test"])
