@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from diffpool.utils.extras import require
+from diffpool.cli import extras_present
 
 #: the options of ``key=value`` form besides ``data=`` and ``data.<key>=``
 OPTIONS = {"split": "test", "out": None, "assignments": "false", "checkpoint": "best",
@@ -64,10 +64,7 @@ def data_config(group: str, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    try:
-        require("train", "diffpool-predict")
-    except ImportError as err:
-        print(f"diffpool-predict: {err}", file=sys.stderr)
+    if not extras_present("diffpool-predict", "train"):
         return 2
     parser = argparse.ArgumentParser(
         prog="diffpool-predict",

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffpool.utils.extras import require
+from diffpool.cli import extras_present
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    try:
-        require("train", "diffpool-report")
-    except ImportError as err:
-        print(f"diffpool-report: {err}", file=sys.stderr)
+    if not extras_present("diffpool-report", "train"):
         return 2
     from diffpool.training.report import write_report
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffpool.utils.extras import require
+from diffpool.cli import extras_present
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    try:
-        require("viz", "diffpool-viz")
-        require("train", "diffpool-viz")  # a trained run's module and data
-    except ImportError as err:
-        print(f"diffpool-viz: {err}", file=sys.stderr)
+    if not extras_present("diffpool-viz", "viz", "train"):  # train: a run's module and data
         return 2
     from diffpool.training.predict import load_run
     from diffpool.viz import draw_pooling
