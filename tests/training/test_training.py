@@ -140,7 +140,7 @@ def test_variant_configs_cannot_be_contradicted():
         GraphClassifier(cfg.model, 7, 2, 28)
 
 
-@pytest.mark.parametrize("dataset", ["enzymes", "proteins", "dd", "collab"])
+@pytest.mark.parametrize("dataset", ["enzymes", "proteins", "dd", "collab", "reddit-multi-12k"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_the_paper_preset_composes_with_every_dataset_and_model(dataset, variant):
     cfg = _compose("experiment=paper", f"data={dataset}", f"model={variant}")
