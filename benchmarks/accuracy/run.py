@@ -294,7 +294,7 @@ def write_table(results: dict, path: Path) -> None:
     for d in SETTINGS:
         if d not in datasets:
             lines.append(
-                f"- **{d}** (the paper's other column): not run. {SETTINGS[d].note} "
+                f"- **{d}**: not run. {SETTINGS[d].note} "
                 f"`python benchmarks/accuracy/run.py --datasets {d}`"
             )
     path.write_text("\n".join(lines) + "\n")
