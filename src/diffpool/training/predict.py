@@ -46,42 +46,64 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = 
         ValueError: a checkpoint that cannot be read, or whose input width is not the
             dataset's.
     """
-    from hydra.utils import instantiate
-
-    from diffpool.models import data_transform
-    from diffpool.training.module import GraphClassifier
     from diffpool.training.results import RunResult
 
     run_dir, path = Path(run_dir), None
     if run_dir.suffix == ".ckpt":
         path, run_dir = run_dir, run_dir.parent.parent
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} not found")
     result = RunResult.load(run_dir)
     if path is None:
         path = _checkpoint(run_dir, result, checkpoint)
+    module = load_checkpoint(path)
+    return module, load_data(module, {**result.config["data"], **(data or {})}, path)
+
+
+def load_checkpoint(path: str | Path):
+    """A :class:`~diffpool.training.GraphClassifier` from a checkpoint, on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file that is not a readable GraphClassifier checkpoint.
+    """
+    from diffpool.training.module import GraphClassifier
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
     try:
-        module = GraphClassifier.load_from_checkpoint(
+        return GraphClassifier.load_from_checkpoint(
             str(path), map_location="cpu", weights_only=True
         )
     except (RuntimeError, EOFError, KeyError, OSError, TypeError, pickle.UnpicklingError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
         raise ValueError(
             f"{path} is not a readable GraphClassifier checkpoint ({type(err).__name__}: {err})"
         ) from err
-    data_cfg = {**result.config["data"], **(data or {})}
+
+
+def load_data(module, data_cfg: dict, checkpoint: str | Path):
+    """The data module of ``data_cfg`` (a ``_target_`` spec), set up with the transform the
+    module's model needs.
+
+    Raises:
+        ValueError: its node features are not as wide as the module's input (``checkpoint``
+            names where the module came from).
+    """
+    from hydra.utils import instantiate
+
+    from diffpool.models import data_transform
+
     spec = module.hparams.model
     datamodule = instantiate(data_cfg, transform=data_transform(spec) if spec else None)
     datamodule.setup()
     expected = module.hparams.in_channels
     if datamodule.num_features != expected:
         raise ValueError(
-            f"the checkpoint {path} takes {expected} node features, but {datamodule.name} "
-            f"with these data settings gives {datamodule.num_features}: use the run's data "
-            "settings (node_features, max_degree) or a checkpoint trained on this data"
+            f"the checkpoint {checkpoint} takes {expected} node features, but "
+            f"{datamodule.name} with these data settings gives {datamodule.num_features}: "
+            "use the run's data settings (node_features, max_degree) or a checkpoint "
+            "trained on this data"
         )
-    return module, datamodule
+    return datamodule
 
 
 def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
@@ -93,10 +115,7 @@ def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
         if not candidates:
             raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
         return candidates[-1]
-    path = run_dir / "checkpoints" / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    return path
+    return run_dir / "checkpoints" / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
 
 
 def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:

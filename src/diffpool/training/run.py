@@ -250,6 +250,14 @@ def build(cfg: DictConfig, out: Path):
     return datamodule, module, trainer, history
 
 
+def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
+    """What every job sets before it runs: torch's threads (``threads``) and Lightning's
+    console output (:func:`~diffpool.training.console.quiet_lightning`)."""
+    quiet_lightning(sweep=sweep)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
+
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunResult:
     """Train and evaluate one config in ``output_dir`` (default: ``cfg.output_dir``).
 
@@ -264,9 +272,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     job = job_name()
     discard = job == "" and (not out.exists() or _only_hydra_files(out))
     out.mkdir(parents=True, exist_ok=True)
-    quiet_lightning(sweep=bool(job))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    _prepare_process(cfg, sweep=bool(job))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
         return _run(cfg, out, discard=False)
     lock = FileLock(str(out / LOCK))
@@ -320,30 +326,20 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
     (the model is the checkpoint's), log the metrics and write them to ``eval.json``.
 
     Raises:
-        ValueError: no ``ckpt_path``, or a checkpoint whose input width is not the data's.
+        ValueError: no ``ckpt_path``, a checkpoint that cannot be read, or one whose input
+            width is not the data's.
         FileNotFoundError: the checkpoint does not exist.
     """
-    from diffpool.training.module import GraphClassifier
+    from diffpool.training.predict import load_checkpoint, load_data
     from diffpool.training.results import write_json
 
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
-    quiet_lightning()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    _prepare_process(cfg, sweep=bool(job_name()))
     if not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
     path = Path(cfg.ckpt_path)
-    if not path.exists():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist")
-    module = GraphClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    spec = module.hparams.model
-    datamodule = instantiate(cfg.data, transform=data_transform(spec) if spec else None)
-    datamodule.setup("test")
-    if datamodule.num_features != module.hparams.in_channels:
-        raise ValueError(
-            f"the checkpoint {path} takes {module.hparams.in_channels} node features, but "
-            f"{datamodule.name} with these data settings gives {datamodule.num_features}"
-        )
+    module = load_checkpoint(path)
+    datamodule = load_data(module, OmegaConf.to_container(cfg.data, resolve=True), path)
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
