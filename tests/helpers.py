@@ -236,3 +236,121 @@ def trained_mutag_run(root: Path, name: str, *overrides: str) -> Path:
         )
     train(cfg)
     return root / name
+
+
+def write_ogb_layout(root: Path, name: str = "ogbg-molhiv", num_graphs: int = 40, seed: int = 0):
+    """A tiny dataset in the layout OGB's ``PygGraphPropPredDataset(name, root)`` reads from
+    disk (what OGB's zip unpacks): ``root/<name with _>/raw/*.csv.gz``, ``split/<type>/``,
+    ``RELEASE_v1.txt``. Molecule-like graphs: 9 integer atom features, 3 integer bond
+    features, ``num tasks`` labels per graph (0/1, some NaN for multi-task datasets), split
+    60/20/20. Returns the graphs' labels ``[num_graphs, tasks]``."""
+    import numpy as np
+    import pandas as pd
+    from ogb.graphproppred import PygGraphPropPredDataset  # noqa: F401  (the ogb extra)
+    from ogb.utils.features import get_atom_feature_dims, get_bond_feature_dims
+
+    meta = pd.read_csv(
+        Path(importlib.util.find_spec("ogb.graphproppred").origin).parent / "master.csv",
+        index_col=0,
+        keep_default_na=False,
+    )[name]
+    tasks = int(meta["num tasks"])
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / name.replace("-", "_")
+    (folder / "raw").mkdir(parents=True)
+    edges, node_feat, edge_feat, nodes, counts = [], [], [], [], []
+    for _ in range(num_graphs):
+        n = int(rng.integers(3, 9))
+        src = np.arange(n - 1)
+        pairs = np.stack([src, src + 1], axis=1)  # a chain: connected, one direction (OGB)
+        edges.append(pairs)
+        nodes.append(n)
+        counts.append(len(pairs))
+        node_feat.append(np.stack([rng.integers(0, d, n) for d in get_atom_feature_dims()], 1))
+        edge_feat.append(
+            np.stack([rng.integers(0, d, len(pairs)) for d in get_bond_feature_dims()], 1)
+        )
+    labels = rng.integers(0, 2, (num_graphs, tasks)).astype(float)
+    if meta["task type"] == "regression":
+        labels = rng.normal(size=(num_graphs, tasks))
+    elif tasks > 1:
+        labels[rng.random(labels.shape) < 0.2] = np.nan
+    files = {
+        "edge": np.concatenate(edges),
+        "node-feat": np.concatenate(node_feat),
+        "edge-feat": np.concatenate(edge_feat),
+        "num-node-list": np.array(nodes)[:, None],
+        "num-edge-list": np.array(counts)[:, None],
+        "graph-label": labels,
+    }
+    for stem, values in files.items():
+        pd.DataFrame(values).to_csv(
+            folder / "raw" / f"{stem}.csv.gz", header=False, index=False, compression="gzip"
+        )
+    split = folder / "split" / meta["split"]
+    split.mkdir(parents=True)
+    order = rng.permutation(num_graphs)
+    a, b = int(0.6 * num_graphs), int(0.8 * num_graphs)
+    for part, idx in (("train", order[:a]), ("valid", order[a:b]), ("test", order[b:])):
+        pd.DataFrame(np.sort(idx)).to_csv(
+            split / f"{part}.csv.gz", header=False, index=False, compression="gzip"
+        )
+    (folder / f"RELEASE_v{meta['version']}.txt").write_text("tiny test copy\n")
+    return torch.tensor(labels)
+
+
+def tiny_graphs(
+    kind: str = "multiclass", num_graphs: int = 48, seed: int = 0, edge_dim: int = 3
+) -> list[Data]:
+    """Small random graphs with a target of each task's kind, learnable from the features:
+    ``multiclass`` (3 classes, ``y`` ``[1]``), ``binary`` (``y`` ``[1, 1]``, OGB style),
+    ``multilabel`` (``y`` ``[1, 4]``, a fifth of the labels NaN), ``regression``
+    (``y`` ``[1]`` float); float ``x`` ``[n, 5]`` and ``edge_attr`` ``[E, edge_dim]``."""
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(num_graphs):
+        n = int(torch.randint(4, 12, (1,), generator=gen))
+        x = torch.randn(n, 5, generator=gen)
+        signal = x[:, 0].mean()
+        if kind == "multiclass":
+            y = torch.tensor([i % 3])
+        elif kind == "binary":
+            y = torch.tensor([[i % 2]])
+        elif kind == "multilabel":
+            y = torch.randint(0, 2, (1, 4), generator=gen).float()
+            y[torch.rand(1, 4, generator=gen) < 0.2] = float("nan")
+            y[0, i % 4] = float(i % 2)  # every label has both classes
+        elif kind == "regression":
+            y = signal.view(1) + 0.1 * torch.randn(1, generator=gen)
+        else:
+            raise ValueError(kind)
+        edge_index = random_graph(n, 3.0, gen)
+        graphs.append(
+            Data(
+                x=x,
+                edge_index=edge_index,
+                edge_attr=torch.randn(edge_index.size(1), edge_dim, generator=gen),
+                y=y,
+            )
+        )
+    return graphs
+
+
+class TinyGraphDataset(torch.utils.data.Dataset):
+    """:func:`tiny_graphs` as a dataset a ``_target_`` spec builds (``helpers.TinyGraphDataset``
+    with ``PYTHONPATH=tests``); with ``split`` (``train`` / ``val`` / ``test``) one part of
+    it, as PyG's ``ZINC(split=...)``."""
+
+    def __init__(self, root: str | None = None, kind: str = "multiclass", num_graphs: int = 48,
+                 seed: int = 0, split: str | None = None):  # fmt: skip
+        graphs = tiny_graphs(kind, num_graphs, seed)
+        parts = {"train": graphs[: num_graphs // 2], "val": graphs[num_graphs // 2 : 3 * num_graphs // 4],
+                 "test": graphs[3 * num_graphs // 4 :]}  # fmt: skip
+        self.graphs = graphs if split is None else parts[split]
+        self.name = f"tiny-{kind}"
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, idx: int) -> Data:
+        return self.graphs[idx]

@@ -195,7 +195,7 @@ def test_data_module_batches_carry_graph_ids(tmp_path):
     assert torch.equal(torch.cat([b.graph_id for b in test]).sort().values, dm.split.test)
     assert torch.equal(torch.cat([b.graph_id for b in val]).sort().values, dm.split.val)
     batch = next(iter(dm.test_dataloader()))
-    assert torch.equal(batch.y, dm.dataset.y[batch.graph_id])
+    assert torch.equal(batch.y, dm.dataset.base.y[batch.graph_id])
 
 
 def _bundled_zip(name: str) -> bytes:

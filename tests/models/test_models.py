@@ -50,6 +50,11 @@ def _levels(variant: str) -> dict:
 def test_every_encoder_and_variant_trains(enzymes_batch, encoder, variant):
     batch, max_nodes, num_classes = enzymes_batch
     torch.manual_seed(0)
+    edges = {}
+    if ENCODERS[encoder].edge_required:  # GINE: the batch gets edge features
+        batch = batch.clone()
+        batch.edge_attr = torch.randn(batch.num_edges, 3)
+        edges["edge_dim"] = 3
     model = build_model(
         variant,
         batch.num_features,
@@ -58,6 +63,7 @@ def test_every_encoder_and_variant_trains(enzymes_batch, encoder, variant):
         encoder=encoder,
         hidden_channels=16,
         **_levels(variant),
+        **edges,
     )
     out = _forward(model, batch)
     assert out.logits.shape == (batch.num_graphs, num_classes)

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from diffpool.datasets.names import BUNDLED
+    from diffpool.datasets.ogb import load_ogb
+    from diffpool.datasets.source import DataUnavailableError
     from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file, stratified_folds
     from diffpool.datasets.synthetic import TOPOLOGIES, hierarchical_communities
     from diffpool.datasets.tu import load_tu, prepare_raw
 
 _EXPORTS = {
     "BUNDLED": "names",
+    "DataUnavailableError": "source",
+    "load_ogb": "ogb",
     "FoldSplit": "splits",
     "fold_split": "splits",
     "load_split_file": "splits",
@@ -28,10 +32,12 @@ _EXPORTS = {
 
 __all__ = [
     "BUNDLED",
+    "DataUnavailableError",
     "FoldSplit",
     "TOPOLOGIES",
     "fold_split",
     "hierarchical_communities",
+    "load_ogb",
     "load_split_file",
     "load_tu",
     "prepare_raw",

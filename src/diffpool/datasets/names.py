@@ -1,4 +1,5 @@
-"""The names of TU datasets the package knows (no torch import: the CLI's configs read them)."""
+"""The names of the datasets the package knows: the TU collection and OGB's molecule datasets
+(no torch import: the CLI's configs read them)."""
 
 #: datasets whose official archive ships inside the package
 BUNDLED = ("ENZYMES", "PROTEINS", "MUTAG")
@@ -15,4 +16,13 @@ KNOWN = (
     "PROTEINS_full", "PTC_FM", "PTC_FR", "PTC_MM", "PTC_MR", "Peking_1", "REDDIT-BINARY",
     "REDDIT-MULTI-12K", "REDDIT-MULTI-5K", "SYNTHETIC", "SYNTHETICnew", "Synthie", "TRIANGLES",
     "deezer_ego_nets", "github_stargazers", "reddit_threads", "twitch_egos",
+)  # fmt: skip
+
+#: OGB's molecule graph-property datasets (atom and bond features, OGB's split and evaluator):
+#: each is a ``data`` option of ``diffpool-train`` (``data=ogbg-molhiv``), the generic
+#: ``data/ogbg.yaml`` with that name
+OGB_MOLECULES = (
+    "ogbg-molbace", "ogbg-molbbbp", "ogbg-molclintox", "ogbg-molesol", "ogbg-molfreesolv",
+    "ogbg-molhiv", "ogbg-mollipo", "ogbg-molmuv", "ogbg-molpcba", "ogbg-molsider",
+    "ogbg-moltox21", "ogbg-moltoxcast",
 )  # fmt: skip

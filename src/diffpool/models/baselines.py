@@ -33,6 +33,8 @@ class GlobalPoolNet(torch.nn.Module):
         num_classes (int): Number of classes.
         max_num_nodes (int, optional): The dataset's largest graph. Unused: accepted so that
             every model of the package is built from the same facts of the dataset.
+        edge_dim (int, optional): Edge feature width, for encoder types that take edge
+            features (``"gine"``, ``"gat"``). (default: :obj:`None`)
             (default: :obj:`None`)
         hidden_channels (int, optional): (default: :obj:`64`)
         encoder (str, optional): (default: :obj:`"sage"`)
@@ -54,6 +56,7 @@ class GlobalPoolNet(torch.nn.Module):
         num_classes: int,
         max_num_nodes: int | None = None,
         *,
+        edge_dim: int | None = None,
         hidden_channels: int = 64,
         encoder: str = "sage",
         num_layers: int = 3,
@@ -69,9 +72,9 @@ class GlobalPoolNet(torch.nn.Module):
         super().__init__()
         if readout not in GLOBAL_READOUTS:
             raise ValueError(f"readout must be one of {GLOBAL_READOUTS}, got {readout!r}")
-        if in_channels < 1 or num_classes < 2:
+        if in_channels < 1 or num_classes < 1:
             raise ValueError(
-                f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}"
+                f"need in_channels >= 1 and num_classes >= 1, got {in_channels}, {num_classes}"
             )
         self.in_channels, self.num_classes, self.readout = in_channels, num_classes, readout
         self.encoder = GNNEncoder(
@@ -84,7 +87,9 @@ class GlobalPoolNet(torch.nn.Module):
             norm=norm,
             concat=concat,
             normalize=normalize,
+            edge_dim=edge_dim,
         )
+        self.edge_dim = edge_dim
         channels = self.encoder.out_channels
         self.aggr = None
         if readout == "set2set":
@@ -111,10 +116,12 @@ class GlobalPoolNet(torch.nn.Module):
         edge_weight: Tensor | None = None,
         *,
         batch_size: int | None = None,
+        edge_attr: Tensor | None = None,
     ) -> ClassifierOutput:
-        """Classify a sparse mini-batch."""
+        """Classify a sparse mini-batch (``edge_attr``: for a model built with
+        ``edge_dim``)."""
         batch, batch_size = resolve_batch(x, batch, batch_size)
-        z = self.encoder(x, edge_index, edge_weight)
+        z = self.encoder(x, edge_index, edge_weight, edge_attr=edge_attr)
         if self.aggr is None:
             h = sparse_readout(self.readout, z, batch, batch_size)
         else:
@@ -135,6 +142,7 @@ class GlobalPoolNet(torch.nn.Module):
             data.batch,
             data.get("edge_weight"),
             batch_size=data.num_graphs,
+            edge_attr=data.get("edge_attr") if self.edge_dim is not None else None,
         )
 
     def __repr__(self) -> str:

@@ -97,9 +97,15 @@ class DiffPoolNet(torch.nn.Module):
     which :class:`~diffpool.transforms.ClusterAssignment` adds to the dataset and which the
     forward pass takes as ``clusters``; there is no pooling GNN.
 
+    **Edge features.** With ``edge_dim`` and an encoder type that takes edge features
+    (``"gine"``, ``"gat"``), the first level's GNNs get ``edge_attr``. The coarsened levels
+    have none: :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}` pools the
+    connectivity only.
+
     Args:
         in_channels (int): Size of each input node feature.
-        num_classes (int): Number of classes.
+        num_classes (int): The output size (classes; labels or target values for other
+            tasks).
         max_num_nodes (int, optional): :math:`N_{\mathrm{ref}}`, the largest graph of the
             dataset. (default: :obj:`None`)
         num_clusters (int or Sequence[int], optional): :math:`C_1` (or every :math:`C_l`)
@@ -133,6 +139,7 @@ class DiffPoolNet(torch.nn.Module):
             ``"raw"`` (:math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}`, the paper) or
             ``"normalized"`` (:func:`normalize_coarse_adj`). (default: :obj:`"raw"`)
         validate (bool, optional): Input checks in the pooling layers. (default: :obj:`True`)
+        edge_dim (int, optional): Edge feature width (see above). (default: :obj:`None`)
     """
 
     def __init__(
@@ -141,6 +148,7 @@ class DiffPoolNet(torch.nn.Module):
         num_classes: int,
         max_num_nodes: int | None = None,
         *,
+        edge_dim: int | None = None,
         num_clusters: int | Sequence[int] | None = None,
         hidden_channels: int = 64,
         encoder: str = "sage",
@@ -163,9 +171,9 @@ class DiffPoolNet(torch.nn.Module):
         validate: bool = True,
     ):
         super().__init__()
-        if in_channels < 1 or num_classes < 2:
+        if in_channels < 1 or num_classes < 1:
             raise ValueError(
-                f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}"
+                f"need in_channels >= 1 and num_classes >= 1, got {in_channels}, {num_classes}"
             )
         if num_levels < 1:
             raise ValueError(f"num_levels must be at least 1, got {num_levels}")
@@ -182,7 +190,7 @@ class DiffPoolNet(torch.nn.Module):
         self.num_levels = num_levels
         self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
         self._given_clusters = num_clusters
-        self.in_channels, self.num_classes = in_channels, num_classes
+        self.in_channels, self.num_classes, self.edge_dim = in_channels, num_classes, edge_dim
 
         block = dict(
             num_layers=num_layers, dropout=dropout, norm=norm, concat=concat, normalize=normalize
@@ -206,6 +214,7 @@ class DiffPoolNet(torch.nn.Module):
                     hidden_channels,
                     clusters,
                     pool=assignment == "learned",
+                    **({"edge_dim": edge_dim} if level == 0 and edge_dim is not None else {}),
                     **block,
                     **layer,
                 )
@@ -284,6 +293,7 @@ class DiffPoolNet(torch.nn.Module):
         batch_size: int | None = None,
         clusters: Sequence[Tensor] | None = None,
         return_assignments: bool = True,
+        edge_attr: Tensor | None = None,
     ) -> ClassifierOutput:
         r"""Classify a sparse mini-batch of graphs.
 
@@ -301,6 +311,8 @@ class DiffPoolNet(torch.nn.Module):
                 is :obj:`None` and the first level never builds its dense ``[B, N_max, C]``
                 assignment (what :class:`~diffpool.training.GraphClassifier` does in its
                 steps, to save memory). (default: :obj:`True`)
+            edge_attr (torch.Tensor, optional): ``[E, edge_dim]`` edge features, for a
+                model built with ``edge_dim``. (default: :obj:`None`)
 
         Returns:
             ClassifierOutput: ``logits`` ``[B, num_classes]``, the summed ``aux_loss``, the
@@ -323,6 +335,7 @@ class DiffPoolNet(torch.nn.Module):
             batch_size=batch_size,
             assignment=fixed,
             return_assignment=return_assignments,
+            edge_attr=edge_attr if self.edge_dim is not None else None,
         )
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
@@ -374,6 +387,7 @@ class DiffPoolNet(torch.nn.Module):
             batch_size=data.num_graphs,
             clusters=clusters,
             return_assignments=return_assignments,
+            edge_attr=data.get("edge_attr") if self.edge_dim is not None else None,
         )
 
     def __repr__(self) -> str:

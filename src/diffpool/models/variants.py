@@ -33,7 +33,7 @@ VARIANTS: dict[str, tuple[type[torch.nn.Module], dict[str, Any]]] = {
 }
 
 #: what every model is built from: facts of the dataset, not settings
-DATASET_FACTS = ("in_channels", "num_classes", "max_num_nodes")
+DATASET_FACTS = ("in_channels", "num_classes", "max_num_nodes", "edge_dim")
 
 
 def _resolve(variant: str, config: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
@@ -63,11 +63,15 @@ def build_model(
     in_channels: int,
     num_classes: int,
     max_num_nodes: int | None = None,
+    edge_dim: int | None = None,
     **config: Any,
 ) -> torch.nn.Module:
-    """Build a variant of the paper's table from the dataset's facts and its settings
-    (``config``: the class's keyword arguments; one it does not take is an error)."""
+    """Build a variant of the paper's table from the dataset's facts (``edge_dim``: the edge
+    feature width, for encoders that take edge features) and its settings (``config``: the
+    class's keyword arguments; one it does not take is an error)."""
     cls, kwargs = _resolve(variant, config)
+    if edge_dim is not None:
+        kwargs["edge_dim"] = edge_dim
     return cls(in_channels, num_classes, max_num_nodes, **kwargs)
 
 

@@ -10,6 +10,7 @@ from diffpool.nn.encoders import (
     get_encoder,
     register_encoder,
 )
+from diffpool.nn.features import CategoricalEncoder
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ENCODERS",
     "register_encoder",
     "get_encoder",
+    "CategoricalEncoder",
     "SumConv",
     "DenseSumConv",
 ]

@@ -75,6 +75,7 @@ class DiffPoolBase(torch.nn.Module):
         concat: bool = False,
         normalize: bool = False,
         pool: bool = True,
+        edge_dim: int | None = None,
         **kwargs,
     ):
         r"""Build the layer with registered encoder stacks for both GNNs.
@@ -99,9 +100,14 @@ class DiffPoolBase(torch.nn.Module):
                 in the pooling GNN only before its final linear map). (default: :obj:`False`)
             pool (bool, optional): Build the pooling GNN; :obj:`False` for a layer that is
                 always given its ``assignment`` (DiffPool-Det). (default: :obj:`True`)
+            edge_dim (int, optional): Edge feature width, for the sparse layer with an
+                encoder type that takes edge features (``"gine"``, ``"gat"``).
+                (default: :obj:`None`)
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``, ...).
         """
         common = dict(num_layers=num_layers, dropout=dropout, norm=norm, concat=concat)
+        if edge_dim is not None:
+            common["edge_dim"] = edge_dim
         embed = cls.encoder_class(
             encoder, in_channels, hidden_channels, hidden_channels, normalize=normalize, **common
         )

@@ -14,11 +14,11 @@ from diffpool.nn.encoders import GNNEncoder
 from diffpool.utils.validation import check_connectivity, check_features, check_input_matches
 
 
-def _accepts_edge_weight(module: torch.nn.Module | None) -> bool:
+def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
     if module is None:
         return False
     try:
-        return "edge_weight" in inspect.signature(module.forward).parameters
+        return argument in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
         return False
 
@@ -131,16 +131,13 @@ class DiffPoolConv(DiffPoolBase):
             validate,
             head=head,
         )
-        self._embed_weighted = _accepts_edge_weight(embed)
-        self._pool_weighted = _accepts_edge_weight(pool)
+        self._embed_args = {a for a in ("edge_weight", "edge_attr") if _accepts(embed, a)}
+        self._pool_args = {a for a in ("edge_weight", "edge_attr") if _accepts(pool, a)}
 
     @staticmethod
-    def _run(
-        gnn: torch.nn.Module, weighted: bool, x: Tensor, edge_index, edge_weight: Tensor | None
-    ) -> Tensor:
-        if edge_weight is not None and weighted:
-            return gnn(x, edge_index, edge_weight=edge_weight)
-        return gnn(x, edge_index)
+    def _run(gnn: torch.nn.Module, accepted: set, x: Tensor, edge_index, **edges) -> Tensor:
+        given = {k: v for k, v in edges.items() if v is not None and k in accepted}
+        return gnn(x, edge_index, **given)
 
     def forward(
         self,
@@ -153,6 +150,7 @@ class DiffPoolConv(DiffPoolBase):
         max_num_nodes: int | None = None,
         assignment: Tensor | None = None,
         return_assignment: bool = True,
+        edge_attr: Tensor | None = None,
     ) -> DiffPoolOutput:
         r"""Pool a sparse mini-batch.
 
@@ -179,6 +177,10 @@ class DiffPoolConv(DiffPoolBase):
                 the largest tensor of a batch with one large graph, and no loss needs it).
                 Training loops that do not read ``s`` should pass
                 :obj:`False`. (default: :obj:`True`)
+            edge_attr (torch.Tensor, optional): ``[E, D]`` edge features, given to the GNNs
+                whose ``forward`` takes ``edge_attr`` (e.g. an encoder of type ``"gine"``).
+                The coarsened graph has none: :math:`\mathbf{A}'` pools the connectivity
+                (and ``edge_weight``) only. (default: :obj:`None`)
 
         Returns:
             DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s``
@@ -190,10 +192,10 @@ class DiffPoolConv(DiffPoolBase):
             check_features(x, dim=2)
             check_connectivity(edge_index, edge_weight, x.size(0))
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
-        z = self._run(self.embed, self._embed_weighted, x, edge_index, edge_weight)
+        edges = dict(edge_weight=edge_weight, edge_attr=edge_attr)
+        z = self._run(self.embed, self._embed_args, x, edge_index, **edges)
         s = self._assignment(
-            lambda: self._run(self.pool, self._pool_weighted, x, edge_index, edge_weight),
-            assignment,
+            lambda: self._run(self.pool, self._pool_args, x, edge_index, **edges), assignment
         )
         return sparse_diff_pool(
             z,

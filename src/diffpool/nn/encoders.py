@@ -6,6 +6,7 @@ counterpart (for the levels after pooling). Register your own with :func:`regist
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from torch_geometric.nn import (
     GATConv,
     GCNConv,
     GINConv,
+    GINEConv,
     SAGEConv,
 )
 from torch_geometric.nn.inits import reset
@@ -33,12 +35,18 @@ class EncoderType:
     """Factories ``(in_channels, out_channels) -> layer`` for the sparse and the dense form.
 
     The sparse layer is called as ``layer(x, edge_index)`` (``edge_weight=`` too when
-    ``weighted``); the dense one as ``layer(x, adj, mask)``.
+    ``weighted``); the dense one as ``layer(x, adj, mask)``. An ``edge`` type takes edge
+    features at the sparse level: its sparse factory is called with ``edge_dim=`` (the
+    feature width, or :obj:`None` without edge features) and the layer as
+    ``layer(x, edge_index, edge_attr=...)``; ``edge_required``: it cannot run without them.
+    The dense levels (after pooling) have no edge features.
     """
 
-    sparse: Callable[[int, int], torch.nn.Module]
+    sparse: Callable[..., torch.nn.Module]
     dense: Callable[[int, int], torch.nn.Module]
     weighted: bool = False
+    edge: bool = False
+    edge_required: bool = False
 
 
 ENCODERS: dict[str, EncoderType] = {}
@@ -50,11 +58,15 @@ def register_encoder(
     dense: Callable[[int, int], torch.nn.Module],
     weighted: bool = False,
     overwrite: bool = False,
+    edge: bool = False,
+    edge_required: bool = False,
 ) -> None:
-    """Make an encoder type available by name (e.g. to ``from_encoder`` and the configs)."""
+    """Make an encoder type available by name (e.g. to ``from_encoder`` and the configs).
+    ``edge=True``: ``sparse(in_channels, out_channels, edge_dim=...)`` builds a layer that
+    takes ``edge_attr`` (see :class:`EncoderType`)."""
     if name in ENCODERS and not overwrite:
         raise ValueError(f"encoder {name!r} is already registered (pass overwrite=True)")
-    ENCODERS[name] = EncoderType(sparse, dense, weighted)
+    ENCODERS[name] = EncoderType(sparse, dense, weighted, edge or edge_required, edge_required)
 
 
 def get_encoder(name: str) -> EncoderType:
@@ -73,7 +85,13 @@ register_encoder("gcn", GCNConv, DenseGCNConv, weighted=True)
 register_encoder(
     "gin", lambda i, o: GINConv(_gin_mlp(i, o)), lambda i, o: DenseGINConv(_gin_mlp(i, o))
 )
-register_encoder("gat", GATConv, DenseGATConv)
+register_encoder(
+    "gine",
+    lambda i, o, edge_dim=None: GINEConv(_gin_mlp(i, o), edge_dim=edge_dim),
+    lambda i, o: DenseGINConv(_gin_mlp(i, o)),
+    edge_required=True,
+)
+register_encoder("gat", GATConv, DenseGATConv, edge=True)
 # the DiffPool authors' layer: A X W + b on the raw adjacency (see diffpool.nn.sum_conv)
 register_encoder("sum", SumConv, DenseSumConv, weighted=True)
 
@@ -96,6 +114,7 @@ class _EncoderStack(torch.nn.Module):
         normalize: bool = False,
         lin: bool = False,
         dense: bool = False,
+        edge_dim: int | None = None,
     ):
         super().__init__()
         if num_layers < 1:
@@ -108,6 +127,17 @@ class _EncoderStack(torch.nn.Module):
         spec = get_encoder(encoder)
         factory = spec.dense if dense else spec.sparse
         self.weighted = spec.weighted and not dense
+        if edge_dim is not None and (dense or not spec.edge):
+            where = "dense levels have" if dense else f"encoder {encoder!r} takes"
+            raise ValueError(f"edge_dim={edge_dim} given, but {where} no edge features")
+        if edge_dim is None and spec.edge_required and not dense:
+            raise ValueError(
+                f"encoder {encoder!r} needs edge features: give edge_dim (data with edge_attr)"
+            )
+        #: the width of the edge features the layers take (:obj:`None`: none)
+        self.edge_dim = edge_dim
+        if spec.edge and not dense:
+            factory = functools.partial(factory, edge_dim=edge_dim)
         sizes = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = torch.nn.ModuleList(factory(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.norms = torch.nn.ModuleList(
@@ -176,17 +206,35 @@ class GNNEncoder(_EncoderStack):
         normalize (bool, optional): L2-normalise every layer's output. (default: :obj:`False`)
         lin (bool, optional): Final linear map to ``out_channels``. (default: :obj:`False`)
 
+        edge_dim (int, optional): Width of the edge features, for encoder types that take
+            them (``"gine"``, ``"gat"``). (default: :obj:`None`)
+
     Shapes:
         - **input:** ``x`` ``[N, F]``, ``edge_index`` ``[2, E]`` (or a sparse adjacency),
-          optional ``edge_weight`` ``[E]``
+          optional ``edge_weight`` ``[E]`` and ``edge_attr`` ``[E, edge_dim]``
         - **output:** ``[N, self.out_channels]``
     """
 
-    def forward(self, x: Tensor, edge_index, edge_weight: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index,
+        edge_weight: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+    ) -> Tensor:
         check_input_matches(x, self, self.in_channels)
+        if self.edge_dim is not None:
+            if edge_attr is None:
+                raise ValueError(
+                    f"this {self.encoder} encoder was built for edge features (edge_dim="
+                    f"{self.edge_dim}) but got no edge_attr"
+                )
+            edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
         outputs = []
         for i, conv in enumerate(self.convs):
-            if self.weighted and edge_weight is not None:
+            if self.edge_dim is not None:
+                x = conv(x, edge_index, edge_attr=edge_attr)
+            elif self.weighted and edge_weight is not None:
                 x = conv(x, edge_index, edge_weight)
             else:
                 x = conv(x, edge_index)

@@ -8,21 +8,24 @@ require("train", "diffpool.training")
 # ruff: noqa: E402
 
 from diffpool.training.callbacks import EpochHistory
-from diffpool.training.datamodule import TUDataModule
+from diffpool.training.datamodule import GraphDataModule, TUDataModule
 from diffpool.training.module import GraphClassifier, NonFiniteLossError
 from diffpool.training.results import FairResult, RunFailure, RunResult
 from diffpool.training.run import RunDirectoryError, train
 from diffpool.training.sampler import GraphBatchSampler
+from diffpool.training.tasks import Task
 
 __all__ = [
     "EpochHistory",
     "FairResult",
     "GraphBatchSampler",
+    "GraphDataModule",
     "GraphClassifier",
     "NonFiniteLossError",
     "RunDirectoryError",
     "RunFailure",
     "RunResult",
     "TUDataModule",
+    "Task",
     "train",
 ]

@@ -8,7 +8,7 @@ pooling did.
   as one table;
 * :func:`write_predictions` / :func:`read_predictions`: that table as CSV (or Parquet where
   ``pyarrow`` is installed and the file ends in ``.parquet``): ``graph_id``, ``target``,
-  ``prediction`` and ``prob_<class>``;
+  ``prediction`` and, for classification, ``prob_<k>``;
 * :func:`write_assignments` / :func:`load_assignments`: each pooling level's soft assignment
   S, hard clusters and pooled embeddings X' per graph, one ``.pt`` file per level, read back
   with ``torch.load(weights_only=True)``.
@@ -25,9 +25,6 @@ import torch
 from torch import Tensor
 
 from diffpool.utils.extras import require
-
-#: the columns of a prediction table before the class probabilities
-COLUMNS = ("graph_id", "target", "prediction")
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = None):
@@ -128,7 +125,10 @@ def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
         if key == "levels":
             continue
         values = [o[key] for o in outputs]
-        merged[key] = None if values[0] is None else torch.cat(values)
+        if values[0] is None or isinstance(values[0], str):
+            merged[key] = values[0]
+        else:
+            merged[key] = torch.cat(values)
     if "levels" in outputs[0]:
         merged["levels"] = [
             {k: [g for o in outputs for g in o["levels"][level][k]] for k in level_out}
@@ -137,22 +137,34 @@ def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _columns(name: str, values: Tensor | None, rows: int) -> dict[str, list]:
+    """``name`` for one value per graph, ``name_<t>`` for several."""
+    if values is None:
+        return {name: [None] * rows}
+    values = values.view(rows, -1)
+    if values.size(1) == 1:
+        return {name: values[:, 0].tolist()}
+    return {f"{name}_{t}": values[:, t].tolist() for t in range(values.size(1))}
+
+
 def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
-    """Write ``graph_id``, ``target`` (empty where unknown), ``prediction`` and
-    ``prob_<class>`` per graph: CSV, or Parquet for a ``.parquet`` path (needs ``pyarrow``).
-    An existing file is not overwritten."""
+    """Write one row per graph: ``graph_id``, ``target`` (empty where unknown),
+    ``prediction`` (``target_<t>`` / ``prediction_<t>`` for several labels or values) and,
+    for classification, ``prob_<k>`` (class ``k``'s probability; a binary task's
+    ``prob_1``; label ``t``'s for multi-label): CSV, or Parquet for a ``.parquet`` path (needs
+    ``pyarrow``). An existing file is not overwritten."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
-    probs = predictions["probabilities"]
-    target = predictions.get("target")
-    columns: dict[str, list] = {
-        "graph_id": predictions["graph_id"].tolist(),
-        "target": target.tolist() if target is not None else [None] * len(probs),
-        "prediction": predictions["prediction"].tolist(),
-    }
-    for k in range(probs.size(1)):
-        columns[f"prob_{k}"] = probs[:, k].tolist()
+    rows = len(predictions["graph_id"])
+    columns: dict[str, list] = {"graph_id": predictions["graph_id"].tolist()}
+    columns.update(_columns("target", predictions.get("target"), rows))
+    columns.update(_columns("prediction", predictions["prediction"], rows))
+    probs = predictions.get("probabilities")
+    if probs is not None:
+        first = 1 if predictions.get("task") == "binary" else 0
+        for k in range(probs.size(1)):
+            columns[f"prob_{k + first}"] = probs[:, k].tolist()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         require("parquet", f"writing {path.name}")
@@ -169,9 +181,35 @@ def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _number(text: str) -> int | float | None:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _stack(columns: dict[str, list], name: str) -> Tensor | None:
+    """The column ``name`` (or ``name_<t>``) as ``[G]`` (or ``[G, T]``); None if unknown."""
+    if name in columns:
+        names = [name]
+    else:
+        names = sorted(
+            (k for k in columns if k.startswith(f"{name}_")), key=lambda k: int(k.split("_")[-1])
+        )
+    values = [columns[k] for k in names]
+    if not values or any(v is None for col in values for v in col):
+        return None
+    floats = any(isinstance(v, float) for col in values for v in col)
+    tensor = torch.tensor(values, dtype=torch.float64 if floats else torch.long).T
+    return tensor[:, 0] if name in columns else tensor
+
+
 def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
     """A file of :func:`write_predictions` as ``graph_id``, ``target`` (None when unknown),
-    ``prediction`` and ``probabilities`` ``[G, K]``."""
+    ``prediction`` (``[G]``, or ``[G, T]`` for several labels or values) and
+    ``probabilities`` ``[G, K]`` (None for regression)."""
     path = Path(path)
     if path.suffix == ".parquet":
         require("parquet", f"reading {path.name}")
@@ -182,18 +220,21 @@ def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))
         header, body = rows[0], rows[1:]
-        columns = {name: [r[i] for r in body] for i, name in enumerate(header)}
         columns = {
-            k: [None if v == "" else float(v) if k.startswith("prob_") else int(v) for v in vs]
-            for k, vs in columns.items()
+            name: [
+                None if r[i] == "" else float(r[i]) if name.startswith("prob_") else _number(r[i])
+                for r in body
+            ]
+            for i, name in enumerate(header)
         }
     probs = [k for k in columns if k.startswith("prob_")]
-    target = columns["target"]
     return {
         "graph_id": torch.tensor(columns["graph_id"], dtype=torch.long),
-        "target": None if any(v is None for v in target) else torch.tensor(target),
-        "prediction": torch.tensor(columns["prediction"], dtype=torch.long),
-        "probabilities": torch.tensor([columns[k] for k in probs], dtype=torch.float64).T,
+        "target": _stack(columns, "target"),
+        "prediction": _stack(columns, "prediction"),
+        "probabilities": (
+            torch.tensor([columns[k] for k in probs], dtype=torch.float64).T if probs else None
+        ),
     }
 
 

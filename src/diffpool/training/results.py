@@ -76,6 +76,10 @@ class RunResult:
     #: the metric of both protocols and whether higher is better
     metric: str = "acc"
     higher_is_better: bool = True
+    #: the task (``multiclass``, ``binary``, ``multilabel``, ``regression``)
+    task: str = "multiclass"
+    #: OGB's evaluator scores of the fair protocol's test checkpoint (OGB datasets only)
+    ogb: dict[str, float] | None = None
     status: str = "finished"
     schema: int = SCHEMA_VERSION
     #: the run directory it was read from (not stored)
@@ -157,6 +161,8 @@ class RunResult:
                 f"fair:  test/{name} {self.fair.test:.4f} (the best val/{name} "
                 f"{self.fair.val:.4f}, epoch {self.fair.best_epoch + 1}/{self.epochs})"
             )
+            for key, value in (self.ogb or {}).items():
+                lines.append(f"fair:  OGB evaluator's test {key} {value:.4f}")
         else:
             lines.append("fair:  no validation set (data.val_ratio=0), no fair result")
         finite = [(v, i) for i, v in enumerate(self.test_curve) if not math.isnan(v)]

@@ -91,6 +91,11 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
 
+#: what a callback's ``monitor`` / ``mode`` (and ``module.scheduler_monitor``) says to watch
+#: the task's selection metric on the validation set (``val/acc``, ``val/rocauc``,
+#: ``val/mae``, ...) in its direction
+AUTO = "auto"
+
 #: nested config entries that say where the data lives or what the console shows, not what
 #: runs: a finished run is the same run whatever they are (also when a default of them changed)
 NOT_IDENTITY = (
@@ -102,18 +107,48 @@ NOT_IDENTITY = (
 )
 
 
-def same_run(earlier: dict, cfg: DictConfig) -> bool:
-    """Whether the stored config of a finished run (``results.json``'s ``config``) is the
-    config ``cfg``, up to the run-control keys and :data:`NOT_IDENTITY`."""
+#: config entries added after runs were archived, with the value those runs had: a config
+#: without them is the same as one with them at that value
+LATER_DEFAULTS = {
+    ("data", "task"): None,
+    ("data", "metric"): None,
+    ("data", "edge_features"): False,
+    ("module", "loss"): None,
+}
 
-    def what(config: dict) -> dict:
-        config = copy.deepcopy(config)
-        for group, key in NOT_IDENTITY:
-            if isinstance(config.get(group), dict):
-                config[group].pop(key, None)
-        return config
 
-    return what(earlier) == what(comparable_config(cfg))
+def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
+    """``config`` without :data:`NOT_IDENTITY`, with :data:`LATER_DEFAULTS` filled in, and
+    the selection metric written as ``auto`` where it names the run's own (``val/acc`` of a
+    run from before ``auto`` existed is what ``auto`` chooses for it)."""
+    config = copy.deepcopy(config)
+    for group, key in NOT_IDENTITY:
+        if isinstance(config.get(group), dict):
+            config[group].pop(key, None)
+    for (group, key), value in LATER_DEFAULTS.items():
+        if isinstance(config.get(group), dict):
+            config[group].setdefault(key, value)
+    monitor, mode = f"val/{metric}", "max" if higher_is_better else "min"
+    for callback in (config.get("callbacks") or {}).values():
+        if isinstance(callback, dict):
+            if callback.get("monitor") == monitor:
+                callback["monitor"] = AUTO
+            if "monitor" in callback and callback.get("mode") == mode:
+                callback["mode"] = AUTO
+    module = config.get("module")
+    if isinstance(module, dict) and module.get("scheduler_monitor") == monitor:
+        module["scheduler_monitor"] = AUTO
+    return config
+
+
+def same_run(earlier: dict, cfg: DictConfig, metric: str = "acc", higher_is_better=True) -> bool:
+    """Whether the stored config of a finished run (``results.json``'s ``config``, its
+    selection ``metric``) is the config ``cfg``, up to the run-control keys,
+    :data:`NOT_IDENTITY` and :data:`LATER_DEFAULTS`."""
+    current = comparable_config(cfg)
+    return _normalized(earlier, metric, higher_is_better) == _normalized(
+        current, metric, higher_is_better
+    )
 
 
 def _move_aside(out: Path) -> Path:
@@ -135,7 +170,7 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
         return None
     if results.exists():
         earlier = RunResult.load(out)
-        if same_run(earlier.config or {}, cfg):
+        if same_run(earlier.config or {}, cfg, earlier.metric, earlier.higher_is_better):
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
         raise RunDirectoryError(
@@ -184,10 +219,19 @@ def job_name() -> str:
     return hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
 
 
-def _best_epoch(curve: list[float]) -> int:
-    """First epoch with the highest value (what ModelCheckpoint keeps, mode='max')."""
-    finite = [(v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
+def _best_epoch(curve: list[float], higher_is_better: bool = True) -> int:
+    """First epoch with the best value (what ModelCheckpoint keeps, mode='max' / 'min')."""
+    sign = 1.0 if higher_is_better else -1.0
+    finite = [(sign * v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
     return -max(finite)[1] if finite else -1
+
+
+def _ogb_scores(tested: dict) -> dict | None:
+    """OGB's evaluator scores of the fair protocol's test (``test/ogb_<metric>``)."""
+    scores = {
+        k.removeprefix("test/ogb_"): v for k, v in tested.items() if k.startswith("test/ogb_")
+    }
+    return scores or None
 
 
 def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
@@ -199,7 +243,8 @@ def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
         if str(getattr(c, "monitor", None) or "").startswith("val/")
     ]
     module = cfg.get("module") or {}
-    if module.get("scheduler") and str(module.get("scheduler_monitor", "")).startswith("val/"):
+    monitor = str(module.get("scheduler_monitor") or AUTO)
+    if module.get("scheduler") and (monitor == AUTO or monitor.startswith("val/")):
         watching.append(f"module.scheduler_monitor={module.scheduler_monitor!r}")
     if watching:
         raise ValueError(
@@ -217,12 +262,9 @@ def build(cfg: DictConfig, out: Path):
     detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
     datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
     datamodule.setup("fit")
-    split = datamodule.split
-    detail.info(
-        "%s fold %d/%d: %d graphs train, %d validation, %d test; %d node features",
-        datamodule.name, datamodule.fold, datamodule.num_folds, len(split.train),
-        len(split.val), len(split.test), datamodule.num_features,
-    )  # fmt: skip
+    detail.info("%s", datamodule.describe())
+    task = datamodule.task
+    node_encoder, edge_encoder = datamodule.node_encoder, datamodule.edge_encoder
     module = instantiate(
         cfg.module,
         _recursive_=False,
@@ -231,14 +273,22 @@ def build(cfg: DictConfig, out: Path):
         num_classes=datamodule.num_classes,
         max_num_nodes=datamodule.max_num_nodes,
         val_stages=datamodule.val_stages,
+        task=task.name,
+        metric=task.metric,
+        edge_dim=_model_edge_dim(cfg.model, datamodule.edge_dim),
+        node_encoder=node_encoder,
+        edge_encoder=edge_encoder,
+        scheduler_monitor=_monitor(cfg.module.get("scheduler_monitor"), task),
     )
     detail.info(
         "model %s: %s, %s parameters",
         cfg.model.get("variant"), type(module.model).__name__,
-        f"{sum(p.numel() for p in module.model.parameters()):,}",
+        f"{sum(p.numel() for p in module.parameters()):,}",
     )  # fmt: skip
     history = EpochHistory(out / HISTORY)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [
+        instantiate(c, **_selection(c, task)) for c in (cfg.get("callbacks") or {}).values() if c
+    ]
     if "val" not in datamodule.val_stages:
         _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -248,6 +298,38 @@ def build(cfg: DictConfig, out: Path):
         logger=loggers or False,
     )
     return datamodule, module, trainer, history
+
+
+def _monitor(monitor, task) -> str:
+    return f"val/{task.metric}" if monitor in (None, AUTO) else str(monitor)
+
+
+def _selection(callback_cfg, task) -> dict:
+    """``monitor`` / ``mode`` for a callback config that says ``auto``: the task's selection
+    metric and its direction."""
+    extra = {}
+    if callback_cfg.get("monitor") == AUTO:
+        extra["monitor"] = f"val/{task.metric}"
+    if callback_cfg.get("mode") == AUTO:
+        extra["mode"] = task.mode
+    return extra
+
+
+def _model_edge_dim(model_cfg, edge_dim: int | None) -> int | None:
+    """The data's edge feature width where the model's encoder takes edge features (else
+    :obj:`None`: the model is built as before, and the edge features are unused)."""
+    if edge_dim is None:
+        return None
+    from diffpool.nn.encoders import ENCODERS
+
+    encoder = ENCODERS.get(str(model_cfg.get("encoder", "")))
+    if encoder is None or not encoder.edge:
+        log.info(
+            "the data has edge features; encoder %s does not take them (gine, gat do)",
+            model_cfg.get("encoder"),
+        )
+        return None
+    return edge_dim
 
 
 def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
@@ -426,8 +508,11 @@ def _train(
         if best_path:
             best = type(module).load_from_checkpoint(best_path, weights_only=True)
         tested = trainer.test(best, datamodule=datamodule, verbose=False)
-    val_curve, heldout_curve = history.curve("val/acc"), history.curve("heldout/acc")
-    best = _best_epoch(val_curve)  # -1 without a validation set: its curve is all NaN
+    task = module.task
+    name = task.metric
+    val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
+    # -1 without a validation set: its curve is all NaN
+    best = _best_epoch(val_curve, task.higher_is_better)
     results = RunResult(
         dataset=datamodule.name,
         fold=datamodule.fold,
@@ -437,7 +522,7 @@ def _train(
         fair=FairResult(
             best_epoch=best,
             val=val_curve[best] if best >= 0 else None,
-            test=tested[0]["test/acc"] if tested else None,
+            test=tested[0][f"test/{name}"] if tested else None,
             checkpoint=best_path or None,
         ),
         test_curve=heldout_curve,
@@ -445,6 +530,10 @@ def _train(
         # a resumed run counts the fitting time of the epochs it restored as well
         wall_time_s=round(time.time() - started + history.resumed_elapsed_s, 2),
         config=comparable_config(cfg),
+        metric=name,
+        higher_is_better=task.higher_is_better,
+        task=task.name,
+        ogb=_ogb_scores(tested[0] if tested else {}),
         # the same config reruns to the same curves only with the same code, libraries and
         # threads; those of the last start (a resumed run's earlier epochs may have had others)
         provenance=origin,

@@ -20,6 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "launchers": ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"),
     "tensorboard": ("tensorboard",),
     "parquet": ("pyarrow",),
+    "ogb": ("ogb",),
 }
 
 

@@ -1,0 +1,70 @@
+"""OGB graph-property datasets (``ogbg-*``) offline first, and OGB's evaluator (the ``ogb``
+extra: ``pip install "diffpool[ogb]"``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from diffpool.datasets.source import DataUnavailableError
+from diffpool.utils.extras import require
+
+
+def _ogb():
+    require("ogb", "OGB datasets and their evaluator")
+    import ogb.graphproppred as graphproppred
+
+    return graphproppred
+
+
+def ogb_folder(name: str, root: str | os.PathLike) -> Path:
+    """Where OGB keeps ``name`` under ``root``: ``root/ogbg_molhiv`` for ``ogbg-molhiv``."""
+    return Path(root) / name.replace("-", "_")
+
+
+def load_ogb(name: str, root: str | os.PathLike = "data/OGB", download: bool = False, **kwargs):
+    """OGB's ``PygGraphPropPredDataset(name, root)``, which has ``get_idx_split()``,
+    ``task_type``, ``num_tasks`` and ``eval_metric``.
+
+    Offline first: ``root/<name with _>/`` must hold OGB's files (``raw/*.csv.gz``,
+    ``split/``, ``RELEASE_v1.txt``, as OGB's zip unpacks) or the processed dataset. Without
+    them, ``download=False`` is an error that says where they go; ``download=True`` lets OGB
+    fetch them.
+    """
+    graphproppred = _ogb()
+    folder = ogb_folder(name, root)
+    if not name.startswith("ogbg-"):
+        raise ValueError(f"{name!r} is not an OGB graph-property dataset (ogbg-...)")
+    present = (folder / "raw").is_dir() or (folder / "processed").is_dir()
+    if not present and not download:
+        raise DataUnavailableError(
+            f"{name} is not in {folder}: unzip OGB's {name.removeprefix('ogbg-')}.zip there "
+            f"(it holds raw/, split/ and RELEASE_v1.txt) or pass download=true "
+            "(data.dataset.download=true) where the internet is reachable"
+        )
+    if present and not any(folder.glob("RELEASE_v*.txt")):
+        raise DataUnavailableError(
+            f"{folder} has no RELEASE_v*.txt: OGB would ask on the console whether to replace "
+            "it; copy the whole folder of OGB's zip (RELEASE_v1.txt included)"
+        )
+    from diffpool.datasets.source import instantiate_dataset
+
+    spec = {"_target_": graphproppred.PygGraphPropPredDataset, "name": name, "root": str(root)}
+    # OGB reads its processed file with a plain torch.load, which since torch 2.6 loads
+    # weights only: allow the PyG storage classes that file holds (nothing else)
+    with torch.serialization.safe_globals(_pyg_storage_classes()):
+        return instantiate_dataset(spec, **kwargs)
+
+
+def _pyg_storage_classes() -> list:
+    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import BaseStorage, EdgeStorage, GlobalStorage, NodeStorage
+
+    return [DataEdgeAttr, DataTensorAttr, BaseStorage, GlobalStorage, NodeStorage, EdgeStorage]
+
+
+def ogb_evaluator(name: str):
+    """``ogb.graphproppred.Evaluator(name)``: the leaderboard's metric of the dataset."""
+    return _ogb().Evaluator(name)

@@ -1,0 +1,67 @@
+"""OGB graph-property datasets offline: a tiny copy in OGB's layout, its split, atom / bond
+encoders, and OGB's evaluator beside our metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+pytest.importorskip("ogb", reason="the ogb extra")
+
+from diffpool.datasets import DataUnavailableError, load_ogb  # noqa: E402
+from diffpool.training import GraphClassifier, GraphDataModule  # noqa: E402
+from helpers import write_ogb_layout  # noqa: E402
+
+ATOMS = {"_target_": "ogb.graphproppred.mol_encoder.AtomEncoder", "emb_dim": 16}
+BONDS = {"_target_": "ogb.graphproppred.mol_encoder.BondEncoder", "emb_dim": 16}
+
+
+def _data(root, name):
+    return GraphDataModule(
+        {"_target_": "diffpool.datasets.load_ogb", "name": name, "root": str(root)},
+        split="dataset", node_encoder=ATOMS, edge_encoder=BONDS, batch_size=8,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, task, metric", [("ogbg-molhiv", "binary", "rocauc"), ("ogbg-moltox21", "multilabel",
+                                                                  "rocauc"),
+                           ("ogbg-molesol", "regression", "rmse")],
+)  # fmt: skip
+def test_ogb_trains_with_its_split_encoders_and_evaluator(tmp_path, name, task, metric):
+    labels = write_ogb_layout(tmp_path, name)
+    dm = _data(tmp_path, name)
+    dm.setup()
+    dataset = dm.dataset.base
+    own = dataset.get_idx_split()
+    assert torch.equal(dm.split.val, own["valid"]) and torch.equal(dm.split.test, own["test"])
+    assert (dm.task.name, dm.task.metric, dm.num_classes) == (task, metric, labels.size(1))
+    assert dm.evaluator.eval_metric == metric
+    model = {"_target_": "diffpool.models.build_model", "variant": "diffpool", "encoder": "gine",
+             "num_levels": 1, "hidden_channels": 16}  # fmt: skip
+    module = GraphClassifier(
+        model, dm.num_features, dm.num_classes, dm.max_num_nodes, task=dm.task.name,
+        metric=dm.task.metric, edge_dim=dm.edge_dim, node_encoder=dm.node_encoder,
+        edge_encoder=dm.edge_encoder,
+    )  # fmt: skip
+    assert module.model.in_channels == 16 and module.model.edge_dim == 16
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    tested = trainer.test(module, datamodule=dm, verbose=False)[0]
+    assert f"test/ogb_{metric}" in tested
+    if task != "multilabel":  # one label: OGB's figure is ours (multi-label: OGB skips
+        # labels with one class in the test set, torchmetrics counts them)
+        assert tested[f"test/ogb_{metric}"] == pytest.approx(tested[f"test/{metric}"], abs=1e-5)
+
+
+def test_ogb_data_that_is_not_there(tmp_path):
+    with pytest.raises(DataUnavailableError, match="unzip OGB's molhiv.zip there"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    folder = tmp_path / "ogbg_molhiv" / "raw"
+    folder.mkdir(parents=True)
+    with pytest.raises(DataUnavailableError, match="no RELEASE_v"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    with pytest.raises(ValueError, match="not an OGB graph-property dataset"):
+        load_ogb("ogbn-arxiv", tmp_path)

@@ -1,0 +1,191 @@
+"""GraphDataModule: any PyG dataset, the three split strategies, the task, bad input."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from diffpool.datasets import DataUnavailableError, fold_split
+from diffpool.training import GraphClassifier, GraphDataModule
+from diffpool.training.tasks import TargetError
+from helpers import TinyGraphDataset, tiny_graphs
+
+SPEC = {"_target_": "helpers.TinyGraphDataset", "kind": "regression"}
+
+
+def _module(dm, encoder="sage", **kwargs):
+    model = {"_target_": "diffpool.models.build_model", "variant": "diffpool",
+             "encoder": encoder, "num_levels": 2, "hidden_channels": 16}  # fmt: skip
+    return GraphClassifier(
+        model, dm.num_features, dm.num_classes, dm.max_num_nodes, val_stages=dm.val_stages,
+        task=dm.task.name, metric=dm.task.metric, **kwargs,
+    )  # fmt: skip
+
+
+def _trainer(**kwargs):
+    return Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, **kwargs)  # fmt: skip
+
+
+def test_kfold_is_stratified_for_classes_and_plain_for_values():
+    graphs = tiny_graphs("multiclass", 60)
+    dm = GraphDataModule(graphs, fold=3, seed=5)
+    dm.setup()
+    expected = fold_split(torch.tensor([g.y.item() for g in graphs]), 3, 10, 5, 0.1)
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(dm.split, part), getattr(expected, part))
+    assert (dm.task.name, dm.num_classes, dm.task.metric) == ("multiclass", 3, "acc")
+    regression = GraphDataModule(tiny_graphs("regression", 60), fold=3, seed=5)
+    regression.setup()
+    plain = fold_split(torch.zeros(60, dtype=torch.long), 3, 10, 5, 0.1)
+    assert torch.equal(regression.split.test, plain.test)
+    assert (regression.task.name, regression.task.metric, regression.task.mode) == (
+        "regression", "mae", "min",
+    )  # fmt: skip
+    # the graphs of a list are not changed (graph_id goes onto copies)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.graph_id.numel() == batch.num_graphs and "graph_id" not in graphs[0]
+
+
+def test_dataset_split_from_a_mapping_a_split_class_and_get_idx_split():
+    graphs = tiny_graphs("binary", 40)
+    dm = GraphDataModule(
+        {"train": graphs[:20], "val": graphs[20:30], "test": graphs[30:]}, split="dataset",
+        task="binary",
+    )  # fmt: skip
+    dm.setup()
+    assert dm.split.test.tolist() == list(range(30, 40)) and dm.task.metric == "rocauc"
+    assert dm.val_stages == ("val", "heldout")
+
+    per_split = GraphDataModule(dict(SPEC, num_graphs=40), split="dataset")
+    per_split.setup()
+    assert [len(p) for p in (per_split.split.train, per_split.split.val, per_split.split.test)] == [
+        20, 10, 10,
+    ]  # fmt: skip
+    assert per_split.hparams.dataset == dict(SPEC, num_graphs=40)  # a spec is kept
+
+    class WithSplit(TinyGraphDataset):
+        def get_idx_split(self):
+            return {"train": torch.arange(0, 30), "valid": torch.arange(30, 40),
+                    "test": torch.arange(40, 48)}  # fmt: skip
+
+    own = GraphDataModule(WithSplit(kind="regression"), split="dataset")
+    own.setup()
+    assert own.split.val.tolist() == list(range(30, 40))
+    with pytest.raises(ValueError, match="no get_idx_split"):
+        GraphDataModule(tiny_graphs(), split="dataset").setup()
+
+
+def test_split_file(tmp_path):
+    file = tmp_path / "splits.json"
+    folds = [
+        {"test": list(range(i * 12, i * 12 + 12)),
+         "model_selection": [{"train": [j for j in range(48) if not i * 12 <= j < i * 12 + 14][:30],
+                              "validation": [(i * 12 + 12 + k) % 48 for k in range(2)]}]}
+        for i in range(4)
+    ]  # fmt: skip
+    file.write_text(json.dumps(folds))
+    dm = GraphDataModule(tiny_graphs(num_graphs=48), split="file", split_file=str(file), fold=2)
+    dm.setup()
+    assert dm.split.test.tolist() == list(range(24, 36)) and dm.num_folds == 4
+    file.write_text(json.dumps({"train": [0, 1], "val": [2], "test": [2, 3]}))
+    with pytest.raises(ValueError, match=r"splits.json, fold 0: 1 graphs are in both val and test"):
+        GraphDataModule(tiny_graphs(), split="file", split_file=str(file)).setup()
+    file.write_text(json.dumps({"training": [0]}))
+    with pytest.raises(ValueError, match="this object has keys"):
+        GraphDataModule(tiny_graphs(), split="file", split_file=str(file)).setup()
+    with pytest.raises(ValueError, match="needs split_file"):
+        GraphDataModule(tiny_graphs(), split="file")
+
+
+def test_bad_datasets_are_named():
+    no_y = tiny_graphs()
+    del no_y[3].y
+    with pytest.raises(TargetError, match="graph 3 of dataset has no target"):
+        GraphDataModule(no_y).setup()
+    no_x = tiny_graphs()
+    for g in no_x:
+        del g.x
+    with pytest.raises(ValueError, match="no node features"):
+        GraphDataModule(no_x).setup()
+    categorical = tiny_graphs()
+    for g in categorical:
+        g.x = g.x.long().abs()
+    with pytest.raises(ValueError, match="categorical .* node_encoder"):
+        GraphDataModule(categorical).setup()
+    with pytest.raises(ValueError, match="split must be"):
+        GraphDataModule(tiny_graphs(), split="random")
+    with pytest.raises(TargetError, match="4 targets per graph"):
+        GraphDataModule(tiny_graphs("multilabel")).setup()
+
+
+class Offline(TinyGraphDataset):
+    def __init__(self, root=None, **kwargs):
+        raise urllib.error.URLError("no network")
+
+
+def test_data_that_is_not_there_says_where_it_goes(tmp_path, monkeypatch):
+    import helpers
+
+    monkeypatch.setattr(helpers, "Offline", Offline, raising=False)
+    spec = {"_target_": "helpers.Offline", "root": str(tmp_path / "mine")}
+    with pytest.raises(DataUnavailableError, match=f"not in {tmp_path / 'mine'}.*put its files"):
+        GraphDataModule(spec).setup()
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
+def test_every_task_trains_and_its_test_metric_is_the_hand_computed_one(kind):
+    task = {"binary": "binary", "multilabel": "multilabel"}.get(kind)
+    dm = GraphDataModule(tiny_graphs(kind, 40), task=task, batch_size=8, num_folds=4)
+    module = _module(dm)
+    trainer = _trainer()
+    trainer.fit(module, datamodule=dm)
+    tested = trainer.test(module, datamodule=dm, verbose=False)[0]
+    # the same test graphs, predicted, and scored by hand
+    loader = dm.test_dataloader()
+    module.eval()
+    with torch.no_grad():
+        outs = [(module(b, return_assignments=False).logits, b.y) for b in loader]
+    out = torch.cat([o for o, _ in outs])
+    y = torch.cat([t.view(len(o), -1) for o, t in outs]).float()
+    if kind == "multiclass":
+        assert tested["test/acc"] == pytest.approx((out.argmax(-1) == y[:, 0]).float().mean())
+    elif kind == "regression":
+        assert tested["test/mae"] == pytest.approx((out - y).abs().mean().item(), rel=1e-5)
+        assert tested["test/rmse"] == pytest.approx((out - y).pow(2).mean().sqrt().item(), rel=1e-5)
+    else:
+        # ROC-AUC per label by counting ranked pairs, over the labels present, then the mean
+        aucs = []
+        for t in range(y.size(1)):
+            present = ~torch.isnan(y[:, t])
+            score, label = out[present, t], y[present, t]
+            pos, neg = score[label == 1], score[label == 0]
+            pairs = (pos[:, None] > neg[None, :]).float() + 0.5 * (pos[:, None] == neg[None, :])
+            aucs.append(pairs.mean().item())
+        assert tested["test/rocauc"] == pytest.approx(sum(aucs) / len(aucs), abs=1e-5)
+    assert module.task.name == (task or kind)
+
+
+def test_edge_features_reach_edge_encoders_only():
+    dm = GraphDataModule(tiny_graphs("regression", 24), num_folds=4)
+    dm.setup()
+    assert dm.edge_dim == 3
+    gine = _module(dm, encoder="gine", edge_dim=dm.edge_dim)
+    batch = next(iter(dm.test_dataloader()))
+    gine.eval()
+    with torch.no_grad():
+        first = gine(batch).logits
+        batch.edge_attr = batch.edge_attr + 1.0
+        assert not torch.allclose(first, gine(batch).logits)
+    assert gine.model.levels[0].embed.edge_dim == 3
+    # (Hydra wraps the model's ValueError when it builds the model from its spec)
+    with pytest.raises(Exception, match="encoder 'gine' needs edge features"):
+        _module(dm, encoder="gine")
+    with pytest.raises(Exception, match="encoder 'sage' takes no edge features"):
+        _module(dm, encoder="sage", edge_dim=3)
+    without = GraphDataModule(tiny_graphs("regression", 24), num_folds=4, edge_features=False)
+    assert without.edge_dim is None
