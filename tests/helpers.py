@@ -344,8 +344,9 @@ class TinyGraphDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | None = None, kind: str = "multiclass", num_graphs: int = 48,
                  seed: int = 0, split: str | None = None):  # fmt: skip
         graphs = tiny_graphs(kind, num_graphs, seed)
-        parts = {"train": graphs[: num_graphs // 2], "val": graphs[num_graphs // 2 : 3 * num_graphs // 4],
-                 "test": graphs[3 * num_graphs // 4 :]}  # fmt: skip
+        half, three_quarters = num_graphs // 2, 3 * num_graphs // 4
+        parts = {"train": graphs[:half], "val": graphs[half:three_quarters],
+                 "test": graphs[three_quarters:]}  # fmt: skip
         self.graphs = graphs if split is None else parts[split]
         self.name = f"tiny-{kind}"
 

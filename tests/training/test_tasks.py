@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from diffpool.training.tasks import Task, TargetError, infer_task, ogb_task, target_matrix
+from diffpool.training.tasks import TargetError, Task, infer_task, ogb_task, target_matrix
 
 NAN = float("nan")
 

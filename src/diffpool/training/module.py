@@ -361,7 +361,8 @@ class GraphClassifier(LightningModule):
         per label; the values) and, for classification, ``probabilities`` (``[B, classes]``
         softmax; ``[B, labels]`` sigmoid), and ``task``; with :attr:`predict_assignments`,
         ``levels``: per pooling level, lists over graphs of ``s`` ``[N_g, C_g]``,
-        ``clusters`` ``[N_g]`` and ``x`` ``[C_g, F]`` (see :func:`~diffpool.training.predict.write_assignments`)."""
+        ``clusters`` ``[N_g]`` and ``x`` ``[C_g, F]`` (see
+        :func:`~diffpool.training.predict.write_assignments`)."""
         out = self(batch, return_assignments=self.predict_assignments)
         graphs = batch.num_graphs
         graph_id = getattr(batch, "graph_id", None)
