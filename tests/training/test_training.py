@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -456,3 +457,24 @@ def test_threads_is_a_setting_of_the_run_not_of_its_identity(tmp_path):
         assert again.wall_time_s == result.wall_time_s  # skipped: the same run
     finally:
         torch.set_num_threads(before)
+
+
+def test_runs_archived_before_tasks_existed_are_the_same_runs():
+    """A results.json written before the task-aware configs (monitor val/acc, no data.task)
+    is the same run as today's config of it (monitor auto), so archived sweeps still skip."""
+    from omegaconf import OmegaConf
+
+    from diffpool.training.results import load_archive
+    from diffpool.training.run import same_run
+
+    earlier = load_archive(ROOT / "benchmarks" / "results" / "accuracy_runs" / "enzymes.jsonl")[0]
+    config = copy.deepcopy(earlier.config)
+    assert config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
+    config["callbacks"]["model_checkpoint"].update(monitor="auto", mode="auto")
+    config["data"].update(task=None, metric=None, edge_features=False)
+    config["module"].update(loss=None, scheduler_monitor="auto")
+    current = OmegaConf.create({**config, "output_dir": "x"})
+    assert same_run(earlier.config, current, earlier.metric, earlier.higher_is_better)
+    config["callbacks"]["model_checkpoint"]["monitor"] = "val/loss"
+    other = OmegaConf.create({**config, "output_dir": "x"})
+    assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)

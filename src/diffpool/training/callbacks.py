@@ -16,8 +16,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 HISTORY_PREFIXES = ("train/", "val/", "heldout/")
 #: the history's column of fitting time (seconds) up to the end of each epoch
 ELAPSED = "time/elapsed_s"
-#: the metrics of :class:`EpochLog`'s line, in this order (those the run logs)
-EPOCH_LOG_METRICS = ("train/loss", "train/acc", "val/acc", "heldout/acc")
+#: the metrics of :class:`EpochLog`'s line, in this order (those the run logs); ``{metric}``
+#: is the task's selection metric (``acc``, ``rocauc``, ``mae``, ...)
+EPOCH_LOG_METRICS = ("train/loss", "train/{metric}", "val/{metric}", "heldout/{metric}")
 
 log = logging.getLogger("diffpool.training")
 #: where a sweep's jobs log their detail: diffpool-train's Hydra config routes it to each
@@ -111,7 +112,9 @@ class EpochLog(Callback):
         width = len(str(trainer.max_epochs)) if trainer.max_epochs and trainer.max_epochs > 0 else 1
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         parts = [f"epoch {trainer.current_epoch + 1:>{width}}{total}"]
-        parts += [f"{key} {float(metrics[key]):.4f}" for key in EPOCH_LOG_METRICS if key in metrics]
+        task = getattr(pl_module, "task", None)
+        keys = [k.format(metric=getattr(task, "metric", "acc")) for k in EPOCH_LOG_METRICS]
+        parts += [f"{key} {float(metrics[key]):.4f}" for key in keys if key in metrics]
         if self._started is not None:
             parts.append(f"({time.monotonic() - self._started:.1f} s)")
         self._logger.info("%s%s", f"[{self.name}] " if self.name else "", "  ".join(parts))

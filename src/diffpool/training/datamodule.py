@@ -144,6 +144,9 @@ class GraphDataModule(LightningDataModule):
             self.save_hyperparameters(logger=False, ignore=["transform", "dataset"])
             if isinstance(dataset, Mapping) and "_target_" in dataset:
                 self.hparams["dataset"] = dict(dataset)  # a spec rebuilds the data
+            # plain data only: checkpoints load with torch.load(weights_only=True)
+            for key, value in list(self.hparams.items()):
+                self.hparams[key] = _plain(value)
         self.source = dataset
         self.split_strategy, self.split_file, self.inner = split, split_file, inner
         self.split_names = dict(_plain(split_names) or {})

@@ -277,12 +277,14 @@ def rows(groups: list[Group]) -> list[dict[str, Any]]:
 
 def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Path) -> str:
     metrics = sorted({g.metric for g in groups}) or ["acc"]
+    lower = sorted({g.metric for g in groups if not g.higher_is_better})
     lines = [
         f"# Report of `{sweep_dir}`",
         "",
-        f"Test {', '.join(metrics)} as mean ± std over folds (accuracy in %). **fair**: each "
-        "fold tested at its best validation epoch. **paper** (optimistic): the epoch with the "
-        "best mean test-fold metric, as in the authors' code.",
+        f"Test {', '.join(metrics)} as mean ± std over folds (accuracy in %"
+        + "".join(f"; {m}: lower is better" for m in lower)
+        + "). **fair**: each fold tested at its best validation epoch. **paper** (optimistic): "
+        "the epoch with the best mean test-fold metric, as in the authors' code.",
         "",
         "| configuration | folds | epochs | fair | paper (optimistic) | paper epoch | "
         "val (fair) | wall time | code |",
@@ -322,13 +324,16 @@ def plot(groups: list[Group], path: Path) -> None:
     longest = max(len(label) for label in labels)
     fig, ax = plt.subplots(figsize=(6.0 + 0.065 * longest, 1.2 + 0.55 * len(groups)))
     height = 0.38
+    metric = groups[0].metric if groups else "acc"
+    scale = 100 if metric in PERCENT_METRICS else 1
     for offset, key, name in ((1, "fair", "fair"), (-1, "paper", "paper (optimistic)")):
-        means = [100 * r[f"{key}_test_mean"] for r in data]
-        stds = [100 * r[f"{key}_test_std"] for r in data]
+        means = [scale * r[f"{key}_test_mean"] for r in data]
+        stds = [scale * r[f"{key}_test_std"] for r in data]
         ax.barh(y + offset * height / 2, means, height, xerr=stds, capsize=3, label=name)
     ax.set_yticks(y, labels, fontsize=8)
-    metric = groups[0].metric if groups else "acc"
-    ax.set_xlabel(f"test {metric} (%), mean ± std over folds")
+    unit = " (%)" if scale == 100 else ""
+    direction = "" if groups[0].higher_is_better else ", lower is better"
+    ax.set_xlabel(f"test {metric}{unit}, mean ± std over folds{direction}")
     ax.grid(axis="x", alpha=0.3)
     # above the axes: it covers no bar
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
@@ -383,9 +388,12 @@ def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (mean[i], std[i]) for i, k in enumerate(keys)}
 
 
-#: what the learning-curve panels show: accuracies, then losses
-CURVE_ACCURACY = ("train/acc", "val/acc", "heldout/acc")
-CURVE_LOSS_PREFIXES = ("train/ce", "val/ce", "train/link_loss", "train/entropy_loss")
+#: what the learning-curve panels show: the selection metric (``{metric}``: the runs'), then
+#: the task's loss (``ce``, ``bce``, ``l1``, ``mse``) and the pooling losses
+CURVE_METRIC = ("train/{metric}", "val/{metric}", "heldout/{metric}")
+CURVE_LOSS_PREFIXES = tuple(
+    f"{stage}/{loss}" for loss in ("ce", "bce", "l1", "mse") for stage in ("train", "val")
+) + ("train/link_loss", "train/entropy_loss")
 
 
 def plot_curves(groups: list[Group], path: Path) -> int:
@@ -406,8 +414,10 @@ def plot_curves(groups: list[Group], path: Path) -> int:
     )
     panels = axes.reshape(-1, 2)
     for (group, c), (acc_ax, loss_ax) in zip(curves, panels):
+        percent = group.metric in PERCENT_METRICS
+        shown = [k.format(metric=group.metric) for k in CURVE_METRIC]
         for ax, keys, scale in (
-            (acc_ax, [k for k in CURVE_ACCURACY if k in c], 100.0),
+            (acc_ax, [k for k in shown if k in c], 100.0 if percent else 1.0),
             (loss_ax, [k for k in sorted(c) if k.startswith(CURVE_LOSS_PREFIXES)], 1.0),
         ):
             for key in keys:
@@ -418,7 +428,7 @@ def plot_curves(groups: list[Group], path: Path) -> int:
                 if len(group.runs) > 1:
                     ax.fill_between(epochs, scale * (mean - std), scale * (mean + std),
                                     color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
-        acc_ax.set_ylabel(f"{group.metric} (%)")
+        acc_ax.set_ylabel(f"{group.metric} (%)" if percent else group.metric)
         loss_ax.set_ylabel("loss")
         if any(k.startswith(CURVE_LOSS_PREFIXES) for k in c):
             loss_ax.set_yscale("log")

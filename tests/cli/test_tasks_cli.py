@@ -1,0 +1,78 @@
+"""Every task from the command line: diffpool-train on a dataset given by its _target_, the
+selection metric in its direction, diffpool-predict and diffpool-report; OGB offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffpool.training.predict import read_predictions
+from helpers import ROOT
+
+BIN = Path(sys.executable).parent
+FAST = ["trainer.max_epochs=2", "model.hidden_channels=16", "model.num_levels=1"]
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")  # fmt: skip
+    return proc
+
+
+@pytest.mark.parametrize(
+    "kind, metric, higher",
+    [("multiclass", "acc", True), ("binary", "rocauc", True), ("multilabel", "rocauc", True),
+     ("regression", "mae", False)],
+)  # fmt: skip
+def test_every_task_trains_from_the_cli(tmp_path, kind, metric, higher):
+    run = tmp_path / "run"
+    task = [f"data.task={kind}"] if kind in ("binary", "multilabel") else []
+    _run([str(BIN / "diffpool-train"), "data=pyg", "data._target_=diffpool.training.GraphDataModule",
+          "data.dataset._target_=helpers.TinyGraphDataset", f"+data.dataset.kind={kind}",
+          "data.num_folds=4", *task, *FAST, f"hydra.run.dir={run}"], tmp_path)  # fmt: skip
+    result = json.loads((run / "results.json").read_text())
+    assert (result["task"], result["metric"], result["higher_is_better"]) == (kind, metric, higher)
+    history = (run / "history.csv").read_text().splitlines()[0]
+    assert f"val/{metric}" in history and f"heldout/{metric}" in history
+    # the best checkpoint is the best epoch in the task's direction
+    curve = result["val_curve"]
+    best = max(range(len(curve)), key=lambda i: curve[i] if higher else -curve[i])
+    assert result["fair"]["best_epoch"] == best
+    log = (run / "train.log").read_text()
+    assert f"val/{metric}" in log and f"fair:  test/{metric}" in log
+    if kind in ("multilabel", "regression"):
+        out = tmp_path / "predictions.csv"
+        _run([str(BIN / "diffpool-predict"), str(run), f"out={out}"], tmp_path)
+        table = read_predictions(out)
+        header = out.read_text().splitlines()[0]
+        if kind == "multilabel":
+            assert "target_3" in header and "prob_3" in header
+            assert table["prediction"].shape == (12, 4)
+        else:
+            assert header == "graph_id,target,prediction"
+            assert table["probabilities"] is None and table["prediction"].dtype.is_floating_point
+    if kind == "regression":
+        report = _run([str(BIN / "diffpool-report"), str(run.parent)], tmp_path)
+        assert "mae: lower is better" in report.stdout
+
+
+def test_ogb_from_the_cli(tmp_path):
+    pytest.importorskip("ogb", reason="the ogb extra")
+    from helpers import write_ogb_layout
+
+    write_ogb_layout(tmp_path / "OGB", "ogbg-molhiv")
+    run = tmp_path / "run"
+    _run([str(BIN / "diffpool-train"), "data=ogbg-molhiv", f"data.dataset.root={tmp_path / 'OGB'}",
+          "model/encoder=gine", *FAST, f"hydra.run.dir={run}"], tmp_path)  # fmt: skip
+    result = json.loads((run / "results.json").read_text())
+    assert (result["task"], result["metric"]) == ("binary", "rocauc")
+    assert result["ogb"]["rocauc"] == pytest.approx(result["fair"]["test"], abs=1e-5)
+    assert "OGB evaluator's test rocauc" in (run / "train.log").read_text()
