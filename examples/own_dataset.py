@@ -1,8 +1,10 @@
 """Train DiffPool with Lightning on a dataset you bring: an in-memory list of ``Data``.
 
-Any list of PyG graphs with node features ``x``, ``edge_index`` and a class label ``y`` works;
-here it is a random one (the class: whether a graph has more edges than nodes). PyG's
-``LightningDataset`` batches it, and ``GraphClassifier`` trains the model of a spec.
+Any list of PyG graphs with node features ``x``, ``edge_index`` and a target ``y`` works;
+here it is a random one (the class: whether a graph has more edges than nodes).
+``GraphDataModule`` splits it (stratified 10-fold CV, fold 0 tests), infers the task from the
+targets (integer labels: multiclass) and batches it; ``GraphClassifier`` trains the model of a
+spec with that task's loss and metrics.
 
     python examples/own_dataset.py --epochs 5
 """
@@ -14,10 +16,9 @@ import argparse
 import torch
 from lightning.pytorch import Trainer
 from torch_geometric.data import Data
-from torch_geometric.data.lightning import LightningDataset
 from torch_geometric.utils import to_undirected
 
-from diffpool.training import GraphClassifier
+from diffpool.training import GraphClassifier, GraphDataModule
 
 
 def my_graphs(num_graphs: int, seed: int = 0) -> list[Data]:
@@ -39,24 +40,22 @@ def main(argv=None):
     parser.add_argument("--graphs", type=int, default=600)
     args = parser.parse_args(argv)
 
-    graphs = my_graphs(args.graphs)
-    split = [len(graphs) * 8 // 10, len(graphs) * 9 // 10]
-    data = LightningDataset(
-        graphs[: split[0]], graphs[split[0] : split[1]], graphs[split[1] :], batch_size=32
-    )
+    data = GraphDataModule(my_graphs(args.graphs), fold=0, batch_size=32)
+    data.setup()
     module = GraphClassifier(
         {"_target_": "diffpool.models.build_model", "variant": "diffpool", "ratio": 0.25},
-        in_channels=3,
-        num_classes=2,
-        max_num_nodes=max(g.num_nodes for g in graphs),
-        val_stages=["val"],  # one validation loader: the validation set
+        in_channels=data.num_features,
+        num_classes=data.num_classes,
+        max_num_nodes=data.max_num_nodes,
+        task=data.task.name,
+        val_stages=data.val_stages,
     )
     trainer = Trainer(
         max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
     trainer.fit(module, datamodule=data)
     (tested,) = trainer.test(module, datamodule=data, verbose=False)
-    print(f"test accuracy {tested['test/acc']:.3f}")
+    print(f"{data.task.name} task, test accuracy {tested['test/acc']:.3f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ EXAMPLES = {
     "two_levels.py": (["--epochs", "1", "--graphs", "100"], "link loss per level"),
     "own_dataset.py": (["--epochs", "1", "--graphs", "100"], "test accuracy"),
     "large_graphs.py": (["--largest", "400", "--graphs", "5"], "per-graph:"),
+    "regression_zinc_like.py": (["--epochs", "1", "--graphs", "100"], "regression: test MAE"),
+    # on a tiny copy in OGB's layout, written by the test (no network)
+    "ogb_molhiv.py": (["--epochs", "1", "--root", "OGB"], "OGB evaluator"),
 }
 
 
@@ -25,6 +28,11 @@ def test_every_example_is_tested():
 @pytest.mark.parametrize("script", sorted(EXAMPLES))
 def test_example_runs(script, tmp_path):
     args, expected = EXAMPLES[script]
+    if script == "ogb_molhiv.py":
+        pytest.importorskip("ogb", reason="the ogb extra")
+        from helpers import write_ogb_layout
+
+        write_ogb_layout(tmp_path / "OGB", "ogbg-molhiv", num_graphs=60)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), *args],
         cwd=tmp_path,

@@ -35,7 +35,7 @@ def _run(args, cwd):
 def test_every_task_trains_from_the_cli(tmp_path, kind, metric, higher):
     run = tmp_path / "run"
     task = [f"data.task={kind}"] if kind in ("binary", "multilabel") else []
-    _run([str(BIN / "diffpool-train"), "data=pyg", "data._target_=diffpool.training.GraphDataModule",
+    _run([str(BIN / "diffpool-train"), "data=pyg",
           "data.dataset._target_=helpers.TinyGraphDataset", f"+data.dataset.kind={kind}",
           "data.num_folds=4", *task, *FAST, f"hydra.run.dir={run}"], tmp_path)  # fmt: skip
     result = json.loads((run / "results.json").read_text())

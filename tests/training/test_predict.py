@@ -117,3 +117,35 @@ def test_the_console_scripts_predict_and_evaluate(run_dir, tmp_path):
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["metrics"]["test/acc"] == pytest.approx(best.test, abs=1e-6)
     assert not (tmp_path / "eval" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "task, target, prediction, probabilities, header",
+    [
+        ("binary", torch.tensor([[1.0], [0.0]]), torch.tensor([[1], [0]]),
+         torch.tensor([[0.75], [0.25]]), "graph_id,target,prediction,prob_1"),
+        ("multilabel", torch.tensor([[1.0, float("nan")], [0.0, 1.0]]),
+         torch.tensor([[1, 0], [0, 1]]), torch.tensor([[0.75, 0.5], [0.25, 0.625]]),
+         "graph_id,target_0,target_1,prediction_0,prediction_1,prob_0,prob_1"),
+        ("regression", torch.tensor([[0.5], [-1.25]]), torch.tensor([[0.25], [-1.0]]), None,
+         "graph_id,target,prediction"),
+    ],
+)  # fmt: skip
+def test_prediction_tables_of_every_task_round_trip(
+    tmp_path, task, target, prediction, probabilities, header
+):
+    predictions = {"graph_id": torch.tensor([4, 7]), "target": target,
+                   "prediction": prediction, "task": task}  # fmt: skip
+    if probabilities is not None:
+        predictions["probabilities"] = probabilities
+    path = write_predictions(predictions, tmp_path / "p.csv")
+    assert path.read_text().splitlines()[0] == header
+    back = read_predictions(path)
+    assert back["graph_id"].tolist() == [4, 7]
+    assert torch.allclose(back["prediction"].double(), prediction.view(2, -1).squeeze(-1).double())
+    expected = target.view(2, -1).squeeze(-1).double()  # a missing label reads back as NaN
+    assert torch.allclose(back["target"].double(), expected, equal_nan=True)
+    if probabilities is None:
+        assert back["probabilities"] is None
+    else:
+        assert torch.equal(back["probabilities"], probabilities.double())

@@ -425,11 +425,25 @@ def test_scheduler_from_config_steps_every_epoch(tmp_path):
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
 
 
-def test_early_stopping_is_a_callbacks_option():
-    cfg = _compose("callbacks=early_stopping", "output_dir=/tmp/x")
+def test_early_stopping_is_a_callbacks_option(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from diffpool.training.run import build
+
+    cfg = _cfg(tmp_path, "run", "callbacks=early_stopping")
     targets = {c._target_.rsplit(".", 1)[1] for c in cfg.callbacks.values()}
     assert targets == {"ModelCheckpoint", "EarlyStopping"}
-    assert len(cfg.callbacks) == 3 and cfg.callbacks.early_stopping.monitor == "val/acc"
+    assert len(cfg.callbacks) == 3 and cfg.callbacks.early_stopping.monitor == "auto"
+    # auto: the task's selection metric in its direction (MUTAG: multiclass, val/acc, max)
+    trainer = build(cfg, tmp_path / "run")[2]
+    stop = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
+    best = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor)
+    assert (stop.monitor, stop.mode, best.monitor, best.mode) == (
+        "val/acc",
+        "max",
+        "val/acc",
+        "max",
+    )
 
 
 @pytest.mark.parametrize(
