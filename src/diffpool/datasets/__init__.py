@@ -1,4 +1,5 @@
-"""Datasets: the TU benchmarks (offline first), cross-validation splits, a synthetic task.
+"""Datasets: the TU benchmarks and OGB (offline first), any PyG dataset as graphs and its own
+split, cross-validation splits and split files, a synthetic task.
 
 The names are imported on first use (PEP 562), so that reading :mod:`.names` (the CLI's
 configs do) does not import torch."""
