@@ -1,22 +1,34 @@
-"""Time and peak memory of one DiffPool level (forward + backward), side by side in one run.
+"""Time and peak memory of one DiffPool level (forward + backward) against every peer, side by
+side in one run.
 
-Formulations, all with the same encoders (one GraphSAGE layer for GNN_embed, 64 channels, and
-one for GNN_pool) and the same batch of 20 graphs:
+What the pooling itself costs: every formulation gets the same batch of 20 graphs, the same
+node embeddings Z (``--hidden`` channels, the output of whatever encoder runs before the
+level) and the same assignment head, a ``Linear(hidden, C)`` on Z (its weights copied into
+every formulation, so that all compute the same S), and pools with raw adjacencies
+A' = S^T A S. The encoders are outside the level (they are the same for everyone); the full
+training step, encoders included, is ``training_throughput.py``'s.
 
-* ``ours_fixed``: :class:`diffpool.DiffPoolConv`, C = ceil(ratio * largest graph of the dataset)
-  clusters for every graph (the paper's rule);
+* ``ours_fixed``: :class:`diffpool.DiffPoolConv` (its ``head`` takes the Linear),
+  C = ceil(ratio * largest graph of the dataset) clusters for every graph (the paper's rule);
 * ``ours_per_graph``: the same layer with per-graph budgets ceil(ratio * N_g) (cap C);
 * ``dense_batch_pad``: PyG's dense formulation padded to the batch's largest graph
-  (``to_dense_batch`` + ``to_dense_adj`` + ``DenseSAGEConv`` + ``dense_diff_pool``), fixed C;
+  (``to_dense_batch`` + ``to_dense_adj`` + ``dense_diff_pool``), fixed C;
 * ``dense_dataset_pad``: the same, padded to the dataset's largest graph (PyG's ``ToDense``
-  example), fixed C. For synthetic batches the dataset is the batch, so it is not repeated.
+  example), fixed C. For synthetic batches the dataset is the batch, so it is not repeated;
+* ``tgp_batched``, ``tgp_unbatched``: torch-geometric-pool's ``DiffPool`` (its MLP select is
+  the Linear) with ``remove_self_loops=False, degree_norm=False`` (raw A'), in its batched
+  (dense, padded to the batch) and unbatched (a loop over graphs, no padding) modes, fixed C.
+  Needs ``pip install --no-build-isolation torch-geometric-pool`` (it compiles torch-scatter
+  where no wheel matches torch); without it these columns say "not installed".
 
-Every measurement runs in a fresh subprocess; peak memory is measured during the first step as
-described in ``benchmarks/measure.py`` (peak RSS rise on CPU, ``max_memory_allocated`` on
-GPU). Times are medians over repetitions after that first step (a single step when
-repetitions would exceed ``--time-budget``).
+Every measurement runs in a fresh subprocess; the formulations alternate over ``--rounds``
+rounds (a drift of this shared machine hits them alike) and the table takes the median
+over rounds. Peak memory is measured during the first step as described in
+``benchmarks/measure.py`` (peak RSS rise on CPU, ``max_memory_allocated`` on GPU). A round's
+time is the median over repetitions after that first step (a single step when repetitions
+would exceed ``--time-budget``).
 
-    python benchmarks/pooling_level.py                # everything, writes benchmarks/results/
+    python benchmarks/pooling_level.py                # everything, writes benchmarks/out/
     python benchmarks/pooling_level.py --quick        # a small subset, for a smoke test
 """
 
@@ -46,9 +58,16 @@ from measure import (
 )
 
 HERE = Path(__file__).resolve().parent
-FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_batch_pad", "dense_dataset_pad")
-REAL = ("ENZYMES", "PROTEINS", "DD")
-SYNTHETIC = (50, 100, 250, 500, 1000, 2000, 4000)
+FORMULATIONS = (
+    "ours_fixed",
+    "ours_per_graph",
+    "dense_batch_pad",
+    "dense_dataset_pad",
+    "tgp_batched",
+    "tgp_unbatched",
+)
+REAL = ("MUTAG", "ENZYMES", "PROTEINS", "COLLAB", "DD")
+SYNTHETIC = (25, 50, 100, 200, 400, 800, 2000)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -74,44 +93,80 @@ def _load_batch(case: dict, seed: int, batch_size: int, cache: Path):
     return Batch.from_data_list(graphs), n_max
 
 
-def _build(formulation: str, in_channels: int, num_clusters: int, ratio: float, hidden: int):
-    from torch_geometric.nn import DenseSAGEConv, SAGEConv
+def tgp_installed() -> bool:
+    from importlib.util import find_spec
 
-    from diffpool import DiffPoolConv
+    return find_spec("tgp") is not None
+
+
+def build(formulation: str, num_clusters: int, ratio: float, hidden: int, head):
+    """The pooling level of ``formulation``, its assignment head a copy of ``head``."""
+    import copy
+
+    import torch
 
     if formulation.startswith("ours"):
+        from diffpool import DiffPoolConv
+
+        class Passthrough(torch.nn.Module):
+            def forward(self, x, edge_index):
+                return x
+
         budget = ratio if formulation == "ours_per_graph" else None
-        return DiffPoolConv(
-            SAGEConv(in_channels, hidden),
-            SAGEConv(in_channels, num_clusters),
+        layer = DiffPoolConv(
+            Passthrough(),
+            Passthrough(),
             num_clusters,
             ratio=budget,
             validate=False,
+            head=torch.nn.Linear(hidden, num_clusters),
         )
-    import torch
+        layer.head.load_state_dict(head.state_dict())  # after the layer's reset_parameters
+        return layer
+    if formulation.startswith("tgp"):
+        from tgp.poolers import DiffPool
 
+        pool = DiffPool(
+            hidden,
+            num_clusters,
+            remove_self_loops=False,
+            degree_norm=False,
+            batched=formulation == "tgp_batched",
+        )
+        (lin,) = pool.selector.mlp.lins  # PyG's Linear: weight [C, hidden], bias [C]
+        with torch.no_grad():
+            lin.weight.copy_(head.weight)
+            lin.bias.copy_(head.bias)
+        return pool
     module = torch.nn.Module()
-    module.embed = DenseSAGEConv(in_channels, hidden)
-    module.pool = DenseSAGEConv(in_channels, num_clusters)
+    module.head = copy.deepcopy(head)
     return module
 
 
-def _step(formulation, model, batch, dataset_max, device, skip_s):
-    import torch
+def pool(formulation: str, model, z, batch, dataset_max: int, skip_s: dict):
+    """One pooling level's pooled ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and summed
+    auxiliary losses."""
     from torch_geometric.nn import dense_diff_pool
     from torch_geometric.utils import to_dense_adj, to_dense_batch
 
     if formulation.startswith("ours"):
-        out = model(batch.x, batch.edge_index, batch.batch, batch_size=batch.num_graphs, **skip_s)
-        loss = out.x.sum() + out.adj.sum() + out.aux_loss
-    else:
-        pad = dataset_max if formulation == "dense_dataset_pad" else None
-        x, mask = to_dense_batch(batch.x, batch.batch, max_num_nodes=pad)
-        adj = to_dense_adj(batch.edge_index, batch.batch, max_num_nodes=pad)
-        z, s = model.embed(x, adj, mask), model.pool(x, adj, mask)
-        x_out, adj_out, link, ent = dense_diff_pool(z, adj, s, mask)
-        loss = x_out.sum() + adj_out.sum() + link + ent
-    loss.backward()
+        out = model(z, batch.edge_index, batch.batch, batch_size=batch.num_graphs, **skip_s)
+        return out.x, out.adj, out.aux_loss
+    if formulation.startswith("tgp"):
+        out = model(x=z, adj=batch.edge_index, batch=batch.batch)
+        return out.x, out.edge_index, sum(out.loss.values())
+    pad = dataset_max if formulation == "dense_dataset_pad" else None
+    x, mask = to_dense_batch(z, batch.batch, max_num_nodes=pad)
+    adj = to_dense_adj(batch.edge_index, batch.batch, max_num_nodes=pad)
+    x_out, adj_out, link, ent = dense_diff_pool(x, adj, model.head(x), mask)
+    return x_out, adj_out, link + ent
+
+
+def _step(formulation, model, z, batch, dataset_max, device, skip_s):
+    import torch
+
+    x, adj, aux = pool(formulation, model, z, batch, dataset_max, skip_s)
+    (x.sum() + adj.sum() + aux).backward()
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -124,9 +179,16 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     batch, dataset_max = _load_batch(case, args.seed, args.batch_size, Path(args.cache))
     num_clusters = math.ceil(args.ratio * dataset_max)
-    model = _build(args.formulation, batch.num_features, num_clusters, args.ratio, args.hidden)
-    model, batch = model.to(device), batch.to(device)
-    skip_s = without_assignment(model.forward, "return_assignment")
+    gen = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(batch.num_nodes, args.hidden, generator=gen)
+    head = torch.nn.Linear(args.hidden, num_clusters)
+    model = build(args.formulation, num_clusters, args.ratio, args.hidden, head)
+    model, batch, z = model.to(device), batch.to(device), z.to(device).requires_grad_()
+    skip_s = (
+        without_assignment(model.forward, "return_assignment")
+        if args.formulation.startswith("ours")
+        else {}
+    )
     sizes = torch.bincount(batch.batch).cpu()
     info = dict(
         num_clusters=num_clusters,
@@ -139,7 +201,7 @@ def worker(args) -> dict:
     # Peak memory of the first (warm-up) step: afterwards the allocator's caches hold memory.
     base = reset_peak(device)
     t0 = time.perf_counter()
-    _step(args.formulation, model, batch, dataset_max, device, skip_s)
+    _step(args.formulation, model, z, batch, dataset_max, device, skip_s)
     first = time.perf_counter() - t0
     peak = peak_since(device, base)
     if device.type == "cpu":
@@ -154,8 +216,9 @@ def worker(args) -> dict:
         len(times) < reps or (time.perf_counter() - start < args.min_time and len(times) < 2000)
     ):
         model.zero_grad(set_to_none=True)
+        z.grad = None
         t0 = time.perf_counter()
-        _step(args.formulation, model, batch, dataset_max, device, skip_s)
+        _step(args.formulation, model, z, batch, dataset_max, device, skip_s)
         times.append(time.perf_counter() - t0)
     times.sort()
     return dict(
@@ -210,40 +273,59 @@ def cases(args):
     return out
 
 
+def median_of_rounds(runs: list[dict]) -> dict:
+    """One formulation's rounds as one measurement: the median time and peak over the rounds
+    that ran (the first failure when none did)."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return runs[0]
+    times = sorted(r["seconds"] for r in ok)
+    peaks = sorted(r["peak_bytes"] for r in ok)
+    return dict(ok[0], seconds=times[len(times) // 2], peak_bytes=peaks[len(peaks) // 2],
+                rounds=len(ok), round_seconds=[r["seconds"] for r in ok])  # fmt: skip
+
+
+def best_peer(row: dict, key: str) -> tuple[str, float] | None:
+    """The fastest (``seconds``) or smallest (``peak_bytes``) peer of a row, and its value."""
+    peers = [(f, m[key]) for f, m in row["runs"].items() if not f.startswith("ours")
+             and m["status"] == "ok"]  # fmt: skip
+    return min(peers, key=lambda fm: fm[1]) if peers else None
+
+
 def write_markdown(results: dict, path: Path) -> None:
     meta = results["meta"]
     lines = [
-        "# One DiffPool level: forward + backward, time and peak memory",
+        "# One DiffPool level against every peer: forward + backward, time and peak memory",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}; "
-        f"code {code_description(meta)}; "
-        f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}, "
-        f"{meta['hidden']} hidden channels, one SAGE layer per GNN.  ",
-        "Ratios are against the fastest / smallest dense formulation measured on the same "
-        "batch in the same run (> 1 means ours is faster / smaller).",
+        f"code {code_description(meta)}; {meta.get('threads', 1)} thread(s); "
+        f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}; every formulation "
+        f"pools the same embeddings Z ({meta['hidden']} channels) with the same "
+        f"Linear({meta['hidden']}, C) assignment head; raw A' = S^T A S.  ",
+        f"Times are medians over {meta.get('rounds', 1)} alternating rounds (each the median "
+        "of its repetitions). Ratios are the fastest / smallest peer's figure over ours "
+        "(> 1: ours is faster / smaller); the peer is named.",
         "",
-        "| batch | C (fixed) | N_max batch / dataset | formulation | time (s) | peak memory |"
-        " speed-up vs best dense | memory ratio vs best dense |",
+        "| batch | C (fixed) | N_max batch / dataset | formulation | time (ms) | peak memory |"
+        " speed vs fastest peer | memory vs smallest peer |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        dense = [m for f, m in row["runs"].items() if f.startswith("dense") and m["status"] == "ok"]
-        best_t = min((m["seconds"] for m in dense), default=None)
-        best_m = min((m["peak_bytes"] for m in dense), default=None)
+        fastest, smallest = best_peer(row, "seconds"), best_peer(row, "peak_bytes")
         for f, m in row["runs"].items():
             if m["status"] != "ok":
-                lines.append(f"| {row['case']} | | | {f} | {m['status']} | | | |")
+                detail = m.get("detail", "")
+                lines.append(f"| {row['case']} | | | {f} | {m['status']} {detail} | | | |")
                 continue
-            speed = f"{best_t / m['seconds']:.2f}x" if best_t and f.startswith("ours") else ""
-            mem = (
-                f"{best_m / max(m['peak_bytes'], 1):.2f}x"
-                if best_m and f.startswith("ours")
-                else ""
-            )
+            speed = mem = ""
+            if f.startswith("ours") and fastest:
+                speed = f"{fastest[1] / m['seconds']:.2f}x ({fastest[0]})"
+            if f.startswith("ours") and smallest:
+                mem = f"{smallest[1] / max(m['peak_bytes'], 1):.2f}x ({smallest[0]})"
             lines.append(
                 f"| {row['case']} | {m['num_clusters']} | {m['batch_max_nodes']} / "
-                f"{m['dataset_max_nodes']} | {f} | {m['seconds']:.3f} | "
+                f"{m['dataset_max_nodes']} | {f} | {1e3 * m['seconds']:.2f} | "
                 f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
             )
     path.write_text("\n".join(lines) + "\n")
@@ -285,13 +367,17 @@ def main(argv=None):
         "--min-time", type=float, default=3.0, help="keep repeating a step for this long, s"
     )
     p.add_argument("--synthetic", nargs="*", type=int, default=list(SYNTHETIC))
-    p.add_argument("--quick", action="store_true", help="ENZYMES + N_max 50/250 only")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per case (median over them)"
+    )
+    p.add_argument("--quick", action="store_true", help="ENZYMES + N_max 50/200 only, 1 round")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return
     if args.quick:
-        args.real, args.synthetic, args.reps, args.min_time = ["ENZYMES"], [50, 250], 2, 0.3
+        args.real, args.synthetic, args.reps, args.min_time = ["ENZYMES"], [50, 200], 2, 0.3
+        args.rounds = 1
     import torch
 
     from diffpool.utils.provenance import provenance
@@ -307,28 +393,42 @@ def main(argv=None):
             ratio=args.ratio,
             hidden=args.hidden,
             seed=args.seed,
+            rounds=args.rounds,
+            threads=args.threads,
             date=time.strftime("%Y-%m-%d"),
         ),
         rows=[],
     )
+    formulations = list(args.formulations)
+    if not tgp_installed():
+        missing = [f for f in formulations if f.startswith("tgp")]
+        formulations = [f for f in formulations if f not in missing]
+        if missing:
+            hint = "pip install --no-build-isolation torch-geometric-pool"
+            print(f"skip {', '.join(missing)}: not installed ({hint})", file=sys.stderr)
     for case in cases(args):
         row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
+        chosen = [f for f in formulations
+                  if not (f == "dense_dataset_pad" and case["kind"] == "synthetic")]  # fmt: skip
+        rounds: dict[str, list[dict]] = {f: [] for f in chosen}
+        for r in range(args.rounds):  # alternating: every formulation once per round
+            for f in chosen:
+                if rounds[f] and rounds[f][-1]["status"] != "ok":
+                    continue  # it failed (timeout, memory): once is enough
+                t0 = time.time()
+                m = run_one(case, f, args)
+                rounds[f].append(m)
+                print(
+                    f"{case['name']:>24} {f:>18} round {r + 1}: {m['status']}"
+                    + (f" {1e3 * m['seconds']:.2f} ms {fmt_bytes(m['peak_bytes'])}"
+                       if m["status"] == "ok" else f" {m.get('detail', '')}")
+                    + f"  [{time.time() - t0:.0f}s wall]",
+                    flush=True,
+                )  # fmt: skip
+        row["runs"] = {f: median_of_rounds(rounds[f]) for f in chosen}
         for f in args.formulations:
-            if f == "dense_dataset_pad" and case["kind"] == "synthetic":
-                continue
-            t0 = time.time()
-            row["runs"][f] = run_one(case, f, args)
-            m = row["runs"][f]
-            print(
-                f"{case['name']:>24} {f:>18}: {m['status']}"
-                + (
-                    f" {m['seconds']:.3f}s {fmt_bytes(m['peak_bytes'])}"
-                    if m["status"] == "ok"
-                    else f" {m.get('detail', '')}"
-                )
-                + f"  [{time.time() - t0:.0f}s wall]",
-                flush=True,
-            )
+            if f not in row["runs"] and f.startswith("tgp"):
+                row["runs"][f] = dict(status="not installed")
         results["rows"].append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
