@@ -89,6 +89,22 @@ def run_worker(cmd: list[str], timeout: float, threads: int = 0) -> dict:
     return dict(status="ok", **json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def tgp_installed() -> bool:
+    """Whether torch-geometric-pool (``tgp``), the peer library, is installed."""
+    from importlib.util import find_spec
+
+    return find_spec("tgp") is not None
+
+
+def available_formulations(formulations) -> list[str]:
+    """``formulations`` without tgp's where it is not installed (said on stderr)."""
+    missing = [f for f in formulations if f.startswith("tgp") and not tgp_installed()]
+    if missing:
+        hint = "pip install --no-build-isolation torch-geometric-pool"
+        print(f"skip {', '.join(missing)}: not installed ({hint})", file=sys.stderr)
+    return [f for f in formulations if f not in missing]
+
+
 def python() -> str:
     return sys.executable
 

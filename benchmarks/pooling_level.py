@@ -43,6 +43,7 @@ from pathlib import Path
 
 from measure import (
     add_common_arguments,
+    available_formulations,
     code_description,
     fmt_bytes,
     machine_description,
@@ -91,12 +92,6 @@ def _load_batch(case: dict, seed: int, batch_size: int, cache: Path):
         e = to_undirected(e[:, e[0] != e[1]], num_nodes=n)
         graphs.append(Data(x=torch.randn(n, 16, generator=gen), edge_index=e))
     return Batch.from_data_list(graphs), n_max
-
-
-def tgp_installed() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("tgp") is not None
 
 
 def build(formulation: str, num_clusters: int, ratio: float, hidden: int, head):
@@ -399,13 +394,7 @@ def main(argv=None):
         ),
         rows=[],
     )
-    formulations = list(args.formulations)
-    if not tgp_installed():
-        missing = [f for f in formulations if f.startswith("tgp")]
-        formulations = [f for f in formulations if f not in missing]
-        if missing:
-            hint = "pip install --no-build-isolation torch-geometric-pool"
-            print(f"skip {', '.join(missing)}: not installed ({hint})", file=sys.stderr)
+    formulations = available_formulations(args.formulations)
     for case in cases(args):
         row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
         chosen = [f for f in formulations

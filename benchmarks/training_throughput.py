@@ -10,7 +10,16 @@ optimizer step, and an epoch is every graph of the dataset once (shuffled).
 * ``ours_per_graph``: the same with per-graph budgets ceil(0.25 * N_g) (cap C);
 * ``dense_pyg``: the formulation of PyG's ``examples/proteins_diff_pool.py``, on all graphs:
   ``ToDense`` to the dataset's largest graph, ``DenseDataLoader``, ``DenseSAGEConv`` blocks and
-  ``dense_diff_pool`` (the example keeps only graphs of <= 150 nodes; here none is dropped).
+  ``dense_diff_pool`` (the example keeps only graphs of <= 150 nodes; here none is dropped);
+* ``tgp_batched``, ``tgp_unbatched``: torch-geometric-pool's ``DiffPool`` at both levels (raw
+  A': ``remove_self_loops=False, degree_norm=False``), the first level in its batched (dense,
+  padded to the batch) or unbatched (a loop over graphs) mode, with our encoder blocks. Its
+  assignment is an MLP select on the embeddings (how tgp defines DiffPool): there is no
+  pooling GNN, so its step does less work than ours and PyG's (3 SAGE layers per level
+  fewer). Needs ``pip install --no-build-isolation torch-geometric-pool``;
+* ``flat``: the ``base`` model, the same encoder block and a mean readout without pooling:
+  what any model pays for the message passing. The table gives every pooling formulation's
+  time as a multiple of it (the cost of the pooling on top of it).
 
 Our formulations train with the paper's Frobenius link loss, as ``dense_diff_pool`` does;
 ``--link-loss bce`` times them with the authors' BCE link loss instead (ours only: PyG's
@@ -40,6 +49,7 @@ from pathlib import Path
 
 from measure import (
     add_common_arguments,
+    available_formulations,
     code_description,
     fmt_bytes,
     machine_description,
@@ -55,8 +65,9 @@ from measure import (
 )
 
 HERE = Path(__file__).resolve().parent
-FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_pyg")
-REAL = ("ENZYMES", "PROTEINS", "DD")
+FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_pyg", "tgp_batched", "tgp_unbatched", "flat")
+PEERS = ("dense_pyg", "tgp_batched", "tgp_unbatched")
+REAL = ("MUTAG", "ENZYMES", "PROTEINS", "COLLAB", "DD")
 SCALING = (50, 100, 200, 400, 800)
 HIDDEN, LAYERS, LEVELS, RATIO, BATCH = 64, 3, 2, 0.25, 20
 
@@ -109,6 +120,47 @@ def dense_reference(in_channels: int, num_classes: int, max_nodes: int):
             x, adj, link2, ent2 = dense_diff_pool(x, adj, s)
             x = self.embed3(x, adj).mean(dim=1)
             return self.lin2(F.relu(self.lin1(x))), link1 + link2 + ent1 + ent2
+
+    return Net()
+
+
+def tgp_reference(in_channels: int, num_classes: int, max_nodes: int, batched: bool):
+    """Our encoder blocks around torch-geometric-pool's ``DiffPool`` at both levels (the first
+    batched or not, the second on its dense output), readouts and MLP as ours."""
+    import torch
+    from tgp.poolers import DiffPool
+    from torch_geometric.nn import global_max_pool
+    from torch_geometric.nn.models import MLP
+
+    from diffpool.nn import DenseGNNEncoder, GNNEncoder
+
+    block = dict(num_layers=LAYERS, norm="batch", concat=True)
+    raw = dict(remove_self_loops=False, degree_norm=False)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            c1 = math.ceil(RATIO * max_nodes)
+            c2 = math.ceil(RATIO * c1)
+            self.embed1 = GNNEncoder("sage", in_channels, HIDDEN, HIDDEN, **block)
+            width = self.embed1.out_channels
+            self.pool1 = DiffPool(width, c1, batched=batched, **raw)
+            self.embed2 = DenseGNNEncoder("sage", width, HIDDEN, HIDDEN, **block)
+            self.pool2 = DiffPool(width, c2, batched=True, **raw)
+            self.embed3 = DenseGNNEncoder("sage", width, HIDDEN, HIDDEN, **block)
+            self.mlp = MLP([3 * width, 50, num_classes], norm=None)
+
+        def forward(self, x, edge_index, batch, batch_size):
+            z = self.embed1(x, edge_index)
+            readouts = [global_max_pool(z, batch, batch_size)]
+            first = self.pool1(x=z, adj=edge_index, batch=batch)
+            z = self.embed2(first.x, first.edge_index)
+            readouts.append(z.max(1).values)
+            second = self.pool2(x=z, adj=first.edge_index)
+            z = self.embed3(second.x, second.edge_index)
+            readouts.append(z.max(1).values)
+            aux = sum(first.loss.values()) + sum(second.loss.values())
+            return self.mlp(torch.cat(readouts, -1)), aux
 
     return Net()
 
@@ -229,28 +281,46 @@ def worker(args) -> dict:
             logits, aux = model(batch.x, batch.adj, batch.mask)
             return F.cross_entropy(logits, batch.y.view(-1)) + aux
 
+    elif args.formulation.startswith("tgp"):
+        from torch_geometric.loader import DataLoader
+
+        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=generator)
+        model = tgp_reference(
+            in_channels, num_classes, max_nodes, batched=args.formulation == "tgp_batched"
+        )
+
+        def step(batch):
+            logits, aux = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+            return F.cross_entropy(logits, batch.y) + aux
+
     else:
         from torch_geometric.loader import DataLoader
 
         from diffpool.models import build_model
 
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=generator)
-        budget = "per_graph" if args.formulation == "ours_per_graph" else "fixed"
-        model = build_model(
-            "diffpool",
-            in_channels,
-            num_classes,
-            max_nodes,
-            hidden_channels=HIDDEN,
-            num_layers=LAYERS,
-            num_levels=LEVELS,
-            ratio=RATIO,
-            budget=budget,
-            link_loss=args.link_loss,
-            validate=False,
-        )
-
-        skip_s = without_assignment(model.forward, "return_assignments")
+        if args.formulation == "flat":
+            model = build_model(
+                "base", in_channels, num_classes, max_nodes, hidden_channels=HIDDEN,
+                num_layers=LAYERS,
+            )  # fmt: skip
+            skip_s = {}
+        else:
+            budget = "per_graph" if args.formulation == "ours_per_graph" else "fixed"
+            model = build_model(
+                "diffpool",
+                in_channels,
+                num_classes,
+                max_nodes,
+                hidden_channels=HIDDEN,
+                num_layers=LAYERS,
+                num_levels=LEVELS,
+                ratio=RATIO,
+                budget=budget,
+                link_loss=args.link_loss,
+                validate=False,
+            )
+            skip_s = without_assignment(model.forward, "return_assignments")
 
         def step(batch):
             out = model(
@@ -261,12 +331,16 @@ def worker(args) -> dict:
     model = model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     clock = PhaseClock(device)
+    clock.time(model, "forward")
     if args.formulation == "dense_pyg":
-        clock.time(model, "forward")
         for block in (model.pool1, model.embed1, model.pool2, model.embed2, model.embed3):
             clock.time(block, "encoders")
+    elif args.formulation.startswith("tgp"):
+        for block in (model.embed1, model.embed2, model.embed3):
+            clock.time(block, "encoders")
+    elif args.formulation == "flat":
+        clock.time(model.encoder, "encoders")
     else:
-        clock.time(model, "forward")
         for level in model.levels:
             clock.time(level, "levels")
             for gnn in (level.embed, level.pool):
@@ -374,26 +448,39 @@ def write_markdown(results: dict, path: Path) -> None:
         f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
         f"{RATIO}, batch {BATCH}, Adam; {meta.get('link_loss', 'frobenius')} link loss "
         "(ours).  ",
-        "Ratios are against `dense_pyg` (PyG's example formulation, all graphs padded to the "
-        "dataset's largest graph) in the same run: > 1 means ours is faster / smaller. "
-        "*Extrapolated* epochs time the first batches only (their mean times the number of "
-        "batches). With several runs (the formulations alternating) time and peak are "
-        "medians, the runs' range of times in brackets.",
+        "Ratios are against the fastest / smallest peer (`dense_pyg`: PyG's example "
+        "formulation, all graphs padded to the dataset's largest graph; `tgp_*`: "
+        "torch-geometric-pool, whose select is an MLP, so it runs no pooling GNN) in the same "
+        "run, the peer named: > 1 means ours is faster / smaller. `x flat`: the step time as a "
+        "multiple of the flat model's (`flat`: the same encoders, no pooling), what the "
+        "pooling costs on top of the message passing. *Extrapolated* epochs time the first "
+        "batches only (their mean times the number of batches). With several runs (the "
+        "formulations alternating) time and peak are medians, the runs' range of times in "
+        "brackets.",
         "",
         "| dataset | graphs | N_max | C per level (fixed) | formulation | s / epoch | "
-        "measured batches | peak memory | speed-up vs dense | memory ratio vs dense |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "measured batches | peak memory | speed vs fastest peer | memory vs smallest peer | "
+        "x flat |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        dense = row["runs"].get("dense_pyg", {})
+        ok = {f: m for f, m in row["runs"].items() if m["status"] == "ok"}
+        peers = [(f, m) for f, m in ok.items() if f in PEERS]
+        fastest = min(peers, key=lambda fm: fm[1]["seconds_per_epoch"], default=None)
+        smallest = min(peers, key=lambda fm: fm[1]["peak_bytes"], default=None)
+        flat = ok.get("flat")
         for f, m in row["runs"].items():
             if m["status"] != "ok":
-                lines.append(f"| {row['case']} | | | | {f} | {m['status']} | | | | |")
+                lines.append(f"| {row['case']} | | | | {f} | {m['status']} | | | | | |")
                 continue
-            speed = mem = ""
-            if f != "dense_pyg" and dense.get("status") == "ok":
-                speed = f"{dense['seconds_per_epoch'] / m['seconds_per_epoch']:.1f}x"
-                mem = f"{dense['peak_bytes'] / max(m['peak_bytes'], 1):.1f}x"
+            speed = mem = times_flat = ""
+            if f.startswith("ours") and fastest:
+                ratio = fastest[1]["seconds_per_epoch"] / m["seconds_per_epoch"]
+                speed = f"{ratio:.2f}x ({fastest[0]})"
+            if f.startswith("ours") and smallest:
+                mem = f"{smallest[1]['peak_bytes'] / max(m['peak_bytes'], 1):.2f}x ({smallest[0]})"
+            if flat and f != "flat":
+                times_flat = f"{m['seconds_per_epoch'] / flat['seconds_per_epoch']:.2f}"
             batches = f"{m['measured_batches']} / {m['num_batches']}"
             epoch = f"{m['seconds_per_epoch']:,.1f}"
             repeats = m.get("repeat_seconds", [])
@@ -404,7 +491,7 @@ def write_markdown(results: dict, path: Path) -> None:
             lines.append(
                 f"| {row['case']} | {m['num_graphs']} | {m['max_nodes']} | "
                 f"{m['num_clusters'][0]}, {m['num_clusters'][1]} | {f} | {epoch} | {batches} | "
-                f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
+                f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} | {times_flat} |"
             )
     lines += [
         "",
@@ -535,12 +622,13 @@ def main(argv=None):
         else:
             print(f"skip {name}: {args.tu_dir}/{name}.zip not found", file=sys.stderr)
     cases += [dict(kind="synthetic", name=f"synthetic N_max={n}", n_max=n) for n in args.scaling]
+    formulations = available_formulations(args.formulations)
     for case in cases:
         row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
-        measured: dict[str, list[dict]] = {f: [] for f in args.formulations}
+        measured: dict[str, list[dict]] = {f: [] for f in formulations}
         first_wall: dict[str, float] = {}
         for repeat in range(args.repeats):  # the formulations alternate
-            for f in args.formulations:
+            for f in formulations:
                 if repeat and (
                     measured[f][0]["status"] != "ok" or first_wall[f] > args.repeat_below
                 ):
@@ -570,6 +658,9 @@ def main(argv=None):
                     flush=True,
                 )
         row["runs"] = {f: median_run(runs) for f, runs in measured.items()}
+        for f in args.formulations:
+            if f not in row["runs"]:
+                row["runs"][f] = dict(status="not installed")
         results["rows"].append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

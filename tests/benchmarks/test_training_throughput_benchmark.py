@@ -55,7 +55,7 @@ def test_the_table_shows_the_runs_range(throughput, tmp_path):
     throughput.write_markdown(results, path)
     text = path.read_text()
     assert "| ours_fixed | 1.1 [1.0-1.2, 2 runs] | 30 / 30 |" in text
-    assert "| 2.0x | 2.0x |" in text
+    assert "| 2.00x (dense_pyg) | 2.00x (dense_pyg) |" in text
 
 
 def test_bce_link_loss_is_refused_beside_the_dense_formulation(throughput, capsys):
