@@ -321,6 +321,11 @@ def worker(args) -> dict:
                 validate=False,
             )
             skip_s = without_assignment(model.forward, "return_assignments")
+            for setting in args.model_attr:  # e.g. group_dense_levels=false
+                name, _, value = setting.partition("=")
+                if not hasattr(model, name):
+                    raise SystemExit(f"--model-attr: the model has no attribute {name!r}")
+                setattr(model, name, json.loads(value))
 
         def step(batch):
             out = model(
@@ -418,6 +423,8 @@ def run_one(case: dict, formulation: str, args, max_batches: int) -> dict:
         "--link-loss",
         args.link_loss,
     ]
+    if args.model_attr:
+        cmd += ["--model-attr", *args.model_attr]
     return run_worker(cmd, args.timeout, args.threads)
 
 
@@ -447,7 +454,9 @@ def write_markdown(results: dict, path: Path) -> None:
         f"code {code_description(meta)}; "
         f"{LAYERS}-layer GraphSAGE blocks, {HIDDEN} hidden, {LEVELS} pooling levels at ratio "
         f"{RATIO}, batch {BATCH}, Adam; {meta.get('link_loss', 'frobenius')} link loss "
-        "(ours).  ",
+        "(ours)"
+        + (f"; our models with {', '.join(meta['model_attr'])}" if meta.get("model_attr") else "")
+        + ".  ",
         "Ratios are against the fastest / smallest peer (`dense_pyg`: PyG's example "
         "formulation, all graphs padded to the dataset's largest graph; `tgp_*`: "
         "torch-geometric-pool, whose select is an MLP, so it runs no pooling GNN) in the same "
@@ -579,6 +588,14 @@ def main(argv=None):
         "averages the machine's noise out by itself",
     )
     p.add_argument(
+        "--model-attr",
+        nargs="*",
+        default=[],
+        metavar="NAME=JSON",
+        help="set attributes of our models before timing (ablations), e.g. "
+        "group_dense_levels=false",
+    )
+    p.add_argument(
         "--link-loss",
         choices=("frobenius", "bce"),
         default="frobenius",
@@ -612,6 +629,7 @@ def main(argv=None):
             provenance=provenance(),
             date=time.strftime("%Y-%m-%d"),
             link_loss=args.link_loss,
+            model_attr=args.model_attr,
         ),
         rows=[],
     )

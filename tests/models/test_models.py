@@ -342,3 +342,46 @@ def test_unbatch_levels_gives_each_graphs_nodes_and_clusters():
     for s, clusters, x in zip(first["s"], first["clusters"], first["x"]):
         torch.testing.assert_close(s.sum(-1), torch.ones(s.shape[0]))
         assert torch.equal(clusters, s.argmax(-1)) and x.shape[0] == s.shape[1]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_grouped_dense_levels_equal_one_padded_batch(train):
+    """With per-graph budgets, a batch of one large and several small graphs runs its dense
+    levels group by group: the same logits, losses, level outputs and gradients as one
+    padded batch (up to float rounding), batch norm statistics over all groups together."""
+    sizes = [30, 1600, 40, 25, 300, 35, 120, 28]
+    batch = random_batch(sizes, num_features=4, seed=1)
+    model = build_model("diffpool", 4, 3, max(sizes), num_levels=3, ratio=0.25,
+                        budget="per_graph", hidden_channels=16)  # fmt: skip
+    model.train(train)
+
+    def run(grouped: bool):
+        model.group_dense_levels = grouped
+        model.zero_grad()
+        out = classify(model, batch)
+        (out.logits.sum() + out.aux_loss).backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    one, one_grads = run(False)
+    grouped, grouped_grads = run(True)
+    groups = model._dense_groups(grouped.levels[0])
+    assert groups is not None and groups.num_groups >= 2  # the case runs grouped
+    assert torch.allclose(one.logits, grouped.logits, atol=1e-4)
+    for name in ("aux_loss", "link_loss", "entropy_loss"):
+        assert torch.allclose(getattr(one, name), getattr(grouped, name), atol=1e-5), name
+    for a, b in zip(one.levels, grouped.levels):
+        for name in ("x", "adj", "s", "mask", "cluster_mask", "z", "link_loss_per_graph"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.shape == y.shape, name
+            assert torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-3), name
+    for a, b in zip(one_grads, grouped_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_fixed_budgets_and_similar_sizes_stay_one_batch(enzymes_batch):
+    batch, max_nodes, num_classes = enzymes_batch
+    fixed = build_model("diffpool", batch.num_features, num_classes, max_nodes, num_levels=2)
+    assert fixed._dense_groups(classify(fixed, batch).levels[0]) is None
+    similar = random_batch([30, 32, 28, 31], num_features=4)
+    per_graph = build_model("diffpool", 4, 2, 32, num_levels=2, budget="per_graph")
+    assert per_graph._dense_groups(classify(per_graph, similar).levels[0]) is None

@@ -193,15 +193,68 @@ class SizeBuckets(NodeBlocks):
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
         trailing dimensions that a narrower bucket left short."""
-        shape = [max(r.size(d) for r in per_bucket) for d in range(1, per_bucket[0].dim())]
-        padded = []
-        for r in per_bucket:
-            pad = []
-            for d in reversed(range(1, r.dim())):
-                pad += [0, shape[d - 1] - r.size(d)]
-            padded.append(torch.nn.functional.pad(r, pad) if any(pad) else r)
-        out = torch.cat(padded) if len(padded) > 1 else padded[0]
-        return out if self.identity else out[self.inverse]
+        return _reassemble(per_bucket, None if self.identity else self.inverse)
+
+
+def _reassemble(per_group: list[Tensor], inverse: Tensor | None) -> Tensor:
+    """Per-group results ``[b_k, ...]`` padded with zeros (``False``) to the widest trailing
+    sizes, concatenated, and put back in graph order with ``inverse`` (None: already)."""
+    shape = [max(r.size(d) for r in per_group) for d in range(1, per_group[0].dim())]
+    padded = []
+    for r in per_group:
+        pad = []
+        for d in reversed(range(1, r.dim())):
+            pad += [0, shape[d - 1] - r.size(d)]
+        if any(pad):
+            r = (
+                torch.nn.functional.pad(r.to(torch.uint8), pad).bool()
+                if r.dtype == torch.bool
+                else torch.nn.functional.pad(r, pad)
+            )
+        padded.append(r)
+    out = torch.cat(padded) if len(padded) > 1 else padded[0]
+    return out if inverse is None else out[inverse]
+
+
+class DenseGroups:
+    """A padded dense batch (``[B, N, ...]``, ``[B, N, N]``) as groups of graphs of similar
+    size, each cut to its own largest graph (:func:`bucket_graphs`): the levels after the
+    first pooling run group by group, so that a batch holding one large graph does not pad
+    every other graph to it.
+
+    Args:
+        counts (list[int]): real nodes per graph (on the host).
+        device (torch.device): where the index tensors live.
+        max_waste (float, optional): see :func:`bucket_graphs`. (default: :obj:`1.5`)
+        row_cost (callable, optional): see :func:`bucket_graphs`. (default: :obj:`None`)
+    """
+
+    def __init__(self, counts: list[int], device, max_waste: float = 1.5, row_cost=None):
+        self.num_graphs = len(counts)
+        self.buckets = bucket_graphs(counts, max_waste, row_cost)
+        self.num_groups = len(self.buckets)
+        self.heads = [max(1, counts[graphs[0]]) for graphs in self.buckets]
+        self.sizes = [len(graphs) for graphs in self.buckets]
+        order = [g for graphs in self.buckets for g in graphs]
+        self.index = torch.tensor(order, device=device).split(self.sizes)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        self.inverse = None if order == list(range(len(order))) else inverse.to(device)
+
+    def split(self, t: Tensor, node_dims: int = 1) -> list[Tensor]:
+        """The groups of ``t`` ``[B, N, ...]``, its first ``node_dims`` node dimensions (2
+        for an adjacency) cut to each group's largest graph."""
+        parts = []
+        for index, head in zip(self.index, self.heads):
+            part = t.index_select(0, index)
+            for d in range(1, 1 + node_dims):
+                part = part.narrow(d, 0, min(head, part.size(d)))
+            parts.append(part)
+        return parts
+
+    def reassemble(self, per_group: list[Tensor]) -> Tensor:
+        """Per-group results ``[b_k, ...]`` back into graph order ``[B, ...]``, zero-padded."""
+        return _reassemble(per_group, self.inverse)
 
 
 class PaddedBatch(NodeBlocks):

@@ -11,6 +11,8 @@ from torch_geometric.nn.models import MLP
 from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import cluster_budget
+from diffpool.functional.output import DiffPoolOutput
+from diffpool.functional.packing import DenseGroups
 from diffpool.models.output import ClassifierOutput
 from diffpool.models.readout import check_readout, dense_readout, resolve_batch, sparse_readout
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
@@ -32,6 +34,34 @@ def normalize_coarse_adj(adj: Tensor) -> Tensor:
     adj = adj * (1 - torch.eye(adj.size(-1), dtype=adj.dtype, device=adj.device))
     deg = adj.sum(-1).clamp(min=torch.finfo(adj.dtype).eps).rsqrt()
     return deg.unsqueeze(-1) * adj * deg.unsqueeze(-2)
+
+
+def _merge_groups(parts: list[DiffPoolOutput], groups: DenseGroups) -> DiffPoolOutput:
+    """One level's per-group outputs as the output of the whole batch, in graph order: the
+    tensors zero-padded to the widest group, the losses the means over all graphs."""
+    total = groups.num_graphs
+    weights = [len(index) / total for index in groups.index]
+
+    def mean(name: str) -> Tensor:
+        return sum(w * getattr(p, name) for w, p in zip(weights, parts))
+
+    def joined(name: str):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else groups.reassemble(values)
+
+    return DiffPoolOutput(
+        x=joined("x"),
+        adj=joined("adj"),
+        s=joined("s"),
+        mask=joined("mask"),
+        cluster_mask=joined("cluster_mask"),
+        link_loss=mean("link_loss"),
+        entropy_loss=mean("entropy_loss"),
+        aux_loss=mean("aux_loss"),
+        link_loss_per_graph=joined("link_loss_per_graph"),
+        entropy_loss_per_graph=joined("entropy_loss_per_graph"),
+        z=joined("z"),
+    )
 
 
 def level_clusters(
@@ -339,6 +369,9 @@ class DiffPoolNet(torch.nn.Module):
         )
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
+        groups = self._dense_groups(out)
+        if groups is not None:
+            return self._forward_groups(out, groups, outputs, readouts, return_assignments)
         for level, conv in enumerate(self.levels[1:], start=1):
             fixed = None
             if self.assignment == "det":
@@ -354,6 +387,50 @@ class DiffPoolNet(torch.nn.Module):
             readouts.append(dense_readout(self.readout, out.z, out.mask))
         z = self.final(out.x, self._next_adj(out.adj), out.cluster_mask)
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
+        logits = self.mlp(torch.cat(readouts, dim=-1))
+        return ClassifierOutput(
+            logits=logits,
+            aux_loss=torch.stack([o.aux_loss for o in outputs]).sum(),
+            link_loss=torch.stack([o.link_loss for o in outputs]),
+            entropy_loss=torch.stack([o.entropy_loss for o in outputs]),
+            levels=tuple(outputs),
+        )
+
+    #: With per-graph budgets, run the levels after the first group by group (graphs of
+    #: similar size together, each group padded to its own largest graph) where the batch's
+    #: sizes differ enough to gain from it: a batch with one large graph (D&D) no longer pads
+    #: every graph's dense level to it. The same result up to float rounding (and other
+    #: dropout masks); ``False``: one padded batch.
+    group_dense_levels: bool = True
+
+    def _dense_groups(self, out) -> DenseGroups | None:
+        """The size groups of the dense levels, or :obj:`None` to run them as one batch."""
+        if not self.group_dense_levels or self.budget != "per_graph":
+            return None
+        if self.assignment != "learned" or torch.compiler.is_compiling():
+            return None
+        counts = out.cluster_mask.sum(-1).tolist()
+        width = self.final.in_channels
+        groups = DenseGroups(counts, out.x.device, row_cost=lambda n: n * (n + width))
+        return groups if groups.num_groups > 1 else None
+
+    def _forward_groups(self, out, groups, outputs, readouts, return_assignments):
+        """The dense levels and the final encoder group by group (see
+        :attr:`group_dense_levels`); outputs back in graph order."""
+        xs, masks = groups.split(out.x), groups.split(out.cluster_mask)
+        adjs = groups.split(self._next_adj(out.adj), node_dims=2)
+        for conv in self.levels[1:]:
+            parts = conv.forward_groups(xs, adjs, masks, return_assignment=return_assignments)
+            outputs.append(_merge_groups(parts, groups))
+            readouts.append(
+                groups.reassemble([dense_readout(self.readout, p.z, p.mask) for p in parts])
+            )
+            xs, masks = [p.x for p in parts], [p.cluster_mask for p in parts]
+            adjs = [self._next_adj(p.adj) for p in parts]
+        zs = self.final.forward_groups(xs, adjs, masks)
+        readouts.append(
+            groups.reassemble([dense_readout(self.readout, z, m) for z, m in zip(zs, masks)])
+        )
         logits = self.mlp(torch.cat(readouts, dim=-1))
         return ClassifierOutput(
             logits=logits,

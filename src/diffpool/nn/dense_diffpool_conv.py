@@ -115,3 +115,37 @@ class DenseDiffPoolConv(DiffPoolBase):
             validate=validating,
             **self._options(),
         )
+
+    def forward_groups(
+        self,
+        xs: list[Tensor],
+        adjs: list[Tensor],
+        masks: list[Tensor],
+        *,
+        return_assignment: bool = True,
+    ) -> list[DiffPoolOutput]:
+        r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
+        largest graph (see :class:`~diffpool.functional.packing.DenseGroups`): one output per
+        group, each graph's as on the whole padded batch up to float rounding (batch norm
+        takes its statistics over all groups together). Needs the pooling GNN (no fixed
+        assignment); each output's losses are its group's means."""
+        if self.pool is None:
+            raise ValueError("forward_groups needs the pooling GNN (no fixed assignment)")
+        validating = self._validating()
+        if validating:
+            for x, adj, mask in zip(xs, adjs, masks):
+                check_dense_inputs(x, adj, mask)
+        zs = self.embed.forward_groups(xs, adjs, masks)
+        pooled = self.pool.forward_groups(xs, adjs, masks)
+        return [
+            dense_diff_pool(
+                z,
+                adj,
+                self._assignment(lambda p=p: p, None),
+                mask,
+                return_assignment=return_assignment,
+                validate=False,
+                **self._options(),
+            )
+            for z, adj, mask, p in zip(zs, adjs, masks, pooled)
+        ]

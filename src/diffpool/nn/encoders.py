@@ -265,6 +265,32 @@ class DenseGNNEncoder(_EncoderStack):
             out = out * mask.unsqueeze(-1).to(out.dtype)
         return out
 
+    def forward_groups(
+        self, xs: list[Tensor], adjs: list[Tensor], masks: list[Tensor]
+    ) -> list[Tensor]:
+        """:meth:`forward` on a batch split into groups of graphs, each padded only to its own
+        largest graph (``xs[k]`` ``[b_k, n_k, F]``, ``adjs[k]``, ``masks[k]``): the same
+        result as on the whole padded batch, up to float rounding; batch norm still takes
+        its statistics over the real nodes of all groups together."""
+        for x in xs:
+            check_input_matches(x, self, self.in_channels)
+        outputs: list[list[Tensor]] = [[] for _ in xs]
+        for i, conv in enumerate(self.convs):
+            xs = [conv(x, adj, mask) for x, adj, mask in zip(xs, adjs, masks)]
+            if self.normalize:
+                xs = [torch.nn.functional.normalize(x, p=2.0, dim=-1) for x in xs]
+            if i < len(self.convs) - 1:
+                xs = [torch.relu(x) for x in xs]
+                if self.norms:
+                    xs = self.norms[i].forward_groups(xs, masks)
+                xs = [torch.nn.functional.dropout(x, self.dropout, self.training) for x in xs]
+            for out, x in zip(outputs, xs):
+                out.append(x)
+        return [
+            self._combine(out) * mask.unsqueeze(-1).to(out[0].dtype)
+            for out, mask in zip(outputs, masks)
+        ]
+
 
 class MaskedBatchNorm(torch.nn.BatchNorm1d):
     r"""Batch norm over the real nodes of a padded dense batch ``[B, N, F]`` (or of the rows
@@ -292,3 +318,15 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
         out = x.new_zeros(x.shape)
         out[mask] = self._rows(x[mask])
         return out
+
+    def forward_groups(self, xs: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
+        """Batch norm over the real rows of several padded blocks ``[b_k, n_k, F]`` together
+        (one set of statistics, as over the whole batch)."""
+        rows = [x[mask] for x, mask in zip(xs, masks)]
+        normed = self._rows(torch.cat(rows)).split([len(r) for r in rows])
+        outs = []
+        for x, mask, part in zip(xs, masks, normed):
+            out = x.new_zeros(x.shape)
+            out[mask] = part
+            outs.append(out)
+        return outs
