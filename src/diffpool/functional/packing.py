@@ -198,22 +198,24 @@ class SizeBuckets(NodeBlocks):
 
 def _reassemble(per_group: list[Tensor], inverse: Tensor | None) -> Tensor:
     """Per-group results ``[b_k, ...]`` padded with zeros (``False``) to the widest trailing
-    sizes, concatenated, and put back in graph order with ``inverse`` (None: already)."""
-    shape = [max(r.size(d) for r in per_group) for d in range(1, per_group[0].dim())]
-    padded = []
-    for r in per_group:
-        pad = []
-        for d in reversed(range(1, r.dim())):
-            pad += [0, shape[d - 1] - r.size(d)]
-        if any(pad):
-            r = (
-                torch.nn.functional.pad(r.to(torch.uint8), pad).bool()
-                if r.dtype == torch.bool
-                else torch.nn.functional.pad(r, pad)
-            )
-        padded.append(r)
-    out = torch.cat(padded) if len(padded) > 1 else padded[0]
-    return out if inverse is None else out[inverse]
+    sizes, concatenated, and put back in graph order with ``inverse`` (None: already).
+
+    One output buffer is allocated and every group copied into its corner of it (not padded
+    copies of every group and their concatenation: on D&D these are ``[20, 1437, 1437]``)."""
+    first = per_group[0]
+    shape = [max(r.size(d) for r in per_group) for d in range(1, first.dim())]
+    if len(per_group) == 1 and list(first.shape[1:]) == shape:
+        out = first
+    else:
+        out = first.new_zeros([sum(len(r) for r in per_group), *shape])
+        start = 0
+        for r in per_group:
+            corner = out.narrow(0, start, len(r))
+            for d in range(1, r.dim()):
+                corner = corner.narrow(d, 0, r.size(d))
+            corner.copy_(r)
+            start += len(r)
+    return out if inverse is None else out.index_select(0, inverse)
 
 
 class DenseGroups:
