@@ -387,9 +387,12 @@ class DiffPoolNet(torch.nn.Module):
             readouts.append(dense_readout(self.readout, out.z, out.mask))
         z = self.final(out.x, self._next_adj(out.adj), out.cluster_mask)
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
-        logits = self.mlp(torch.cat(readouts, dim=-1))
+        return self._output(readouts, outputs)
+
+    def _output(self, readouts: list[Tensor], outputs: list[DiffPoolOutput]) -> ClassifierOutput:
+        """The logits of the concatenated readouts, and every level's losses and output."""
         return ClassifierOutput(
-            logits=logits,
+            logits=self.mlp(torch.cat(readouts, dim=-1)),
             aux_loss=torch.stack([o.aux_loss for o in outputs]).sum(),
             link_loss=torch.stack([o.link_loss for o in outputs]),
             entropy_loss=torch.stack([o.entropy_loss for o in outputs]),
@@ -431,14 +434,7 @@ class DiffPoolNet(torch.nn.Module):
         readouts.append(
             groups.reassemble([dense_readout(self.readout, z, m) for z, m in zip(zs, masks)])
         )
-        logits = self.mlp(torch.cat(readouts, dim=-1))
-        return ClassifierOutput(
-            logits=logits,
-            aux_loss=torch.stack([o.aux_loss for o in outputs]).sum(),
-            link_loss=torch.stack([o.link_loss for o in outputs]),
-            entropy_loss=torch.stack([o.entropy_loss for o in outputs]),
-            levels=tuple(outputs),
-        )
+        return self._output(readouts, outputs)
 
     def forward_batch(self, data, return_assignments: bool = True) -> ClassifierOutput:
         """:meth:`forward` on a PyG mini-batch, with DiffPool-Det's clusters read from it
