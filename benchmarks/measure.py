@@ -180,9 +180,16 @@ def scaling_plot(rows, formulations, seconds, time_label, xlabel, title, path) -
         n = [p[0] for p in pts]
         axes[0].plot(n, [seconds(p[1]) for p in pts], marker="o", label=f)
         axes[1].plot(n, [p[1]["peak_bytes"] / 2**20 for p in pts], marker="o", label=f)
+    from matplotlib.ticker import NullFormatter
+
+    sizes = sorted({r["n_max"] for r in rows})
     for ax, label in zip(axes, (time_label, "peak memory (MiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # the measured sizes as plain numbers (log axes label 3x10^1, 4x10^1, ... on top of
+        # each other between decades)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
