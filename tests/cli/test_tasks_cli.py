@@ -76,3 +76,24 @@ def test_ogb_from_the_cli(tmp_path):
     assert (result["task"], result["metric"]) == ("binary", "rocauc")
     assert result["ogb"]["rocauc"] == pytest.approx(result["fair"]["test"], abs=1e-5)
     assert "OGB evaluator's test rocauc" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides, label",
+    [(["data=enzymes"], "ENZYMES"), (["data=ogbg-molhiv"], "ogbg-molhiv"),
+     (["data=pyg", "data.dataset._target_=my.pkg.MyGraphs"], "MyGraphs"),
+     (["data=pyg", "data.dataset._target_=x.TUDataset", "+data.dataset.name=NCI1"], "NCI1")],
+)  # fmt: skip
+def test_every_data_config_names_its_run_directory(overrides, label):
+    """``runs/<dataset>/<model>/<time>`` for the TU configs and the generic ones (which have no
+    data.name): the run directory resolves without an explicit hydra.run.dir."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import diffpool.cli.train  # noqa: F401  (registers the resolvers)
+
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+    resolved = OmegaConf.create({"d": run_dir, "data": cfg.data, "model": cfg.model})
+    assert resolved.d.split("/")[:3] == ["runs", label, "diffpool"]

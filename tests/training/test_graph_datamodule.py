@@ -189,3 +189,31 @@ def test_edge_features_reach_edge_encoders_only():
         _module(dm, encoder="sage", edge_dim=3)
     without = GraphDataModule(tiny_graphs("regression", 24), num_folds=4, edge_features=False)
     assert without.edge_dim is None
+
+
+class OfflineHttp(TinyGraphDataset):
+    """As PyG's downloads fail: an HTTP client's error, raised from a connection error."""
+
+    def __init__(self, root=None, **kwargs):
+        try:
+            raise ConnectionError("Name or service not known")
+        except ConnectionError as err:
+            raise RuntimeError("Cannot connect to host example.org:443") from err
+
+
+class Broken(TinyGraphDataset):
+    def __init__(self, root=None, **kwargs):
+        raise KeyError("a bug of the dataset's own")
+
+
+def test_a_failed_download_of_any_client_is_named(tmp_path, monkeypatch):
+    import helpers
+
+    monkeypatch.setattr(helpers, "OfflineHttp", OfflineHttp, raising=False)
+    spec = {"_target_": "helpers.OfflineHttp", "root": str(tmp_path / "mine")}
+    with pytest.raises(DataUnavailableError, match="could not be downloaded"):
+        GraphDataModule(spec).setup()
+    # other errors of a dataset are its own
+    monkeypatch.setattr(helpers, "Broken", Broken, raising=False)
+    with pytest.raises(KeyError):
+        GraphDataModule({"_target_": "helpers.Broken"}).setup()

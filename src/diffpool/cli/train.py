@@ -23,15 +23,32 @@ def path_safe(overrides: str) -> str:
     return overrides.replace("/", ".")
 
 
+#: the resolver that names a run's dataset folder (``runs/<dataset>/<model>/...``) for any data
+#: config: the data's ``name``, else its dataset spec's ``name``, else the spec's class name
+DATA_LABEL = "diffpool.data_label"
+
+
+def data_label(name, dataset_name, target) -> str:
+    """``runs/<this>/``: the first of the data config's ``name``, its dataset spec's
+    ``name`` and the last part of the spec's ``_target_`` that is set."""
+    for value in (name, dataset_name):
+        if value not in (None, ""):
+            return path_safe(str(value))
+    return path_safe(str(target).rsplit(".", 1)[-1]) if target else "data"
+
+
 def register_resolvers() -> None:
-    """Register :data:`PATH_SAFE` (idempotent). Runs when this module is imported, which
-    includes joblib's worker processes (they import :func:`run` from it)."""
+    """Register :data:`PATH_SAFE` and :data:`DATA_LABEL` (idempotent). Runs when this module
+    is imported, which includes joblib's worker processes (they import :func:`run` from
+    it)."""
     try:
         from omegaconf import OmegaConf
     except ImportError:  # the train extra is missing: main() says so
         return
     if not OmegaConf.has_resolver(PATH_SAFE):
         OmegaConf.register_new_resolver(PATH_SAFE, path_safe)
+    if not OmegaConf.has_resolver(DATA_LABEL):
+        OmegaConf.register_new_resolver(DATA_LABEL, data_label)
 
 
 register_resolvers()

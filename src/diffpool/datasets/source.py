@@ -73,17 +73,38 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
     where = kwargs.get("root", "its root folder")
     try:
         return factory(**kwargs)
-    except (TimeoutError, urllib.error.URLError, socket.gaierror, ConnectionError) as err:
-        raise DataUnavailableError(
-            f"{target} is not in {where} and could not be downloaded ({err}): put its files "
-            f"there (PyG datasets read {where}/raw/ or their processed/ folder) or run once "
-            "where the internet is reachable"
-        ) from err
     except EOFError as err:  # input() without a console
         raise DataUnavailableError(
             f"{target} asked a question on the console while loading from {where} (an "
             "incomplete or outdated copy?): remove or complete that folder"
         ) from err
+    except Exception as err:
+        if not _network_error(err):
+            raise
+        raise DataUnavailableError(
+            f"{target} is not in {where} and could not be downloaded ({err}): put its files "
+            f"there (PyG datasets read {where}/raw/ or their processed/ folder) or run once "
+            "where the internet is reachable"
+        ) from err
+
+
+#: the modules of the HTTP clients datasets download with (PyG: fsspec / aiohttp, OGB: urllib)
+NETWORK_MODULES = ("aiohttp", "requests", "urllib3", "fsspec.implementations.http")
+
+
+def _network_error(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it) is a failed connection or download."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(
+            err, TimeoutError | urllib.error.URLError | socket.gaierror | ConnectionError
+        ):
+            return True
+        if type(err).__module__.startswith(NETWORK_MODULES):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _accepts(target, name: str) -> bool:
