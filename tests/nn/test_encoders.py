@@ -84,3 +84,30 @@ def test_layers_take_a_fixed_assignment():
     assert out2.cluster_mask.tolist() == [[True, True], [True, True]]
     with pytest.raises(ValueError, match="shape"):
         dense(out.x, out.adj, mask, assignment=fixed[:, :2])
+
+
+def test_a_registered_edge_encoder_gets_the_edge_features():
+    """``register_encoder(edge=True)``: the sparse factory gets ``edge_dim``, the layer
+    ``edge_attr`` (the first level only; the dense levels have none)."""
+    from torch_geometric.nn import DenseGraphConv, TransformerConv
+
+    name = "transformer_edges_test"
+    register_encoder(
+        name,
+        lambda i, o, edge_dim=None: TransformerConv(i, o, edge_dim=edge_dim),
+        DenseGraphConv,
+        edge=True,
+    )
+    try:
+        batch = random_batch([7, 12, 5], num_features=4)
+        edge_attr = torch.randn(batch.num_edges, 3)
+        model = DiffPoolNet(4, 2, 12, encoder=name, num_levels=2, hidden_channels=8, edge_dim=3)
+        model.eval()
+        first = model(batch.x, batch.edge_index, batch.batch, edge_attr=edge_attr).logits
+        other = model(batch.x, batch.edge_index, batch.batch, edge_attr=edge_attr + 1).logits
+        assert first.shape == (3, 2) and not torch.allclose(first, other)
+        assert model.levels[0].embed.convs[0].lin_edge is not None  # built with edge_dim
+        with pytest.raises(ValueError, match="got no edge_attr"):
+            model(batch.x, batch.edge_index, batch.batch)
+    finally:
+        ENCODERS.pop(name)
