@@ -123,6 +123,21 @@ def _fold_of(payload, file: Path, fold: int, inner: int) -> dict[str, list]:
     }
 
 
+def _read_split_file(file: Path):
+    if not file.exists():
+        raise FileNotFoundError(f"split file {file} not found")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from err
+
+
+def split_file_folds(file: str | os.PathLike) -> int:
+    """How many folds a split file holds (1 for a single train/val/test object)."""
+    payload = _read_split_file(Path(file))
+    return len(payload) if isinstance(payload, list) else 1
+
+
 def load_split_file(
     file: str | os.PathLike, num_graphs: int, fold: int = 0, inner: int = 0
 ) -> FoldSplit:
@@ -141,13 +156,7 @@ def load_split_file(
             training set; the message names the file and the fold.
     """
     file = Path(file)
-    if not file.exists():
-        raise FileNotFoundError(f"split file {file} not found")
-    try:
-        payload = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from err
-    parts = _fold_of(payload, file, fold, inner)
+    parts = _fold_of(_read_split_file(file), file, fold, inner)
     where = f"{file}, fold {fold}"
     split = {}
     for name, values in parts.items():

@@ -147,12 +147,7 @@ class SizeBuckets(NodeBlocks):
             rows = ptr[g].unsqueeze(-1) + local
             valid = local < torch.tensor([counts[i] for i in graphs], device=ptr.device)[:, None]
             self.index.append(torch.where(valid, rows, self.num_nodes))  # pad -> a zero row
-        order = [g for graphs in self.buckets for g in graphs]
-        self.identity = order == list(range(len(order)))
-        self.inverse = torch.empty(len(order), dtype=torch.long, device=ptr.device)
-        self.inverse[torch.tensor(order, device=ptr.device)] = torch.arange(
-            len(order), device=ptr.device
-        )
+        self.inverse = _graph_order(self.buckets, ptr.device)
 
     def rows(self) -> tuple[list[Tensor], Tensor]:
         """The flat indices of the nodes of every bucket's graphs (no padding), and the
@@ -193,7 +188,18 @@ class SizeBuckets(NodeBlocks):
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
         trailing dimensions that a narrower bucket left short."""
-        return _reassemble(per_bucket, None if self.identity else self.inverse)
+        return _reassemble(per_bucket, self.inverse)
+
+
+def _graph_order(buckets: list[list[int]], device) -> Tensor | None:
+    """The permutation that takes the graphs of ``buckets``, concatenated, back to graph
+    order; :obj:`None` when they are in order already."""
+    order = [g for graphs in buckets for g in graphs]
+    if order == list(range(len(order))):
+        return None
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return inverse.to(device)
 
 
 def _reassemble(per_group: list[Tensor], inverse: Tensor | None) -> Tensor:
@@ -239,9 +245,7 @@ class DenseGroups:
         self.sizes = [len(graphs) for graphs in self.buckets]
         order = [g for graphs in self.buckets for g in graphs]
         self.index = torch.tensor(order, device=device).split(self.sizes)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        self.inverse = None if order == list(range(len(order))) else inverse.to(device)
+        self.inverse = _graph_order(self.buckets, device)
 
     def split(self, t: Tensor, node_dims: int = 1) -> list[Tensor]:
         """The groups of ``t`` ``[B, N, ...]``, its first ``node_dims`` node dimensions (2

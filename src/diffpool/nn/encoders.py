@@ -159,14 +159,23 @@ class _EncoderStack(torch.nn.Module):
 
     def _layer_output(self, i: int, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """L2 normalisation, then (between layers) activation, norm and dropout."""
+        return self._layer_outputs(i, [x], [mask])[0]
+
+    def _layer_outputs(self, i: int, xs: list[Tensor], masks: list) -> list[Tensor]:
+        """:meth:`_layer_output` of several groups of graphs; batch norm takes one set of
+        statistics over all of them."""
         if self.normalize:
-            x = torch.nn.functional.normalize(x, p=2.0, dim=-1)
+            xs = [torch.nn.functional.normalize(x, p=2.0, dim=-1) for x in xs]
         if i == len(self.convs) - 1:
-            return x
-        x = torch.relu(x)
+            return xs
+        xs = [torch.relu(x) for x in xs]
         if self.norms:
-            x = self.norms[i](x) if mask is None else self.norms[i](x, mask)
-        return torch.nn.functional.dropout(x, self.dropout, self.training)
+            norm = self.norms[i]
+            if len(xs) > 1:
+                xs = norm.forward_groups(xs, masks)
+            else:
+                xs = [norm(xs[0]) if masks[0] is None else norm(xs[0], masks[0])]
+        return [torch.nn.functional.dropout(x, self.dropout, self.training) for x in xs]
 
     def _combine(self, outputs: list[Tensor]) -> Tensor:
         x = torch.cat(outputs, dim=-1) if self.concat else outputs[-1]
@@ -277,13 +286,7 @@ class DenseGNNEncoder(_EncoderStack):
         outputs: list[list[Tensor]] = [[] for _ in xs]
         for i, conv in enumerate(self.convs):
             xs = [conv(x, adj, mask) for x, adj, mask in zip(xs, adjs, masks)]
-            if self.normalize:
-                xs = [torch.nn.functional.normalize(x, p=2.0, dim=-1) for x in xs]
-            if i < len(self.convs) - 1:
-                xs = [torch.relu(x) for x in xs]
-                if self.norms:
-                    xs = self.norms[i].forward_groups(xs, masks)
-                xs = [torch.nn.functional.dropout(x, self.dropout, self.training) for x in xs]
+            xs = self._layer_outputs(i, xs, masks)
             for out, x in zip(outputs, xs):
                 out.append(x)
         return [

@@ -4,11 +4,9 @@ and the TU benchmarks' stratified k-fold CV over offline copies (:class:`TUDataM
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +16,7 @@ from torch_geometric.data import Dataset
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets.source import dataset_name, graph_targets, resolve_dataset
-from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file
+from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file, split_file_folds
 from diffpool.datasets.tu import load_tu
 from diffpool.training.sampler import GraphBatchSampler
 from diffpool.training.tasks import TargetError, Task, infer_task, ogb_task, target_matrix
@@ -366,17 +364,6 @@ class GraphDataModule(LightningDataModule):
             f"{type(self).__name__}('{self.name}', {where}, seed={self.seed}, "
             f"batch_size={self.batch_size})"
         )
-
-
-def split_file_folds(file: str | os.PathLike) -> int:
-    """How many folds a split file holds (1 for a single train/val/test object)."""
-    try:
-        payload = json.loads(Path(file).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"split file {file} not found") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from err
-    return len(payload) if isinstance(payload, list) else 1
 
 
 class TUDataModule(GraphDataModule):
