@@ -111,3 +111,57 @@ def test_a_registered_edge_encoder_gets_the_edge_features():
             model(batch.x, batch.edge_index, batch.batch)
     finally:
         ENCODERS.pop(name)
+
+
+@pytest.mark.parametrize("encoder", ["sage", "sum"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_fold_head_equals_the_map_of_the_output(encoder, normalize):
+    torch.manual_seed(0)
+    batch = random_batch([9, 14, 6], num_features=3)
+    enc = GNNEncoder(
+        encoder, 3, 8, 40, num_layers=3, concat=True, norm="batch", normalize=normalize
+    ).double()
+    weight = torch.randn(25, enc.out_channels, dtype=torch.float64, requires_grad=True)
+    x, edge_weight = batch.x.double(), torch.rand(batch.edge_index.size(1), dtype=torch.float64)
+    args = (x, batch.edge_index, edge_weight) if encoder == "sum" else (x, batch.edge_index)
+    expected = enc(*args) @ weight.t()
+    features, folded = enc.fold_head(*args[:2], weight, *args[2:])
+    assert features.size(1) == folded.size(1) < enc.out_channels
+    torch.testing.assert_close(features @ folded.t(), expected)
+    params = [weight, *enc.parameters()]
+    probe = torch.randn_like(expected)
+    want = torch.autograd.grad((expected * probe).sum(), params)
+    got = torch.autograd.grad(((features @ folded.t()) * probe).sum(), params)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_fold_head_only_where_it_applies_and_pays():
+    batch = random_batch([6, 9], num_features=3)
+    weight = torch.randn(5, 8 + 8 + 40)
+    args = (batch.x, batch.edge_index, weight)
+    assert GNNEncoder("gcn", 3, 8, 40, num_layers=3, concat=True).fold_head(*args) is None
+    narrow = GNNEncoder("sage", 3, 8, 16, num_layers=3, concat=True)  # 17 inputs, 16 outputs
+    assert narrow.fold_head(batch.x, batch.edge_index, torch.randn(5, 32)) is None
+    assert GNNEncoder("sage", 3, 8, 40, num_layers=3).fold_head(*args) is None  # no concat
+    assert GNNEncoder("sage", 3, 8, 40, num_layers=3, concat=True).fold_head(*args) is not None
+
+
+def test_the_layer_folds_its_head_into_the_pooling_gnn():
+    """Per-graph budgets with a head wider than the pooling GNN's inputs: the layer's output
+    and gradients are those of the unfolded computation."""
+    torch.manual_seed(0)
+    batch = random_batch([12, 30, 7], num_features=3)
+    layer = DiffPoolConv.from_encoder(
+        "sage", 3, 8, 30, num_layers=3, concat=True, normalize=True, ratio=0.5
+    ).double()
+    x = batch.x.double()
+    calls = []
+    fold = layer.pool.fold_head
+    layer.pool.fold_head = lambda *a, **k: calls.append(1) or fold(*a, **k)
+    out = layer(x, batch.edge_index, batch.batch)
+    layer.pool.fold_head = lambda *a, **k: None
+    ref = layer(x, batch.edge_index, batch.batch)
+    assert calls
+    for name in ("x", "adj", "s", "aux_loss"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name))

@@ -134,9 +134,11 @@ class DiffPoolBase(torch.nn.Module):
     def _validating(self) -> bool:
         return self.validate and not torch.compiler.is_compiling()
 
-    def _assignment(self, pooled, assignment):
+    def _assignment(self, pooled, assignment, fold=None):
         """What the functional core takes as ``s``: hard cluster ids, the pooling GNN's logits,
-        or its features with the head's map."""
+        or its features with the head's map. ``fold(weight)``: the pooling GNN's
+        ``fold_head`` (its features and the map folded into its last layer, or :obj:`None`
+        where that does not apply)."""
         if assignment is not None:
             if not isinstance(assignment, torch.Tensor) or assignment.is_floating_point():
                 what = getattr(assignment, "dtype", type(assignment).__name__)
@@ -146,10 +148,11 @@ class DiffPoolBase(torch.nn.Module):
             raise ValueError(
                 "this layer has no pooling GNN (pool=None): pass the cluster assignment"
             )
-        features = pooled()
         if self.head is None:
-            return features
-        return AssignmentHead(features, self.head.weight, self.head.bias)
+            return pooled()
+        folded = fold(self.head.weight) if fold is not None else None
+        features, weight = folded if folded is not None else (pooled(), self.head.weight)
+        return AssignmentHead(features, weight, self.head.bias)
 
     def _options(self) -> dict:
         """The layer's options, as the functional core's keyword arguments."""

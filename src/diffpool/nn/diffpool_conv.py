@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -135,7 +136,7 @@ class DiffPoolConv(DiffPoolBase):
         self._pool_args = {a for a in ("edge_weight", "edge_attr") if _accepts(pool, a)}
 
     @staticmethod
-    def _run(gnn: torch.nn.Module, accepted: set, x: Tensor, edge_index, **edges) -> Tensor:
+    def _run(gnn, accepted: set, x: Tensor, edge_index, **edges):
         given = {k: v for k, v in edges.items() if v is not None and k in accepted}
         return gnn(x, edge_index, **given)
 
@@ -194,8 +195,15 @@ class DiffPoolConv(DiffPoolBase):
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         edges = dict(edge_weight=edge_weight, edge_attr=edge_attr)
         z = self._run(self.embed, self._embed_args, x, edge_index, **edges)
+        fold = getattr(self.pool, "fold_head", None)
         s = self._assignment(
-            lambda: self._run(self.pool, self._pool_args, x, edge_index, **edges), assignment
+            lambda: self._run(self.pool, self._pool_args, x, edge_index, **edges),
+            assignment,
+            None
+            if fold is None
+            else lambda w: self._run(
+                functools.partial(fold, weight=w), self._pool_args, x, edge_index, **edges
+            ),
         )
         return sparse_diff_pool(
             z,

@@ -99,6 +99,53 @@ register_encoder("sum", SumConv, DenseSumConv, weighted=True)
 NORMS = (None, "batch")
 
 
+@dataclass(frozen=True)
+class _AffineForm:
+    """A layer whose output is affine in a few inputs: ``conv(h) == v @ m.T`` with
+    ``(v, m) = form(conv, h, edge_index, edge_weight)``, ``v`` ``[N, K]``, ``m``
+    ``[out, K]``; ``num_inputs(conv)`` is ``K``, or :obj:`None` for a configuration that is
+    not affine (see :meth:`GNNEncoder.fold_head`)."""
+
+    num_inputs: Callable[[torch.nn.Module], int | None]
+    form: Callable[..., tuple[Tensor, Tensor]]
+
+
+def _with_bias(parts: list[Tensor], weights: list[Tensor], bias: Tensor | None):
+    if bias is not None:
+        parts = [*parts, parts[0].new_ones(parts[0].size(0), 1)]
+        weights = [*weights, bias.unsqueeze(-1)]
+    return torch.cat(parts, dim=-1), torch.cat(weights, dim=-1)
+
+
+def _sage_inputs(conv: SAGEConv) -> int | None:
+    if conv.project or conv.normalize or not conv.root_weight:
+        return None
+    bias = conv.lin_l.bias is not None
+    return conv.lin_l.in_channels + conv.lin_r.in_channels + bias
+
+
+def _sage_form(conv: SAGEConv, h: Tensor, edge_index, edge_weight=None):
+    aggregated = conv.propagate(edge_index, x=(h, h), size=None)
+    return _with_bias([aggregated, h], [conv.lin_l.weight, conv.lin_r.weight], conv.lin_l.bias)
+
+
+def _sum_inputs(conv: SumConv) -> int:
+    return conv.lin.in_channels + (conv.bias is not None)
+
+
+def _sum_form(conv: SumConv, h: Tensor, edge_index, edge_weight=None):
+    aggregated = conv.propagate(edge_index, x=h, edge_weight=edge_weight)
+    return _with_bias([aggregated], [conv.lin.weight], conv.bias)
+
+
+_AFFINE_FORMS = {
+    SAGEConv: _AffineForm(_sage_inputs, _sage_form),
+    SumConv: _AffineForm(_sum_inputs, _sum_form),
+}
+# torch.nn.functional.normalize's default eps
+_NORM_EPS = 1e-12
+
+
 class _EncoderStack(torch.nn.Module):
     def __init__(
         self,
@@ -232,24 +279,82 @@ class GNNEncoder(_EncoderStack):
         edge_attr: Tensor | None = None,
     ) -> Tensor:
         check_input_matches(x, self, self.in_channels)
-        if self.edge_dim is not None:
-            if edge_attr is None:
-                raise ValueError(
-                    f"this {self.encoder} encoder was built for edge features (edge_dim="
-                    f"{self.edge_dim}) but got no edge_attr"
-                )
-            edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
-        outputs = []
-        for i, conv in enumerate(self.convs):
-            if self.edge_dim is not None:
-                x = conv(x, edge_index, edge_attr=edge_attr)
-            elif self.weighted and edge_weight is not None:
-                x = conv(x, edge_index, edge_weight)
-            else:
-                x = conv(x, edge_index)
-            x = self._layer_output(i, x)
-            outputs.append(x)
+        edge_attr = self._edge_features(edge_attr)
+        outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
+        x = self._conv(
+            self.convs[-1], outputs[-1] if outputs else x, edge_index, edge_weight, edge_attr
+        )
+        outputs.append(self._layer_output(len(self.convs) - 1, x))
         return self._combine(outputs)
+
+    def fold_head(
+        self,
+        x: Tensor,
+        edge_index,
+        weight: Tensor,
+        edge_weight: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor] | None:
+        r"""The linear map ``weight`` of this stack's output, folded into its last layer.
+
+        Returns ``(features, folded)`` with ``features @ folded.T`` equal to
+        ``self(x, edge_index) @ weight.T`` up to float rounding, or :obj:`None` where the fold
+        does not apply. It applies to a concatenating stack (``concat=True``, no ``lin``)
+        whose last layer is affine in a few inputs (:class:`~torch_geometric.nn.SAGEConv`:
+        :math:`\mathbf{W}_l \, \mathrm{mean}_j \mathbf{h}_j + \mathbf{W}_r \mathbf{h}_i +
+        \mathbf{b}`; :class:`~diffpool.nn.SumConv`) and wider than them. Then the last
+        layer's output :math:`\mathbf{v} \mathbf{M}^\top`, ``[N, C_L]``, is never built:
+        the map gets :math:`\mathbf{v}` ``[N, K]`` and :math:`\mathbf{W}_L \mathbf{M}`
+        ``[C, K]``, and with ``normalize=True`` the row norms come from the Gram matrix,
+        :math:`\|\mathbf{M}\mathbf{v}_i\|^2 = \mathbf{v}_i^\top \mathbf{M}^\top
+        \mathbf{M} \mathbf{v}_i`. This is what makes a pooling GNN with thousands of
+        cluster outputs (D&D's :math:`C = 1437`) cost about what its hidden layers cost.
+
+        Args:
+            weight (torch.Tensor): ``[C, self.out_channels]``, e.g. a linear head's weight.
+        """
+        last = self.convs[-1]
+        affine = _AFFINE_FORMS.get(type(last))
+        if not self.concat or self.lin is not None or affine is None or len(self.convs) < 2:
+            return None
+        inputs = affine.num_inputs(last)
+        if inputs is None or inputs >= last.out_channels:
+            return None  # the fold would not make the map narrower
+        check_input_matches(x, self, self.in_channels)
+        edge_attr = self._edge_features(edge_attr)
+        outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
+        v, m = affine.form(last, outputs[-1], edge_index, edge_weight if self.weighted else None)
+        if self.normalize:  # F.normalize's max(||u||, eps), from the Gram matrix
+            squared = ((v @ (m.t() @ m)) * v).sum(dim=-1)
+            v = v * squared.clamp(min=_NORM_EPS**2).rsqrt().unsqueeze(-1)
+        hidden = weight.size(1) - last.out_channels
+        folded = torch.cat([weight[:, :hidden], weight[:, hidden:] @ m], dim=1)
+        return torch.cat([*outputs, v], dim=-1), folded
+
+    def _conv(self, conv, x: Tensor, edge_index, edge_weight, edge_attr) -> Tensor:
+        if self.edge_dim is not None:
+            return conv(x, edge_index, edge_attr=edge_attr)
+        if self.weighted and edge_weight is not None:
+            return conv(x, edge_index, edge_weight)
+        return conv(x, edge_index)
+
+    def _edge_features(self, edge_attr: Tensor | None) -> Tensor | None:
+        if self.edge_dim is None:
+            return edge_attr
+        if edge_attr is None:
+            raise ValueError(
+                f"this {self.encoder} encoder was built for edge features (edge_dim="
+                f"{self.edge_dim}) but got no edge_attr"
+            )
+        return edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
+
+    def _hidden_outputs(self, x: Tensor, edge_index, edge_weight, edge_attr) -> list[Tensor]:
+        """The outputs of every layer but the last."""
+        outputs = []
+        for i, conv in enumerate(self.convs[:-1]):
+            x = self._layer_output(i, self._conv(conv, x, edge_index, edge_weight, edge_attr))
+            outputs.append(x)
+        return outputs
 
 
 class DenseGNNEncoder(_EncoderStack):
