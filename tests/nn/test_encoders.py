@@ -8,6 +8,7 @@ from torch_geometric.nn import DenseGraphConv, GraphConv
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from diffpool import DenseDiffPoolConv, DiffPoolConv
+from diffpool.functional import AssignmentHead
 from diffpool.models import DiffPoolNet
 from diffpool.nn import ENCODERS, DenseGNNEncoder, GNNEncoder, register_encoder
 from diffpool.nn.encoders import MaskedBatchNorm
@@ -125,8 +126,9 @@ def test_fold_head_equals_the_map_of_the_output(encoder, normalize):
     x, edge_weight = batch.x.double(), torch.rand(batch.edge_index.size(1), dtype=torch.float64)
     args = (x, batch.edge_index, edge_weight) if encoder == "sum" else (x, batch.edge_index)
     expected = enc(*args) @ weight.t()
-    features, folded = enc.fold_head(*args[:2], weight, *args[2:])
-    assert features.size(1) == folded.size(1) < enc.out_channels
+    features, fold = enc.fold_head(*args)
+    assert features.size(1) < enc.out_channels and fold.size(0) == 40
+    folded = AssignmentHead(features, weight, fold=fold).narrow(25).weight
     torch.testing.assert_close(features @ folded.t(), expected)
     params = [weight, *enc.parameters()]
     probe = torch.randn_like(expected)
@@ -138,11 +140,10 @@ def test_fold_head_equals_the_map_of_the_output(encoder, normalize):
 
 def test_fold_head_only_where_it_applies_and_pays():
     batch = random_batch([6, 9], num_features=3)
-    weight = torch.randn(5, 8 + 8 + 40)
-    args = (batch.x, batch.edge_index, weight)
+    args = (batch.x, batch.edge_index)
     assert GNNEncoder("gcn", 3, 8, 40, num_layers=3, concat=True).fold_head(*args) is None
     narrow = GNNEncoder("sage", 3, 8, 16, num_layers=3, concat=True)  # 17 inputs, 16 outputs
-    assert narrow.fold_head(batch.x, batch.edge_index, torch.randn(5, 32)) is None
+    assert narrow.fold_head(*args) is None
     assert GNNEncoder("sage", 3, 8, 40, num_layers=3).fold_head(*args) is None  # no concat
     assert GNNEncoder("sage", 3, 8, 40, num_layers=3, concat=True).fold_head(*args) is not None
 

@@ -67,25 +67,44 @@ class AssignmentHead(NamedTuple):
     r"""Pooling logits as ``features @ weight.T + bias``, computed only for the cluster slots
     that are used.
 
+    With ``fold``, the map's last ``K_L = fold.size(0)`` input columns act through ``fold``:
+    the logits are ``features @ [weight[:, :-K_L] | weight[:, -K_L:] @ fold].T + bias``, so
+    that a pooling GNN's wide last layer (its output ``v @ fold.T``) is never built and only
+    the rows of ``weight`` that are used are multiplied into ``fold``
+    (see :meth:`~diffpool.nn.GNNEncoder.fold_head`).
+
     Attributes:
         features (torch.Tensor): ``[N, H]`` (sparse) or ``[B, N, H]`` (dense) input of the map.
-        weight (torch.Tensor): ``[C, H]``, e.g. a :class:`torch.nn.Linear`'s weight.
+        weight (torch.Tensor): ``[C, H]``, e.g. a :class:`torch.nn.Linear`'s weight (with
+            ``fold``: ``[C, H - K + K_L]``).
         bias (torch.Tensor, optional): ``[C]``.
+        fold (torch.Tensor, optional): ``[K_L, K]``. (default: :obj:`None`)
     """
 
     features: Tensor
     weight: Tensor
     bias: Tensor | None = None
+    fold: Tensor | None = None
 
     @property
     def num_clusters(self) -> int:
         return self.weight.size(0)
 
+    def narrow(self, width: int) -> AssignmentHead:
+        """The map of the first ``width`` cluster slots, ``fold`` applied."""
+        weight = self.weight[:width]
+        if self.fold is not None:
+            cut = weight.size(1) - self.fold.size(0)
+            weight = torch.cat([weight[:, :cut], weight[:, cut:] @ self.fold], dim=1)
+        bias = None if self.bias is None else self.bias[:width]
+        return AssignmentHead(self.features, weight, bias)
+
     def logits(self, width: int, rows: Tensor | None = None) -> Tensor:
         """The first ``width`` logits (of the given ``rows`` of ``features``)."""
+        head = self.narrow(width) if self.fold is not None else self
         features = self.features if rows is None else self.features.index_select(0, rows)
-        bias = None if self.bias is None else self.bias[:width]
-        return torch.nn.functional.linear(features, self.weight[:width], bias)
+        bias = None if head.bias is None else head.bias[:width]
+        return torch.nn.functional.linear(features, head.weight[:width], bias)
 
 
 def _check_options(link_loss: str, ratio: float | None) -> None:
@@ -379,6 +398,7 @@ def _sparse_logits(s, num_slots: int, groups, widths: list[int] | None) -> Tenso
         return s[:, :num_slots]
     if widths is None:
         return s.logits(num_slots)
+    s = s.narrow(num_slots)  # once for all buckets
     rows, inverse = groups.rows()
     parts = [
         torch.nn.functional.pad(s.logits(w, index), (0, num_slots - w))
@@ -441,7 +461,7 @@ def dense_diff_pool(
     if isinstance(s, AssignmentHead) or s.is_floating_point():
         if isinstance(s, AssignmentHead):
             features = s.features.unsqueeze(0) if s.features.dim() == 2 else s.features
-            logits = AssignmentHead(features, s.weight, s.bias).logits(num_slots)
+            logits = s._replace(features=features).logits(num_slots)
         else:
             logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
         logits = logits * node_mask.to(logits.dtype)

@@ -136,9 +136,9 @@ class DiffPoolBase(torch.nn.Module):
 
     def _assignment(self, pooled, assignment, fold=None):
         """What the functional core takes as ``s``: hard cluster ids, the pooling GNN's logits,
-        or its features with the head's map. ``fold(weight)``: the pooling GNN's
-        ``fold_head`` (its features and the map folded into its last layer, or :obj:`None`
-        where that does not apply)."""
+        or its features with the head's map. ``fold()``: the pooling GNN's
+        :meth:`~diffpool.nn.GNNEncoder.fold_head` (features and the ``fold`` of its last
+        layer, or :obj:`None` where that does not apply)."""
         if assignment is not None:
             if not isinstance(assignment, torch.Tensor) or assignment.is_floating_point():
                 what = getattr(assignment, "dtype", type(assignment).__name__)
@@ -150,9 +150,9 @@ class DiffPoolBase(torch.nn.Module):
             )
         if self.head is None:
             return pooled()
-        folded = fold(self.head.weight) if fold is not None else None
-        features, weight = folded if folded is not None else (pooled(), self.head.weight)
-        return AssignmentHead(features, weight, self.head.bias)
+        folded = fold() if fold is not None else None
+        features, basis = folded if folded is not None else (pooled(), None)
+        return AssignmentHead(features, self.head.weight, self.head.bias, basis)
 
     def _options(self) -> dict:
         """The layer's options, as the functional core's keyword arguments."""

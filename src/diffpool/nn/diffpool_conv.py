@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -199,11 +198,7 @@ class DiffPoolConv(DiffPoolBase):
         s = self._assignment(
             lambda: self._run(self.pool, self._pool_args, x, edge_index, **edges),
             assignment,
-            None
-            if fold is None
-            else lambda w: self._run(
-                functools.partial(fold, weight=w), self._pool_args, x, edge_index, **edges
-            ),
+            fold and (lambda: self._run(fold, self._pool_args, x, edge_index, **edges)),
         )
         return sparse_diff_pool(
             z,

@@ -291,27 +291,29 @@ class GNNEncoder(_EncoderStack):
         self,
         x: Tensor,
         edge_index,
-        weight: Tensor,
         edge_weight: Tensor | None = None,
         edge_attr: Tensor | None = None,
     ) -> tuple[Tensor, Tensor] | None:
-        r"""The linear map ``weight`` of this stack's output, folded into its last layer.
+        r"""The stack's output in a form that a linear map folds into its last layer.
 
-        Returns ``(features, folded)`` with ``features @ folded.T`` equal to
-        ``self(x, edge_index) @ weight.T`` up to float rounding, or :obj:`None` where the fold
-        does not apply. It applies to a concatenating stack (``concat=True``, no ``lin``)
-        whose last layer is affine in a few inputs (:class:`~torch_geometric.nn.SAGEConv`:
+        Returns ``(features, fold)`` such that, for any map ``weight`` ``[C,
+        self.out_channels]`` of the output with its last ``K_L`` columns acting on the last
+        layer, ``self(x, edge_index) @ weight.T`` equals ``features @ [weight[:, :-K_L] |
+        weight[:, -K_L:] @ fold].T`` up to float rounding (what
+        :class:`~diffpool.functional.AssignmentHead` computes with its ``fold``); or
+        :obj:`None` where the fold does not apply.
+
+        It applies to a concatenating stack (``concat=True``, no ``lin``) whose last layer is
+        affine in a few inputs :math:`\mathbf{v}_i` (:class:`~torch_geometric.nn.SAGEConv`:
         :math:`\mathbf{W}_l \, \mathrm{mean}_j \mathbf{h}_j + \mathbf{W}_r \mathbf{h}_i +
-        \mathbf{b}`; :class:`~diffpool.nn.SumConv`) and wider than them. Then the last
-        layer's output :math:`\mathbf{v} \mathbf{M}^\top`, ``[N, C_L]``, is never built:
-        the map gets :math:`\mathbf{v}` ``[N, K]`` and :math:`\mathbf{W}_L \mathbf{M}`
-        ``[C, K]``, and with ``normalize=True`` the row norms come from the Gram matrix,
-        :math:`\|\mathbf{M}\mathbf{v}_i\|^2 = \mathbf{v}_i^\top \mathbf{M}^\top
-        \mathbf{M} \mathbf{v}_i`. This is what makes a pooling GNN with thousands of
-        cluster outputs (D&D's :math:`C = 1437`) cost about what its hidden layers cost.
-
-        Args:
-            weight (torch.Tensor): ``[C, self.out_channels]``, e.g. a linear head's weight.
+        \mathbf{b} = \mathbf{M} [\mathrm{mean}_j \mathbf{h}_j; \mathbf{h}_i; 1]`;
+        :class:`~diffpool.nn.SumConv`) and wider than them. The last layer's ``[N, K_L]``
+        output is then never built; ``features`` holds :math:`\mathbf{v}` ``[N, K]`` in its
+        place, ``fold`` is :math:`\mathbf{M}` ``[K_L, K]``, and with ``normalize=True`` the
+        row norms come from the Gram matrix, :math:`\|\mathbf{M}\mathbf{v}_i\|^2 =
+        \mathbf{v}_i^\top \mathbf{M}^\top \mathbf{M} \mathbf{v}_i`. A pooling GNN with
+        thousands of cluster outputs (D&D's :math:`C = 1437`) then costs about what its
+        hidden layers cost.
         """
         last = self.convs[-1]
         affine = _AFFINE_FORMS.get(type(last))
@@ -327,9 +329,7 @@ class GNNEncoder(_EncoderStack):
         if self.normalize:  # F.normalize's max(||u||, eps), from the Gram matrix
             squared = ((v @ (m.t() @ m)) * v).sum(dim=-1)
             v = v * squared.clamp(min=_NORM_EPS**2).rsqrt().unsqueeze(-1)
-        hidden = weight.size(1) - last.out_channels
-        folded = torch.cat([weight[:, :hidden], weight[:, hidden:] @ m], dim=1)
-        return torch.cat([*outputs, v], dim=-1), folded
+        return torch.cat([*outputs, v], dim=-1), m
 
     def _conv(self, conv, x: Tensor, edge_index, edge_weight, edge_attr) -> Tensor:
         if self.edge_dim is not None:
