@@ -64,8 +64,9 @@ class NodeBlocks:
     #: how many blocks the layout has
     num_blocks: int
 
-    def blocks(self, flat: Tensor) -> list[Tensor]:
-        """``[b, n_block, *]`` blocks of the flat ``[N, *]`` ``flat``, zero rows as padding."""
+    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
+        """``[b, n_block, *]`` blocks of the flat ``[N, *]`` ``flat``, zero rows as padding;
+        with ``widths``, block ``k`` holds only the first ``widths[k]`` columns."""
         raise NotImplementedError
 
     def masks(self) -> list[Tensor]:
@@ -95,20 +96,16 @@ class NodeBlocks:
             ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
             of ``s`` (for the Gram norm).
         """
-        num_slots, features = s.size(-1), z.size(-1)
+        num_slots = s.size(-1)
         widths = widths or [num_slots] * self.num_blocks
-        # [s | z | A s]: z and the first w columns of A s are contiguous, so one matmul
-        # per bucket gives both products.
-        flat = torch.cat([s, z, adj_s], -1)
-        s_blocks, x_blocks, adj_blocks = [], [], []
-        for block, w in zip(self.blocks(flat), widths):
-            # split, not slicing: one backward concatenation instead of a zero-filled copy of
-            # the block per slice.
-            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
-            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
-            s_blocks.append(s_block)
-            x_blocks.append(x_block)
-            adj_blocks.append(adj_block)
+        s_blocks = self.blocks(s, widths)
+        x_blocks, adj_blocks = [], []
+        for s_block, z_block, adj_s_block in zip(
+            s_blocks, self.blocks(z), self.blocks(adj_s, widths)
+        ):
+            s_t = s_block.transpose(1, 2)
+            x_blocks.append(torch.bmm(s_t, z_block))
+            adj_blocks.append(torch.bmm(s_t, adj_s_block))
         x, adj = self.reassemble(x_blocks), self.reassemble(adj_blocks)
         pad = num_slots - adj.size(-1)
         if pad:
@@ -140,14 +137,15 @@ class SizeBuckets(NodeBlocks):
         self.buckets = bucket_graphs(counts, max_waste, row_cost)
         self.num_blocks = len(self.buckets)
         self.heads = [counts[graphs[0]] for graphs in self.buckets]
-        self.index = []
+        self.index, self.valid = [], []
         for graphs, width in zip(self.buckets, self.heads):
             local = torch.arange(width, device=ptr.device)
             g = torch.tensor(graphs, device=ptr.device)
             rows = ptr[g].unsqueeze(-1) + local
             valid = local < torch.tensor([counts[i] for i in graphs], device=ptr.device)[:, None]
-            self.index.append(torch.where(valid, rows, self.num_nodes))  # pad -> a zero row
-        self.inverse = _graph_order(self.buckets, ptr.device)
+            self.index.append(torch.where(valid, rows, 0))  # padding reads row 0, then zeroed
+            self.valid.append(valid)
+        self.graphs = _group_index(self.buckets, ptr.device)
 
     def rows(self) -> tuple[list[Tensor], Tensor]:
         """The flat indices of the nodes of every bucket's graphs (no padding), and the
@@ -173,55 +171,127 @@ class SizeBuckets(NodeBlocks):
 
     def masks(self) -> list[Tensor]:
         """``[b, n_bucket]`` bool masks of the real rows of every bucket's blocks."""
-        return [index != self.num_nodes for index in self.index]
+        return self.valid
 
-    def blocks(self, flat: Tensor) -> list[Tensor]:
-        """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
-        extended = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])
-        # index_select, not advanced indexing: its backward is a scatter-add, far cheaper on
-        # CPU than the sorting accumulate of index_put.
-        return [
-            extended.index_select(0, index.view(-1)).view(index.shape + flat.shape[1:])
-            for index in self.index
-        ]
+    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
+        """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter; with
+        ``widths``, bucket ``k``'s block holds only the first ``widths[k]`` columns."""
+        widths = widths or [None] * self.num_blocks
+        return list(_GatherRows.apply(flat, self.index, self.valid, widths))
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
         trailing dimensions that a narrower bucket left short."""
-        return _reassemble(per_bucket, self.inverse)
+        return _reassemble(per_bucket, self.graphs)
 
 
-def _graph_order(buckets: list[list[int]], device) -> Tensor | None:
-    """The permutation that takes the graphs of ``buckets``, concatenated, back to graph
-    order; :obj:`None` when they are in order already."""
-    order = [g for graphs in buckets for g in graphs]
+def _group_index(groups: list[list[int]], device) -> list[Tensor] | None:
+    """The graph indices of every group, on ``device`` in one transfer; :obj:`None` when the
+    groups, concatenated, are the graphs in order."""
+    order = [g for graphs in groups for g in graphs]
     if order == list(range(len(order))):
         return None
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    return inverse.to(device)
+    return list(torch.tensor(order, device=device).split([len(g) for g in groups]))
 
 
-def _reassemble(per_group: list[Tensor], inverse: Tensor | None) -> Tensor:
+def _corner(t: Tensor, shape) -> Tensor:
+    """The leading corner of ``t`` of ``shape`` in every dimension after the first."""
+    for d in range(1, t.dim()):
+        t = t.narrow(d, 0, shape[d])
+    return t
+
+
+class _Scatter(torch.autograd.Function):
+    """Groups ``[b_k, ...]`` into the corners of a zero ``[B, ...]`` buffer, group ``k`` at
+    the graph rows ``index[k]``; the backward pass gathers each group's corner of the
+    gradient (no copy of the whole buffer, which on D&D is ``[20, 1437, 1437]``)."""
+
+    @staticmethod
+    def forward(ctx, shape, index, *parts):
+        out = parts[0].new_zeros(shape)
+        for rows, part in zip(index, parts):
+            _corner(out, part.shape).index_copy_(0, rows, part)
+        ctx.index, ctx.shapes = index, [part.shape for part in parts]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        parts = [
+            _corner(grad, shape).index_select(0, rows) for rows, shape in zip(ctx.index, ctx.shapes)
+        ]
+        return (None, None, *parts)
+
+
+class _Gather(torch.autograd.Function):
+    """The inverse of :class:`_Scatter`: the corners of ``t`` ``[B, ...]`` of the given
+    ``shapes`` at the graph rows ``index[k]``; the backward pass writes the groups'
+    gradients into one zero buffer."""
+
+    @staticmethod
+    def forward(ctx, t, index, shapes):
+        ctx.index, ctx.shape = index, t.shape
+        ctx.set_materialize_grads(False)
+        return tuple(_corner(t, shape).index_select(0, rows) for rows, shape in zip(index, shapes))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = None
+        for rows, grad in zip(ctx.index, grads):
+            if grad is not None:
+                out = grad.new_zeros(ctx.shape) if out is None else out
+                _corner(out, grad.shape).index_copy_(0, rows, grad)
+        return out, None, None
+
+
+class _GatherRows(torch.autograd.Function):
+    """Padded ``[b, n, w]`` blocks of the rows ``index[k]`` of a flat ``[N, C]`` tensor (zero
+    where not ``valid[k]``), of its first ``widths[k]`` columns (:obj:`None`: all).
+
+    One function for all blocks, so that the backward pass adds every block's gradient into
+    one zero ``[N, C]`` buffer (autograd would allocate and add one per block: on D&D, with
+    ``C = 1437``, most of the pooling's backward), and the gathers read only the columns a
+    bucket uses."""
+
+    @staticmethod
+    def forward(ctx, flat, index, valid, widths):
+        ctx.index, ctx.valid, ctx.shape = index, valid, flat.shape
+        ctx.set_materialize_grads(False)
+        blocks = []
+        for rows, real, w in zip(index, valid, widths):
+            source = flat if w is None else flat.narrow(1, 0, w)
+            block = source.index_select(0, rows.view(-1)).view(*rows.shape, *source.shape[1:])
+            blocks.append(block.masked_fill_(~real.view(*real.shape, *[1] * (flat.dim() - 1)), 0))
+        return tuple(blocks)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = None
+        for rows, real, grad in zip(ctx.index, ctx.valid, grads):
+            if grad is None:
+                continue
+            out = grad.new_zeros(ctx.shape) if out is None else out
+            grad = grad * real.view(*real.shape, *[1] * (grad.dim() - 2)).to(grad.dtype)
+            target = out.narrow(1, 0, grad.size(-1)) if out.dim() > 1 else out
+            target.index_add_(0, rows.view(-1), grad.reshape(-1, *grad.shape[2:]))
+        return out, None, None, None
+
+
+def _reassemble(per_group: list[Tensor], index: list[Tensor] | None) -> Tensor:
     """Per-group results ``[b_k, ...]`` padded with zeros (``False``) to the widest trailing
-    sizes, concatenated, and put back in graph order with ``inverse`` (None: already).
-
-    One output buffer is allocated and every group copied into its corner of it (not padded
-    copies of every group and their concatenation: on D&D these are ``[20, 1437, 1437]``)."""
+    sizes and put in graph order: group ``k`` holds the graphs ``index[k]`` (:obj:`None`:
+    the groups, concatenated, are in graph order)."""
     first = per_group[0]
     shape = [max(r.size(d) for r in per_group) for d in range(1, first.dim())]
-    if len(per_group) == 1 and list(first.shape[1:]) == shape:
-        out = first
-    else:
-        out = first.new_zeros([sum(len(r) for r in per_group), *shape])
-        start = 0
-        for r in per_group:
-            corner = out.narrow(0, start, len(r))
-            for d in range(1, r.dim()):
-                corner = corner.narrow(d, 0, r.size(d))
-            corner.copy_(r)
-            start += len(r)
-    return out if inverse is None else out.index_select(0, inverse)
+    if index is None:
+        if len(per_group) == 1 and list(first.shape[1:]) == shape:
+            return first
+        starts = torch.tensor([len(r) for r in per_group]).cumsum(0).tolist()
+        index = [
+            torch.arange(start - len(r), start, device=first.device)
+            for r, start in zip(per_group, starts)
+        ]
+    total = sum(len(r) for r in per_group)
+    return _Scatter.apply([total, *shape], index, *per_group)
 
 
 class DenseGroups:
@@ -245,22 +315,22 @@ class DenseGroups:
         self.sizes = [len(graphs) for graphs in self.buckets]
         order = [g for graphs in self.buckets for g in graphs]
         self.index = torch.tensor(order, device=device).split(self.sizes)
-        self.inverse = _graph_order(self.buckets, device)
 
     def split(self, t: Tensor, node_dims: int = 1) -> list[Tensor]:
         """The groups of ``t`` ``[B, N, ...]``, its first ``node_dims`` node dimensions (2
         for an adjacency) cut to each group's largest graph."""
-        parts = []
+        shapes = []
         for index, head in zip(self.index, self.heads):
-            part = t.index_select(0, index)
+            shape = list(t.shape)
+            shape[0] = len(index)
             for d in range(1, 1 + node_dims):
-                part = part.narrow(d, 0, min(head, part.size(d)))
-            parts.append(part)
-        return parts
+                shape[d] = min(head, t.size(d))
+            shapes.append(shape)
+        return list(_Gather.apply(t, self.index, shapes))
 
     def reassemble(self, per_group: list[Tensor]) -> Tensor:
         """Per-group results ``[b_k, ...]`` back into graph order ``[B, ...]``, zero-padded."""
-        return _reassemble(per_group, self.inverse)
+        return _reassemble(per_group, list(self.index))
 
 
 class PaddedBatch(NodeBlocks):
@@ -276,14 +346,13 @@ class PaddedBatch(NodeBlocks):
     def masks(self) -> list[Tensor]:
         return [self.mask]
 
-    def blocks(self, flat: Tensor) -> list[Tensor]:
+    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
         from torch_geometric.utils import to_dense_batch
 
-        return [
-            to_dense_batch(
-                flat, self.batch, batch_size=self.batch_size, max_num_nodes=self.max_num_nodes
-            )[0]
-        ]
+        block = to_dense_batch(
+            flat, self.batch, batch_size=self.batch_size, max_num_nodes=self.max_num_nodes
+        )[0]
+        return [block if widths is None else block[..., : widths[0]]]
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         return per_bucket[0]
