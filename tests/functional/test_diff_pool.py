@@ -25,20 +25,37 @@ def _inputs(sizes, clusters=4, features=5, seed=0):
 
 @pytest.mark.parametrize("ratio", [None, 0.3])
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
-def test_sparse_and_dense_functions_agree(ratio, link_loss):
+@pytest.mark.parametrize("buckets", ["merged", "apart"])
+def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, monkeypatch):
     """The sparse function on the flat batch and the dense one on its padded form give the
-    same pooled tensors and losses, whatever the padding."""
-    batch, z, logits = _inputs([7, 2, 11, 4])
+    same pooled tensors, losses and gradients, whatever the padding; also with every size
+    group in its own bucket (per-graph budgets: each bucket's assignment at its own width)."""
+    if buckets == "apart":  # small graphs would share one bucket
+        from diffpool.functional import packing
+
+        group = packing.bucket_graphs
+        monkeypatch.setattr(packing, "bucket_graphs", lambda *a: group(*a, overhead=0))
+    batch, z, logits = _inputs([7, 2, 11, 4, 30, 19], clusters=9)
+    weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
+    z.requires_grad_()
+    logits.requires_grad_()
     sparse = sparse_diff_pool(
-        z, batch.edge_index, logits, batch.batch, ratio=ratio, link_loss=link_loss
-    )
+        z, batch.edge_index, logits, batch.batch, ratio=ratio, link_loss=link_loss,
+        edge_weight=weight,
+    )  # fmt: skip
     dense_z, mask = to_dense_batch(z, batch.batch)
     dense_logits, _ = to_dense_batch(logits, batch.batch)
-    adj = to_dense_adj(batch.edge_index, batch.batch).double()
+    adj = to_dense_adj(batch.edge_index, batch.batch, edge_attr=weight)
     dense = dense_diff_pool(dense_z, adj, dense_logits, mask, ratio=ratio, link_loss=link_loss)
     for name in FIELDS:
         torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), msg=name)
     assert sparse.z is z
+    grads = []
+    for out in (sparse, dense):
+        loss = out.aux_loss + out.x.pow(2).sum() + out.adj.sum() + out.s.pow(2).sum()
+        grads.append(torch.autograd.grad(loss, (z, logits)))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_the_layer_is_the_function_over_its_gnns():

@@ -315,64 +315,102 @@ def sparse_diff_pool(
             widths = [width(n) for n in groups.heads]
 
     cluster_mask = None
+    # The assignment in parts of the nodes: one part ``[N, num_slots]`` in node order, or with
+    # per-graph budgets one part per size bucket ``[n_k, widths[k]]`` in the order of
+    # ``groups.rows()`` (the batch's largest budget then never widens the other buckets).
+    rows = inverse = None
     if isinstance(s, AssignmentHead) or s.is_floating_point():
         if ratio is not None:
-            cluster_mask = cluster_mask_from_budgets(
-                cluster_budgets(counts, ratio, num_clusters), num_slots
-            )
-        logits = _sparse_logits(s, num_slots, groups, widths)
-        slot_mask = None if cluster_mask is None else cluster_mask[batch]
-        s_flat, entropy = masked_assignment(logits, slot_mask)
+            budgets = cluster_budgets(counts, ratio, num_clusters)
+            cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
+        if widths is not None:
+            rows, inverse = groups.rows()
+            part_batch = [batch.index_select(0, r) for r in rows]
+            s_parts, entropy = _bucket_assignments(s, rows, widths, part_batch, budgets)
+        else:
+            logits = _sparse_logits(s, num_slots)
+            slot_mask = None if cluster_mask is None else cluster_mask[batch]
+            s_flat, entropy = masked_assignment(logits, slot_mask)
+            s_parts = [s_flat]
     else:
         if validating:
             check_assignment(s, (num_nodes,), num_slots)
         s_flat, entropy = _one_hot(s, num_slots, _float_dtype(x))
         cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
         cluster_mask[batch, s.long()] = True
+        s_parts = [s_flat]
+    dtype = s_parts[0].dtype
 
-    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, s_flat.dtype)
+    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, dtype)
     if validating:
         check_edges_within_graphs(adj.index, batch)
+    adj_parts = [adj] if rows is None else groups.split_adjacency(adj)
+    if rows is None:
+        part_batch = [batch]  # the graph of every row of the parts
     with torch.autocast(device_type=x.device.type, enabled=False):
-        adj_times_s = adj.matmul(s_flat)
-    s_pool = s_flat if torch.is_autocast_enabled() else s_flat.to(x.dtype)
-    x_pool, adj_pool, s_blocks = groups.pool(s_pool, x, adj_times_s.to(s_pool.dtype), widths)
+        adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
+    cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
+    if rows is None:
+        x_pool, adj_pool, s_blocks = groups.pool(cast(s_parts[0]), x, cast(adj_s_parts[0]), widths)
+    else:
+        x_pool, adj_pool, s_blocks = groups.pool_buckets(
+            [cast(p) for p in s_parts], x, [cast(p) for p in adj_s_parts], num_slots
+        )
 
-    def per_graph(values: Tensor) -> Tensor:
-        return values.new_zeros(batch_size).index_add(0, batch, values)
+    def per_graph(values: list[Tensor]) -> Tensor:
+        out = values[0].new_zeros(batch_size)
+        for graph, v in zip(part_batch, values):
+            out = out.index_add(0, graph, v)
+        return out
 
     # Losses in float32 or wider, also under autocast: the Frobenius identity subtracts large
     # terms and would lose all precision in bf16.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        nodes = counts.clamp(min=1).to(s_flat.dtype)
-        entropy_per_graph = per_graph(entropy) / nodes if entropy_loss else torch.zeros_like(nodes)
+        nodes = counts.clamp(min=1).to(dtype)
+        entropy_per_graph = (
+            per_graph([entropy] if rows is None else entropy) / nodes
+            if entropy_loss
+            else torch.zeros_like(nodes)
+        )
         if link_loss == "frobenius":
 
-            def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-                adj_d, s_d = adj._replace(value=adj.value.to(dtype)), s_flat.to(dtype)
-                adj_s = adj_times_s if dtype == s_flat.dtype else adj_d.matmul(s_d)
+            def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                traces = []
+                for a, p, a_p in zip(adj_parts, s_parts, adj_s_parts):
+                    if d != dtype:
+                        p = p.to(d)
+                        a_p = a._replace(value=a.value.to(d)).matmul(p)
+                    traces.append((p * a_p).sum(-1))
                 return (
-                    adj_d.squared_norm_per_graph(batch, batch_size),
-                    per_graph((s_d * adj_s).sum(-1)),
-                    groups.reassemble([gram_squared_norm(b.to(dtype)) for b in s_blocks]),
+                    adj._replace(value=adj.value.to(d)).squared_norm_per_graph(batch, batch_size),
+                    per_graph(traces),
+                    groups.reassemble([gram_squared_norm(b.to(d)) for b in s_blocks]),
                 )
 
-            link_per_graph = _frobenius(terms, s_flat.dtype, nodes)
+            link_per_graph = _frobenius(terms, dtype, nodes)
         elif link_loss == "bce":
             # all pairs per size bucket, each padded only to its largest graph and narrowed to
             # its clusters; then the edges, touching only them
             pairs = groups.reassemble(
                 [
-                    bce_link_loss_sum(block.to(s_flat.dtype), block_mask)
+                    bce_link_loss_sum(block.to(dtype), block_mask)
                     for block, block_mask in zip(s_blocks, groups.masks())
                 ]
             )
-            edges = bce_edge_correction(s_flat, adj.index, adj.value, batch, batch_size)
+            edges = sum(
+                bce_edge_correction(p, a.index, a.value, graph, batch_size)
+                for p, a, graph in zip(s_parts, adj_parts, part_batch)
+            )
             link_per_graph = (pairs + edges) / nodes.pow(2)
         else:
             link_per_graph = nodes.new_zeros(batch_size)
     dense_s = None
     if return_assignment:
+        s_flat = s_parts[0]
+        if rows is not None:  # back to node order, unused slots zero
+            s_flat = torch.cat(
+                [torch.nn.functional.pad(p, (0, num_slots - p.size(-1))) for p in s_parts]
+            ).index_select(0, inverse)
         dense_s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[
             0
         ]
@@ -390,21 +428,30 @@ def sparse_diff_pool(
     )
 
 
-def _sparse_logits(s, num_slots: int, groups, widths: list[int] | None) -> Tensor:
-    """``[N, num_slots]`` logits. From an :class:`AssignmentHead` with per-graph budgets, each
-    bucket's graphs get only the first ``widths[k]`` outputs of its map and zeros after them
-    (the softmax masks those slots out anyway)."""
-    if not isinstance(s, AssignmentHead):
-        return s[:, :num_slots]
-    if widths is None:
-        return s.logits(num_slots)
-    s = s.narrow(num_slots)  # once for all buckets
-    rows, inverse = groups.rows()
-    parts = [
-        torch.nn.functional.pad(s.logits(w, index), (0, num_slots - w))
-        for index, w in zip(rows, widths)
-    ]
-    return torch.cat(parts).index_select(0, inverse)
+def _bucket_assignments(
+    s, rows: list[Tensor], widths: list[int], graphs: list[Tensor], budgets: Tensor
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per size bucket ``k``: the assignment of its nodes ``rows[k]`` (of the graphs
+    ``graphs[k]``) over its first ``widths[k]`` slots, ``[n_k, widths[k]]``, each node's
+    softmax over its graph's ``budgets``, and their entropies."""
+    if isinstance(s, AssignmentHead):
+        s = s.narrow(max(widths))  # the head's fold, once for all buckets
+    parts, entropies = [], []
+    for index, w, graph in zip(rows, widths, graphs):
+        if isinstance(s, AssignmentHead):
+            logits = s.logits(w, index)
+        else:
+            logits = s.index_select(0, index)[:, :w]
+        slots = torch.arange(w, device=logits.device) < budgets.index_select(0, graph)[:, None]
+        part, entropy = masked_assignment(logits, slots)
+        parts.append(part)
+        entropies.append(entropy)
+    return parts, entropies
+
+
+def _sparse_logits(s, num_slots: int) -> Tensor:
+    """``[N, num_slots]`` logits, of a tensor or an :class:`AssignmentHead`."""
+    return s.logits(num_slots) if isinstance(s, AssignmentHead) else s[:, :num_slots]
 
 
 def dense_diff_pool(

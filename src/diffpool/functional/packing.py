@@ -106,12 +106,17 @@ class NodeBlocks:
             s_t = s_block.transpose(1, 2)
             x_blocks.append(torch.bmm(s_t, z_block))
             adj_blocks.append(torch.bmm(s_t, adj_s_block))
-        x, adj = self.reassemble(x_blocks), self.reassemble(adj_blocks)
-        pad = num_slots - adj.size(-1)
-        if pad:
-            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-            adj = torch.nn.functional.pad(adj, (0, pad, 0, pad))
+        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
         return x, adj, s_blocks
+
+
+def _pad_slots(x: Tensor, adj: Tensor, num_slots: int) -> tuple[Tensor, Tensor]:
+    """``x`` ``[B, C, F]`` and ``adj`` ``[B, C, C]`` zero-padded to ``num_slots`` clusters."""
+    pad = num_slots - adj.size(-1)
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        adj = torch.nn.functional.pad(adj, (0, pad, 0, pad))
+    return x, adj
 
 
 class SizeBuckets(NodeBlocks):
@@ -172,6 +177,73 @@ class SizeBuckets(NodeBlocks):
     def masks(self) -> list[Tensor]:
         """``[b, n_bucket]`` bool masks of the real rows of every bucket's blocks."""
         return self.valid
+
+    def local_blocks(self, parts: list[Tensor]) -> list[Tensor]:
+        """``[b, n_bucket, *]`` blocks of per-bucket tensors ``parts[k]`` ``[n_k, *]``, whose
+        rows are bucket ``k``'s nodes in the order of :meth:`rows` (zero rows as padding)."""
+        if not hasattr(self, "_local"):
+            self._local = []
+            for graphs, head, valid in zip(self.buckets, self.heads, self.valid):
+                sizes = torch.tensor([0] + [self.counts[g] for g in graphs[:-1]])
+                offsets = sizes.cumsum(0).to(self.device)
+                local = offsets.unsqueeze(-1) + torch.arange(head, device=self.device)
+                self._local.append(torch.where(valid, local, 0))
+        blocks = []
+        for part, index, valid in zip(parts, self._local, self.valid):
+            block = part.index_select(0, index.view(-1)).view(*index.shape, *part.shape[1:])
+            blocks.append(block * valid.view(*valid.shape, 1).to(block.dtype))
+        return blocks
+
+    def split_adjacency(self, adj):
+        """The adjacency of every bucket's graphs, in the local node numbering of
+        :meth:`rows` (a :class:`~diffpool.utils.connectivity.CooAdjacency` per bucket).
+
+        ``adj`` must be coalesced (sorted by source) with every edge inside a graph: the
+        edges of a graph are then one contiguous range."""
+        from diffpool.utils.connectivity import CooAdjacency
+
+        starts = [0]
+        for n in self.counts[:-1]:
+            starts.append(starts[-1] + n)
+        source = adj.index[0]
+        bounds = torch.tensor(starts + [self.num_nodes], device=source.device)
+        edge_starts = torch.searchsorted(source, bounds).tolist()
+        ids, shifts, sizes, nodes = [], [], [], []
+        for graphs in self.buckets:
+            local, num_edges = 0, 0
+            for g in graphs:
+                first, last = edge_starts[g], edge_starts[g + 1]
+                ids.append(torch.arange(first, last))
+                shifts.append(torch.full((last - first,), starts[g] - local))
+                local += self.counts[g]
+                num_edges += last - first
+            sizes.append(num_edges)
+            nodes.append(local)
+        ids = torch.cat(ids).to(source.device)
+        index = adj.index.index_select(1, ids) - torch.cat(shifts).to(source.device)
+        value = adj.value.index_select(0, ids)
+        return [
+            CooAdjacency(i, v, n)
+            for i, v, n in zip(index.split(sizes, 1), value.split(sizes), nodes)
+        ]
+
+    def pool_buckets(
+        self, s_parts: list[Tensor], z: Tensor, adj_s_parts: list[Tensor], num_slots: int
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """:meth:`pool` of an assignment given per bucket, ``s_parts[k]`` ``[n_k, w_k]`` in
+        the order of :meth:`rows` (and ``adj_s_parts[k]``, its product with the bucket's
+        adjacency): the wide columns of the batch's largest budget are never built for the
+        other buckets."""
+        s_blocks = self.local_blocks(s_parts)
+        x_blocks, adj_blocks = [], []
+        for s_block, z_block, adj_s_block in zip(
+            s_blocks, self.blocks(z), self.local_blocks(adj_s_parts)
+        ):
+            s_t = s_block.transpose(1, 2)
+            x_blocks.append(torch.bmm(s_t, z_block))
+            adj_blocks.append(torch.bmm(s_t, adj_s_block))
+        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
+        return x, adj, s_blocks
 
     def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter; with
