@@ -64,9 +64,8 @@ class NodeBlocks:
     #: how many blocks the layout has
     num_blocks: int
 
-    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
-        """``[b, n_block, *]`` blocks of the flat ``[N, *]`` ``flat``, zero rows as padding;
-        with ``widths``, block ``k`` holds only the first ``widths[k]`` columns."""
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """``[b, n_block, *]`` blocks of the flat ``[N, *]`` ``flat``, zero rows as padding."""
         raise NotImplementedError
 
     def masks(self) -> list[Tensor]:
@@ -96,16 +95,20 @@ class NodeBlocks:
             ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
             of ``s`` (for the Gram norm).
         """
-        num_slots = s.size(-1)
+        num_slots, features = s.size(-1), z.size(-1)
         widths = widths or [num_slots] * self.num_blocks
-        s_blocks = self.blocks(s, widths)
-        x_blocks, adj_blocks = [], []
-        for s_block, z_block, adj_s_block in zip(
-            s_blocks, self.blocks(z), self.blocks(adj_s, widths)
-        ):
-            s_t = s_block.transpose(1, 2)
-            x_blocks.append(torch.bmm(s_t, z_block))
-            adj_blocks.append(torch.bmm(s_t, adj_s_block))
+        # [s | z | A s]: z and the first w columns of A s are contiguous, so one gather and
+        # one matmul per bucket give both products.
+        flat = torch.cat([s, z, adj_s], -1)
+        s_blocks, x_blocks, adj_blocks = [], [], []
+        for block, w in zip(self.blocks(flat), widths):
+            # split, not slicing: one backward concatenation instead of a zero-filled copy of
+            # the block per slice.
+            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
+            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
+            s_blocks.append(s_block)
+            x_blocks.append(x_block)
+            adj_blocks.append(adj_block)
         x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
         return x, adj, s_blocks
 
@@ -148,9 +151,9 @@ class SizeBuckets(NodeBlocks):
             g = torch.tensor(graphs, device=ptr.device)
             rows = ptr[g].unsqueeze(-1) + local
             valid = local < torch.tensor([counts[i] for i in graphs], device=ptr.device)[:, None]
-            self.index.append(torch.where(valid, rows, 0))  # padding reads row 0, then zeroed
+            self.index.append(torch.where(valid, rows, self.num_nodes))  # pad -> a zero row
             self.valid.append(valid)
-        self.graphs = _group_index(self.buckets, ptr.device)
+        self.graphs, self.inverse = _group_index(self.buckets, ptr.device)
 
     def rows(self) -> tuple[list[Tensor], Tensor]:
         """The flat indices of the nodes of every bucket's graphs (no padding), and the
@@ -245,25 +248,30 @@ class SizeBuckets(NodeBlocks):
         x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
         return x, adj, s_blocks
 
-    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
-        """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter; with
-        ``widths``, bucket ``k``'s block holds only the first ``widths[k]`` columns."""
-        widths = widths or [None] * self.num_blocks
-        return list(_GatherRows.apply(flat, self.index, self.valid, widths))
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
+        if self.num_blocks == 1:  # autograd's own gather: one gradient buffer anyway
+            return _gather_rows(flat, self.index)
+        return list(_GatherRows.apply(flat, self.index))
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         """Stack per-bucket results ``[b, ...]`` back into graph order ``[B, ...]``, zero-padding
         trailing dimensions that a narrower bucket left short."""
-        return _reassemble(per_bucket, self.graphs)
+        return _reassemble(per_bucket, self.graphs, self.inverse)
 
 
-def _group_index(groups: list[list[int]], device) -> list[Tensor] | None:
-    """The graph indices of every group, on ``device`` in one transfer; :obj:`None` when the
-    groups, concatenated, are the graphs in order."""
+def _group_index(groups: list[list[int]], device) -> tuple[list[Tensor] | None, Tensor | None]:
+    """The graph indices of every group (:obj:`None` when the groups, concatenated, are the
+    graphs in order) and, for one group, the permutation back to graph order; on ``device``
+    in one transfer."""
     order = [g for graphs in groups for g in graphs]
     if order == list(range(len(order))):
-        return None
-    return list(torch.tensor(order, device=device).split([len(g) for g in groups]))
+        return None, None
+    order = torch.tensor(order)
+    if len(groups) > 1:
+        return list(order.to(device).split([len(g) for g in groups])), None
+    both = torch.cat([order, torch.argsort(order)]).to(device)
+    return [both[: len(order)]], both[len(order) :]
 
 
 def _corner(t: Tensor, shape) -> Tensor:
@@ -316,44 +324,50 @@ class _Gather(torch.autograd.Function):
 
 
 class _GatherRows(torch.autograd.Function):
-    """Padded ``[b, n, w]`` blocks of the rows ``index[k]`` of a flat ``[N, C]`` tensor (zero
-    where not ``valid[k]``), of its first ``widths[k]`` columns (:obj:`None`: all).
+    """Padded ``[b, n, *]`` blocks of the rows ``index[k]`` of a flat ``[N, *]`` tensor, where
+    the index ``N`` reads a zero row (padding).
 
     One function for all blocks, so that the backward pass adds every block's gradient into
-    one zero ``[N, C]`` buffer (autograd would allocate and add one per block: on D&D, with
-    ``C = 1437``, most of the pooling's backward), and the gathers read only the columns a
-    bucket uses."""
+    one zero buffer (autograd would allocate and add one per block: on D&D, with
+    ``C = 1437`` cluster slots, most of the pooling's backward)."""
 
     @staticmethod
-    def forward(ctx, flat, index, valid, widths):
-        ctx.index, ctx.valid, ctx.shape = index, valid, flat.shape
+    def forward(ctx, flat, index):
+        ctx.index, ctx.shape = index, flat.shape
         ctx.set_materialize_grads(False)
-        blocks = []
-        for rows, real, w in zip(index, valid, widths):
-            source = flat if w is None else flat.narrow(1, 0, w)
-            block = source.index_select(0, rows.view(-1)).view(*rows.shape, *source.shape[1:])
-            blocks.append(block.masked_fill_(~real.view(*real.shape, *[1] * (flat.dim() - 1)), 0))
-        return tuple(blocks)
+        return tuple(_gather_rows(flat, index))
 
     @staticmethod
     def backward(ctx, *grads):
         out = None
-        for rows, real, grad in zip(ctx.index, ctx.valid, grads):
-            if grad is None:
-                continue
-            out = grad.new_zeros(ctx.shape) if out is None else out
-            grad = grad * real.view(*real.shape, *[1] * (grad.dim() - 2)).to(grad.dtype)
-            target = out.narrow(1, 0, grad.size(-1)) if out.dim() > 1 else out
-            target.index_add_(0, rows.view(-1), grad.reshape(-1, *grad.shape[2:]))
-        return out, None, None, None
+        for rows, grad in zip(ctx.index, grads):
+            if grad is not None:
+                if out is None:
+                    out = grad.new_zeros((ctx.shape[0] + 1, *ctx.shape[1:]))
+                out.index_add_(0, rows.view(-1), grad.reshape(-1, *grad.shape[2:]))
+        return None if out is None else out[:-1], None
 
 
-def _reassemble(per_group: list[Tensor], index: list[Tensor] | None) -> Tensor:
+def _gather_rows(flat: Tensor, index: list[Tensor]) -> list[Tensor]:
+    extended = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])
+    # index_select, not advanced indexing: its backward is a scatter-add, far cheaper on CPU
+    # than the sorting accumulate of index_put.
+    return [
+        extended.index_select(0, rows.view(-1)).view(rows.shape + flat.shape[1:]) for rows in index
+    ]
+
+
+def _reassemble(
+    per_group: list[Tensor], index: list[Tensor] | None, inverse: Tensor | None = None
+) -> Tensor:
     """Per-group results ``[b_k, ...]`` padded with zeros (``False``) to the widest trailing
     sizes and put in graph order: group ``k`` holds the graphs ``index[k]`` (:obj:`None`:
-    the groups, concatenated, are in graph order)."""
+    the groups, concatenated, are in graph order; ``inverse``: a single group's permutation
+    back to graph order)."""
     first = per_group[0]
     shape = [max(r.size(d) for r in per_group) for d in range(1, first.dim())]
+    if inverse is not None:  # one group, permuted: autograd's own gather
+        return first.index_select(0, inverse)
     if index is None:
         if len(per_group) == 1 and list(first.shape[1:]) == shape:
             return first
@@ -418,13 +432,14 @@ class PaddedBatch(NodeBlocks):
     def masks(self) -> list[Tensor]:
         return [self.mask]
 
-    def blocks(self, flat: Tensor, widths: list[int] | None = None) -> list[Tensor]:
+    def blocks(self, flat: Tensor) -> list[Tensor]:
         from torch_geometric.utils import to_dense_batch
 
-        block = to_dense_batch(
-            flat, self.batch, batch_size=self.batch_size, max_num_nodes=self.max_num_nodes
-        )[0]
-        return [block if widths is None else block[..., : widths[0]]]
+        return [
+            to_dense_batch(
+                flat, self.batch, batch_size=self.batch_size, max_num_nodes=self.max_num_nodes
+            )[0]
+        ]
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         return per_bucket[0]
