@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffpool.utils.connectivity import CooAdjacency
+
 # Fixed cost of one more size bucket (a gather, a batched matmul, their backward and the
 # bookkeeping), in multiply-adds of padded work. Buckets whose padding to the previous bucket's
 # size costs less than this are merged: on small graphs a few kernel launches more would cost
@@ -154,15 +156,17 @@ class SizeBuckets(NodeBlocks):
             self.index.append(torch.where(valid, rows, self.num_nodes))  # pad -> a zero row
             self.valid.append(valid)
         self.graphs, self.inverse = _group_index(self.buckets, ptr.device)
+        #: the first node of every graph (on the host)
+        self.starts = [0]
+        for n in counts[:-1]:
+            self.starts.append(self.starts[-1] + n)
 
     def rows(self) -> tuple[list[Tensor], Tensor]:
         """The flat indices of the nodes of every bucket's graphs (no padding), and the
         permutation that takes the concatenation of per-bucket rows back to node order.
 
         Built on the host from ``counts`` and copied to the device in one transfer."""
-        starts = [0]
-        for n in self.counts[:-1]:
-            starts.append(starts[-1] + n)
+        starts = self.starts
         rows = [
             torch.cat([torch.arange(starts[g], starts[g] + self.counts[g]) for g in graphs])
             for graphs in self.buckets
@@ -203,11 +207,7 @@ class SizeBuckets(NodeBlocks):
 
         ``adj`` must be coalesced (sorted by source) with every edge inside a graph: the
         edges of a graph are then one contiguous range."""
-        from diffpool.utils.connectivity import CooAdjacency
-
-        starts = [0]
-        for n in self.counts[:-1]:
-            starts.append(starts[-1] + n)
+        starts = self.starts
         source = adj.index[0]
         bounds = torch.tensor(starts + [self.num_nodes], device=source.device)
         edge_starts = torch.searchsorted(source, bounds).tolist()
