@@ -192,3 +192,16 @@ def test_an_edge_between_two_graphs_is_refused():
         sparse_diff_pool(z, edge_index, logits, batch.batch)
     # the check is one comparison, kept off the hot path with validate=False
     sparse_diff_pool(z, edge_index, logits, batch.batch, validate=False)
+
+
+def test_dense_without_a_mask_is_an_all_true_mask():
+    """No mask skips the masking; the result is that of a mask where every node is real."""
+    torch.manual_seed(0)
+    z, logits = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(3, 6, 5, dtype=torch.float64)
+    adj = torch.rand(3, 6, 6, dtype=torch.float64)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    for link_loss in ("frobenius", "bce"):
+        bare = dense_diff_pool(z, adj, logits, link_loss=link_loss)
+        full = dense_diff_pool(z, adj, logits, mask, link_loss=link_loss)
+        for name in FIELDS:
+            torch.testing.assert_close(getattr(bare, name), getattr(full, name), msg=name)

@@ -385,3 +385,19 @@ def test_fixed_budgets_and_similar_sizes_stay_one_batch(enzymes_batch):
     similar = random_batch([30, 32, 28, 31], num_features=4)
     per_graph = build_model("diffpool", 4, 2, 32, num_levels=2, budget="per_graph")
     assert per_graph._dense_groups(classify(per_graph, similar).levels[0]) is None
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fixed_budgets_skip_the_all_true_masks_of_the_dense_levels(train, monkeypatch):
+    """With learned assignments and fixed budgets every cluster slot is used: the dense levels
+    run without a mask, with the same result as with the (all-true) cluster masks."""
+    batch = random_batch([5, 9, 3, 7], num_features=4, seed=6)
+    model = DiffPoolNet(4, 3, num_levels=2, max_num_nodes=9, ratio=0.5, norm="batch").double()
+    model.train(train)
+    x = batch.x.double()
+    out = model(x, batch.edge_index, batch.batch)
+    assert all(level.cluster_mask.all() for level in out.levels)
+    monkeypatch.setattr(DiffPoolNet, "_node_mask", lambda self, o: o.cluster_mask)
+    ref = model(x, batch.edge_index, batch.batch)
+    torch.testing.assert_close(out.logits, ref.logits)
+    torch.testing.assert_close(out.aux_loss, ref.aux_loss)

@@ -499,6 +499,9 @@ def dense_diff_pool(
     if validating:
         check_dense_inputs(x, adj, mask, finite=False)
     batch_size, max_nodes = x.shape[:2]
+    # without a mask every node is real: the masking below is skipped (fixed budgets' deeper
+    # levels, where it would copy [B, C, C] tensors to change nothing)
+    masked = mask is not None
     if mask is None:
         mask = torch.ones(batch_size, max_nodes, dtype=torch.bool, device=x.device)
     num_clusters = _num_clusters(s, num_clusters)
@@ -511,7 +514,8 @@ def dense_diff_pool(
             logits = s._replace(features=features).logits(num_slots)
         else:
             logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
-        logits = logits * node_mask.to(logits.dtype)
+        if masked:
+            logits = logits * node_mask.to(logits.dtype)
         cluster_mask = None
         if ratio is not None:
             cluster_mask = cluster_mask_from_budgets(
@@ -519,7 +523,8 @@ def dense_diff_pool(
             )
         slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
         s, entropy = masked_assignment(logits, slot_mask)
-        s = s * node_mask.to(s.dtype)
+        if masked:
+            s = s * node_mask.to(s.dtype)
     else:
         s = s.unsqueeze(0) if s.dim() == 1 else s
         if validating:
@@ -528,9 +533,11 @@ def dense_diff_pool(
         s = s * node_mask.to(s.dtype)
         cluster_mask = s.sum(1) > 0
 
-    pair_mask = node_mask & mask.unsqueeze(-2)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        adj = torch.where(pair_mask, adj.to(s.dtype), 0.0)
+        if masked:
+            adj = torch.where(node_mask & mask.unsqueeze(-2), adj.to(s.dtype), 0.0)
+        else:
+            adj = adj.to(s.dtype)
         adj_times_s = torch.bmm(adj, s)
     s_t = s.transpose(1, 2)
     s_pool = s_t if torch.is_autocast_enabled() else s_t.to(x.dtype)
@@ -539,7 +546,9 @@ def dense_diff_pool(
 
     with torch.autocast(device_type=x.device.type, enabled=False):
         nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
-        entropy_per_graph = torch.where(mask, entropy, 0.0).sum(-1) / nodes
+        if masked:
+            entropy = torch.where(mask, entropy, 0.0)
+        entropy_per_graph = entropy.sum(-1) / nodes
         if not entropy_loss:
             entropy_per_graph = torch.zeros_like(entropy_per_graph)
         if link_loss == "frobenius":

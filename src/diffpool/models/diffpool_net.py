@@ -299,6 +299,13 @@ class DiffPoolNet(torch.nn.Module):
     def _next_adj(self, adj: Tensor) -> Tensor:
         return normalize_coarse_adj(adj) if self.coarse_adj == "normalized" else adj
 
+    def _node_mask(self, out: DiffPoolOutput) -> Tensor | None:
+        """The next dense level's node mask: :obj:`None` where every cluster slot is used by
+        construction (learned assignments with fixed budgets), which skips the masking."""
+        if self.assignment == "learned" and self.budget == "fixed":
+            return None
+        return out.cluster_mask
+
     def _dense_clusters(self, flat: Tensor, cluster_mask: Tensor, level: int) -> Tensor:
         """Flat per-coarse-node cluster ids ``[sum_g k_g]`` -> ``[B, slots]``."""
         counts = cluster_mask.sum(-1)
@@ -379,13 +386,13 @@ class DiffPoolNet(torch.nn.Module):
             out = conv(
                 out.x,
                 self._next_adj(out.adj),
-                out.cluster_mask,
+                self._node_mask(out),
                 assignment=fixed,
                 return_assignment=return_assignments,
             )
             outputs.append(out)
             readouts.append(dense_readout(self.readout, out.z, out.mask))
-        z = self.final(out.x, self._next_adj(out.adj), out.cluster_mask)
+        z = self.final(out.x, self._next_adj(out.adj), self._node_mask(out))
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
         return self._output(readouts, outputs)
 
