@@ -30,11 +30,12 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, monkeypatch
     """The sparse function on the flat batch and the dense one on its padded form give the
     same pooled tensors, losses and gradients, whatever the padding; also with every size
     group in its own bucket (per-graph budgets: each bucket's assignment at its own width)."""
-    if buckets == "apart":  # small graphs would share one bucket
+    if buckets == "apart":  # small graphs would share one bucket and one flat assignment
         from diffpool.functional import packing
 
         group = packing.bucket_graphs
         monkeypatch.setattr(packing, "bucket_graphs", lambda *a: group(*a, overhead=0))
+        monkeypatch.setattr(packing, "BUCKET_OVERHEAD_MACS", 0)
     batch, z, logits = _inputs([7, 2, 11, 4, 30, 19], clusters=9)
     weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
     z.requires_grad_()
@@ -205,3 +206,19 @@ def test_dense_without_a_mask_is_an_all_true_mask():
         full = dense_diff_pool(z, adj, logits, mask, link_loss=link_loss)
         for name in FIELDS:
             torch.testing.assert_close(getattr(bare, name), getattr(full, name), msg=name)
+
+
+def test_the_assignment_goes_per_bucket_only_where_that_pays():
+    from diffpool.functional.packing import SizeBuckets
+
+    def buckets(counts):
+        ptr = torch.tensor([0, *counts]).cumsum(0)
+        return SizeBuckets(ptr, counts, row_cost=lambda n: n)
+
+    small = buckets([20, 12, 25, 9])  # one bucket: nothing to gain
+    assert small.num_blocks == 1 and not small.per_bucket_pays([7], 7, 200)
+    # D&D's largest graph beside typical ones: 1437 slots against budgets of about 70
+    large = buckets([5748] + [284] * 19)
+    assert large.num_blocks == 2
+    assert large.per_bucket_pays([1437, 71], 1437, 60_000)
+    assert not large.per_bucket_pays([1437, 1437], 1437, 60_000)  # fixed widths: no waste

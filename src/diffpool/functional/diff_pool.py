@@ -323,7 +323,7 @@ def sparse_diff_pool(
         if ratio is not None:
             budgets = cluster_budgets(counts, ratio, num_clusters)
             cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
-        if widths is not None:
+        if widths is not None and groups.per_bucket_pays(widths, num_slots, _num_edges(edge_index)):
             rows, inverse = groups.rows()
             part_batch = [batch.index_select(0, r) for r in rows]
             s_parts, entropy = _bucket_assignments(s, rows, widths, part_batch, budgets)
@@ -426,6 +426,12 @@ def sparse_diff_pool(
         link_loss_coef,
         entropy_loss_coef,
     )
+
+
+def _num_edges(edge_index) -> int:
+    if isinstance(edge_index, Tensor) and edge_index.layout == torch.strided:
+        return edge_index.size(1)
+    return edge_index.nnz() if hasattr(edge_index, "nnz") else edge_index._nnz()
 
 
 def _bucket_assignments(

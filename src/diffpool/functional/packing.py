@@ -185,6 +185,19 @@ class SizeBuckets(NodeBlocks):
         """``[b, n_bucket]`` bool masks of the real rows of every bucket's blocks."""
         return self.valid
 
+    def per_bucket_pays(self, widths: list[int], num_slots: int, num_edges: int) -> bool:
+        """Whether an assignment held per bucket at its own width (:meth:`pool_buckets`) is
+        worth its per-bucket bookkeeping: the columns the flat ``[N, num_slots]`` form would
+        carry beyond each bucket's width (softmax, gathers and ``A S``: about the average
+        degree plus one operation each) cost more than :data:`BUCKET_OVERHEAD_MACS` per
+        bucket. Small graphs (one bucket, or narrow budgets) stay flat."""
+        if self.num_blocks < 2:
+            return False
+        nodes = [sum(self.counts[g] for g in graphs) for graphs in self.buckets]
+        unused = sum(n * (num_slots - w) for n, w in zip(nodes, widths))
+        per_column = 1 + num_edges / max(1, self.num_nodes)
+        return unused * per_column > BUCKET_OVERHEAD_MACS * self.num_blocks
+
     def local_blocks(self, parts: list[Tensor]) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of per-bucket tensors ``parts[k]`` ``[n_k, *]``, whose
         rows are bucket ``k``'s nodes in the order of :meth:`rows` (zero rows as padding)."""
