@@ -35,7 +35,7 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, monkeypatch
 
         group = packing.bucket_graphs
         monkeypatch.setattr(packing, "bucket_graphs", lambda *a: group(*a, overhead=0))
-        monkeypatch.setattr(packing, "BUCKET_OVERHEAD_MACS", 0)
+        monkeypatch.setattr(packing, "PER_BUCKET_ASSIGNMENT_MACS", 0)
     batch, z, logits = _inputs([7, 2, 11, 4, 30, 19], clusters=9)
     weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
     z.requires_grad_()

@@ -382,7 +382,7 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     # small graphs would share one bucket (one wide map): keep every size group apart
     buckets = packing.bucket_graphs
     monkeypatch.setattr(packing, "bucket_graphs", lambda *a: buckets(*a, overhead=0))
-    monkeypatch.setattr(packing, "BUCKET_OVERHEAD_MACS", 0)  # and hold S per bucket
+    monkeypatch.setattr(packing, "PER_BUCKET_ASSIGNMENT_MACS", 0)  # and hold S per bucket
     batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=5, seed=3)
     weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
     layer = DiffPoolConv.from_encoder(
