@@ -319,6 +319,7 @@ def sparse_diff_pool(
     # per-graph budgets one part per size bucket ``[n_k, widths[k]]`` in the order of
     # ``groups.rows()`` (the batch's largest budget then never widens the other buckets).
     rows = inverse = None
+    part_batch = [batch]  # the graph of every row of the parts
     if isinstance(s, AssignmentHead) or s.is_floating_point():
         if ratio is not None:
             budgets = cluster_budgets(counts, ratio, num_clusters)
@@ -331,22 +332,20 @@ def sparse_diff_pool(
             logits = _sparse_logits(s, num_slots)
             slot_mask = None if cluster_mask is None else cluster_mask[batch]
             s_flat, entropy = masked_assignment(logits, slot_mask)
-            s_parts = [s_flat]
+            s_parts, entropy = [s_flat], [entropy]
     else:
         if validating:
             check_assignment(s, (num_nodes,), num_slots)
         s_flat, entropy = _one_hot(s, num_slots, _float_dtype(x))
         cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
         cluster_mask[batch, s.long()] = True
-        s_parts = [s_flat]
+        s_parts, entropy = [s_flat], [entropy]
     dtype = s_parts[0].dtype
 
     adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, dtype)
     if validating:
         check_edges_within_graphs(adj.index, batch)
     adj_parts = [adj] if rows is None else groups.split_adjacency(adj)
-    if rows is None:
-        part_batch = [batch]  # the graph of every row of the parts
     with torch.autocast(device_type=x.device.type, enabled=False):
         adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
     cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
@@ -367,11 +366,7 @@ def sparse_diff_pool(
     # terms and would lose all precision in bf16.
     with torch.autocast(device_type=x.device.type, enabled=False):
         nodes = counts.clamp(min=1).to(dtype)
-        entropy_per_graph = (
-            per_graph([entropy] if rows is None else entropy) / nodes
-            if entropy_loss
-            else torch.zeros_like(nodes)
-        )
+        entropy_per_graph = per_graph(entropy) / nodes if entropy_loss else torch.zeros_like(nodes)
         if link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:

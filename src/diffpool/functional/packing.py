@@ -10,6 +10,7 @@ to its own largest graph: a few batched matmuls (one per group, never one per gr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -208,18 +209,18 @@ class SizeBuckets(NodeBlocks):
     def local_blocks(self, parts: list[Tensor]) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of per-bucket tensors ``parts[k]`` ``[n_k, *]``, whose
         rows are bucket ``k``'s nodes in the order of :meth:`rows` (zero rows as padding)."""
-        if not hasattr(self, "_local"):
-            self._local = []
-            for graphs, head, valid in zip(self.buckets, self.heads, self.valid):
-                sizes = torch.tensor([0] + [self.counts[g] for g in graphs[:-1]])
-                offsets = sizes.cumsum(0).to(self.device)
-                local = offsets.unsqueeze(-1) + torch.arange(head, device=self.device)
-                self._local.append(torch.where(valid, local, 0))
-        blocks = []
-        for part, index, valid in zip(parts, self._local, self.valid):
-            block = part.index_select(0, index.view(-1)).view(*index.shape, *part.shape[1:])
-            blocks.append(block * valid.view(*valid.shape, 1).to(block.dtype))
-        return blocks
+        return [_gather_rows(part, [index])[0] for part, index in zip(parts, self._local_index)]
+
+    @functools.cached_property
+    def _local_index(self) -> list[Tensor]:
+        """:attr:`index` in each bucket's own node numbering (padding: one past its nodes)."""
+        out = []
+        for graphs, head, valid in zip(self.buckets, self.heads, self.valid):
+            sizes = [self.counts[g] for g in graphs]
+            offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).to(self.device)
+            local = offsets.unsqueeze(-1) + torch.arange(head, device=self.device)
+            out.append(torch.where(valid, local, sum(sizes)))
+        return out
 
     def split_adjacency(self, adj):
         """The adjacency of every bucket's graphs, in the local node numbering of
