@@ -156,8 +156,11 @@ def test_bucket_merging_follows_the_cost_model():
     assert merged == [[0], [1], [2, 3, 4]]
 
 
-def test_gram_squared_norm_gradient():
-    s = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("shape", [(3, 5, 4), (3, 4, 7)], ids=["nodes>clusters", "nodes<clusters"])
+def test_gram_squared_norm_gradient(shape):
+    """Both Gram matrices (S^T S where N >= C, S S^T where N < C) give ||S^T S||^2 and its
+    gradient."""
+    s = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(gram_squared_norm(s), (s.transpose(1, 2) @ s).pow(2).sum((1, 2)))
     assert torch.autograd.gradcheck(gram_squared_norm, (s,))
 

@@ -8,6 +8,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
+from diffpool.functional.factored import CoarsenedAdjacency
 from diffpool.models import (
     VARIANTS,
     DiffPoolNet,
@@ -401,3 +402,35 @@ def test_fixed_budgets_skip_the_all_true_masks_of_the_dense_levels(train, monkey
     ref = model(x, batch.edge_index, batch.batch)
     torch.testing.assert_close(out.logits, ref.logits)
     torch.testing.assert_close(out.aux_loss, ref.aux_loss)
+
+
+@pytest.mark.parametrize("encoder", ["sage", "sum", "gcn"])
+def test_factored_coarse_adjacency_equals_the_dense_one(encoder):
+    """With fixed budgets, training steps keep the first level's A' of small graphs as its
+    factors (mixed with dense groups for the large ones): the same logits, losses and
+    gradients of every parameter as the dense A' (float64, batch norm, two levels)."""
+    sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
+    batch = random_batch(sizes, num_features=6, seed=4)
+    torch.manual_seed(0)
+    model = build_model("diffpool", 6, 3, 400, num_levels=2, ratio=0.5, encoder=encoder,
+                        hidden_channels=8, num_layers=2).double()  # fmt: skip
+    model.train()
+    results = []
+    for factored in (False, True):
+        model.factor_coarse_adj = factored
+        out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes),
+                    return_assignments=False)  # fmt: skip
+        first = out.levels[0].adj
+        assert isinstance(first, CoarsenedAdjacency) == factored
+        if factored:
+            assert 0 < first.num_factored < len(sizes)  # both kinds of group
+        loss = out.logits.square().sum() + out.aux_loss
+        results.append((out, torch.autograd.grad(loss, list(model.parameters()))))
+    (dense, dense_grads), (kept, kept_grads) = results
+    for name in ("logits", "aux_loss", "link_loss", "entropy_loss"):
+        torch.testing.assert_close(getattr(kept, name), getattr(dense, name))
+    for a, b in zip(dense_grads, kept_grads):
+        torch.testing.assert_close(a, b)
+    # steps that return assignments (inspection, prediction) keep the dense tensor
+    out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes))
+    assert isinstance(out.levels[0].adj, torch.Tensor)

@@ -39,6 +39,7 @@ from diffpool.functional.assignment import (
     cluster_mask_from_budgets,
     masked_assignment,
 )
+from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
 from diffpool.functional.losses import (
     bce_edge_correction,
     bce_link_loss_sum,
@@ -218,6 +219,7 @@ def sparse_diff_pool(
     max_num_nodes: int | None = None,
     return_assignment: bool = True,
     validate: bool = True,
+    factored_adj: bool = False,
 ) -> DiffPoolOutput:
     r"""Pool the embeddings of a sparse mini-batch into a coarsened dense batch.
 
@@ -267,10 +269,17 @@ def sparse_diff_pool(
             (``output.s``); no loss needs it. (default: :obj:`True`)
         validate (bool, optional): Check the inputs (synchronises with the device; skipped
             under ``torch.compile``). (default: :obj:`True`)
+        factored_adj (bool, optional): With fixed budgets, keep :math:`\mathbf{A}'_g` as its
+            factors :math:`(\mathbf{S}_g, \mathbf{A}_g)` for the size buckets whose graphs
+            are small against :math:`C` (:func:`~diffpool.functional.factored.factored_pays`):
+            ``adj`` is then a :class:`~diffpool.functional.factored.CoarsenedAdjacency`, which
+            the dense layers after the pooling run on group by group (what
+            :class:`~diffpool.DiffPoolNet` does in its training steps). (default: :obj:`False`)
 
     Returns:
-        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N_max, C]`` (or
-        :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
+        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` (or a
+        :class:`~diffpool.functional.factored.CoarsenedAdjacency`), ``s`` ``[B, N_max, C]``
+        (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
         ``z`` is the input ``x``.
     """
     _check_options(link_loss, ratio)
@@ -350,7 +359,21 @@ def sparse_diff_pool(
         adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
     cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
     if rows is None:
-        x_pool, adj_pool, s_blocks = groups.pool(cast(s_parts[0]), x, cast(adj_s_parts[0]), widths)
+        factored = None
+        if factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
+            factored = [factored_pays(n, num_slots) for n in groups.heads]
+            factored = factored if any(factored) else None
+        x_pool, adj_pool, s_blocks = groups.pool(
+            cast(s_parts[0]), x, cast(adj_s_parts[0]), widths, factored
+        )
+        if factored is not None:
+            which = [k for k, f in enumerate(factored) if f]
+            dense = dict(zip(which, groups.dense_adjacency(adj, batch, which)))
+            parts = [
+                FactoredAdjacency(s_block, dense[k].to(s_block.dtype)) if k in dense else block
+                for k, (s_block, block) in enumerate(zip(s_blocks, adj_pool))
+            ]
+            adj_pool = CoarsenedAdjacency(groups.buckets, parts, num_slots)
     else:
         x_pool, adj_pool, s_blocks = groups.pool_buckets(
             [cast(p) for p in s_parts], x, [cast(p) for p in adj_s_parts], num_slots
@@ -503,6 +526,9 @@ def dense_diff_pool(
     # without a mask every node is real: the masking below is skipped (fixed budgets' deeper
     # levels, where it would copy [B, C, C] tensors to change nothing)
     masked = mask is not None
+    factored = isinstance(adj, FactoredAdjacency)
+    if factored and masked:
+        adj, factored = adj.to_dense(), False
     if mask is None:
         mask = torch.ones(batch_size, max_nodes, dtype=torch.bool, device=x.device)
     num_clusters = _num_clusters(s, num_clusters)
@@ -539,11 +565,16 @@ def dense_diff_pool(
             adj = torch.where(node_mask & mask.unsqueeze(-2), adj.to(s.dtype), 0.0)
         else:
             adj = adj.to(s.dtype)
-        adj_times_s = torch.bmm(adj, s)
+        # a factored A' = S_prev^T A S_prev is pooled through its factors, never built
+        adj_times_s = None if factored else torch.bmm(adj, s)
+        adj_pool_full = adj.congruence(s) if factored else None
     s_t = s.transpose(1, 2)
     s_pool = s_t if torch.is_autocast_enabled() else s_t.to(x.dtype)
     x_pool = torch.bmm(s_pool, x)
-    adj_pool = torch.bmm(s_pool, adj_times_s.to(s_pool.dtype))
+    if factored:
+        adj_pool = adj_pool_full.to(s_pool.dtype)
+    else:
+        adj_pool = torch.bmm(s_pool, adj_times_s.to(s_pool.dtype))
 
     with torch.autocast(device_type=x.device.type, enabled=False):
         nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
@@ -556,6 +587,13 @@ def dense_diff_pool(
 
             def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
                 adj_d, s_d = adj.to(dtype), s.to(dtype)
+                if factored:
+                    pooled = adj_pool_full if dtype == s.dtype else adj_d.congruence(s_d)
+                    return (
+                        adj_d.squared_norm(),
+                        pooled.diagonal(dim1=-2, dim2=-1).sum(-1),
+                        gram_squared_norm(s_d),
+                    )
                 adj_s = adj_times_s if dtype == s.dtype else torch.bmm(adj_d, s_d)
                 return (
                     adj_d.pow(2).sum((-2, -1)),
@@ -565,7 +603,8 @@ def dense_diff_pool(
 
             link_per_graph = _frobenius(terms, s.dtype, nodes)
         elif link_loss == "bce":
-            link_per_graph = bce_link_loss_sum(s, mask, adj) / nodes.pow(2)
+            dense = adj.to_dense() if factored else adj
+            link_per_graph = bce_link_loss_sum(s, mask, dense) / nodes.pow(2)
         else:
             link_per_graph = torch.zeros_like(nodes)
     return _output(

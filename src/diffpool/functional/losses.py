@@ -47,21 +47,27 @@ class _GramSquaredNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: Tensor) -> Tensor:
-        gram = torch.bmm(s.transpose(1, 2), s)
+        # ||S^T S||_F = ||S S^T||_F: the smaller of the two, N^2 C or N C^2 multiply-adds
+        ctx.rows = s.size(1) < s.size(2)
+        gram = torch.bmm(s, s.transpose(1, 2)) if ctx.rows else torch.bmm(s.transpose(1, 2), s)
         ctx.save_for_backward(s, gram)
         return gram.pow(2).sum((-2, -1))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         s, gram = ctx.saved_tensors
-        # d ||S^T S||_F^2 / dS = 4 S (S^T S)
-        return torch.bmm(s, gram).mul_(4.0 * grad.view(-1, 1, 1))
+        # d ||S^T S||_F^2 / dS = 4 S (S^T S) = 4 (S S^T) S
+        out = torch.bmm(gram, s) if ctx.rows else torch.bmm(s, gram)
+        return out.mul_(4.0 * grad.view(-1, 1, 1))
 
 
 def gram_squared_norm(s: Tensor) -> Tensor:
     r"""Per-graph :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2` of a padded ``[B, N, C]`` ``s``.
 
-    Autograd through ``bmm(S^T, S)`` would spend two batched matmuls on the backward pass; the
+    It equals :math:`\|\mathbf{S}_g\mathbf{S}_g^\top\|_F^2`, and the smaller of the two
+    Gram matrices is built: :math:`N \times N` where a graph has fewer nodes than clusters
+    (D&D's fixed :math:`C = 1437` against 284 nodes on average, 5x fewer multiply-adds).
+    Autograd through the product would spend two batched matmuls on the backward pass; the
     closed form :math:`4\,\mathbf{S}(\mathbf{S}^\top\mathbf{S})` spends one.
     """
     return _GramSquaredNorm.apply(s)

@@ -87,8 +87,13 @@ class NodeBlocks:
         raise NotImplementedError
 
     def pool(
-        self, s: Tensor, z: Tensor, adj_s: Tensor, widths: list[int] | None = None
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        self,
+        s: Tensor,
+        z: Tensor,
+        adj_s: Tensor,
+        widths: list[int] | None = None,
+        factored: list[bool] | None = None,
+    ) -> tuple[Tensor, Tensor | list[Tensor | None], list[Tensor]]:
         r"""Per-graph :math:`\mathbf{S}_g^\top \mathbf{Z}_g` and
         :math:`\mathbf{S}_g^\top (\mathbf{A}\mathbf{S})_g` with one gather and one batched
         matmul per bucket.
@@ -100,10 +105,14 @@ class NodeBlocks:
             widths (list[int], optional): bucket ``k`` uses only the first ``widths[k]``
                 clusters; the others must be zero in ``s`` for its graphs, as unused cluster
                 slots are. (default: all :math:`C`)
+            factored (list[bool], optional): the buckets whose :math:`\mathbf{S}_g^\top
+                (\mathbf{A}\mathbf{S})_g` is not built (their adjacency stays factored, see
+                :mod:`diffpool.functional.factored`). ``adj`` is then the list of every
+                bucket's ``[b, C, C]`` block, :obj:`None` for those. (default: :obj:`None`)
 
         Returns:
-            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` and the ``[b, n_bucket, width]`` blocks
-            of ``s`` (for the Gram norm).
+            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` (or its blocks) and the
+            ``[b, n_bucket, width]`` blocks of ``s`` (for the Gram norm).
         """
         num_slots, features = s.size(-1), z.size(-1)
         widths = widths or [num_slots] * self.num_blocks
@@ -111,14 +120,22 @@ class NodeBlocks:
         # one matmul per bucket give both products.
         flat = torch.cat([s, z, adj_s], -1)
         s_blocks, x_blocks, adj_blocks = [], [], []
-        for block, w in zip(self.blocks(flat), widths):
+        for k, (block, w) in enumerate(zip(self.blocks(flat), widths)):
             # split, not slicing: one backward concatenation instead of a zero-filled copy of
             # the block per slice.
             s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
-            x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split([features, w], -1)
+            if factored is not None and factored[k]:
+                x_block = torch.bmm(s_block.transpose(1, 2), rhs[..., :features])
+                adj_block = None
+            else:
+                x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split(
+                    [features, w], -1
+                )
             s_blocks.append(s_block)
             x_blocks.append(x_block)
             adj_blocks.append(adj_block)
+        if factored is not None:
+            return self.reassemble(x_blocks), adj_blocks, s_blocks
         x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
         return x, adj, s_blocks
 
@@ -250,6 +267,32 @@ class SizeBuckets(NodeBlocks):
             CooAdjacency(i, v, n)
             for i, v, n in zip(index.split(sizes, 1), value.split(sizes), nodes)
         ]
+
+    def dense_adjacency(self, adj, batch: Tensor, buckets: list[int]) -> list[Tensor]:
+        """The dense ``[b, n_bucket, n_bucket]`` adjacency blocks of the given buckets (in
+        the layout of :meth:`blocks`, zero where a graph is shorter), from a
+        :class:`~diffpool.utils.connectivity.CooAdjacency` whose edges stay inside graphs."""
+        bucket_of = torch.empty(self.num_graphs, dtype=torch.long)
+        position = torch.empty(self.num_graphs, dtype=torch.long)
+        for k, graphs in enumerate(self.buckets):
+            bucket_of[graphs] = k
+            position[graphs] = torch.arange(len(graphs))
+        starts = torch.tensor(self.starts)
+        device = adj.index.device
+        bucket_of, position, starts = (t.to(device) for t in (bucket_of, position, starts))
+        graph = batch.index_select(0, adj.index[0])
+        edge_bucket = bucket_of.index_select(0, graph)
+        first = starts.index_select(0, graph)
+        row, col = adj.index[0] - first, adj.index[1] - first
+        out = []
+        for k in buckets:
+            n, b = self.heads[k], len(self.buckets[k])
+            keep = (edge_bucket == k).nonzero().view(-1)
+            flat = (position.index_select(0, graph.index_select(0, keep)) * n + row[keep]) * n
+            flat = flat + col[keep]
+            dense = adj.value.new_zeros(b * n * n).index_add(0, flat, adj.value[keep])
+            out.append(dense.view(b, n, n))
+        return out
 
     def pool_buckets(
         self, s_parts: list[Tensor], z: Tensor, adj_s_parts: list[Tensor], num_slots: int
@@ -415,12 +458,22 @@ class DenseGroups:
     """
 
     def __init__(self, counts: list[int], device, max_waste: float = 1.5, row_cost=None):
-        self.num_graphs = len(counts)
-        self.buckets = bucket_graphs(counts, max_waste, row_cost)
-        self.num_groups = len(self.buckets)
-        self.heads = [max(1, counts[graphs[0]]) for graphs in self.buckets]
-        self.sizes = [len(graphs) for graphs in self.buckets]
-        order = [g for graphs in self.buckets for g in graphs]
+        buckets = bucket_graphs(counts, max_waste, row_cost)
+        self._set(buckets, [max(1, counts[graphs[0]]) for graphs in buckets], device)
+
+    @classmethod
+    def of(cls, buckets: list[list[int]], heads: list[int], device) -> DenseGroups:
+        """Given groups: ``buckets[k]`` the graphs of group ``k``, padded to ``heads[k]``."""
+        groups = cls.__new__(cls)
+        groups._set(buckets, heads, device)
+        return groups
+
+    def _set(self, buckets: list[list[int]], heads: list[int], device) -> None:
+        self.num_graphs = sum(len(graphs) for graphs in buckets)
+        self.buckets, self.heads = buckets, heads
+        self.num_groups = len(buckets)
+        self.sizes = [len(graphs) for graphs in buckets]
+        order = [g for graphs in buckets for g in graphs]
         self.index = torch.tensor(order, device=device).split(self.sizes)
 
     def split(self, t: Tensor, node_dims: int = 1) -> list[Tensor]:

@@ -11,6 +11,7 @@ from torch_geometric.nn.models import MLP
 from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import cluster_budget
+from diffpool.functional.factored import CoarsenedAdjacency
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.functional.packing import DenseGroups
 from diffpool.models.output import ClassifierOutput
@@ -306,6 +307,12 @@ class DiffPoolNet(torch.nn.Module):
             return None
         return out.cluster_mask
 
+    def _node_masks(self, masks: list[Tensor]) -> list[Tensor | None]:
+        """:meth:`_node_mask` of every group."""
+        if self.assignment == "learned" and self.budget == "fixed":
+            return [None] * len(masks)
+        return masks
+
     def _dense_clusters(self, flat: Tensor, cluster_mask: Tensor, level: int) -> Tensor:
         """Flat per-coarse-node cluster ids ``[sum_g k_g]`` -> ``[B, slots]``."""
         counts = cluster_mask.sum(-1)
@@ -373,6 +380,7 @@ class DiffPoolNet(torch.nn.Module):
             assignment=fixed,
             return_assignment=return_assignments,
             edge_attr=edge_attr if self.edge_dim is not None else None,
+            factored_adj=self._factored_adj(return_assignments),
         )
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
@@ -413,8 +421,28 @@ class DiffPoolNet(torch.nn.Module):
     #: dropout masks); ``False``: one padded batch.
     group_dense_levels: bool = True
 
+    #: With fixed budgets, keep the first level's coarsened adjacency
+    #: :math:`\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g` of graphs much smaller than
+    #: :math:`C_1` as its factors in the steps that return no assignments (training): the
+    #: dense levels multiply through the factors, the same result up to float rounding
+    #: (see :mod:`diffpool.functional.factored`). ``False``: always the dense tensor.
+    factor_coarse_adj: bool = True
+
+    def _factored_adj(self, return_assignments: bool) -> bool:
+        return (
+            self.factor_coarse_adj
+            and not return_assignments
+            and self.budget == "fixed"
+            and self.assignment == "learned"
+            and self.coarse_adj == "raw"
+            and not torch.compiler.is_compiling()
+        )
+
     def _dense_groups(self, out) -> DenseGroups | None:
         """The size groups of the dense levels, or :obj:`None` to run them as one batch."""
+        if isinstance(out.adj, CoarsenedAdjacency):  # grouped by the first level already
+            heads = [out.adj.num_clusters] * len(out.adj.index)
+            return DenseGroups.of(out.adj.index, heads, out.x.device)
         if not self.group_dense_levels or self.budget != "per_graph":
             return None
         if self.assignment != "learned" or torch.compiler.is_compiling():
@@ -428,16 +456,21 @@ class DiffPoolNet(torch.nn.Module):
         """The dense levels and the final encoder group by group (see
         :attr:`group_dense_levels`); outputs back in graph order."""
         xs, masks = groups.split(out.x), groups.split(out.cluster_mask)
-        adjs = groups.split(self._next_adj(out.adj), node_dims=2)
+        if isinstance(out.adj, CoarsenedAdjacency):
+            adjs = list(out.adj.parts)
+        else:
+            adjs = groups.split(self._next_adj(out.adj), node_dims=2)
         for conv in self.levels[1:]:
-            parts = conv.forward_groups(xs, adjs, masks, return_assignment=return_assignments)
+            parts = conv.forward_groups(
+                xs, adjs, self._node_masks(masks), return_assignment=return_assignments
+            )
             outputs.append(_merge_groups(parts, groups))
             readouts.append(
                 groups.reassemble([dense_readout(self.readout, p.z, p.mask) for p in parts])
             )
             xs, masks = [p.x for p in parts], [p.cluster_mask for p in parts]
             adjs = [self._next_adj(p.adj) for p in parts]
-        zs = self.final.forward_groups(xs, adjs, masks)
+        zs = self.final.forward_groups(xs, adjs, self._node_masks(masks))
         readouts.append(
             groups.reassemble([dense_readout(self.readout, z, m) for z, m in zip(zs, masks)])
         )

@@ -151,6 +151,7 @@ class DiffPoolConv(DiffPoolBase):
         assignment: Tensor | None = None,
         return_assignment: bool = True,
         edge_attr: Tensor | None = None,
+        factored_adj: bool = False,
     ) -> DiffPoolOutput:
         r"""Pool a sparse mini-batch.
 
@@ -181,6 +182,9 @@ class DiffPoolConv(DiffPoolBase):
                 whose ``forward`` takes ``edge_attr`` (e.g. an encoder of type ``"gine"``).
                 The coarsened graph has none: :math:`\mathbf{A}'` pools the connectivity
                 (and ``edge_weight``) only. (default: :obj:`None`)
+            factored_adj (bool, optional): Keep the coarsened adjacency of small graphs as
+                its factors (see :func:`~diffpool.functional.sparse_diff_pool`).
+                (default: :obj:`False`)
 
         Returns:
             DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s``
@@ -210,5 +214,6 @@ class DiffPoolConv(DiffPoolBase):
             max_num_nodes=max_num_nodes,
             return_assignment=return_assignment,
             validate=validating,
+            factored_adj=factored_adj,
             **self._options(),
         )

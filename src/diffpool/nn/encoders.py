@@ -26,6 +26,7 @@ from torch_geometric.nn import (
 from torch_geometric.nn.inits import reset
 from torch_geometric.nn.models import MLP
 
+from diffpool.functional.factored import FactoredAdjacency
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
 from diffpool.utils.validation import check_input_matches
 
@@ -97,6 +98,11 @@ register_encoder("sum", SumConv, DenseSumConv, weighted=True)
 
 
 NORMS = (None, "batch")
+
+#: Dense layers that only multiply the adjacency into the features and sum its rows: they run
+#: on a :class:`~diffpool.functional.factored.FactoredAdjacency` as it is; any other layer
+#: gets it as a dense tensor.
+FACTORED_LAYERS: tuple[type, ...] = (DenseSAGEConv, DenseGINConv, DenseSumConv)
 
 
 @dataclass(frozen=True)
@@ -368,8 +374,16 @@ class DenseGNNEncoder(_EncoderStack):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, dense=True, **kwargs)
 
+    def _adjacencies(self, adjs: list) -> list:
+        """What each layer gets: a :class:`~diffpool.functional.factored.FactoredAdjacency`
+        as it is where every layer is in :data:`FACTORED_LAYERS`, else as a dense tensor."""
+        if all(isinstance(conv, FACTORED_LAYERS) for conv in self.convs):
+            return adjs
+        return [a.to_dense() if isinstance(a, FactoredAdjacency) else a for a in adjs]
+
     def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
         check_input_matches(x, self, self.in_channels)
+        (adj,) = self._adjacencies([adj])
         outputs = []
         for i, conv in enumerate(self.convs):
             x = self._layer_output(i, conv(x, adj, mask), mask)
@@ -388,15 +402,17 @@ class DenseGNNEncoder(_EncoderStack):
         its statistics over the real nodes of all groups together."""
         for x in xs:
             check_input_matches(x, self, self.in_channels)
+        adjs = self._adjacencies(adjs)
         outputs: list[list[Tensor]] = [[] for _ in xs]
         for i, conv in enumerate(self.convs):
             xs = [conv(x, adj, mask) for x, adj, mask in zip(xs, adjs, masks)]
             xs = self._layer_outputs(i, xs, masks)
             for out, x in zip(outputs, xs):
                 out.append(x)
+        outs = [self._combine(out) for out in outputs]
         return [
-            self._combine(out) * mask.unsqueeze(-1).to(out[0].dtype)
-            for out, mask in zip(outputs, masks)
+            out if mask is None else out * mask.unsqueeze(-1).to(out.dtype)
+            for out, mask in zip(outs, masks)
         ]
 
 
@@ -429,11 +445,15 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
 
     def forward_groups(self, xs: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
         """Batch norm over the real rows of several padded blocks ``[b_k, n_k, F]`` together
-        (one set of statistics, as over the whole batch)."""
-        rows = [x[mask] for x, mask in zip(xs, masks)]
+        (one set of statistics, as over the whole batch); a mask :obj:`None`: every row of
+        its block is real."""
+        rows = [x.flatten(0, 1) if mask is None else x[mask] for x, mask in zip(xs, masks)]
         normed = self._rows(torch.cat(rows)).split([len(r) for r in rows])
         outs = []
         for x, mask, part in zip(xs, masks, normed):
+            if mask is None:  # every row real
+                outs.append(part.view_as(x))
+                continue
             out = x.new_zeros(x.shape)
             out[mask] = part
             outs.append(out)

@@ -186,14 +186,17 @@ def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool
     """Shapes, types and (``finite``) values of a dense batch."""
     check_features(x, dim=3, finite=finite)
     batch_size, num_nodes = x.shape[:2]
-    if not isinstance(adj, Tensor) or adj.layout != torch.strided:
+    from diffpool.functional.factored import FactoredAdjacency
+
+    factored = isinstance(adj, FactoredAdjacency)  # our own pooling's output: shape only
+    if not factored and (not isinstance(adj, Tensor) or adj.layout != torch.strided):
         raise TypeError("adj must be a dense tensor of shape [batch_size, num_nodes, num_nodes]")
     if tuple(adj.shape) != (batch_size, num_nodes, num_nodes):
         raise ValueError(
             f"adj must have shape [{batch_size}, {num_nodes}, {num_nodes}] to match x, "
             f"got {tuple(adj.shape)}"
         )
-    if finite and not bool(torch.isfinite(adj).all()):
+    if finite and not factored and not bool(torch.isfinite(adj).all()):
         raise ValueError("adj contains NaN or infinite values")
     if mask is not None:
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch_size, num_nodes):

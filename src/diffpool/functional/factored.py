@@ -1,0 +1,148 @@
+r"""The coarsened adjacency :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}` kept as
+its factors, for graphs with fewer nodes than clusters.
+
+With a fixed number of clusters :math:`C` (the paper's budget), a graph of :math:`n \ll C`
+nodes still gets a dense :math:`C \times C` adjacency after pooling, of rank at most
+:math:`n`: on D&D, :math:`C = 1437` against 284 nodes on average. Every dense layer after
+the pooling multiplies it into :math:`C \times F` features, :math:`C^2 F` multiply-adds a
+graph. Through its factors, :math:`\mathbf{A}'\mathbf{X} = \mathbf{S}^\top(\mathbf{A}
+(\mathbf{S}\mathbf{X}))` costs :math:`(2nC + n^2) F`, and :math:`\mathbf{A}'` itself
+(:math:`n C^2`) is never built. :class:`FactoredAdjacency` holds the factors of a group of
+graphs; :class:`CoarsenedAdjacency` is a batch's coarsened adjacency as groups, factored or
+dense, what :func:`~diffpool.functional.sparse_diff_pool` returns with ``factored_adj=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def factored_pays(num_nodes: int, num_clusters: int) -> bool:
+    r"""Whether a dense layer on :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`
+    costs less through its factors: :math:`(2nC + n^2) F < C^2 F`, i.e. :math:`n < (\sqrt 2
+    - 1)\,C`. (Pooling it again and its link loss gain more, and building :math:`\mathbf{A}'`
+    is saved on top.)"""
+    return num_nodes * (2 * num_clusters + num_nodes) < num_clusters * num_clusters
+
+
+class FactoredAdjacency:
+    r""":math:`\mathbf{A}'_g = \mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g` of a group of graphs,
+    ``[b, C, C]``, as its factors ``s`` ``[b, n, C]`` and ``adj`` ``[b, n, n]`` (zero rows
+    for the padding of graphs shorter than ``n``).
+
+    It stands in for the dense tensor where a dense layer only multiplies it (``torch.matmul
+    (adj, x)``) and sums its rows (``adj.sum(-1)``): :class:`~torch_geometric.nn.DenseSAGEConv`,
+    :class:`~torch_geometric.nn.DenseGINConv`, :class:`~diffpool.nn.DenseSumConv` (see
+    :data:`~diffpool.nn.encoders.FACTORED_LAYERS`); any other torch function on it raises a
+    :class:`TypeError` (:meth:`to_dense` gives the tensor). The pooling of the next level
+    (:func:`~diffpool.functional.dense_diff_pool`) uses :meth:`congruence` and
+    :meth:`squared_norm`.
+    """
+
+    def __init__(self, s: Tensor, adj: Tensor):
+        if s.dim() != 3 or adj.dim() != 3 or adj.shape != (s.size(0), s.size(1), s.size(1)):
+            raise ValueError(
+                f"need s [b, n, C] and adj [b, n, n], got {tuple(s.shape)} and {tuple(adj.shape)}"
+            )
+        self.s, self.adj = s, adj
+
+    @property
+    def shape(self) -> torch.Size:
+        b, _, c = self.s.shape
+        return torch.Size((b, c, c))
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return 3
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.s.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.s.device
+
+    def to(self, dtype: torch.dtype) -> FactoredAdjacency:
+        return FactoredAdjacency(self.s.to(dtype), self.adj.to(dtype))
+
+    def matmul(self, x: Tensor) -> Tensor:
+        r""":math:`\mathbf{S}^\top(\mathbf{A}(\mathbf{S}\mathbf{X}))` for ``x`` ``[b, C, F]``."""
+        return self.s.transpose(1, 2) @ (self.adj @ (self.s @ x))
+
+    def sum(self, dim: int = -1, keepdim: bool = False) -> Tensor:
+        r"""Row sums :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}\mathbf{1}` (``dim=-1``)."""
+        if dim not in (-1, 2):
+            raise TypeError("FactoredAdjacency sums its rows only (dim=-1)")
+        out = self.s.transpose(1, 2) @ (self.adj @ self.s.sum(-1, keepdim=True))
+        return out if keepdim else out.squeeze(-1)
+
+    def to_dense(self) -> Tensor:
+        r"""The ``[b, C, C]`` tensor :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}`."""
+        return self.s.transpose(1, 2) @ (self.adj @ self.s)
+
+    def congruence(self, t: Tensor) -> Tensor:
+        r""":math:`\mathbf{T}^\top\mathbf{A}'\mathbf{T} = (\mathbf{S}\mathbf{T})^\top\mathbf{A}
+        (\mathbf{S}\mathbf{T})` for ``t`` ``[b, C, K]``: the next level's pooled adjacency,
+        ``[b, K, K]``, in :math:`nCK + n^2K + nK^2` multiply-adds instead of
+        :math:`C^2K + CK^2`."""
+        u = self.s @ t
+        return u.transpose(1, 2) @ (self.adj @ u)
+
+    def squared_norm(self) -> Tensor:
+        r"""Per-graph :math:`\|\mathbf{S}^\top\mathbf{A}\mathbf{S}\|_F^2 = \langle \mathbf{A}
+        \mathbf{G}, \mathbf{G}\mathbf{A} \rangle_F` with :math:`\mathbf{G} = \mathbf{S}
+        \mathbf{S}^\top` (:math:`n \times n`), ``[b]``."""
+        gram = self.s @ self.s.transpose(1, 2)
+        return ((self.adj @ gram) * (gram @ self.adj)).sum((-2, -1))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm) and not kwargs:
+            first, second = args
+            if isinstance(first, FactoredAdjacency) and isinstance(second, Tensor):
+                return first.matmul(second)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        b, n, c = self.s.shape
+        return f"{type(self).__name__}(graphs={b}, nodes={n}, clusters={c})"
+
+
+class CoarsenedAdjacency:
+    r"""A batch's coarsened adjacency ``[B, C, C]`` as groups of graphs: group ``k`` holds the
+    graphs ``index[k]`` and their adjacency ``parts[k]``, a dense ``[b_k, C, C]`` tensor or a
+    :class:`FactoredAdjacency`. :meth:`to_dense` gives the tensor in graph order;
+    :class:`~diffpool.DiffPoolNet` runs its dense levels group by group on the parts."""
+
+    def __init__(self, index: list[list[int]], parts: list, num_clusters: int):
+        self.index, self.parts, self.num_clusters = index, parts, num_clusters
+        self.num_graphs = sum(len(i) for i in index)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.num_graphs, self.num_clusters, self.num_clusters))
+
+    @property
+    def num_factored(self) -> int:
+        """How many graphs are held as factors."""
+        return sum(len(i) for i, p in zip(self.index, self.parts) if not isinstance(p, Tensor))
+
+    def to_dense(self) -> Tensor:
+        """The ``[B, C, C]`` tensor, graphs in batch order."""
+        from diffpool.functional.packing import _reassemble
+
+        dense = [p if isinstance(p, Tensor) else p.to_dense() for p in self.parts]
+        device = dense[0].device
+        index = [torch.tensor(i, device=device) for i in self.index]
+        return _reassemble(dense, index)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(graphs={self.num_graphs}, clusters={self.num_clusters}, "
+            f"factored={self.num_factored})"
+        )
