@@ -132,3 +132,11 @@ def test_sparse_pool_keeps_small_graphs_factored():
         z, batch.edge_index, logits, batch.batch, ratio=0.25, factored_adj=True
     )
     assert isinstance(per_graph.adj, torch.Tensor)
+
+
+def test_gram_is_shared_and_its_gradient_exact():
+    f, _ = factors()
+    assert f.gram is f.gram  # computed once for the link-loss term and the squared norm
+    s = f.s.detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda s: FactoredAdjacency(s, f.adj).squared_norm(), (s,))
+    assert torch.autograd.gradcheck(lambda s: FactoredAdjacency(s, f.adj).sum(-1), (s,))

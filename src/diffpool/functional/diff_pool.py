@@ -358,6 +358,7 @@ def sparse_diff_pool(
     with torch.autocast(device_type=x.device.type, enabled=False):
         adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
     cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
+    factored_parts = {}  # bucket -> its FactoredAdjacency
     if rows is None:
         factored = None
         if factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
@@ -369,10 +370,11 @@ def sparse_diff_pool(
         if factored is not None:
             which = [k for k, f in enumerate(factored) if f]
             dense = dict(zip(which, groups.dense_adjacency(adj, batch, which)))
-            parts = [
-                FactoredAdjacency(s_block, dense[k].to(s_block.dtype)) if k in dense else block
-                for k, (s_block, block) in enumerate(zip(s_blocks, adj_pool))
-            ]
+            factored_parts = {
+                k: FactoredAdjacency(s_blocks[k], block.to(s_blocks[k].dtype))
+                for k, block in dense.items()
+            }
+            parts = [factored_parts.get(k, block) for k, block in enumerate(adj_pool)]
             adj_pool = CoarsenedAdjacency(groups.buckets, parts, num_slots)
     else:
         x_pool, adj_pool, s_blocks = groups.pool_buckets(
@@ -402,8 +404,14 @@ def sparse_diff_pool(
                 return (
                     adj._replace(value=adj.value.to(d)).squared_norm_per_graph(batch, batch_size),
                     per_graph(traces),
-                    groups.reassemble([gram_squared_norm(b.to(d)) for b in s_blocks]),
+                    groups.reassemble([gram_norm(k, b, d) for k, b in enumerate(s_blocks)]),
                 )
+
+            def gram_norm(k: int, block: Tensor, d: torch.dtype) -> Tensor:
+                part = factored_parts.get(k)
+                if part is not None and part.dtype == d:  # its Gram matrix serves both
+                    return part.gram.pow(2).sum((-2, -1))
+                return gram_squared_norm(block.to(d))
 
             link_per_graph = _frobenius(terms, dtype, nodes)
         elif link_loss == "bce":

@@ -14,6 +14,8 @@ dense, what :func:`~diffpool.functional.sparse_diff_pool` returns with ``factore
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,21 @@ def factored_pays(num_nodes: int, num_clusters: int) -> bool:
     - 1)\,C`. (Pooling it again and its link loss gain more, and building :math:`\mathbf{A}'`
     is saved on top.)"""
     return num_nodes * (2 * num_clusters + num_nodes) < num_clusters * num_clusters
+
+
+class _Gram(torch.autograd.Function):
+    r""":math:`\mathbf{S}\mathbf{S}^\top` per graph, with a one-matmul backward
+    :math:`(\mathbf{G}' + \mathbf{G}'^\top)\mathbf{S}` (autograd would spend two)."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor) -> Tensor:
+        ctx.save_for_backward(s)
+        return torch.bmm(s, s.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (s,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), s)
 
 
 class FactoredAdjacency:
@@ -74,11 +91,22 @@ class FactoredAdjacency:
         return self.s.transpose(1, 2) @ (self.adj @ (self.s @ x))
 
     def sum(self, dim: int = -1, keepdim: bool = False) -> Tensor:
-        r"""Row sums :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}\mathbf{1}` (``dim=-1``)."""
+        r"""Row sums :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}\mathbf{1}` (``dim=-1``),
+        computed once for all the layers that normalise by them."""
         if dim not in (-1, 2):
             raise TypeError("FactoredAdjacency sums its rows only (dim=-1)")
-        out = self.s.transpose(1, 2) @ (self.adj @ self.s.sum(-1, keepdim=True))
-        return out if keepdim else out.squeeze(-1)
+        return self._row_sums if keepdim else self._row_sums.squeeze(-1)
+
+    @functools.cached_property
+    def _row_sums(self) -> Tensor:
+        return self.s.transpose(1, 2) @ (self.adj @ self.s.sum(-1, keepdim=True))
+
+    @functools.cached_property
+    def gram(self) -> Tensor:
+        r""":math:`\mathbf{G} = \mathbf{S}\mathbf{S}^\top` ``[b, n, n]``, computed once:
+        :meth:`squared_norm` needs it, and :math:`\|\mathbf{G}\|_F^2 = \|\mathbf{S}^\top
+        \mathbf{S}\|_F^2` is the pooling's own link-loss term."""
+        return _Gram.apply(self.s)
 
     def to_dense(self) -> Tensor:
         r"""The ``[b, C, C]`` tensor :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}`."""
@@ -96,7 +124,7 @@ class FactoredAdjacency:
         r"""Per-graph :math:`\|\mathbf{S}^\top\mathbf{A}\mathbf{S}\|_F^2 = \langle \mathbf{A}
         \mathbf{G}, \mathbf{G}\mathbf{A} \rangle_F` with :math:`\mathbf{G} = \mathbf{S}
         \mathbf{S}^\top` (:math:`n \times n`), ``[b]``."""
-        gram = self.s @ self.s.transpose(1, 2)
+        gram = self.gram
         return ((self.adj @ gram) * (gram @ self.adj)).sum((-2, -1))
 
     @classmethod

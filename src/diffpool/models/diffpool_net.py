@@ -354,7 +354,9 @@ class DiffPoolNet(torch.nn.Module):
             return_assignments (bool, optional): If set to :obj:`False`, every level's ``s``
                 is :obj:`None` and the first level never builds its dense ``[B, N_max, C]``
                 assignment (what :class:`~diffpool.training.GraphClassifier` does in its
-                steps, to save memory). (default: :obj:`True`)
+                steps, to save memory); with fixed budgets the first level's ``adj`` is then
+                a :class:`~diffpool.functional.factored.CoarsenedAdjacency` where it holds
+                small graphs (see :attr:`factor_coarse_adj`). (default: :obj:`True`)
             edge_attr (torch.Tensor, optional): ``[E, edge_dim]`` edge features, for a
                 model built with ``edge_dim``. (default: :obj:`None`)
 
