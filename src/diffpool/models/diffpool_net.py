@@ -300,18 +300,11 @@ class DiffPoolNet(torch.nn.Module):
     def _next_adj(self, adj: Tensor) -> Tensor:
         return normalize_coarse_adj(adj) if self.coarse_adj == "normalized" else adj
 
-    def _node_mask(self, out: DiffPoolOutput) -> Tensor | None:
-        """The next dense level's node mask: :obj:`None` where every cluster slot is used by
-        construction (learned assignments with fixed budgets), which skips the masking."""
-        if self.assignment == "learned" and self.budget == "fixed":
-            return None
-        return out.cluster_mask
-
-    def _node_masks(self, masks: list[Tensor]) -> list[Tensor | None]:
-        """:meth:`_node_mask` of every group."""
-        if self.assignment == "learned" and self.budget == "fixed":
-            return [None] * len(masks)
-        return masks
+    def _node_mask(self, mask: Tensor) -> Tensor | None:
+        """The next dense level's node mask (its ``cluster_mask``): :obj:`None` where every
+        cluster slot is used by construction (learned assignments with fixed budgets), which
+        skips the masking."""
+        return None if self.assignment == "learned" and self.budget == "fixed" else mask
 
     def _dense_clusters(self, flat: Tensor, cluster_mask: Tensor, level: int) -> Tensor:
         """Flat per-coarse-node cluster ids ``[sum_g k_g]`` -> ``[B, slots]``."""
@@ -396,13 +389,13 @@ class DiffPoolNet(torch.nn.Module):
             out = conv(
                 out.x,
                 self._next_adj(out.adj),
-                self._node_mask(out),
+                self._node_mask(out.cluster_mask),
                 assignment=fixed,
                 return_assignment=return_assignments,
             )
             outputs.append(out)
             readouts.append(dense_readout(self.readout, out.z, out.mask))
-        z = self.final(out.x, self._next_adj(out.adj), self._node_mask(out))
+        z = self.final(out.x, self._next_adj(out.adj), self._node_mask(out.cluster_mask))
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
         return self._output(readouts, outputs)
 
@@ -464,7 +457,7 @@ class DiffPoolNet(torch.nn.Module):
             adjs = groups.split(self._next_adj(out.adj), node_dims=2)
         for conv in self.levels[1:]:
             parts = conv.forward_groups(
-                xs, adjs, self._node_masks(masks), return_assignment=return_assignments
+                xs, adjs, [self._node_mask(m) for m in masks], return_assignment=return_assignments
             )
             outputs.append(_merge_groups(parts, groups))
             readouts.append(
@@ -472,7 +465,7 @@ class DiffPoolNet(torch.nn.Module):
             )
             xs, masks = [p.x for p in parts], [p.cluster_mask for p in parts]
             adjs = [self._next_adj(p.adj) for p in parts]
-        zs = self.final.forward_groups(xs, adjs, self._node_masks(masks))
+        zs = self.final.forward_groups(xs, adjs, [self._node_mask(m) for m in masks])
         readouts.append(
             groups.reassemble([dense_readout(self.readout, z, m) for z, m in zip(zs, masks)])
         )
