@@ -398,7 +398,7 @@ def test_fixed_budgets_skip_the_all_true_masks_of_the_dense_levels(train, monkey
     x = batch.x.double()
     out = model(x, batch.edge_index, batch.batch)
     assert all(level.cluster_mask.all() for level in out.levels)
-    monkeypatch.setattr(DiffPoolNet, "_node_mask", lambda self, o: o.cluster_mask)
+    monkeypatch.setattr(DiffPoolNet, "_node_mask", lambda self, mask: mask)
     ref = model(x, batch.edge_index, batch.batch)
     torch.testing.assert_close(out.logits, ref.logits)
     torch.testing.assert_close(out.aux_loss, ref.aux_loss)
