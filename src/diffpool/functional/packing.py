@@ -170,8 +170,10 @@ class SizeBuckets(NodeBlocks):
         self.num_nodes = int(sum(counts))
         self.counts, self.device = counts, ptr.device
         self.buckets = bucket_graphs(counts, max_waste, row_cost)
+        if len(self.buckets) == 1:  # one block in graph order: no permutation to undo
+            self.buckets = [list(range(len(counts)))]
         self.num_blocks = len(self.buckets)
-        self.heads = [counts[graphs[0]] for graphs in self.buckets]
+        self.heads = [max(counts[g] for g in graphs) for graphs in self.buckets]
         self.index, self.valid = [], []
         for graphs, width in zip(self.buckets, self.heads):
             local = torch.arange(width, device=ptr.device)
