@@ -5,7 +5,7 @@ import torch
 from torch_geometric.nn import DenseGCNConv, DenseGINConv, DenseSAGEConv
 from torch_geometric.utils import to_dense_adj
 
-from diffpool.functional import dense_diff_pool, sparse_diff_pool
+from diffpool.functional import dense_diff_pool, factored, sparse_diff_pool
 from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
 from diffpool.functional.packing import SizeBuckets
 from diffpool.nn import DenseSumConv
@@ -111,9 +111,15 @@ def test_dense_adjacency_blocks_of_size_buckets():
         torch.testing.assert_close(block, dense[graphs, :head, :head])
 
 
-def test_sparse_pool_keeps_small_graphs_factored():
+def test_factored_pays_where_it_saves_enough():
+    assert factored_pays(300, 1437, 10) and not factored_pays(700, 1437, 10)  # n < 0.41 C
+    assert not factored_pays(40, 155, 10)  # saves too little for an extra group (PROTEINS)
+
+
+def test_sparse_pool_keeps_small_graphs_factored(monkeypatch):
     """With fixed budgets and ``factored_adj``, the buckets of graphs small against C keep
     their A' as factors and the large ones dense; to_dense() is the dense output."""
+    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
     sizes = [3, 5, 4, 6, 90, 100]
     batch = random_batch(sizes, num_features=4, seed=3)
     gen = torch.Generator().manual_seed(0)
@@ -123,7 +129,7 @@ def test_sparse_pool_keeps_small_graphs_factored():
     kept = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, factored_adj=True)
     assert isinstance(kept.adj, CoarsenedAdjacency)
     assert kept.adj.num_factored == 4  # 3-6 nodes: factored; 90-100 against C = 60: dense
-    assert factored_pays(6, 60) and not factored_pays(90, 60)
+    assert factored_pays(6, 60, 4) and not factored_pays(90, 60, 1)
     torch.testing.assert_close(kept.adj.to_dense(), plain.adj)
     for name in ("x", "link_loss", "entropy_loss"):
         torch.testing.assert_close(getattr(kept, name), getattr(plain, name))

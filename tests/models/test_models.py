@@ -8,6 +8,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
+from diffpool.functional import factored
 from diffpool.functional.factored import CoarsenedAdjacency
 from diffpool.models import (
     VARIANTS,
@@ -405,10 +406,11 @@ def test_fixed_budgets_skip_the_all_true_masks_of_the_dense_levels(train, monkey
 
 
 @pytest.mark.parametrize("encoder", ["sage", "sum", "gcn"])
-def test_factored_coarse_adjacency_equals_the_dense_one(encoder):
+def test_factored_coarse_adjacency_equals_the_dense_one(encoder, monkeypatch):
     """With fixed budgets, training steps keep the first level's A' of small graphs as its
     factors (mixed with dense groups for the large ones): the same logits, losses and
     gradients of every parameter as the dense A' (float64, batch norm, two levels)."""
+    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
     sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
     batch = random_batch(sizes, num_features=6, seed=4)
     torch.manual_seed(0)
@@ -416,13 +418,13 @@ def test_factored_coarse_adjacency_equals_the_dense_one(encoder):
                         hidden_channels=8, num_layers=2).double()  # fmt: skip
     model.train()
     results = []
-    for factored in (False, True):
-        model.factor_coarse_adj = factored
+    for keep in (False, True):
+        model.factor_coarse_adj = keep
         out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes),
                     return_assignments=False)  # fmt: skip
         first = out.levels[0].adj
-        assert isinstance(first, CoarsenedAdjacency) == factored
-        if factored:
+        assert isinstance(first, CoarsenedAdjacency) == keep
+        if keep:
             assert 0 < first.num_factored < len(sizes)  # both kinds of group
         loss = out.logits.square().sum() + out.aux_loss
         results.append((out, torch.autograd.grad(loss, list(model.parameters()))))

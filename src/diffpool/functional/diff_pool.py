@@ -362,7 +362,10 @@ def sparse_diff_pool(
     if rows is None:
         factored = None
         if factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
-            factored = [factored_pays(n, num_slots) for n in groups.heads]
+            factored = [
+                factored_pays(n, num_slots, len(graphs))
+                for n, graphs in zip(groups.heads, groups.buckets)
+            ]
             factored = factored if any(factored) else None
         x_pool, adj_pool, s_blocks = groups.pool(
             cast(s_parts[0]), x, cast(adj_s_parts[0]), widths, factored

@@ -19,13 +19,22 @@ import functools
 import torch
 from torch import Tensor
 
+#: A size bucket keeps its :math:`\mathbf{A}'` factored only where that saves at least this
+#: many multiply-adds per feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))`
+#: (``b`` graphs of up to ``n`` nodes): below it the extra group that the dense levels then run
+#: costs about what it saves (PROTEINS, :math:`C = 155`: equal within noise, measured).
+FACTORED_MIN_SAVING = 1 << 20
 
-def factored_pays(num_nodes: int, num_clusters: int) -> bool:
-    r"""Whether a dense layer on :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`
-    costs less through its factors: :math:`(2nC + n^2) F < C^2 F`, i.e. :math:`n < (\sqrt 2
-    - 1)\,C`. (Pooling it again and its link loss gain more, and building :math:`\mathbf{A}'`
-    is saved on top.)"""
-    return num_nodes * (2 * num_clusters + num_nodes) < num_clusters * num_clusters
+
+def factored_pays(num_nodes: int, num_clusters: int, num_graphs: int) -> bool:
+    r"""Whether ``num_graphs`` graphs of up to ``num_nodes`` nodes should keep
+    :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}` as its factors: a dense layer
+    costs :math:`(2nC + n^2) F` through them against :math:`C^2 F` (so :math:`n < (\sqrt 2 -
+    1)\,C`), and the saving over the group is at least :data:`FACTORED_MIN_SAVING` per
+    feature column. (Pooling it again and its link loss gain more, and building
+    :math:`\mathbf{A}'` is saved on top.)"""
+    saving = num_clusters * num_clusters - num_nodes * (2 * num_clusters + num_nodes)
+    return saving > 0 and num_graphs * saving >= FACTORED_MIN_SAVING
 
 
 class _Gram(torch.autograd.Function):
