@@ -124,6 +124,13 @@ def dense_reference(in_channels: int, num_classes: int, max_nodes: int):
     return Net()
 
 
+def _without_edge_attr(data):
+    if "edge_attr" in data:
+        data = data.clone()
+        del data.edge_attr
+    return data
+
+
 def tgp_reference(in_channels: int, num_classes: int, max_nodes: int, batched: bool):
     """Our encoder blocks around torch-geometric-pool's ``DiffPool`` at both levels (the first
     batched or not, the second on its dense output), readouts and MLP as ours."""
@@ -265,15 +272,17 @@ def worker(args) -> dict:
         import torch_geometric.transforms as T
         from torch_geometric.loader import DenseDataLoader
 
+        # the connectivity only, as every formulation here (ToDense would stack MUTAG's edge
+        # features into the adjacency)
+        dense = T.Compose([_without_edge_attr, T.ToDense(max_nodes)])
         if hasattr(dataset, "transform"):
             # after the dataset's own transform (the degree features of COLLAB)
-            dense = T.ToDense(max_nodes)
             dataset.transform = (
                 T.Compose([dataset.transform, dense]) if dataset.transform else dense
             )
             data = dataset
         else:
-            data = [T.ToDense(max_nodes)(d.clone()) for d in dataset]
+            data = [dense(d.clone()) for d in dataset]
         loader = DenseDataLoader(data, batch_size=BATCH, shuffle=True, generator=generator)
         model = dense_reference(in_channels, num_classes, max_nodes)
 
