@@ -146,3 +146,15 @@ def test_gram_is_shared_and_its_gradient_exact():
     s = f.s.detach().requires_grad_()
     assert torch.autograd.gradcheck(lambda s: FactoredAdjacency(s, f.adj).squared_norm(), (s,))
     assert torch.autograd.gradcheck(lambda s: FactoredAdjacency(s, f.adj).sum(-1), (s,))
+
+
+def test_factored_adjacency_passes_the_dense_input_checks():
+    from diffpool.nn import DenseDiffPoolConv
+
+    f, gen = factors()
+    conv = DenseDiffPoolConv.from_encoder("sage", 4, 6, 3).double()
+    x = torch.rand(3, 8, 4, generator=gen, dtype=torch.float64)
+    out = conv(x, f)  # validation on: the factors are checked by shape
+    torch.testing.assert_close(out.adj, conv(x, f.to_dense()).adj)
+    with pytest.raises(ValueError, match="adj must have shape"):
+        conv(x[:, :7], f)

@@ -532,7 +532,7 @@ def dense_diff_pool(
     if mask is not None and mask.dim() == 1:
         mask = mask.unsqueeze(0)
     if validating:
-        check_dense_inputs(x, adj, mask, finite=False)
+        check_dense_inputs(x, adj, mask, finite=False, factored=isinstance(adj, FactoredAdjacency))
     batch_size, max_nodes = x.shape[:2]
     # without a mask every node is real: the masking below is skipped (fixed budgets' deeper
     # levels, where it would copy [B, C, C] tensors to change nothing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from diffpool.functional.diff_pool import dense_diff_pool
+from diffpool.functional.factored import FactoredAdjacency
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
@@ -102,7 +103,7 @@ class DenseDiffPoolConv(DiffPoolBase):
             mask = mask.unsqueeze(0)
         validating = self._validating()
         if validating:  # what the GNNs need, before they run
-            check_dense_inputs(x, adj, mask)
+            check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
         s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
@@ -134,7 +135,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         validating = self._validating()
         if validating:
             for x, adj, mask in zip(xs, adjs, masks):
-                check_dense_inputs(x, adj, mask)
+                check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
         zs = self.embed.forward_groups(xs, adjs, masks)
         pooled = self.pool.forward_groups(xs, adjs, masks)
         return [

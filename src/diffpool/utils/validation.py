@@ -182,13 +182,14 @@ def check_edges_within_graphs(index: Tensor, batch: Tensor) -> None:
         )
 
 
-def check_dense_inputs(x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool = True) -> None:
-    """Shapes, types and (``finite``) values of a dense batch."""
+def check_dense_inputs(
+    x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool = True, factored: bool = False
+) -> None:
+    """Shapes, types and (``finite``) values of a dense batch; ``factored``: ``adj`` is a
+    :class:`~diffpool.functional.factored.FactoredAdjacency` (our own pooling's output), of
+    which the shape is checked."""
     check_features(x, dim=3, finite=finite)
     batch_size, num_nodes = x.shape[:2]
-    from diffpool.functional.factored import FactoredAdjacency
-
-    factored = isinstance(adj, FactoredAdjacency)  # our own pooling's output: shape only
     if not factored and (not isinstance(adj, Tensor) or adj.layout != torch.strided):
         raise TypeError("adj must be a dense tensor of shape [batch_size, num_nodes, num_nodes]")
     if tuple(adj.shape) != (batch_size, num_nodes, num_nodes):
