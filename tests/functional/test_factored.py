@@ -158,3 +158,17 @@ def test_factored_adjacency_passes_the_dense_input_checks():
     torch.testing.assert_close(out.adj, conv(x, f.to_dense()).adj)
     with pytest.raises(ValueError, match="adj must have shape"):
         conv(x[:, :7], f)
+
+
+def test_the_product_of_a_shared_input_is_computed_once():
+    """Two layers on the same input (a level's embedding and pooling GNNs) share A' x; a new
+    input, or the same one changed in place, gets its own."""
+    f, gen = factors()
+    x = torch.rand(3, 8, 4, generator=gen, dtype=torch.float64)
+    first = f.matmul(x)
+    assert f.matmul(x) is first
+    y = x.clone()
+    torch.testing.assert_close(f.matmul(y), first)
+    assert f.matmul(y) is not first
+    y.mul_(2)
+    torch.testing.assert_close(f.matmul(y), 2 * first)

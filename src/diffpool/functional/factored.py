@@ -72,6 +72,7 @@ class FactoredAdjacency:
                 f"need s [b, n, C] and adj [b, n, n], got {tuple(s.shape)} and {tuple(adj.shape)}"
             )
         self.s, self.adj = s, adj
+        self._product = None  # the last (x, version, A' x): two GNNs share their first input
 
     @property
     def shape(self) -> torch.Size:
@@ -96,8 +97,16 @@ class FactoredAdjacency:
         return FactoredAdjacency(self.s.to(dtype), self.adj.to(dtype))
 
     def matmul(self, x: Tensor) -> Tensor:
-        r""":math:`\mathbf{S}^\top(\mathbf{A}(\mathbf{S}\mathbf{X}))` for ``x`` ``[b, C, F]``."""
-        return self.s.transpose(1, 2) @ (self.adj @ (self.s @ x))
+        r""":math:`\mathbf{S}^\top(\mathbf{A}(\mathbf{S}\mathbf{X}))` for ``x`` ``[b, C, F]``.
+
+        The product of the last ``x`` is kept: a pooling level's embedding and pooling GNNs
+        both start with the same input, and the second gets the first one's product."""
+        last = self._product
+        if last is not None and last[0] is x and last[1] == x._version:
+            return last[2]
+        out = self.s.transpose(1, 2) @ (self.adj @ (self.s @ x))
+        self._product = (x, x._version, out)
+        return out
 
     def sum(self, dim: int = -1, keepdim: bool = False) -> Tensor:
         r"""Row sums :math:`\mathbf{S}^\top\mathbf{A}\mathbf{S}\mathbf{1}` (``dim=-1``),
