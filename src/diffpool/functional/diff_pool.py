@@ -512,7 +512,9 @@ def dense_diff_pool(
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[B, N, F]`` (or ``[N, F]``).
-        adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
+        adj (torch.Tensor or FactoredAdjacency): Adjacency ``[B, N, N]`` (or ``[N, N]``), or
+            the previous level's :class:`~diffpool.functional.factored.FactoredAdjacency`
+            (pooled through its factors, never built).
         s (torch.Tensor or AssignmentHead): ``[B, N, C]`` logits, ``[B, N]`` hard cluster ids
             (entries of padded nodes are ignored), or an :class:`AssignmentHead`.
         mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
