@@ -202,12 +202,17 @@ class MeanPoolModel(torch.nn.Module):
         return ClassifierOutput(logits, zero, logits.new_zeros(0), logits.new_zeros(0))
 
 
-def write_tu(raw: Path, name: str, node_labels: bool) -> None:
-    """Three tiny graphs in the TU text format: a triangle, a path of 2, a star of 4."""
+def write_tu(raw: Path, name: str, node_labels: bool, edge_labels: bool = False) -> None:
+    """Three tiny graphs in the TU text format: a triangle, a path of 2, a star of 4 (with
+    ``edge_labels``, a label per edge, as MUTAG's bond types)."""
     raw.mkdir(parents=True)
     edges = [(1, 2), (2, 3), (3, 1), (4, 5), (6, 7), (6, 8), (6, 9)]
     both = [e for a, b in edges for e in ((a, b), (b, a))]
     (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in both))
+    if edge_labels:
+        (raw / f"{name}_edge_labels.txt").write_text(
+            "".join(f"{i % 3}\n" for i in range(len(both)))
+        )
     (raw / f"{name}_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n3\n3\n3\n3\n")
     (raw / f"{name}_graph_labels.txt").write_text("1\n2\n1\n")
     if node_labels:

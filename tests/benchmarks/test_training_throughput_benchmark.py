@@ -87,16 +87,14 @@ def test_bce_link_loss_run_records_its_loss(throughput, tmp_path):
     assert "bce link loss" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize("formulation", ["ours_per_graph", "dense_pyg"])
-def test_a_dataset_without_node_features_is_timed_with_degree_features(tmp_path, formulation):
-    """COLLAB has no node labels: the benchmark gives it the training presets' one-hot degree
-    (it failed with KeyError: 'x' for every formulation)."""
+def _worker(tmp_path, formulation: str, node_labels: bool, edge_labels: bool = False) -> dict:
+    """One worker run of the benchmark on a tiny TU dataset, its JSON result."""
     import subprocess
     import sys
 
     from helpers import write_tu
 
-    write_tu(tmp_path / "cache" / "tu" / "TOY" / "raw", "TOY", node_labels=False)
+    write_tu(tmp_path / "cache" / "tu" / "TOY" / "raw", "TOY", node_labels, edge_labels)
     case = json.dumps({"kind": "real", "name": "TOY", "tu_dir": str(tmp_path)})
     proc = subprocess.run(
         [
@@ -117,5 +115,19 @@ def test_a_dataset_without_node_features_is_timed_with_degree_features(tmp_path,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("formulation", ["ours_per_graph", "dense_pyg"])
+def test_a_dataset_without_node_features_is_timed_with_degree_features(tmp_path, formulation):
+    """COLLAB has no node labels: the benchmark gives it the training presets' one-hot degree
+    (it failed with KeyError: 'x' for every formulation)."""
+    result = _worker(tmp_path, formulation, node_labels=False)
     assert result["finite_loss"] and result["max_nodes"] == 4 and result["measured_batches"] == 1
+
+
+def test_the_dense_formulation_times_the_connectivity_of_a_dataset_with_edge_features(tmp_path):
+    """MUTAG has bond types: ToDense stacked them into the adjacency and dense_pyg failed with
+    'too many values to unpack'; every formulation times the connectivity only."""
+    result = _worker(tmp_path, "dense_pyg", node_labels=True, edge_labels=True)
+    assert result["finite_loss"] and result["measured_batches"] == 1
