@@ -19,6 +19,8 @@ import functools
 import torch
 from torch import Tensor
 
+from diffpool.functional.packing import _reassemble
+
 #: A size bucket keeps its :math:`\mathbf{A}'` factored only where that saves at least this
 #: many multiply-adds per feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))`
 #: (``b`` graphs of up to ``n`` nodes): below it the extra group that the dense levels then run
@@ -180,8 +182,6 @@ class CoarsenedAdjacency:
 
     def to_dense(self) -> Tensor:
         """The ``[B, C, C]`` tensor, graphs in batch order."""
-        from diffpool.functional.packing import _reassemble
-
         dense = [p if isinstance(p, Tensor) else p.to_dense() for p in self.parts]
         device = dense[0].device
         index = [torch.tensor(i, device=device) for i in self.index]
