@@ -26,13 +26,16 @@ def _inputs(sizes, clusters=4, features=5, seed=0):
 @pytest.mark.parametrize("ratio", [None, 0.3])
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
 @pytest.mark.parametrize("buckets", ["merged", "apart"])
-def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, monkeypatch):
+@pytest.mark.parametrize("adjacency", ["sparse", "dense blocks"])
+def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, monkeypatch):
     """The sparse function on the flat batch and the dense one on its padded form give the
     same pooled tensors, losses and gradients, whatever the padding; also with every size
-    group in its own bucket (per-graph budgets: each bucket's assignment at its own width)."""
-    if buckets == "apart":  # small graphs would share one bucket and one flat assignment
-        from diffpool.functional import packing
+    group in its own bucket (per-graph budgets: each bucket's assignment at its own width),
+    and with the adjacency as a sparse matrix or as dense blocks per bucket."""
+    from diffpool.functional import packing
 
+    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
+    if buckets == "apart":  # small graphs would share one bucket and one flat assignment
         group = packing.bucket_graphs
         monkeypatch.setattr(packing, "bucket_graphs", lambda *a: group(*a, overhead=0))
         monkeypatch.setattr(packing, "PER_BUCKET_ASSIGNMENT_MACS", 0)
@@ -57,6 +60,41 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, monkeypatch
         grads.append(torch.autograd.grad(loss, (z, logits)))
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("adjacency", ["sparse", "dense blocks"])
+def test_duplicate_edges_add_their_weights(adjacency, monkeypatch):
+    """An edge given twice counts with the sum of its weights, as in to_dense_adj: the
+    sparse matrix coalesces, the dense blocks add in place (and skip the coalesce)."""
+    from diffpool.functional import packing
+
+    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
+    batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
+    edge_index = torch.cat([batch.edge_index, batch.edge_index[:, :5]], dim=1)
+    weight = torch.rand(edge_index.size(1), dtype=torch.float64) + 0.5
+    sparse = sparse_diff_pool(z, edge_index, logits, batch.batch, edge_weight=weight)
+    dense_z, mask = to_dense_batch(z, batch.batch)
+    dense_logits, _ = to_dense_batch(logits, batch.batch)
+    adj = to_dense_adj(edge_index, batch.batch, edge_attr=weight)
+    assert adj.max() > 1.5  # some entry holds two weights
+    dense = dense_diff_pool(dense_z, adj, dense_logits, mask)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), msg=name)
+
+
+def test_small_graphs_take_dense_adjacency_blocks():
+    """Where the dense products A_g S_g of every bucket stay under DENSE_BLOCK_MACS."""
+    from diffpool.functional.packing import DENSE_BLOCK_MACS, SizeBuckets
+
+    def buckets(counts):
+        ptr = torch.tensor([0, *counts]).cumsum(0)
+        return SizeBuckets(ptr, counts, row_cost=lambda n: n)
+
+    molecules = buckets([25] * 20)  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
+    assert molecules.dense_blocks_pay([7])
+    large = buckets([200] * 20)
+    assert not large.dense_blocks_pay([50])
+    assert 20 * 200 * 200 * 50 > DENSE_BLOCK_MACS >= 20 * 25 * 25 * 7
 
 
 def test_the_layer_is_the_function_over_its_gnns():

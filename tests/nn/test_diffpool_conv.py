@@ -343,10 +343,13 @@ def _largest_strided_tensor(fn):
 def test_no_n_by_n_tensor(monkeypatch):
     """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
     loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
-    lowered here so that this small batch needs several blocks)."""
+    lowered here so that this small batch needs several blocks). Dense adjacency blocks are
+    only taken below ``DENSE_BLOCK_MACS`` multiply-adds (small graphs): turned off here."""
     import diffpool.functional.losses as losses
+    from diffpool.functional import packing
 
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
+    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
     sizes = [300, 40, 60, 20]
     batch = random_batch(sizes, num_features=4, seed=12)
     for link_loss in ("frobenius", "bce"):
@@ -510,10 +513,14 @@ def test_return_assignment_false_changes_nothing_but_s(link_loss, ratio, fixed):
             torch.testing.assert_close(g_lean, g_full)
 
 
-def test_without_the_assignment_no_padded_node_by_cluster_tensor():
+def test_without_the_assignment_no_padded_node_by_cluster_tensor(monkeypatch):
     """``return_assignment=False`` never builds a ``[B, N_max, C]`` tensor: with one large
     graph among small ones (as in a D&D batch) that dense S is by far the largest tensor of
-    the step, the other graphs' rows of it being padding."""
+    the step, the other graphs' rows of it being padding. (The large graph's own dense
+    adjacency block, taken on graphs this small, is turned off to see it.)"""
+    from diffpool.functional import packing
+
+    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
     sizes = [300] + [20] * 10
     batch = random_batch(sizes, num_features=4, seed=14)
     num_clusters = 30

@@ -351,38 +351,53 @@ def sparse_diff_pool(
         s_parts, entropy = [s_flat], [entropy]
     dtype = s_parts[0].dtype
 
-    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, dtype)
+    factored = None  # per bucket: keep its A' as factors
+    if rows is None and factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
+        factored = [
+            factored_pays(n, num_slots, len(graphs))
+            for n, graphs in zip(groups.heads, groups.buckets)
+        ]
+        factored = factored if any(factored) else None
+    # Small graphs: the adjacency as dense blocks per size bucket, no coalesce and no sparse
+    # product (the BCE loss reads the edges instead).
+    dense_blocks = (
+        rows is None
+        and factored is None
+        and link_loss != "bce"
+        and isinstance(groups, SizeBuckets)
+        and groups.dense_blocks_pay(widths or [num_slots] * groups.num_blocks)
+    )
+    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, dtype, coalesced=not dense_blocks)
     if validating:
         check_edges_within_graphs(adj.index, batch)
-    adj_parts = [adj] if rows is None else groups.split_adjacency(adj)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
     cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
     factored_parts = {}  # bucket -> its FactoredAdjacency
-    if rows is None:
-        factored = None
-        if factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
-            factored = [
-                factored_pays(n, num_slots, len(graphs))
-                for n, graphs in zip(groups.heads, groups.buckets)
-            ]
-            factored = factored if any(factored) else None
-        x_pool, adj_pool, s_blocks = groups.pool(
-            cast(s_parts[0]), x, cast(adj_s_parts[0]), widths, factored
+    if dense_blocks:
+        adj_blocks = groups.dense_adjacency(adj, batch, list(range(groups.num_blocks)))
+        x_pool, adj_pool, s_blocks, adj_s_blocks = groups.pool_dense(
+            cast(s_parts[0]), x, adj_blocks, widths
         )
-        if factored is not None:
-            which = [k for k, f in enumerate(factored) if f]
-            dense = dict(zip(which, groups.dense_adjacency(adj, batch, which)))
-            factored_parts = {
-                k: FactoredAdjacency(s_blocks[k], block.to(s_blocks[k].dtype))
-                for k, block in dense.items()
-            }
-            parts = [factored_parts.get(k, block) for k, block in enumerate(adj_pool)]
-            adj_pool = CoarsenedAdjacency(groups.buckets, parts, num_slots)
     else:
-        x_pool, adj_pool, s_blocks = groups.pool_buckets(
-            [cast(p) for p in s_parts], x, [cast(p) for p in adj_s_parts], num_slots
-        )
+        adj_parts = [adj] if rows is None else groups.split_adjacency(adj)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
+        if rows is None:
+            x_pool, adj_pool, s_blocks = groups.pool(
+                cast(s_parts[0]), x, cast(adj_s_parts[0]), widths, factored
+            )
+        else:
+            x_pool, adj_pool, s_blocks = groups.pool_buckets(
+                [cast(p) for p in s_parts], x, [cast(p) for p in adj_s_parts], num_slots
+            )
+    if factored is not None:
+        which = [k for k, f in enumerate(factored) if f]
+        dense = dict(zip(which, groups.dense_adjacency(adj, batch, which)))
+        factored_parts = {
+            k: FactoredAdjacency(s_blocks[k], block.to(s_blocks[k].dtype))
+            for k, block in dense.items()
+        }
+        parts = [factored_parts.get(k, block) for k, block in enumerate(adj_pool)]
+        adj_pool = CoarsenedAdjacency(groups.buckets, parts, num_slots)
 
     def per_graph(values: list[Tensor]) -> Tensor:
         out = values[0].new_zeros(batch_size)
@@ -398,6 +413,8 @@ def sparse_diff_pool(
         if link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                if dense_blocks:
+                    return dense_terms(d)
                 traces = []
                 for a, p, a_p in zip(adj_parts, s_parts, adj_s_parts):
                     if d != dtype:
@@ -408,6 +425,20 @@ def sparse_diff_pool(
                     adj._replace(value=adj.value.to(d)).squared_norm_per_graph(batch, batch_size),
                     per_graph(traces),
                     groups.reassemble([gram_norm(k, b, d) for k, b in enumerate(s_blocks)]),
+                )
+
+            def dense_terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                squares, traces = [], []
+                for a, s_block, a_s in zip(adj_blocks, s_blocks, adj_s_blocks):
+                    a, s_block = a.to(d), s_block.to(d)
+                    if a_s.dtype != d:
+                        a_s = torch.bmm(a, s_block)
+                    squares.append(a.pow(2).sum((-2, -1)))
+                    traces.append((s_block * a_s).sum((-2, -1)))
+                return (
+                    groups.reassemble(squares),
+                    groups.reassemble(traces),
+                    groups.reassemble([gram_squared_norm(b.to(d)) for b in s_blocks]),
                 )
 
             def gram_norm(k: int, block: Tensor, d: torch.dtype) -> Tensor:

@@ -31,6 +31,12 @@ BUCKET_OVERHEAD_MACS = 1 << 21
 # 400 equal within noise; a batch that forms one bucket always stays flat.
 PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 
+# Up to this many multiply-adds for the dense products A_g S_g of all size buckets, the
+# adjacency goes into dense [b, n, n] blocks (one index_add, duplicate edges summed) instead of
+# a coalesced sparse matrix: on small graphs the sort of the coalesce and the sparse product's
+# fixed cost are most of the pooling. Measured on CPU, one thread: see ``dense_blocks_pay``.
+DENSE_BLOCK_MACS = 1 << 22
+
 
 def bucket_graphs(
     counts: list[int],
@@ -225,6 +231,15 @@ class SizeBuckets(NodeBlocks):
         per_column = 1 + num_edges / max(1, self.num_nodes)
         return unused * per_column > PER_BUCKET_ASSIGNMENT_MACS * self.num_blocks
 
+    def dense_blocks_pay(self, widths: list[int]) -> bool:
+        r"""Whether the products :math:`\mathbf{A}_g \mathbf{S}_g` are cheaper from dense
+        ``[b, n, n]`` adjacency blocks (:meth:`dense_adjacency`, :meth:`pool_dense`) than
+        from a sparse matrix: their multiply-adds, over all buckets, at most
+        :data:`DENSE_BLOCK_MACS`."""
+        sizes = zip(self.buckets, self.heads, widths)
+        macs = sum(len(graphs) * head * head * w for graphs, head, w in sizes)
+        return macs <= DENSE_BLOCK_MACS
+
     def local_blocks(self, parts: list[Tensor]) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of per-bucket tensors ``parts[k]`` ``[n_k, *]``, whose
         rows are bucket ``k``'s nodes in the order of :meth:`rows` (zero rows as padding)."""
@@ -273,28 +288,63 @@ class SizeBuckets(NodeBlocks):
     def dense_adjacency(self, adj, batch: Tensor, buckets: list[int]) -> list[Tensor]:
         """The dense ``[b, n_bucket, n_bucket]`` adjacency blocks of the given buckets (in
         the layout of :meth:`blocks`, zero where a graph is shorter), from a
-        :class:`~diffpool.utils.connectivity.CooAdjacency` whose edges stay inside graphs."""
-        bucket_of = torch.empty(self.num_graphs, dtype=torch.long)
-        position = torch.empty(self.num_graphs, dtype=torch.long)
-        for k, graphs in enumerate(self.buckets):
-            bucket_of[graphs] = k
-            position[graphs] = torch.arange(len(graphs))
-        starts = torch.tensor(self.starts)
-        device = adj.index.device
-        bucket_of, position, starts = (t.to(device) for t in (bucket_of, position, starts))
-        graph = batch.index_select(0, adj.index[0])
-        edge_bucket = bucket_of.index_select(0, graph)
-        first = starts.index_select(0, graph)
-        row, col = adj.index[0] - first, adj.index[1] - first
-        out = []
+        :class:`~diffpool.utils.connectivity.CooAdjacency` whose edges stay inside graphs
+        (coalesced or not: duplicate edges are summed).
+
+        One ``index_add`` for all of them: edge :math:`i \to j` of graph ``g`` goes to
+        ``base[g] + i * n + j`` of one flat buffer (``n`` its bucket's size), the edges of the
+        other buckets to one slot past its end."""
+        base, row_step, col_step = ([0] * self.num_graphs for _ in range(3))
+        sizes, offset = [], 0
         for k in buckets:
-            n, b = self.heads[k], len(self.buckets[k])
-            keep = (edge_bucket == k).nonzero().view(-1)
-            flat = (position.index_select(0, graph.index_select(0, keep)) * n + row[keep]) * n
-            flat = flat + col[keep]
-            dense = adj.value.new_zeros(b * n * n).index_add(0, flat, adj.value[keep])
-            out.append(dense.view(b, n, n))
-        return out
+            n = self.heads[k]
+            for position, g in enumerate(self.buckets[k]):
+                start = self.starts[g]
+                base[g] = offset + position * n * n - start * (n + 1)
+                row_step[g], col_step[g] = n, 1
+            sizes.append(len(self.buckets[k]) * n * n)
+            offset += sizes[-1]
+        for g in range(self.num_graphs):
+            if not col_step[g]:  # not asked for: the slot past the end
+                base[g] = offset
+        table = torch.tensor([base, row_step, col_step], device=adj.index.device)
+        graph = batch.index_select(0, adj.index[0])
+        base, row_step, col_step = table.index_select(1, graph)
+        flat = base + adj.index[0] * row_step + adj.index[1] * col_step
+        dense = adj.value.new_zeros(offset + 1).index_add_(0, flat, adj.value)
+        return [
+            part.view(len(self.buckets[k]), self.heads[k], self.heads[k])
+            for k, part in zip(buckets, dense[:offset].split(sizes))
+        ]
+
+    def pool_dense(
+        self, s: Tensor, z: Tensor, adj_blocks: list[Tensor], widths: list[int] | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        r""":meth:`pool` with the adjacency as the dense blocks of :meth:`dense_adjacency`
+        (all buckets): :math:`(\mathbf{A}\mathbf{S})_g` is a batched matmul per bucket.
+
+        Returns:
+            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, the ``[b, n_bucket, width]`` blocks
+            of ``s`` and those of :math:`\mathbf{A}\mathbf{S}`.
+        """
+        num_slots, features = s.size(-1), z.size(-1)
+        widths = widths or [num_slots] * self.num_blocks
+        s_blocks, adj_s_blocks, x_blocks, pooled = [], [], [], []
+        for block, adj, w in zip(self.blocks(torch.cat([s, z], -1)), adj_blocks, widths):
+            s_block, _, z_block = block.split([w, num_slots - w, features], -1)
+            with torch.autocast(device_type=s.device.type, enabled=False):
+                adj_s = torch.bmm(adj.to(s_block.dtype), s_block)
+            # one product and a split, as in pool: the backward pass then sees one contiguous
+            # gradient (a sum's expanded gradient sends bmm down its slow per-graph loop)
+            x_block, pooled_block = torch.bmm(
+                s_block.transpose(1, 2), torch.cat([z_block, adj_s.to(z_block.dtype)], -1)
+            ).split([features, w], -1)
+            s_blocks.append(s_block)
+            adj_s_blocks.append(adj_s)
+            x_blocks.append(x_block)
+            pooled.append(pooled_block)
+        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(pooled), num_slots)
+        return x, adj, s_blocks, adj_s_blocks
 
     def pool_buckets(
         self, s_parts: list[Tensor], z: Tensor, adj_s_parts: list[Tensor], num_slots: int

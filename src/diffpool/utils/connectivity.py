@@ -34,7 +34,8 @@ def is_torch_sparse(obj) -> bool:
 
 
 class CooAdjacency(NamedTuple):
-    """Coalesced adjacency of a sparse batch (duplicate edges summed).
+    """Adjacency of a sparse batch, coalesced (duplicate edges summed) unless built with
+    ``to_coo_adjacency(..., coalesced=False)``.
 
     Attributes:
         index (torch.Tensor): ``[2, nnz]`` source and target of every distinct edge.
@@ -66,9 +67,15 @@ class CooAdjacency(NamedTuple):
 
 @torch.compiler.disable
 def to_coo_adjacency(
-    edge_index, edge_weight: Tensor | None, num_nodes: int, dtype: torch.dtype
+    edge_index,
+    edge_weight: Tensor | None,
+    num_nodes: int,
+    dtype: torch.dtype,
+    coalesced: bool = True,
 ) -> CooAdjacency:
-    """Bring any accepted connectivity into the coalesced :class:`CooAdjacency` form."""
+    """Bring any accepted connectivity into the :class:`CooAdjacency` form, coalesced unless
+    ``coalesced=False`` (for a consumer that sums duplicate edges itself, such as a dense
+    ``index_add``: the sort of a coalesce is then saved)."""
     if is_sparse_tensor(edge_index):
         row, col, value = edge_index.coo()  # adj_t: row = target, col = source
         index = torch.stack([col, row])
@@ -79,5 +86,7 @@ def to_coo_adjacency(
         index, value = edge_index, edge_weight
     if value is None:
         value = torch.ones(index.size(1), dtype=dtype, device=index.device)
-    index, value = coalesce(index, value.to(dtype), num_nodes=num_nodes, reduce="sum")
+    value = value.to(dtype)
+    if coalesced:
+        index, value = coalesce(index, value, num_nodes=num_nodes, reduce="sum")
     return CooAdjacency(index, value, num_nodes)
