@@ -103,12 +103,19 @@ def test_dense_adjacency_blocks_of_size_buckets():
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     buckets = SizeBuckets(ptr, counts.tolist())
     assert buckets.num_blocks > 1
-    weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64)
-    adj = to_coo_adjacency(batch.edge_index, weight, batch.num_nodes, torch.float64)
-    dense = to_dense_adj(batch.edge_index, batch.batch, weight)
-    blocks = buckets.dense_adjacency(adj, batch.batch, list(range(buckets.num_blocks)))
-    for graphs, head, block in zip(buckets.buckets, buckets.heads, blocks):
-        torch.testing.assert_close(block, dense[graphs, :head, :head])
+    # some edges twice, not coalesced: the blocks add both weights
+    edge_index = torch.cat([batch.edge_index, batch.edge_index[:, ::3]], dim=1)
+    weight = torch.rand(edge_index.size(1), dtype=torch.float64)
+    dense = to_dense_adj(edge_index, batch.batch, weight)
+    for coalesced in (True, False):
+        adj = to_coo_adjacency(edge_index, weight, batch.num_nodes, torch.float64, coalesced)
+        every = list(range(buckets.num_blocks))
+        for which in (every, every[::-2]):  # all of them, or some in any order
+            blocks = buckets.dense_adjacency(adj, batch.batch, which)
+            assert len(blocks) == len(which)
+            for k, block in zip(which, blocks):
+                head = buckets.heads[k]
+                torch.testing.assert_close(block, dense[buckets.buckets[k], :head, :head])
 
 
 def test_factored_pays_where_it_saves_enough():
