@@ -453,6 +453,11 @@ def median_run(runs: list[dict]) -> dict:
     )
 
 
+def _seconds(value: float) -> str:
+    """Seconds with two decimals under 10 s (small graphs' epochs take fractions of one)."""
+    return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
+
+
 def write_markdown(results: dict, path: Path) -> None:
     meta = results["meta"]
     lines = [
@@ -500,10 +505,11 @@ def write_markdown(results: dict, path: Path) -> None:
             if flat and f != "flat":
                 times_flat = f"{m['seconds_per_epoch'] / flat['seconds_per_epoch']:.2f}"
             batches = f"{m['measured_batches']} / {m['num_batches']}"
-            epoch = f"{m['seconds_per_epoch']:,.1f}"
+            epoch = _seconds(m["seconds_per_epoch"])
             repeats = m.get("repeat_seconds", [])
             if len(repeats) > 1:
-                epoch += f" [{min(repeats):,.1f}-{max(repeats):,.1f}, {len(repeats)} runs]"
+                spread = f"{_seconds(min(repeats))}-{_seconds(max(repeats))}"
+                epoch += f" [{spread}, {len(repeats)} runs]"
             if m["extrapolated"]:
                 epoch += " (extrapolated)"
             lines.append(

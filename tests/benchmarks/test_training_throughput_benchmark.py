@@ -54,8 +54,10 @@ def test_the_table_shows_the_runs_range(throughput, tmp_path):
     path = tmp_path / "t.md"
     throughput.write_markdown(results, path)
     text = path.read_text()
-    assert "| ours_fixed | 1.1 [1.0-1.2, 2 runs] | 30 / 30 |" in text
+    # two decimals under 10 s (small graphs' epochs), one above
+    assert "| ours_fixed | 1.10 [1.00-1.20, 2 runs] | 30 / 30 |" in text
     assert "| 2.00x (dense_pyg) | 2.00x (dense_pyg) |" in text
+    assert throughput._seconds(0.194) == "0.19" and throughput._seconds(18943.2) == "18,943.2"
 
 
 def test_bce_link_loss_is_refused_beside_the_dense_formulation(throughput, capsys):

@@ -23,6 +23,21 @@ def _inputs(sizes, clusters=4, features=5, seed=0):
     return batch, z, logits
 
 
+def _buckets(counts):
+    from diffpool.functional.packing import SizeBuckets
+
+    ptr = torch.tensor([0, *counts]).cumsum(0)
+    return SizeBuckets(ptr, counts, row_cost=lambda n: n)
+
+
+def _dense_twin(z, logits, edge_index, batch, weight, **options):
+    """dense_diff_pool on the padded form of a sparse batch."""
+    dense_z, mask = to_dense_batch(z, batch)
+    dense_logits, _ = to_dense_batch(logits, batch)
+    adj = to_dense_adj(edge_index, batch, edge_attr=weight)
+    return dense_diff_pool(dense_z, adj, dense_logits, mask, **options), adj
+
+
 @pytest.mark.parametrize("ratio", [None, 0.3])
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
 @pytest.mark.parametrize("buckets", ["merged", "apart"])
@@ -47,10 +62,9 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, 
         z, batch.edge_index, logits, batch.batch, ratio=ratio, link_loss=link_loss,
         edge_weight=weight,
     )  # fmt: skip
-    dense_z, mask = to_dense_batch(z, batch.batch)
-    dense_logits, _ = to_dense_batch(logits, batch.batch)
-    adj = to_dense_adj(batch.edge_index, batch.batch, edge_attr=weight)
-    dense = dense_diff_pool(dense_z, adj, dense_logits, mask, ratio=ratio, link_loss=link_loss)
+    dense, _ = _dense_twin(
+        z, logits, batch.edge_index, batch.batch, weight, ratio=ratio, link_loss=link_loss
+    )
     for name in FIELDS:
         torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), msg=name)
     assert sparse.z is z
@@ -73,26 +87,19 @@ def test_duplicate_edges_add_their_weights(adjacency, monkeypatch):
     edge_index = torch.cat([batch.edge_index, batch.edge_index[:, :5]], dim=1)
     weight = torch.rand(edge_index.size(1), dtype=torch.float64) + 0.5
     sparse = sparse_diff_pool(z, edge_index, logits, batch.batch, edge_weight=weight)
-    dense_z, mask = to_dense_batch(z, batch.batch)
-    dense_logits, _ = to_dense_batch(logits, batch.batch)
-    adj = to_dense_adj(edge_index, batch.batch, edge_attr=weight)
+    dense, adj = _dense_twin(z, logits, edge_index, batch.batch, weight)
     assert adj.max() > 1.5  # some entry holds two weights
-    dense = dense_diff_pool(dense_z, adj, dense_logits, mask)
     for name in FIELDS:
         torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), msg=name)
 
 
 def test_small_graphs_take_dense_adjacency_blocks():
     """Where the dense products A_g S_g of every bucket stay under DENSE_BLOCK_MACS."""
-    from diffpool.functional.packing import DENSE_BLOCK_MACS, SizeBuckets
+    from diffpool.functional.packing import DENSE_BLOCK_MACS
 
-    def buckets(counts):
-        ptr = torch.tensor([0, *counts]).cumsum(0)
-        return SizeBuckets(ptr, counts, row_cost=lambda n: n)
-
-    molecules = buckets([25] * 20)  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
+    molecules = _buckets([25] * 20)  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
     assert molecules.dense_blocks_pay([7])
-    large = buckets([200] * 20)
+    large = _buckets([200] * 20)
     assert not large.dense_blocks_pay([50])
     assert 20 * 200 * 200 * 50 > DENSE_BLOCK_MACS >= 20 * 25 * 25 * 7
 
@@ -247,16 +254,10 @@ def test_dense_without_a_mask_is_an_all_true_mask():
 
 
 def test_the_assignment_goes_per_bucket_only_where_that_pays():
-    from diffpool.functional.packing import SizeBuckets
-
-    def buckets(counts):
-        ptr = torch.tensor([0, *counts]).cumsum(0)
-        return SizeBuckets(ptr, counts, row_cost=lambda n: n)
-
-    small = buckets([20, 12, 25, 9])  # one bucket: nothing to gain
+    small = _buckets([20, 12, 25, 9])  # one bucket: nothing to gain
     assert small.num_blocks == 1 and not small.per_bucket_pays([7], 7, 200)
     # D&D's largest graph beside typical ones: 1437 slots against budgets of about 70
-    large = buckets([5748] + [284] * 19)
+    large = _buckets([5748] + [284] * 19)
     assert large.num_blocks == 2
     assert large.per_bucket_pays([1437, 71], 1437, 60_000)
     assert not large.per_bucket_pays([1437, 1437], 1437, 60_000)  # fixed widths: no waste
