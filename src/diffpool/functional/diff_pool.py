@@ -413,21 +413,22 @@ def sparse_diff_pool(
         if link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-                if dense_blocks:
-                    return dense_terms(d)
+                adj_sq, trace = dense_terms(d) if dense_blocks else sparse_terms(d)
+                gram = [gram_norm(k, b, d) for k, b in enumerate(s_blocks)]
+                return adj_sq, trace, groups.reassemble(gram)
+
+            def sparse_terms(d: torch.dtype) -> tuple[Tensor, Tensor]:
                 traces = []
                 for a, p, a_p in zip(adj_parts, s_parts, adj_s_parts):
                     if d != dtype:
                         p = p.to(d)
                         a_p = a._replace(value=a.value.to(d)).matmul(p)
                     traces.append((p * a_p).sum(-1))
-                return (
-                    adj._replace(value=adj.value.to(d)).squared_norm_per_graph(batch, batch_size),
-                    per_graph(traces),
-                    groups.reassemble([gram_norm(k, b, d) for k, b in enumerate(s_blocks)]),
-                )
+                adj_d = adj._replace(value=adj.value.to(d))
+                return adj_d.squared_norm_per_graph(batch, batch_size), per_graph(traces)
 
-            def dense_terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+            def dense_terms(d: torch.dtype) -> tuple[Tensor, Tensor]:
+                # from the blocks: duplicate edges are summed there, not in adj
                 squares, traces = [], []
                 for a, s_block, a_s in zip(adj_blocks, s_blocks, adj_s_blocks):
                     a, s_block = a.to(d), s_block.to(d)
@@ -435,11 +436,7 @@ def sparse_diff_pool(
                         a_s = torch.bmm(a, s_block)
                     squares.append(a.pow(2).sum((-2, -1)))
                     traces.append((s_block * a_s).sum((-2, -1)))
-                return (
-                    groups.reassemble(squares),
-                    groups.reassemble(traces),
-                    groups.reassemble([gram_squared_norm(b.to(d)) for b in s_blocks]),
-                )
+                return groups.reassemble(squares), groups.reassemble(traces)
 
             def gram_norm(k: int, block: Tensor, d: torch.dtype) -> Tensor:
                 part = factored_parts.get(k)
