@@ -11,8 +11,11 @@ Options (``key=value``): ``split`` (test, val, train or all; default test), ``ou
 ``<out>.level<l>.pt`` per pooling level, read with
 :func:`diffpool.training.predict.load_assignments`), ``checkpoint`` (best, last or a path;
 default best), ``threads`` (default 1), ``batch_size``, ``data=<option>`` (another data config of
-``diffpool-train``) and ``data.<key>=<value>`` (one entry of the data config). Needs the
-``train`` extra.
+``diffpool-train``), ``data.<key>=<value>`` (one entry of the data config) and ``trust`` (names,
+comma-separated, that the run's files may build besides the package's registries: a run's
+checkpoint and results.json are data, and build only the package's models, encoders, optimizers
+and datasets, and the names given here or as ``data...._target_=``). Needs the ``train``
+extra.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from diffpool.cli import extras_present
 
 #: the options of ``key=value`` form besides ``data=`` and ``data.<key>=``
 OPTIONS = {"split": "test", "out": None, "assignments": "false", "checkpoint": "best",
-           "threads": "1", "batch_size": None}  # fmt: skip
+           "threads": "1", "batch_size": None, "trust": ""}  # fmt: skip
 
 
 def parse_options(items: list[str]) -> tuple[dict[str, str], str | None, dict]:
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         data = {**data, "predict_split": options["split"]}
         if options["batch_size"]:
             data["batch_size"] = int(options["batch_size"])
-        module, datamodule = load_run(run, options["checkpoint"], data=data)
+        trust = [name for name in options["trust"].split(",") if name]
+        module, datamodule = load_run(run, options["checkpoint"], data=data, trust=trust)
         module.predict_assignments = options["assignments"] == "true"
         out = Path(options["out"] or run_dir / f"predictions-{options['split']}.csv")
         for path in [out] + (

@@ -25,12 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", help="best, last, or a .ckpt path")
     parser.add_argument("--data-root", default=None, help="override the run's data.root")
     parser.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/pooling-GRAPH.png)")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a _target_ the run's files may build besides the package's (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         module, datamodule = load_run(
             args.run_dir,
             args.checkpoint,
             data=None if args.data_root is None else {"root": args.data_root},
+            trust=args.trust,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"diffpool-viz: {err}", file=sys.stderr)

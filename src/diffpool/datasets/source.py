@@ -8,7 +8,6 @@ train / val / test indices. :func:`graph_targets` reads every graph's target at 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import socket
 import urllib.error
@@ -20,6 +19,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
 from diffpool.datasets.splits import FoldSplit
+from diffpool.utils import targets
 
 #: the split strategies of :class:`~diffpool.training.GraphDataModule`
 SPLITS = ("kfold", "dataset", "file")
@@ -49,16 +49,10 @@ class GraphList(Sequence):
         return self.parts[part][idx - int(self.offsets[part])]
 
 
-def _locate(target: str):
-    module, _, name = target.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import the dataset {target!r} ({err})") from err
-
-
 def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
     """Build a dataset from a ``_target_`` spec (a class or function and its arguments).
+    Inside :func:`diffpool.utils.targets.reading` (a spec read from a file), only a dataset
+    of the package, PyG or OGB, or a name the reader trusts.
 
     A download that fails (no network) is a :class:`DataUnavailableError` that says where the
     files go; a dataset asking a question on the console (OGB does) is one as well.
@@ -67,7 +61,8 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
     target = spec.pop("_target_", None)
     if not target:
         raise ValueError(f"a dataset spec needs a '_target_' (a class or function), got {spec}")
-    factory = _locate(target) if isinstance(target, str) else target
+    targets.check(spec, "dataset")
+    factory = targets.resolve(target, "dataset")
     kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
     kwargs.update(extra)
     where = kwargs.get("root", "its root folder")
@@ -108,7 +103,7 @@ def _network_error(err: BaseException | None) -> bool:
 
 
 def _accepts(target, name: str) -> bool:
-    factory = _locate(target) if isinstance(target, str) else target
+    factory = targets.resolve(target, "dataset")
     try:
         return name in inspect.signature(factory).parameters
     except (TypeError, ValueError):

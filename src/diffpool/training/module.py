@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Batch
 
 from diffpool.models.output import ClassifierOutput, classify, unbatch_levels
 from diffpool.training.tasks import Task
+from diffpool.utils import targets
 
-#: the stage of each validation loader (:meth:`TUDataModule.val_dataloader`): the validation
-#: set and the test fold
+log = logging.getLogger(__name__)
+
+#: the stage of each validation loader without a data module that names them (two loaders
+#: given to ``Trainer.fit``): the validation set, then the test fold
 VAL_STAGES = ("val", "heldout")
 
 
@@ -28,6 +32,10 @@ STAGE_NAMES = {"train": "training", "val": "validation", "heldout": "test-fold",
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class DataMismatchError(ValueError):
+    """The module was built for other data than the data module it is fitted with."""
 
 
 def _spec(value: Mapping | None, name: str) -> dict[str, Any] | None:
@@ -55,6 +63,40 @@ def _width(encoder: torch.nn.Module | None, width: int) -> int:
             "give it an out_channels attribute"
         )
     return getattr(encoder, "out_channels", found)
+
+
+def _edge_dim_for(spec: Mapping | None, edge_dim: int | None) -> int | None:
+    """The data's edge feature width where the model spec's encoder takes edge features;
+    else :obj:`None` (the model is built without them and they are unused, logged)."""
+    if edge_dim is None or spec is None:
+        return None
+    from diffpool.nn.encoders import ENCODERS
+
+    encoder = ENCODERS.get(str(spec.get("encoder", "")))
+    if encoder is None or not encoder.edge:
+        log.info(
+            "the data has edge features; encoder %s does not take them (gine, gat do)",
+            spec.get("encoder"),
+        )
+        return None
+    return edge_dim
+
+
+def _facts(datamodule) -> dict[str, Any]:
+    """What a :class:`~diffpool.training.GraphDataModule` says the module needs."""
+    if datamodule.task is None:
+        datamodule.setup()
+    task = datamodule.task
+    return dict(
+        in_channels=datamodule.num_features,
+        num_classes=task.num_outputs,
+        max_num_nodes=datamodule.max_num_nodes,
+        task=task.name,
+        metric=task.metric,
+        edge_dim=datamodule.edge_dim,
+        node_encoder=_spec(datamodule.node_encoder, "node_encoder"),
+        edge_encoder=_spec(datamodule.edge_encoder, "edge_encoder"),
+    )
 
 
 class GraphClassifier(LightningModule):
@@ -94,10 +136,22 @@ class GraphClassifier(LightningModule):
     dtype, e.g. under ``"64-true"``), and the hyperparameters, the data module's and the
     parameter counts reach every logger when fitting starts.
 
-    The network, optimizer and scheduler are given as Hydra ``_target_`` specs (plain
-    mappings, e.g. the ``model`` config group), so the checkpoint stores only plain data and
-    ``GraphClassifier.load_from_checkpoint(path)`` rebuilds everything (also under
-    ``torch.load(weights_only=True)``).
+    The network, optimizer and scheduler are given as ``_target_`` specs (plain mappings,
+    e.g. the ``model`` config group), so the checkpoint stores only plain data and
+    ``GraphClassifier.load_from_checkpoint(path)`` rebuilds everything. A checkpoint is data:
+    it is read with ``torch.load(weights_only=True)``, and the names its specs hold are built
+    only from the package's registries (:mod:`diffpool.utils.targets`: the package's models
+    and encoders, ``torch.optim`` and its schedulers, ...); another name is refused unless it
+    is named again at the call (``load_from_checkpoint(path, trust=["my_pkg.MyModel"])``).
+
+    What the data says (the input width, the task and its outputs, the largest graph, the
+    edge features and their encoders, which validation loaders there are) is the data
+    module's: fitted with a :class:`~diffpool.training.GraphDataModule`, the module takes it
+    from there when the network is built (:meth:`setup`), and a module built for other data
+    (``in_channels``, ``num_classes`` or ``task`` given and different) is a
+    :class:`DataMismatchError` before the first step. Without a validation set
+    (``val_ratio=0``) nothing is logged under ``val/``, and a callback or scheduler that
+    would select on ``val/`` is an error: the test fold never selects a model.
 
     Args:
         model (Mapping or torch.nn.Module): Spec of the network, called with ``in_channels``,
@@ -105,10 +159,13 @@ class GraphClassifier(LightningModule):
             "diffpool.models.build_model", "variant": "diffpool", "num_levels": 2}``; or the
             network itself (then not stored in the checkpoint's hyperparameters: reload with
             ``GraphClassifier.load_from_checkpoint(path, model=<the same network>)``).
-        in_channels (int): Node feature size (of ``x`` as the data gives it).
-        num_classes (int): The output size: classes (multiclass), 1 (binary), labels
-            (multilabel) or target values (regression).
-        max_num_nodes (int, optional): Largest graph of the dataset. (default: :obj:`None`)
+        in_channels (int, optional): Node feature size (of ``x`` as the data gives it).
+            (default: :obj:`None`: the data module's)
+        num_classes (int, optional): The output size: classes (multiclass), 1 (binary),
+            labels (multilabel) or target values (regression). (default: :obj:`None`: the
+            data module's)
+        max_num_nodes (int, optional): Largest graph of the dataset. (default: :obj:`None`:
+            the data module's)
         optimizer (Mapping, optional): Spec called with ``params``.
             (default: Adam, lr 1e-3)
         scheduler (Mapping, optional): Spec called with ``optimizer``, stepped every epoch.
@@ -116,33 +173,32 @@ class GraphClassifier(LightningModule):
         scheduler_monitor (str, optional): Metric for schedulers such as
             ``ReduceLROnPlateau``. (default: :obj:`None`: the task's ``val/<metric>``)
         seed (int, optional): Base of the per-epoch seeds. (default: :obj:`0`)
-        val_stages (Sequence[str], optional): The stage of each validation loader, in
-            order: ``"val"`` (model selection) and ``"heldout"`` (the test fold, logged every
-            epoch for the paper protocol). (default: :obj:`("val", "heldout")`)
         task (str, optional): ``"multiclass"``, ``"binary"``, ``"multilabel"`` or
-            ``"regression"``. (default: :obj:`"multiclass"`)
-        metric (str, optional): The selection metric. (default: the task's first)
+            ``"regression"``. (default: :obj:`None`: the data module's; ``"multiclass"``
+            without one)
+        metric (str, optional): The selection metric. (default: the data module's, else the
+            task's first)
         loss (str, optional): ``"l1"`` or ``"mse"`` for regression. (default: the task's)
         edge_dim (int, optional): Edge feature size, for models whose encoders take edge
-            features (passed to the model only when set). (default: :obj:`None`)
+            features (passed to the model only when set). (default: :obj:`None`: the data
+            module's, where the model's encoder takes edge features)
         node_encoder (Mapping, optional): Spec of the module embedding ``x``.
-            (default: :obj:`None`)
+            (default: :obj:`None`: the data module's)
         edge_encoder (Mapping, optional): Spec of the module embedding ``edge_attr``.
-            (default: :obj:`None`)
+            (default: :obj:`None`: the data module's)
     """
 
     def __init__(
         self,
         model: Mapping | torch.nn.Module,
-        in_channels: int,
-        num_classes: int,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
         max_num_nodes: int | None = None,
         optimizer: Mapping | None = None,
         scheduler: Mapping | None = None,
         scheduler_monitor: str | None = None,
         seed: int = 0,
-        val_stages: Sequence[str] = VAL_STAGES,
-        task: str = "multiclass",
+        task: str | None = None,
         metric: str | None = None,
         loss: str | None = None,
         edge_dim: int | None = None,
@@ -150,46 +206,68 @@ class GraphClassifier(LightningModule):
         edge_encoder: Mapping | None = None,
     ):
         super().__init__()
-        network = model if isinstance(model, torch.nn.Module) else None
-        model = None if network is not None else _spec(model, "model")
-        optimizer = _spec(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
-        scheduler = _spec(scheduler, "scheduler")
-        node_encoder = _spec(node_encoder, "node_encoder")
-        edge_encoder = _spec(edge_encoder, "edge_encoder")
-        self.task = Task(task, int(num_classes), metric=metric, loss=loss)
-        unknown = set(val_stages) - set(VAL_STAGES)
-        if not val_stages or unknown:
-            raise ValueError(f"val_stages must be among {VAL_STAGES}, got {tuple(val_stages)}")
+        self._network = model if isinstance(model, torch.nn.Module) else None
+        specs = dict(
+            model=None if self._network is not None else _spec(model, "model"),
+            optimizer=_spec(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER),
+            scheduler=_spec(scheduler, "scheduler"),
+            node_encoder=_spec(node_encoder, "node_encoder"),
+            edge_encoder=_spec(edge_encoder, "edge_encoder"),
+        )
+        # from a checkpoint (load_from_checkpoint), every name is checked here, before
+        # anything is built, also what is built later (the optimizer, a deferred network)
+        for key, spec in specs.items():
+            targets.check(spec, targets.NESTED_KINDS[key])
         self.save_hyperparameters(
             dict(
-                model=model,
-                in_channels=int(in_channels),
-                num_classes=int(num_classes),
+                in_channels=None if in_channels is None else int(in_channels),
+                num_classes=None if num_classes is None else int(num_classes),
                 max_num_nodes=None if max_num_nodes is None else int(max_num_nodes),
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scheduler_monitor=scheduler_monitor or f"val/{self.task.metric}",
+                scheduler_monitor=scheduler_monitor,
                 seed=int(seed),
-                val_stages=list(val_stages),
-                task=self.task.name,
-                metric=self.task.metric,
-                loss=self.task.loss,
+                task=task,
+                metric=metric,
+                loss=loss,
                 edge_dim=None if edge_dim is None else int(edge_dim),
-                node_encoder=node_encoder,
-                edge_encoder=edge_encoder,
+                **specs,
             ),
         )
-        self.node_encoder = instantiate(node_encoder) if node_encoder else None
-        self.edge_encoder = instantiate(edge_encoder) if edge_encoder else None
+        self.model: torch.nn.Module | None = None
+        self.task: Task | None = None
+        self._val_stages: tuple[str, ...] = VAL_STAGES
+        if in_channels is not None and num_classes is not None:
+            self._build()
+
+    @property
+    def val_stages(self) -> tuple[str, ...]:
+        """The stage of each validation loader, in order: ``"val"`` (model selection) and
+        ``"heldout"`` (the test fold, logged every epoch for the paper protocol); the data
+        module's :attr:`~diffpool.training.GraphDataModule.val_stages` when fitted with one."""
+        return self._val_stages
+
+    def _build(self) -> None:
+        """Build the feature encoders, the network and the metrics from the hyperparameters."""
+        hp = self.hparams
+        self.task = Task(hp.task or "multiclass", hp.num_classes, metric=hp.metric, loss=hp.loss)
+        hp.update(
+            task=self.task.name,
+            metric=self.task.metric,
+            loss=self.task.loss,
+            scheduler_monitor=hp.scheduler_monitor or f"val/{self.task.metric}",
+        )
+        self.node_encoder = targets.build(hp.node_encoder, "encoder") if hp.node_encoder else None
+        self.edge_encoder = targets.build(hp.edge_encoder, "encoder") if hp.edge_encoder else None
+        network = self._network
         if network is None:
             facts = {}
-            if edge_dim is not None:
-                facts["edge_dim"] = _width(self.edge_encoder, int(edge_dim))
-            network = instantiate(
-                model,
-                in_channels=_width(self.node_encoder, int(in_channels)),
-                num_classes=num_classes,
-                max_num_nodes=max_num_nodes,
+            if hp.edge_dim is not None:
+                facts["edge_dim"] = _width(self.edge_encoder, hp.edge_dim)
+            network = targets.build(
+                hp.model,
+                "model",
+                in_channels=_width(self.node_encoder, hp.in_channels),
+                num_classes=hp.num_classes,
+                max_num_nodes=hp.max_num_nodes,
                 **facts,
             )
         self.model = network
@@ -201,6 +279,100 @@ class GraphClassifier(LightningModule):
                 for name, metric in self.task.metrics().items()
             }
         )
+
+    def connect(self, datamodule) -> None:
+        """Take what ``datamodule`` (a :class:`~diffpool.training.GraphDataModule`) says:
+        build the network for its data if it is not built yet, else check that it was built
+        for the same data; and take its validation stages. :meth:`setup` calls it when the
+        module is fitted, tested or used for predictions with a data module.
+
+        Raises:
+            DataMismatchError: the module was built for other data (the input width, the
+                task or its number of outputs differ).
+        """
+        facts = _facts(datamodule)
+        self._val_stages = tuple(datamodule.val_stages)
+        hp = self.hparams
+        differ = [
+            f"{key} {hp[key]!r} (the data: {facts[key]!r})"
+            for key in ("in_channels", "num_classes", "task")
+            if hp.get(key) is not None and hp[key] != facts[key]
+        ]
+        if differ:
+            raise DataMismatchError(
+                f"the module was built for other data than {datamodule.name}: "
+                + ", ".join(differ)
+                + "; leave them out (the data module says them) or fit it with data that "
+                "gives them"
+            )
+        if self.model is None:
+            facts["edge_dim"] = _edge_dim_for(hp.model, facts["edge_dim"])
+            hp.update({k: v for k, v in facts.items() if hp.get(k) is None})
+            self._build()
+
+    def setup(self, stage: str) -> None:
+        """Connect to the trainer's data module (:meth:`connect`); without one the module
+        must have been built (``in_channels`` and ``num_classes`` given). When fitting
+        without a validation set, refuse what would select on the test fold."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "val_stages"):
+            self.connect(datamodule)
+        elif self.model is None:
+            raise ValueError(
+                "GraphClassifier was given neither in_channels nor num_classes: fit it with a "
+                "GraphDataModule (datamodule=...), which says them, or give them"
+            )
+        if stage == "fit" and "val" not in self.val_stages:
+            self._refuse_test_fold_selection()
+
+    def _refuse_test_fold_selection(self) -> None:
+        """Without a validation set nothing may select, stop or schedule on ``val/*``."""
+        watching = [
+            f"{type(c).__name__}(monitor={c.monitor!r})"
+            for c in self.trainer.callbacks
+            if str(getattr(c, "monitor", None) or "").startswith("val/")
+        ]
+        if self.hparams.scheduler and str(self.hparams.scheduler_monitor).startswith("val/"):
+            watching.append(f"scheduler_monitor={self.hparams.scheduler_monitor!r}")
+        if watching:
+            raise ValueError(
+                "the data has no validation set (val_ratio=0: only the test fold is "
+                "evaluated, logged as heldout/), but "
+                + ", ".join(watching)
+                + " would select on val/: remove it (diffpool-train: callbacks=no_validation "
+                "keeps only the last checkpoint) so that the test fold never selects a model"
+            )
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        trust: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> GraphClassifier:
+        """Lightning's ``load_from_checkpoint``, reading the checkpoint as data: with
+        ``torch.load(weights_only=True)``, and building only the names of the package's
+        registries (:mod:`diffpool.utils.targets`), those of ``trust`` and those of the specs
+        given in ``kwargs`` (which replace the checkpoint's).
+
+        Raises:
+            UntrustedTargetError: the checkpoint names another model, encoder, optimizer or
+                scheduler (the error names the file and the name).
+        """
+        if not weights_only:
+            raise ValueError(
+                "GraphClassifier checkpoints hold only plain data: they are read with "
+                "weights_only=True (a pickled object in a file could run code on load)"
+            )
+        trusted = {*trust, *targets.target_names(kwargs)}
+        with targets.reading(checkpoint_path, trusted):
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+            )
 
     @property
     def lr(self) -> float:
@@ -316,7 +488,7 @@ class GraphClassifier(LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._step(batch, self.hparams.val_stages[dataloader_idx])
+        self._step(batch, self.val_stages[dataloader_idx])
 
     #: the test set's targets and outputs while an OGB evaluator scores it
     _ogb: tuple[list, list] | None = None
@@ -389,13 +561,15 @@ class GraphClassifier(LightningModule):
         return result
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        optimizer = targets.build(self.hparams.optimizer, "optimizer", params=self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": instantiate(self.hparams.scheduler, optimizer=optimizer),
+                "scheduler": targets.build(
+                    self.hparams.scheduler, "scheduler", optimizer=optimizer
+                ),
                 "interval": "epoch",
                 "monitor": self.hparams.scheduler_monitor,
             },

@@ -16,19 +16,31 @@ pooling did.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from diffpool.utils import targets
 from diffpool.utils.extras import require
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = None):
+def load_run(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    data: dict | None = None,
+    trust: Sequence[str] = (),
+):
     """The trained module and the data module of a ``diffpool-train`` run.
+
+    The run's files are data: the checkpoint and the data config of ``results.json`` are
+    built only from the package's registries (:mod:`diffpool.utils.targets`), the names in
+    ``trust`` and the ``_target_`` names given in ``data``.
 
     Args:
         run_dir (str): A job directory (holding ``results.json`` and ``checkpoints/``), or a
@@ -37,13 +49,16 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = 
             path; ignored when ``run_dir`` is a checkpoint. (default: :obj:`"best"`)
         data (dict, optional): Entries that override the run's data config (e.g.
             ``{"root": "elsewhere/TU"}``). (default: :obj:`None`)
+        trust (Sequence[str], optional): ``_target_`` names the run's files may build
+            besides the registries' (e.g. your own dataset class). (default: none)
 
     Raises:
         FileNotFoundError: no such run or checkpoint.
         ValueError: a checkpoint that cannot be read, or whose input width is not the
             dataset's.
+        UntrustedTargetError: a file names what no registry holds (and ``trust`` does not).
     """
-    from diffpool.training.results import RunResult
+    from diffpool.training.results import RESULTS, RunResult
 
     run_dir, path = Path(run_dir), None
     if run_dir.suffix == ".ckpt":
@@ -51,16 +66,22 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", data: dict | None = 
     result = RunResult.load(run_dir)
     if path is None:
         path = _checkpoint(run_dir, result, checkpoint)
-    module = load_checkpoint(path)
-    return module, load_data(module, {**result.config["data"], **(data or {})}, path)
+    module = load_checkpoint(path, trust)
+    trusted = {*trust, *targets.target_names(data or {})}
+    data_cfg = {**result.config["data"], **(data or {})}
+    return module, load_data(module, data_cfg, path, source=run_dir / RESULTS, trust=trusted)
 
 
-def load_checkpoint(path: str | Path):
-    """A :class:`~diffpool.training.GraphClassifier` from a checkpoint, on the CPU.
+def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
+    """A :class:`~diffpool.training.GraphClassifier` from a checkpoint, on the CPU (see
+    :meth:`GraphClassifier.load_from_checkpoint
+    <diffpool.training.GraphClassifier.load_from_checkpoint>`).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: a file that is not a readable GraphClassifier checkpoint.
+        UntrustedTargetError: the checkpoint names what no registry holds (and ``trust``
+            does not).
     """
     from diffpool.training.module import GraphClassifier
 
@@ -69,7 +90,7 @@ def load_checkpoint(path: str | Path):
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         return GraphClassifier.load_from_checkpoint(
-            str(path), map_location="cpu", weights_only=True
+            str(path), map_location="cpu", weights_only=True, trust=trust
         )
     except (RuntimeError, EOFError, KeyError, OSError, TypeError, pickle.UnpicklingError) as err:
         raise ValueError(
@@ -77,21 +98,31 @@ def load_checkpoint(path: str | Path):
         ) from err
 
 
-def load_data(module, data_cfg: dict, checkpoint: str | Path):
+def load_data(
+    module,
+    data_cfg: dict,
+    checkpoint: str | Path,
+    source: str | Path | None = None,
+    trust: Sequence[str] = (),
+):
     """The data module of ``data_cfg`` (a ``_target_`` spec), set up with the transform the
-    module's model needs.
+    module's model needs. ``source``: the file ``data_cfg`` was read from (then only the
+    names of the registries and ``trust`` are built); :obj:`None`: the user's own config.
 
     Raises:
         ValueError: its node features are not as wide as the module's input (``checkpoint``
             names where the module came from).
+        UntrustedTargetError: ``source`` names what no registry holds.
     """
-    from hydra.utils import instantiate
-
     from diffpool.models import data_transform
 
     spec = module.hparams.model
-    datamodule = instantiate(data_cfg, transform=data_transform(spec) if spec else None)
-    datamodule.setup()
+    reading = targets.reading(source, trust) if source is not None else contextlib.nullcontext()
+    with reading:
+        datamodule = targets.build(
+            data_cfg, "datamodule", transform=data_transform(spec) if spec else None
+        )
+        datamodule.setup()
     expected = module.hparams.in_channels
     if datamodule.num_features != expected:
         raise ValueError(

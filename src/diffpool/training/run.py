@@ -44,6 +44,7 @@ from diffpool.training.results import (
     RunFailure,
     RunResult,
 )
+from diffpool.utils import targets
 from diffpool.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ CHECKPOINTS = "checkpoints"
 
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
 #: they are
-RUN_CONTROL_KEYS = ("resume", "overwrite", "output_dir", "threads", "train", "ckpt_path")
+RUN_CONTROL_KEYS = (
+    "resume", "overwrite", "output_dir", "threads", "train", "ckpt_path", "trust"
+)  # fmt: skip
 
 #: what ``train=false`` writes
 EVAL = "eval.json"
@@ -234,27 +237,6 @@ def _ogb_scores(tested: dict) -> dict | None:
     return scores or None
 
 
-def _check_no_validation_monitor(cfg: DictConfig, callbacks: list) -> None:
-    """Without a validation set (``data.val_ratio=0``) nothing may select or stop on
-    ``val/*``: name what does, and how to run without it."""
-    watching = [
-        f"{type(c).__name__}(monitor={c.monitor!r})"
-        for c in callbacks
-        if str(getattr(c, "monitor", None) or "").startswith("val/")
-    ]
-    module = cfg.get("module") or {}
-    monitor = str(module.get("scheduler_monitor") or AUTO)
-    if module.get("scheduler") and (monitor == AUTO or monitor.startswith("val/")):
-        watching.append(f"module.scheduler_monitor={module.scheduler_monitor!r}")
-    if watching:
-        raise ValueError(
-            "data.val_ratio=0 leaves no validation set, but "
-            + ", ".join(watching)
-            + " watches one: run with callbacks=no_validation (only the last checkpoint) "
-            "and no scheduler that monitors val/*"
-        )
-
-
 def build(cfg: DictConfig, out: Path):
     """Instantiate the data module, the LightningModule and the trainer of a config, in that
     order: the data pipeline (with the transform the model config needs) is decided first,
@@ -264,22 +246,15 @@ def build(cfg: DictConfig, out: Path):
     datamodule.setup("fit")
     detail.info("%s", datamodule.describe())
     task = datamodule.task
-    node_encoder, edge_encoder = datamodule.node_encoder, datamodule.edge_encoder
+    # the module takes the data's facts (task, outputs, stages, encoders) from the data module
+    monitor = cfg.module.get("scheduler_monitor")
     module = instantiate(
         cfg.module,
         _recursive_=False,
         model=cfg.model,
-        in_channels=datamodule.num_features,
-        num_classes=datamodule.num_classes,
-        max_num_nodes=datamodule.max_num_nodes,
-        val_stages=datamodule.val_stages,
-        task=task.name,
-        metric=task.metric,
-        edge_dim=_model_edge_dim(cfg.model, datamodule.edge_dim),
-        node_encoder=node_encoder,
-        edge_encoder=edge_encoder,
-        scheduler_monitor=_monitor(cfg.module.get("scheduler_monitor"), task),
+        scheduler_monitor=None if monitor in (None, AUTO) else str(monitor),
     )
+    module.connect(datamodule)
     detail.info(
         "model %s: %s, %s parameters",
         cfg.model.get("variant"), type(module.model).__name__,
@@ -289,8 +264,6 @@ def build(cfg: DictConfig, out: Path):
     callbacks = [
         instantiate(c, **_selection(c, task)) for c in (cfg.get("callbacks") or {}).values() if c
     ]
-    if "val" not in datamodule.val_stages:
-        _check_no_validation_monitor(cfg, callbacks)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
         cfg.trainer,
@@ -298,10 +271,6 @@ def build(cfg: DictConfig, out: Path):
         logger=loggers or False,
     )
     return datamodule, module, trainer, history
-
-
-def _monitor(monitor, task) -> str:
-    return f"val/{task.metric}" if monitor in (None, AUTO) else str(monitor)
 
 
 def _selection(callback_cfg, task) -> dict:
@@ -313,23 +282,6 @@ def _selection(callback_cfg, task) -> dict:
     if callback_cfg.get("mode") == AUTO:
         extra["mode"] = task.mode
     return extra
-
-
-def _model_edge_dim(model_cfg, edge_dim: int | None) -> int | None:
-    """The data's edge feature width where the model's encoder takes edge features (else
-    :obj:`None`: the model is built as before, and the edge features are unused)."""
-    if edge_dim is None:
-        return None
-    from diffpool.nn.encoders import ENCODERS
-
-    encoder = ENCODERS.get(str(model_cfg.get("encoder", "")))
-    if encoder is None or not encoder.edge:
-        log.info(
-            "the data has edge features; encoder %s does not take them (gine, gat do)",
-            model_cfg.get("encoder"),
-        )
-        return None
-    return edge_dim
 
 
 def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
@@ -420,7 +372,8 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
     if not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
     path = Path(cfg.ckpt_path)
-    module = load_checkpoint(path)
+    # the checkpoint is a file (data); the data config is the user's own
+    module = load_checkpoint(path, trust=list(cfg.get("trust") or []))
     datamodule = load_data(module, OmegaConf.to_container(cfg.data, resolve=True), path)
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
@@ -483,7 +436,7 @@ def _train(
     if cfg.get("resume", False) and ckpt_path is None:
         log.warning("resume=true but %s does not exist: starting from scratch", last)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1)
         if trainer.interrupted:
@@ -506,7 +459,9 @@ def _train(
     if validated:
         best = module
         if best_path:
-            best = type(module).load_from_checkpoint(best_path, weights_only=True)
+            # the run's own checkpoint: it may build what the run's config names
+            trust = targets.target_names(dict(module.hparams))
+            best = type(module).load_from_checkpoint(best_path, weights_only=True, trust=trust)
         tested = trainer.test(best, datamodule=datamodule, verbose=False)
     task = module.task
     name = task.metric
