@@ -261,3 +261,98 @@ def test_the_assignment_goes_per_bucket_only_where_that_pays():
     assert large.num_blocks == 2
     assert large.per_bucket_pays([1437, 71], 1437, 60_000)
     assert not large.per_bucket_pays([1437, 1437], 1437, 60_000)  # fixed widths: no waste
+
+
+@pytest.mark.parametrize("ratio", [None, 0.3])
+@pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
+def test_int32_edge_index_and_batch_give_the_int64_result(ratio, link_loss):
+    """int32 indices are valid in PyG: the function takes them (as int64) on every path, also
+    with features and assignments wide enough for torch's vectorised scatter."""
+    batch, _, _ = _inputs([7, 2, 11, 4, 30, 19])
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(batch.num_nodes, 64, generator=gen)
+    logits = torch.randn(batch.num_nodes, 64, generator=gen)
+    weight = torch.rand(batch.edge_index.size(1), generator=gen)
+    options = dict(edge_weight=weight, ratio=ratio, link_loss=link_loss)
+    expected = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, **options)
+    out = sparse_diff_pool(z, batch.edge_index.int(), logits, batch.batch.int(), **options)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), msg=name)
+
+
+@pytest.mark.parametrize("link_loss", ["frobenius", "bce", "none"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("masked", [False, True])
+def test_dense_function_refuses_a_non_finite_adjacency(link_loss, value, masked):
+    """A NaN in adj gave a finite link loss (0 for that graph) where the layer refuses it: the
+    function now gives the layer's error; the embeddings' values stay the caller's."""
+    from diffpool import DenseDiffPoolConv
+
+    gen = torch.Generator().manual_seed(0)
+    z, logits = torch.randn(2, 5, 4, generator=gen), torch.randn(2, 5, 3, generator=gen)
+    adj = (torch.rand(2, 5, 5, generator=gen) > 0.5).float()
+    adj[1, 0, 1] = value
+    mask = torch.ones(2, 5, dtype=torch.bool) if masked else None
+    with pytest.raises(ValueError, match="adj contains NaN or infinite values"):
+        dense_diff_pool(z, adj, logits, mask, link_loss=link_loss)
+    layer = DenseDiffPoolConv.from_encoder("sage", 4, 8, 3, link_loss=link_loss)
+    with pytest.raises(ValueError, match="adj contains NaN or infinite values"):
+        layer(z, adj, mask)
+    dense_diff_pool(z, adj, logits, mask, link_loss=link_loss, validate=False)  # unchecked
+    z[0, 0, 0] = float("nan")  # a diverging model's embeddings: its loss's to report
+    dense_diff_pool(z, adj.nan_to_num(posinf=1.0), logits, mask, link_loss=link_loss)
+
+
+def _head(rows: int, clusters: int = 3, features: int = 6):
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.randn(clusters, features, generator=gen)
+    return AssignmentHead(torch.randn(*rows, features, generator=gen), weight)
+
+
+@pytest.mark.parametrize(
+    "s, match",
+    [
+        (torch.randn(6, 3), r"s must have shape \[7, num_clusters\].*got \(6, 3\)"),
+        (torch.randn(7), r"s must have shape \[7, num_clusters\].*got \(7,\)"),
+        (torch.randn(1, 7, 3), r"s must have shape \[7, num_clusters\].*got \(1, 7, 3\)"),
+        (torch.randn(7, 0), r"s must have shape \[7, num_clusters\].*got \(7, 0\)"),
+        (_head((6,)), r"s.features must have shape \[7, num_features\].*got \(6, 6\)"),
+        ([[0.0, 1.0]] * 7, "s must be a tensor of logits or of cluster ids"),
+    ],
+)
+def test_sparse_logits_of_the_wrong_shape_are_named(s, match):
+    batch, z, _ = _inputs([4, 3])
+    with pytest.raises((ValueError, TypeError), match=match):
+        sparse_diff_pool(z, batch.edge_index, s, batch.batch)
+
+
+@pytest.mark.parametrize(
+    "s, match",
+    [
+        (torch.randn(2, 4, 3), r"s must have shape \[2, 5, num_clusters\].*got \(2, 4, 3\)"),
+        (torch.randn(3, 5, 3), r"s must have shape \[2, 5, num_clusters\].*got \(3, 5, 3\)"),
+        (torch.randn(5), r"s must have shape \[2, 5, num_clusters\].*got \(5,\)"),
+        (torch.randn(5, 3), r"s must have shape \[2, 5, num_clusters\].*got \(5, 3\)"),
+        (torch.randn(1, 2, 5, 3), r"got \(1, 2, 5, 3\)"),
+        (_head((2, 4)), r"s.features must have shape \[2, 5, num_features\].*got \(2, 4, 6\)"),
+    ],
+)
+def test_dense_logits_of_the_wrong_shape_are_named(s, match):
+    gen = torch.Generator().manual_seed(0)
+    z, adj = torch.randn(2, 5, 4, generator=gen), torch.rand(2, 5, 5, generator=gen)
+    with pytest.raises(ValueError, match=match):
+        dense_diff_pool(z, adj, s, torch.ones(2, 5, dtype=torch.bool))
+
+
+def test_dense_logits_of_one_graph_may_drop_the_batch_dimension():
+    gen = torch.Generator().manual_seed(0)
+    z, adj, s = torch.randn(5, 4, generator=gen), torch.rand(5, 5), torch.randn(5, 3)
+    expected = dense_diff_pool(z[None], adj[None], s[None])
+    for name in FIELDS:
+        torch.testing.assert_close(
+            getattr(dense_diff_pool(z, adj, s), name), getattr(expected, name), msg=name
+        )
+    head = _head((5,))
+    torch.testing.assert_close(
+        dense_diff_pool(z, adj, head).s, dense_diff_pool(z[None], adj[None], head).s
+    )

@@ -536,3 +536,26 @@ def test_without_the_assignment_no_padded_node_by_cluster_tensor(monkeypatch):
     # The BCE evaluates pairs per size bucket: its largest block is the large graph's own
     # N_g x N_g pairs, not the B x N_max x N_max pairs (or the dense S) of the padded batch.
     assert _largest_strided_tensor(lambda: step(False, "bce")) <= max(sizes) ** 2
+
+
+@pytest.mark.parametrize("int32", ["edge_index", "batch", "both"])
+def test_int32_indices_give_the_int64_result(int32):
+    """An int32 edge_index is valid in PyG but failed inside torch's scatter ("expected scalar
+    type Long but found Int") once the GNNs' features were wide: the layer converts it (and
+    ``batch``) to int64 before its GNNs, whatever they are."""
+    from diffpool.nn import SumConv
+
+    torch.manual_seed(0)
+    batch = random_batch([6, 11, 4], seed=12)
+    weight = torch.rand(batch.edge_index.size(1))
+    edge_index = batch.edge_index.int() if int32 != "batch" else batch.edge_index
+    graph = batch.batch.int() if int32 != "edge_index" else batch.batch
+    layers = [
+        DiffPoolConv(SumConv(4, 64), SumConv(4, 64), 64),
+        DiffPoolConv.from_encoder("sum", 4, 64, 64, num_layers=3, concat=True, ratio=0.5),
+    ]
+    for layer in layers:
+        ref = layer(batch.x, batch.edge_index, batch.batch, weight)
+        out = layer(batch.x, edge_index, graph, weight)
+        for name in ("x", "adj", "s", "mask", "cluster_mask", "aux_loss"):
+            torch.testing.assert_close(getattr(out, name), getattr(ref, name), msg=name)

@@ -166,3 +166,17 @@ def test_the_layer_folds_its_head_into_the_pooling_gnn():
     assert calls
     for name in ("x", "adj", "s", "aux_loss"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name))
+
+
+@pytest.mark.parametrize("encoder", ["sum", "sage"])
+def test_an_int32_edge_index_gives_the_int64_result(encoder):
+    """int32 indices are valid in PyG; torch's scatter needs int64 on its vectorised path
+    (wide features): the stack converts them, in ``forward`` and in ``fold_head``."""
+    torch.manual_seed(0)
+    batch = random_batch([9, 14, 6], num_features=3)
+    enc = GNNEncoder(encoder, 3, 64, 200, num_layers=3, concat=True)
+    torch.testing.assert_close(enc(batch.x, batch.edge_index.int()), enc(batch.x, batch.edge_index))
+    features, fold = enc.fold_head(batch.x, batch.edge_index.int())
+    expected, expected_fold = enc.fold_head(batch.x, batch.edge_index)
+    torch.testing.assert_close(features, expected)
+    torch.testing.assert_close(fold, expected_fold)

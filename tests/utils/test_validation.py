@@ -198,3 +198,70 @@ def test_a_training_batch_with_a_single_node_row_trains():
     out = model(torch.randn(8, 3), torch.tensor([[0, 1, 2], [1, 2, 3]]))
     assert out.levels[0].cluster_mask.sum() == 1
     out.logits.sum().backward()
+
+
+@pytest.mark.parametrize("variant", ["diffpool", "base"])
+def test_an_int32_edge_index_works_in_the_models(variant):
+    """int32 indices are valid in PyG; they failed inside torch's scatter ("expected scalar
+    type Long but found Int") in the models' GNNs."""
+    from diffpool.models import build_model
+
+    model = build_model(variant, 3, 2, 5).eval()
+    expected = model(X, EI, BATCH).logits
+    torch.testing.assert_close(model(X, EI.int(), BATCH).logits, expected)
+    torch.testing.assert_close(model(X, EI.int(), BATCH.int()).logits, expected)
+
+
+def test_as_int64_index_converts_integer_indices_only():
+    from diffpool.utils.validation import as_int64_index
+
+    assert as_int64_index(EI.int()).dtype == torch.int64
+    assert as_int64_index(EI.to(torch.int16)).dtype == torch.int64
+    for kept in (EI, EI.float(), EI.bool(), [[0, 1], [1, 0]]):
+        assert as_int64_index(kept) is kept  # int64 as it is; the rest for the checks to refuse
+    sparse = torch.sparse_coo_tensor(EI, torch.ones(4), (5, 5))
+    assert as_int64_index(sparse) is sparse
+
+
+def test_dense_checks_name_the_first_bad_value():
+    """The adjacency's values are checked on their own (``finite_adj``: what the functional
+    does, leaving the embeddings to the caller); x before adj before the mask."""
+    from diffpool.utils.validation import check_dense_inputs
+
+    x, adj = torch.randn(2, 4, 3), torch.rand(2, 4, 4)
+    bad_x, bad_adj = x.clone(), adj.clone()
+    bad_x[0, 1, 2] = float("nan")
+    bad_adj[1, 2, 3] = float("inf")
+    empty = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool()
+    with pytest.raises(ValueError, match="x contains NaN"):
+        check_dense_inputs(bad_x, bad_adj, empty)
+    with pytest.raises(ValueError, match="adj contains NaN"):
+        check_dense_inputs(x, bad_adj, empty)
+    with pytest.raises(ValueError, match="adj contains NaN"):
+        check_dense_inputs(bad_x, bad_adj, empty, finite=False, finite_adj=True)
+    with pytest.raises(ValueError, match="without nodes"):
+        check_dense_inputs(bad_x, bad_adj, empty, finite=False)
+    check_dense_inputs(bad_x, bad_adj, None, finite=False)
+    check_dense_inputs(x, adj, torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_dense_value_checks_read_the_device_once(monkeypatch):
+    """The value checks of a dense batch (x, adj, mask) share one synchronisation, so that
+    the functional's own check of adj adds none to the layer's path."""
+    from diffpool.utils import validation
+
+    reads = []
+    for name in ("__bool__", "__int__", "__float__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    x, adj = torch.randn(2, 4, 3), torch.rand(2, 4, 4)
+    validation.check_dense_inputs(x, adj, torch.ones(2, 4, dtype=torch.bool))
+    assert len(reads) == 1
+    reads.clear()
+    validation.check_dense_inputs(x, adj, None, finite=False)
+    assert reads == []

@@ -50,12 +50,14 @@ from diffpool.functional.output import DiffPoolOutput
 from diffpool.functional.packing import PaddedBatch, SizeBuckets
 from diffpool.utils.connectivity import to_coo_adjacency
 from diffpool.utils.validation import (
+    as_int64_index,
     check_assignment,
     check_batch,
     check_connectivity,
     check_dense_inputs,
     check_edges_within_graphs,
     check_features,
+    check_logits,
     check_max_num_nodes,
     check_num_clusters,
     check_ratio,
@@ -112,6 +114,26 @@ def _check_options(link_loss: str, ratio: float | None) -> None:
     if link_loss not in LINK_LOSSES:
         raise ValueError(f"link_loss must be one of {LINK_LOSSES}, got {link_loss!r}")
     check_ratio(ratio)
+
+
+def _check_s(s, rows: tuple[int, ...]) -> None:
+    """The shape of logits ``[*rows, C]`` or of an :class:`AssignmentHead`'s features
+    (hard cluster ids: :func:`~diffpool.utils.validation.check_assignment`); a dense batch of
+    one graph may drop the batch dimension."""
+    if isinstance(s, AssignmentHead):
+        tensor, name, columns = s.features, "s.features", "num_features"
+    elif isinstance(s, Tensor):
+        if not s.is_floating_point():
+            return
+        tensor, name, columns = s, "s", "num_clusters"
+    else:
+        raise TypeError(
+            "s must be a tensor of logits or of cluster ids, or an AssignmentHead, got "
+            f"{type(s).__name__}"
+        )
+    if len(rows) == 2 and rows[0] == 1 and tensor.dim() == 2:
+        rows = rows[1:]
+    check_logits(tensor, rows, name, columns)
 
 
 def _num_clusters(s, num_clusters: int | None) -> int:
@@ -246,7 +268,8 @@ def sparse_diff_pool(
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[N, F]``.
         edge_index (torch.Tensor or SparseTensor): ``[2, E]`` edge indices, a
             ``torch_sparse.SparseTensor`` or a ``torch.sparse`` ``[N, N]`` matrix (both in PyG's
-            ``adj_t`` convention). Every edge must join two nodes of the same graph.
+            ``adj_t`` convention). Every edge must join two nodes of the same graph. Integer
+            indices other than int64 (PyG's int32) are taken as int64, as is ``batch``.
         s (torch.Tensor or AssignmentHead): ``[N, C]`` pooling logits, ``[N]`` hard cluster
             ids, or an :class:`AssignmentHead`.
         batch (torch.Tensor, optional): ``[N]`` sorted graph index of every node; :obj:`None`
@@ -294,6 +317,9 @@ def sparse_diff_pool(
         check_features(x, dim=2, finite=False)
         check_batch(batch, num_nodes, batch_size)
         check_connectivity(edge_index, edge_weight, num_nodes)
+        _check_s(s, (num_nodes,))
+    # int32 indices (valid in PyG) as int64, which torch's scatter needs on some paths
+    edge_index, batch = as_int64_index(edge_index), as_int64_index(batch)
     if batch_size is None:
         batch_size = int(batch[-1]) + 1
     counts = torch.bincount(batch, minlength=batch_size)
@@ -562,7 +588,16 @@ def dense_diff_pool(
     if mask is not None and mask.dim() == 1:
         mask = mask.unsqueeze(0)
     if validating:
-        check_dense_inputs(x, adj, mask, finite=False, factored=isinstance(adj, FactoredAdjacency))
+        # the embeddings' values are the caller's, the adjacency's are input (as for the layer)
+        check_dense_inputs(
+            x,
+            adj,
+            mask,
+            finite=False,
+            finite_adj=True,
+            factored=isinstance(adj, FactoredAdjacency),
+        )
+        _check_s(s, tuple(x.shape[:2]))
     batch_size, max_nodes = x.shape[:2]
     # without a mask every node is real: the masking below is skipped (fixed budgets' deeper
     # levels, where it would copy [B, C, C] tensors to change nothing)

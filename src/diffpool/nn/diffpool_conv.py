@@ -11,7 +11,12 @@ from diffpool.functional.diff_pool import sparse_diff_pool
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import check_connectivity, check_features, check_input_matches
+from diffpool.utils.validation import (
+    as_int64_index,
+    check_connectivity,
+    check_features,
+    check_input_matches,
+)
 
 
 def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
@@ -160,6 +165,7 @@ class DiffPoolConv(DiffPoolBase):
             edge_index (torch.Tensor or SparseTensor): ``[2, E]`` edge indices, a
                 ``torch_sparse.SparseTensor`` or a ``torch.sparse`` ``[N, N]`` matrix (both in
                 PyG's ``adj_t`` convention: entry ``[i, j]`` is the edge :math:`j \to i`).
+                An int32 ``edge_index`` (valid in PyG) is taken as int64.
             batch (torch.Tensor, optional): ``[N]`` sorted graph index of every node;
                 :obj:`None` for a single graph. (default: :obj:`None`)
             edge_weight (torch.Tensor, optional): ``[E]`` edge weights for ``edge_index``.
@@ -196,6 +202,8 @@ class DiffPoolConv(DiffPoolBase):
             check_features(x, dim=2)
             check_connectivity(edge_index, edge_weight, x.size(0))
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
+        # int32 indices (valid in PyG) as int64, which torch's scatter needs on some paths
+        edge_index = as_int64_index(edge_index)
         edges = dict(edge_weight=edge_weight, edge_attr=edge_attr)
         z = self._run(self.embed, self._embed_args, x, edge_index, **edges)
         fold = getattr(self.pool, "fold_head", None)

@@ -28,7 +28,7 @@ from torch_geometric.nn.models import MLP
 
 from diffpool.functional.factored import FactoredAdjacency
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
-from diffpool.utils.validation import check_input_matches
+from diffpool.utils.validation import as_int64_index, check_input_matches
 
 
 @dataclass(frozen=True)
@@ -285,6 +285,7 @@ class GNNEncoder(_EncoderStack):
         edge_attr: Tensor | None = None,
     ) -> Tensor:
         check_input_matches(x, self, self.in_channels)
+        edge_index = as_int64_index(edge_index)  # int32 (valid in PyG): torch's scatter needs int64
         edge_attr = self._edge_features(edge_attr)
         outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
         x = self._conv(
@@ -329,6 +330,7 @@ class GNNEncoder(_EncoderStack):
         if inputs is None or inputs >= last.out_channels:
             return None  # the fold would not make the map narrower
         check_input_matches(x, self, self.in_channels)
+        edge_index = as_int64_index(edge_index)  # int32 (valid in PyG): torch's scatter needs int64
         edge_attr = self._edge_features(edge_attr)
         outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
         v, m = affine.form(last, outputs[-1], edge_index, edge_weight if self.weighted else None)

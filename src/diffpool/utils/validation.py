@@ -59,6 +59,21 @@ def check_features(x: Tensor, dim: int, name: str = "x", finite: bool = True) ->
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def as_int64_index(index):
+    """An integer index tensor (``edge_index``, ``batch``) as int64, which torch's scatter
+    needs on some paths (PyG accepts int32 and converts it in places); a float, bool or sparse
+    input, or an int64 one, is returned as it is (for the checks to refuse or to pass on)."""
+    if (
+        isinstance(index, Tensor)
+        and index.layout == torch.strided
+        and index.dtype not in (torch.int64, torch.bool)
+        and not index.is_floating_point()
+        and not index.is_complex()
+    ):
+        return index.long()
+    return index
+
+
 def check_input_matches(x: Tensor, module: torch.nn.Module, in_channels: int | None) -> None:
     """``x`` fits ``module``: the dtype of its parameters (outside autocast) and its
     ``in_channels`` (where it has a fixed one), checked by shape and dtype only."""
@@ -183,12 +198,18 @@ def check_edges_within_graphs(index: Tensor, batch: Tensor) -> None:
 
 
 def check_dense_inputs(
-    x: Tensor, adj: Tensor, mask: Tensor | None, finite: bool = True, factored: bool = False
+    x: Tensor,
+    adj: Tensor,
+    mask: Tensor | None,
+    finite: bool = True,
+    factored: bool = False,
+    finite_adj: bool | None = None,
 ) -> None:
-    """Shapes, types and (``finite``) values of a dense batch; ``factored``: ``adj`` is a
+    """Shapes, types and (``finite``) values of a dense batch; ``finite_adj``: whether the
+    values of ``adj`` are checked (default: as ``finite``); ``factored``: ``adj`` is a
     :class:`~diffpool.functional.factored.FactoredAdjacency` (our own pooling's output), of
-    which the shape is checked."""
-    check_features(x, dim=3, finite=finite)
+    which the shape is checked. The value checks share one synchronisation with the device."""
+    check_features(x, dim=3, finite=False)
     batch_size, num_nodes = x.shape[:2]
     if not factored and (not isinstance(adj, Tensor) or adj.layout != torch.strided):
         raise TypeError("adj must be a dense tensor of shape [batch_size, num_nodes, num_nodes]")
@@ -197,16 +218,48 @@ def check_dense_inputs(
             f"adj must have shape [{batch_size}, {num_nodes}, {num_nodes}] to match x, "
             f"got {tuple(adj.shape)}"
         )
-    if finite and not factored and not bool(torch.isfinite(adj).all()):
-        raise ValueError("adj contains NaN or infinite values")
+    values = []  # (true on the device when fine, the error otherwise)
+    if finite:
+        values.append((torch.isfinite(x).all(), "x contains NaN or infinite values"))
+    if (finite if finite_adj is None else finite_adj) and not factored:
+        values.append((torch.isfinite(adj).all(), "adj contains NaN or infinite values"))
     if mask is not None:
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch_size, num_nodes):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"mask must have shape [{batch_size}, {num_nodes}], got {got}")
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-        if not bool(mask.any(dim=-1).all()):
-            raise ValueError("mask leaves a graph without nodes; every graph needs at least one")
+        values.append(
+            (
+                mask.any(dim=-1).all(),
+                "mask leaves a graph without nodes; every graph needs at least one",
+            )
+        )
+    _raise_first_failed(values)
+
+
+def _raise_first_failed(values: list[tuple[Tensor, str]]) -> None:
+    """Read the device-side results of several value checks at once; raise the first failed."""
+    if not values:
+        return
+    device = values[0][0].device
+    passed = torch.stack([ok.to(device) for ok, _ in values]).tolist()
+    for ok, (_, message) in zip(passed, values):
+        if not ok:
+            raise ValueError(message)
+
+
+def check_logits(
+    s: Tensor, rows: tuple[int, ...], name: str = "s", columns: str = "num_clusters"
+) -> None:
+    """Pooling logits (or the features they are computed from): a floating-point
+    ``[*rows, K]`` tensor with ``K > 0``; ``rows`` e.g. ``(num_nodes,)`` or
+    ``(batch_size, num_nodes)``. Shapes only, no synchronisation."""
+    if s.dim() != len(rows) + 1 or tuple(s.shape[:-1]) != tuple(rows) or s.size(-1) == 0:
+        expected = ", ".join([str(r) for r in rows] + [columns])
+        raise ValueError(
+            f"{name} must have shape [{expected}] (one row per node), got {tuple(s.shape)}"
+        )
 
 
 def check_assignment(
