@@ -252,9 +252,9 @@ def _raise_first_failed(values: list[tuple[Tensor, str]]) -> None:
 def check_logits(
     s: Tensor, rows: tuple[int, ...], name: str = "s", columns: str = "num_clusters"
 ) -> None:
-    """Pooling logits (or the features they are computed from): a floating-point
-    ``[*rows, K]`` tensor with ``K > 0``; ``rows`` e.g. ``(num_nodes,)`` or
-    ``(batch_size, num_nodes)``. Shapes only, no synchronisation."""
+    """The shape of pooling logits (or of the features they are computed from): ``[*rows, K]``
+    with ``K > 0``; ``rows`` e.g. ``(num_nodes,)`` or ``(batch_size, num_nodes)``. Shapes
+    only, no synchronisation."""
     if s.dim() != len(rows) + 1 or tuple(s.shape[:-1]) != tuple(rows) or s.size(-1) == 0:
         expected = ", ".join([str(r) for r in rows] + [columns])
         raise ValueError(
