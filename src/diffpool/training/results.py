@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import reprlib
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,88 @@ LOCK = "run.lock"
 SCHEMA_VERSION = 2
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a reader never sees half a file, and a write
+    that fails (a full disk) leaves neither half a file nor its temporary file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    """Write ``payload`` to ``path`` atomically (:func:`write_text`)."""
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(file: Path, cls: type) -> Any:
+    """The dataclass ``cls`` from the JSON file ``file`` (with ``cls.from_json``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: ``file`` is not JSON, or not ``cls``'s layout; the message names the file
+            and what is wrong.
+    """
+    try:
+        return cls.from_json(json.loads(file.read_text()), path=file.parent)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from None
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}") from None
+
+
+def _check_layout(cls: type, payload: Any) -> None:
+    """Raise a ValueError that says what in ``payload`` does not fit the dataclass ``cls``."""
+    problems = _layout_problems(cls, payload)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _layout_problems(cls: type, payload: Any, prefix: str = "") -> list[str]:
+    """What in ``payload`` does not fit the fields of the dataclass ``cls``: keys without a
+    default that are missing, values of the wrong type (``prefix``: where ``payload`` is)."""
+    if not isinstance(payload, dict):
+        where = prefix[:-1] or "the top level"
+        return [f"{where} must be a JSON object, got {reprlib.repr(payload)}"]
+    hints, missing, wrong = typing.get_type_hints(cls), [], []
+    for f in fields(cls):
+        name, hint = prefix + f.name, hints[f.name]
+        if f.name == "path":
+            continue
+        if f.name not in payload:
+            if f.default is MISSING and f.default_factory is MISSING:
+                missing.append(name)
+        elif is_dataclass(hint):
+            wrong += _layout_problems(hint, payload[f.name], name + ".")
+        elif not _fits(payload[f.name], hint):
+            wrong.append(f"{name} must be {_type_name(hint)}, got {reprlib.repr(payload[f.name])}")
+    return ([f"missing {', '.join(missing)}"] if missing else []) + wrong
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of the type ``hint`` (a number is a float, a bool no int)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint in (int, float):
+        numbers = (int,) if hint is int else (int, float)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    """A type as the dataclass writes it: ``int``, ``str | None``, ``list[float]``."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
 
 
 @dataclass
@@ -93,7 +173,13 @@ class RunResult:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], path: str | Path | None = None) -> RunResult:
-        """Read the layout of any schema; ``path``: the run directory, where known."""
+        """Read the layout of any schema; ``path``: the run directory, where known.
+
+        Raises:
+            ValueError: ``payload`` is not that layout (what is wrong: missing keys, values
+                of the wrong type, a newer schema).
+        """
+        _check_layout(_Schema, payload)
         payload = dict(payload)
         if payload.get("schema", 1) == 1:
             payload = _from_schema_1(payload)
@@ -102,6 +188,7 @@ class RunResult:
                 f"results of schema {payload['schema']} are newer than this diffpool "
                 f"(schema {SCHEMA_VERSION}): upgrade the package to read them"
             )
+        _check_layout(cls, payload)
         fair = FairResult(**payload.pop("fair"))
         known = set(cls.__dataclass_fields__) - {"fair", "path"}
         return cls(
@@ -112,18 +199,20 @@ class RunResult:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResult:
-        """The result of the run in ``run_dir`` (its ``results.json``)."""
+        """The result of the run in ``run_dir`` (its ``results.json``).
+
+        Raises:
+            FileNotFoundError: no ``results.json``.
+            ValueError: a ``results.json`` that is not JSON or not this layout (the message
+                names the file and what is wrong).
+        """
         run_dir = Path(run_dir)
         file = run_dir / RESULTS
         if not file.exists():
             raise FileNotFoundError(
                 f"{file} not found: is {run_dir} a finished diffpool-train run?"
             )
-        try:
-            payload = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file} is not valid JSON ({err})") from err
-        return cls.from_json(payload, path=run_dir)
+        return read_json(file, cls)
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``results.json`` into ``run_dir`` (atomically); returns its path."""
@@ -176,8 +265,25 @@ class RunResult:
         return lines
 
 
+@dataclass
+class _Schema:
+    """What every layout holds: a schema number (1 where absent)."""
+
+    schema: int = 1
+
+
+@dataclass
+class _Schema1:
+    """The parts of the schema-1 layout that :func:`_from_schema_1` converts."""
+
+    fair: dict[str, Any] | None = None
+    paper: dict[str, Any] | None = None
+    val_curve: list[float | None] = field(default_factory=list)
+
+
 def _from_schema_1(payload: dict[str, Any]) -> dict[str, Any]:
     """The schema-1 layout (accuracy only) as schema 2."""
+    _check_layout(_Schema1, payload)
     fair = payload.get("fair") or {}
     return {
         **{k: v for k, v in payload.items() if k not in ("fair", "paper")},
@@ -214,11 +320,20 @@ class RunFailure:
         return file
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> RunFailure:
-        run_dir = Path(run_dir)
-        payload = json.loads((run_dir / FAILED).read_text())
+    def from_json(cls, payload: dict[str, Any], path: str | Path | None = None) -> RunFailure:
+        """Read the layout; raises a ValueError that says what is wrong where it is not."""
+        _check_layout(cls, payload)
         known = set(cls.__dataclass_fields__) - {"path"}
-        return cls(path=run_dir, **{k: v for k, v in payload.items() if k in known})
+        return cls(
+            path=None if path is None else Path(path),
+            **{k: v for k, v in payload.items() if k in known},
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunFailure:
+        """The failure of the run in ``run_dir`` (its ``failed.json``; errors as
+        :meth:`RunResult.load`)."""
+        return read_json(Path(run_dir) / FAILED, cls)
 
 
 def save_archive(runs: list[RunResult], file: str | Path, root: str | Path | None = None) -> Path:
@@ -238,9 +353,9 @@ def save_archive(runs: list[RunResult], file: str | Path, root: str | Path | Non
         for run in runs
     )
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(file.suffix + ".tmp")
-    tmp.write_text("".join(f'{{"job": {json.dumps(job)}, "run": {text}}}\n' for job, text in lines))
-    tmp.replace(file)
+    write_text(
+        file, "".join(f'{{"job": {json.dumps(job)}, "run": {text}}}\n' for job, text in lines)
+    )
     return file
 
 
@@ -253,8 +368,10 @@ def load_archive(file: str | Path) -> list[RunResult]:
         try:
             entry = json.loads(line)
             runs.append(RunResult.from_json(entry["run"], path=entry["job"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{file}, line {number}: not a run of a results archive") from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{file}, line {number}: not a run of a results archive ({err})"
+            ) from err
     return runs
 
 

@@ -1,0 +1,100 @@
+"""What a run leaves behind: reading and writing results.json and failed.json."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from diffpool.training.results import FairResult, RunFailure, RunResult
+
+
+def _result() -> RunResult:
+    return RunResult(
+        dataset="MUTAG", fold=0, num_folds=10, model="diffpool", epochs=2,
+        fair=FairResult(best_epoch=1, val=0.5, test=0.75, checkpoint="best-epoch001.ckpt"),
+        test_curve=[0.5, 0.75], val_curve=[0.25, 0.5], wall_time_s=1.5, config={"seed": 0},
+    )  # fmt: skip
+
+
+def _with(**changes) -> dict:
+    payload = _result().to_json()
+    for key, value in changes.items():
+        if "__" in key:  # fair__best_epoch: an entry of fair
+            outer, inner = key.split("__")
+            payload[outer] = {**payload[outer], inner: value}
+        else:
+            payload[key] = value
+    return payload
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{}", "missing dataset, fold, num_folds, model, epochs, wall_time_s, config"),
+        ("[1, 2]", "the top level must be a JSON object, got [1, 2]"),
+        ("{not json", "is not valid JSON"),
+        (json.dumps(_with(fold="three")), "fold must be int, got 'three'"),
+        (json.dumps(_with(epochs=True)), "epochs must be int, got True"),
+        (json.dumps(_with(fair=3)), "fair must be a JSON object, got 3"),
+        (json.dumps(_with(fair__best_epoch=None)), "fair.best_epoch must be int, got None"),
+        (json.dumps(_with(test_curve=["a"])), "test_curve must be list[float], got ['a']"),
+        (json.dumps(_with(config=None)), "config must be dict[str, Any], got None"),
+        (json.dumps(_with(schema="2")), "schema must be int, got '2'"),
+        (json.dumps(_with(schema=1, paper=[])), "paper must be dict[str, Any] | None"),
+    ],
+)
+def test_a_malformed_results_json_is_an_error_that_names_the_file_and_the_fault(
+    tmp_path, text, message
+):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ValueError) as err:
+        RunResult.load(tmp_path)
+    assert str(tmp_path / "results.json") in str(err.value) and message in str(err.value)
+
+
+def test_a_results_json_round_trips_and_its_numbers_may_be_integers(tmp_path):
+    result = _result()
+    result.save(tmp_path)
+    assert RunResult.load(tmp_path) == result
+    (tmp_path / "results.json").write_text(json.dumps(_with(wall_time_s=2, fair__val=1)))
+    assert RunResult.load(tmp_path).wall_time_s == 2
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{}", "missing error"),
+        ('{"error": 3}', "error must be str, got 3"),
+        ('{"error": "boom", "config": []}', "config must be dict[str, Any], got []"),
+        ('"boom"', "the top level must be a JSON object"),
+        ("", "is not valid JSON"),
+    ],
+)
+def test_a_malformed_failed_json_is_an_error_that_names_the_file_and_the_fault(
+    tmp_path, text, message
+):
+    (tmp_path / "failed.json").write_text(text)
+    with pytest.raises(ValueError) as err:
+        RunFailure.load(tmp_path)
+    assert str(tmp_path / "failed.json") in str(err.value) and message in str(err.value)
+
+
+def test_a_full_disk_leaves_no_partial_failed_json(tmp_path, monkeypatch):
+    """Writing failed.json stops halfway (no space left): neither its temporary file nor a
+    half-written failed.json remains, and an earlier failed.json is left as it was."""
+    RunFailure(error="ValueError: earlier").save(tmp_path)
+    before = (tmp_path / "failed.json").read_text()
+    real_write_text = Path.write_text
+
+    def disk_full(self, data, *args, **kwargs):
+        real_write_text(self, data[:10], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        RunFailure(error="ValueError: boom", traceback="x" * 1000).save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failed.json"]
+    assert (tmp_path / "failed.json").read_text() == before
