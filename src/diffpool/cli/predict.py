@@ -33,8 +33,15 @@ OPTIONS = {"split": "test", "out": None, "assignments": "false", "checkpoint": "
 
 
 def parse_options(items: list[str]) -> tuple[dict[str, str], str | None, dict]:
-    """``key=value`` items as (options, the data config option, data overrides)."""
+    """``key=value`` items as (options, the data config option, data overrides).
+
+    Raises:
+        ValueError: an item that is not ``key=value``, an unknown key, or a value that the
+            option does not take (the message names the option and what it takes).
+    """
     import yaml
+
+    from diffpool.training.datamodule import PREDICT_SPLITS
 
     options, group, data = dict(OPTIONS), None, {}
     for item in items:
@@ -50,18 +57,36 @@ def parse_options(items: list[str]) -> tuple[dict[str, str], str | None, dict]:
         else:
             raise ValueError(f"unknown option {key!r}: the options are data=, data.<key>=, "
                              + ", ".join(f"{k}=" for k in OPTIONS))  # fmt: skip
+    if options["split"] not in PREDICT_SPLITS:
+        splits = ", ".join(PREDICT_SPLITS)
+        raise ValueError(f"split must be one of {splits}, got {options['split']!r}")
     if options["assignments"] not in ("true", "false"):
         raise ValueError(f"assignments must be true or false, got {options['assignments']!r}")
+    _check_count(options, "threads", 0, "0: torch's default")
+    _check_count(options, "batch_size", 1)
     return options, group, data
+
+
+def _check_count(options: dict, key: str, least: int, note: str = "") -> None:
+    """``options[key]``, where given, is a whole number of at least ``least``."""
+    value = options[key]
+    if value is not None and not (value.isdecimal() and int(value) >= least):
+        note = f" ({note})" if note else ""
+        raise ValueError(f"{key} must be a whole number >= {least}{note}, got {value!r}")
 
 
 def data_config(group: str, seed: int) -> dict:
     """The data config of ``diffpool-train data=<group>`` (with the run's seed)."""
     from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
     from omegaconf import OmegaConf
 
-    with initialize_config_module("diffpool.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"data={group}", f"seed={seed}"])
+    try:
+        with initialize_config_module("diffpool.conf", version_base="1.3"):
+            cfg = compose("train", overrides=[f"data={group}", f"seed={seed}"])
+    except MissingConfigException as err:
+        options = f": the options are {', '.join(err.options)}" if err.options else ""
+        raise ValueError(f"data={group} is not a data config of diffpool-train{options}") from None
     return OmegaConf.to_container(cfg.data, resolve=True)
 
 

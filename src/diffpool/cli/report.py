@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.sweep_dir, args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no runs, or a malformed results.json
         print(f"diffpool-report: {err}", file=sys.stderr)
         return 2
     print(paths["md"].read_text())
