@@ -20,10 +20,7 @@ SPEC = {"_target_": "helpers.TinyGraphDataset", "kind": "regression"}
 def _module(dm, encoder="sage", **kwargs):
     model = {"_target_": "diffpool.models.build_model", "variant": "diffpool",
              "encoder": encoder, "num_levels": 2, "hidden_channels": 16}  # fmt: skip
-    return GraphClassifier(
-        model, dm.num_features, dm.num_classes, dm.max_num_nodes, val_stages=dm.val_stages,
-        task=dm.task.name, metric=dm.task.metric, **kwargs,
-    )  # fmt: skip
+    return GraphClassifier(model, **kwargs)  # the data's facts: from the data module
 
 
 def _trainer(**kwargs):
@@ -174,7 +171,8 @@ def test_edge_features_reach_edge_encoders_only():
     dm = GraphDataModule(tiny_graphs("regression", 24), num_folds=4)
     dm.setup()
     assert dm.edge_dim == 3
-    gine = _module(dm, encoder="gine", edge_dim=dm.edge_dim)
+    gine = _module(dm, encoder="gine")
+    gine.connect(dm)  # what fitting does: the data's facts, edge_dim included
     batch = next(iter(dm.test_dataloader()))
     gine.eval()
     with torch.no_grad():
@@ -182,11 +180,30 @@ def test_edge_features_reach_edge_encoders_only():
         batch.edge_attr = batch.edge_attr + 1.0
         assert not torch.allclose(first, gine(batch).logits)
     assert gine.model.levels[0].embed.edge_dim == 3
-    # (Hydra wraps the model's ValueError when it builds the model from its spec)
-    with pytest.raises(Exception, match="encoder 'gine' needs edge features"):
-        _module(dm, encoder="gine")
-    with pytest.raises(Exception, match="encoder 'sage' takes no edge features"):
-        _module(dm, encoder="sage", edge_dim=3)
+    assert gine.hparams.edge_dim == 3  # in the checkpoint: it reloads without the data
+    sage = _module(dm, encoder="sage")
+    sage.connect(dm)  # the data's edge features are left out for an encoder without them
+    assert sage.hparams.edge_dim is None
+    # given by hand, as the network's own arguments
+    with pytest.raises(ValueError, match="encoder 'gine' needs edge features"):
+        _module(
+            dm,
+            encoder="gine",
+            in_channels=dm.num_features,
+            num_classes=1,
+            task="regression",
+            max_num_nodes=9,
+        )
+    with pytest.raises(ValueError, match="encoder 'sage' takes no edge features"):
+        _module(
+            dm,
+            encoder="sage",
+            in_channels=dm.num_features,
+            num_classes=1,
+            task="regression",
+            max_num_nodes=9,
+            edge_dim=3,
+        )
     without = GraphDataModule(tiny_graphs("regression", 24), num_folds=4, edge_features=False)
     assert without.edge_dim is None
 

@@ -106,3 +106,47 @@ def test_a_plain_module_trains_and_reloads_with_the_same_network(tmp_path, mutag
     reloaded = GraphClassifier.load_from_checkpoint(ckpt, model=network())
     for key, value in module.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
+def test_without_a_validation_set_the_test_fold_selects_no_model(tmp_path):
+    """val_ratio=0 (a documented setting): the module takes the data module's stages, so the
+    test fold is logged as heldout/ only, and a callback that would select on val/ is refused
+    before the first step."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = TUDataModule("MUTAG", root=tmp_path / "TU", batch_size=16, val_ratio=0.0)
+    module = GraphClassifier(SPEC)  # the data's facts and stages: the data module's
+    trainer = _trainer(tmp_path / "plain", enable_checkpointing=True)
+    trainer.fit(module, datamodule=data)
+    logged = set(trainer.logged_metrics) | set(trainer.callback_metrics)
+    assert "heldout/acc" in logged and not [k for k in logged if k.startswith("val/")]
+    assert module.val_stages == ("heldout",)
+    selecting = ModelCheckpoint(dirpath=tmp_path / "selecting", monitor="val/acc", mode="max")
+    trainer = _trainer(tmp_path / "selecting", enable_checkpointing=True, callbacks=[selecting])
+    with pytest.raises(ValueError, match=r"no validation set .*ModelCheckpoint\(monitor='val/acc'"):
+        trainer.fit(GraphClassifier(SPEC), datamodule=data)
+    assert trainer.global_step == 0 and not list((tmp_path / "selecting").rglob("*.ckpt"))
+    scheduled = GraphClassifier(
+        SPEC, scheduler={"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"}
+    )
+    with pytest.raises(ValueError, match="scheduler_monitor='val/acc'"):
+        _trainer(tmp_path / "scheduled").fit(scheduled, datamodule=data)
+
+
+def test_a_module_built_for_other_data_stops_before_the_first_step(tmp_path):
+    from diffpool.training import GraphDataModule
+    from diffpool.training.module import DataMismatchError
+    from helpers import tiny_graphs
+
+    labels = GraphDataModule(tiny_graphs("multilabel", 40), task="multilabel", num_folds=4)
+    module = GraphClassifier(SPEC, in_channels=4, num_classes=2, max_num_nodes=12)  # multiclass
+    trainer = _trainer(tmp_path)
+    with pytest.raises(
+        DataMismatchError, match=r"num_classes 2 \(the data: 4\), task 'multiclass'"
+    ):
+        trainer.fit(module, datamodule=labels)
+    assert trainer.global_step == 0
+    # without them, the module takes the data's: the multi-label run trains and validates
+    module = GraphClassifier(SPEC)
+    _trainer(tmp_path).fit(module, datamodule=labels)
+    assert module.task.name == "multilabel" and module.hparams.num_classes == 4

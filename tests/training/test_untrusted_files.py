@@ -1,0 +1,223 @@
+"""A run's files are data: a crafted checkpoint or results.json runs no code through any route
+that reads one (load_from_checkpoint, load_run, diffpool-predict, diffpool-viz,
+diffpool-train train=false, resume), and the refusal names the file and the name."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffpool.training import GraphClassifier
+from diffpool.training.predict import load_run
+from diffpool.utils.targets import UntrustedTargetError
+from helpers import ROOT, trained_mutag_run
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return trained_mutag_run(tmp_path_factory.mktemp("untrusted"), "run")
+
+
+def _attack(marker: Path) -> dict:
+    """What the issue's attacker stored: a registered-looking function of the package that
+    instantiates any spec, around ``os.system``."""
+    return {
+        "_target_": "diffpool.datasets.source.instantiate_dataset",
+        "_recursive_": False,
+        "spec": {"_target_": "os.system", "command": f"id > {marker}"},
+    }
+
+
+def _write_text(marker: Path) -> dict:
+    return {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "x"}
+
+
+def _crafted_copy(run_dir: Path, dest: Path, key: str | None, spec: dict | None) -> Path:
+    """A copy of the run whose best checkpoint has ``hyper_parameters[key] = spec``."""
+    shutil.copytree(run_dir, dest)
+    result = json.loads((dest / "results.json").read_text())
+    best = dest / "checkpoints" / Path(result["fair"]["checkpoint"]).name
+    result["fair"]["checkpoint"] = str(best)
+    (dest / "results.json").write_text(json.dumps(result))
+    if key is not None:
+        checkpoint = torch.load(best, weights_only=True)
+        checkpoint["hyper_parameters"][key] = spec
+        torch.save(checkpoint, best)
+        torch.load(best, weights_only=True)  # it still loads as weights only
+    return best
+
+
+def _crafted_results(run_dir: Path, dest: Path, spec: dict) -> None:
+    _crafted_copy(run_dir, dest, None, None)
+    result = json.loads((dest / "results.json").read_text())
+    result["config"]["data"] = {
+        "_target_": "diffpool.training.GraphDataModule",
+        "_recursive_": False,
+        "dataset": spec,
+    }
+    (dest / "results.json").write_text(json.dumps(result))
+
+
+def _cli(args, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("key", ["node_encoder", "edge_encoder", "model", "optimizer"])
+def test_load_from_checkpoint_builds_no_name_outside_the_registries(run_dir, tmp_path, key):
+    marker = tmp_path / "MARKER"
+    best = _crafted_copy(run_dir, tmp_path / "run", key, _attack(marker))
+    with pytest.raises(UntrustedTargetError) as err:
+        GraphClassifier.load_from_checkpoint(best, weights_only=True)
+    assert not marker.exists()
+    message = str(err.value)
+    assert str(best) in message and "diffpool.datasets.source.instantiate_dataset" in message
+    assert "trust=" in message  # how to name it again
+    with pytest.raises(UntrustedTargetError):  # the Python front end of predict
+        load_run(tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_a_nested_name_is_refused_and_pickles_are_never_loaded(run_dir, tmp_path):
+    marker = tmp_path / "MARKER"
+    spec = {"_target_": "diffpool.nn.CategoricalEncoder", "x": _write_text(marker)}
+    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", spec)
+    with pytest.raises(UntrustedTargetError, match="pathlib.Path.write_text"):
+        GraphClassifier.load_from_checkpoint(best)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="weights_only=True"):
+        GraphClassifier.load_from_checkpoint(best, weights_only=False)
+
+
+def test_a_name_trusted_at_the_call_is_built(run_dir, tmp_path):
+    """The user may name their own class again: then it is theirs (here a harmless one)."""
+    spec = {"_target_": "torch.nn.Linear", "in_features": 7, "out_features": 7}  # torch.nn
+    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", spec)
+    module = GraphClassifier.load_from_checkpoint(best, strict=False)  # no weights of it
+    assert isinstance(module.node_encoder, torch.nn.Linear)
+    own = {"_target_": "helpers.IdentityEncoder", "out_channels": 7}  # in no registry
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["hyper_parameters"]["node_encoder"] = own
+    torch.save(checkpoint, best)
+    with pytest.raises(UntrustedTargetError, match="helpers.IdentityEncoder"):
+        GraphClassifier.load_from_checkpoint(best)
+    module = GraphClassifier.load_from_checkpoint(best, trust=["helpers.IdentityEncoder"])
+    assert type(module.node_encoder).__name__ == "IdentityEncoder"
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "results"])
+def test_predict_and_viz_refuse_a_crafted_run(run_dir, tmp_path, how):
+    marker = tmp_path / "MARKER"
+    run = tmp_path / "run"
+    if how == "checkpoint":
+        _crafted_copy(run_dir, run, "node_encoder", _attack(marker))
+        named = "diffpool.datasets.source.instantiate_dataset"
+        file = "best-"
+    else:
+        _crafted_results(run_dir, run, _write_text(marker))
+        named = "pathlib.Path.write_text"
+        file = "results.json"
+    for args in (
+        [str(BIN / "diffpool-predict"), str(run)],
+        [str(BIN / "diffpool-viz"), str(run)],
+    ):
+        proc = _cli(args, tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert named in proc.stderr and file in proc.stderr, proc.stderr[-2000:]
+        assert not marker.exists()
+        assert not list(run.glob("predictions-*")) and not list(run.glob("pooling-*"))
+
+
+def test_predict_trusts_a_dataset_named_on_its_command_line(run_dir, tmp_path):
+    """A run of the user's own dataset class: refused from results.json alone, predicted once
+    the user names the class again (here PyG's TUDataset under another path, not in the
+    registries)."""
+    run = tmp_path / "run"
+    spec = {
+        "_target_": "torch_geometric.datasets.tu_dataset.TUDataset",
+        "root": str(tmp_path / "pyg"),
+        "name": "MUTAG",
+    }
+    _crafted_results(run_dir, run, spec)
+    shutil.copytree(run_dir.parent / "TU" / "MUTAG", tmp_path / "pyg" / "MUTAG")
+    shutil.rmtree(tmp_path / "pyg" / "MUTAG" / "processed", ignore_errors=True)
+    refused = _cli([str(BIN / "diffpool-predict"), str(run)], tmp_path)
+    assert refused.returncode == 2 and "tu_dataset.TUDataset" in refused.stderr
+    trusted = _cli(
+        [
+            str(BIN / "diffpool-predict"),
+            str(run),
+            "trust=torch_geometric.datasets.tu_dataset.TUDataset",
+        ],
+        tmp_path,
+    )
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    assert "wrote" in trusted.stdout
+
+
+def test_evaluate_refuses_a_crafted_checkpoint(run_dir, tmp_path):
+    marker = tmp_path / "MARKER"
+    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", _attack(marker))
+    proc = _cli(
+        [
+            str(BIN / "diffpool-train"),
+            "train=false",
+            f"ckpt_path={best}",
+            "data=mutag",
+            f"data.root={run_dir.parent / 'TU'}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "instantiate_dataset" in proc.stderr and str(best) in proc.stderr
+    assert not marker.exists() and not (tmp_path / "eval" / "eval.json").exists()
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path):
+    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` makes torch unpickle where the caller passes no
+    ``weights_only``; resume passes it, so a pickled last.ckpt is refused."""
+    marker = tmp_path / "MARKER"
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "results.json").unlink()  # an unfinished run, to resume
+    with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
+        pickle.dump({"state_dict": _Payload(marker)}, handle)
+    proc = subprocess.run(
+        [
+            str(BIN / "diffpool-train"),
+            "data=mutag",
+            f"data.root={run_dir.parent / 'TU'}",
+            "trainer.max_epochs=3",
+            "model.hidden_channels=16",
+            "logger=none",
+            f"hydra.run.dir={run}",
+            "resume=true",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert not marker.exists()
+    assert "Weights only load failed" in proc.stderr or "weights_only" in proc.stderr
