@@ -50,13 +50,17 @@ def test_missing_features_are_explicit_errors(tmp_path):
         load_tu("MUTAG", tmp_path, node_features="colours")
 
 
+def _toy_zip(folder):
+    """``folder/TOY.zip``: :func:`write_tu`'s files in the official layout (``TOY/TOY_*.txt``)."""
+    write_tu(folder / "files", "TOY", node_labels=True)
+    with zipfile.ZipFile(folder / "TOY.zip", "w") as zf:
+        for file in (folder / "files").iterdir():
+            zf.write(file, f"TOY/{file.name}")
+
+
 def test_official_archive_in_root_is_used(tmp_path):
     # an archive in the official layout (NAME/NAME_*.txt) of a dataset that does not ship
-    write_tu(tmp_path / "files", "TOY", node_labels=True)
-    (tmp_path / "root").mkdir()
-    with zipfile.ZipFile(tmp_path / "root" / "TOY.zip", "w") as zf:
-        for file in (tmp_path / "files").iterdir():
-            zf.write(file, f"TOY/{file.name}")
+    _toy_zip(tmp_path / "root")
     assert len(load_tu("TOY", tmp_path / "root")) == 3
     assert (tmp_path / "root" / "TOY" / "raw" / "TOY_A.txt").exists()
     # and the bundled ones read the same from a copy of their archive in root
@@ -241,3 +245,181 @@ def test_tu_files_that_disagree_name_the_short_file(tmp_path):
     node_labels.write_text("\n".join(node_labels.read_text().split()[:-1]) + "\n")
     with pytest.raises(ValueError, match=r"MUTAG_node_labels.txt has 3370 lines for 3371 nodes"):
         load_tu("MUTAG", tmp_path / "copy")
+
+
+def _mutag_raw(root):
+    """A fresh ``root/MUTAG/raw/``: the text files of the bundled archive, not yet processed."""
+    raw = root / "MUTAG" / "raw"
+    raw.mkdir(parents=True)
+    with zipfile.ZipFile(tu_archive("MUTAG")) as zf:
+        for member in zf.infolist():
+            (raw / member.filename.rpartition("/")[2]).write_bytes(zf.read(member))
+    return raw
+
+
+def test_an_unsorted_graph_indicator_is_refused(tmp_path):
+    """Two lines of the graph indicator swapped at the boundary of graphs 1 and 2 (17 nodes):
+    not edges moved between graphs without a word, but an error that names the line."""
+    indicator = _mutag_raw(tmp_path) / "MUTAG_graph_indicator.txt"
+    lines = indicator.read_text().splitlines(keepends=True)
+    lines[16], lines[17] = lines[17], lines[16]
+    indicator.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"MUTAG_graph_indicator.txt has graph 1 after graph 2 "):
+        load_tu("MUTAG", tmp_path)
+    assert not (tmp_path / "MUTAG" / "processed").exists()
+
+
+@pytest.mark.parametrize(
+    "graphs, problem",
+    [
+        ("1 1 1 3 3 4 4 4 4", "has graph 3 after graph 1 at line 4"),  # graph 2 has no nodes
+        ("0 0 0 1 1 2 2 2 2", "starts with graph 0"),
+    ],
+)
+def test_graph_indicator_numbers_graphs_from_one_without_gaps(tmp_path, graphs, problem):
+    raw = tmp_path / "TOY" / "raw"
+    write_tu(raw, "TOY", node_labels=True)
+    (raw / "TOY_graph_indicator.txt").write_text("\n".join(graphs.split()) + "\n")
+    (raw / "TOY_graph_labels.txt").write_text("1\n2\n1\n" + "2\n" * (graphs[-1] == "4"))
+    with pytest.raises(ValueError, match=f"TOY_graph_indicator.txt {problem}"):
+        load_tu("TOY", tmp_path)
+
+
+@pytest.mark.parametrize("node_labels", [True, False])
+def test_an_edgeless_one_node_graph_at_the_end_is_kept(tmp_path, node_labels):
+    """PyG counts the graphs of its edge slices: a last graph without edges was dropped
+    (188 graphs for 189 labels). A graph of one node and no edges is a graph."""
+    raw = tmp_path / "TOY" / "raw"
+    write_tu(raw, "TOY", node_labels=node_labels)
+    for part, line in (("graph_indicator", "4"), ("graph_labels", "2"), ("node_labels", "1")):
+        if (raw / f"TOY_{part}.txt").exists():
+            with open(raw / f"TOY_{part}.txt", "a") as handle:
+                handle.write(f"{line}\n")
+    for _ in range(2):  # processed, then read back from processed/
+        dataset = load_tu("TOY", tmp_path)
+        assert len(dataset) == 4
+        last = dataset[3]
+        assert (last.num_nodes, last.edge_index.shape, last.y.tolist()) == (1, (2, 0), [1])
+        assert dataset[2].num_nodes == 4 and dataset[2].edge_index.size(1) == 6
+
+
+def test_an_edgeless_graph_at_the_end_of_mutag_is_kept(tmp_path):
+    raw = _mutag_raw(tmp_path)
+    for part, line in (("graph_indicator", "189"), ("graph_labels", "1"), ("node_labels", "0")):
+        with open(raw / f"MUTAG_{part}.txt", "a") as handle:
+            handle.write(f"{line}\n")
+    dataset = load_tu("MUTAG", tmp_path)
+    assert len(dataset) == 189 and dataset[188].num_nodes == 1
+    assert dataset[188].edge_index.numel() == 0 and dataset[188].edge_attr.size(0) == 0
+    assert torch.equal(dataset[187].edge_index, load_tu("MUTAG", tmp_path / "ok")[187].edge_index)
+
+
+def _mutag_zip(path, folder: str = "MUTAG//", extra: dict[str, str] | None = None):
+    """The bundled MUTAG archive with its files in ``folder`` and the members of ``extra``."""
+    with zipfile.ZipFile(tu_archive("MUTAG")) as src, zipfile.ZipFile(path, "w") as dst:
+        for member in src.infolist():
+            dst.writestr(member.filename.replace("MUTAG//", folder), src.read(member))
+        for name, text in (extra or {}).items():
+            dst.writestr(name, text)
+
+
+def test_a_second_member_of_the_same_name_is_an_error(tmp_path):
+    """``other/MUTAG_graph_labels.txt`` beside ``MUTAG/MUTAG_graph_labels.txt`` won silently."""
+    _mutag_zip(tmp_path / "MUTAG.zip", extra={"other/MUTAG_graph_labels.txt": "1\n" * 188})
+    with pytest.raises(
+        ValueError,
+        match=r"MUTAG.zip has two MUTAG_graph_labels.txt: MUTAG//MUTAG_graph_labels.txt and "
+        r"other/MUTAG_graph_labels.txt",
+    ):
+        load_tu("MUTAG", tmp_path)
+    assert not (tmp_path / "MUTAG" / "raw").exists()
+
+
+def test_only_the_members_in_the_dataset_folder_count(tmp_path):
+    """Files elsewhere in the archive (another folder, none) are not the dataset's."""
+    for folder in ("other/", "", "MUTAG/MUTAG/"):
+        _mutag_zip(tmp_path / "MUTAG.zip", folder)
+        with pytest.raises(ValueError, match=r"its folder MUTAG/ lacks MUTAG_A.txt, MUTAG_g"):
+            load_tu("MUTAG", tmp_path)
+    _mutag_zip(tmp_path / "MUTAG.zip", "MUTAG/", extra={"MUTAG.txt": "", "other/README.txt": ""})
+    assert len(load_tu("MUTAG", tmp_path)) == 188
+
+
+def test_an_unreadable_processed_file_is_rebuilt_from_raw(tmp_path, caplog):
+    """A ``processed/data.pt`` cut short (a full disk while it was written) broke the data
+    root for good; now it is processed again from raw/, with a warning."""
+    first = load_tu("MUTAG", tmp_path)
+    data_pt = tmp_path / "MUTAG" / "processed" / "data.pt"
+    data_pt.write_bytes(data_pt.read_bytes()[: data_pt.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
+        again = load_tu("MUTAG", tmp_path)
+    assert len(again) == 188 and torch.equal(again._data.x, first._data.x)
+    assert f"could not read {data_pt.parent}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
+        assert len(load_tu("MUTAG", tmp_path)) == 188  # rebuilt for good
+    assert not caplog.text
+
+
+@pytest.mark.parametrize(
+    "part", ["A", "graph_indicator", "graph_labels", "node_labels", "edge_labels"]
+)
+def test_an_empty_tu_file_is_named(tmp_path, part):
+    (_mutag_raw(tmp_path) / f"MUTAG_{part}.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match=f"MUTAG_{part}.txt is empty; remove "):
+        load_tu("MUTAG", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../../../escape/X", "a/b", "..", "a\\b", ".hidden", ""])
+def test_a_name_that_is_not_plain_is_refused_before_anything_is_made(tmp_path, name):
+    root = tmp_path / "a" / "b" / "TU"
+    with pytest.raises(ValueError, match="is not a dataset name"):
+        load_tu(name, root, download=True)
+    with pytest.raises(ValueError, match="is not a dataset name"):
+        TUDataModule(name, root=root, download=True).setup()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    from torch_geometric.datasets import TUDataset
+
+    from diffpool.datasets import DataUnavailableError
+
+    monkeypatch.setattr(TUDataset, "url", "http://127.0.0.1:9")  # no server: refused
+    root = tmp_path / "TU"
+    for _ in range(2):
+        with pytest.raises(DataUnavailableError, match=r"put the official NCI1.zip in .*TU"):
+            load_tu("NCI1", root, download=True)
+        assert not root.exists()
+    (root / "NCI1" / "raw").mkdir(parents=True)  # an incomplete copy stays as it was
+    with pytest.raises(DataUnavailableError, match="could not download"):
+        load_tu("NCI1", root, download=True)
+    assert sorted(p.name for p in root.rglob("*")) == ["NCI1", "raw"]
+
+
+def test_a_download_is_kept_as_the_archive_and_a_page_that_is_no_zip_is_refused(
+    tmp_path, monkeypatch
+):
+    import functools
+    import http.server
+    import threading
+
+    from torch_geometric.datasets import TUDataset
+
+    from diffpool.datasets import DataUnavailableError
+
+    _toy_zip(tmp_path / "site")
+    (tmp_path / "site" / "PAGE.zip").write_text("<html>please log in</html>")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site")
+    )
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setattr(TUDataset, "url", f"http://127.0.0.1:{server.server_port}")
+        root = tmp_path / "TU"
+        assert len(load_tu("TOY", root, download=True)) == 3
+        with pytest.raises(DataUnavailableError, match="PAGE.zip gave no zip archive"):
+            load_tu("PAGE", root, download=True)
+        server.shutdown()
+    assert sorted(p.name for p in root.iterdir()) == [".TOY.lock", "TOY", "TOY.zip"]
+    assert len(load_tu("TOY", root)) == 3  # offline from now on

@@ -5,13 +5,18 @@
 1. ``root/NAME/raw/`` already holds the official text files;
 2. ``root/NAME.zip`` is the official archive (it is extracted into ``root/NAME/raw/``);
 3. the package ships the archive (ENZYMES, PROTEINS and MUTAG, :data:`BUNDLED`);
-4. ``download=True``: PyG's :class:`~torch_geometric.datasets.TUDataset` download.
+4. ``download=True``: the official archive from PyG's source of the TU collection
+   (:attr:`TUDataset.url <torch_geometric.datasets.TUDataset.url>`), kept as ``root/NAME.zip``.
 
 Names are matched without regard to case (``nci1`` is ``NCI1``) against :data:`KNOWN`, the
 bundled datasets and the offline copies in ``root``. Then it picks the node features
 (:data:`NODE_FEATURES`; ``"auto"``: whatever the dataset has, logged) and, for datasets with
 neither node labels nor attributes (the social ones), gives every node its degree or a
 constant.
+
+The files are checked before PyG reads them (:func:`check_raw`), a ``processed/`` folder PyG
+cannot read is rebuilt from ``raw/``, and the graphs without edges at the end of a dataset,
+which PyG's reader drops, are kept.
 """
 
 from __future__ import annotations
@@ -20,21 +25,25 @@ import contextlib
 import difflib
 import logging
 import os
+import re
 import shutil
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
 from filelock import FileLock
-from torch_geometric.data import Data
+from torch_geometric.data import Data, download_url
 from torch_geometric.datasets import TUDataset
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
+from diffpool.datasets.source import DataUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +56,56 @@ FALLBACK_FEATURES = ("degree", "constant")
 
 _REQUIRED = ("A", "graph_indicator", "graph_labels")
 
+#: a dataset name: one word (a file name in ``root``, never a path)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
 
 def _raw_complete(raw_dir: Path, name: str) -> bool:
     return all((raw_dir / f"{name}_{part}.txt").exists() for part in _REQUIRED)
 
 
+def _members(zf: zipfile.ZipFile, archive, name: str) -> dict[str, zipfile.ZipInfo]:
+    """The dataset's files in the archive by file name: ``NAME_*`` and ``README.txt`` in its
+    folder ``NAME/`` (the official layout, which PyG's download expects too), nothing from
+    elsewhere. Two ``NAME_*`` files of the same name are an error: which one is meant cannot
+    be told."""
+    folder, files, seen = PurePosixPath(name), {}, {}
+    for member in zf.infolist():
+        path = PurePosixPath(member.filename)  # NAME//NAME_A.txt (official) is NAME/NAME_A.txt
+        if member.is_dir() or not (path.name.startswith(f"{name}_") or path.name == "README.txt"):
+            continue
+        if path.name in seen and path.name != "README.txt":
+            raise ValueError(
+                f"{archive} has two {path.name}: {seen[path.name].filename} and "
+                f"{member.filename}; keep only the files in {name}/, as the official archive "
+                "has them"
+            )
+        seen[path.name] = member
+        if path.parent == folder:
+            files[path.name] = member
+    return files
+
+
 def _extract(archive, name: str, raw_dir: Path) -> None:
-    """Extract the official ``NAME.zip`` (files under ``NAME/``) into ``raw_dir``, whole or not
-    at all: into a temporary folder first (every member's CRC is checked as it is read), moved
-    into place once complete, so that a corrupt archive never leaves a partial ``raw/``."""
+    """Extract the official ``NAME.zip`` (files under ``NAME/``: :func:`_members`) into
+    ``raw_dir``, whole or not at all: into a temporary folder first (every member's CRC is
+    checked as it is read), moved into place once complete, so that a corrupt archive never
+    leaves a partial ``raw/``."""
     partial = raw_dir.parent / f".{raw_dir.name}.partial-{os.getpid()}"
     try:
         with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            files = {Path(m.filename).name: m for m in members}
+            files = _members(zf, archive, name)
             missing = [p for p in _REQUIRED if f"{name}_{p}.txt" not in files]
             if missing:
                 raise ValueError(
-                    f"{archive} is not the TU archive of {name}: it lacks "
-                    f"{', '.join(f'{name}_{p}.txt' for p in missing)}"
+                    f"{archive} is not the TU archive of {name}: its folder {name}/ lacks "
+                    f"{', '.join(f'{name}_{p}.txt' for p in missing)} (the official archive "
+                    f"holds {name}/{name}_A.txt, {name}/{name}_graph_indicator.txt, ...)"
                 )
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             for filename, member in files.items():
-                if filename.startswith(f"{name}_") or filename == "README.txt":
-                    (partial / filename).write_bytes(zf.read(member))
+                (partial / filename).write_bytes(zf.read(member))
         shutil.rmtree(raw_dir, ignore_errors=True)  # an incomplete one: replaced whole
         partial.rename(raw_dir)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as err:
@@ -94,22 +128,52 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
-def _last_int(path: Path) -> int:
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64))
-        return int(handle.read().split()[-1])
+def _damaged(path: Path, problem: str) -> ValueError:
+    """The error for a TU text file that is wrong: it names the file and the fix."""
+    return ValueError(
+        f"{path} {problem}; remove {path.parent} (it is extracted again from the archive) or "
+        "restore the file"
+    )
+
+
+def _graph_ids(path: Path) -> np.ndarray:
+    """The graph of each node in the graph indicator ``path``, checked as PyG's reader
+    assumes them: graphs 1, 2, 3, ... in order and without gaps, the nodes of each graph on
+    consecutive lines (else edges would move between graphs)."""
+    try:
+        ids = np.array(path.read_bytes().split(), dtype=np.int64)
+    except ValueError as err:
+        raise _damaged(path, f"holds something other than graph numbers ({err})") from None
+    if ids.size == 0:
+        raise _damaged(path, "is empty")
+    if ids[0] != 1:
+        raise _damaged(path, f"starts with graph {ids[0]}, not 1")
+    steps = np.diff(ids)
+    wrong = np.flatnonzero((steps < 0) | (steps > 1))
+    if wrong.size:
+        line = int(wrong[0]) + 1  # 0-based: the first line out of order
+        raise _damaged(
+            path,
+            f"has graph {ids[line]} after graph {ids[line - 1]} at line {line + 1}: the graphs "
+            "must be numbered 1, 2, 3, ... without gaps, the nodes of each on consecutive lines",
+        )
+    return ids
 
 
 def check_raw(raw_dir: Path, name: str) -> None:
-    """The TU text files of ``raw_dir`` agree with each other: one graph label per graph of
-    the graph indicator, one node label (and attribute row) per node, one edge label (and
-    attribute row) per edge; else an error that names the file that is short or long."""
+    """The TU text files of ``raw_dir`` are sound and agree with each other: none is empty,
+    the graph indicator numbers the graphs in order (:func:`_graph_ids`), one graph label per
+    graph of the graph indicator, one node label (and attribute row) per node, one edge label
+    (and attribute row) per edge; else an error that names the file that is wrong."""
 
     def path(part: str) -> Path:
         return raw_dir / f"{name}_{part}.txt"
 
-    num_nodes = _count_lines(path("graph_indicator"))
-    num_graphs = _last_int(path("graph_indicator"))
+    for file in sorted(raw_dir.glob(f"{name}_*.txt")):
+        if file.stat().st_size == 0:
+            raise _damaged(file, "is empty")
+    graph_ids = _graph_ids(path("graph_indicator"))
+    num_nodes, num_graphs = graph_ids.size, int(graph_ids[-1])
     num_edges = _count_lines(path("A"))
     expected = {
         "graph_labels": (num_graphs, "graphs in the graph indicator"),
@@ -122,10 +186,9 @@ def check_raw(raw_dir: Path, name: str) -> None:
         if path(part).exists():
             lines = _count_lines(path(part))
             if lines != count:
-                raise ValueError(
-                    f"{path(part)} has {lines} lines for {count} {what}: the dataset's files "
-                    f"do not agree; remove {raw_dir} (it is extracted again from the archive) "
-                    "or restore the file"
+                raise _damaged(
+                    path(part),
+                    f"has {lines} lines for {count} {what}: the dataset's files do not agree",
                 )
 
 
@@ -161,7 +224,14 @@ def resolve_name(name: str, root: str | os.PathLike | None = None) -> str:
 def check_name(name: str, root: str | os.PathLike, download: bool = False) -> None:
     """Refuse a name that cannot be a dataset before anything is written: no offline copy in
     ``root``, not bundled, and either not in :data:`KNOWN` or not to be downloaded. The error
-    suggests the close names (each once)."""
+    suggests the close names (each once). A name that is not one plain word (a path: ``/``,
+    ``..``) is refused whatever ``download`` says."""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a dataset name: a TU dataset's name is one word of letters, digits, "
+            "'_' and '-' (NCI1, IMDB-BINARY, PTC_MR); give the folder of the datasets as root "
+            "(diffpool-train: data.root=...)"
+        )
     root = Path(root).expanduser()
     if (root / name / "raw").is_dir() or (root / f"{name}.zip").exists() or name in BUNDLED:
         return
@@ -189,32 +259,119 @@ def check_name(name: str, root: str | os.PathLike, download: bool = False) -> No
     )
 
 
-def prepare_raw(name: str, root: str | os.PathLike, download: bool = False) -> Path:
-    """Make sure ``root/NAME/raw/`` holds the dataset's files; returns ``root``.
+def _download(name: str, archive: Path) -> None:
+    """Download the official ``NAME.zip`` from PyG's source of the TU collection to
+    ``archive``, whole or not at all: into a temporary folder, then moved into place. A failed
+    download (no network, no such dataset, a page that is no zip archive) writes nothing and
+    is an error that says where to put the files."""
+    url = f"{TUDataset.url}/{name}.zip"
+    fix = (
+        f"put the official {name}.zip in {archive.parent} (or its text files in "
+        f"{archive.parent / name / 'raw'}), or run where the internet is reachable"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            fetched = download_url(url, tmp, log=False)
+        except Exception as err:  # whatever the network gives: the cause is in the message
+            raise DataUnavailableError(
+                f"could not download {url} ({type(err).__name__}: {err}): {fix}"
+            ) from None
+        if not zipfile.is_zipfile(fetched):
+            raise DataUnavailableError(f"{url} gave no zip archive (a proxy's page?): {fix}")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_name(f".{archive.name}.partial-{os.getpid()}")
+        try:
+            shutil.copyfile(fetched, partial)
+            partial.replace(archive)
+        finally:
+            partial.unlink(missing_ok=True)
 
-    Raises:
-        ValueError: an unknown name with no offline files, or a corrupt archive.
-        FileNotFoundError: no offline copy and ``download=False``.
-    """
-    root = Path(root).expanduser()
-    raw_dir = root / name / "raw"
-    if _raw_complete(raw_dir, name):
-        return root
-    archive = root / f"{name}.zip"
-    if archive.exists():
-        _extract(archive, name, raw_dir)
-        return root
-    if name in BUNDLED:
-        with resources.as_file(resources.files(__package__) / "archives" / f"{name}.zip") as zp:
-            _extract(zp, name, raw_dir)
-        return root
+
+def _fetch(name: str, root: Path, download: bool) -> None:
+    """Make sure there is a copy of the dataset to read (``root/NAME/raw/``, ``root/NAME.zip``
+    or a bundled archive), downloading ``NAME.zip`` into ``root`` where allowed. Writes nothing
+    when it fails: call it before the lock file is made."""
     check_name(name, root, download)
+    raw_dir, archive = root / name / "raw", root / f"{name}.zip"
+    if _raw_complete(raw_dir, name) or archive.exists() or name in BUNDLED:
+        return
     if not download:
         raise FileNotFoundError(
             f"TU dataset {name!r} is not available offline: put the official {name}.zip in "
             f"{root} (or its text files in {raw_dir}), or pass download=True"
         )
+    _download(name, archive)
+
+
+def _unpack(name: str, root: Path) -> None:
+    """Extract ``root/NAME.zip``, else the bundled archive, into ``root/NAME/raw/`` unless it
+    is complete."""
+    raw_dir, archive = root / name / "raw", root / f"{name}.zip"
+    if _raw_complete(raw_dir, name):
+        return
+    if archive.exists():
+        _extract(archive, name, raw_dir)
+        return
+    with resources.as_file(resources.files(__package__) / "archives" / f"{name}.zip") as zp:
+        _extract(zp, name, raw_dir)
+
+
+def prepare_raw(name: str, root: str | os.PathLike, download: bool = False) -> Path:
+    """Make sure ``root/NAME/raw/`` holds the dataset's files; returns ``root``.
+
+    Raises:
+        ValueError: a name that is not one, an unknown name with no offline files, or a
+            corrupt archive.
+        FileNotFoundError: no offline copy and ``download=False``.
+        DataUnavailableError: no offline copy and the download failed.
+    """
+    root = Path(root).expanduser()
+    _fetch(name, root, download)
+    _unpack(name, root)
     return root
+
+
+def _keep_every_graph(dataset: TUDataset) -> TUDataset:
+    """PyG's TU reader counts the graphs of its edge slices, which miss the graphs without
+    edges at the end of a dataset (188 graphs for 189 labels where the last has one node):
+    they get their empty edge slices back."""
+    slices = dataset.slices
+    size = max(s.numel() for s in slices.values())  # the node and label slices have them all
+    for key in ("edge_index", "edge_attr"):
+        short = slices.get(key)
+        if short is not None and short.numel() < size:
+            slices[key] = torch.cat([short, short[-1:].expand(size - short.numel())])
+    return dataset
+
+
+def _read_processed(root: Path, name: str) -> TUDataset | None:
+    """The dataset from ``root/NAME/processed/``; :obj:`None` where there is none, or it cannot
+    be read (cut short by a full disk, or another PyG version's): then it is removed, to be
+    rebuilt from ``raw/``, with a warning."""
+    processed = root / name / "processed"
+    if (processed / "data.pt").exists():  # TUDataset.processed_file_names
+        try:
+            return TUDataset(str(root), name, use_node_attr=True)
+        except Exception as err:  # whatever torch.load makes of it: raw/ is at hand
+            log.warning(
+                "could not read %s (%s: %s): processing %s again",
+                processed, type(err).__name__, err, root / name / "raw",
+            )  # fmt: skip
+    shutil.rmtree(processed, ignore_errors=True)
+    return None
+
+
+def _process(root: Path, name: str) -> TUDataset:
+    """The dataset processed by PyG from ``root/NAME/raw/``, checked first (:func:`check_raw`)."""
+    raw_dir = root / name / "raw"
+    check_raw(raw_dir, name)
+    try:
+        return TUDataset(str(root), name, use_node_attr=True)
+    except (ValueError, IndexError, RuntimeError) as err:
+        raise ValueError(
+            f"could not read the TU files of {name} in {raw_dir} ({err}); remove that folder to "
+            "extract the archive again"
+        ) from err
 
 
 class NodeDegree(BaseTransform):
@@ -278,20 +435,11 @@ def load_tu(
     asked, name = name, resolve_name(name, root)
     if name != asked:
         log.info("TU dataset %r is %s", asked, name)
-    check_name(name, root, download)  # before the lock file and folders are made
+    _fetch(name, root, download)  # before the lock file and folders are made
     with _locked(root / f".{name}.lock"):
-        prepare_raw(name, root, download)
-        processed = root / name / "processed"
-        raw_dir = root / name / "raw"
-        if _raw_complete(raw_dir, name) and not (processed.is_dir() and any(processed.iterdir())):
-            check_raw(raw_dir, name)  # before PyG processes them
-        try:
-            dataset = TUDataset(str(root), name, use_node_attr=True)
-        except (ValueError, IndexError, RuntimeError) as err:
-            raise ValueError(
-                f"could not read the TU files of {name} in {root / name / 'raw'} ({err}); "
-                "remove that folder to extract the archive again"
-            ) from err
+        _unpack(name, root)
+        dataset = _read_processed(root, name)
+        dataset = _keep_every_graph(dataset if dataset is not None else _process(root, name))
     num_attrs, num_labels = dataset.num_node_attributes, dataset.num_node_labels
     if dataset._data.x is None or num_attrs + num_labels == 0:
         dataset._data.x = None
