@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import errno
 import json
 import shutil
 import signal
@@ -357,6 +358,44 @@ def test_a_checkpoint_never_holds_non_finite_tensors(tmp_path):
         state = torch.load(path, weights_only=True)
         assert state["epoch"] == 0, path
         assert all(torch.isfinite(t).all() for t in state["state_dict"].values()), path
+
+
+def test_a_full_disk_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    """The disk fills up while the third checkpoint is written (after 100 bytes): the run
+    fails, and what is left in checkpoints/ is the earlier checkpoints, whole, and no
+    temporary file. (Lightning alone writes a checkpoint into the system's temp dir and moves
+    it in: across disks a copy, which a full disk cuts short; both ways are cut here.)"""
+    checkpoints = tmp_path / "full" / "checkpoints"
+    writes, real_save, real_move = [], torch.save, shutil.move
+
+    def disk_full(target) -> bool:
+        if Path(target).parent != checkpoints:
+            return False
+        writes.append(target)
+        return len(writes) > 2
+
+    def save(obj, f, *args, **kwargs):  # into an open file (not Lightning's memory buffer)
+        if hasattr(f, "name") and disk_full(f.name):
+            f.write(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", f.name)
+        return real_save(obj, f, *args, **kwargs)
+
+    def move(src, dst, *args, **kwargs):  # from the temp dir, as a copy across disks
+        if disk_full(dst):
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_move(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(shutil, "move", move)
+    with pytest.raises(OSError, match="No space left on device"):
+        train(_cfg(tmp_path, "full"))
+    assert len(writes) == 3
+    left = sorted(p.name for p in checkpoints.iterdir())
+    assert "last.ckpt" in left and all(name.endswith(".ckpt") for name in left), left
+    for name in left:  # whole: they load, and last.ckpt is still the first epoch's
+        assert torch.load(checkpoints / name, weights_only=True)["epoch"] == 0, name
+    assert "OSError" in json.loads((tmp_path / "full" / "failed.json").read_text())["error"]
 
 
 def test_two_runs_in_one_directory_at_once_are_refused(tmp_path):

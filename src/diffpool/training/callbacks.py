@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from diffpool.training.results import write_text
 
 #: the logged metrics that :class:`EpochHistory` keeps
 HISTORY_PREFIXES = ("train/", "val/", "heldout/")
@@ -62,13 +68,13 @@ class EpochHistory(Callback):
             self.write(self.path)
 
     def write(self, path: Path) -> None:
+        """Write the history as CSV to ``path`` (atomically: :func:`~.results.write_text`)."""
         keys = sorted({k for row in self.epochs for k in row} - {"epoch"})
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["epoch", *keys], restval="")
-            writer.writeheader()
-            writer.writerows(self.epochs)
-        tmp.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, ["epoch", *keys], restval="")
+        writer.writeheader()
+        writer.writerows(self.epochs)
+        write_text(path, text.getvalue())
 
     def curve(self, key: str) -> list[float]:
         """One metric over the epochs (NaN where an epoch did not log it)."""
@@ -161,3 +167,38 @@ def _relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
     if isinstance(moved.get("best_k_models"), dict):
         moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items()}
     return moved
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with every checkpoint written whole or not at all.
+
+    Lightning writes a checkpoint into the system's temporary directory and moves it into
+    place; across disks the move is a copy, and a full disk leaves half a checkpoint (or half
+    of the new ``last.ckpt`` over the old one). Here each checkpoint is written to a temporary
+    file beside it and renamed over it once complete and on disk; a write that fails removes
+    the temporary file and leaves the earlier checkpoint as it was.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_checkpoints_atomically(trainer: Trainer) -> None:
+    """Let ``trainer`` save its checkpoints with :class:`AtomicCheckpointIO` (where it has
+    Lightning's default IO, not a plugin of the trainer's config)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()

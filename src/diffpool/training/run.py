@@ -33,7 +33,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffpool.models.variants import data_transform
-from diffpool.training.callbacks import DETAIL, EpochHistory, EpochLog, RelocateCheckpoints
+from diffpool.training.callbacks import (
+    DETAIL,
+    EpochHistory,
+    EpochLog,
+    RelocateCheckpoints,
+    write_checkpoints_atomically,
+)
 from diffpool.training.console import quiet_lightning
 from diffpool.training.results import (
     FAILED,
@@ -397,6 +403,7 @@ def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:
     try:
         seed_everything(cfg.seed, workers=True, verbose=False)
         parts = build(cfg, out)
+        write_checkpoints_atomically(parts[2])  # no half-written checkpoint on a full disk
     except Exception:
         if discard:
             _remove_new_directory(out)
