@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
+from lightning.pytorch import Callback
 
 from diffpool.models import VARIANTS, DiffPoolNet, data_transform
 from diffpool.nn import ENCODERS
@@ -316,6 +317,47 @@ def test_a_finished_run_continues_elsewhere_to_more_epochs_as_if_run_straight(tm
     assert continued.wall_time_s >= short.wall_time_s
     # the shorter run is left as it was
     assert json.loads((tmp_path / "short" / "results.json").read_text())["epochs"] == 2
+
+
+class DieBetweenBestAndLast(Callback):
+    """Stands in for ``kill -9`` after ``best-epoch<epoch>.ckpt`` is written and before that
+    epoch's ``last.ckpt`` is: the run stops while the second checkpoint of ``epoch`` is being
+    made (nothing of it is written)."""
+
+    def __init__(self, epoch: int):
+        self.epoch, self.saves = epoch, 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.current_epoch == self.epoch:
+            self.saves += 1
+            if self.saves == 2:
+                raise RuntimeError("killed")
+
+
+def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_files(tmp_path):
+    """The best epoch's checkpoint is written, the run dies before its last.ckpt: resumed, it
+    retrains that epoch and ends with the files of a run that never stopped (one best file,
+    not ``best-epoch002.ckpt`` and ``best-epoch002-v1.ckpt``). Every epoch is the best here
+    (the checkpoint monitors ``step``)."""
+    from diffpool.training.run import same_run
+
+    every_epoch_best = "callbacks.model_checkpoint.monitor=step"
+    straight = train(_cfg(tmp_path, "straight", every_epoch_best))
+    die = [f"+callbacks.die._target_={__name__}.DieBetweenBestAndLast", "+callbacks.die.epoch=2"]
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_cfg(tmp_path, "killed", every_epoch_best, *die))
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert (checkpoints / "best-epoch002.ckpt").exists()
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
+    resumed = train(_cfg(tmp_path, "killed", every_epoch_best, "resume=true"))
+    files = sorted(p.name for p in checkpoints.iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir())
+    assert files == ["best-epoch002.ckpt", "last.ckpt"]
+    assert Path(resumed.fair.checkpoint).name == Path(straight.fair.checkpoint).name
+    # runs archived before the setting are the same runs
+    archived = copy.deepcopy(straight.config)
+    del archived["callbacks"]["model_checkpoint"]["enable_version_counter"]
+    assert same_run(archived, _cfg(tmp_path, "straight", every_epoch_best))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):

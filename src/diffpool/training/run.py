@@ -116,6 +116,10 @@ NOT_IDENTITY = (
 )
 
 
+#: callback settings that say how checkpoint files are named, not what runs (runs archived
+#: before a setting existed are the same runs)
+CALLBACK_NOT_IDENTITY = ("enable_version_counter",)
+
 #: config entries added after runs were archived, with the value those runs had: a config
 #: without them is the same as one with them at that value
 LATER_DEFAULTS = {
@@ -127,9 +131,10 @@ LATER_DEFAULTS = {
 
 
 def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
-    """``config`` without :data:`NOT_IDENTITY`, with :data:`LATER_DEFAULTS` filled in, and
-    the selection metric written as ``auto`` where it names the run's own (``val/acc`` of a
-    run from before ``auto`` existed is what ``auto`` chooses for it)."""
+    """``config`` without :data:`NOT_IDENTITY` and :data:`CALLBACK_NOT_IDENTITY`, with
+    :data:`LATER_DEFAULTS` filled in, and the selection metric written as ``auto`` where it
+    names the run's own (``val/acc`` of a run from before ``auto`` existed is what ``auto``
+    chooses for it)."""
     config = copy.deepcopy(config)
     for group, key in NOT_IDENTITY:
         if isinstance(config.get(group), dict):
@@ -140,6 +145,8 @@ def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
     monitor, mode = f"val/{metric}", "max" if higher_is_better else "min"
     for callback in (config.get("callbacks") or {}).values():
         if isinstance(callback, dict):
+            for key in CALLBACK_NOT_IDENTITY:
+                callback.pop(key, None)
             if callback.get("monitor") == monitor:
                 callback["monitor"] = AUTO
             if "monitor" in callback and callback.get("mode") == mode:
