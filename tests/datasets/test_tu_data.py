@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -359,6 +360,31 @@ def test_an_unreadable_processed_file_is_rebuilt_from_raw(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
         assert len(load_tu("MUTAG", tmp_path)) == 188  # rebuilt for good
     assert not caplog.text
+
+
+class _Payload:
+    """What a crafted processed file holds: an object whose unpickling writes a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_processed_file_that_names_code_is_never_unpickled(tmp_path, caplog, monkeypatch):
+    """PyG falls back to a full unpickling where a weights-only load fails; the processed file
+    is checked first, so a crafted one is rebuilt from raw/ and runs nothing (even with
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    load_tu("MUTAG", tmp_path)
+    data_pt = tmp_path / "MUTAG" / "processed" / "data.pt"
+    marker = tmp_path / "MARKER"
+    torch.save((_Payload(marker), None, None, None), data_pt)
+    with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
+        again = load_tu("MUTAG", tmp_path)
+    assert len(again) == 188 and not marker.exists()
+    assert "weights-only load refuses" in caplog.text
 
 
 @pytest.mark.parametrize(

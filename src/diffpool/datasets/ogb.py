@@ -4,6 +4,7 @@ extra: ``pip install "diffpool[ogb]"``)."""
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -49,12 +50,20 @@ def load_ogb(name: str, root: str | os.PathLike = "data/OGB", download: bool = F
             f"{folder} has no RELEASE_v*.txt: OGB would ask on the console whether to replace "
             "it; copy the whole folder of OGB's zip (RELEASE_v1.txt included)"
         )
-    from diffpool.datasets.source import instantiate_dataset
+    from diffpool.datasets.source import check_weights_only, instantiate_dataset
 
     spec = {"_target_": graphproppred.PygGraphPropPredDataset, "name": name, "root": str(root)}
     # OGB reads its processed file with a plain torch.load, which since torch 2.6 loads
     # weights only: allow the PyG storage classes that file holds (nothing else)
     with torch.serialization.safe_globals(_pyg_storage_classes()):
+        processed = folder / "processed" / "geometric_data_processed.pt"
+        if processed.exists():
+            try:
+                check_weights_only(processed)
+            except pickle.UnpicklingError as err:
+                raise ValueError(
+                    f"{err}: remove {processed.parent} to process {name} again from raw/"
+                ) from None
         return instantiate_dataset(spec, **kwargs)
 
 

@@ -9,6 +9,8 @@ train / val / test indices. :func:`graph_targets` reads every graph's target at 
 from __future__ import annotations
 
 import inspect
+import os
+import pickle
 import socket
 import urllib.error
 from collections.abc import Mapping, Sequence
@@ -81,6 +83,27 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
             f"there (PyG datasets read {where}/raw/ or their processed/ folder) or run once "
             "where the internet is reachable"
         ) from err
+
+
+def check_weights_only(path: str | os.PathLike) -> None:
+    """Refuse a torch file that ``torch.load(weights_only=True)`` would not read, without
+    loading it: a dataset's processed file is data, but PyG falls back to a full unpickling
+    where a weights-only load fails, and OGB unpickles whenever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set, so a crafted file would run code there.
+
+    Raises:
+        pickle.UnpicklingError: the file names other objects than tensors and the allowed
+            globals (PyG's data classes), or is not a torch file.
+    """
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except RuntimeError as err:  # a truncated or foreign file
+        raise pickle.UnpicklingError(f"{path} is not a readable torch file ({err})") from err
+    if unsafe:
+        raise pickle.UnpicklingError(
+            f"{path} names {', '.join(unsafe)}, which a weights-only load refuses (a file is "
+            "data: it is not unpickled)"
+        )
 
 
 #: the modules of the HTTP clients datasets download with (PyG: fsspec / aiohttp, OGB: urllib)

@@ -43,7 +43,7 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
-from diffpool.datasets.source import DataUnavailableError
+from diffpool.datasets.source import DataUnavailableError, check_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +351,7 @@ def _read_processed(root: Path, name: str) -> TUDataset | None:
     processed = root / name / "processed"
     if (processed / "data.pt").exists():  # TUDataset.processed_file_names
         try:
+            check_weights_only(processed / "data.pt")  # PyG would unpickle what it refuses
             return TUDataset(str(root), name, use_node_attr=True)
         except Exception as err:  # whatever torch.load makes of it: raw/ is at hand
             log.warning(
