@@ -152,9 +152,48 @@ def test_output_dir_override_keeps_every_file_of_the_run_together(tmp_path):
     for name in ("results.json", "history.csv", "checkpoints/last.ckpt"):
         assert (out / name).exists(), name
     assert not (hydra_dir / "results.json").exists()
+    # the job's config as Hydra writes it, with the run's other files
+    assert "model.hidden_channels=16" in (out / ".hydra" / "overrides.yaml").read_text()
+    assert "output_dir:" in (out / ".hydra" / "config.yaml").read_text()
+    assert "run:" in (out / ".hydra" / "hydra.yaml").read_text()
+    assert not (hydra_dir / ".hydra").exists()
     # the same command again finds the finished run where it wrote it
     again = _run(args, tmp_path)
     assert "already holds the results of this run" in again.stdout + again.stderr
+
+
+def _files(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``directory``: its bytes and modification time."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_run_refused_by_the_lock_leaves_the_running_runs_files_untouched(tmp_path):
+    """A second diffpool-train started in the directory of a running one is refused, and
+    leaves that run's files as they were: Hydra writes a job's .hydra/ files before the job
+    runs, so the job writes them itself, once it holds the directory."""
+    from filelock import FileLock
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"):
+        (run_dir / name).write_text(f"the running run's {name}\n")
+    args = [
+        str(BIN / "diffpool-train"),
+        "data=mutag",
+        f"data.root={tmp_path / 'TU'}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run_dir}",
+        *QUIET,
+    ]
+    with FileLock(str(run_dir / "run.lock")):  # the running run
+        before = _files(run_dir)
+        refused = _run(args, tmp_path, check=False)
+        assert refused.returncode != 0 and "another run is using" in refused.stderr
+        assert _files(run_dir) == before
 
 
 def _has_joblib() -> bool:

@@ -49,6 +49,7 @@ from diffpool.training.results import (
     FairResult,
     RunFailure,
     RunResult,
+    write_text,
 )
 from diffpool.utils import targets
 from diffpool.utils.provenance import provenance
@@ -56,6 +57,8 @@ from diffpool.utils.provenance import provenance
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+#: where a job's config is written, as Hydra does (:func:`save_hydra_config`)
+HYDRA_SUBDIR = ".hydra"
 
 #: config keys that say how to run, not what to run: a finished run is the same run whatever
 #: they are
@@ -170,7 +173,7 @@ def same_run(earlier: dict, cfg: DictConfig, metric: str = "acc", higher_is_bett
 def _move_aside(out: Path) -> Path:
     target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     target.mkdir()
-    for name in (RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs"):
+    for name in (RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR):
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
     return target
@@ -331,8 +334,10 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
             "choose another directory (hydra.run.dir=... or output_dir=...)"
         ) from None
     try:
-        earlier = check_run_directory(out, cfg)
-        results = earlier if earlier is not None else _run(cfg, out, discard)
+        results = check_run_directory(out, cfg)
+        if results is None:
+            save_hydra_config(cfg, out)
+            results = _run(cfg, out, discard)
     finally:
         lock.release()
     saved = out / RESULTS
@@ -346,13 +351,42 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     return results
 
 
-#: what Hydra writes into a job's directory before the job runs (and the run's lock)
-HYDRA_FILES = frozenset({".hydra", "train.log", LOCK})
+#: what Hydra writes into a job's directory before the job runs (its log; its config where
+#: ``hydra.output_subdir`` is set), and the run's lock
+HYDRA_FILES = frozenset({HYDRA_SUBDIR, "train.log", LOCK})
 
 
 def _only_hydra_files(out: Path) -> bool:
-    names = {p.name for p in out.iterdir()}
-    return ".hydra" in names and names <= HYDRA_FILES
+    """Whether ``out`` is the directory Hydra made for this job, with nothing else in it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    made = Path(HydraConfig.get().runtime.output_dir).resolve() == out.resolve()
+    return made and {p.name for p in out.iterdir()} <= HYDRA_FILES
+
+
+def save_hydra_config(cfg: DictConfig, out: Path) -> None:
+    """Under Hydra, write what Hydra writes into a job's ``.hydra/`` (``config.yaml``,
+    ``hydra.yaml``, ``overrides.yaml``) into ``out``, the run's directory.
+
+    diffpool-train's Hydra config turns Hydra's own writing off (``hydra.output_subdir:
+    null``): Hydra writes before the job runs, so a job that the run's lock refuses would
+    replace the files of the run that holds the directory. A job writes them once it holds it.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = out / HYDRA_SUBDIR
+    folder.mkdir(exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", {"hydra": hydra_cfg}),
+        ("overrides.yaml", hydra_cfg.overrides.task),
+    ):
+        write_text(folder / name, OmegaConf.to_yaml(node))
 
 
 def _remove_new_directory(out: Path) -> None:
@@ -396,6 +430,7 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
         datamodule.name, datamodule.fold, datamodule.num_folds, path, metrics["test/acc"],
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    save_hydra_config(cfg, out)
     report = {"checkpoint": str(path), "dataset": datamodule.name, "fold": datamodule.fold,
               "num_folds": datamodule.num_folds, "metrics": metrics}  # fmt: skip
     write_json(out / EVAL, report)
