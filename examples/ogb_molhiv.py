@@ -36,18 +36,14 @@ def main(argv=None):
     )  # fmt: skip
     data.setup()  # the task (binary) and metric (rocauc) as OGB declares them
     module = GraphClassifier(
-        {"_target_": "diffpool.models.build_model", "variant": "diffpool", "encoder": "gine",
-         "hidden_channels": hidden, "ratio": 0.25},
-        in_channels=data.num_features,
-        num_classes=data.num_classes,
-        max_num_nodes=data.max_num_nodes,
-        task=data.task.name,
-        metric=data.task.metric,
-        edge_dim=data.edge_dim,
-        node_encoder=data.node_encoder,
-        edge_encoder=data.edge_encoder,
-        val_stages=data.val_stages,
-    )  # fmt: skip
+        {
+            "_target_": "diffpool.models.build_model",
+            "variant": "diffpool",
+            "encoder": "gine",
+            "hidden_channels": hidden,
+            "ratio": 0.25,
+        },
+    )  # the data's facts (task, outputs, encoders, edge features): from the data module
     trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False)  # fmt: skip
     trainer.fit(module, datamodule=data)

@@ -43,13 +43,8 @@ def main(argv=None):
     data = GraphDataModule(my_graphs(args.graphs), fold=0, batch_size=32)
     data.setup()
     module = GraphClassifier(
-        {"_target_": "diffpool.models.build_model", "variant": "diffpool", "ratio": 0.25},
-        in_channels=data.num_features,
-        num_classes=data.num_classes,
-        max_num_nodes=data.max_num_nodes,
-        task=data.task.name,
-        val_stages=data.val_stages,
-    )
+        {"_target_": "diffpool.models.build_model", "variant": "diffpool", "ratio": 0.25}
+    )  # the data's facts (input width, task, classes, largest graph): from the data module
     trainer = Trainer(
         max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )

@@ -62,17 +62,15 @@ def main(argv=None):
     )  # fmt: skip
     data.setup()
     module = GraphClassifier(
-        {"_target_": "diffpool.models.build_model", "variant": "diffpool", "encoder": "gine",
-         "hidden_channels": hidden, "ratio": 0.25, "budget": "per_graph"},
-        in_channels=data.num_features,
-        num_classes=data.num_classes,  # one output: the target value
-        max_num_nodes=data.max_num_nodes,
-        task=data.task.name,
-        edge_dim=data.edge_dim,
-        node_encoder=data.node_encoder,
-        edge_encoder=data.edge_encoder,
-        val_stages=data.val_stages,
-    )  # fmt: skip
+        {
+            "_target_": "diffpool.models.build_model",
+            "variant": "diffpool",
+            "encoder": "gine",
+            "hidden_channels": hidden,
+            "ratio": 0.25,
+            "budget": "per_graph",
+        },
+    )  # the data's facts (one output: the target value; its encoders): from the data module
     trainer = Trainer(
         max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
