@@ -5,11 +5,8 @@ diffpool-train train=false, resume), and the refusal names the file and the name
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,7 @@ import torch
 from diffpool.training import GraphClassifier
 from diffpool.training.predict import load_run
 from diffpool.utils.targets import UntrustedTargetError
-from helpers import ROOT, trained_mutag_run
-
-BIN = Path(sys.executable).parent
+from helpers import trained_mutag_run
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +63,18 @@ def _crafted_results(run_dir: Path, dest: Path, spec: dict) -> None:
     (dest / "results.json").write_text(json.dumps(result))
 
 
-def _cli(args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def _cli(main, args, capsys) -> tuple[int, str, str]:
+    """A console script's ``main(argv)`` in this process: its exit code, stdout, stderr."""
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("key", ["node_encoder", "edge_encoder", "model", "optimizer"])
@@ -116,71 +120,57 @@ def test_a_name_trusted_at_the_call_is_built(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["checkpoint", "results"])
-def test_predict_and_viz_refuse_a_crafted_run(run_dir, tmp_path, how):
+def test_predict_and_viz_refuse_a_crafted_run(run_dir, tmp_path, how, capsys):
+    from diffpool.cli import predict, viz
+
     marker = tmp_path / "MARKER"
     run = tmp_path / "run"
     if how == "checkpoint":
         _crafted_copy(run_dir, run, "node_encoder", _attack(marker))
-        named = "diffpool.datasets.source.instantiate_dataset"
-        file = "best-"
+        named, file = "diffpool.datasets.source.instantiate_dataset", "best-"
     else:
         _crafted_results(run_dir, run, _write_text(marker))
-        named = "pathlib.Path.write_text"
-        file = "results.json"
-    for args in (
-        [str(BIN / "diffpool-predict"), str(run)],
-        [str(BIN / "diffpool-viz"), str(run)],
-    ):
-        proc = _cli(args, tmp_path)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert named in proc.stderr and file in proc.stderr, proc.stderr[-2000:]
+        named, file = "pathlib.Path.write_text", "results.json"
+    for main in (predict.main, viz.main):
+        code, _, err = _cli(main, [run], capsys)
+        assert code == 2 and named in err and file in err, err
         assert not marker.exists()
         assert not list(run.glob("predictions-*")) and not list(run.glob("pooling-*"))
 
 
-def test_predict_trusts_a_dataset_named_on_its_command_line(run_dir, tmp_path):
+def test_predict_trusts_a_dataset_named_on_its_command_line(run_dir, tmp_path, capsys):
     """A run of the user's own dataset class: refused from results.json alone, predicted once
     the user names the class again (here PyG's TUDataset under another path, not in the
     registries)."""
+    from diffpool.cli import predict
+
     run = tmp_path / "run"
-    spec = {
-        "_target_": "torch_geometric.datasets.tu_dataset.TUDataset",
-        "root": str(tmp_path / "pyg"),
-        "name": "MUTAG",
-    }
+    name = "torch_geometric.datasets.tu_dataset.TUDataset"
+    spec = {"_target_": name, "root": str(tmp_path / "pyg"), "name": "MUTAG"}
     _crafted_results(run_dir, run, spec)
-    shutil.copytree(run_dir.parent / "TU" / "MUTAG", tmp_path / "pyg" / "MUTAG")
-    shutil.rmtree(tmp_path / "pyg" / "MUTAG" / "processed", ignore_errors=True)
-    refused = _cli([str(BIN / "diffpool-predict"), str(run)], tmp_path)
-    assert refused.returncode == 2 and "tu_dataset.TUDataset" in refused.stderr
-    trusted = _cli(
-        [
-            str(BIN / "diffpool-predict"),
-            str(run),
-            "trust=torch_geometric.datasets.tu_dataset.TUDataset",
-        ],
-        tmp_path,
-    )
-    assert trusted.returncode == 0, trusted.stderr[-2000:]
-    assert "wrote" in trusted.stdout
+    shutil.copytree(run_dir.parent / "TU" / "MUTAG" / "raw", tmp_path / "pyg" / "MUTAG" / "raw")
+    code, _, err = _cli(predict.main, [run], capsys)
+    assert code == 2 and f"'{name}'" in err and f"trust={name}" in err, err
+    code, out, err = _cli(predict.main, [run, f"trust={name}"], capsys)
+    assert code == 0 and "wrote" in out, err
 
 
 def test_evaluate_refuses_a_crafted_checkpoint(run_dir, tmp_path):
+    """``diffpool-train train=false ckpt_path=FILE`` (the job function it runs)."""
+    from diffpool.cli.train import run
+
     marker = tmp_path / "MARKER"
     best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", _attack(marker))
-    proc = _cli(
-        [
-            str(BIN / "diffpool-train"),
-            "train=false",
-            f"ckpt_path={best}",
-            "data=mutag",
-            f"data.root={run_dir.parent / 'TU'}",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
-        tmp_path,
+    cfg = _compose(
+        "train=false",
+        f"ckpt_path={best}",
+        "data=mutag",
+        f"data.root={run_dir.parent / 'TU'}",
+        f"output_dir={tmp_path / 'eval'}",
     )
-    assert proc.returncode != 0
-    assert "instantiate_dataset" in proc.stderr and str(best) in proc.stderr
+    with pytest.raises(UntrustedTargetError, match="instantiate_dataset") as err:
+        run(cfg)
+    assert str(best) in str(err.value)
     assert not marker.exists() and not (tmp_path / "eval" / "eval.json").exists()
 
 
@@ -192,32 +182,27 @@ class _Payload:
         return (Path.write_text, (self.marker, "ran"))
 
 
-def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path):
+def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path, monkeypatch):
     """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` makes torch unpickle where the caller passes no
     ``weights_only``; resume passes it, so a pickled last.ckpt is refused."""
+    from diffpool.training import train
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "MARKER"
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     (run / "results.json").unlink()  # an unfinished run, to resume
     with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
         pickle.dump({"state_dict": _Payload(marker)}, handle)
-    proc = subprocess.run(
-        [
-            str(BIN / "diffpool-train"),
-            "data=mutag",
-            f"data.root={run_dir.parent / 'TU'}",
-            "trainer.max_epochs=3",
-            "model.hidden_channels=16",
-            "logger=none",
-            f"hydra.run.dir={run}",
-            "resume=true",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    cfg = _compose(
+        "data=mutag",
+        f"data.root={run_dir.parent / 'TU'}",
+        "trainer.max_epochs=3",
+        "model.hidden_channels=16",
+        "logger=none",
+        f"output_dir={run}",
+        "resume=true",
     )
-    assert proc.returncode != 0
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(cfg)
     assert not marker.exists()
-    assert "Weights only load failed" in proc.stderr or "weights_only" in proc.stderr
