@@ -2,7 +2,9 @@
 
 A run directory holds ``results.json`` (when the run finished), ``history.csv`` (every
 epoch's metrics), ``checkpoints/`` (``last.ckpt`` after every epoch and the best one by
-validation accuracy) and ``logs/``. Nothing in it is replaced silently:
+validation accuracy; each written whole or not at all), ``logs/`` and, under
+``diffpool-train``, ``.hydra/`` (the job's config, as Hydra writes it). Nothing in it is
+replaced silently:
 
 * a run holds a lock on its directory (``run.lock``): a second run started there meanwhile
   is refused with :class:`RunDirectoryError`;
