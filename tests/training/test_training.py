@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from hydra.errors import InstantiationException
 from lightning.pytorch import Callback
 
 from diffpool.models import VARIANTS, DiffPoolNet, data_transform
@@ -139,7 +138,7 @@ def test_every_model_config_holds_its_own_settings_only():
 
 def test_variant_configs_cannot_be_contradicted():
     cfg = _compose("model=nolp", "model.link_loss=frobenius")
-    with pytest.raises(InstantiationException, match="variant 'nolp' fixes"):
+    with pytest.raises(ValueError, match="variant 'nolp' fixes"):
         GraphClassifier(cfg.model, 7, 2, 28)
 
 
@@ -166,7 +165,7 @@ def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
         columns = set(next(csv.DictReader(handle)))
     assert "heldout/acc" in columns and not any(c.startswith("val/") for c in columns)
     assert (tmp_path / "paper_split" / "checkpoints" / "last.ckpt").exists()
-    with pytest.raises(ValueError, match=r"no validation set, but ModelCheckpoint\(monitor="):
+    with pytest.raises(ValueError, match=r"no validation set .*ModelCheckpoint\(monitor="):
         train(_cfg(tmp_path, "watching", "data.val_ratio=0"))
 
 
