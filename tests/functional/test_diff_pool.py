@@ -1,4 +1,4 @@
-"""diffpool.functional.sparse_diff_pool / dense_diff_pool: pooling embeddings one already has."""
+"""diffpool.functional.sparse_diff_pool / padded_diff_pool: pooling embeddings one already has."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch_geometric.nn.dense import dense_diff_pool as pyg_dense_diff_pool
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from diffpool import DiffPoolConv
-from diffpool.functional import AssignmentHead, dense_diff_pool, sparse_diff_pool
+from diffpool.functional import AssignmentHead, padded_diff_pool, sparse_diff_pool
 from helpers import random_batch
 
 FIELDS = ("x", "adj", "s", "mask", "cluster_mask", "link_loss", "entropy_loss", "aux_loss")
@@ -31,11 +31,11 @@ def _buckets(counts):
 
 
 def _dense_twin(z, logits, edge_index, batch, weight, **options):
-    """dense_diff_pool on the padded form of a sparse batch."""
+    """padded_diff_pool on the padded form of a sparse batch."""
     dense_z, mask = to_dense_batch(z, batch)
     dense_logits, _ = to_dense_batch(logits, batch)
     adj = to_dense_adj(edge_index, batch, edge_attr=weight)
-    return dense_diff_pool(dense_z, adj, dense_logits, mask, **options), adj
+    return padded_diff_pool(dense_z, adj, dense_logits, mask, **options), adj
 
 
 @pytest.mark.parametrize("ratio", [None, 0.3])
@@ -133,7 +133,7 @@ def test_an_assignment_head_gives_the_logits_it_maps(dense):
                 else to_dense_batch(s, batch.batch)[0]
             )
             adj = to_dense_adj(batch.edge_index, batch.batch).double()
-            out = dense_diff_pool(dz, adj, ds, mask, ratio=0.25)
+            out = padded_diff_pool(dz, adj, ds, mask, ratio=0.25)
         else:
             out = sparse_diff_pool(z, batch.edge_index, s, batch.batch, ratio=0.25)
         (out.aux_loss + out.x.sum()).backward()
@@ -145,13 +145,14 @@ def test_an_assignment_head_gives_the_logits_it_maps(dense):
 
 
 def test_dense_function_matches_pyg_on_a_batch_without_padding():
-    """With graphs of one size PyG's dense_diff_pool and ours agree: the same X' and A', the
-    same entropy, and PyG's link loss is ours divided by N (it divides by N^2, we by N)."""
+    """With graphs of one size PyG's dense_diff_pool and our padded_diff_pool agree: the same
+    X' and A', the same entropy, and PyG's link loss is ours divided by N (it divides by N^2,
+    we by N)."""
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(3, 6, 4, generator=gen)
     adj = (torch.rand(3, 6, 6, generator=gen) > 0.5).float()
     s = torch.randn(3, 6, 2, generator=gen)
-    ours = dense_diff_pool(z, adj, s)
+    ours = padded_diff_pool(z, adj, s)
     x, out_adj, link, entropy = pyg_dense_diff_pool(z, adj, s)
     torch.testing.assert_close(ours.x, x)
     torch.testing.assert_close(ours.adj, out_adj)
@@ -179,7 +180,7 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match="returns 4 channels per node but num_clusters=3"):
         sparse_diff_pool(z, batch.edge_index, logits, batch.batch, num_clusters=3)
     with pytest.raises(ValueError, match="ratio"):
-        dense_diff_pool(z[:4], torch.eye(4), logits[:4], ratio=2.0)
+        padded_diff_pool(z[:4], torch.eye(4), logits[:4], ratio=2.0)
 
 
 def _cliques(num: int, size: int):
@@ -212,7 +213,7 @@ def test_a_near_exact_fit_keeps_its_link_loss_in_float32(margin, rtol):
         explicit = torch.linalg.matrix_norm(dense_adj.double() - s @ s.T) / n
         assert 0 < float(out.link_loss.detach()) < 1e-3
         torch.testing.assert_close(out.link_loss.double(), explicit, rtol=rtol, atol=0)
-        dense = dense_diff_pool(
+        dense = padded_diff_pool(
             z.to(dtype), dense_adj.to(dtype), base.to(dtype), entropy_loss=False
         )
         torch.testing.assert_close(dense.link_loss.double(), explicit, rtol=rtol, atol=0)
@@ -247,8 +248,8 @@ def test_dense_without_a_mask_is_an_all_true_mask():
     adj = torch.rand(3, 6, 6, dtype=torch.float64)
     mask = torch.ones(3, 6, dtype=torch.bool)
     for link_loss in ("frobenius", "bce"):
-        bare = dense_diff_pool(z, adj, logits, link_loss=link_loss)
-        full = dense_diff_pool(z, adj, logits, mask, link_loss=link_loss)
+        bare = padded_diff_pool(z, adj, logits, link_loss=link_loss)
+        full = padded_diff_pool(z, adj, logits, mask, link_loss=link_loss)
         for name in FIELDS:
             torch.testing.assert_close(getattr(bare, name), getattr(full, name), msg=name)
 
@@ -294,13 +295,13 @@ def test_dense_function_refuses_a_non_finite_adjacency(link_loss, value, masked)
     adj[1, 0, 1] = value
     mask = torch.ones(2, 5, dtype=torch.bool) if masked else None
     with pytest.raises(ValueError, match="adj contains NaN or infinite values"):
-        dense_diff_pool(z, adj, logits, mask, link_loss=link_loss)
+        padded_diff_pool(z, adj, logits, mask, link_loss=link_loss)
     layer = DenseDiffPoolConv.from_encoder("sage", 4, 8, 3, link_loss=link_loss)
     with pytest.raises(ValueError, match="adj contains NaN or infinite values"):
         layer(z, adj, mask)
-    dense_diff_pool(z, adj, logits, mask, link_loss=link_loss, validate=False)  # unchecked
+    padded_diff_pool(z, adj, logits, mask, link_loss=link_loss, validate=False)  # unchecked
     z[0, 0, 0] = float("nan")  # a diverging model's embeddings: its loss's to report
-    dense_diff_pool(z, adj.nan_to_num(posinf=1.0), logits, mask, link_loss=link_loss)
+    padded_diff_pool(z, adj.nan_to_num(posinf=1.0), logits, mask, link_loss=link_loss)
 
 
 def _head(rows: int, clusters: int = 3, features: int = 6):
@@ -341,18 +342,128 @@ def test_dense_logits_of_the_wrong_shape_are_named(s, match):
     gen = torch.Generator().manual_seed(0)
     z, adj = torch.randn(2, 5, 4, generator=gen), torch.rand(2, 5, 5, generator=gen)
     with pytest.raises(ValueError, match=match):
-        dense_diff_pool(z, adj, s, torch.ones(2, 5, dtype=torch.bool))
+        padded_diff_pool(z, adj, s, torch.ones(2, 5, dtype=torch.bool))
 
 
 def test_dense_logits_of_one_graph_may_drop_the_batch_dimension():
     gen = torch.Generator().manual_seed(0)
     z, adj, s = torch.randn(5, 4, generator=gen), torch.rand(5, 5), torch.randn(5, 3)
-    expected = dense_diff_pool(z[None], adj[None], s[None])
+    expected = padded_diff_pool(z[None], adj[None], s[None])
     for name in FIELDS:
         torch.testing.assert_close(
-            getattr(dense_diff_pool(z, adj, s), name), getattr(expected, name), msg=name
+            getattr(padded_diff_pool(z, adj, s), name), getattr(expected, name), msg=name
         )
     head = _head((5,))
     torch.testing.assert_close(
-        dense_diff_pool(z, adj, head).s, dense_diff_pool(z[None], adj[None], head).s
+        padded_diff_pool(z, adj, head).s, padded_diff_pool(z[None], adj[None], head).s
     )
+
+
+def _padded(batch, z, logits, max_num_nodes=None):
+    """The padded form of a sparse batch, as PyG's dense layers take it."""
+    dense_z, mask = to_dense_batch(z, batch.batch, max_num_nodes=max_num_nodes)
+    dense_logits, _ = to_dense_batch(logits, batch.batch, max_num_nodes=max_num_nodes)
+    adj = to_dense_adj(batch.edge_index, batch.batch, max_num_nodes=max_num_nodes).to(z.dtype)
+    return dense_z, adj, dense_logits, mask
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("form", ["padded", "no mask", "one graph"])
+def test_dense_diff_pool_is_a_drop_in_for_pygs(normalize, form):
+    """``diffpool.functional.dense_diff_pool`` takes PyG's arguments and returns what PyG's
+    returns, ``x, adj, link_loss, ent_loss`` with its normalisation, and the same gradients."""
+    from diffpool.functional import dense_diff_pool
+
+    batch, z, logits = _inputs([7, 2, 11, 4] if form == "padded" else [9], clusters=3)
+    args = list(_padded(batch, z, logits))
+    if form != "padded":
+        args[3] = None
+    if form == "one graph":  # PyG takes [N, F] / [N, N] / [N, C] for one graph
+        args[:3] = [a[0] for a in args[:3]]
+    results = []
+    for pool in (dense_diff_pool, pyg_dense_diff_pool):
+        inputs = [a.clone().requires_grad_() if a is not None and a.is_floating_point() else a
+                  for a in args]  # fmt: skip
+        out = pool(*inputs, normalize=normalize)
+        assert isinstance(out, tuple) and len(out) == 4
+        x, adj, link, ent = out  # what PyG users write
+        grads = torch.autograd.grad(x.sum() + adj.sum() + link + ent, [inputs[0], inputs[2]])
+        results.append((out, grads))
+    (ours, our_grads), (theirs, their_grads) = results
+    for name, a, b in zip(("x", "adj", "link_loss", "ent_loss"), ours, theirs):
+        torch.testing.assert_close(a, b, msg=name)
+    for a, b in zip(our_grads, their_grads):
+        torch.testing.assert_close(a, b)
+    positional = dense_diff_pool(*args, normalize)  # normalize is PyG's fifth positional
+    torch.testing.assert_close(positional[2], theirs[2])
+
+
+@pytest.mark.parametrize("normalization, normalize", [("pyg", True), ("pyg_unnormalized", False)])
+@pytest.mark.parametrize("max_num_nodes", [None, 16])
+@pytest.mark.parametrize("ratio", [None, 0.5])
+def test_pyg_normalization_gives_pygs_losses(normalization, normalize, max_num_nodes, ratio):
+    """With ``loss_normalization="pyg"`` (``"pyg_unnormalized"``) the sparse and the padded
+    functions give the losses of PyG's ``dense_diff_pool(..., normalize=True)`` (``False``) on
+    the same padded inputs (a batch padded to its largest graph, or to a fixed size as
+    ``ToDense`` does), with per-graph budgets too; the per-graph form stays the default."""
+    batch, z, logits = _inputs([7, 2, 11, 4], clusters=5)
+    dense_z, adj, dense_logits, mask = _padded(batch, z, logits, max_num_nodes)
+    s = dense_logits
+    if ratio is not None:  # PyG's softmax over each graph's own budget of slots
+        budgets = torch.tensor([4, 1, 5, 2])[:, None, None]  # ceil(0.5 * N_g), at most 5
+        s = torch.where(torch.arange(5) < budgets, dense_logits, -torch.inf)
+    _, _, link, ent = pyg_dense_diff_pool(dense_z, adj, s, mask, normalize=normalize)
+    options = dict(loss_normalization=normalization, ratio=ratio, link_loss_coef=2.0,
+                   entropy_loss_coef=0.5)  # fmt: skip
+    sparse = sparse_diff_pool(
+        z, batch.edge_index, logits, batch.batch, max_num_nodes=max_num_nodes, **options
+    )
+    padded = padded_diff_pool(dense_z, adj, dense_logits, mask, **options)
+    for out in (sparse, padded):
+        torch.testing.assert_close(out.link_loss, link)
+        torch.testing.assert_close(out.entropy_loss, ent)
+        torch.testing.assert_close(out.aux_loss, 2.0 * link + 0.5 * ent)
+    default = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, ratio=ratio)
+    assert not torch.allclose(default.link_loss, link)  # the default is the per-graph form
+    torch.testing.assert_close(default.x, sparse.x)
+
+
+def test_per_graph_and_pyg_normalizations_relate_as_documented():
+    """For one graph without padding PyG's link loss is the per-graph one divided by N_g and
+    the entropies are equal; the per-graph losses of the PyG forms are each graph's
+    ``r_g / N^2`` (``r_g``) and ``H_g / N``, with N the padded size."""
+    batch, z, logits = _inputs([9], clusters=3)
+    per_graph = sparse_diff_pool(z, batch.edge_index, logits, batch.batch)
+    pyg = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, loss_normalization="pyg")
+    torch.testing.assert_close(pyg.link_loss, per_graph.link_loss / 9)
+    torch.testing.assert_close(pyg.entropy_loss, per_graph.entropy_loss)
+    batch, z, logits = _inputs([7, 2, 11], clusters=3)
+    nodes = torch.tensor([7.0, 2.0, 11.0], dtype=torch.float64)
+    outs = {
+        norm: sparse_diff_pool(z, batch.edge_index, logits, batch.batch, loss_normalization=norm)
+        for norm in ("per_graph", "pyg", "pyg_unnormalized")
+    }
+    r = outs["per_graph"].link_loss_per_graph * nodes
+    entropy = outs["per_graph"].entropy_loss_per_graph * nodes
+    torch.testing.assert_close(outs["pyg"].link_loss_per_graph, r / 11**2)
+    torch.testing.assert_close(outs["pyg_unnormalized"].link_loss_per_graph, r)
+    torch.testing.assert_close(outs["pyg"].entropy_loss_per_graph, entropy / 11)
+    torch.testing.assert_close(outs["pyg"].link_loss, r.pow(2).sum().sqrt() / (3 * 11**2))
+
+
+def test_pyg_normalization_options_are_checked():
+    batch, z, logits = _inputs([4, 3])
+    with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        sparse_diff_pool(z, batch.edge_index, logits, batch.batch, loss_normalization="padded")
+    with pytest.raises(ValueError, match="Frobenius link loss only"):
+        sparse_diff_pool(
+            z, batch.edge_index, logits, batch.batch, link_loss="bce", loss_normalization="pyg"
+        )
+    none = sparse_diff_pool(
+        z, batch.edge_index, logits, batch.batch, link_loss="none", loss_normalization="pyg"
+    )
+    assert none.link_loss == 0
+    with pytest.raises(TypeError):  # the drop-in takes PyG's arguments only
+        from diffpool.functional import dense_diff_pool
+
+        dense_diff_pool(*_padded(batch, z, logits), ratio=0.5)

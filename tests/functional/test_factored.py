@@ -5,7 +5,7 @@ import torch
 from torch_geometric.nn import DenseGCNConv, DenseGINConv, DenseSAGEConv
 from torch_geometric.utils import to_dense_adj
 
-from diffpool.functional import dense_diff_pool, factored, sparse_diff_pool
+from diffpool.functional import factored, padded_diff_pool, sparse_diff_pool
 from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
 from diffpool.functional.packing import SizeBuckets
 from diffpool.nn import DenseSumConv
@@ -87,7 +87,7 @@ def test_dense_pool_of_factors_equals_the_dense_pool(link_loss):
     logits = torch.rand(3, 8, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     outs = []
     for adj in (f, f.to_dense()):
-        out = dense_diff_pool(z, adj, logits, link_loss=link_loss)
+        out = padded_diff_pool(z, adj, logits, link_loss=link_loss)
         loss = out.adj.sum() + out.aux_loss + out.x.sum()
         outs.append((out, torch.autograd.grad(loss, [f.s, logits])))
     (a, ga), (b, gb) = outs

@@ -436,3 +436,47 @@ def test_factored_coarse_adjacency_equals_the_dense_one(encoder, monkeypatch):
     # steps that return assignments (inspection, prediction) keep the dense tensor
     out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes))
     assert isinstance(out.levels[0].adj, torch.Tensor)
+
+
+@pytest.mark.parametrize("budget", ["fixed", "per_graph"])
+def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatch):
+    """``loss_normalization="pyg"`` (a setting of ``build_model``): every level's losses are
+    those of PyG's ``dense_diff_pool`` on that level's padded inputs, the first level padded
+    to the batch's largest graph and the dense levels to their slots, and ``aux_loss``
+    weighs them by the model's coefficients, so that a PyG model's coefficients carry over;
+    also where the dense levels would run group by group (per-graph budgets: then one padded
+    batch) or on the first level's factors (fixed budgets, training steps)."""
+    from torch_geometric.utils import to_dense_adj
+
+    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
+    sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
+    batch = random_batch(sizes, num_features=6, seed=4)
+    settings = dict(num_levels=2, ratio=0.5, budget=budget, hidden_channels=8, num_layers=2)
+    torch.manual_seed(0)
+    model = build_model("diffpool", 6, 3, 400, loss_normalization="pyg", link_loss_coef=3.0,
+                        entropy_loss_coef=0.5, **settings).double().eval()  # fmt: skip
+    x = batch.x.double()
+    out = model(x, batch.edge_index, batch.batch, batch_size=len(sizes))
+    adj = to_dense_adj(batch.edge_index, batch.batch).double()
+    aux = 0.0
+    for level in out.levels:
+        s = level.s
+        numel = s.size(0) * s.size(1) ** 2  # PyG's adj.numel()
+        link = torch.linalg.vector_norm(adj - s @ s.transpose(1, 2)) / numel
+        entropy = (-s * torch.log(s + 1e-15)).sum(-1).mean()
+        torch.testing.assert_close(level.link_loss, link)
+        torch.testing.assert_close(level.entropy_loss, entropy)
+        aux = aux + 3.0 * link + 0.5 * entropy
+        adj = level.adj
+    torch.testing.assert_close(out.aux_loss, aux)
+    if budget == "per_graph":  # the per-graph form runs this batch's dense levels grouped
+        assert model._dense_groups(out.levels[0]) is None
+        torch.manual_seed(0)
+        per_graph = build_model("diffpool", 6, 3, 400, **settings).double().eval()
+        assert per_graph._dense_groups(per_graph(x, batch.edge_index, batch.batch).levels[0])
+    training = model(x, batch.edge_index, batch.batch, batch_size=len(sizes),
+                     return_assignments=False)  # fmt: skip
+    if budget == "fixed":
+        assert isinstance(training.levels[0].adj, CoarsenedAdjacency)  # merged group losses
+    for name in ("logits", "aux_loss", "link_loss", "entropy_loss"):
+        torch.testing.assert_close(getattr(training, name), getattr(out, name), msg=name)

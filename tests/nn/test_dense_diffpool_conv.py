@@ -36,6 +36,29 @@ def test_matches_pyg_dense_diff_pool():
     assert torch.all(out.s[~mask] == 0)
 
 
+@pytest.mark.parametrize("normalization, normalize", [("pyg", True), ("pyg_unnormalized", False)])
+def test_pyg_loss_normalization_matches_pyg_dense_diff_pool(normalization, normalize):
+    """With ``loss_normalization="pyg"`` the dense layer's losses are PyG's on the same padded
+    inputs (``"pyg_unnormalized"``: its ``normalize=False``), and so are the sparse layer's."""
+    batch, x, adj, mask = dense_inputs([5, 11, 2])
+    layer = dense_layer(loss_normalization=normalization, entropy_loss_coef=0.5)
+    out = layer(x, adj, mask)
+    z, s = layer.embed(x, adj, mask), layer.pool(x, adj, mask)
+    _, _, link_ref, ent_ref = dense_diff_pool(z, adj, s, mask, normalize=normalize)
+    torch.testing.assert_close(out.link_loss, link_ref)
+    torch.testing.assert_close(out.entropy_loss, ent_ref)
+    torch.testing.assert_close(out.aux_loss, link_ref + 0.5 * ent_ref)
+    sparse = DiffPoolConv.from_encoder("sage", 4, 8, 3, num_layers=1,
+                                       loss_normalization=normalization)  # fmt: skip
+    dense = DenseDiffPoolConv.from_encoder("sage", 4, 8, 3, num_layers=1,
+                                           loss_normalization=normalization)  # fmt: skip
+    tie_sage(dense.embed.convs[0], sparse.embed.convs[0])
+    tie_sage(dense.pool.convs[0], sparse.pool.convs[0])
+    a, b = sparse(batch.x, batch.edge_index, batch.batch), dense(x, adj, mask)
+    for name in ("link_loss", "entropy_loss", "link_loss_per_graph", "entropy_loss_per_graph"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), msg=name)
+
+
 @pytest.mark.parametrize("ratio", [None, 0.25])
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
 def test_sparse_and_dense_levels_agree(ratio, link_loss):

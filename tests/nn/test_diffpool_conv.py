@@ -22,7 +22,7 @@ def sage_layer(in_channels, num_clusters, hidden=8, **kwargs):
     )
 
 
-def dense_reference(layer, batch):
+def dense_reference(layer, batch, normalize=False):
     """PyG's dense formulation with the same weights and the same S."""
     dtype = batch.x.dtype
     emb = DenseSAGEConv(layer.embed.in_channels, layer.embed.out_channels).to(dtype)
@@ -32,7 +32,7 @@ def dense_reference(layer, batch):
     x, mask = to_dense_batch(batch.x, batch.batch)
     adj = to_dense_adj(batch.edge_index, batch.batch).to(dtype)
     z, s = emb(x, adj, mask), pool(x, adj, mask)
-    return dense_diff_pool(z, adj, s, mask, normalize=False), mask
+    return dense_diff_pool(z, adj, s, mask, normalize=normalize), mask
 
 
 def check_against_reference(layer, batch, atol=1e-5):
@@ -55,6 +55,30 @@ def check_against_reference(layer, batch, atol=1e-5):
 def test_matches_dense_reference_random(sizes):
     batch = random_batch(sizes, num_features=4)
     check_against_reference(sage_layer(4, 3), batch)
+
+
+@pytest.mark.parametrize("normalization, normalize", [("pyg", True), ("pyg_unnormalized", False)])
+def test_pyg_loss_normalization_gives_pygs_losses(normalization, normalize):
+    """With ``loss_normalization="pyg"`` the layer's losses are those of PyG's dense
+    formulation (``dense_diff_pool(..., normalize=True)``; ``"pyg_unnormalized"``: ``False``)
+    on the padded batch, so that a PyG model's coefficients carry over to ``aux_loss``."""
+    batch = random_batch([5, 9, 3, 12], num_features=4)
+    layer = sage_layer(4, 3, loss_normalization=normalization, link_loss_coef=2.0,
+                       entropy_loss_coef=0.1)  # fmt: skip
+    out = layer(batch.x, batch.edge_index, batch.batch)
+    (x_ref, adj_ref, link_ref, ent_ref), _ = dense_reference(layer, batch, normalize)
+    torch.testing.assert_close(out.x, x_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.link_loss, link_ref)
+    torch.testing.assert_close(out.entropy_loss, ent_ref)
+    torch.testing.assert_close(out.aux_loss, 2.0 * link_ref + 0.1 * ent_ref)
+    built = DiffPoolConv.from_encoder("sage", 4, 8, 3, loss_normalization=normalization)
+    assert built.loss_normalization == normalization
+    assert f"loss_normalization='{normalization}'" in repr(built)
+    assert "loss_normalization" not in repr(sage_layer(4, 3))  # the default, per graph
+    with pytest.raises(ValueError, match="Frobenius link loss only"):
+        sage_layer(4, 3, link_loss="bce", loss_normalization=normalization)
+    with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        sage_layer(4, 3, loss_normalization="PyG")
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 r"""The DiffPool operator as functions: pool embeddings you already have.
 
 :func:`sparse_diff_pool` takes a sparse PyG mini-batch (flat ``[N, F]`` embeddings, connectivity
-and ``batch``), :func:`dense_diff_pool` a dense padded one (``[B, N, F]``, ``[B, N, N]`` and a
+and ``batch``), :func:`padded_diff_pool` a dense padded one (``[B, N, F]``, ``[B, N, N]`` and a
 node mask). Both compute, per graph :math:`g` of the batch,
 
 .. math::
@@ -10,9 +10,12 @@ node mask). Both compute, per graph :math:`g` of the batch,
     \mathbf{A}'_g = \mathbf{S}_g^{\top} \mathbf{A}_g \mathbf{S}_g
 
 from the pooling logits :math:`\mathbf{L}`, and the auxiliary losses of
-:mod:`diffpool.functional.losses`, exactly, with padding never counted. The modules
-:class:`~diffpool.DiffPoolConv` and :class:`~diffpool.DenseDiffPoolConv` own the two GNNs and
-call these functions.
+:mod:`diffpool.functional.losses`, exactly, with padding never counted (or, with
+``loss_normalization="pyg"``, normalised over the padded batch as PyG's). Both return a
+:class:`~diffpool.functional.DiffPoolOutput`. The modules :class:`~diffpool.DiffPoolConv` and
+:class:`~diffpool.DenseDiffPoolConv` own the two GNNs and call these functions.
+:func:`dense_diff_pool` is a drop-in for :func:`torch_geometric.nn.dense_diff_pool`: the same
+arguments, its ``(x, adj, link_loss, ent_loss)`` and its normalisation.
 
 The assignment is given in one of three forms:
 
@@ -41,10 +44,13 @@ from diffpool.functional.assignment import (
 )
 from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
 from diffpool.functional.losses import (
+    LOSS_NORMALIZATIONS,
+    batch_link_loss,
     bce_edge_correction,
     bce_link_loss_sum,
     frobenius_link_loss,
     gram_squared_norm,
+    loss_divisors,
 )
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.functional.packing import PaddedBatch, SizeBuckets
@@ -110,9 +116,26 @@ class AssignmentHead(NamedTuple):
         return torch.nn.functional.linear(features, head.weight[:width], bias)
 
 
-def _check_options(link_loss: str, ratio: float | None) -> None:
+def check_loss_options(link_loss: str, loss_normalization: str = "per_graph") -> None:
+    """``link_loss`` in :data:`LINK_LOSSES`, ``loss_normalization`` in
+    :data:`~diffpool.functional.losses.LOSS_NORMALIZATIONS`, and PyG's normalisation only
+    for the link losses PyG has (the Frobenius one, or none)."""
     if link_loss not in LINK_LOSSES:
         raise ValueError(f"link_loss must be one of {LINK_LOSSES}, got {link_loss!r}")
+    if loss_normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(
+            f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {loss_normalization!r}"
+        )
+    if link_loss == "bce" and loss_normalization != "per_graph":
+        raise ValueError(
+            f"loss_normalization={loss_normalization!r} is the normalisation of PyG's "
+            "dense_diff_pool, which has the Frobenius link loss only: use link_loss='frobenius' "
+            "(or 'none'), or loss_normalization='per_graph' with link_loss='bce'"
+        )
+
+
+def _check_options(link_loss: str, ratio: float | None, loss_normalization: str) -> None:
+    check_loss_options(link_loss, loss_normalization)
     check_ratio(ratio)
 
 
@@ -205,10 +228,12 @@ def _output(
     z: Tensor,
     link_loss_coef: float,
     entropy_loss_coef: float,
+    loss_normalization: str,
 ) -> DiffPoolOutput:
     if cluster_mask is None:
         cluster_mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    link, entropy = link_per_graph.mean(), entropy_per_graph.mean()
+    link = batch_link_loss(link_per_graph, loss_normalization)
+    entropy = entropy_per_graph.mean()
     return DiffPoolOutput(
         x=x,
         adj=adj,
@@ -237,6 +262,7 @@ def sparse_diff_pool(
     entropy_loss: bool = True,
     link_loss_coef: float = 1.0,
     entropy_loss_coef: float = 1.0,
+    loss_normalization: str = "per_graph",
     batch_size: int | None = None,
     max_num_nodes: int | None = None,
     return_assignment: bool = True,
@@ -248,9 +274,13 @@ def sparse_diff_pool(
     :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product, and the per-graph products
     :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, (\mathbf{A}\mathbf{S})_g]` run per group of
     similar-sized graphs (:class:`~diffpool.functional.packing.SizeBuckets`), each padded only
-    to its own largest graph: no :math:`B \times N_{\max} \times N_{\max}` tensor is built, and
-    no graph is padded to the batch's largest. Under ``torch.compile`` the batch is padded
-    once instead (static shapes).
+    to its own largest graph. Where the products :math:`\mathbf{A}_g\mathbf{S}_g` of all
+    groups come to at most :data:`~diffpool.functional.packing.DENSE_BLOCK_MACS`
+    multiply-adds (batches of small graphs), each group's adjacency goes into a dense
+    ``[b, n, n]`` block instead, which is cheaper there than the sparse product: a batch of
+    graphs of similar size is then one :math:`B \times N_{\max} \times N_{\max}` block (so is
+    a bucket that ``factored_adj`` keeps as factors). Under ``torch.compile`` the batch is
+    padded once instead (static shapes).
 
     With a ``ratio``, graph :math:`g` gets :math:`C_g = \min(C, \lceil \mathrm{ratio} \cdot
     N_g \rceil)` clusters: its softmax runs over its first :math:`C_g` slots, the others are
@@ -262,7 +292,9 @@ def sparse_diff_pool(
     \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms), ``"bce"`` the authors' binary
     cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated per size
     bucket in row blocks recomputed in the backward pass), ``"none"``; the entropy
-    :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`.
+    :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`. With ``loss_normalization="pyg"`` both
+    are normalised as :func:`torch_geometric.nn.dense_diff_pool` normalises them on the
+    padded batch ``[B, N_max]`` (:mod:`diffpool.functional.losses`).
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[N, F]``.
@@ -285,9 +317,15 @@ def sparse_diff_pool(
             (default: :obj:`1.0`)
         entropy_loss_coef (float, optional): Weight of the entropy loss in ``aux_loss``.
             (default: :obj:`1.0`)
+        loss_normalization (str, optional): ``"per_graph"``: each graph's losses divided by
+            its own nodes, then the mean over graphs (padding never counts); ``"pyg"``:
+            :func:`torch_geometric.nn.dense_diff_pool`'s losses on the batch padded to
+            ``max_num_nodes`` (a PyG model's coefficients carry over); ``"pyg_unnormalized"``:
+            the same with its ``normalize=False``. The PyG forms have no BCE link loss.
+            (default: :obj:`"per_graph"`)
         batch_size (int, optional): :math:`B`, for static shapes. (default: :obj:`None`)
-        max_num_nodes (int, optional): :math:`N_{\max}`, the padded size of ``s``.
-            (default: :obj:`None`)
+        max_num_nodes (int, optional): :math:`N_{\max}`, the padded size of ``s`` (and the
+            :math:`N` of PyG's normalisation). (default: :obj:`None`: the largest graph)
         return_assignment (bool, optional): Build the dense ``[B, N_max, C]`` assignment
             (``output.s``); no loss needs it. (default: :obj:`True`)
         validate (bool, optional): Check the inputs (synchronises with the device; skipped
@@ -305,7 +343,7 @@ def sparse_diff_pool(
         (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
         ``z`` is the input ``x``.
     """
-    _check_options(link_loss, ratio)
+    _check_options(link_loss, ratio, loss_normalization)
     validating = validate and not torch.compiler.is_compiling()
     num_nodes = x.size(0)
     if batch is None:
@@ -435,7 +473,10 @@ def sparse_diff_pool(
     # terms and would lose all precision in bf16.
     with torch.autocast(device_type=x.device.type, enabled=False):
         nodes = counts.clamp(min=1).to(dtype)
-        entropy_per_graph = per_graph(entropy) / nodes if entropy_loss else torch.zeros_like(nodes)
+        link_div, entropy_div = loss_divisors(loss_normalization, nodes, max_num_nodes)
+        entropy_per_graph = (
+            per_graph(entropy) / entropy_div if entropy_loss else torch.zeros_like(nodes)
+        )
         if link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -470,7 +511,7 @@ def sparse_diff_pool(
                     return part.gram.pow(2).sum((-2, -1))
                 return gram_squared_norm(block.to(d))
 
-            link_per_graph = _frobenius(terms, dtype, nodes)
+            link_per_graph = _frobenius(terms, dtype, link_div)
         elif link_loss == "bce":
             # all pairs per size bucket, each padded only to its largest graph and narrowed to
             # its clusters; then the edges, touching only them
@@ -508,6 +549,7 @@ def sparse_diff_pool(
         x,
         link_loss_coef,
         entropy_loss_coef,
+        loss_normalization,
     )
 
 
@@ -543,7 +585,7 @@ def _sparse_logits(s, num_slots: int) -> Tensor:
     return s.logits(num_slots) if isinstance(s, AssignmentHead) else s[:, :num_slots]
 
 
-def dense_diff_pool(
+def padded_diff_pool(
     x: Tensor,
     adj: Tensor,
     s: Tensor | AssignmentHead,
@@ -555,14 +597,16 @@ def dense_diff_pool(
     entropy_loss: bool = True,
     link_loss_coef: float = 1.0,
     entropy_loss_coef: float = 1.0,
+    loss_normalization: str = "per_graph",
     return_assignment: bool = True,
     validate: bool = True,
 ) -> DiffPoolOutput:
     r"""Pool a dense, padded batch: the counterpart of :func:`sparse_diff_pool` for the levels
     after the first pooling (or batches that are dense already), with the same budgets and
     losses, :math:`N_g = \sum_i M_{gi}` real nodes per graph. Entries of ``adj`` outside the
-    mask are ignored. The positional arguments are those of PyG's
-    :func:`~torch_geometric.nn.dense.dense_diff_pool`, whose losses depend on the padding.
+    mask are ignored. The positional arguments are those of
+    :func:`torch_geometric.nn.dense_diff_pool`; :func:`dense_diff_pool` returns what that
+    returns.
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[B, N, F]`` (or ``[N, F]``).
@@ -574,14 +618,15 @@ def dense_diff_pool(
         mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
             (default: :obj:`None`)
         **options: ``num_clusters``, ``ratio``, ``link_loss``, ``entropy_loss``,
-            ``link_loss_coef``, ``entropy_loss_coef``, ``return_assignment`` and ``validate``,
-            as for :func:`sparse_diff_pool`.
+            ``link_loss_coef``, ``entropy_loss_coef``, ``loss_normalization``,
+            ``return_assignment`` and ``validate``, as for :func:`sparse_diff_pool`; PyG's
+            normalisation pads to ``N = x.size(-2)``.
 
     Returns:
         DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]`` (or
         :obj:`None`), ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the losses.
     """
-    _check_options(link_loss, ratio)
+    _check_options(link_loss, ratio, loss_normalization)
     validating = validate and not torch.compiler.is_compiling()
     x = x.unsqueeze(0) if x.dim() == 2 else x
     adj = adj.unsqueeze(0) if adj.dim() == 2 else adj
@@ -654,9 +699,10 @@ def dense_diff_pool(
 
     with torch.autocast(device_type=x.device.type, enabled=False):
         nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
+        link_div, entropy_div = loss_divisors(loss_normalization, nodes, max_nodes)
         if masked:
             entropy = torch.where(mask, entropy, 0.0)
-        entropy_per_graph = entropy.sum(-1) / nodes
+        entropy_per_graph = entropy.sum(-1) / entropy_div
         if not entropy_loss:
             entropy_per_graph = torch.zeros_like(entropy_per_graph)
         if link_loss == "frobenius":
@@ -677,7 +723,7 @@ def dense_diff_pool(
                     gram_squared_norm(s_d),
                 )
 
-            link_per_graph = _frobenius(terms, s.dtype, nodes)
+            link_per_graph = _frobenius(terms, s.dtype, link_div)
         elif link_loss == "bce":
             dense = adj.to_dense() if factored else adj
             link_per_graph = bce_link_loss_sum(s, mask, dense) / nodes.pow(2)
@@ -694,4 +740,56 @@ def dense_diff_pool(
         x,
         link_loss_coef,
         entropy_loss_coef,
+        loss_normalization,
     )
+
+
+def dense_diff_pool(
+    x: Tensor,
+    adj: Tensor,
+    s: Tensor,
+    mask: Tensor | None = None,
+    normalize: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""A drop-in for :func:`torch_geometric.nn.dense_diff_pool`: the same arguments, and
+    ``(x, adj, link_loss, ent_loss)`` with PyG's normalisation, over the padded batch:
+
+    .. math::
+        \mathcal{L}_{LP} = \frac{\|\mathbf{A} - \mathbf{S}\mathbf{S}^\top\|_F}{B N^2}
+        \ (\texttt{normalize=False}: \text{not divided}), \qquad
+        \mathcal{L}_E = \frac{1}{B N} \sum_{g, i} H(\mathbf{S}_{g,i})
+
+    (padded rows have zero entropy but count in :math:`B N`). It is
+    :func:`padded_diff_pool` with ``loss_normalization="pyg"`` (or ``"pyg_unnormalized"``),
+    whose :class:`~diffpool.functional.DiffPoolOutput` has the per-graph losses, the assignment
+    and the budgets too, and whose default is the per-graph, padding-free normalisation.
+
+    Where PyG's and this one differ: the link loss is computed from three per-graph terms
+    (no :math:`B \times N \times N` residual), entries of ``adj`` outside the ``mask`` are
+    ignored (PyG adds them to its link loss; :func:`~torch_geometric.utils.to_dense_adj`'s
+    padding is zero), the entropy is exact (PyG's adds :math:`10^{-15}` inside the log) and the
+    inputs are checked.
+
+    Args:
+        x (torch.Tensor): Node features ``[B, N, F]`` (or ``[N, F]``).
+        adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
+        s (torch.Tensor): Assignment logits ``[B, N, C]`` (or ``[N, C]``); the softmax is
+            taken here.
+        mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
+            (default: :obj:`None`)
+        normalize (bool, optional): Divide the link loss by ``adj.numel()``.
+            (default: :obj:`True`)
+
+    Returns:
+        (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor): pooled ``x`` ``[B, C, F]``,
+        coarsened ``adj`` ``[B, C, C]``, the link loss and the entropy loss.
+    """
+    out = padded_diff_pool(
+        x,
+        adj,
+        s,
+        mask,
+        loss_normalization="pyg" if normalize else "pyg_unnormalized",
+        return_assignment=False,
+    )
+    return out.x, out.adj, out.link_loss, out.entropy_loss

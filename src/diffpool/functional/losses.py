@@ -23,6 +23,22 @@ For graph :math:`g` with :math:`N_g` real nodes, adjacency :math:`\mathbf{A}_g` 
 * Entropy: :math:`\mathcal{L}_{E,g} = \frac{1}{N_g}\sum_{i} H(\mathbf{S}_{g,i})`.
 
 Each batch loss is the unweighted mean of the per-graph losses.
+
+**PyG's normalisation.** :func:`torch_geometric.nn.dense_diff_pool` divides instead by the
+padded batch: with :math:`B` graphs padded to :math:`N` nodes,
+:math:`r_g = \|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F` and
+:math:`H_g = \sum_i H(\mathbf{S}_{g,i})`,
+
+.. math::
+    \mathcal{L}_{LP} = \frac{\sqrt{\sum_g r_g^2}}{B N^2}
+    \quad (\texttt{normalize=False}: \sqrt{\textstyle\sum_g r_g^2}), \qquad
+    \mathcal{L}_{E} = \frac{1}{B} \sum_g \frac{H_g}{N},
+
+so that for one graph without padding its link loss is ours divided by :math:`N_g` (its
+entropy is ours), and in a padded batch both also shrink with the padding.
+``loss_normalization="pyg"`` (``"pyg_unnormalized"``: ``normalize=False``) gives these values
+(:data:`LOSS_NORMALIZATIONS`, :func:`loss_divisors`, :func:`batch_link_loss`), so that a PyG
+model's loss coefficients carry over; it has no BCE form.
 """
 
 from __future__ import annotations
@@ -32,6 +48,11 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 BCE_EPS = 1e-7
+
+#: How the losses are normalised: ``"per_graph"`` (per graph by its own nodes, then the mean
+#: over graphs: padding never counts), ``"pyg"`` (:func:`torch_geometric.nn.dense_diff_pool`'s,
+#: over the padded batch) and ``"pyg_unnormalized"`` (its ``normalize=False``).
+LOSS_NORMALIZATIONS = ("per_graph", "pyg", "pyg_unnormalized")
 # Largest number of elements of one temporary block in the chunked BCE computation.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -88,6 +109,32 @@ def frobenius_link_loss(
     in the dtype of ``trace``."""
     sq = frobenius_link_loss_sq(adj_sq_norm.to(trace.dtype), trace, gram_sq_norm)
     return safe_sqrt(sq) / num_nodes
+
+
+def loss_divisors(
+    loss_normalization: str, num_nodes: Tensor, num_padded: int
+) -> tuple[Tensor, Tensor]:
+    r"""Per-graph divisors of :math:`r_g = \|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F`
+    and of the entropy sum :math:`H_g`: :math:`(N_g, N_g)` for ``"per_graph"``,
+    :math:`(N^2, N)` for ``"pyg"`` and :math:`(1, N)` for ``"pyg_unnormalized"``, with
+    ``num_nodes`` the ``[B]`` real node counts :math:`N_g` (at least 1) and ``num_padded`` the
+    padded size :math:`N` of the batch."""
+    if loss_normalization == "per_graph":
+        return num_nodes, num_nodes
+    padded = torch.full_like(num_nodes, float(max(int(num_padded), 1)))
+    link = padded.pow(2) if loss_normalization == "pyg" else torch.ones_like(num_nodes)
+    return link, padded
+
+
+def batch_link_loss(per_graph: Tensor, loss_normalization: str = "per_graph") -> Tensor:
+    r"""The batch's link loss from the ``[B]`` per-graph ones (each :math:`r_g` divided by
+    :func:`loss_divisors`): their mean for ``"per_graph"``; PyG's norm over the whole batch,
+    :math:`\sqrt{\sum_g r_g^2} / (B N^2)`, for ``"pyg"``, and :math:`\sqrt{\sum_g r_g^2}` for
+    ``"pyg_unnormalized"``."""
+    if loss_normalization == "per_graph":
+        return per_graph.mean()
+    total = safe_sqrt(per_graph.pow(2).sum())
+    return total / per_graph.numel() if loss_normalization == "pyg" else total
 
 
 def _bce_block(s_rows: Tensor, s: Tensor, pair_mask: Tensor, adj_rows: Tensor | None) -> Tensor:

@@ -12,6 +12,7 @@ from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import cluster_budget
 from diffpool.functional.factored import CoarsenedAdjacency
+from diffpool.functional.losses import batch_link_loss
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.functional.packing import DenseGroups
 from diffpool.models.output import ClassifierOutput
@@ -37,9 +38,13 @@ def normalize_coarse_adj(adj: Tensor) -> Tensor:
     return deg.unsqueeze(-1) * adj * deg.unsqueeze(-2)
 
 
-def _merge_groups(parts: list[DiffPoolOutput], groups: DenseGroups) -> DiffPoolOutput:
+def _merge_groups(
+    parts: list[DiffPoolOutput], groups: DenseGroups, conv: DenseDiffPoolConv
+) -> DiffPoolOutput:
     """One level's per-group outputs as the output of the whole batch, in graph order: the
-    tensors zero-padded to the widest group, the losses the means over all graphs."""
+    tensors zero-padded to the widest group, the losses those of all graphs (the means, or
+    with PyG's normalisation its reduction of the per-graph losses: every group is then
+    padded as the whole batch)."""
     total = groups.num_graphs
     weights = [len(index) / total for index in groups.index]
 
@@ -50,15 +55,19 @@ def _merge_groups(parts: list[DiffPoolOutput], groups: DenseGroups) -> DiffPoolO
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else groups.reassemble(values)
 
+    link, entropy, aux = mean("link_loss"), mean("entropy_loss"), mean("aux_loss")
+    if conv.loss_normalization != "per_graph":
+        link = batch_link_loss(joined("link_loss_per_graph"), conv.loss_normalization)
+        aux = conv.link_loss_coef * link + conv.entropy_loss_coef * entropy
     return DiffPoolOutput(
         x=joined("x"),
         adj=joined("adj"),
         s=joined("s"),
         mask=joined("mask"),
         cluster_mask=joined("cluster_mask"),
-        link_loss=mean("link_loss"),
-        entropy_loss=mean("entropy_loss"),
-        aux_loss=mean("aux_loss"),
+        link_loss=link,
+        entropy_loss=entropy,
+        aux_loss=aux,
         link_loss_per_graph=joined("link_loss_per_graph"),
         entropy_loss_per_graph=joined("entropy_loss_per_graph"),
         z=joined("z"),
@@ -123,6 +132,15 @@ class DiffPoolNet(torch.nn.Module):
     :math:`\min(C_l, \lceil \mathrm{ratio} \cdot n_g \rceil)`, :math:`n_g` its number of
     nodes at that level (see :class:`~diffpool.DiffPoolConv`).
 
+    **Losses.** Every level's losses are per graph, padding never counted
+    (``loss_normalization="per_graph"``), or normalised as
+    :func:`torch_geometric.nn.dense_diff_pool` normalises them (``"pyg"``, or
+    ``"pyg_unnormalized"`` for its ``normalize=False``), so that a PyG DiffPool model's
+    coefficients carry over: the first level's batch padded to its largest graph, the dense
+    levels to their :math:`C_l` slots (see :class:`~diffpool.DiffPoolConv`). The dense levels
+    then run as one padded batch (:attr:`group_dense_levels` applies to the per-graph form
+    only).
+
     **Variants.** ``link_loss="none"`` is DiffPool-NoLP; ``assignment="det"`` is DiffPool-Det:
     every level's :math:`\mathbf{S}` is the one-hot matrix of a deterministic clustering,
     which :class:`~diffpool.transforms.ClusterAssignment` adds to the dataset and which the
@@ -157,6 +175,8 @@ class DiffPoolNet(torch.nn.Module):
         link_loss_coef (float, optional): (default: :obj:`1.0`)
         entropy_loss (bool, optional): (default: :obj:`True`)
         entropy_loss_coef (float, optional): (default: :obj:`1.0`)
+        loss_normalization (str, optional): ``"per_graph"``, ``"pyg"`` or
+            ``"pyg_unnormalized"`` (see above). (default: :obj:`"per_graph"`)
         dropout (float, optional): Dropout in the encoders and the MLP. (default: :obj:`0.0`)
         norm (str, optional): ``"batch"`` (over real nodes only) or :obj:`None`.
             (default: :obj:`"batch"`)
@@ -193,6 +213,7 @@ class DiffPoolNet(torch.nn.Module):
         link_loss_coef: float = 1.0,
         entropy_loss: bool = True,
         entropy_loss_coef: float = 1.0,
+        loss_normalization: str = "per_graph",
         dropout: float = 0.0,
         norm: str | None = "batch",
         concat: bool = True,
@@ -232,6 +253,7 @@ class DiffPoolNet(torch.nn.Module):
             link_loss_coef=link_loss_coef,
             entropy_loss=entropy_loss,
             entropy_loss_coef=entropy_loss_coef,
+            loss_normalization=loss_normalization,
             validate=validate,
         )
         self.levels = torch.nn.ModuleList()
@@ -413,7 +435,8 @@ class DiffPoolNet(torch.nn.Module):
     #: similar size together, each group padded to its own largest graph) where the batch's
     #: sizes differ enough to gain from it: a batch with one large graph (D&D) no longer pads
     #: every graph's dense level to it. The same result up to float rounding (and other
-    #: dropout masks); ``False``: one padded batch.
+    #: dropout masks); ``False``: one padded batch (always with PyG's loss normalisation,
+    #: whose losses depend on the padding).
     group_dense_levels: bool = True
 
     #: With fixed budgets, keep the first level's coarsened adjacency
@@ -440,6 +463,8 @@ class DiffPoolNet(torch.nn.Module):
             return DenseGroups.of(out.adj.index, heads, out.x.device)
         if not self.group_dense_levels or self.budget != "per_graph":
             return None
+        if self.levels[0].loss_normalization != "per_graph":  # PyG's losses see the padding
+            return None
         if self.assignment != "learned" or torch.compiler.is_compiling():
             return None
         counts = out.cluster_mask.sum(-1).tolist()
@@ -459,7 +484,7 @@ class DiffPoolNet(torch.nn.Module):
             parts = conv.forward_groups(
                 xs, adjs, [self._node_mask(m) for m in masks], return_assignment=return_assignments
             )
-            outputs.append(_merge_groups(parts, groups))
+            outputs.append(_merge_groups(parts, groups, conv))
             readouts.append(
                 groups.reassemble([dense_readout(self.readout, p.z, p.mask) for p in parts])
             )

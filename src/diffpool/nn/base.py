@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn.inits import reset
 
-from diffpool.functional.diff_pool import LINK_LOSSES, AssignmentHead
+from diffpool.functional.diff_pool import AssignmentHead, check_loss_options
 from diffpool.utils.validation import check_coefficient, check_num_clusters, check_ratio
 
 
@@ -27,6 +27,7 @@ class DiffPoolBase(torch.nn.Module):
         validate: bool = True,
         *,
         head: torch.nn.Linear | None = None,
+        loss_normalization: str = "per_graph",
     ):
         super().__init__()
         for name, module in (("embed", embed), ("pool", pool)):
@@ -34,8 +35,7 @@ class DiffPoolBase(torch.nn.Module):
                 continue  # assignments given at every call (e.g. DiffPool-Det)
             if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
-        if link_loss not in LINK_LOSSES:
-            raise ValueError(f"link_loss must be one of {LINK_LOSSES}, got {link_loss!r}")
+        check_loss_options(link_loss, loss_normalization)
         self.num_clusters = check_num_clusters(num_clusters)
         if head is not None:
             if not isinstance(head, torch.nn.Linear):
@@ -52,6 +52,7 @@ class DiffPoolBase(torch.nn.Module):
         self.head = head
         self.ratio = check_ratio(ratio)
         self.link_loss = link_loss
+        self.loss_normalization = loss_normalization
         self.link_loss_coef = check_coefficient("link_loss_coef", link_loss_coef)
         self.entropy_loss = bool(entropy_loss)
         self.entropy_loss_coef = check_coefficient("entropy_loss_coef", entropy_loss_coef)
@@ -103,7 +104,8 @@ class DiffPoolBase(torch.nn.Module):
             edge_dim (int, optional): Edge feature width, for the sparse layer with an
                 encoder type that takes edge features (``"gine"``, ``"gat"``).
                 (default: :obj:`None`)
-            **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``, ...).
+            **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``,
+                ``loss_normalization``, ...).
         """
         common = dict(num_layers=num_layers, dropout=dropout, norm=norm, concat=concat)
         if edge_dim is not None:
@@ -163,6 +165,7 @@ class DiffPoolBase(torch.nn.Module):
             entropy_loss=self.entropy_loss,
             link_loss_coef=self.link_loss_coef,
             entropy_loss_coef=self.entropy_loss_coef,
+            loss_normalization=self.loss_normalization,
         )
 
     def __repr__(self) -> str:
@@ -182,4 +185,6 @@ class DiffPoolBase(torch.nn.Module):
         parts.append(f"link_loss='{self.link_loss}'")
         if not self.entropy_loss:
             parts.append("entropy_loss=False")
+        if self.loss_normalization != "per_graph":
+            parts.append(f"loss_normalization='{self.loss_normalization}'")
         return f"{type(self).__name__}({', '.join(parts)})"

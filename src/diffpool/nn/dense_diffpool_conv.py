@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffpool.functional.diff_pool import dense_diff_pool
+from diffpool.functional.diff_pool import padded_diff_pool
 from diffpool.functional.factored import FactoredAdjacency
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
@@ -40,7 +40,9 @@ class DenseDiffPoolConv(DiffPoolBase):
     (``"bce"``: :math:`\frac{1}{B}\sum_g \frac{1}{N_g^2}\sum_{i,j \in g} -A_{ij}\log(P_{ij}+
     \epsilon) - (1-A_{ij})\log(1-P_{ij}+\epsilon)`, :math:`\mathbf{P} = \min(\mathbf{S}
     \mathbf{S}^\top, 1)`, :math:`\epsilon = 10^{-7}`). Entries of :math:`\mathbf{A}` outside
-    the mask are ignored.
+    the mask are ignored. With ``loss_normalization="pyg"`` the losses are those of
+    :func:`torch_geometric.nn.dense_diff_pool` on the same padded inputs (:math:`N` = the
+    input's node dimension), see :class:`~diffpool.nn.DiffPoolConv`.
 
     Args:
         embed (torch.nn.Module): dense :math:`\mathrm{GNN}_{\mathrm{embed}}` called as
@@ -61,8 +63,11 @@ class DenseDiffPoolConv(DiffPoolBase):
         validate (bool, optional): Check the inputs. (default: :obj:`True`)
         head (torch.nn.Linear, optional): A linear map from ``pool``'s output to the logits,
             computed only for the slots the batch uses. (default: :obj:`None`)
+        loss_normalization (str, optional): ``"per_graph"``, ``"pyg"`` or
+            ``"pyg_unnormalized"``, as for :class:`~diffpool.nn.DiffPoolConv`.
+            (default: :obj:`"per_graph"`)
 
-    The computation itself is :func:`diffpool.functional.dense_diff_pool`.
+    The computation itself is :func:`diffpool.functional.padded_diff_pool`.
     """
 
     encoder_class = DenseGNNEncoder
@@ -107,7 +112,7 @@ class DenseDiffPoolConv(DiffPoolBase):
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
         s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
-        return dense_diff_pool(
+        return padded_diff_pool(
             z,
             adj,
             s,
@@ -129,7 +134,8 @@ class DenseDiffPoolConv(DiffPoolBase):
         largest graph (see :class:`~diffpool.functional.packing.DenseGroups`): one output per
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
-        assignment); each output's losses are its group's means."""
+        assignment); each output's losses are its group's (with PyG's normalisation, of the
+        group's own padding)."""
         if self.pool is None:
             raise ValueError("forward_groups needs the pooling GNN (no fixed assignment)")
         validating = self._validating()
@@ -139,7 +145,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         zs = self.embed.forward_groups(xs, adjs, masks)
         pooled = self.pool.forward_groups(xs, adjs, masks)
         return [
-            dense_diff_pool(
+            padded_diff_pool(
                 z,
                 adj,
                 self._assignment(lambda p=p: p, None),

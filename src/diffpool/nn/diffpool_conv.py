@@ -40,9 +40,11 @@ class DiffPoolConv(DiffPoolBase):
         \mathbf{X}' &= \mathbf{S}^{\top} \mathbf{Z}, \qquad
         \mathbf{A}' = \mathbf{S}^{\top} \mathbf{A} \mathbf{S}
 
-    computed per graph of the batch. :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product and
-    no :math:`B \times N_{\max} \times N_{\max}` tensor is ever built. The auxiliary losses are
-    computed per graph :math:`g` (padding never counts) and averaged over the :math:`B` graphs:
+    computed per graph of the batch. :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product,
+    except on batches of small graphs, where dense adjacency blocks per group of similar-sized
+    graphs are cheaper (up to one :math:`B \times N_{\max} \times N_{\max}` block, see
+    :func:`~diffpool.functional.sparse_diff_pool`). The auxiliary losses are computed per
+    graph :math:`g` (padding never counts) and averaged over the :math:`B` graphs:
 
     .. math::
         \mathcal{L}_{LP} &= \frac{1}{B} \sum_g \frac{1}{N_g}
@@ -67,6 +69,16 @@ class DiffPoolConv(DiffPoolBase):
     :math:`O(\sum_g N_g^2 C_g)` rather than the padded batch's :math:`O(B N_{\max}^2 C)`, and
     memory stays at one row block. The authors' code divides the batch
     sum by :math:`\sum_g N_g^2` instead, which weighs large graphs more.
+
+    **PyG's normalisation.** :func:`torch_geometric.nn.dense_diff_pool` normalises both losses
+    over the padded batch (:math:`B` graphs of :math:`N_{\max}` rows):
+    :math:`\mathcal{L}_{LP} = \sqrt{\sum_g \|\mathbf{A}_g - \mathbf{S}_g
+    \mathbf{S}_g^{\top}\|_F^2} / (B N_{\max}^2)` and :math:`\mathcal{L}_E` the mean row entropy
+    over all :math:`B N_{\max}` rows. For one graph without padding its link loss is the one
+    above divided by :math:`N_g` and its entropy the same; on a padded batch the ratio also
+    depends on the padding. ``loss_normalization="pyg"`` gives PyG's values (of the batch
+    padded to ``max_num_nodes``), so that a PyG model's ``link_loss_coef`` and
+    ``entropy_loss_coef`` carry over; ``"pyg_unnormalized"`` is its ``normalize=False``.
 
     **Cluster budgets.** With ``ratio=None`` (the default, the paper's rule) every graph is
     pooled into ``num_clusters`` clusters :math:`C`. With a ``ratio``, graph :math:`g` gets
@@ -106,6 +118,9 @@ class DiffPoolConv(DiffPoolBase):
         head (torch.nn.Linear, optional): A linear map from ``pool``'s output to the
             ``num_clusters`` logits, applied by the layer only to the cluster slots each group
             of graphs uses. (default: :obj:`None`: ``pool`` returns the logits)
+        loss_normalization (str, optional): ``"per_graph"`` (the losses above), ``"pyg"`` or
+            ``"pyg_unnormalized"`` (PyG's, see above; with ``link_loss="frobenius"`` or
+            ``"none"``). (default: :obj:`"per_graph"`)
     """
 
     encoder_class = GNNEncoder
@@ -123,6 +138,7 @@ class DiffPoolConv(DiffPoolBase):
         validate: bool = True,
         *,
         head: torch.nn.Linear | None = None,
+        loss_normalization: str = "per_graph",
     ):
         super().__init__(
             embed,
@@ -135,6 +151,7 @@ class DiffPoolConv(DiffPoolBase):
             entropy_loss_coef,
             validate,
             head=head,
+            loss_normalization=loss_normalization,
         )
         self._embed_args = {a for a in ("edge_weight", "edge_attr") if _accepts(embed, a)}
         self._pool_args = {a for a in ("edge_weight", "edge_attr") if _accepts(pool, a)}
