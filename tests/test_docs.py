@@ -108,3 +108,47 @@ def test_readme_train_commands_compose_for_every_job():
                 assert cfg.model.variant and (cfg.data.get("name") or cfg.data.get("dataset"))
                 jobs += 1
     assert jobs >= len(commands) + 17  # the sweeps expanded (the README's alone has 18 jobs)
+
+
+#: a shape comment of a Python block: ``out.x      # [20, 22, 64]   what it is``
+SHAPE_COMMENT = re.compile(r"^([A-Za-z_][\w.]*)\s+#\s*\[(\d+(?:,\s*\d+)*)\]", flags=re.M)
+SHAPED = [
+    (page, i, code)
+    for page, i, code in PYTHON
+    if SHAPE_COMMENT.search(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)[i])
+]
+
+
+def test_the_readme_has_shape_comments():
+    assert any(page == README for page, _, _ in SHAPED)
+
+
+@pytest.mark.parametrize("page, index, code", SHAPED, ids=[f"{p.stem}-{i}" for p, i, _ in SHAPED])
+def test_shape_comments_are_what_the_code_returns(page, index, code, tmp_path, monkeypatch):
+    """Every ``expr  # [d, d, ...]`` comment of a page's Python blocks is the shape that
+    ``expr`` has when the block runs as written, and the README's statement of the dense
+    adjacency block its layer example builds (``one `B × N × N` block``) is what it builds."""
+    from diffpool.functional import packing
+
+    blocks = []
+    dense_adjacency = packing.SizeBuckets.dense_adjacency
+
+    def spy(self, *args, **kwargs):
+        out = dense_adjacency(self, *args, **kwargs)
+        blocks.extend(tuple(b.shape) for b in out)
+        return out
+
+    monkeypatch.setattr(packing.SizeBuckets, "dense_adjacency", spy)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": page.stem}
+    exec(compile(code, f"{page.name} python block {index}", "exec"), namespace)
+    own = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)[index]
+    comments = SHAPE_COMMENT.findall(own)  # of this block, read after it ran
+    assert comments
+    for expr, dims in comments:
+        expected = tuple(int(d) for d in dims.split(","))
+        assert tuple(eval(expr, namespace).shape) == expected, f"{expr}  # {list(expected)}"
+    if page == README and "DiffPoolConv(" in code:
+        stated = re.search(r"one `(\d+) × (\d+) × (\d+)` block", README.read_text())
+        assert stated, "the README states the dense adjacency block of its layer example"
+        assert tuple(int(d) for d in stated.groups()) in blocks, blocks
