@@ -132,6 +132,7 @@ LATER_DEFAULTS = {
     ("data", "metric"): None,
     ("data", "edge_features"): False,
     ("module", "loss"): None,
+    ("model", "loss_normalization"): "per_graph",
 }
 
 
