@@ -65,3 +65,30 @@ def test_ogb_data_that_is_not_there(tmp_path):
         load_ogb("ogbg-molhiv", tmp_path)
     with pytest.raises(ValueError, match="not an OGB graph-property dataset"):
         load_ogb("ogbn-arxiv", tmp_path)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.write_text, (self.marker, "ran"))
+
+
+@pytest.mark.parametrize("file", ["geometric_data_processed.pt", "pre_filter.pt"])
+def test_a_processed_file_that_names_code_is_refused(tmp_path, monkeypatch, file):
+    """OGB unpickles its processed file when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, PyG its
+    pre_transform.pt / pre_filter.pt always: they are checked first."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    write_ogb_layout(tmp_path)
+    load_ogb("ogbg-molhiv", tmp_path)
+    marker = tmp_path / "MARKER"
+    processed = tmp_path / "ogbg_molhiv" / "processed"
+    torch.save((_Payload(marker), None), processed / file)
+    with pytest.raises(ValueError, match=f"{file} names .*remove {processed}"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="must be a local folder"):
+        load_ogb("ogbg-molhiv", "http://127.0.0.1:9/OGB")

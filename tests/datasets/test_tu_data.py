@@ -372,19 +372,24 @@ class _Payload:
         return (Path.write_text, (self.marker, "ran"))
 
 
-def test_a_processed_file_that_names_code_is_never_unpickled(tmp_path, caplog, monkeypatch):
-    """PyG falls back to a full unpickling where a weights-only load fails; the processed file
-    is checked first, so a crafted one is rebuilt from raw/ and runs nothing (even with
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
+@pytest.mark.parametrize("file", ["data.pt", "pre_transform.pt", "pre_filter.pt"])
+def test_a_processed_file_that_names_code_is_never_unpickled(tmp_path, caplog, monkeypatch, file):
+    """PyG unpickles pre_transform.pt and pre_filter.pt, and data.pt where a weights-only load
+    fails; the processed files are checked first, so a crafted one is rebuilt from raw/ and
+    runs nothing (even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     load_tu("MUTAG", tmp_path)
-    data_pt = tmp_path / "MUTAG" / "processed" / "data.pt"
     marker = tmp_path / "MARKER"
-    torch.save((_Payload(marker), None, None, None), data_pt)
+    torch.save((_Payload(marker), None, None, None), tmp_path / "MUTAG" / "processed" / file)
     with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
         again = load_tu("MUTAG", tmp_path)
     assert len(again) == 188 and not marker.exists()
     assert "weights-only load refuses" in caplog.text
+
+
+def test_a_url_is_not_a_data_root(tmp_path):
+    with pytest.raises(ValueError, match="must be a local folder"):
+        load_tu("MUTAG", "http://127.0.0.1:9/TU")
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def test_predict_trusts_a_dataset_named_on_its_command_line(run_dir, tmp_path, c
     from diffpool.cli import predict
 
     run = tmp_path / "run"
-    name = "torch_geometric.datasets.tu_dataset.TUDataset"
+    name = "torch_geometric.datasets.TUDataset"  # PyG's classes read pickles: trusted only
     spec = {"_target_": name, "root": str(tmp_path / "pyg"), "name": "MUTAG"}
     _crafted_results(run_dir, run, spec)
     shutil.copytree(run_dir.parent / "TU" / "MUTAG" / "raw", tmp_path / "pyg" / "MUTAG" / "raw")
@@ -206,3 +206,61 @@ def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         train(cfg)
     assert not marker.exists()
+
+
+def test_what_lightning_would_build_from_a_checkpoint_is_not_read(run_dir, tmp_path, monkeypatch):
+    """A class object as ``_target_`` (a weights-only file can hold PyG's allowlisted classes),
+    Lightning's ``_instantiator`` key (it imports a class path) and an ``hparams_file`` (YAML
+    that can name code) build nothing."""
+    from torch_geometric.loader import ClusterData
+
+    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", {"_target_": ClusterData})
+    with pytest.raises(UntrustedTargetError, match="not a name"):
+        GraphClassifier.load_from_checkpoint(best)
+    (tmp_path / "evilmod_untrusted.py").write_text(f"open({str(tmp_path / 'MARKER')!r}, 'w')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["hyper_parameters"]["node_encoder"] = None
+    checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
+    checkpoint["hyper_parameters"]["_class_path"] = "evilmod_untrusted.Evil"
+    torch.save(checkpoint, best)
+    module = GraphClassifier.load_from_checkpoint(best)  # those keys are not the module's
+    assert module.node_encoder is None and not (tmp_path / "MARKER").exists()
+    yaml = tmp_path / "hparams.yaml"
+    yaml.write_text("node_encoder:\n  _target_: !!python/name:os.system ''\n")
+    with pytest.raises(ValueError, match="hparams_file is not read"):
+        GraphClassifier.load_from_checkpoint(best, hparams_file=yaml)
+
+
+def test_resume_deletes_nothing_a_checkpoint_names_outside_its_directory(run_dir, tmp_path):
+    """ModelCheckpoint removes the file its state names as the best when a better one comes:
+    a crafted state naming ``../../victim`` must not reach it."""
+    from diffpool.training import train
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "results.json").unlink()
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    escape = str(run / "checkpoints") + "/" + "../" * len(run.parts) + str(victim)[1:]
+    for state in checkpoint["callbacks"].values():
+        if "best_model_path" in state:
+            state["best_model_path"] = escape
+            state["kth_best_model_path"] = escape
+            state["best_k_models"] = {escape: torch.tensor(-1.0)}
+    torch.save(checkpoint, last)
+    cfg = _compose(
+        "data=mutag",
+        f"data.root={run_dir.parent / 'TU'}",
+        "trainer.max_epochs=3",
+        "model.hidden_channels=16",
+        "logger=none",
+        f"output_dir={run}",
+        "resume=true",
+    )
+    train(cfg)
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert (run / "results.json").exists()

@@ -25,7 +25,13 @@ def ogb_folder(name: str, root: str | os.PathLike) -> Path:
     return Path(root) / name.replace("-", "_")
 
 
-def load_ogb(name: str, root: str | os.PathLike = "data/OGB", download: bool = False, **kwargs):
+def load_ogb(
+    name: str,
+    root: str | os.PathLike = "data/OGB",
+    download: bool = False,
+    transform=None,
+    pre_transform=None,
+):
     """OGB's ``PygGraphPropPredDataset(name, root)``, which has ``get_idx_split()``,
     ``task_type``, ``num_tasks`` and ``eval_metric``.
 
@@ -34,7 +40,10 @@ def load_ogb(name: str, root: str | os.PathLike = "data/OGB", download: bool = F
     them, ``download=False`` is an error that says where they go; ``download=True`` lets OGB
     fetch them.
     """
+    from diffpool.datasets.source import check_processed, instantiate_dataset, local_root
+
     graphproppred = _ogb()
+    root = local_root(root)
     folder = ogb_folder(name, root)
     if not name.startswith("ogbg-"):
         raise ValueError(f"{name!r} is not an OGB graph-property dataset (ogbg-...)")
@@ -50,21 +59,17 @@ def load_ogb(name: str, root: str | os.PathLike = "data/OGB", download: bool = F
             f"{folder} has no RELEASE_v*.txt: OGB would ask on the console whether to replace "
             "it; copy the whole folder of OGB's zip (RELEASE_v1.txt included)"
         )
-    from diffpool.datasets.source import check_weights_only, instantiate_dataset
-
     spec = {"_target_": graphproppred.PygGraphPropPredDataset, "name": name, "root": str(root)}
     # OGB reads its processed file with a plain torch.load, which since torch 2.6 loads
     # weights only: allow the PyG storage classes that file holds (nothing else)
     with torch.serialization.safe_globals(_pyg_storage_classes()):
-        processed = folder / "processed" / "geometric_data_processed.pt"
-        if processed.exists():
-            try:
-                check_weights_only(processed)
-            except pickle.UnpicklingError as err:
-                raise ValueError(
-                    f"{err}: remove {processed.parent} to process {name} again from raw/"
-                ) from None
-        return instantiate_dataset(spec, **kwargs)
+        try:
+            check_processed(folder / "processed")
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{err}: remove {folder / 'processed'} to process {name} again from raw/"
+            ) from None
+        return instantiate_dataset(spec, transform=transform, pre_transform=pre_transform)
 
 
 def _pyg_storage_classes() -> list:

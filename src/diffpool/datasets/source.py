@@ -14,6 +14,7 @@ import pickle
 import socket
 import urllib.error
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +84,22 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
             f"there (PyG datasets read {where}/raw/ or their processed/ folder) or run once "
             "where the internet is reachable"
         ) from err
+
+
+def check_processed(folder: str | os.PathLike) -> None:
+    """:func:`check_weights_only` for every torch file of a PyG ``processed/`` folder: PyG
+    reads ``pre_transform.pt`` and ``pre_filter.pt`` with a full unpickling, ``data.pt`` with
+    one where a weights-only load fails."""
+    for path in sorted(Path(folder).glob("*.pt")):
+        check_weights_only(path)
+
+
+def local_root(root: str | os.PathLike) -> Path:
+    """``root`` as a local folder; a URL (which PyG's fsspec would read from) is refused."""
+    text = os.fspath(root)
+    if "://" in text or "::" in text:
+        raise ValueError(f"the data root must be a local folder, got {text!r}")
+    return Path(text).expanduser()
 
 
 def check_weights_only(path: str | os.PathLike) -> None:

@@ -43,7 +43,7 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
-from diffpool.datasets.source import DataUnavailableError, check_weights_only
+from diffpool.datasets.source import DataUnavailableError, check_processed, local_root
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ def _read_processed(root: Path, name: str) -> TUDataset | None:
     processed = root / name / "processed"
     if (processed / "data.pt").exists():  # TUDataset.processed_file_names
         try:
-            check_weights_only(processed / "data.pt")  # PyG would unpickle what it refuses
+            check_processed(processed)  # PyG would unpickle what a weights-only load refuses
             return TUDataset(str(root), name, use_node_attr=True)
         except Exception as err:  # whatever torch.load makes of it: raw/ is at hand
             log.warning(
@@ -432,7 +432,7 @@ def load_tu(
         raise ValueError(
             f"fallback_features must be one of {FALLBACK_FEATURES}, got {fallback_features!r}"
         )
-    root = Path(root).expanduser()
+    root = local_root(root)
     asked, name = name, resolve_name(name, root)
     if name != asked:
         log.info("TU dataset %r is %s", asked, name)

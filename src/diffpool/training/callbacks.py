@@ -136,6 +136,11 @@ class RelocateCheckpoints(Callback):
     first epoch after resuming would then count as the best, and the fair protocol would test
     the wrong epoch. Before the callbacks' states are loaded, this one rewrites the paths under
     the old directory to the same files under the new one, so that every state is restored.
+
+
+    The paths are data: a state that names a file other than a ``*.ckpt`` directly in the
+    callback's directory (``../`` included) loses that name, as ModelCheckpoint would remove
+    the file it names when a better one comes.
     """
 
     def on_load_checkpoint(
@@ -146,10 +151,12 @@ class RelocateCheckpoints(Callback):
             if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
                 continue
             state = states.get(callback.state_key)
-            old = state.get("dirpath") if state else None
-            if old is None or old == callback.dirpath:
+            if not state:
                 continue
-            states[callback.state_key] = _relocated(state, str(old), str(callback.dirpath))
+            old = state.get("dirpath")
+            if old is not None and old != callback.dirpath:
+                state = _relocated(state, str(old), str(callback.dirpath))
+            states[callback.state_key] = _confined(state, str(callback.dirpath))
 
 
 def _relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
@@ -167,6 +174,28 @@ def _relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
     if isinstance(moved.get("best_k_models"), dict):
         moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items()}
     return moved
+
+
+def _confined(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
+    """A ModelCheckpoint state naming only ``*.ckpt`` files directly in ``dirpath`` (after
+    resolving ``..``): any other path is dropped (Lightning removes the files a state names)."""
+    home = os.path.normpath(dirpath)
+
+    def inside(path: Any) -> bool:
+        if not isinstance(path, str) or not path:
+            return False
+        path = os.path.normpath(path)
+        return os.path.dirname(path) == home and path.endswith(".ckpt")
+
+    confined = dict(state, dirpath=dirpath)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in confined and not inside(confined[key]):
+            confined[key] = ""
+    if isinstance(confined.get("best_k_models"), dict):
+        confined["best_k_models"] = {
+            k: v for k, v in confined["best_k_models"].items() if inside(k)
+        }
+    return confined
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

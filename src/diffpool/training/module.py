@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -346,7 +347,7 @@ class GraphClassifier(LightningModule):
     @classmethod
     def load_from_checkpoint(
         cls,
-        checkpoint_path: str | Path,
+        checkpoint_path: str | Path | IO[bytes],
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
@@ -354,10 +355,14 @@ class GraphClassifier(LightningModule):
         trust: Sequence[str] = (),
         **kwargs: Any,
     ) -> GraphClassifier:
-        """Lightning's ``load_from_checkpoint``, reading the checkpoint as data: with
-        ``torch.load(weights_only=True)``, and building only the names of the package's
+        """A module from a checkpoint, read as data: Lightning's ``load_from_checkpoint`` with
+        ``torch.load(weights_only=True)``, building only the names of the package's
         registries (:mod:`diffpool.utils.targets`), those of ``trust`` and those of the specs
-        given in ``kwargs`` (which replace the checkpoint's).
+        given in ``kwargs`` (which replace the checkpoint's hyperparameters).
+
+        Only the module's own arguments are read from the checkpoint's hyperparameters; what
+        Lightning would also take from a checkpoint to build the module (``_instantiator``,
+        ``hparams_type``) or from an ``hparams_file`` (YAML that can name code) is not used.
 
         Raises:
             UntrustedTargetError: the checkpoint names another model, encoder, optimizer or
@@ -368,11 +373,24 @@ class GraphClassifier(LightningModule):
                 "GraphClassifier checkpoints hold only plain data: they are read with "
                 "weights_only=True (a pickled object in a file could run code on load)"
             )
-        trusted = {*trust, *targets.target_names(kwargs)}
-        with targets.reading(checkpoint_path, trusted):
-            return super().load_from_checkpoint(
-                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        if hparams_file is not None:
+            raise ValueError(
+                "hparams_file is not read (YAML can name code): pass the hyperparameters to "
+                "change as keyword arguments"
             )
+        source = checkpoint_path if isinstance(checkpoint_path, str | Path) else "the checkpoint"
+        checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
+        own = inspect.signature(cls.__init__).parameters
+        stored = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        hparams = {k: v for k, v in stored.items() if k in own and k != "self"}
+        trusted = {*trust, *targets.target_names(kwargs)}
+        with targets.reading(source, trusted):
+            module = cls(**{**hparams, **kwargs})
+        module.on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        module.load_state_dict(state, strict=module.strict_loading if strict is None else strict)
+        tensor = next((t for t in state.values() if isinstance(t, torch.Tensor)), None)
+        return module.to(tensor.device) if tensor is not None else module
 
     @property
     def lr(self) -> float:

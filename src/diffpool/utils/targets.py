@@ -7,8 +7,8 @@ as Hydra writes it. Specs reach the package two ways:
   user's own classes are theirs to trust, so any name is imported and called;
 * from a file: a checkpoint's hyperparameters, a run's ``results.json``. A file is data, so a
   name is built only when it is in a registry of the package (:data:`REGISTRIES`): the
-  package's models, encoders, datasets and data modules, the classes of ``torch.optim`` and
-  ``torch.optim.lr_scheduler``, PyG's and OGB's dataset classes, ``torch.nn``'s modules.
+  package's models, encoders, dataset loaders and data modules, the classes of ``torch.optim``
+  and ``torch.optim.lr_scheduler``, ``torch.nn``'s modules.
   Anything else is refused *before it is imported* (importing a module runs its code) with an
   :class:`UntrustedTargetError` that names the file, the name and how to trust it: by naming
   it again at the call (``trust=[...]``).
@@ -88,18 +88,16 @@ REGISTRIES: dict[str, tuple[Registry, ...]] = {
         Registry("optimizer", ("torch.optim",), _subclass_of("torch.optim", "Optimizer")),
     ),
     "scheduler": (Registry("scheduler", ("torch.optim.lr_scheduler",), _scheduler),),
+    # only the package's loaders, which check a dataset's processed files before PyG or OGB
+    # read them (PyG unpickles processed/pre_transform.pt and pre_filter.pt, falls back to
+    # unpickling data.pt, reads fsspec URLs as roots; several PyG datasets unpickle their raw
+    # files): PyG's and OGB's classes themselves are built from a file only when trusted
     "dataset": (
         Registry(
             "dataset",
             ("diffpool.datasets",),
             names=frozenset({"load_tu", "load_ogb", "hierarchical_communities"}),
         ),
-        Registry(
-            "dataset",
-            ("torch_geometric.datasets",),
-            _subclass_of("torch_geometric.data", "Dataset"),
-        ),
-        Registry("dataset", ("ogb.graphproppred",), names=frozenset({"PygGraphPropPredDataset"})),
     ),
     "datamodule": (
         Registry(
@@ -222,6 +220,13 @@ def _refuse(name: str, kind: str | None, source: _Source) -> UntrustedTargetErro
     )
 
 
+def _not_a_name(target: Any, source: _Source) -> UntrustedTargetError:
+    return UntrustedTargetError(
+        f"{source.path} holds a _target_ that is not a name ({type(target).__name__}): a file "
+        "names what it builds, and only names of the package's registries are built"
+    )
+
+
 def resolve(target: Any, kind: str | None = None) -> Any:
     """The callable a ``_target_`` names. Inside :func:`reading`, only a name of a registry
     of ``kind`` (:obj:`None`: any) or one the reader trusts; otherwise any importable name
@@ -231,11 +236,13 @@ def resolve(target: Any, kind: str | None = None) -> Any:
         UntrustedTargetError: a name from a file that no registry holds.
         ValueError: a name that cannot be imported.
     """
-    if not isinstance(target, str):  # an object given in code (a file holds names only)
+    source = _SOURCE.get()
+    if not isinstance(target, str):  # an object given in code; a file holds names only
+        if source is not None:
+            raise _not_a_name(target, source)
         if not callable(target):
             raise ValueError(f"a _target_ must be a dotted name or a callable, got {target!r}")
         return target
-    source = _SOURCE.get()
     found = _registered(target, kind)
     if found is not None:
         return found
@@ -250,8 +257,10 @@ def check(spec: Any, kind: str | None = None) -> None:
     source = _SOURCE.get()
     if source is None:
         return
-    if isinstance(spec, Mapping) and isinstance(spec.get("_target_"), str):
+    if isinstance(spec, Mapping) and "_target_" in spec:
         target = spec["_target_"]
+        if not isinstance(target, str):  # a weights-only file can hold allowlisted classes
+            raise _not_a_name(target, source)
         if target not in source.trusted and _registered(target, kind) is None:
             raise _refuse(target, kind, source)
     if isinstance(spec, Mapping):
