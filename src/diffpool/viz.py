@@ -7,7 +7,7 @@ widths follow :math:`\\mathbf{A}' = \\mathbf{S}^\\top \\mathbf{A} \\mathbf{S}`.
 ``diffpool-viz`` is the command line around it (with
 :func:`~diffpool.training.predict.load_run`, which rebuilds a ``diffpool-train`` run's module and
 dataset). Needs the ``viz`` extra
-(``pip install "diffpool[viz]"``).
+(``pip install ".[viz]"`` in a clone of the repository).
 """
 
 from __future__ import annotations

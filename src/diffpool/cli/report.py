@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from diffpool.cli import extras_present
+from diffpool.utils.extras import install_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
     if "png" not in paths:
-        print('no plots: they need the viz extra (pip install "diffpool[viz]")')
+        print(f"no plots: they need the viz extra ({install_command('viz')})")
     return 0
 
 

@@ -1,5 +1,5 @@
 """OGB graph-property datasets (``ogbg-*``) offline first, and OGB's evaluator (the ``ogb``
-extra: ``pip install "diffpool[ogb]"``)."""
+extra: ``pip install ".[ogb]"`` in a clone)."""
 
 from __future__ import annotations
 

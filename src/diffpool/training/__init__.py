@@ -1,5 +1,5 @@
 """Training: the Lightning module and data module, the batch sampler and the run logic
-(the ``train`` extra: ``pip install "diffpool[train]"``)."""
+(the ``train`` extra: ``pip install ".[train]"`` in a clone of the repository)."""
 
 from diffpool.utils.extras import require
 

@@ -70,7 +70,7 @@ def graclus_clusterer(edge_index: Tensor, num_nodes: int, num_parts: int) -> Ten
     from diffpool.utils.extras import require
 
     # torch-cluster compiles from source where no wheel matches the torch build: install
-    # torch first, then pip install --no-build-isolation "diffpool[graclus]"
+    # torch first, then pip install --no-build-isolation ".[graclus]"
     require("graclus", "the 'graclus' clusterer")
     from torch_cluster import graclus_cluster
 

@@ -1,14 +1,16 @@
 """Optional dependencies: what each extra of the package provides, and a clear error where one
 is missing.
 
-The core install (``pip install diffpool``) holds what the layers need: torch, PyG, NumPy.
-Everything else is an extra, named after what it enables; a feature used without its extra
-raises an :class:`ImportError` that names the extra to install.
+The core install (``pip install .`` in a clone of the repository) holds what the layers need:
+torch, PyG, NumPy. Everything else is an extra, named after what it enables; a feature used
+without its extra raises an :class:`ImportError` that names the extra and a command that
+installs it (:func:`install_command`; no distribution of this name is published on PyPI).
 """
 
 from __future__ import annotations
 
 from importlib.util import find_spec
+from pathlib import Path
 
 #: extra -> the modules it provides (the distributions are declared in pyproject.toml)
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -36,6 +38,27 @@ def missing(extra: str) -> list[str]:
     return [module for module in EXTRAS[extra] if not _installed(module)]
 
 
+def source_tree() -> Path | None:
+    """The repository this package runs from (an editable install, or ``src/`` on the path):
+    the folder of ``pyproject.toml`` above ``src/diffpool``; :obj:`None` for an installed
+    copy (a wheel in site-packages)."""
+    package = Path(__file__).resolve().parents[1]  # .../src/diffpool
+    root = package.parents[1]
+    if package.parent.name == "src" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def install_command(extra: str) -> str:
+    """The command that installs ``extra``: from the repository this package runs from where
+    there is one (``pip install -e "/path/to/diffpool[train]"``, from any folder), else from
+    a clone of the repository (``pip install ".[train]"``, in its folder)."""
+    root = source_tree()
+    if root is not None:
+        return f'pip install -e "{root}[{extra}]"'
+    return f'pip install ".[{extra}]" (in the folder of a clone of the diffpool repository)'
+
+
 def require(extra: str, feature: str) -> None:
     """Raise an :class:`ImportError` naming ``extra`` when any of its modules is missing.
 
@@ -47,5 +70,5 @@ def require(extra: str, feature: str) -> None:
     if absent:
         raise ImportError(
             f"{feature} needs the '{extra}' extra, which is not installed (missing: "
-            f'{", ".join(absent)}): pip install "diffpool[{extra}]"'
+            f"{', '.join(absent)}): {install_command(extra)}"
         )
