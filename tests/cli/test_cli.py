@@ -92,7 +92,7 @@ def test_a_run_says_what_it_trained_and_where_its_results_are(tmp_path):
             if member.endswith(".txt") and "MUTAG_" in member:
                 name = Path(member).name.replace("MUTAG_", "NCI1_")
                 (raw / name).write_bytes(zf.read(member))
-    args = [str(BIN / "diffpool-train"), "data=nci1", f"data.root={tmp_path / 'TU'}"]
+    args = [str(BIN / "diffpool-train"), "data=NCI1", f"data.root={tmp_path / 'TU'}"]
     proc = _run([*args, "trainer.max_epochs=2"], tmp_path)
     printed = proc.stdout + proc.stderr
     (run_dir,) = [p.parent for p in tmp_path.rglob("results.json")]
@@ -129,6 +129,10 @@ def test_help_does_not_wait_for_torch(tmp_path):
         [sys.executable, "-X", "importtime", str(BIN / "diffpool-train"), "--help"], tmp_path
     )
     assert "data: aids, bzr" in proc.stdout and "nci1" in proc.stdout
+    # the other spellings of the TU names (data=NCI1) are said once, not listed
+    (data,) = [line for line in proc.stdout.splitlines() if line.startswith("data: ")]
+    assert "NCI1" not in data and "PROTEINS_full" not in data and "proteins_full" in data
+    assert "(data: a TU dataset also as the collection spells it and in upper case" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "lightning" not in imported
 

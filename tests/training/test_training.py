@@ -152,6 +152,46 @@ def test_the_paper_preset_composes_with_every_dataset_and_model(dataset, variant
     assert cfg.model.get("ratio", 0.1) == 0.1 and cfg.model.get("num_levels", 1) == 1
 
 
+@pytest.mark.parametrize(
+    "option, spellings",
+    [
+        ("nci1", ["NCI1"]),
+        ("enzymes", ["ENZYMES"]),  # a file of conf/data
+        ("proteins_full", ["PROTEINS_full", "PROTEINS_FULL"]),  # a file, in mixed case
+        ("letter-high", ["Letter-high", "LETTER-HIGH"]),
+        ("reddit_threads", ["REDDIT_THREADS"]),
+    ],
+)
+def test_tu_names_work_as_the_collection_spells_them_and_in_upper_case(option, spellings):
+    """``data=NCI1`` is ``data=nci1``: the same config, and a sweep's job of it has the same
+    directory (a finished job is skipped whichever spelling started it)."""
+    from diffpool.cli.train import path_safe
+
+    canonical = _compose(f"data={option}")
+    for name in spellings:
+        assert _compose(f"data={name}") == canonical
+        assert path_safe(f"data.fold=3,data={name},model/encoder=gcn") == (
+            f"data.fold=3,data={option},model.encoder=gcn"
+        )
+
+
+def test_the_data_options_are_each_tu_name_in_three_spellings_at_most():
+    """The aliases are the collection's spelling and upper case, where either differs from
+    the lower-case option: no other spelling, and none for the other data configs."""
+    import diffpool.conf
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diffpool.datasets.names import KNOWN, OGB_MOLECULES
+
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        options = set(GlobalHydra.instance().config_loader().get_group_options("data"))
+    files = {p.stem for p in (CONF / "data").glob("*.yaml")}
+    tu = {spelling for n in KNOWN for spelling in (n.lower(), n, n.upper())}
+    assert options == files | tu | set(OGB_MOLECULES)
+    assert set(diffpool.conf.ALIASES) == tu - {n.lower() for n in KNOWN}
+    assert diffpool.conf.data_option("PROTEINS_FULL") == "proteins_full"
+
+
 def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
     """data.val_ratio=0 (the authors' split): the test fold is logged as heldout every epoch,
     nothing is selected on validation, and a callback that watches val/* is a clear error."""

@@ -10,16 +10,27 @@ Needs the ``train`` extra.
 
 from __future__ import annotations
 
+import re
+
 from diffpool.utils.extras import require
 
 #: the resolver that makes a sweep job's override string one folder name
 #: (``model/encoder=gcn`` -> ``model.encoder=gcn``; conf/hydra/default.yaml uses it)
 PATH_SAFE = "diffpool.path_safe"
 
+#: the ``data=`` item of an override string (at its start or after a ``,``)
+_DATA_ITEM = re.compile(r"(?<![^,])data=([^,]+)")
+
 
 def path_safe(overrides: str) -> str:
     """A sweep job's ``override_dirname`` as one directory name: a config group's ``/``
-    (``model/encoder=gcn``) would make two nested folders of one job."""
+    (``model/encoder=gcn``) would make two nested folders of one job, and a dataset's other
+    spellings (``data=ENZYMES``, ``data=PROTEINS_full``: aliases) name the folder of its
+    lower-case option (``data=enzymes``), so that a job is found again (and skipped once
+    finished) whichever spelling started it."""
+    from diffpool.conf import data_option
+
+    overrides = _DATA_ITEM.sub(lambda m: f"data={data_option(m[1])}", overrides)
     return overrides.replace("/", ".")
 
 
@@ -37,18 +48,51 @@ def data_label(name, dataset_name, target) -> str:
     return path_safe(str(target).rsplit(".", 1)[-1]) if target else "data"
 
 
+#: the resolver that lists the config groups in ``--help`` (conf/hydra/default.yaml's template)
+CONFIG_GROUPS = "diffpool.config_groups"
+
+
+def config_groups() -> str:
+    """``--help``'s list of config groups and their options, as Hydra's ``$APP_CONFIG_GROUPS``
+    lists them, without the other spellings of the TU datasets' ``data`` options (every one
+    is also an option as the collection spells it and in upper case: ``diffpool.conf``'s
+    aliases), which a line says instead. Hydra's own list where its internals differ."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diffpool.conf import ALIASES
+
+    try:
+        hydra = GlobalHydra.instance().hydra
+        groups = [g for g in hydra.list_all_config_groups() if g.split("/")[0] != "hydra"]
+        options = {g: hydra.config_loader.get_group_options(g) for g in groups}
+    except Exception:  # another Hydra: string.Template substitutes its own list
+        return "$APP_CONFIG_GROUPS"
+    lines = []
+    for group in sorted(groups):
+        shown = [o for o in sorted(options[group]) if group != "data" or o not in ALIASES]
+        lines.append(f"{group}: {', '.join(shown)}")
+    lines.append(
+        "(data: a TU dataset also as the collection spells it and in upper case: data=NCI1, "
+        "data=PROTEINS_full, data=PROTEINS_FULL)"
+    )
+    return "\n".join(lines)
+
+
 def register_resolvers() -> None:
-    """Register :data:`PATH_SAFE` and :data:`DATA_LABEL` (idempotent). Runs when this module
-    is imported, which includes joblib's worker processes (they import :func:`run` from
-    it)."""
+    """Register :data:`PATH_SAFE`, :data:`DATA_LABEL` and :data:`CONFIG_GROUPS`
+    (idempotent). Runs when this module is imported, which includes joblib's worker processes
+    (they import :func:`run` from it)."""
     try:
         from omegaconf import OmegaConf
     except ImportError:  # the train extra is missing: main() says so
         return
-    if not OmegaConf.has_resolver(PATH_SAFE):
-        OmegaConf.register_new_resolver(PATH_SAFE, path_safe)
-    if not OmegaConf.has_resolver(DATA_LABEL):
-        OmegaConf.register_new_resolver(DATA_LABEL, data_label)
+    for name, resolver in (
+        (PATH_SAFE, path_safe),
+        (DATA_LABEL, data_label),
+        (CONFIG_GROUPS, config_groups),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()
