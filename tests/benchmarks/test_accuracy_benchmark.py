@@ -191,3 +191,42 @@ def test_committed_table_is_rebuilt_from_the_committed_archives(driver, tmp_path
     rebuilt = (tmp_path / "accuracy.md").read_text()
     strip = [line for line in committed.splitlines() if not line.startswith("Test accuracy")]
     assert strip == [line for line in rebuilt.splitlines() if not line.startswith("Test accuracy")]
+
+
+def test_todays_sweep_configs_are_the_archived_runs(driver):
+    """The archived jobs are the runs today's sweep commands configure: every model's data
+    config and every pooling model's model config (the paper preset's ratio 0.1 included) are
+    the archived ones, up to the keys added since with the archived value
+    (``run.LATER_DEFAULTS``). (The archived flat models' model configs still carry the
+    pooling keys, and ``optimized_metric`` was renamed since: not compared here.)"""
+    import argparse
+
+    from hydra import compose, initialize_config_module
+
+    from diffpool.training.run import _normalized, comparable_config
+
+    compared = 0
+    for dataset in driver.SETTINGS:
+        file = driver.archive_file(driver.ARCHIVE, dataset)
+        if not file.exists():
+            continue
+        firsts = {}
+        for run in load_archive(file):
+            firsts.setdefault(run.config["model"]["variant"], run)
+        for variant, run in sorted(firsts.items()):
+            args = argparse.Namespace(models=[variant], folds=10, data_root="/d",
+                                      trainer="cpu", epochs=0, jobs=1, overrides=[])  # fmt: skip
+            (command,) = driver.sweep_commands(dataset, args, Path("sweep"))
+            skipped = ("-m", "hydra.", "launcher=", "data.fold=range", "resume=")
+            overrides = [a for a in command[1:] if not a.startswith(skipped)]
+            with initialize_config_module("diffpool.conf", version_base="1.3"):
+                cfg = compose("train", overrides=[*overrides, f"data.fold={run.fold}"])
+            cfg.output_dir = "x"
+            today = _normalized(comparable_config(cfg), run.metric, run.higher_is_better)
+            archived = _normalized(run.config, run.metric, run.higher_is_better)
+            assert today["data"] == archived["data"], (dataset, variant)
+            if variant not in driver.FLAT_MODELS:
+                assert today["model"] == archived["model"], (dataset, variant)
+                assert archived["model"]["ratio"] == 0.1
+            compared += 1
+    assert compared >= 24  # 4 archived columns x 6 models

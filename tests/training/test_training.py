@@ -192,6 +192,51 @@ def test_the_data_options_are_each_tu_name_in_three_spellings_at_most():
     assert diffpool.conf.data_option("PROTEINS_FULL") == "proteins_full"
 
 
+def _errica_folds(num_graphs: int, folds: int) -> list[dict]:
+    """An Errica-style split file's content: fold f tests 10 graphs, validates the next 10."""
+    content = []
+    for f in range(folds):
+        test, val = list(range(20 * f, 20 * f + 10)), list(range(20 * f + 10, 20 * f + 20))
+        train = [i for i in range(num_graphs) if i not in test and i not in val]
+        content.append({"test": test, "model_selection": [{"train": train, "validation": val}]})
+    return content
+
+
+def test_a_tu_dataset_by_name_takes_a_split_file(tmp_path):
+    """``data=mutag data.split=file data.split_file=...`` (any TU dataset by name, as with
+    ``data=pyg``): the file's fold and model-selection split instead of the k-fold CV, in the
+    config, in Python and in the run's results."""
+    from hydra.utils import instantiate
+
+    folds = _errica_folds(188, 2)
+    file = tmp_path / "mutag_splits.json"
+    file.write_text(json.dumps(folds))
+    cfg = _cfg(tmp_path, "run", "data.split=file", f"data.split_file={file}", "data.fold=1",
+               "trainer.max_epochs=1")  # fmt: skip
+    assert (cfg.data.split, cfg.data.inner) == ("file", 0)
+    data = instantiate(cfg.data)
+    data.setup()
+    assert data.split.test.tolist() == folds[1]["test"]
+    assert data.split.val.tolist() == folds[1]["model_selection"][0]["validation"]
+    assert data.split.train.tolist() == folds[1]["model_selection"][0]["train"]
+    assert data.num_folds == 2 and "split file" in data.describe()
+    result = train(cfg)
+    assert (result.dataset, result.fold, result.num_folds) == ("MUTAG", 1, 2)
+    assert result.config["data"]["split_file"] == str(file)
+    # in Python, and one {train, val, test} object
+    plain = tmp_path / "one_split.json"
+    plain.write_text(json.dumps({"train": list(range(20, 188)), "val": list(range(10, 20)),
+                                 "test": list(range(10))}))  # fmt: skip
+    python = TUDataModule("mutag", tmp_path / "TU", split="file", split_file=plain)
+    python.setup()
+    assert python.split.test.tolist() == list(range(10)) and len(python.split.train) == 168
+    assert python.hparams.split_file == str(plain)  # plain data: checkpoints hold it
+    with pytest.raises(ValueError, match="split must be 'kfold' or 'file'"):
+        TUDataModule("MUTAG", tmp_path / "TU", split="dataset")
+    with pytest.raises(ValueError, match="split='file' needs split_file"):
+        TUDataModule("MUTAG", tmp_path / "TU", split="file")
+
+
 def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
     """data.val_ratio=0 (the authors' split): the test fold is logged as heldout every epoch,
     nothing is selected on validation, and a callback that watches val/* is a clear error."""
@@ -606,9 +651,14 @@ def test_runs_archived_before_tasks_existed_are_the_same_runs():
     assert config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
     config["callbacks"]["model_checkpoint"].update(monitor="auto", mode="auto")
     config["data"].update(task=None, metric=None, edge_features=False)
+    config["data"].update(split="kfold", split_file=None, inner=0)  # TU takes split files
     config["module"].update(loss=None, scheduler_monitor="auto")
     current = OmegaConf.create({**config, "output_dir": "x"})
     assert same_run(earlier.config, current, earlier.metric, earlier.higher_is_better)
+    config["data"].update(split="file", split_file="splits.json")
+    other = OmegaConf.create({**config, "output_dir": "x"})
+    assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)
+    config["data"].update(split="kfold", split_file=None)
     config["callbacks"]["model_checkpoint"]["monitor"] = "val/loss"
     other = OmegaConf.create({**config, "output_dir": "x"})
     assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)

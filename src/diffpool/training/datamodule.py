@@ -369,7 +369,8 @@ class GraphDataModule(LightningDataModule):
 class TUDataModule(GraphDataModule):
     r"""One fold of stratified ``num_folds``-fold cross-validation on a TU dataset: a
     :class:`GraphDataModule` over :func:`~diffpool.datasets.load_tu` (offline copies, the
-    node-feature choice) with ``split="kfold"``.
+    node-feature choice) with ``split="kfold"``, or one fold of a published split file
+    (``split="file"``, ``split_file``, ``inner``: as :class:`GraphDataModule` reads them).
 
     The ``fold``-th fold is the test set; ``val_ratio`` of the other folds (stratified) is the
     validation set, the rest trains. Splits depend only on ``seed``, ``num_folds`` and
@@ -412,6 +413,13 @@ class TUDataModule(GraphDataModule):
         metric (str, optional): The selection metric. (default: the task's)
         edge_features (bool, optional): Give the edge labels to encoders that take edge
             features. (default: :obj:`False`)
+        split (str, optional): ``"kfold"`` (the folds above) or ``"file"`` (a published
+            split file: :func:`~diffpool.datasets.load_split_file`, Errica et al.'s folds or
+            one ``{"train", "val", "test"}`` object; ``fold`` picks its fold, ``num_folds``
+            is the file's). (default: :obj:`"kfold"`)
+        split_file (str, optional): The split file of ``split="file"``. (default: :obj:`None`)
+        inner (int, optional): The model-selection split of an Errica-style file.
+            (default: :obj:`0`)
     """
 
     def __init__(
@@ -433,13 +441,25 @@ class TUDataModule(GraphDataModule):
         task: str | None = None,
         metric: str | None = None,
         edge_features: bool = False,
+        split: str = "kfold",
+        split_file: str | os.PathLike | None = None,
+        inner: int = 0,
     ):
+        if split not in ("kfold", "file"):
+            raise ValueError(
+                f"split must be 'kfold' or 'file' (a TU dataset has no split of its own), "
+                f"got {split!r}"
+            )
+        if split_file is not None:
+            split_file = os.fspath(split_file)  # plain data in checkpoints
         super().__init__(
-            split="kfold",
+            split=split,
             fold=fold,
             num_folds=num_folds,
             seed=seed,
             val_ratio=val_ratio,
+            split_file=split_file,
+            inner=inner,
             task=task,
             metric=metric,
             edge_features=edge_features,

@@ -133,6 +133,10 @@ LATER_DEFAULTS = {
     ("data", "edge_features"): False,
     ("module", "loss"): None,
     ("model", "loss_normalization"): "per_graph",
+    # TU data configs take split files (GraphDataModule's keys and defaults)
+    ("data", "split"): "kfold",
+    ("data", "split_file"): None,
+    ("data", "inner"): 0,
 }
 
 
