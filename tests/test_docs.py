@@ -34,6 +34,33 @@ def test_python_block_runs(page, index, code, tmp_path, monkeypatch):
     exec(compile(code, f"{page.name} python block {index}", "exec"), {"__name__": page.stem})
 
 
+def test_the_readme_training_from_python_is_quiet_and_leaves_only_its_results(tmp_path):
+    """The README's "From Python" fit, as a newcomer runs it (a fresh process in an empty
+    directory): none of Lightning's tips, accelerator lines it does not have or the LeafSpec
+    warning (importing diffpool.training leaves them out, as diffpool-train does), and the
+    dataset and the checkpoint are all it leaves: no lock file, no checkpoints/ of its own."""
+    import os
+    import subprocess
+    import sys
+
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+               if "Trainer(" in b and "TUDataModule" in b]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the time only (2 epochs of MUTAG)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 0, printed[-3000:]
+    for noise in ("Tip", "litlogger", "litmodels", "LeafSpec", "TPU available", "Warning"):
+        assert noise not in printed, printed[-3000:]
+    assert "GPU available" in printed  # Lightning's own information stays
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    data = [f for f in files if f.startswith(("data/TU/MUTAG/raw/", "data/TU/MUTAG/processed/"))]
+    assert data and [f for f in files if f not in data] == [
+        "runs/mutag/checkpoints/epoch=1-step=16.ckpt"
+    ]
+
+
 def _cli_lines(prefix: str = "diffpool-", pages=(README,)) -> list[str]:
     """The shell lines of ``pages`` that call a console script, continuation lines joined,
     comments dropped."""

@@ -268,6 +268,10 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     assert fair["val"] == max(stored["val_curve"])
     assert fair["test"] == pytest.approx(stored["test_curve"][fair["best_epoch"]])
     assert Path(fair["checkpoint"]).exists() and (out / "checkpoints" / "last.ckpt").exists()
+    # the run's files, and no lock left behind (run.lock, the dataset's .MUTAG.lock)
+    files = ["checkpoints", "history.csv", "logs", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert sorted(p.name for p in (tmp_path / "TU").iterdir()) == ["MUTAG"]
     with open(out / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in history] == [0, 1, 2]
@@ -536,7 +540,7 @@ def test_two_runs_in_one_directory_at_once_are_refused(tmp_path):
             train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))
     assert not (out / "results.json").exists() and not (out / "failed.json").exists()
     train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))  # free again
-    assert (out / "results.json").exists()
+    assert (out / "results.json").exists() and not (out / "run.lock").exists()
 
 
 def test_report_aggregates_folds_under_both_protocols(tmp_path):

@@ -36,7 +36,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch_geometric.data import Data, download_url
 from torch_geometric.datasets import TUDataset
 from torch_geometric.transforms import BaseTransform
@@ -44,6 +43,7 @@ from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
 from diffpool.datasets.source import DataUnavailableError, check_processed, local_root
+from diffpool.utils.locks import RemovableLock
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,10 @@ def check_raw(raw_dir: Path, name: str) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock on every platform (``filelock``, which torch depends on):
-    parallel jobs of a sweep prepare a dataset once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path)):
+    """An exclusive file lock on every platform: parallel jobs of a sweep prepare a dataset
+    once. The lock file is there while the dataset is being prepared, and removed after
+    (:class:`~diffpool.utils.locks.RemovableLock`)."""
+    with RemovableLock(path):
         yield
 
 

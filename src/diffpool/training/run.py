@@ -6,8 +6,8 @@ validation accuracy; each written whole or not at all), ``logs/`` and, under
 ``diffpool-train``, ``.hydra/`` (the job's config, as Hydra writes it). Nothing in it is
 replaced silently:
 
-* a run holds a lock on its directory (``run.lock``): a second run started there meanwhile
-  is refused with :class:`RunDirectoryError`;
+* a run holds a lock on its directory (``run.lock``, removed when the run ends): a second run
+  started there meanwhile is refused with :class:`RunDirectoryError`;
 * a finished run with the same config is skipped (its results are returned), so rerunning a
   sweep only runs the jobs that did not finish;
 * a finished run with another config, or an unfinished one, stops with an error that says
@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 
 import torch
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -54,6 +54,7 @@ from diffpool.training.results import (
     write_text,
 )
 from diffpool.utils import targets
+from diffpool.utils.locks import RemovableLock
 from diffpool.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     _prepare_process(cfg, sweep=bool(job))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
         return _run(cfg, out, discard=False)
-    lock = FileLock(str(out / LOCK))
+    lock = RemovableLock(out / LOCK)  # the file goes when the run ends
     try:
         lock.acquire(timeout=0)
     except Timeout:

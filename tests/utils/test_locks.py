@@ -1,0 +1,71 @@
+"""RemovableLock: an exclusive lock whose file exists only while it is held."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from filelock import FileLock, Timeout
+
+from diffpool.utils.locks import RemovableLock
+
+posix = pytest.mark.skipif(os.name != "posix", reason="the flock implementation")
+
+
+def test_the_file_is_there_while_held_and_gone_after(tmp_path):
+    path = tmp_path / "sub" / "run.lock"
+    with RemovableLock(path):
+        assert path.exists()
+        with pytest.raises(Timeout):  # exclusive, within one process too
+            RemovableLock(path).acquire(timeout=0)
+        with pytest.raises(Timeout):
+            RemovableLock(path).acquire(timeout=0.1)
+    assert not path.exists() and list(path.parent.iterdir()) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        with RemovableLock(path):
+            raise RuntimeError("boom")
+    assert not path.exists()
+
+
+@posix
+def test_it_excludes_filelock_and_the_other_way_round(tmp_path):
+    path = tmp_path / "run.lock"
+    with FileLock(str(path)):
+        with pytest.raises(Timeout):
+            RemovableLock(path).acquire(timeout=0)
+    lock = RemovableLock(path)
+    lock.acquire(timeout=0)
+    with pytest.raises(Timeout):
+        FileLock(str(path), timeout=0).acquire()
+    lock.release()
+    assert not path.exists()
+
+
+@posix
+def test_a_waiter_on_the_removed_file_locks_the_file_the_path_names(tmp_path):
+    """A waits on the file that B holds; B removes it and releases: A must then hold the
+    lock on the file at the path (a new one), so that a third run is refused, not let in."""
+    path = tmp_path / "data.lock"
+    first = RemovableLock(path)
+    first.acquire()
+    waiter, got = RemovableLock(path), threading.Event()
+
+    def wait():
+        waiter.acquire()  # opens the held file, blocks
+        got.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)
+    assert not got.is_set()
+    first.release()
+    thread.join(10)
+    assert got.is_set() and path.exists()
+    held = os.fstat(waiter._fd)
+    assert (held.st_dev, held.st_ino) == (path.stat().st_dev, path.stat().st_ino)
+    with pytest.raises(Timeout):
+        RemovableLock(path).acquire(timeout=0)
+    waiter.release()
+    assert not path.exists()
