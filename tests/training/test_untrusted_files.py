@@ -174,6 +174,19 @@ def test_evaluate_refuses_a_crafted_checkpoint(run_dir, tmp_path):
     assert not marker.exists() and not (tmp_path / "eval" / "eval.json").exists()
 
 
+def _resume(run_dir: Path, run: Path):
+    """The config that resumes the copy ``run`` of ``run_dir`` for one more epoch."""
+    return _compose(
+        "data=mutag",
+        f"data.root={run_dir.parent / 'TU'}",
+        "trainer.max_epochs=3",
+        "model.hidden_channels=16",
+        "logger=none",
+        f"output_dir={run}",
+        "resume=true",
+    )
+
+
 class _Payload:
     def __init__(self, marker: Path):
         self.marker = marker
@@ -194,15 +207,7 @@ def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path, monkeypatch):
     (run / "results.json").unlink()  # an unfinished run, to resume
     with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
         pickle.dump({"state_dict": _Payload(marker)}, handle)
-    cfg = _compose(
-        "data=mutag",
-        f"data.root={run_dir.parent / 'TU'}",
-        "trainer.max_epochs=3",
-        "model.hidden_channels=16",
-        "logger=none",
-        f"output_dir={run}",
-        "resume=true",
-    )
+    cfg = _resume(run_dir, run)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         train(cfg)
     assert not marker.exists()
@@ -252,15 +257,7 @@ def test_resume_deletes_nothing_a_checkpoint_names_outside_its_directory(run_dir
             state["kth_best_model_path"] = escape
             state["best_k_models"] = {escape: torch.tensor(-1.0)}
     torch.save(checkpoint, last)
-    cfg = _compose(
-        "data=mutag",
-        f"data.root={run_dir.parent / 'TU'}",
-        "trainer.max_epochs=3",
-        "model.hidden_channels=16",
-        "logger=none",
-        f"output_dir={run}",
-        "resume=true",
-    )
+    cfg = _resume(run_dir, run)
     train(cfg)
     assert (victim / "keep.txt").read_text() == "mine"
     assert (run / "results.json").exists()
