@@ -20,6 +20,8 @@ import csv
 import json
 import logging
 import math
+import textwrap
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -368,6 +370,14 @@ def _fold_curves(group: Group) -> tuple[list[str], np.ndarray] | None:
     return keys, np.array([[h[k][:length] for k in keys] for h in histories])
 
 
+def _over_folds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over folds (axis 0), NaN where no fold has a value (without numpy's
+    warning about it: a metric that an epoch did not log is NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+
+
 def mean_curves(group: Group) -> dict[str, np.ndarray]:
     """Every metric of the group's histories, averaged over folds epoch by epoch (over the
     epochs that every fold reached)."""
@@ -375,7 +385,7 @@ def mean_curves(group: Group) -> dict[str, np.ndarray]:
     if found is None:
         return {}
     keys, values = found
-    return dict(zip(keys, np.nanmean(values, axis=0)))
+    return dict(zip(keys, _over_folds(values)[0]))
 
 
 def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -384,7 +394,7 @@ def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if found is None:
         return {}
     keys, values = found
-    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    mean, std = _over_folds(values)
     return {k: (mean[i], std[i]) for i, k in enumerate(keys)}
 
 
@@ -396,11 +406,36 @@ CURVE_LOSS_PREFIXES = tuple(
 ) + ("train/link_loss", "train/entropy_loss")
 
 
+#: the width (inches) of one configuration's pair of panels in ``curves.png``, its title's
+#: font size (points) and the characters of title that fit on one line of that width
+CURVE_PAIR_WIDTH, CURVE_TITLE_SIZE = 11.0, 9
+CURVE_TITLE_CHARS = int(CURVE_PAIR_WIDTH * 72 / (0.62 * CURVE_TITLE_SIZE))
+
+
+def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterable[str],
+                 losses: bool = False) -> list[str]:  # fmt: skip
+    """The series of ``keys`` that ``curves.png`` draws: those the histories have, less the
+    ones with no value (all NaN: a metric no epoch logged) and, among ``losses``, those that
+    are zero at every epoch (a loss the model does not have, e.g. DiffPool-NoLP's link loss,
+    DiffPool-Det's pooling losses), which would only crowd the legend."""
+    shown = []
+    for key in keys:
+        if key not in curves:
+            continue
+        mean = curves[key][0]
+        finite = mean[np.isfinite(mean)]
+        if finite.size and not (losses and np.all(finite == 0)):
+            shown.append(key)
+    return shown
+
+
 def plot_curves(groups: list[Group], path: Path) -> int:
     """Learning curves of every configuration: accuracies and every loss (per pooling
     level), mean over folds with a band of ± one std, epochs counted from 1 (markers where
-    there are few). Two panels per configuration, two configurations per row beyond six.
-    Returns how many configurations were drawn (0: no run has a history, nothing written)."""
+    there are few); series without values or, for losses, all zero are left out
+    (:func:`drawn_series`). Two panels per configuration under its title (wrapped to their
+    width), two configurations per row beyond six. Returns how many configurations were
+    drawn (0: no run has a history, nothing written)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
@@ -409,16 +444,26 @@ def plot_curves(groups: list[Group], path: Path) -> int:
         return 0
     per_row = 1 if len(curves) <= 6 else 2
     nrows = -(-len(curves) // per_row)
-    fig, axes = plt.subplots(
-        nrows, 2 * per_row, figsize=(5.5 * 2 * per_row, 3.0 * nrows), squeeze=False
+    titles = []
+    for group, _ in curves:
+        folds = len(group.runs)
+        title = f"{group.label} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
+        titles.append(textwrap.fill(title, CURVE_TITLE_CHARS, break_on_hyphens=False))
+    lines = max(t.count("\n") + 1 for t in titles)
+    # constrained layout: every title keeps its room, whatever its length
+    fig = plt.figure(
+        figsize=(CURVE_PAIR_WIDTH * per_row, (2.8 + 0.2 * lines) * nrows), layout="constrained"
     )
-    panels = axes.reshape(-1, 2)
-    for (group, c), (acc_ax, loss_ax) in zip(curves, panels):
+    pairs = fig.subfigures(nrows, per_row, squeeze=False).ravel()
+    for (group, c), title, pair in zip(curves, titles, pairs):
+        acc_ax, loss_ax = pair.subplots(1, 2)
+        pair.suptitle(title, fontsize=CURVE_TITLE_SIZE)
         percent = group.metric in PERCENT_METRICS
         shown = [k.format(metric=group.metric) for k in CURVE_METRIC]
+        losses = [k for k in sorted(c) if k.startswith(CURVE_LOSS_PREFIXES)]
         for ax, keys, scale in (
-            (acc_ax, [k for k in shown if k in c], 100.0 if percent else 1.0),
-            (loss_ax, [k for k in sorted(c) if k.startswith(CURVE_LOSS_PREFIXES)], 1.0),
+            (acc_ax, drawn_series(c, shown), 100.0 if percent else 1.0),
+            (loss_ax, drawn_series(c, losses, losses=True), 1.0),
         ):
             for key in keys:
                 mean, std = c[key]
@@ -428,21 +473,16 @@ def plot_curves(groups: list[Group], path: Path) -> int:
                 if len(group.runs) > 1:
                     ax.fill_between(epochs, scale * (mean - std), scale * (mean + std),
                                     color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
+            if keys:
+                ax.legend(fontsize=7, loc="best")
         acc_ax.set_ylabel(f"{group.metric} (%)" if percent else group.metric)
         loss_ax.set_ylabel("loss")
-        if any(k.startswith(CURVE_LOSS_PREFIXES) for k in c):
+        if loss_ax.get_lines():
             loss_ax.set_yscale("log")
-        folds = len(group.runs)
-        title = f"{group.label} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
-        acc_ax.set_title(title, fontsize=9, loc="left")
         for ax in (acc_ax, loss_ax):
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
-    for ax in panels[len(curves) :].ravel():
-        ax.set_visible(False)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return len(curves)

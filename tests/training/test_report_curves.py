@@ -1,0 +1,93 @@
+"""curves.png: every configuration's title whole, and no series that has nothing to show."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from diffpool.training.report import collect, drawn_series, plot_curves
+from diffpool.training.results import FairResult, RunResult
+
+pytest.importorskip("matplotlib", reason="needs the viz extra")
+
+EPOCHS = 4
+#: a setting whose name makes every configuration's label longer than its two panels
+LONG = "a_setting_with_a_name_long_enough_to_run_past_its_two_panels_of_learning_curves"
+
+
+def _job(sweep, variant: str, encoder: str, fold: int) -> None:
+    """A finished job with a history: DiffPool-NoLP's link loss is zero at every epoch, and
+    val/bce was never logged (all NaN)."""
+    job = sweep / f"{variant}-{encoder}-{fold}"
+    job.mkdir(parents=True)
+    rows = []
+    for epoch in range(EPOCHS):
+        rows.append({
+            "epoch": epoch, "train/acc": 0.5 + 0.1 * epoch, "val/acc": 0.4 + 0.1 * epoch,
+            "heldout/acc": 0.4 + 0.1 * epoch, "train/ce": 2.0 / (epoch + 1), "val/bce": "",
+            "train/link_loss_l0": 0.0 if variant == "nolp" else 0.5 / (epoch + 1),
+            "train/entropy_loss_l0": 1.0 / (epoch + 1),
+        })  # fmt: skip
+    with open(job / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    model = {"variant": variant, "encoder": encoder, LONG: f"{variant}-{encoder}" * 4}
+    config = {"data": {"name": "ENZYMES", "fold": fold}, "model": model}
+    RunResult(dataset="ENZYMES", fold=fold, num_folds=10, model=variant, epochs=EPOCHS,
+              fair=FairResult(best_epoch=3, val=0.7, test=0.7), test_curve=[0.4, 0.5, 0.6, 0.7],
+              val_curve=[0.4, 0.5, 0.6, 0.7], wall_time_s=1.0, config=config).save(job)  # fmt: skip
+
+
+def test_drawn_series_leave_out_all_nan_and_all_zero_losses():
+    curves = {
+        "train/acc": (np.array([0.0, 0.0]), np.zeros(2)),  # a metric at 0 is drawn
+        "val/bce": (np.array([np.nan, np.nan]), np.zeros(2)),
+        "train/link_loss_l0": (np.array([0.0, 0.0]), np.zeros(2)),
+        "train/entropy_loss_l0": (np.array([0.0, np.nan, 0.5]), np.zeros(3)),
+    }
+    keys = ["train/acc", "val/bce", "absent"]
+    assert drawn_series(curves, keys) == ["train/acc"]
+    losses = ["train/link_loss_l0", "train/entropy_loss_l0", "val/bce"]
+    assert drawn_series(curves, losses, losses=True) == ["train/entropy_loss_l0"]
+
+
+@pytest.mark.parametrize("configs", [2, 8])  # one pair of panels per row; two per row
+def test_curves_titles_are_whole_and_legends_list_what_is_drawn(tmp_path, monkeypatch, configs):
+    from matplotlib.figure import Figure
+
+    sweep = tmp_path / "sweep"
+    encoders = ["sage", "gcn", "gin", "gat"]
+    for i in range(configs):
+        for fold in (0, 1):
+            _job(sweep, ("nolp", "diffpool")[i % 2], encoders[i // 2], fold)
+    groups, _ = collect(sweep)
+    seen = {}
+    save = Figure.savefig
+
+    def inspect(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)  # draws: the texts have their places
+        renderer = fig.canvas.get_renderer()
+        page = fig.bbox
+        titles = [t for sub in fig.subfigs for t in [sub._suptitle] if t is not None]
+        seen["titles"] = [t.get_text() for t in titles]
+        for title in titles:
+            box = title.get_window_extent(renderer)
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, title
+        seen["legends"] = [
+            [t.get_text() for t in ax.get_legend().get_texts()]
+            for ax in fig.get_axes()
+            if ax.get_legend() is not None
+        ]
+        seen["lines"] = [line.get_label() for ax in fig.get_axes() for line in ax.get_lines()]
+
+    monkeypatch.setattr(Figure, "savefig", inspect)
+    assert plot_curves(groups, tmp_path / "curves.png") == configs
+    assert len(seen["titles"]) == configs and all(LONG in t for t in seen["titles"])
+    listed = [label for legend in seen["legends"] for label in legend]
+    assert "val/bce" not in listed and "val/bce" not in seen["lines"]
+    # DiffPool's link loss is drawn, DiffPool-NoLP's (zero at every epoch) is not
+    assert listed.count("train/link_loss_l0") == configs // 2
+    assert listed.count("train/entropy_loss_l0") == configs
