@@ -372,15 +372,28 @@ class _Payload:
         return (Path.write_text, (self.marker, "ran"))
 
 
+class _Gadget(_Payload):
+    """A call of a class PyG allowlists for weights-only loads (ClusterData loads a path,
+    unpickling it where a weights-only load fails)."""
+
+    def __reduce__(self):
+        from torch_geometric.loader import ClusterData
+
+        return (ClusterData, (None, 2, False, "", str(self.marker)))
+
+
+@pytest.mark.parametrize("payload", [_Payload, _Gadget])
 @pytest.mark.parametrize("file", ["data.pt", "pre_transform.pt", "pre_filter.pt"])
-def test_a_processed_file_that_names_code_is_never_unpickled(tmp_path, caplog, monkeypatch, file):
+def test_a_processed_file_that_names_code_is_never_unpickled(
+    tmp_path, caplog, monkeypatch, file, payload
+):
     """PyG unpickles pre_transform.pt and pre_filter.pt, and data.pt where a weights-only load
     fails; the processed files are checked first, so a crafted one is rebuilt from raw/ and
     runs nothing (even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     load_tu("MUTAG", tmp_path)
     marker = tmp_path / "MARKER"
-    torch.save((_Payload(marker), None, None, None), tmp_path / "MUTAG" / "processed" / file)
+    torch.save((payload(marker), None, None, None), tmp_path / "MUTAG" / "processed" / file)
     with caplog.at_level("WARNING", logger="diffpool.datasets.tu"):
         again = load_tu("MUTAG", tmp_path)
     assert len(again) == 188 and not marker.exists()

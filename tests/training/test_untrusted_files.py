@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffpool.training import GraphClassifier
-from diffpool.training.predict import load_run
+from diffpool.training.predict import load_assignments, load_run
 from diffpool.utils.targets import UntrustedTargetError
 from helpers import trained_mutag_run
 
@@ -208,7 +208,7 @@ def test_resume_reads_last_ckpt_as_weights_only(run_dir, tmp_path, monkeypatch):
     with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
         pickle.dump({"state_dict": _Payload(marker)}, handle)
     cfg = _resume(run_dir, run)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(ValueError, match="not a readable torch file.*resume=true continues"):
         train(cfg)
     assert not marker.exists()
 
@@ -217,15 +217,25 @@ def test_what_lightning_would_build_from_a_checkpoint_is_not_read(run_dir, tmp_p
     """A class object as ``_target_`` (a weights-only file can hold PyG's allowlisted classes),
     Lightning's ``_instantiator`` key (it imports a class path) and an ``hparams_file`` (YAML
     that can name code) build nothing."""
+    from collections import OrderedDict
+
     from torch_geometric.loader import ClusterData
 
-    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", {"_target_": ClusterData})
+    best = _crafted_copy(run_dir, tmp_path / "run", "node_encoder", {"_target_": OrderedDict})
     with pytest.raises(UntrustedTargetError, match="not a name"):
         GraphClassifier.load_from_checkpoint(best)
+    # PyG allowlists ClusterData for weights-only loads (it loads a path, unpickling where a
+    # weights-only load fails): the package's files are read with torch's allowlist only
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["hyper_parameters"]["node_encoder"] = {"_target_": ClusterData}
+    torch.save(checkpoint, best)
+    with pytest.raises(pickle.UnpicklingError, match="ClusterData"):
+        GraphClassifier.load_from_checkpoint(best)
+    with pytest.raises(pickle.UnpicklingError, match="ClusterData"):
+        load_assignments(best)
+    checkpoint["hyper_parameters"]["node_encoder"] = None
     (tmp_path / "evilmod_untrusted.py").write_text(f"open({str(tmp_path / 'MARKER')!r}, 'w')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    checkpoint = torch.load(best, weights_only=True)
-    checkpoint["hyper_parameters"]["node_encoder"] = None
     checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     checkpoint["hyper_parameters"]["_class_path"] = "evilmod_untrusted.Evil"
     torch.save(checkpoint, best)

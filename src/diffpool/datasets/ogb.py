@@ -7,8 +7,6 @@ import os
 import pickle
 from pathlib import Path
 
-import torch
-
 from diffpool.datasets.source import DataUnavailableError
 from diffpool.utils.extras import require
 
@@ -40,7 +38,8 @@ def load_ogb(
     them, ``download=False`` is an error that says where they go; ``download=True`` lets OGB
     fetch them.
     """
-    from diffpool.datasets.source import check_processed, instantiate_dataset, local_root
+    from diffpool.datasets.source import call_dataset
+    from diffpool.utils.files import check_processed, local_root, only_globals, pyg_data_classes
 
     graphproppred = _ogb()
     root = local_root(root)
@@ -59,24 +58,23 @@ def load_ogb(
             f"{folder} has no RELEASE_v*.txt: OGB would ask on the console whether to replace "
             "it; copy the whole folder of OGB's zip (RELEASE_v1.txt included)"
         )
-    spec = {"_target_": graphproppred.PygGraphPropPredDataset, "name": name, "root": str(root)}
     # OGB reads its processed file with a plain torch.load, which since torch 2.6 loads
     # weights only: allow the PyG storage classes that file holds (nothing else)
-    with torch.serialization.safe_globals(_pyg_storage_classes()):
+    with only_globals(pyg_data_classes()):
         try:
             check_processed(folder / "processed")
         except pickle.UnpicklingError as err:
             raise ValueError(
                 f"{err}: remove {folder / 'processed'} to process {name} again from raw/"
             ) from None
-        return instantiate_dataset(spec, transform=transform, pre_transform=pre_transform)
-
-
-def _pyg_storage_classes() -> list:
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import BaseStorage, EdgeStorage, GlobalStorage, NodeStorage
-
-    return [DataEdgeAttr, DataTensorAttr, BaseStorage, GlobalStorage, NodeStorage, EdgeStorage]
+        return call_dataset(
+            graphproppred.PygGraphPropPredDataset,
+            "ogb.graphproppred.PygGraphPropPredDataset",
+            name=name,
+            root=str(root),
+            transform=transform,
+            pre_transform=pre_transform,
+        )
 
 
 def ogb_evaluator(name: str):

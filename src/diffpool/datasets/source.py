@@ -9,12 +9,9 @@ train / val / test indices. :func:`graph_targets` reads every graph's target at 
 from __future__ import annotations
 
 import inspect
-import os
-import pickle
 import socket
 import urllib.error
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +52,7 @@ class GraphList(Sequence):
 def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
     """Build a dataset from a ``_target_`` spec (a class or function and its arguments).
     Inside :func:`diffpool.utils.targets.reading` (a spec read from a file), only a dataset
-    of the package, PyG or OGB, or a name the reader trusts.
+    of the package (:data:`~diffpool.utils.targets.REGISTRIES`), or a name the reader trusts.
 
     A download that fails (no network) is a :class:`DataUnavailableError` that says where the
     files go; a dataset asking a question on the console (OGB does) is one as well.
@@ -67,7 +64,12 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
     targets.check(spec, "dataset")
     factory = targets.resolve(target, "dataset")
     kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
-    kwargs.update(extra)
+    return call_dataset(factory, target, **{**kwargs, **extra})
+
+
+def call_dataset(factory, target: str, **kwargs: Any):
+    """``factory(**kwargs)``, a failed download or a console question turned into a
+    :class:`DataUnavailableError` that names ``target`` and where its files go."""
     where = kwargs.get("root", "its root folder")
     try:
         return factory(**kwargs)
@@ -84,43 +86,6 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
             f"there (PyG datasets read {where}/raw/ or their processed/ folder) or run once "
             "where the internet is reachable"
         ) from err
-
-
-def check_processed(folder: str | os.PathLike) -> None:
-    """:func:`check_weights_only` for every torch file of a PyG ``processed/`` folder: PyG
-    reads ``pre_transform.pt`` and ``pre_filter.pt`` with a full unpickling, ``data.pt`` with
-    one where a weights-only load fails."""
-    for path in sorted(Path(folder).glob("*.pt")):
-        check_weights_only(path)
-
-
-def local_root(root: str | os.PathLike) -> Path:
-    """``root`` as a local folder; a URL (which PyG's fsspec would read from) is refused."""
-    text = os.fspath(root)
-    if "://" in text or "::" in text:
-        raise ValueError(f"the data root must be a local folder, got {text!r}")
-    return Path(text).expanduser()
-
-
-def check_weights_only(path: str | os.PathLike) -> None:
-    """Refuse a torch file that ``torch.load(weights_only=True)`` would not read, without
-    loading it: a dataset's processed file is data, but PyG falls back to a full unpickling
-    where a weights-only load fails, and OGB unpickles whenever
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set, so a crafted file would run code there.
-
-    Raises:
-        pickle.UnpicklingError: the file names other objects than tensors and the allowed
-            globals (PyG's data classes), or is not a torch file.
-    """
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except RuntimeError as err:  # a truncated or foreign file
-        raise pickle.UnpicklingError(f"{path} is not a readable torch file ({err})") from err
-    if unsafe:
-        raise pickle.UnpicklingError(
-            f"{path} names {', '.join(unsafe)}, which a weights-only load refuses (a file is "
-            "data: it is not unpickled)"
-        )
 
 
 #: the modules of the HTTP clients datasets download with (PyG: fsspec / aiohttp, OGB: urllib)

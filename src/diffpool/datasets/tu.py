@@ -42,7 +42,8 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
-from diffpool.datasets.source import DataUnavailableError, check_processed, local_root
+from diffpool.datasets.source import DataUnavailableError
+from diffpool.utils.files import check_processed, local_root
 from diffpool.utils.locks import RemovableLock
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 from diffpool.models.output import ClassifierOutput, classify, unbatch_levels
 from diffpool.training.tasks import Task
-from diffpool.utils import targets
+from diffpool.utils import files, targets
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ class GraphClassifier(LightningModule):
                 "change as keyword arguments"
             )
         source = checkpoint_path if isinstance(checkpoint_path, str | Path) else "the checkpoint"
-        checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
+        checkpoint = files.load(checkpoint_path, map_location)
         own = inspect.signature(cls.__init__).parameters
         stored = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
         hparams = {k: v for k, v in stored.items() if k in own and k != "self"}

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffpool.utils import targets
+from diffpool.utils import files, targets
 from diffpool.utils.extras import require
 
 
@@ -292,7 +292,7 @@ def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Pat
 def load_assignments(path: str | Path) -> dict[str, Any]:
     """A level file of :func:`write_assignments`: ``graph_id`` ``[G]`` and the lists ``s``,
     ``clusters`` and ``x`` (one tensor per graph, in the order of ``graph_id``)."""
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    content = files.load(path, map_location="cpu")
     if not isinstance(content, dict) or not {"graph_id", "s", "clusters", "x"} <= set(content):
         raise ValueError(f"{path} is not an assignments file of diffpool-predict")
     return content

@@ -21,6 +21,7 @@ import copy
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -53,7 +54,7 @@ from diffpool.training.results import (
     RunResult,
     write_text,
 )
-from diffpool.utils import targets
+from diffpool.utils import files, targets
 from diffpool.utils.locks import RemovableLock
 from diffpool.utils.provenance import provenance
 
@@ -492,6 +493,11 @@ def _train(
     ckpt_path = str(last) if cfg.get("resume", False) and last.exists() else None
     if cfg.get("resume", False) and ckpt_path is None:
         log.warning("resume=true but %s does not exist: starting from scratch", last)
+    if ckpt_path is not None:  # Lightning's load also takes what libraries allowlisted
+        try:
+            files.check_weights_only(ckpt_path)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{err}: resume=true continues only from a checkpoint") from None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
