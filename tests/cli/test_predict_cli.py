@@ -42,3 +42,17 @@ def test_an_unknown_data_config_names_the_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("diffpool-predict: data=bogus is not a data config of diffpool-train:")
     assert "the options are aids, bzr," in err and "mutag" in err and len(err.splitlines()) == 1
+
+
+def test_a_nested_data_entry_changes_that_entry_only():
+    """``data.dataset.root=X`` (an OGB or PyG run's root) is one entry of the dataset's spec,
+    merged into the run's; a spec of its own replaces the run's."""
+    from diffpool.cli.predict import parse_options
+    from diffpool.training.predict import _merged
+
+    _, _, data = parse_options(["data.dataset.root=/elsewhere", "data.batch_size=8"])
+    assert data == {"dataset": {"root": "/elsewhere"}, "batch_size": 8}
+    run = {"dataset": {"_target_": "diffpool.datasets.load_ogb", "root": "a", "name": "x"}}
+    assert _merged(run, data)["dataset"] == {**run["dataset"], "root": "/elsewhere"}
+    spec = {"_target_": "diffpool.datasets.load_tu", "name": "MUTAG"}
+    assert _merged(run, {"dataset": spec})["dataset"] == spec

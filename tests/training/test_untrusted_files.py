@@ -271,3 +271,23 @@ def test_resume_deletes_nothing_a_checkpoint_names_outside_its_directory(run_dir
     train(cfg)
     assert (victim / "keep.txt").read_text() == "mine"
     assert (run / "results.json").exists()
+
+
+def test_a_run_reads_its_own_checkpoint_and_starts_no_workers(run_dir, tmp_path):
+    """results.json names the best checkpoint and the loader processes: the checkpoint is
+    read from the run's own checkpoints/ (not a file elsewhere), the processes are not
+    started (a user's ``data={"num_workers": ...}`` may ask for them)."""
+    run = tmp_path / "run"
+    _crafted_copy(run_dir, run, None, None)
+    result = json.loads((run / "results.json").read_text())
+    own = Path(result["fair"]["checkpoint"]).name
+    elsewhere = tmp_path / "elsewhere" / own
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"not this one")
+    result["fair"]["checkpoint"] = str(elsewhere)
+    result["config"]["data"]["num_workers"] = 64
+    (run / "results.json").write_text(json.dumps(result))
+    module, data = load_run(run)
+    assert data.num_workers == 0 and module.model is not None
+    _, data = load_run(run, data={"num_workers": 1})
+    assert data.num_workers == 1

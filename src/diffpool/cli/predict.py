@@ -50,8 +50,14 @@ def parse_options(items: list[str]) -> tuple[dict[str, str], str | None, dict]:
             raise ValueError(f"{item!r} is not key=value")
         if key == "data":
             group = value
-        elif key.startswith("data."):
-            data[key[5:]] = yaml.safe_load(value)
+        elif key.startswith("data."):  # data.dataset.root=X: a nested entry
+            *parents, last = key[5:].split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"{key}: data.{part} is given a value and entries")
+            node[last] = yaml.safe_load(value)
         elif key in OPTIONS:
             options[key] = value
         else:

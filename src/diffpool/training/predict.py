@@ -48,7 +48,8 @@ def load_run(
         checkpoint (str, optional): ``"best"`` (the fair protocol's epoch), ``"last"``, or a
             path; ignored when ``run_dir`` is a checkpoint. (default: :obj:`"best"`)
         data (dict, optional): Entries that override the run's data config (e.g.
-            ``{"root": "elsewhere/TU"}``). (default: :obj:`None`)
+            ``{"root": "elsewhere/TU"}``; ``{"dataset": {"root": ...}}`` changes one entry of
+            the dataset's spec). (default: :obj:`None`)
         trust (Sequence[str], optional): ``_target_`` names the run's files may build
             besides the registries' (e.g. your own dataset class). (default: none)
 
@@ -68,8 +69,24 @@ def load_run(
         path = _checkpoint(run_dir, result, checkpoint)
     module = load_checkpoint(path, trust)
     trusted = {*trust, *targets.target_names(data or {})}
-    data_cfg = {**result.config["data"], **(data or {})}
+    # the file's loader processes are not: the user's own settings may ask for them
+    data_cfg = _merged({**result.config["data"], "num_workers": 0}, data or {})
     return module, load_data(module, data_cfg, path, source=run_dir / RESULTS, trust=trusted)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``base`` with the entries of ``over``: a nested mapping without a ``_target_`` of its own
+    (``{"dataset": {"root": ...}}``) merges entry by entry, a spec replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if (
+            isinstance(value, dict)
+            and "_target_" not in value
+            and isinstance(merged.get(key), dict)
+        ):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
@@ -136,9 +153,11 @@ def load_data(
 
 def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
     if checkpoint == "best":
+        # the run's own checkpoint of that name (a moved run, or a results.json naming a
+        # file elsewhere, is read from its checkpoints/)
         found = result.fair.checkpoint
-        if found and Path(found).exists():
-            return Path(found)
+        if found and (run_dir / "checkpoints" / Path(found).name).is_file():
+            return run_dir / "checkpoints" / Path(found).name
         candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
         if not candidates:
             raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
