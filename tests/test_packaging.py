@@ -70,6 +70,23 @@ def test_every_imported_module_is_declared():
     assert not any("<" in r for r in PROJECT["dependencies"]), "no upper bound without a reason"
 
 
+def test_every_config_folder_and_subpackage_is_in_the_wheel():
+    """setuptools lists its packages by hand (pyproject.toml): every folder of conf/ (as
+    diffpool.conf.*) and of src/diffpool that holds configs or modules is one, and its YAML
+    files are package data (a config group missing from the wheel composes nowhere but here)."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    listed, data = set(setuptools["packages"]), setuptools["package-data"]
+    for top, package in ((ROOT / "conf", "diffpool.conf"), (ROOT / "src" / "diffpool", "diffpool")):
+        for folder in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+            if "__pycache__" in folder.parts:
+                continue
+            name = ".".join([package, *folder.relative_to(top).parts])
+            if any(folder.glob("*.py")) or any(folder.glob("*.yaml")):
+                assert name in listed, name
+            if any(folder.glob("*.yaml")):
+                assert data.get(name) == ["*.yaml"], name
+
+
 def test_version_has_one_source():
     import diffpool
 

@@ -133,6 +133,7 @@ def test_help_does_not_wait_for_torch(tmp_path):
     (data,) = [line for line in proc.stdout.splitlines() if line.startswith("data: ")]
     assert "NCI1" not in data and "PROTEINS_full" not in data and "proteins_full" in data
     assert "(data: a TU dataset also as the collection spells it and in upper case" in proc.stdout
+    assert "experiment_model" not in proc.stdout  # chosen by the defaults list, not by hand
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "lightning" not in imported
 

@@ -149,7 +149,25 @@ def test_the_paper_preset_composes_with_every_dataset_and_model(dataset, variant
     assert cfg.model.variant == variant and cfg.data.name.lower() == dataset
     assert cfg.trainer.max_epochs == 1000 and cfg.model.hidden_channels == 64
     assert cfg.model.normalize and cfg.data.batch_size == 20
-    assert cfg.model.get("ratio", 0.1) == 0.1 and cfg.model.get("num_levels", 1) == 1
+    assert cfg.model.get("num_levels", 1) == 1
+    # the authors' ratio 0.1 for the pooling models; the flat ones have none
+    pooling = "ratio" in _compose(f"model={variant}").model
+    assert cfg.model.get("ratio") == (0.1 if pooling else None)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_pooling_models_default_ratio_is_the_papers_25_percent(variant):
+    """The paper's text: 25% clusters per node (model.ratio=0.25); its table's 0.1 (the
+    authors' code) is experiment=paper's, for every model that has a ratio, and a ratio given
+    on the command line wins over both."""
+    model = _compose(f"model={variant}").model
+    if "ratio" not in model:
+        assert variant in ("base", "set2set", "sortpool")
+        return
+    assert model.ratio == 0.25
+    assert (CONF / "experiment_model" / f"paper_{variant}.yaml").exists()
+    assert _compose("experiment=paper", f"model={variant}").model.ratio == 0.1
+    assert _compose("experiment=paper", f"model={variant}", "model.ratio=0.5").model.ratio == 0.5
 
 
 @pytest.mark.parametrize(

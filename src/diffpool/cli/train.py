@@ -51,19 +51,24 @@ def data_label(name, dataset_name, target) -> str:
 #: the resolver that lists the config groups in ``--help`` (conf/hydra/default.yaml's template)
 CONFIG_GROUPS = "diffpool.config_groups"
 
+#: config groups that ``--help`` does not list: Hydra's own, and ``experiment_model`` (what an
+#: experiment sets for one model, chosen by the defaults list: conf/train.yaml)
+HIDDEN_GROUPS = ("hydra", "experiment_model")
+
 
 def config_groups() -> str:
     """``--help``'s list of config groups and their options, as Hydra's ``$APP_CONFIG_GROUPS``
     lists them, without the other spellings of the TU datasets' ``data`` options (every one
     is also an option as the collection spells it and in upper case: ``diffpool.conf``'s
-    aliases), which a line says instead. Hydra's own list where its internals differ."""
+    aliases), which a line says instead, and without :data:`HIDDEN_GROUPS`. Hydra's own list
+    where its internals differ."""
     from hydra.core.global_hydra import GlobalHydra
 
     from diffpool.conf import ALIASES
 
     try:
         hydra = GlobalHydra.instance().hydra
-        groups = [g for g in hydra.list_all_config_groups() if g.split("/")[0] != "hydra"]
+        groups = [g for g in hydra.list_all_config_groups() if g.split("/")[0] not in HIDDEN_GROUPS]
         options = {g: hydra.config_loader.get_group_options(g) for g in groups}
     except Exception:  # another Hydra: string.Template substitutes its own list
         return "$APP_CONFIG_GROUPS"
