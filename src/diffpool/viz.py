@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import Batch, Data
 
+from diffpool.utils import files
 from diffpool.utils.extras import require
 
 require("viz", "diffpool.viz")
@@ -70,17 +71,23 @@ def assign(module, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
     return s.argmax(-1).cpu(), level.adj[0].cpu()
 
 
+@files.plain_text()  # the title may come from a run's files: no mathtext
 def draw_pooling(
     module, data: Data, path: str | Path, title: str | None = None, seed: int = 0
 ) -> PoolingPicture:
-    """Draw one graph's first-level clusters and its coarsened graph into a PNG.
+    """Draw one graph's first-level clusters and its coarsened graph into a PNG (written
+    whole, never through a symbolic link: :func:`diffpool.utils.files.save_figure`).
 
     Args:
         module: A trained :class:`~diffpool.training.GraphClassifier`.
         data (Data): One graph, with the dataset's transforms applied.
-        path (str): The PNG to write.
+        path (str): The PNG to write (replaced where it exists; a symbolic link is refused).
         title (str, optional): Figure title. (default: :obj:`None`)
         seed (int, optional): Seed of the spring layout. (default: :obj:`0`)
+
+    Raises:
+        ValueError: a model without pooling; ``path`` is a symbolic link
+            (:class:`~diffpool.utils.files.UnsafeDestinationError`).
     """
     import matplotlib
 
@@ -179,6 +186,8 @@ def draw_pooling(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
     return PoolingPicture(path, clusters, used, colors, coarse_adj)

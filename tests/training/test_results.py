@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,13 +88,11 @@ def test_a_full_disk_leaves_no_partial_failed_json(tmp_path, monkeypatch):
     half-written failed.json remains, and an earlier failed.json is left as it was."""
     RunFailure(error="ValueError: earlier").save(tmp_path)
     before = (tmp_path / "failed.json").read_text()
-    real_write_text = Path.write_text
 
-    def disk_full(self, data, *args, **kwargs):
-        real_write_text(self, data[:10], *args, **kwargs)
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+    def disk_full(fd):  # what was written does not fit on the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         RunFailure(error="ValueError: boom", traceback="x" * 1000).save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failed.json"]

@@ -7,16 +7,18 @@ import io
 import logging
 import math
 import os
+import re
+import reprlib
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from diffpool.training.results import write_text
+from diffpool.utils import files
 
 #: the logged metrics that :class:`EpochHistory` keeps
 HISTORY_PREFIXES = ("train/", "val/", "heldout/")
@@ -84,7 +86,55 @@ class EpochHistory(Callback):
         return {"epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = list(state_dict["epochs"])
+        """Restore the epochs of a checkpoint (data: its keys become the CSV's columns).
+        Entries that are not a metric name (:data:`HISTORY_PREFIXES` or :data:`ELAPSED`, of
+        letters, digits and ``_./-`` only) with a number are dropped, with a warning.
+
+        Raises:
+            ValueError: ``epochs`` is not a list of rows, or a row has no integer epoch.
+        """
+        epochs, dropped = state_dict.get("epochs"), set()
+        if not isinstance(epochs, list) or not all(isinstance(r, dict) for r in epochs):
+            raise ValueError("the checkpoint's EpochHistory state is not a list of epochs")
+        self.epochs = []
+        for row in epochs:
+            epoch = row.get("epoch")
+            if not _is_number(epoch) or not math.isfinite(epoch) or epoch != int(epoch):
+                raise ValueError(
+                    f"the checkpoint's EpochHistory state has a row without an epoch number: "
+                    f"{reprlib.repr(row)}"
+                )
+            kept: dict[str, float] = {"epoch": int(epoch)}
+            for key, value in row.items():
+                if key == "epoch":
+                    continue
+                if _is_history_key(key) and _is_number(value):
+                    kept[key] = float(value)
+                else:
+                    dropped.add(reprlib.repr(key))
+            self.epochs.append(kept)
+        if dropped:
+            log.warning(
+                "the checkpoint's EpochHistory state names what is not a metric (dropped): %s",
+                ", ".join(sorted(dropped)),
+            )
+
+
+#: what a metric name of the history is made of
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_./-]+")
+
+
+def _is_history_key(key: Any) -> bool:
+    """Whether ``key`` is a metric name that :class:`EpochHistory` keeps (a CSV column)."""
+    return (
+        isinstance(key, str)
+        and (key == ELAPSED or key.startswith(HISTORY_PREFIXES))
+        and _METRIC_NAME.fullmatch(key) is not None
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class EpochLog(Callback):
@@ -204,8 +254,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning writes a checkpoint into the system's temporary directory and moves it into
     place; across disks the move is a copy, and a full disk leaves half a checkpoint (or half
     of the new ``last.ckpt`` over the old one). Here each checkpoint is written to a temporary
-    file beside it and renamed over it once complete and on disk; a write that fails removes
-    the temporary file and leaves the earlier checkpoint as it was.
+    file beside it (created exclusively, under a random name) and renamed over it once
+    complete and on disk; a write that fails removes the temporary file and leaves the
+    earlier checkpoint as it was. A checkpoint path that is a symbolic link is refused, not
+    written through (:func:`diffpool.utils.files.save_atomically`).
     """
 
     def save_checkpoint(
@@ -215,15 +267,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        files.save_atomically(checkpoint, path)
 
 
 def write_checkpoints_atomically(trainer: Trainer) -> None:

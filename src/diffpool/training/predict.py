@@ -202,9 +202,13 @@ def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
     ``prediction`` (``target_<t>`` / ``prediction_<t>`` for several labels or values) and,
     for classification, ``prob_<k>`` (class ``k``'s probability; a binary task's
     ``prob_1``; label ``t``'s for multi-label): CSV, or Parquet for a ``.parquet`` path (needs
-    ``pyarrow``). An existing file is not overwritten."""
+    ``pyarrow``). An existing file (a symbolic link included, dangling or not) is not
+    overwritten: the file is created whole beside it and moved into place
+    (:func:`diffpool.utils.files.write_atomically`)."""
+    import io
+
     path = Path(path)
-    if path.exists():
+    if path.is_symlink() or path.exists():
         raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
     rows = len(predictions["graph_id"])
     columns: dict[str, list] = {"graph_id": predictions["graph_id"].tolist()}
@@ -221,14 +225,15 @@ def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table(columns), path)
-        return path
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in zip(*columns.values()):
-            writer.writerow(["" if v is None else v for v in row])  # floats as repr: exact
-    return path
+        buffer = io.BytesIO()
+        pq.write_table(pa.table(columns), buffer)
+        return files.write_atomically(path, buffer.getvalue(), overwrite=False)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in zip(*columns.values()):
+        writer.writerow(["" if v is None else v for v in row])  # floats as repr: exact
+    return files.write_atomically(path, text.getvalue(), overwrite=False)
 
 
 def _number(text: str) -> int | float | None:
@@ -297,14 +302,15 @@ def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Pat
     if not levels:
         raise ValueError("the predictions hold no assignments: predict with assignments on")
     stem = Path(stem)
-    paths = []
-    for level, content in enumerate(levels):
-        path = stem.with_name(f"{stem.name}.level{level}.pt")
-        if path.exists():
+    paths = [stem.with_name(f"{stem.name}.level{level}.pt") for level in range(len(levels))]
+    for path in paths:  # a symbolic link included, dangling or not
+        if path.is_symlink() or path.exists():
             raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"graph_id": predictions["graph_id"], **content}, path)
-        paths.append(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for path, content in zip(paths, levels):
+        files.save_atomically(
+            {"graph_id": predictions["graph_id"], **content}, path, overwrite=False
+        )
     return paths
 
 

@@ -17,6 +17,7 @@ pooling level, mean over folds) from the jobs' ``history.csv``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from diffpool.training.results import (
     RunResult,
     load_archive,
 )
+from diffpool.utils import files
 from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
 
@@ -277,11 +279,25 @@ def rows(groups: list[Group]) -> list[dict[str, Any]]:
     return [row(group) for group in groups]
 
 
+def one_line(value: Any) -> str:
+    """``value`` as text on one line: line breaks and the other characters that are not
+    printable written as escapes (``\\n``, ``\\x1b``, ``\\u2028``), so that what a run's
+    files hold (a config value) neither starts a line of the report of its own nor hides."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
+
+
+def _cell(value: Any) -> str:
+    """``value`` in one cell of a markdown table (:func:`one_line`, ``|`` escaped)."""
+    return one_line(value).replace("|", "\\|")
+
+
 def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Path) -> str:
-    metrics = sorted({g.metric for g in groups}) or ["acc"]
-    lower = sorted({g.metric for g in groups if not g.higher_is_better})
+    """The report as markdown: what comes from the runs' files on one line each
+    (:func:`one_line`), one table row per configuration."""
+    metrics = sorted({one_line(g.metric) for g in groups}) or ["acc"]
+    lower = sorted({one_line(g.metric) for g in groups if not g.higher_is_better})
     lines = [
-        f"# Report of `{sweep_dir}`",
+        f"# Report of `{one_line(sweep_dir)}`",
         "",
         f"Test {', '.join(metrics)} as mean ± std over folds (accuracy in %"
         + "".join(f"; {m}: lower is better" for m in lower)
@@ -295,15 +311,15 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
     for r in rows(groups):
         m = r["metric"]
         lines.append(
-            f"| {r['configuration']} | {r['folds']} | {r['epochs']} | "
+            f"| {_cell(r['configuration'])} | {r['folds']} | {r['epochs']} | "
             f"{format_metric(r['fair_test_mean'], r['fair_test_std'], m)} | "
             f"{format_metric(r['paper_test_mean'], r['paper_test_std'], m)} | "
             f"{r['paper_best_epoch']} | {format_metric(r['fair_val_mean'], None, m)} | "
-            f"{r['wall_time_s']:.0f} s | {r['code']} |"
+            f"{r['wall_time_s']:.0f} s | {_cell(r['code'])} |"
         )
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)})", ""]
-        lines += [f"- `{f.path}`: {' '.join(f.error.split())}" for f in failed]
+        lines += [f"- `{one_line(f.path)}`: {one_line(' '.join(f.error.split()))}" for f in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -316,6 +332,7 @@ def _pyplot():
     return plt
 
 
+@files.plain_text()  # labels come from the runs' files: no mathtext
 def plot(groups: list[Group], path: Path) -> None:
     """The test metric of every configuration under both protocols, mean ± std over folds:
     horizontal bars, so that every label is printed whole, and the legend above the axes."""
@@ -340,8 +357,10 @@ def plot(groups: list[Group], path: Path) -> None:
     # above the axes: it covers no bar
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def read_history(run: RunResult) -> dict[str, np.ndarray]:
@@ -429,6 +448,7 @@ def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterabl
     return shown
 
 
+@files.plain_text()  # labels come from the runs' files: no mathtext
 def plot_curves(groups: list[Group], path: Path) -> int:
     """Learning curves of every configuration: accuracies and every loss (per pooling
     level), mean over folds with a band of ± one std, epochs counted from 1 (markers where
@@ -483,28 +503,43 @@ def plot_curves(groups: list[Group], path: Path) -> int:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, path, dpi=90)
+    finally:
+        plt.close(fig)
     return len(curves)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.csv`` and, with the ``viz`` extra, ``report.png`` and
-    the learning curves ``curves.png`` (default: into ``sweep_dir``).
+    the learning curves ``curves.png`` (default: into ``sweep_dir``). Each is written whole,
+    never through a symbolic link (:func:`diffpool.utils.files.write_atomically`); the
+    labels of report.md and report.csv are on one line (:func:`one_line`).
 
     Returns:
         dict: the paths written, by kind.
+
+    Raises:
+        UnsafeDestinationError: one of them is a symbolic link (a ValueError; nothing is
+            written).
     """
     groups, failed = collect(sweep_dir)
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv"}
-    paths["md"].write_text(markdown(groups, failed, sweep_dir))
-    with open(paths["csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ROW_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows(groups))
-    if groups and not missing("viz"):
+    plots = bool(groups) and not missing("viz")
+    for path in [*paths.values()] + ([out / "report.png", out / "curves.png"] if plots else []):
+        files.check_destination(path)
+    files.write_atomically(paths["md"], markdown(groups, failed, sweep_dir))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, ROW_FIELDS)
+    writer.writeheader()
+    writer.writerows(
+        {**r, **{k: one_line(r[k]) for k in ("configuration", "metric", "code")}}
+        for r in rows(groups)
+    )
+    files.write_atomically(paths["csv"], text.getvalue())
+    if plots:
         paths["png"] = out / "report.png"
         plot(groups, paths["png"])
         drawn = plot_curves(groups, out / "curves.png")

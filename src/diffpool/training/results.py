@@ -26,6 +26,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from diffpool.utils import files
+
 #: the file names inside a run directory
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -38,13 +40,14 @@ SCHEMA_VERSION = 2
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a reader never sees half a file, and a write
-    that fails (a full disk) leaves neither half a file nor its temporary file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    that fails (a full disk) leaves neither half a file nor its temporary file. The
+    temporary file is created exclusively under a random name, and ``path`` is never written
+    through a symbolic link (:func:`diffpool.utils.files.write_atomically`).
+
+    Raises:
+        UnsafeDestinationError: ``path`` is a symbolic link (a ValueError).
+    """
+    files.write_atomically(path, text)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -377,9 +380,22 @@ def load_archive(file: str | Path) -> list[RunResult]:
 
 def restore_archive(file: str | Path, root: str | Path) -> int:
     """Write the ``results.json`` of every archived run into its job directory under ``root``
-    where there is none yet; returns how many were written."""
+    where there is none yet; returns how many were written.
+
+    Raises:
+        ValueError: a job that is not a directory under ``root`` (``..``, an absolute path,
+            a symbolic link out of it); nothing is written then.
+    """
+    runs, home = load_archive(file), Path(root).resolve()
+    for run in runs:
+        # a job is data: "../x", an absolute path or a link out of root must not be written
+        if not (Path(root) / run.path).resolve().is_relative_to(home):
+            raise ValueError(
+                f"{file}: the job {str(run.path)!r} is not a directory under {root} "
+                "(nothing was restored)"
+            )
     restored = 0
-    for run in load_archive(file):
+    for run in runs:
         job = Path(root) / run.path
         if not (job / RESULTS).exists():
             job.mkdir(parents=True, exist_ok=True)
