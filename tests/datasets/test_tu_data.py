@@ -468,3 +468,124 @@ def test_a_download_is_kept_as_the_archive_and_a_page_that_is_no_zip_is_refused(
     # the archive and the dataset; the lock file went when the dataset was ready
     assert sorted(p.name for p in root.iterdir()) == ["TOY", "TOY.zip"]
     assert len(load_tu("TOY", root)) == 3  # offline from now on
+
+
+def _in_time(call, pipe, seconds=30):
+    """``call()`` in a thread; where it still waits on the pipe ``pipe`` after ``seconds``,
+    the pipe is opened for writing and closed (the wait ends) and the test fails."""
+    import contextlib
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # raised again in the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"still waiting on the pipe {pipe} after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("link", ["MUTAG", "MUTAG/raw", "MUTAG/processed"])
+def test_a_link_in_the_dataset_folder_is_refused_and_nothing_is_done_through_it(
+    tmp_path, monkeypatch, link
+):
+    """Through a link ``root/MUTAG`` the folder it points to lost its raw/ and processed/ and
+    got MUTAG's files; through a link ``processed/`` to a folder holding only a crafted
+    ``pre_transform.pt`` PyG unpickled it (the folder was neither checked, having no data.pt,
+    nor removed, rmtree refusing links silently) and wrote data.pt there. A relative link
+    ships in a tarball. Now each is an error that names the link, and nothing is read or
+    written through it."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker, root, elsewhere = tmp_path / "MARKER", tmp_path / "TU", tmp_path / "elsewhere"
+    for sub in ("raw", "processed"):
+        (elsewhere / sub).mkdir(parents=True)
+        (elsewhere / sub / "mine.txt").write_text("mine")
+    torch.save(_Payload(marker), elsewhere / "pre_transform.pt")
+    if link != "MUTAG":
+        _mutag_raw(root)
+        if link == "MUTAG/raw":
+            import shutil
+
+            shutil.rmtree(root / link)
+    path = root / link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = _tree(elsewhere)
+    path.symlink_to(Path("../" * link.count("/") + "../elsewhere"), target_is_directory=True)
+    with pytest.raises(ValueError, match=f"{path} is a link .*replace the link with a copy"):
+        load_tu("MUTAG", root)
+    assert _tree(elsewhere) == before and not marker.exists()
+    assert path.is_symlink()
+
+
+def test_a_processed_folder_is_checked_without_data_pt_and_must_go(tmp_path, monkeypatch):
+    """A ``processed/`` without ``data.pt`` (cut short, or crafted) is checked and removed
+    before PyG processes into it (PyG unpickles its pre_transform.pt first); where it cannot
+    be removed, loading fails with the folder named (it was left silently, and read)."""
+    import shutil
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker, processed = tmp_path / "MARKER", tmp_path / "MUTAG" / "processed"
+    _mutag_raw(tmp_path)
+    processed.mkdir()
+    torch.save(_Payload(marker), processed / "pre_transform.pt")
+    rmtree = shutil.rmtree
+
+    def stuck(path, *args, **kwargs):  # a folder that cannot be removed (root ignores modes)
+        if Path(path) == processed:
+            if kwargs.get("ignore_errors"):
+                return None
+            raise PermissionError(13, "Permission denied", str(path))
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", stuck)
+    with pytest.raises(PermissionError, match=f"could not remove {processed}"):
+        load_tu("MUTAG", tmp_path)
+    assert not marker.exists()
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert len(load_tu("MUTAG", tmp_path)) == 188 and not marker.exists()
+    assert torch.load(processed / "pre_transform.pt", weights_only=True) == "None"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize("where", ["MUTAG.zip", "MUTAG/processed/pre_filter.pt"])
+def test_a_pipe_in_place_of_a_dataset_file_is_not_waited_on(tmp_path, where):
+    """A named pipe as ``NAME.zip`` or as a processed file (a tarball can hold one): opening
+    it waited for a writer for ever. Now the archive is an error and the processed folder is
+    rebuilt."""
+    import os
+
+    if where.startswith("MUTAG/"):
+        load_tu("MUTAG", tmp_path)
+        (tmp_path / where).unlink()
+    os.mkfifo(tmp_path / where)
+    if where == "MUTAG.zip":
+        with pytest.raises(ValueError, match="MUTAG.zip is not a regular file"):
+            _in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)
+    else:
+        assert len(_in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)) == 188
+        assert (tmp_path / where).is_file()
+
+
+def test_a_link_in_place_of_the_lock_file_is_refused(tmp_path):
+    """The lock ``root/.NAME.lock`` is opened (and made): through a link, a file elsewhere."""
+    (tmp_path / ".MUTAG.lock").symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(ValueError, match=r"\.MUTAG\.lock is a link"):
+        load_tu("MUTAG", tmp_path)
+    assert not (tmp_path / "elsewhere.txt").exists()

@@ -16,7 +16,8 @@ constant.
 
 The files are checked before PyG reads them (:func:`check_raw`), a ``processed/`` folder PyG
 cannot read is rebuilt from ``raw/``, and the graphs without edges at the end of a dataset,
-which PyG's reader drops, are kept.
+which PyG's reader drops, are kept. ``root/NAME``, its ``raw/`` and ``processed/`` must be
+real folders, not links (:func:`_check_folders`): files are written and removed in them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from torch_geometric.utils import degree
 
 from diffpool.datasets.names import BUNDLED, KNOWN
 from diffpool.datasets.source import DataUnavailableError
-from diffpool.utils.files import check_processed, local_root
+from diffpool.utils.files import check_processed, local_root, refuse_links
 from diffpool.utils.locks import RemovableLock
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,35 @@ def check_raw(raw_dir: Path, name: str) -> None:
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive file lock on every platform: parallel jobs of a sweep prepare a dataset
     once. The lock file is there while the dataset is being prepared, and removed after
-    (:class:`~diffpool.utils.locks.RemovableLock`)."""
+    (:class:`~diffpool.utils.locks.RemovableLock`). A link in its place is refused: the lock
+    would open (and make) the file it points to."""
+    refuse_links(path)
     with RemovableLock(path):
         yield
+
+
+def _check_folders(root: Path, name: str) -> None:
+    """Refuse ``root/NAME``, ``root/NAME/raw`` or ``root/NAME/processed`` where it is a link
+    (a dataset folder copied with its links, a tarball): ``raw/`` and ``processed/`` are
+    removed and written, and PyG reads ``processed/`` (through a link, files nobody checked
+    where they lie, and the writes and removals would land wherever it points)."""
+    folder = root / name
+    refuse_links(folder, folder / "raw", folder / "processed")
+
+
+def _remove(path: Path) -> None:
+    """Remove the folder (or file) ``path``, or fail: what is left there would be read."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as err:
+        raise OSError(
+            err.errno, f"could not remove {path} ({err}): remove it yourself", str(path)
+        ) from err
+    if os.path.lexists(path):
+        raise OSError(f"could not remove {path}: remove it yourself")
 
 
 def _offline_names(root: Path) -> list[str]:
@@ -293,6 +320,7 @@ def _fetch(name: str, root: Path, download: bool) -> None:
     or a bundled archive), downloading ``NAME.zip`` into ``root`` where allowed. Writes nothing
     when it fails: call it before the lock file is made."""
     check_name(name, root, download)
+    _check_folders(root, name)
     raw_dir, archive = root / name / "raw", root / f"{name}.zip"
     if _raw_complete(raw_dir, name) or archive.exists() or name in BUNDLED:
         return
@@ -306,11 +334,14 @@ def _fetch(name: str, root: Path, download: bool) -> None:
 
 def _unpack(name: str, root: Path) -> None:
     """Extract ``root/NAME.zip``, else the bundled archive, into ``root/NAME/raw/`` unless it
-    is complete."""
+    is complete. ``NAME.zip`` must be a regular file (a pipe would be waited on for ever)."""
+    _check_folders(root, name)
     raw_dir, archive = root / name / "raw", root / f"{name}.zip"
     if _raw_complete(raw_dir, name):
         return
     if archive.exists():
+        if not archive.is_file():
+            raise ValueError(f"{archive} is not a regular file; replace it with the official one")
         _extract(archive, name, raw_dir)
         return
     with resources.as_file(resources.files(__package__) / "archives" / f"{name}.zip") as zp:
@@ -348,18 +379,24 @@ def _keep_every_graph(dataset: TUDataset) -> TUDataset:
 def _read_processed(root: Path, name: str) -> TUDataset | None:
     """The dataset from ``root/NAME/processed/``; :obj:`None` where there is none, or it cannot
     be read (cut short by a full disk, or another PyG version's): then it is removed, to be
-    rebuilt from ``raw/``, with a warning."""
+    rebuilt from ``raw/``, with a warning. Its files are checked whenever it is there (PyG
+    unpickles ``pre_transform.pt`` and ``pre_filter.pt`` before it processes), and a
+    ``processed/`` without ``data.pt`` is removed too; one that cannot be removed is an
+    error (PyG would read what is left)."""
+    _check_folders(root, name)
     processed = root / name / "processed"
-    if (processed / "data.pt").exists():  # TUDataset.processed_file_names
-        try:
-            check_processed(processed)  # PyG would unpickle what a weights-only load refuses
+    if not os.path.lexists(processed):
+        return None
+    try:
+        check_processed(processed)  # PyG would unpickle what a weights-only load refuses
+        if (processed / "data.pt").is_file():  # TUDataset.processed_file_names
             return TUDataset(str(root), name, use_node_attr=True)
-        except Exception as err:  # whatever torch.load makes of it: raw/ is at hand
-            log.warning(
-                "could not read %s (%s: %s): processing %s again",
-                processed, type(err).__name__, err, root / name / "raw",
-            )  # fmt: skip
-    shutil.rmtree(processed, ignore_errors=True)
+    except Exception as err:  # whatever torch.load makes of it: raw/ is at hand
+        log.warning(
+            "could not read %s (%s: %s): processing %s again",
+            processed, type(err).__name__, err, root / name / "raw",
+        )  # fmt: skip
+    _remove(processed)
     return None
 
 
