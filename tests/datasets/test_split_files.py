@@ -64,3 +64,65 @@ def test_missing_file_and_fold_out_of_range(tmp_path):
         {"train": [1], "validation": [2]}]}])  # fmt: skip
     with pytest.raises(ValueError, match="has 1 folds: fold must be in"):
         load_split_file(file, 5, fold=3)
+
+
+def _in_time(call, pipe, seconds=30):
+    """``call()`` in a thread; where it still waits on the pipe ``pipe`` after ``seconds``,
+    the pipe is opened for writing and closed (the wait ends) and the test fails."""
+    import contextlib
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # raised again in the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"still waiting on the pipe {pipe} after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def test_a_split_file_is_a_regular_file_under_the_cap(tmp_path):
+    """A run's results.json names its split file: ``/dev/zero`` filled the memory, a named
+    pipe waited for ever, a huge file was read whole. Now each is an error that names the
+    file (and the cap)."""
+    import os
+
+    from diffpool.datasets.splits import MAX_SPLIT_FILE_BYTES, split_file_folds
+
+    assert MAX_SPLIT_FILE_BYTES == 64 * 2**20
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="split file /dev/zero is not a regular file .*64 MiB"):
+            load_split_file("/dev/zero", 5)
+    with pytest.raises(ValueError, match=f"split file {tmp_path} is not a regular file"):
+        split_file_folds(tmp_path)
+    big = tmp_path / "big.json"
+    with open(big, "wb") as handle:  # sparse: nothing is written
+        handle.truncate(MAX_SPLIT_FILE_BYTES + 1)
+    with pytest.raises(ValueError, match=r"big.json has 67108865 bytes, more than the 64 MiB"):
+        load_split_file(big, 5)
+    if hasattr(os, "mkfifo"):
+        pipe = tmp_path / "pipe.json"
+        os.mkfifo(pipe)
+        with pytest.raises(ValueError, match="pipe.json is not a regular file"):
+            _in_time(lambda: load_split_file(pipe, 5), pipe)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="deep.json is not valid JSON"):
+        load_split_file(deep, 5)
+    link = tmp_path / "link.json"  # a link to a regular file is read as the file
+    link.symlink_to(_errica(tmp_path / "s.json", [{"test": [0], "model_selection": [
+        {"train": [1], "validation": [2]}]}]))  # fmt: skip
+    assert load_split_file(link, 5).test.tolist() == [0]

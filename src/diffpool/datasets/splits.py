@@ -11,6 +11,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffpool.utils.files import read_regular
+
+#: the largest split file read, in bytes (Errica et al.'s largest are a few MiB): a split file
+#: is a regular file no larger (``/dev/zero`` would fill the memory, a pipe hang the run)
+MAX_SPLIT_FILE_BYTES = 64 * 2**20
+
 
 def stratified_folds(labels: Tensor, num_folds: int, seed: int = 0) -> list[Tensor]:
     """Partition ``range(len(labels))`` into ``num_folds`` folds with the class proportions
@@ -126,10 +132,11 @@ def _fold_of(payload, file: Path, fold: int, inner: int) -> dict[str, list]:
 def _read_split_file(file: Path):
     if not file.exists():
         raise FileNotFoundError(f"split file {file} not found")
+    data = read_regular(file, MAX_SPLIT_FILE_BYTES, "split file")
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON ({err})") from err
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # nested deep
+        raise ValueError(f"{file} is not valid JSON ({type(err).__name__}: {err})") from err
 
 
 def split_file_folds(file: str | os.PathLike) -> int:
@@ -151,7 +158,8 @@ def load_split_file(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not one of the layouts, a fold out of range, an index outside
+        ValueError: not a regular file of at most :data:`MAX_SPLIT_FILE_BYTES` (64 MiB), not
+            JSON, not one of the layouts, a fold out of range, an index outside
             ``[0, num_graphs)``, a graph in two of train / val / test, or an empty test or
             training set; the message names the file and the fold.
     """
