@@ -50,3 +50,15 @@ def test_cli_draws_a_learned_run_and_names_bad_input(tmp_path, capsys):
     flat = trained_mutag_run(tmp_path, "base", "model=base", "trainer.max_epochs=1")
     assert viz_main([str(flat)]) == 2
     assert "no pooling level" in capsys.readouterr().err
+
+
+def test_a_title_from_a_run_is_drawn_as_text_and_no_link_is_written_through(det_run, tmp_path):
+    r"""The title names the run's dataset (its results.json): ``$\undefined$`` is text, not
+    mathtext that fails to parse; a PNG path that is a link is refused."""
+    module, datamodule = load_run(det_run)
+    picture = draw_pooling(module, datamodule.dataset[0], tmp_path / "p.png", title=r"$\undefined$")
+    assert picture.path.read_bytes()[:8] == PNG
+    (tmp_path / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(ValueError, match="link.png is a symbolic link"):
+        draw_pooling(module, datamodule.dataset[0], tmp_path / "link.png")
+    assert not (tmp_path / "elsewhere.png").exists()

@@ -88,7 +88,8 @@ class EpochHistory(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the epochs of a checkpoint (data: its keys become the CSV's columns).
         Entries that are not a metric name (:data:`HISTORY_PREFIXES` or :data:`ELAPSED`, of
-        letters, digits and ``_./-`` only) with a number are dropped, with a warning.
+        letters, digits and ``_./-`` only) with a number are dropped, with a warning (and a
+        row that held only such entries).
 
         Raises:
             ValueError: ``epochs`` is not a list of rows, or a row has no integer epoch.
@@ -112,7 +113,8 @@ class EpochHistory(Callback):
                     kept[key] = float(value)
                 else:
                     dropped.add(reprlib.repr(key))
-            self.epochs.append(kept)
+            if len(kept) > 1 or len(row) == 1:  # not a row of dropped entries only
+                self.epochs.append(kept)
         if dropped:
             log.warning(
                 "the checkpoint's EpochHistory state names what is not a metric (dropped): %s",

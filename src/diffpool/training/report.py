@@ -338,7 +338,7 @@ def plot(groups: list[Group], path: Path) -> None:
     horizontal bars, so that every label is printed whole, and the legend above the axes."""
     plt = _pyplot()
     data = rows(groups)
-    labels = [g.label for g in groups]
+    labels = [one_line(g.label) for g in groups]
     y = np.arange(len(groups))[::-1]
     longest = max(len(label) for label in labels)
     fig, ax = plt.subplots(figsize=(6.0 + 0.065 * longest, 1.2 + 0.55 * len(groups)))
@@ -467,7 +467,7 @@ def plot_curves(groups: list[Group], path: Path) -> int:
     titles = []
     for group, _ in curves:
         folds = len(group.runs)
-        title = f"{group.label} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
+        title = f"{one_line(group.label)} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
         titles.append(textwrap.fill(title, CURVE_TITLE_CHARS, break_on_hyphens=False))
     lines = max(t.count("\n") + 1 for t in titles)
     # constrained layout: every title keeps its room, whatever its length
