@@ -92,3 +92,75 @@ def test_a_processed_file_that_names_code_is_refused(tmp_path, monkeypatch, file
     assert not marker.exists()
     with pytest.raises(ValueError, match="must be a local folder"):
         load_ogb("ogbg-molhiv", "http://127.0.0.1:9/OGB")
+
+
+def test_the_folder_ogb_reads_is_the_one_checked(tmp_path, monkeypatch):
+    """OGB reads ``root/<name>_pyg`` whenever that exists (an earlier download's folder): its
+    processed files were read unchecked, ``<name>/processed`` checked in their stead."""
+    import shutil
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    write_ogb_layout(tmp_path)
+    marker, earlier = tmp_path / "MARKER", tmp_path / "ogbg_molhiv_pyg"
+    shutil.copytree(tmp_path / "ogbg_molhiv", earlier)
+    (earlier / "processed").mkdir()
+    torch.save(_Payload(marker), earlier / "processed" / "pre_transform.pt")
+    with pytest.raises(ValueError, match=f"{earlier}/processed/pre_transform.pt names"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    assert not marker.exists()
+    (earlier / "processed" / "pre_transform.pt").unlink()
+    dataset = load_ogb("ogbg-molhiv", tmp_path)
+    assert dataset.root == str(earlier) and (earlier / "processed").is_dir()
+    assert not (tmp_path / "ogbg_molhiv" / "processed").exists()
+
+
+def test_the_split_is_read_as_data(tmp_path, monkeypatch):
+    """OGB's ``get_idx_split()`` loads ``split/<type>/split_dict.pt`` with a plain
+    ``torch.load`` (which unpickles with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD): such a file is
+    refused when the dataset is loaded, and the dataset's ``get_idx_split()`` loads it
+    weights-only (one put there later runs nothing); the CSV split reads as OGB reads it."""
+    from ogb.graphproppred import PygGraphPropPredDataset
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    write_ogb_layout(tmp_path)
+    marker, split = tmp_path / "MARKER", tmp_path / "ogbg_molhiv" / "split" / "scaffold"
+    dataset = load_ogb("ogbg-molhiv", tmp_path)
+    ours, theirs = dataset.get_idx_split(), PygGraphPropPredDataset.get_idx_split(dataset)
+    assert ours.keys() == theirs.keys() == {"train", "valid", "test"}
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    torch.save(_Payload(marker), split / "split_dict.pt")
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        dataset.get_idx_split()
+    with pytest.raises(ValueError, match=f"{split}/split_dict.pt names .*restore"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    assert not marker.exists()
+    torch.save({k: v[:3] for k, v in theirs.items()}, split / "split_dict.pt")
+    parts = load_ogb("ogbg-molhiv", tmp_path).get_idx_split()
+    assert all(torch.equal(parts[k], theirs[k][:3]) for k in parts)
+
+
+@pytest.mark.parametrize(
+    "link", ["ogbg_molhiv", "ogbg_molhiv_pyg", "ogbg_molhiv/processed", "ogbg_molhiv/raw"]
+)
+def test_a_link_in_the_dataset_folder_is_refused(tmp_path, link):
+    """OGB and PyG write into and remove the dataset's folders: a link is an error that
+    names it, and nothing is written through it."""
+    import shutil
+
+    write_ogb_layout(tmp_path / "elsewhere")
+    load_ogb("ogbg-molhiv", tmp_path / "elsewhere")  # processed/ too
+    real = tmp_path / "elsewhere" / "ogbg_molhiv"
+    root = tmp_path / "OGB"
+    if link.startswith("ogbg_molhiv/"):
+        shutil.copytree(real, root / "ogbg_molhiv", ignore=shutil.ignore_patterns(link[12:]))
+        target = real / link[12:]
+    else:
+        root.mkdir()
+        target = real
+    before = sorted(p.name for p in real.rglob("*"))
+    (root / link).symlink_to(target, target_is_directory=True)
+    with pytest.raises(ValueError, match=f"{root / link} is a link"):
+        load_ogb("ogbg-molhiv", root)
+    assert sorted(p.name for p in real.rglob("*")) == before
