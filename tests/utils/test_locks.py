@@ -69,3 +69,23 @@ def test_a_waiter_on_the_removed_file_locks_the_file_the_path_names(tmp_path):
         RemovableLock(path).acquire(timeout=0)
     waiter.release()
     assert not path.exists()
+
+
+@posix
+def test_without_flock_it_is_filelocks_lock(tmp_path, monkeypatch):
+    """A file system without flock (some network mounts): filelock's own lock instead."""
+    import errno
+    import fcntl
+    from types import SimpleNamespace
+
+    from diffpool.utils import locks
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    stub = SimpleNamespace(flock=no_flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
+    monkeypatch.setattr(locks, "fcntl", stub)  # ours only: filelock keeps its flock
+    fallback = []
+    monkeypatch.setattr(locks, "FileLock", lambda *a, **k: fallback.append(a) or FileLock(*a, **k))
+    with RemovableLock(tmp_path / "run.lock"):
+        assert fallback == [(str(tmp_path / "run.lock"),)]

@@ -8,12 +8,14 @@ then wins the lock on the removed file sees that it no longer is the file at tha
 locks the new one instead: whoever holds the lock holds it on the file the path names.
 
 On POSIX it locks with :func:`fcntl.flock` (as ``filelock`` does, so the two exclude each
-other); elsewhere it is ``filelock.FileLock``, which on Windows removes its file on release.
+other); elsewhere, and on a file system without ``flock``, it is ``filelock.FileLock`` (which
+on Windows removes its file on release).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from pathlib import Path
@@ -27,6 +29,11 @@ except ImportError:  # Windows
 
 #: seconds between two tries while waiting with a timeout
 POLL = 0.05
+
+#: what ``flock`` raises on a file system that does not support it
+NO_FLOCK = {
+    getattr(errno, n) for n in ("ENOSYS", "ENOLCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, n)
+}
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -85,11 +92,15 @@ class RemovableLock:
             filelock.Timeout: the lock was not free within ``timeout``.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            self._fallback = FileLock(str(self.path), timeout=timeout)
-            self._fallback.acquire()
-        else:
-            self._fd = _acquire(self.path, timeout)
+        if fcntl is not None:
+            try:
+                self._fd = _acquire(self.path, timeout)
+                return
+            except OSError as err:
+                if err.errno not in NO_FLOCK:
+                    raise
+        self._fallback = FileLock(str(self.path), timeout=timeout)
+        self._fallback.acquire()
 
     def release(self) -> None:
         """Remove the file, then release the lock (a waiter on the removed file then locks
