@@ -169,7 +169,8 @@ def _write_atomically(
     tmp, reserved = handle.name, False
     try:
         with handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # as open() creates (here 0o600)
+            if hasattr(os, "fchmod"):  # as open() creates files (here 0o600); not Windows
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -184,7 +185,8 @@ def _write_atomically(
             except OSError as err:  # no hard links here: reserve the name, rename over it
                 if err.errno not in _NO_HARD_LINKS:
                     raise
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                os.close(os.open(path, flags))
                 reserved = True
                 os.replace(tmp, path)
             else:
