@@ -91,7 +91,9 @@ def data_config(group: str, seed: int) -> dict:
         with initialize_config_module("diffpool.conf", version_base="1.3"):
             cfg = compose("train", overrides=[f"data={group}", f"seed={seed}"])
     except MissingConfigException as err:
-        options = f": the options are {', '.join(err.options)}" if err.options else ""
+        # the options in lower case (a TU name works as the collection spells it, too)
+        names = sorted({o for o in err.options or () if o == o.lower()})
+        options = f": the options are {', '.join(names)}" if names else ""
         raise ValueError(f"data={group} is not a data config of diffpool-train{options}") from None
     return OmegaConf.to_container(cfg.data, resolve=True)
 
