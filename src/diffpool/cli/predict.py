@@ -146,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         module, datamodule = load_run(run, options["checkpoint"], data=data, trust=trust)
         module.predict_assignments = options["assignments"] == "true"
         out = Path(options["out"] or run_dir / f"predictions-{options['split']}.csv")
-        for path in [out] + (
-            [out.with_name(f"{out.name}.level0.pt")] if module.predict_assignments else []
-        ):
-            if path.exists():
+        levels = sorted(out.parent.glob(f"{out.name}.level*.pt"))  # one per level
+        for path in [out] + (levels if module.predict_assignments else []):
+            if path.exists() or path.is_symlink():
                 raise FileExistsError(
                     f"{path} exists: choose another out= (nothing was overwritten)"
                 )
