@@ -291,3 +291,24 @@ def test_a_run_reads_its_own_checkpoint_and_starts_no_workers(run_dir, tmp_path)
     assert data.num_workers == 0 and module.model is not None
     _, data = load_run(run, data={"num_workers": 1})
     assert data.num_workers == 1
+
+
+def test_a_run_clears_what_a_killed_write_left_and_refuses_a_linked_hydra_folder(run_dir, tmp_path):
+    from diffpool.training import train
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "results.json").unlink()
+    left = run / "checkpoints" / ".last.ckpt.x1y2z3.tmp"  # a write cut short by kill -9
+    left.write_bytes(b"half")
+    train(_resume(run_dir, run))
+    assert not left.exists() and (run / "results.json").exists()
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    (other / "results.json").unlink()
+    shutil.rmtree(other / ".hydra", ignore_errors=True)
+    (tmp_path / "elsewhere").mkdir()
+    (other / ".hydra").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"\.hydra is a (symbolic )?link"):
+        train(_resume(run_dir, other))
+    assert not list((tmp_path / "elsewhere").iterdir())

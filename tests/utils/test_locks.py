@@ -89,3 +89,31 @@ def test_without_flock_it_is_filelocks_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "FileLock", lambda *a, **k: fallback.append(a) or FileLock(*a, **k))
     with RemovableLock(tmp_path / "run.lock"):
         assert fallback == [(str(tmp_path / "run.lock"),)]
+
+
+@posix
+def test_release_removes_only_the_file_it_holds(tmp_path):
+    """A failed run's new folder goes while its lock is held: a run that locks the new file
+    under that name keeps it when the first releases (else a third would lock beside it)."""
+    import shutil
+
+    folder = tmp_path / "run"
+    first = RemovableLock(folder / "run.lock")
+    first.acquire(timeout=0)
+    shutil.rmtree(folder)
+    second = RemovableLock(folder / "run.lock")
+    second.acquire(timeout=0)
+    first.release()
+    assert (folder / "run.lock").exists()
+    with pytest.raises(Timeout):
+        RemovableLock(folder / "run.lock").acquire(timeout=0)
+    second.release()
+    assert not (folder / "run.lock").exists()
+
+
+@posix
+def test_a_link_as_the_lock_file_is_refused(tmp_path):
+    (tmp_path / "lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="is a link"):
+        RemovableLock(tmp_path / "lock").acquire(timeout=0)
+    assert not (tmp_path / "elsewhere").exists()

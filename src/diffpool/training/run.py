@@ -343,6 +343,11 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
             "choose another directory (hydra.run.dir=... or output_dir=...)"
         ) from None
     try:
+        # the run's folders are this run's own while it holds the lock: what a killed run's
+        # writes left half done goes, and Hydra's folder is never a link
+        files.refuse_links(out / HYDRA_SUBDIR)
+        for folder in (out, out / CHECKPOINTS, out / HYDRA_SUBDIR):
+            files.remove_leftovers(folder)
         results = check_run_directory(out, cfg)
         if results is None:
             save_hydra_config(cfg, out)

@@ -164,7 +164,7 @@ def _write_atomically(
         raise _exists(path)
     # created exclusively (O_EXCL, a random name); closed below, removed on failure
     handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, delete=False
     )
     tmp, reserved = handle.name, False
     try:
@@ -199,6 +199,21 @@ def _write_atomically(
                 os.unlink(path)
         raise
     return path
+
+
+#: the end of a temporary file's name (``.NAME.<random>.tmp``, beside the file it becomes)
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes into ``folder`` cut short (a ``kill -9``) left
+    behind: ``.NAME.<random>.tmp``. Call it while nothing writes there (under the run lock)."""
+    removed = []
+    for path in Path(folder).glob(f".*.*{TEMPORARY_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_atomically(

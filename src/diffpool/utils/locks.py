@@ -51,7 +51,12 @@ def _acquire(path: Path, timeout: float) -> int:
     where the lock is not free within ``timeout`` seconds (``0``: at once; ``< 0``: wait)."""
     deadline = None if timeout < 0 else time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # a link planted where the lock file goes
+                raise ValueError(f"the lock file {path} is a link: remove it") from None
+            raise
         try:
             if deadline is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -111,8 +116,11 @@ class RemovableLock:
         if self._fd is None:
             return
         try:
-            with contextlib.suppress(OSError):  # gone already, or a read-only folder
-                self.path.unlink()
+            # only the file this lock holds: another run may lock a new one under that name
+            # once this one was removed (a failed run's new folder is removed while held)
+            if _same_file(self._fd, self.path):
+                with contextlib.suppress(OSError):  # a read-only folder
+                    self.path.unlink()
         finally:
             os.close(self._fd)
             self._fd = None
