@@ -207,6 +207,7 @@ def _has_joblib() -> bool:
     return importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 
 
+@pytest.mark.slow  # two processes per case: CI's slow step runs it
 @pytest.mark.parametrize("lightning_sampler", [True, False])
 def test_ddp_on_cpu_synchronises_metrics_and_sees_every_graph_once(tmp_path, lightning_sampler):
     """trainer=ddp_sim: two processes (gloo), Lightning's DDP launcher, the Hydra app; with
@@ -253,6 +254,7 @@ def _mutag_labels(root: Path) -> list[str]:
     return (root / "MUTAG" / "raw" / "MUTAG_graph_labels.txt").read_text().split()
 
 
+@pytest.mark.slow  # builds and installs the wheel: CI's slow step runs it
 def test_installed_wheel_trains_from_an_empty_directory(tmp_path):
     """Build the wheel, install it into a fresh virtual environment (dependencies borrowed
     from this one, the package only from the wheel) and run diffpool-train from an empty
