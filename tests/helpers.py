@@ -368,3 +368,31 @@ class IdentityEncoder(torch.nn.Identity):
     def __init__(self, out_channels: int):
         super().__init__()
         self.out_channels = out_channels
+
+
+def in_time(call, pipe, seconds=30):
+    """``call()`` in a thread; where it still waits on the pipe ``pipe`` after ``seconds``,
+    the pipe is opened for writing and closed (the wait ends) and the test fails."""
+    import contextlib
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # raised again in the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"still waiting on the pipe {pipe} after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

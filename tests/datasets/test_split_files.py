@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from diffpool.datasets import load_split_file
+from helpers import in_time
 
 
 def _errica(path, folds):
@@ -66,34 +67,6 @@ def test_missing_file_and_fold_out_of_range(tmp_path):
         load_split_file(file, 5, fold=3)
 
 
-def _in_time(call, pipe, seconds=30):
-    """``call()`` in a thread; where it still waits on the pipe ``pipe`` after ``seconds``,
-    the pipe is opened for writing and closed (the wait ends) and the test fails."""
-    import contextlib
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as err:  # raised again in the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        with contextlib.suppress(OSError):
-            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(10)
-        pytest.fail(f"still waiting on the pipe {pipe} after {seconds} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
 def test_a_split_file_is_a_regular_file_under_the_cap(tmp_path):
     """A run's results.json names its split file: ``/dev/zero`` filled the memory, a named
     pipe waited for ever, a huge file was read whole. Now each is an error that names the
@@ -117,7 +90,7 @@ def test_a_split_file_is_a_regular_file_under_the_cap(tmp_path):
         pipe = tmp_path / "pipe.json"
         os.mkfifo(pipe)
         with pytest.raises(ValueError, match="pipe.json is not a regular file"):
-            _in_time(lambda: load_split_file(pipe, 5), pipe)
+            in_time(lambda: load_split_file(pipe, 5), pipe)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="deep.json is not valid JSON"):

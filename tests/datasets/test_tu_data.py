@@ -10,7 +10,7 @@ import torch
 
 from diffpool.datasets import BUNDLED, fold_split, load_tu, stratified_folds
 from diffpool.training import GraphBatchSampler, TUDataModule
-from helpers import tu_archive, write_tu
+from helpers import in_time, tu_archive, write_tu
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -470,34 +470,6 @@ def test_a_download_is_kept_as_the_archive_and_a_page_that_is_no_zip_is_refused(
     assert len(load_tu("TOY", root)) == 3  # offline from now on
 
 
-def _in_time(call, pipe, seconds=30):
-    """``call()`` in a thread; where it still waits on the pipe ``pipe`` after ``seconds``,
-    the pipe is opened for writing and closed (the wait ends) and the test fails."""
-    import contextlib
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as err:  # raised again in the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        with contextlib.suppress(OSError):
-            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(10)
-        pytest.fail(f"still waiting on the pipe {pipe} after {seconds} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
 def _tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -577,9 +549,9 @@ def test_a_pipe_in_place_of_a_dataset_file_is_not_waited_on(tmp_path, where):
     os.mkfifo(tmp_path / where)
     if where == "MUTAG.zip":
         with pytest.raises(ValueError, match="MUTAG.zip is not a regular file"):
-            _in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)
+            in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)
     else:
-        assert len(_in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)) == 188
+        assert len(in_time(lambda: load_tu("MUTAG", tmp_path), tmp_path / where)) == 188
         assert (tmp_path / where).is_file()
 
 
