@@ -145,11 +145,6 @@ def reading(path: str | os.PathLike, trusted: Iterable[str] = ()) -> Iterator[No
         _SOURCE.reset(token)
 
 
-def from_file() -> bool:
-    """Whether specs are being read from a file (inside :func:`reading`)."""
-    return _SOURCE.get() is not None
-
-
 def target_names(value: Any) -> set[str]:
     """Every ``_target_`` name in ``value`` (a spec, or any nesting of mappings and lists)."""
     found: set[str] = set()
