@@ -155,7 +155,7 @@ def test_shape_comments_are_what_the_code_returns(page, index, code, tmp_path, m
     """Every ``expr  # [d, d, ...]`` comment of a page's Python blocks is the shape that
     ``expr`` has when the block runs as written, and the README's statement of the dense
     adjacency block its layer example builds (``one `B × N × N` block``) is what it builds."""
-    from diffpool.functional import packing
+    from diffpool.functional import _layouts as packing
 
     blocks = []
     dense_adjacency = packing.SizeBuckets.dense_adjacency

@@ -10,8 +10,8 @@ from diffpool.functional import (
     cluster_budgets,
     masked_assignment,
 )
-from diffpool.functional.losses import gram_squared_norm, safe_sqrt
-from diffpool.functional.packing import PaddedBatch, SizeBuckets, bucket_graphs
+from diffpool.functional.formulas import gram_squared_norm, safe_sqrt
+from diffpool.functional._layouts import PaddedBatch, SizeBuckets, bucket_graphs
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_no_edge_bce_gradient_matches_elementwise_reference(chunk_elements, monk
     # The A = 0 part (the sparse level's pairs) against autograd through the plain elementwise
     # formula, with padded rows, pairs where S S^T exceeds 1 (clamped: no gradient through
     # them) and, with a tiny chunk, several checkpointed blocks of rows.
-    monkeypatch.setattr("diffpool.functional.losses._CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr("diffpool.functional.formulas._CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(1)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()
     s = torch.rand(2, 7, 3, dtype=torch.float64) * 0.6

@@ -24,7 +24,7 @@ def _inputs(sizes, clusters=4, features=5, seed=0):
 
 
 def _buckets(counts):
-    from diffpool.functional.packing import SizeBuckets
+    from diffpool.functional._layouts import SizeBuckets
 
     ptr = torch.tensor([0, *counts]).cumsum(0)
     return SizeBuckets(ptr, counts, row_cost=lambda n: n)
@@ -47,7 +47,7 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, 
     same pooled tensors, losses and gradients, whatever the padding; also with every size
     group in its own bucket (per-graph budgets: each bucket's assignment at its own width),
     and with the adjacency as a sparse matrix or as dense blocks per bucket."""
-    from diffpool.functional import packing
+    from diffpool.functional import _layouts as packing
 
     monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
     if buckets == "apart":  # small graphs would share one bucket and one flat assignment
@@ -80,7 +80,7 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, 
 def test_duplicate_edges_add_their_weights(adjacency, monkeypatch):
     """An edge given twice counts with the sum of its weights, as in to_dense_adj: the
     sparse matrix coalesces, the dense blocks add in place (and skip the coalesce)."""
-    from diffpool.functional import packing
+    from diffpool.functional import _layouts as packing
 
     monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
     batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
@@ -95,7 +95,7 @@ def test_duplicate_edges_add_their_weights(adjacency, monkeypatch):
 
 def test_small_graphs_take_dense_adjacency_blocks():
     """Where the dense products A_g S_g of every bucket stay under DENSE_BLOCK_MACS."""
-    from diffpool.functional.packing import DENSE_BLOCK_MACS
+    from diffpool.functional._layouts import DENSE_BLOCK_MACS
 
     molecules = _buckets([25] * 20)  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
     assert molecules.dense_blocks_pay([7])

@@ -1,13 +1,14 @@
-"""The coarsened adjacency kept as its factors (diffpool.functional.factored)."""
+"""The coarsened adjacency kept as its factors (diffpool.functional._factored)."""
 
 import pytest
 import torch
 from torch_geometric.nn import DenseGCNConv, DenseGINConv, DenseSAGEConv
 from torch_geometric.utils import to_dense_adj
 
-from diffpool.functional import factored, padded_diff_pool, sparse_diff_pool
-from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
-from diffpool.functional.packing import SizeBuckets
+from diffpool.functional import _factored as factored
+from diffpool.functional import padded_diff_pool, sparse_diff_pool
+from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
+from diffpool.functional._layouts import SizeBuckets
 from diffpool.nn import DenseSumConv
 from diffpool.utils.connectivity import to_coo_adjacency
 from helpers import random_batch

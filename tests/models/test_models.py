@@ -8,8 +8,8 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
-from diffpool.functional import factored
-from diffpool.functional.factored import CoarsenedAdjacency
+from diffpool.functional import _factored as factored
+from diffpool.functional._factored import CoarsenedAdjacency
 from diffpool.models import (
     VARIANTS,
     DiffPoolNet,

@@ -221,7 +221,7 @@ def test_bce_matches_elementwise_reference_per_graph(ratio, monkeypatch):
     """The BCE link loss, evaluated per size bucket, equals the elementwise BCE over each
     graph's N_g x N_g pairs of the dense S and A, in value and gradient, with several buckets
     and with row blocks smaller than one graph."""
-    import diffpool.functional.losses as losses
+    import diffpool.functional.formulas as losses
 
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 64)
     batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=4, seed=21)
@@ -369,8 +369,8 @@ def test_no_n_by_n_tensor(monkeypatch):
     loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
     lowered here so that this small batch needs several blocks). Dense adjacency blocks are
     only taken below ``DENSE_BLOCK_MACS`` multiply-adds (small graphs): turned off here."""
-    import diffpool.functional.losses as losses
-    from diffpool.functional import packing
+    import diffpool.functional.formulas as losses
+    from diffpool.functional import _layouts as packing
 
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
     monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
@@ -404,7 +404,7 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     """With per-graph budgets, the layer's head computes only the first C_g rows of its map for
     each size bucket: the same outputs, losses and gradients as computing all C logits for
     every node."""
-    from diffpool.functional import packing
+    from diffpool.functional import _layouts as packing
 
     # small graphs would share one bucket (one wide map): keep every size group apart
     buckets = packing.bucket_graphs
@@ -542,7 +542,7 @@ def test_without_the_assignment_no_padded_node_by_cluster_tensor(monkeypatch):
     graph among small ones (as in a D&D batch) that dense S is by far the largest tensor of
     the step, the other graphs' rows of it being padding. (The large graph's own dense
     adjacency block, taken on graphs this small, is turned off to see it.)"""
-    from diffpool.functional import packing
+    from diffpool.functional import _layouts as packing
 
     monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
     sizes = [300] + [20] * 10

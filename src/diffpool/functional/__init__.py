@@ -18,7 +18,7 @@ from diffpool.functional.diff_pool import (
     padded_diff_pool,
     sparse_diff_pool,
 )
-from diffpool.functional.losses import (
+from diffpool.functional.formulas import (
     LOSS_NORMALIZATIONS,
     batch_link_loss,
     bce_edge_correction,

@@ -19,7 +19,7 @@ import functools
 import torch
 from torch import Tensor
 
-from diffpool.functional.packing import _reassemble
+from diffpool.functional._layouts import _reassemble
 
 #: A size bucket keeps its :math:`\mathbf{A}'` factored only where that saves at least this
 #: many multiply-adds per feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))`

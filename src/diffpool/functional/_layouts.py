@@ -113,7 +113,7 @@ class NodeBlocks:
                 slots are. (default: all :math:`C`)
             factored (list[bool], optional): the buckets whose :math:`\mathbf{S}_g^\top
                 (\mathbf{A}\mathbf{S})_g` is not built (their adjacency stays factored, see
-                :mod:`diffpool.functional.factored`). ``adj`` is then the list of every
+                :mod:`diffpool.functional._factored`). ``adj`` is then the list of every
                 bucket's ``[b, C, C]`` block, :obj:`None` for those. (default: :obj:`None`)
 
         Returns:

@@ -10,7 +10,7 @@ node mask). Both compute, per graph :math:`g` of the batch,
     \mathbf{A}'_g = \mathbf{S}_g^{\top} \mathbf{A}_g \mathbf{S}_g
 
 from the pooling logits :math:`\mathbf{L}`, and the auxiliary losses of
-:mod:`diffpool.functional.losses`, exactly, with padding never counted (or, with
+:mod:`diffpool.functional.formulas`, exactly, with padding never counted (or, with
 ``loss_normalization="pyg"``, normalised over the padded batch as PyG's). Both return a
 :class:`~diffpool.functional.DiffPoolOutput`. The modules :class:`~diffpool.DiffPoolConv` and
 :class:`~diffpool.DenseDiffPoolConv` own the two GNNs and call these functions.
@@ -42,8 +42,8 @@ from diffpool.functional.assignment import (
     cluster_mask_from_budgets,
     masked_assignment,
 )
-from diffpool.functional.factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
-from diffpool.functional.losses import (
+from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
+from diffpool.functional.formulas import (
     LOSS_NORMALIZATIONS,
     batch_link_loss,
     bce_edge_correction,
@@ -53,7 +53,7 @@ from diffpool.functional.losses import (
     loss_divisors,
 )
 from diffpool.functional.output import DiffPoolOutput
-from diffpool.functional.packing import PaddedBatch, SizeBuckets
+from diffpool.functional._layouts import PaddedBatch, SizeBuckets
 from diffpool.utils.connectivity import to_coo_adjacency
 from diffpool.utils.validation import (
     as_int64_index,
@@ -118,7 +118,7 @@ class AssignmentHead(NamedTuple):
 
 def check_loss_options(link_loss: str, loss_normalization: str = "per_graph") -> None:
     """``link_loss`` in :data:`LINK_LOSSES`, ``loss_normalization`` in
-    :data:`~diffpool.functional.losses.LOSS_NORMALIZATIONS`, and PyG's normalisation only
+    :data:`~diffpool.functional.formulas.LOSS_NORMALIZATIONS`, and PyG's normalisation only
     for the link losses PyG has (the Frobenius one, or none)."""
     if link_loss not in LINK_LOSSES:
         raise ValueError(f"link_loss must be one of {LINK_LOSSES}, got {link_loss!r}")
@@ -273,9 +273,9 @@ def sparse_diff_pool(
 
     :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product, and the per-graph products
     :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, (\mathbf{A}\mathbf{S})_g]` run per group of
-    similar-sized graphs (:class:`~diffpool.functional.packing.SizeBuckets`), each padded only
+    similar-sized graphs (:class:`~diffpool.functional._layouts.SizeBuckets`), each padded only
     to its own largest graph. Where the products :math:`\mathbf{A}_g\mathbf{S}_g` of all
-    groups come to at most :data:`~diffpool.functional.packing.DENSE_BLOCK_MACS`
+    groups come to at most :data:`~diffpool.functional._layouts.DENSE_BLOCK_MACS`
     multiply-adds (batches of small graphs), each group's adjacency goes into a dense
     ``[b, n, n]`` block instead, which is cheaper there than the sparse product: a batch of
     graphs of similar size is then one :math:`B \times N_{\max} \times N_{\max}` block (so is
@@ -287,14 +287,14 @@ def sparse_diff_pool(
     exactly zero in ``s``, ``x`` and ``adj``, and the output has
     :math:`\min(C, \lceil \mathrm{ratio} \cdot N_{\max} \rceil)` slots.
 
-    Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.losses`):
+    Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.formulas`):
     ``link_loss="frobenius"`` :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g
     \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms), ``"bce"`` the authors' binary
     cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated per size
     bucket in row blocks recomputed in the backward pass), ``"none"``; the entropy
     :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`. With ``loss_normalization="pyg"`` both
     are normalised as :func:`torch_geometric.nn.dense_diff_pool` normalises them on the
-    padded batch ``[B, N_max]`` (:mod:`diffpool.functional.losses`).
+    padded batch ``[B, N_max]`` (:mod:`diffpool.functional.formulas`).
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[N, F]``.
@@ -332,14 +332,14 @@ def sparse_diff_pool(
             under ``torch.compile``). (default: :obj:`True`)
         factored_adj (bool, optional): With fixed budgets, keep :math:`\mathbf{A}'_g` as its
             factors :math:`(\mathbf{S}_g, \mathbf{A}_g)` for the size buckets whose graphs
-            are small against :math:`C` (:func:`~diffpool.functional.factored.factored_pays`):
-            ``adj`` is then a :class:`~diffpool.functional.factored.CoarsenedAdjacency`, which
+            are small against :math:`C` (:func:`~diffpool.functional._factored.factored_pays`):
+            ``adj`` is then a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, which
             the dense layers after the pooling run on group by group (what
             :class:`~diffpool.DiffPoolNet` does in its training steps). (default: :obj:`False`)
 
     Returns:
         DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` (or a
-        :class:`~diffpool.functional.factored.CoarsenedAdjacency`), ``s`` ``[B, N_max, C]``
+        :class:`~diffpool.functional._factored.CoarsenedAdjacency`), ``s`` ``[B, N_max, C]``
         (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
         ``z`` is the input ``x``.
     """
@@ -611,7 +611,7 @@ def padded_diff_pool(
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[B, N, F]`` (or ``[N, F]``).
         adj (torch.Tensor or FactoredAdjacency): Adjacency ``[B, N, N]`` (or ``[N, N]``), or
-            the previous level's :class:`~diffpool.functional.factored.FactoredAdjacency`
+            the previous level's :class:`~diffpool.functional._factored.FactoredAdjacency`
             (pooled through its factors, never built).
         s (torch.Tensor or AssignmentHead): ``[B, N, C]`` logits, ``[B, N]`` hard cluster ids
             (entries of padded nodes are ignored), or an :class:`AssignmentHead`.

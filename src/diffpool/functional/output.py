@@ -15,7 +15,7 @@ class DiffPoolOutput(NamedTuple):
             ``[B, C, F']``.
         adj (torch.Tensor): coarsened adjacency
             :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`, ``[B, C, C]``; a
-            :class:`~diffpool.functional.factored.CoarsenedAdjacency` (``to_dense()`` gives
+            :class:`~diffpool.functional._factored.CoarsenedAdjacency` (``to_dense()`` gives
             the tensor) when the layer was called with ``factored_adj=True``.
         s (torch.Tensor or None): dense assignment :math:`\mathbf{S}`, ``[B, N_max, C]``;
             padded rows and unused cluster slots are exactly zero. :obj:`None` when the layer
@@ -25,7 +25,7 @@ class DiffPoolOutput(NamedTuple):
             node mask of the next dense level.
         link_loss (torch.Tensor): scalar, mean over graphs of the per-graph link loss (zero when
             the link loss is off); with ``loss_normalization="pyg"`` PyG's norm over the whole
-            padded batch instead (:func:`~diffpool.functional.losses.batch_link_loss`).
+            padded batch instead (:func:`~diffpool.functional.formulas.batch_link_loss`).
         entropy_loss (torch.Tensor): scalar, mean over graphs of the per-graph entropy loss
             (zero when the entropy loss is off).
         aux_loss (torch.Tensor): scalar, ``link_loss_coef * link_loss +

@@ -11,10 +11,10 @@ from torch_geometric.nn.models import MLP
 from torch_geometric.utils import to_dense_batch
 
 from diffpool.functional.assignment import cluster_budget
-from diffpool.functional.factored import CoarsenedAdjacency
-from diffpool.functional.losses import batch_link_loss
+from diffpool.functional._factored import CoarsenedAdjacency
+from diffpool.functional.formulas import batch_link_loss
 from diffpool.functional.output import DiffPoolOutput
-from diffpool.functional.packing import DenseGroups
+from diffpool.functional._layouts import DenseGroups
 from diffpool.models.output import ClassifierOutput
 from diffpool.models.readout import check_readout, dense_readout, resolve_batch, sparse_readout
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
@@ -370,7 +370,7 @@ class DiffPoolNet(torch.nn.Module):
                 is :obj:`None` and the first level never builds its dense ``[B, N_max, C]``
                 assignment (what :class:`~diffpool.training.GraphClassifier` does in its
                 steps, to save memory); with fixed budgets the first level's ``adj`` is then
-                a :class:`~diffpool.functional.factored.CoarsenedAdjacency` where it holds
+                a :class:`~diffpool.functional._factored.CoarsenedAdjacency` where it holds
                 small graphs (see :attr:`factor_coarse_adj`). (default: :obj:`True`)
             edge_attr (torch.Tensor, optional): ``[E, edge_dim]`` edge features, for a
                 model built with ``edge_dim``. (default: :obj:`None`)
@@ -443,7 +443,7 @@ class DiffPoolNet(torch.nn.Module):
     #: :math:`\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g` of graphs much smaller than
     #: :math:`C_1` as its factors in the steps that return no assignments (training): the
     #: dense levels multiply through the factors, the same result up to float rounding
-    #: (see :mod:`diffpool.functional.factored`). ``False``: always the dense tensor.
+    #: (see :mod:`diffpool.functional._factored`). ``False``: always the dense tensor.
     factor_coarse_adj: bool = True
 
     def _factored_adj(self, return_assignments: bool) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from diffpool.functional.diff_pool import padded_diff_pool
-from diffpool.functional.factored import FactoredAdjacency
+from diffpool.functional._factored import FactoredAdjacency
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
@@ -131,7 +131,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         return_assignment: bool = True,
     ) -> list[DiffPoolOutput]:
         r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
-        largest graph (see :class:`~diffpool.functional.packing.DenseGroups`): one output per
+        largest graph (see :class:`~diffpool.functional._layouts.DenseGroups`): one output per
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
         assignment); each output's losses are its group's (with PyG's normalisation, of the

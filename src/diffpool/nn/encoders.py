@@ -26,7 +26,7 @@ from torch_geometric.nn import (
 from torch_geometric.nn.inits import reset
 from torch_geometric.nn.models import MLP
 
-from diffpool.functional.factored import FactoredAdjacency
+from diffpool.functional._factored import FactoredAdjacency
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
 from diffpool.utils.validation import as_int64_index, check_input_matches
 
@@ -100,7 +100,7 @@ register_encoder("sum", SumConv, DenseSumConv, weighted=True)
 NORMS = (None, "batch")
 
 #: Dense layers that only multiply the adjacency into the features and sum its rows: they run
-#: on a :class:`~diffpool.functional.factored.FactoredAdjacency` as it is; any other layer
+#: on a :class:`~diffpool.functional._factored.FactoredAdjacency` as it is; any other layer
 #: gets it as a dense tensor.
 FACTORED_LAYERS: tuple[type, ...] = (DenseSAGEConv, DenseGINConv, DenseSumConv)
 
@@ -377,7 +377,7 @@ class DenseGNNEncoder(_EncoderStack):
         super().__init__(*args, dense=True, **kwargs)
 
     def _adjacencies(self, adjs: list) -> list:
-        """What each layer gets: a :class:`~diffpool.functional.factored.FactoredAdjacency`
+        """What each layer gets: a :class:`~diffpool.functional._factored.FactoredAdjacency`
         as it is where every layer is in :data:`FACTORED_LAYERS`, else as a dense tensor."""
         if all(isinstance(conv, FACTORED_LAYERS) for conv in self.convs):
             return adjs

@@ -207,7 +207,7 @@ def check_dense_inputs(
 ) -> None:
     """Shapes, types and (``finite``) values of a dense batch; ``finite_adj``: whether the
     values of ``adj`` are checked (default: as ``finite``); ``factored``: ``adj`` is a
-    :class:`~diffpool.functional.factored.FactoredAdjacency` (our own pooling's output), of
+    :class:`~diffpool.functional._factored.FactoredAdjacency` (our own pooling's output), of
     which the shape is checked. The value checks share one synchronisation with the device."""
     check_features(x, dim=3, finite=False)
     batch_size, num_nodes = x.shape[:2]
