@@ -35,12 +35,12 @@ def test_predict_creates_no_file_through_a_dangling_link(run_dir, tmp_path, caps
     run = _copy(run_dir, tmp_path / "run")
     target = tmp_path / "outside_new_file"
     (run / "predictions-test.csv").symlink_to(target)
-    assert predict.main([str(run)]) == 2
+    assert predict.main([f"run={run}"]) == 2
     assert "predictions-test.csv exists: choose another out=" in capsys.readouterr().err
     assert not target.exists()
     (run / "predictions-test.csv").unlink()
     (run / "predictions-test.csv.level1.pt").symlink_to(target)  # only level0 is checked first
-    assert predict.main([str(run), "assignments=true"]) == 2
+    assert predict.main([f"run={run}", "assignments=true"]) == 2
     assert "level1.pt exists" in capsys.readouterr().err
     assert not target.exists() and not (run / "predictions-test.csv.level0.pt").exists()
 

@@ -13,24 +13,27 @@ from diffpool.cli.predict import main
     "option, message",
     [
         ("split=bogus", "split must be one of test, val, train, all, got 'bogus'"),
-        ("threads=abc", "threads must be a whole number >= 0 (0: torch's default), got 'abc'"),
-        ("threads=-1", "threads must be a whole number >= 0 (0: torch's default), got '-1'"),
-        ("batch_size=0", "batch_size must be a whole number >= 1, got '0'"),
-        ("batch_size=1.5", "batch_size must be a whole number >= 1, got '1.5'"),
+        ("threads=abc", "threads must be a whole number >= 0, got 'abc'"),
+        ("threads=-1", "threads must be a whole number >= 0, got -1"),
+        ("batch_size=0", "batch_size must be a whole number >= 1, got 0"),
+        ("batch_size=1.5", "batch_size must be a whole number >= 1, got 1.5"),
         ("assignments=yes", "assignments must be true or false, got 'yes'"),
     ],
 )
 def test_a_bad_option_is_a_usage_error_that_names_it_and_its_values(
     tmp_path, capsys, option, message
 ):
-    with pytest.raises(SystemExit) as exit_:
-        main([str(tmp_path), option])
-    assert exit_.value.code == 2
+    assert main([f"run={tmp_path}", option]) == 2
     err = capsys.readouterr().err
-    assert f"diffpool-predict: error: {message}\n" in err and "Traceback" not in err
+    assert err == f"diffpool-predict: {message}\n"
 
 
-def test_an_unknown_data_config_names_the_options(tmp_path, capsys):
+def test_the_run_is_required(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("diffpool-predict: run= is a diffpool-train job")
+
+
+def test_an_unknown_data_config_is_hydras_error_that_names_the_options(tmp_path, capsys):
     (tmp_path / "results.json").write_text(
         json.dumps(
             {"dataset": "MUTAG", "fold": 0, "num_folds": 10, "model": "diffpool", "epochs": 1,
@@ -38,20 +41,26 @@ def test_an_unknown_data_config_names_the_options(tmp_path, capsys):
              "config": {"seed": 0}, "schema": 2}
         )
     )  # fmt: skip
-    assert main([str(tmp_path), "data=bogus"]) == 2
+    assert main([f"run={tmp_path}", "data=bogus"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("diffpool-predict: data=bogus is not a data config of diffpool-train:")
-    assert "the options are aids, bzr," in err and "mutag" in err and len(err.splitlines()) == 1
+    assert "Could not find 'data/bogus'" in err and "\tmutag\n" in err
 
 
-def test_a_nested_data_entry_changes_that_entry_only():
-    """``data.dataset.root=X`` (an OGB or PyG run's root) is one entry of the dataset's spec,
-    merged into the run's; a spec of its own replaces the run's."""
-    from diffpool.cli.predict import parse_options
+def test_data_entries_compose_as_hydra_overrides():
+    """``++data.root=X`` adds an entry (or changes the option's), ``data.dataset.root=X`` (an
+    OGB or PyG run's root) is one entry of the dataset's spec, merged into the run's; a spec
+    of its own replaces the run's."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
     from diffpool.training.predict import _merged
 
-    _, _, data = parse_options(["data.dataset.root=/elsewhere", "data.batch_size=8"])
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose("predict", ["run=x", "++data.dataset.root=/elsewhere", "++data.batch_size=8"])
+        tu = compose("predict", ["run=x", "data=mutag", "data.root=/elsewhere/TU"])
+    data = OmegaConf.to_container(cfg.data)
     assert data == {"dataset": {"root": "/elsewhere"}, "batch_size": 8}
+    assert (tu.data.name, tu.data.root) == ("MUTAG", "/elsewhere/TU")
     run = {"dataset": {"_target_": "diffpool.datasets.load_ogb", "root": "a", "name": "x"}}
     assert _merged(run, data)["dataset"] == {**run["dataset"], "root": "/elsewhere"}
     spec = {"_target_": "diffpool.datasets.load_tu", "name": "MUTAG"}

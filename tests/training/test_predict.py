@@ -97,15 +97,17 @@ def _cli(args, cwd):
 
 
 def test_the_console_scripts_predict_and_evaluate(run_dir, tmp_path):
-    predict = [str(BIN / "diffpool-predict"), str(run_dir), "out=p.csv", "assignments=true"]
+    predict = [str(BIN / "diffpool-predict"), f"run={run_dir}", "out=p.csv", "assignments=true"]
     first = _cli(predict, tmp_path)
     assert first.returncode == 0, first.stderr
     assert "graphs of MUTAG, test (fold 0), accuracy" in first.stdout
     assert (tmp_path / "p.csv").exists() and (tmp_path / "p.csv.level1.pt").exists()
     again = _cli(predict, tmp_path)
     assert again.returncode == 2 and "exists: choose another out=" in again.stderr
-    typo = _cli([str(BIN / "diffpool-predict"), str(run_dir), "splt=all"], tmp_path)
-    assert typo.returncode == 2 and "unknown option 'splt'" in typo.stderr
+    typo = _cli([str(BIN / "diffpool-predict"), f"run={run_dir}", "splt=all"], tmp_path)
+    assert typo.returncode == 1 and "Key 'splt' is not in struct" in typo.stderr  # Hydra's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.csv.level0.pt",
+                                                           "p.csv.level1.pt"]  # fmt: skip
     # lightning-hydra-template's eval: the best checkpoint on the test fold
     best = RunResult.load(run_dir).fair
     evaluate = _cli(

@@ -131,8 +131,8 @@ def test_predict_and_viz_refuse_a_crafted_run(run_dir, tmp_path, how, capsys):
     else:
         _crafted_results(run_dir, run, _write_text(marker))
         named, file = "pathlib.Path.write_text", "results.json"
-    for main in (predict.main, viz.main):
-        code, _, err = _cli(main, [run], capsys)
+    for main, args in ((predict.main, [f"run={run}"]), (viz.main, [run])):
+        code, _, err = _cli(main, args, capsys)
         assert code == 2 and named in err and file in err, err
         assert not marker.exists()
         assert not list(run.glob("predictions-*")) and not list(run.glob("pooling-*"))
@@ -149,9 +149,9 @@ def test_predict_trusts_a_dataset_named_on_its_command_line(run_dir, tmp_path, c
     spec = {"_target_": name, "root": str(tmp_path / "pyg"), "name": "MUTAG"}
     _crafted_results(run_dir, run, spec)
     shutil.copytree(run_dir.parent / "TU" / "MUTAG" / "raw", tmp_path / "pyg" / "MUTAG" / "raw")
-    code, _, err = _cli(predict.main, [run], capsys)
+    code, _, err = _cli(predict.main, [f"run={run}"], capsys)
     assert code == 2 and f"'{name}'" in err and f"trust={name}" in err, err
-    code, out, err = _cli(predict.main, [run, f"trust={name}"], capsys)
+    code, out, err = _cli(predict.main, [f"run={run}", f"trust={name}"], capsys)
     assert code == 0 and "wrote" in out, err
 
 

@@ -3,6 +3,8 @@ pooling did.
 
 * :func:`load_run`: the trained :class:`~diffpool.training.GraphClassifier` and its data
   module from a ``diffpool-train`` run directory (or a checkpoint inside one);
+* :class:`PredictionWriter`: a Lightning ``BasePredictionWriter`` that writes what
+  ``Trainer.predict`` returns (what ``diffpool-predict`` runs);
 * :func:`collect_predictions`: the outputs of ``Trainer.predict`` (one dict per batch, see
   :meth:`GraphClassifier.predict_step <diffpool.training.GraphClassifier.predict_step>`)
   as one table;
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from diffpool.utils import files, targets
@@ -163,6 +166,49 @@ def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
             raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
         return candidates[-1]
     return run_dir / "checkpoints" / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes the predictions of ``Trainer.predict`` when it ends: the table to ``out``
+    (:func:`write_predictions`) and, with ``assignments``, one file per pooling level
+    (:func:`write_assignments`; the module's ``predict_assignments`` is set for it).
+
+    Nothing is overwritten: before the first graph is predicted, ``out`` and (with
+    ``assignments``) every ``<out>.level*.pt`` already there are refused, a symbolic link
+    included, and each file is created whole beside its place and moved into it.
+
+    Args:
+        out (str): The table's path (``.csv``, or ``.parquet`` with ``pyarrow``).
+        assignments (bool, optional): Also write every level's assignments.
+            (default: :obj:`False`)
+
+    Attributes:
+        predictions (dict): What was predicted (:func:`collect_predictions`), once written.
+        written (list[Path]): The files written.
+    """
+
+    def __init__(self, out: str | Path, assignments: bool = False):
+        super().__init__(write_interval="epoch")
+        self.out, self.assignments = Path(out), bool(assignments)
+        self.predictions: dict[str, Any] | None = None
+        self.written: list[Path] = []
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1:  # each rank would hold its share of the graphs only
+            raise ValueError("PredictionWriter writes the predictions of one device")
+        pl_module.predict_assignments = self.assignments
+        levels = sorted(self.out.parent.glob(f"{self.out.name}.level*.pt"))
+        for path in [self.out] + (levels if self.assignments else []):
+            if path.exists() or path.is_symlink():
+                raise FileExistsError(
+                    f"{path} exists: choose another out= (nothing was overwritten)"
+                )
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        self.predictions = collect_predictions(predictions)
+        self.written = [write_predictions(self.predictions, self.out)]
+        if self.assignments:
+            self.written += write_assignments(self.predictions, self.out)
 
 
 def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
