@@ -35,6 +35,7 @@ would exceed ``--time-budget``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -42,31 +43,51 @@ import time
 from pathlib import Path
 
 from measure import (
+    ARCHITECTURES,
+    COMPILED,
+    Deadline,
+    Formulation,
     add_common_arguments,
+    architecture_note,
     available_formulations,
+    base_name,
+    best_peers,
     code_description,
+    compile_cases,
+    compile_module,
+    compiled_step_begin,
+    count_host_syncs,
     fmt_bytes,
     machine_description,
     peak_since,
     python,
+    ratio_cell,
     reset_peak,
-    run_worker,
+    run_architecture,
     scaling_plot,
+    source_hash,
     steady_malloc,
+    sync_note,
     tu_available,
     tu_dataset,
     without_assignment,
 )
 
 HERE = Path(__file__).resolve().parent
-FORMULATIONS = (
-    "ours_fixed",
-    "ours_per_graph",
-    "dense_batch_pad",
-    "dense_dataset_pad",
-    "tgp_batched",
-    "tgp_unbatched",
-)
+#: Every formulation and its architecture (``measure.ARCHITECTURES``). The level is timed on
+#: given embeddings: each formulation computes S = softmax(Linear(Z)) from the Z that it pools,
+#: which is the ``mlp`` architecture for all of them (the pooling GNN of ``gnn_pool``, where a
+#: model has one, runs before the level: ``training_throughput.py`` times it). One of ours with
+#: another option of the layer is one more entry: a name starting with ``ours``, its budget and
+#: the layer's keyword arguments in ``options`` (they override the ones ``build`` passes).
+FORMULATIONS = {
+    "ours_fixed": Formulation("mlp", "ours", budget="fixed"),
+    "ours_per_graph": Formulation("mlp", "ours", budget="per_graph"),
+    "dense_batch_pad": Formulation("mlp", "peer"),
+    "dense_dataset_pad": Formulation("mlp", "peer"),
+    "tgp_batched": Formulation("mlp", "peer"),
+    "tgp_unbatched": Formulation("mlp", "peer"),
+}
 REAL = ("MUTAG", "ENZYMES", "PROTEINS", "COLLAB", "DD")
 SYNTHETIC = (25, 50, 100, 200, 400, 800, 2000)
 
@@ -100,22 +121,23 @@ def build(formulation: str, num_clusters: int, ratio: float, hidden: int, head):
 
     import torch
 
-    if formulation.startswith("ours"):
+    spec = FORMULATIONS[formulation]
+    if spec.role == "ours":
         from diffpool import DiffPoolConv
 
         class Passthrough(torch.nn.Module):
             def forward(self, x, edge_index):
                 return x
 
-        budget = ratio if formulation == "ours_per_graph" else None
-        layer = DiffPoolConv(
-            Passthrough(),
-            Passthrough(),
-            num_clusters,
-            ratio=budget,
-            validate=False,
+        # built as a user builds it: every default (input validation included) kept
+        kwargs = dict(
+            embed=Passthrough(),
+            pool=Passthrough(),
+            num_clusters=num_clusters,
+            ratio=ratio if spec.budget == "per_graph" else None,
             head=torch.nn.Linear(hidden, num_clusters),
         )
+        layer = DiffPoolConv(**{**kwargs, **dict(spec.options)})
         layer.head.load_state_dict(head.state_dict())  # after the layer's reset_parameters
         return layer
     if formulation.startswith("tgp"):
@@ -144,7 +166,7 @@ def pool(formulation: str, model, z, batch, dataset_max: int, skip_s: dict):
     from torch_geometric.nn import dense_diff_pool
     from torch_geometric.utils import to_dense_adj, to_dense_batch
 
-    if formulation.startswith("ours"):
+    if FORMULATIONS[formulation].role == "ours":
         out = model(z, batch.edge_index, batch.batch, batch_size=batch.num_graphs, **skip_s)
         return out.x, out.adj, out.aux_loss
     if formulation.startswith("tgp"):
@@ -157,12 +179,13 @@ def pool(formulation: str, model, z, batch, dataset_max: int, skip_s: dict):
     return x_out, adj_out, link + ent
 
 
-def _step(formulation, model, z, batch, dataset_max, device, skip_s):
+def _step(formulation, model, z, batch, dataset_max, device, skip_s, compiled=None, sync=True):
     import torch
 
+    compiled_step_begin(compiled)
     x, adj, aux = pool(formulation, model, z, batch, dataset_max, skip_s)
     (x.sum() + adj.sum() + aux).backward()
-    if device.type == "cuda":
+    if sync and device.type == "cuda":
         torch.cuda.synchronize()
 
 
@@ -179,10 +202,14 @@ def worker(args) -> dict:
     head = torch.nn.Linear(args.hidden, num_clusters)
     model = build(args.formulation, num_clusters, args.ratio, args.hidden, head)
     model, batch, z = model.to(device), batch.to(device), z.to(device).requires_grad_()
-    skip_s = (
-        without_assignment(model.forward, "return_assignment")
-        if args.formulation.startswith("ours")
-        else {}
+    ours = FORMULATIONS[args.formulation].role == "ours"
+    skip_s = without_assignment(model.forward, "return_assignment") if ours else {}
+    if args.compile:
+        if not ours:
+            raise SystemExit("--compile times our formulations only")
+        model = compile_module(model, args.compile)
+    step = functools.partial(
+        _step, args.formulation, model, z, batch, dataset_max, device, skip_s, args.compile
     )
     sizes = torch.bincount(batch.batch).cpu()
     info = dict(
@@ -196,16 +223,25 @@ def worker(args) -> dict:
     # Peak memory of the first (warm-up) step: afterwards the allocator's caches hold memory.
     base = reset_peak(device)
     t0 = time.perf_counter()
-    _step(args.formulation, model, z, batch, dataset_max, device, skip_s)
+    step()
     first = time.perf_counter() - t0
     peak = peak_since(device, base)
     if device.type == "cpu":
         steady_malloc()
+    # untimed steps (compilation, CUDA graphs recorded, the allocator's caches): the first
+    # timed step is then a steady one
+    probe = first
+    for _ in range(args.warmup_steps):
+        model.zero_grad(set_to_none=True)
+        z.grad = None
+        t0 = time.perf_counter()
+        step()
+        probe = time.perf_counter() - t0
 
     # At least --reps repetitions, more until --min-time has passed (millisecond steps need
     # hundreds of repetitions for a stable median on a shared machine).
-    reps = args.reps if first * args.reps < args.time_budget else 0
-    times = [first] if reps == 0 else []
+    reps = args.reps if probe * args.reps < args.time_budget else 0
+    times = [probe] if reps == 0 else []
     start = time.perf_counter()
     while reps and (
         len(times) < reps or (time.perf_counter() - start < args.min_time and len(times) < 2000)
@@ -213,20 +249,30 @@ def worker(args) -> dict:
         model.zero_grad(set_to_none=True)
         z.grad = None
         t0 = time.perf_counter()
-        _step(args.formulation, model, z, batch, dataset_max, device, skip_s)
+        step()
         times.append(time.perf_counter() - t0)
     times.sort()
+    model.zero_grad(set_to_none=True)
+    z.grad = None
+    syncs = dict(count=None, method=None, calls={})  # the CPU proxy sees no compiled code
+    if not (args.compile and device.type == "cpu"):
+        syncs = count_host_syncs(functools.partial(step, sync=False), device)
     return dict(
         info,
         seconds=times[len(times) // 2],
         reps=len(times),
         first_seconds=first,
+        warmup_steps=args.warmup_steps,
         peak_bytes=int(peak),
+        host_syncs=syncs["count"],
+        host_sync_method=syncs["method"],
+        host_sync_calls=syncs["calls"],
     )
 
 
 # --------------------------------------------------------------------------- driver side
-def run_one(case: dict, formulation: str, args) -> dict:
+def run_one(case: dict, formulation: str, args, deadline: Deadline, compiled=None) -> dict:
+    """One measurement in a fresh process: its record, with the formulation's architecture."""
     cmd = [
         python(),
         __file__,
@@ -253,8 +299,39 @@ def run_one(case: dict, formulation: str, args) -> dict:
         str(args.min_time),
         "--cache",
         str(args.cache),
+        "--warmup-steps",
+        str(args.warmup_steps),
     ]
-    return run_worker(cmd, args.timeout, args.threads)
+    if compiled:
+        cmd += ["--compile", compiled]
+    result = deadline.run(cmd, args.timeout, args.threads)
+    result["architecture"] = FORMULATIONS[formulation].architecture
+    if compiled:
+        result["compile"] = compiled
+    return result
+
+
+def measure_alternating(case, chosen, args, deadline, compiled=None) -> dict:
+    """``chosen``'s measurements of ``case``, alternating over ``--rounds`` rounds, each
+    reduced to the median of its rounds (keyed ``name+compiled`` for compiled ones)."""
+    rounds: dict[str, list[dict]] = {f: [] for f in chosen}
+    for r in range(args.rounds):  # alternating: every formulation once per round
+        for f in chosen:
+            if rounds[f] and rounds[f][-1]["status"] != "ok":
+                continue  # it failed (timeout, memory, time budget): once is enough
+            t0 = time.time()
+            m = run_one(case, f, args, deadline, compiled)
+            rounds[f].append(m)
+            name = f + (COMPILED if compiled else "")
+            print(
+                f"{case['name']:>24} {name:>18} round {r + 1}: {m['status']}"
+                + (f" {1e3 * m['seconds']:.2f} ms {fmt_bytes(m['peak_bytes'])}"
+                   if m["status"] == "ok" else f" {m.get('detail', '')}")
+                + f"  [{time.time() - t0:.0f}s wall]",
+                flush=True,
+            )  # fmt: skip
+    suffix = COMPILED if compiled else ""
+    return {f + suffix: median_of_rounds(rounds[f]) for f in chosen}
 
 
 def cases(args):
@@ -280,15 +357,21 @@ def median_of_rounds(runs: list[dict]) -> dict:
                 rounds=len(ok), round_seconds=[r["seconds"] for r in ok])  # fmt: skip
 
 
-def best_peer(row: dict, key: str) -> tuple[str, float] | None:
-    """The fastest (``seconds``) or smallest (``peak_bytes``) peer of a row, and its value."""
-    peers = [(f, m[key]) for f, m in row["runs"].items() if not f.startswith("ours")
-             and m["status"] == "ok"]  # fmt: skip
-    return min(peers, key=lambda fm: fm[1]) if peers else None
+def _architectures(results: dict) -> set[str]:
+    return {
+        run_architecture(f, m, FORMULATIONS)
+        for row in results["rows"]
+        for f, m in row["runs"].items()
+    } - {None, "none"}
 
 
 def write_markdown(results: dict, path: Path) -> None:
     meta = results["meta"]
+    names = list(dict.fromkeys(f for row in results["rows"] for f in row["runs"]))
+    cross = len(_architectures(results)) > 1  # a column against the other architecture
+    compiled = f" `{COMPILED}`: ours under `torch.compile(mode={meta['compile']!r})`, " \
+        f"timed after {meta.get('warmup_steps', 0)} untimed steps, measured after the eager " \
+        "formulations." if meta.get("compile") else ""  # fmt: skip
     lines = [
         "# One DiffPool level against every peer: forward + backward, time and peak memory",
         "",
@@ -297,31 +380,55 @@ def write_markdown(results: dict, path: Path) -> None:
         f"code {code_description(meta)}; {meta.get('threads', 1)} thread(s); "
         f"batch of {meta['batch_size']} graphs, ratio {meta['ratio']}; every formulation "
         f"pools the same embeddings Z ({meta['hidden']} channels) with the same "
-        f"Linear({meta['hidden']}, C) assignment head; raw A' = S^T A S.  ",
+        f"Linear({meta['hidden']}, C) assignment head; raw A' = S^T A S; ours built with "
+        "the layer's defaults (input validation on).  ",
         f"Times are medians over {meta.get('rounds', 1)} alternating rounds (each the median "
         "of its repetitions). Ratios are the fastest / smallest peer's figure over ours "
-        "(> 1: ours is faster / smaller); the peer is named.",
-        "",
-        "| batch | C (fixed) | N_max batch / dataset | formulation | time (ms) | peak memory |"
-        " speed vs fastest peer | memory vs smallest peer |",
-        "|---|---|---|---|---|---|---|---|",
+        "(> 1: ours is faster / smaller), against the peers of the same architecture only; "
+        "the peer is named.  ",
+        "Architectures: " + architecture_note(FORMULATIONS, names) + " The level is timed on "
+        "given embeddings, so every formulation here assigns with a head on the Z it pools; "
+        "a pooling GNN runs before the level (`training_throughput.py` times it)." + compiled,
+        sync_note(meta),
     ]
+    if meta.get("skipped"):
+        lines.append(
+            f"Time budget (`--deadline {meta['deadline']:g}` s): {meta['skipped']} "
+            "measurement(s) did not run, marked *skipped (time budget)*."
+        )
+    head = (
+        "| batch | C (fixed) | N_max batch / dataset | formulation | architecture | time (ms) "
+        "| peak memory | speed vs fastest peer (same architecture) | memory vs smallest peer "
+        "(same architecture) |"
+        + (" speed vs fastest peer of another architecture |" if cross else "")
+        + " host syncs |"
+    )
+    lines += ["", head, "|---" * head.count(" |") + "|"]
     for row in results["rows"]:
-        fastest, smallest = best_peer(row, "seconds"), best_peer(row, "peak_bytes")
         for f, m in row["runs"].items():
+            arch = run_architecture(f, m, FORMULATIONS) or ""
             if m["status"] != "ok":
                 detail = m.get("detail", "")
-                lines.append(f"| {row['case']} | | | {f} | {m['status']} {detail} | | | |")
+                cells = ["", "", ""] + ([""] if cross else []) + [""]
+                lines.append(
+                    f"| {row['case']} | | | {f} | {arch} | {m['status']} {detail} | "
+                    + " | ".join(cells) + " |"
+                )  # fmt: skip
                 continue
-            speed = mem = ""
-            if f.startswith("ours") and fastest:
-                speed = f"{fastest[1] / m['seconds']:.2f}x ({fastest[0]})"
-            if f.startswith("ours") and smallest:
-                mem = f"{smallest[1] / max(m['peak_bytes'], 1):.2f}x ({smallest[0]})"
+            speed = mem = other = ""
+            if FORMULATIONS[base_name(f)].role == "ours":
+                fastest, fastest_other = best_peers(row["runs"], f, "seconds", FORMULATIONS)
+                smallest, _ = best_peers(row["runs"], f, "peak_bytes", FORMULATIONS)
+                speed = ratio_cell(fastest, m["seconds"])
+                mem = ratio_cell(smallest, max(m["peak_bytes"], 1))
+                other = ratio_cell(fastest_other, m["seconds"])
+            syncs = "" if m.get("host_syncs") is None else m["host_syncs"]
             lines.append(
                 f"| {row['case']} | {m['num_clusters']} | {m['batch_max_nodes']} / "
-                f"{m['dataset_max_nodes']} | {f} | {1e3 * m['seconds']:.2f} | "
+                f"{m['dataset_max_nodes']} | {f} | {arch} | {1e3 * m['seconds']:.2f} | "
                 f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} |"
+                + (f" {other} |" if cross else "")
+                + f" {syncs} |"
             )
     path.write_text("\n".join(lines) + "\n")
 
@@ -332,7 +439,7 @@ def plot(results: dict, path: Path) -> None:
         return
     scaling_plot(
         rows,
-        FORMULATIONS,
+        list(dict.fromkeys(f for row in rows for f in row["runs"])),
         lambda m: m["seconds"],
         "seconds (forward + backward)",
         "largest graph in the batch (nodes)",
@@ -365,6 +472,12 @@ def main(argv=None):
     p.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds per case (median over them)"
     )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="untimed steps after the first (compilation, CUDA graphs, caches)",
+    )
     p.add_argument("--quick", action="store_true", help="ENZYMES + N_max 50/200 only, 1 round")
     args = p.parse_args(argv)
     if args.worker:
@@ -373,6 +486,10 @@ def main(argv=None):
     if args.quick:
         args.real, args.synthetic, args.reps, args.min_time = ["ENZYMES"], [50, 200], 2, 0.3
         args.rounds = 1
+    unknown = [f for f in args.formulations if f not in FORMULATIONS]
+    if unknown:
+        p.error(f"unknown formulations {unknown}; choose from {list(FORMULATIONS)}")
+    deadline = Deadline(args.deadline)
     import torch
 
     from diffpool.utils.provenance import provenance
@@ -390,35 +507,35 @@ def main(argv=None):
             seed=args.seed,
             rounds=args.rounds,
             threads=args.threads,
+            warmup_steps=args.warmup_steps,
+            compile=args.compile,
+            deadline=args.deadline,
+            architectures={a: ARCHITECTURES[a] for a in
+                           dict.fromkeys(FORMULATIONS[f].architecture for f in args.formulations)},
+            source_sha256=source_hash(),
             date=time.strftime("%Y-%m-%d"),
         ),
         rows=[],
-    )
+    )  # fmt: skip
     formulations = available_formulations(args.formulations)
-    for case in cases(args):
-        row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
+    ours = [f for f in formulations if FORMULATIONS[f].role == "ours"]
+    todo = cases(args)
+    for case in todo:
         chosen = [f for f in formulations
                   if not (f == "dense_dataset_pad" and case["kind"] == "synthetic")]  # fmt: skip
-        rounds: dict[str, list[dict]] = {f: [] for f in chosen}
-        for r in range(args.rounds):  # alternating: every formulation once per round
-            for f in chosen:
-                if rounds[f] and rounds[f][-1]["status"] != "ok":
-                    continue  # it failed (timeout, memory): once is enough
-                t0 = time.time()
-                m = run_one(case, f, args)
-                rounds[f].append(m)
-                print(
-                    f"{case['name']:>24} {f:>18} round {r + 1}: {m['status']}"
-                    + (f" {1e3 * m['seconds']:.2f} ms {fmt_bytes(m['peak_bytes'])}"
-                       if m["status"] == "ok" else f" {m.get('detail', '')}")
-                    + f"  [{time.time() - t0:.0f}s wall]",
-                    flush=True,
-                )  # fmt: skip
-        row["runs"] = {f: median_of_rounds(rounds[f]) for f in chosen}
+        row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
+        row["runs"] = measure_alternating(case, chosen, args, deadline)
         for f in args.formulations:
             if f not in row["runs"] and f.startswith("tgp"):
-                row["runs"][f] = dict(status="not installed")
+                row["runs"][f] = dict(status="not installed", architecture="mlp")
         results["rows"].append(row)
+    if args.compile:  # after every eager measurement: a long compilation cannot crowd them out
+        for case in compile_cases(todo, args.compile_on):
+            row = next(r for r in results["rows"] if r["case"] == case["name"])
+            row["runs"].update(measure_alternating(case, ours, args, deadline, args.compile))
+    results["meta"]["skipped"] = sum(
+        m["status"] == Deadline.SKIPPED for row in results["rows"] for m in row["runs"].values()
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))

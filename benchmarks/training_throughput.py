@@ -48,25 +48,49 @@ import time
 from pathlib import Path
 
 from measure import (
+    ARCHITECTURES,
+    COMPILED,
+    Deadline,
+    Formulation,
     add_common_arguments,
+    architecture_note,
     available_formulations,
+    base_name,
+    best_peers,
     code_description,
+    compile_cases,
+    compile_module,
+    compiled_step_begin,
+    count_host_syncs,
     fmt_bytes,
     machine_description,
     peak_since,
     python,
+    ratio_cell,
     reset_peak,
-    run_worker,
+    run_architecture,
     scaling_plot,
+    source_hash,
     steady_malloc,
+    sync_note,
     tu_available,
     tu_dataset,
     without_assignment,
 )
 
 HERE = Path(__file__).resolve().parent
-FORMULATIONS = ("ours_fixed", "ours_per_graph", "dense_pyg", "tgp_batched", "tgp_unbatched", "flat")
-PEERS = ("dense_pyg", "tgp_batched", "tgp_unbatched")
+#: Every formulation, its architecture (``measure.ARCHITECTURES``) and role: ours are timed
+#: against the peers of their own architecture. Ours with another option of the model (the MLP
+#: assignment of issue #44, timed against tgp's) is one more entry here: a name starting with
+#: ``ours``, its architecture, its budget and ``build_model``'s keyword arguments in ``options``.
+FORMULATIONS = {
+    "ours_fixed": Formulation("gnn_pool", "ours", budget="fixed"),
+    "ours_per_graph": Formulation("gnn_pool", "ours", budget="per_graph"),
+    "dense_pyg": Formulation("gnn_pool", "peer"),
+    "tgp_batched": Formulation("mlp", "peer"),
+    "tgp_unbatched": Formulation("mlp", "peer"),
+    "flat": Formulation("none", "base"),
+}
 REAL = ("MUTAG", "ENZYMES", "PROTEINS", "COLLAB", "DD")
 SCALING = (50, 100, 200, 400, 800)
 HIDDEN, LAYERS, LEVELS, RATIO, BATCH = 64, 3, 2, 0.25, 20
@@ -183,6 +207,7 @@ class PhaseClock:
         import collections
 
         self.device = device
+        self.enabled = True  # off: the hooks and laps do nothing (no synchronisation)
         self.totals = collections.defaultdict(float)
         self._start: dict[int, float] = {}
         self._lap = time.perf_counter()
@@ -195,10 +220,14 @@ class PhaseClock:
 
     def time(self, module, category: str) -> None:
         def pre(mod, args):
+            if not self.enabled:
+                return
             self._sync()
             self._start[id(mod)] = time.perf_counter()
 
         def post(mod, args, out):
+            if not self.enabled or id(mod) not in self._start:
+                return
             self._sync()
             self.totals[category] += time.perf_counter() - self._start.pop(id(mod))
 
@@ -206,6 +235,8 @@ class PhaseClock:
         module.register_forward_hook(post)
 
     def lap(self, name: str | None) -> None:
+        if not self.enabled:
+            return
         self._sync()
         now = time.perf_counter()
         if name is not None:
@@ -307,15 +338,16 @@ def worker(args) -> dict:
 
         from diffpool.models import build_model
 
+        spec = FORMULATIONS[args.formulation]
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=generator)
-        if args.formulation == "flat":
+        if spec.role == "base":
             model = build_model(
                 "base", in_channels, num_classes, max_nodes, hidden_channels=HIDDEN,
                 num_layers=LAYERS,
             )  # fmt: skip
             skip_s = {}
         else:
-            budget = "per_graph" if args.formulation == "ours_per_graph" else "fixed"
+            # built as a user builds it: every default (input validation included) kept
             model = build_model(
                 "diffpool",
                 in_channels,
@@ -325,9 +357,9 @@ def worker(args) -> dict:
                 num_layers=LAYERS,
                 num_levels=LEVELS,
                 ratio=RATIO,
-                budget=budget,
+                budget=spec.budget,
                 link_loss=args.link_loss,
-                validate=False,
+                **dict(spec.options),
             )
             skip_s = without_assignment(model.forward, "return_assignments")
             for setting in args.model_attr:  # e.g. group_dense_levels=false
@@ -345,26 +377,19 @@ def worker(args) -> dict:
     model = model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     clock = PhaseClock(device)
-    clock.time(model, "forward")
-    if args.formulation == "dense_pyg":
-        for block in (model.pool1, model.embed1, model.pool2, model.embed2, model.embed3):
-            clock.time(block, "encoders")
-    elif args.formulation.startswith("tgp"):
-        for block in (model.embed1, model.embed2, model.embed3):
-            clock.time(block, "encoders")
-    elif args.formulation == "flat":
-        clock.time(model.encoder, "encoders")
+    clock.enabled = args.phases
+    if args.compile:
+        if FORMULATIONS[args.formulation].role != "ours":
+            raise SystemExit("--compile times our formulations only")
+        # the step calls the compiled model; module hooks would break its graph: laps only
+        model = compile_module(model, args.compile)
     else:
-        for level in model.levels:
-            clock.time(level, "levels")
-            for gnn in (level.embed, level.pool):
-                if gnn is not None:
-                    clock.time(gnn, "level_encoders")
-        clock.time(model.final, "final_encoder")
+        _time_blocks(clock, args.formulation, model)
     num_batches = len(loader)
     limit = num_batches if args.max_batches <= 0 else min(num_batches, args.max_batches)
 
     def train_step(batch):
+        compiled_step_begin(args.compile)
         batch = batch.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = step(batch)
@@ -373,16 +398,31 @@ def worker(args) -> dict:
         clock.lap("backward")
         optimizer.step()
         clock.lap("optimizer")
-        return float(loss)
+        if device.type == "cuda" and not args.phases:
+            torch.cuda.synchronize()  # the step's time, one wait per step
+        return batch, loss.detach()
+
+    def epoch_batches():
+        generator.manual_seed(0)  # every pass the same batches, in the same order
+        for i, batch in enumerate(loader):
+            yield batch
+            if i + 1 >= limit:
+                return
 
     base = reset_peak(device)
+    warmup_start = time.perf_counter()
+    if args.warmup:  # the same batches once untimed: compilation, CUDA graphs, caches
+        for batch in epoch_batches():
+            train_step(batch)
+    warmup_seconds = time.perf_counter() - warmup_start
     times, losses = [], []
     t_epoch = time.perf_counter()
     t0 = t_epoch
     clock.lap(None)
-    for i, batch in enumerate(loader):  # loading (and ToDense) counts as part of the step
+    for i, batch in enumerate(epoch_batches()):  # loading (and ToDense) is part of the step
         clock.lap("loading")
-        losses.append(train_step(batch))
+        last, loss = train_step(batch)
+        losses.append(loss)
         now = time.perf_counter()
         times.append(now - t0)
         t0 = now
@@ -390,11 +430,24 @@ def worker(args) -> dict:
             peak_first = peak_since(device, base)
             if device.type == "cpu":
                 steady_malloc()
-        if i + 1 >= limit:
-            break
     measured = time.perf_counter() - t_epoch
     peak = max(peak_first, peak_since(device, base))
     full = limit == num_batches
+    finite = bool(torch.stack(losses).isfinite().all())
+
+    # one more step on the last batch, already on the device, without the clock: what waits
+    # for the device in the model's step (forward, loss, backward, optimizer)
+    clock.enabled = False
+
+    def model_step():
+        compiled_step_begin(args.compile)
+        optimizer.zero_grad(set_to_none=True)
+        step(last).backward()
+        optimizer.step()
+
+    syncs = dict(count=None, method=None, calls={})  # the CPU proxy sees no compiled code
+    if not (args.compile and device.type == "cpu"):
+        syncs = count_host_syncs(model_step, device)
     return dict(
         num_graphs=len(dataset),
         max_nodes=max_nodes,
@@ -407,14 +460,41 @@ def worker(args) -> dict:
         seconds_per_epoch=measured if full else sum(times) / limit * num_batches,
         extrapolated=not full,
         median_step_seconds=sorted(times)[len(times) // 2],
+        warmup_seconds=warmup_seconds if args.warmup else None,
         peak_bytes=int(peak),
-        finite_loss=all(math.isfinite(v) for v in losses),
-        phases=clock.phases(),
+        finite_loss=finite,
+        phases=clock.phases() if args.phases and not args.compile else None,
+        host_syncs=syncs["count"],
+        host_sync_method=syncs["method"],
+        host_sync_calls=syncs["calls"],
     )
 
 
+def _time_blocks(clock: PhaseClock, formulation: str, model) -> None:
+    """The clock's hooks on the model's GNN blocks and pooling levels."""
+    clock.time(model, "forward")
+    if formulation == "dense_pyg":
+        for block in (model.pool1, model.embed1, model.pool2, model.embed2, model.embed3):
+            clock.time(block, "encoders")
+    elif formulation.startswith("tgp"):
+        for block in (model.embed1, model.embed2, model.embed3):
+            clock.time(block, "encoders")
+    elif formulation == "flat":
+        clock.time(model.encoder, "encoders")
+    else:
+        for level in model.levels:
+            clock.time(level, "levels")
+            for gnn in (level.embed, level.pool):
+                if gnn is not None:
+                    clock.time(gnn, "level_encoders")
+        clock.time(model.final, "final_encoder")
+
+
 # --------------------------------------------------------------------------- driver side
-def run_one(case: dict, formulation: str, args, max_batches: int) -> dict:
+def run_one(
+    case: dict, formulation: str, args, max_batches: int, deadline: Deadline, compiled=None
+) -> dict:
+    """One measurement in a fresh process: its record, with the formulation's architecture."""
     cmd = [
         python(),
         __file__,
@@ -434,7 +514,54 @@ def run_one(case: dict, formulation: str, args, max_batches: int) -> dict:
     ]
     if args.model_attr:
         cmd += ["--model-attr", *args.model_attr]
-    return run_worker(cmd, args.timeout, args.threads)
+    cmd += ["--phases" if args.phases else "--no-phases"]
+    if args.warmup:
+        cmd += ["--warmup"]
+    if compiled:
+        cmd += ["--compile", compiled]
+    result = deadline.run(cmd, args.timeout, args.threads)
+    result["architecture"] = FORMULATIONS[formulation].architecture
+    if compiled:
+        result["compile"] = compiled
+    return result
+
+
+def measure_alternating(case, formulations, args, deadline, compiled=None) -> dict:
+    """``formulations``' measurements of ``case``, ``--repeats`` runs each, alternating,
+    reduced to medians (keyed ``name+compiled`` for compiled ones)."""
+    measured: dict[str, list[dict]] = {f: [] for f in formulations}
+    first_wall: dict[str, float] = {}
+    for repeat in range(args.repeats):  # the formulations alternate
+        for f in formulations:
+            if repeat and (measured[f][0]["status"] != "ok" or first_wall[f] > args.repeat_below):
+                continue
+            batches = args.max_batches
+            # the formulations padded to D&D's largest graph (5748 nodes) time a few batches
+            padded = f in ("dense_pyg", "tgp_batched")
+            if padded and case["name"] == "DD" and args.dense_dd_batches > 0:
+                batches = (
+                    args.dense_dd_batches if batches <= 0 else min(batches, args.dense_dd_batches)
+                )
+            t0 = time.time()
+            m = run_one(case, f, args, batches, deadline, compiled)
+            wall = time.time() - t0
+            first_wall.setdefault(f, wall)
+            measured[f].append(m)
+            name = f + (COMPILED if compiled else "")
+            print(
+                f"{case['name']:>22} {name:>15}: {m['status']}"
+                + (
+                    f" {m['seconds_per_epoch']:.1f} s/epoch"
+                    f"{' (extrapolated)' if m['extrapolated'] else ''} "
+                    f"{fmt_bytes(m['peak_bytes'])}"
+                    if m["status"] == "ok"
+                    else f" {m.get('detail', '')}"
+                )
+                + f"  [{wall:.0f}s wall, run {repeat + 1}]",
+                flush=True,
+            )
+    suffix = COMPILED if compiled else ""
+    return {f + suffix: median_run(runs) for f, runs in measured.items()}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -460,6 +587,13 @@ def _seconds(value: float) -> str:
 
 def write_markdown(results: dict, path: Path) -> None:
     meta = results["meta"]
+    names = list(dict.fromkeys(f for row in results["rows"] for f in row["runs"]))
+    compiled = (
+        f" `{COMPILED}`: ours under `torch.compile(mode={meta['compile']!r})`, measured after "
+        "the eager formulations."
+        if meta.get("compile")
+        else ""
+    )
     lines = [
         "# Training throughput: seconds per epoch and peak memory of the training step",
         "",
@@ -471,37 +605,51 @@ def write_markdown(results: dict, path: Path) -> None:
         "(ours)"
         + (f"; our models with {', '.join(meta['model_attr'])}" if meta.get("model_attr") else "")
         + ".  ",
-        "Ratios are against the fastest / smallest peer (`dense_pyg`: PyG's example "
-        "formulation, all graphs padded to the dataset's largest graph; `tgp_*`: "
-        "torch-geometric-pool, whose select is an MLP, so it runs no pooling GNN) in the same "
-        "run, the peer named: > 1 means ours is faster / smaller. `x flat`: the step time as a "
-        "multiple of the flat model's (`flat`: the same encoders, no pooling), what the "
-        "pooling costs on top of the message passing. *Extrapolated* epochs time the first "
-        "batches only (their mean times the number of batches). With several runs (the "
-        "formulations alternating) time and peak are medians, the runs' range of times in "
-        "brackets.",
+        "Ratios are against the fastest / smallest peer of the same architecture in the same "
+        "run, the peer named (> 1: ours is faster / smaller); the figure against the fastest "
+        "peer of the other architecture, which computes its assignment differently, is a "
+        "separate column. `dense_pyg`: PyG's example formulation, all graphs padded to the "
+        "dataset's largest graph; `tgp_*`: torch-geometric-pool, whose select is an MLP, so "
+        "it runs no pooling GNN. `x flat`: the step time as a multiple of the flat model's "
+        "(`flat`: the same encoders, no pooling), what the pooling costs on top of the "
+        "message passing. *Extrapolated* epochs time the first batches only (their mean "
+        "times the number of batches). With several runs (the formulations alternating) time "
+        "and peak are medians, the runs' range of times in brackets.  ",
+        "Architectures: " + architecture_note(FORMULATIONS, names) + compiled,
+        sync_note(meta)
+        + (" The first batches ran once untimed before the timed pass over the same batches "
+           "(`--warmup`)." if meta.get("warmup") else "")
+        + ("" if meta.get("phases", True) else " No phase hooks (`--no-phases`)."),
+    ]  # fmt: skip
+    if meta.get("skipped"):
+        lines.append(
+            f"Time budget (`--deadline {meta['deadline']:g}` s): {meta['skipped']} "
+            "measurement(s) did not run, marked *skipped (time budget)*."
+        )
+    lines += [
         "",
-        "| dataset | graphs | N_max | C per level (fixed) | formulation | s / epoch | "
-        "measured batches | peak memory | speed vs fastest peer | memory vs smallest peer | "
-        "x flat |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | graphs | N_max | C per level (fixed) | formulation | architecture | "
+        "s / epoch | measured batches | peak memory | speed vs fastest peer (same "
+        "architecture) | memory vs smallest peer (same architecture) | speed vs fastest peer "
+        "of the other architecture | x flat | host syncs / step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        ok = {f: m for f, m in row["runs"].items() if m["status"] == "ok"}
-        peers = [(f, m) for f, m in ok.items() if f in PEERS]
-        fastest = min(peers, key=lambda fm: fm[1]["seconds_per_epoch"], default=None)
-        smallest = min(peers, key=lambda fm: fm[1]["peak_bytes"], default=None)
-        flat = ok.get("flat")
+        flat = row["runs"].get("flat")
+        flat = flat if flat and flat["status"] == "ok" else None
         for f, m in row["runs"].items():
+            arch = run_architecture(f, m, FORMULATIONS) or ""
             if m["status"] != "ok":
-                lines.append(f"| {row['case']} | | | | {f} | {m['status']} | | | | | |")
+                lines.append(f"| {row['case']} | | | | {f} | {arch} | {m['status']} |" + " |" * 7)
                 continue
-            speed = mem = times_flat = ""
-            if f.startswith("ours") and fastest:
-                ratio = fastest[1]["seconds_per_epoch"] / m["seconds_per_epoch"]
-                speed = f"{ratio:.2f}x ({fastest[0]})"
-            if f.startswith("ours") and smallest:
-                mem = f"{smallest[1]['peak_bytes'] / max(m['peak_bytes'], 1):.2f}x ({smallest[0]})"
+            speed = mem = other = times_flat = ""
+            if FORMULATIONS[base_name(f)].role == "ours":
+                key = "seconds_per_epoch"
+                fastest, fastest_other = best_peers(row["runs"], f, key, FORMULATIONS)
+                smallest, _ = best_peers(row["runs"], f, "peak_bytes", FORMULATIONS)
+                speed = ratio_cell(fastest, m[key])
+                mem = ratio_cell(smallest, max(m["peak_bytes"], 1))
+                other = ratio_cell(fastest_other, m[key])
             if flat and f != "flat":
                 times_flat = f"{m['seconds_per_epoch'] / flat['seconds_per_epoch']:.2f}"
             batches = f"{m['measured_batches']} / {m['num_batches']}"
@@ -512,11 +660,16 @@ def write_markdown(results: dict, path: Path) -> None:
                 epoch += f" [{spread}, {len(repeats)} runs]"
             if m["extrapolated"]:
                 epoch += " (extrapolated)"
+            syncs = "" if m.get("host_syncs") is None else m["host_syncs"]
             lines.append(
                 f"| {row['case']} | {m['num_graphs']} | {m['max_nodes']} | "
-                f"{m['num_clusters'][0]}, {m['num_clusters'][1]} | {f} | {epoch} | {batches} | "
-                f"{fmt_bytes(m['peak_bytes'])} | {speed} | {mem} | {times_flat} |"
+                f"{m['num_clusters'][0]}, {m['num_clusters'][1]} | {f} | {arch} | {epoch} | "
+                f"{batches} | {fmt_bytes(m['peak_bytes'])} | {speed} | {mem} | {other} | "
+                f"{times_flat} | {syncs} |"
             )
+    if not any(m.get("phases") for row in results["rows"] for m in row["runs"].values()):
+        path.write_text("\n".join(lines) + "\n")
+        return
     lines += [
         "",
         "## Where the time goes",
@@ -532,7 +685,7 @@ def write_markdown(results: dict, path: Path) -> None:
     ]
     for row in results["rows"]:
         for f, m in row["runs"].items():
-            if m["status"] != "ok" or "phases" not in m:
+            if m["status"] != "ok" or not m.get("phases"):
                 continue
             total = sum(m["phases"].values()) or 1.0
             shares = " | ".join(
@@ -556,7 +709,7 @@ def plot(results: dict, path: Path) -> None:
         return
     scaling_plot(
         rows,
-        FORMULATIONS,
+        list(dict.fromkeys(f for row in rows for f in row["runs"])),
         lambda m: m["seconds_per_epoch"] / m["num_batches"],
         "seconds per training step",
         "largest graph of the dataset (nodes)",
@@ -617,10 +770,25 @@ def main(argv=None):
         default="frobenius",
         help="our formulations' link loss (dense_pyg has the Frobenius one only)",
     )
+    p.add_argument(
+        "--phases",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="where the time goes (module hooks; on a GPU each waits for the device, which "
+        "slows the step: --no-phases for the step's time alone, one wait per step)",
+    )
+    p.add_argument(
+        "--warmup",
+        action="store_true",
+        help="run the timed batches once untimed first (compilation, CUDA graphs, caches)",
+    )
     p.add_argument("--quick", action="store_true", help="ENZYMES and N_max 50, 5 batches, 1 run")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    unknown = [f for f in args.formulations if f not in FORMULATIONS]
+    if unknown:
+        p.error(f"unknown formulations {unknown}; choose from {list(FORMULATIONS)}")
     if args.link_loss != "frobenius" and "dense_pyg" in args.formulations and not args.worker:
         p.error(
             f"--link-loss {args.link_loss} would time ours against a different loss: "
@@ -632,6 +800,7 @@ def main(argv=None):
         return
     if args.quick:
         args.real, args.scaling, args.max_batches, args.repeats = ["ENZYMES"], [50], 5, 1
+    deadline = Deadline(args.deadline)
     import torch
 
     from diffpool.utils.provenance import provenance
@@ -646,9 +815,16 @@ def main(argv=None):
             date=time.strftime("%Y-%m-%d"),
             link_loss=args.link_loss,
             model_attr=args.model_attr,
+            phases=args.phases,
+            warmup=args.warmup,
+            compile=args.compile,
+            deadline=args.deadline,
+            architectures={a: ARCHITECTURES[a] for a in
+                           dict.fromkeys(FORMULATIONS[f].architecture for f in args.formulations)},
+            source_sha256=source_hash(),
         ),
         rows=[],
-    )
+    )  # fmt: skip
     cases = []
     for name in args.real:
         if tu_available(name, args.tu_dir):
@@ -659,45 +835,21 @@ def main(argv=None):
     formulations = available_formulations(args.formulations)
     for case in cases:
         row = dict(case=case["name"], kind=case["kind"], n_max=case.get("n_max"), runs={})
-        measured: dict[str, list[dict]] = {f: [] for f in formulations}
-        first_wall: dict[str, float] = {}
-        for repeat in range(args.repeats):  # the formulations alternate
-            for f in formulations:
-                if repeat and (
-                    measured[f][0]["status"] != "ok" or first_wall[f] > args.repeat_below
-                ):
-                    continue
-                batches = args.max_batches
-                # the formulations padded to D&D's largest graph (5748 nodes) time a few batches
-                padded = f in ("dense_pyg", "tgp_batched")
-                if padded and case["name"] == "DD" and args.dense_dd_batches > 0:
-                    batches = (
-                        args.dense_dd_batches
-                        if batches <= 0
-                        else min(batches, args.dense_dd_batches)
-                    )
-                t0 = time.time()
-                m = run_one(case, f, args, batches)
-                wall = time.time() - t0
-                first_wall.setdefault(f, wall)
-                measured[f].append(m)
-                print(
-                    f"{case['name']:>22} {f:>15}: {m['status']}"
-                    + (
-                        f" {m['seconds_per_epoch']:.1f} s/epoch"
-                        f"{' (extrapolated)' if m['extrapolated'] else ''} "
-                        f"{fmt_bytes(m['peak_bytes'])}"
-                        if m["status"] == "ok"
-                        else f" {m.get('detail', '')}"
-                    )
-                    + f"  [{wall:.0f}s wall, run {repeat + 1}]",
-                    flush=True,
-                )
-        row["runs"] = {f: median_run(runs) for f, runs in measured.items()}
+        row["runs"] = measure_alternating(case, formulations, args, deadline)
         for f in args.formulations:
             if f not in row["runs"]:
-                row["runs"][f] = dict(status="not installed")
+                row["runs"][f] = dict(
+                    status="not installed", architecture=FORMULATIONS[f].architecture
+                )
         results["rows"].append(row)
+    if args.compile:  # after every eager measurement: a long compilation cannot crowd them out
+        ours = [f for f in formulations if FORMULATIONS[f].role == "ours"]
+        for case in compile_cases(cases, args.compile_on):
+            row = next(r for r in results["rows"] if r["case"] == case["name"])
+            row["runs"].update(measure_alternating(case, ours, args, deadline, args.compile))
+    results["meta"]["skipped"] = sum(
+        m["status"] == Deadline.SKIPPED for row in results["rows"] for m in row["runs"].values()
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
