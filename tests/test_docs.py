@@ -155,17 +155,17 @@ def test_shape_comments_are_what_the_code_returns(page, index, code, tmp_path, m
     """Every ``expr  # [d, d, ...]`` comment of a page's Python blocks is the shape that
     ``expr`` has when the block runs as written, and the README's statement of the dense
     adjacency block its layer example builds (``one `B × N × N` block``) is what it builds."""
-    from diffpool.functional import _layouts as packing
+    from diffpool.functional import _layouts as layouts
 
     blocks = []
-    dense_adjacency = packing.SizeBuckets.dense_adjacency
+    dense_adjacency = layouts.SizeBuckets.dense_adjacency
 
     def spy(self, *args, **kwargs):
         out = dense_adjacency(self, *args, **kwargs)
         blocks.extend(tuple(b.shape) for b in out)
         return out
 
-    monkeypatch.setattr(packing.SizeBuckets, "dense_adjacency", spy)
+    monkeypatch.setattr(layouts.SizeBuckets, "dense_adjacency", spy)
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": page.stem}
     exec(compile(code, f"{page.name} python block {index}", "exec"), namespace)

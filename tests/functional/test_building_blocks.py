@@ -8,10 +8,13 @@ from diffpool.functional import (
     bce_link_loss_sum,
     cluster_budget,
     cluster_budgets,
+    coarsen,
     masked_assignment,
 )
+from diffpool.functional._layouts import PaddedBatch, SizeBuckets, pad_slots, sparse_products
+from diffpool.functional._plan import bucket_graphs
 from diffpool.functional.formulas import gram_squared_norm, safe_sqrt
-from diffpool.functional._layouts import PaddedBatch, SizeBuckets, bucket_graphs
+from diffpool.utils.connectivity import to_coo_adjacency
 
 
 @pytest.mark.parametrize(
@@ -121,25 +124,65 @@ def _loop_products(s, z, adj_s, ptr):
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def test_size_buckets_match_padded_products():
+def _size_buckets(counts, buckets=None):
+    ptr = torch.tensor([0] + counts).cumsum(0)
+    buckets = buckets or bucket_graphs(counts)
+    return SizeBuckets(ptr, counts, buckets, [max(counts[g] for g in b) for b in buckets])
+
+
+def _adjacency(counts, seed=0):
+    """A random weighted adjacency with every edge inside a graph, coalesced."""
+    gen = torch.Generator().manual_seed(seed)
+    edges, start = [], 0
+    for n in counts:
+        pairs = torch.randint(0, n, (2, 3 * n), generator=gen) + start
+        edges.append(pairs)
+        start += n
+    index = torch.cat(edges, 1)
+    weight = torch.rand(index.size(1), generator=gen, dtype=torch.float64) + 0.5
+    return to_coo_adjacency(index, weight, sum(counts), torch.float64)
+
+
+def _pool(blocks, adj, s, z, widths=None):
+    """X' and A' of the batch through a layout's blocks and the one formula."""
+    widths = widths or [s.size(-1)] * blocks.num_blocks
+    products = sparse_products(blocks, adj, s, z, widths)
+    pooled = [coarsen(block, rhs, z.size(-1)) for block, rhs in zip(products.s, products.rhs)]
+    xs, adjs = [p[0] for p in pooled], [p[1] for p in pooled]
+    x, adj = pad_slots(blocks.reassemble(xs), blocks.reassemble(adjs), s.size(-1))
+    return x, adj, products.s
+
+
+def test_layouts_give_the_per_graph_products():
+    """Size buckets and the one padded block hold every graph's rows once (padding rows
+    zero, the masks marking exactly the real rows), and give S_g^T Z_g and S_g^T A_g S_g."""
     counts = [7, 2, 30, 16, 1]
     ptr = torch.tensor([0] + counts).cumsum(0)
     batch = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
     s = torch.randn(sum(counts), 3, dtype=torch.float64, requires_grad=True)
     z = torch.randn(sum(counts), 4, dtype=torch.float64)
-    adj_s = torch.randn(sum(counts), 3, dtype=torch.float64)
-    x_ref, adj_ref = _loop_products(s, z, adj_s, ptr)
+    adj = _adjacency(counts)
+    dense = torch.zeros(sum(counts), sum(counts), dtype=torch.float64)
+    dense.index_put_(tuple(adj.index), adj.value, accumulate=True)
+    x_ref, adj_ref = _loop_products(s, z, dense @ s, ptr)
     mask = torch.arange(30) < torch.tensor(counts)[:, None]
-    for groups in (SizeBuckets(ptr, counts), PaddedBatch(batch, 5, 30, mask)):
-        x, adj, s_blocks = groups.pool(s, z, adj_s)
+    padded = PaddedBatch(batch, torch.tensor(counts), 30, mask)
+    for blocks in (_size_buckets(counts), padded):
+        x, a, s_blocks = _pool(blocks, adj, s, z)
         torch.testing.assert_close(x, x_ref)
-        torch.testing.assert_close(adj, adj_ref)
-        # The s blocks hold every graph's rows exactly once, padding rows zero, and the
-        # masks mark exactly those rows.
+        torch.testing.assert_close(a, adj_ref)
         assert sum(b.ne(0).any(-1).sum().item() for b in s_blocks) == sum(counts)
-        for block, block_mask in zip(s_blocks, groups.masks()):
+        for block, block_mask in zip(s_blocks, blocks.masks()):
             assert torch.equal(block.ne(0).any(-1), block_mask)
-    assert torch.autograd.gradcheck(lambda s: SizeBuckets(ptr, counts).pool(s, z, adj_s)[:2], (s,))
+    # the dense adjacency blocks of both layouts are the graphs' own
+    for blocks in (_size_buckets(counts), padded):
+        for block, graphs in zip(blocks.dense_adjacency(adj, batch), blocks.buckets):
+            for row, g in zip(block, graphs):
+                n, first = counts[g], int(ptr[g])
+                torch.testing.assert_close(row[:n, :n], dense[first : first + n, first : first + n])
+                assert not row[n:].any() and not row[:, n:].any()
+    blocks = _size_buckets(counts)
+    assert torch.autograd.gradcheck(lambda s: _pool(blocks, adj, s, z)[:2], (s,))
 
 
 def test_bucket_merging_follows_the_cost_model():
@@ -168,17 +211,14 @@ def test_gram_squared_norm_gradient(shape):
 def test_size_buckets_with_widths():
     """Narrow buckets (columns beyond a bucket's width are zero) give the full product."""
     counts = [3, 12, 11, 2]
-    ptr = torch.tensor([0] + counts).cumsum(0)
-    buckets = SizeBuckets(ptr, counts)
+    buckets = _size_buckets(counts)
     assert buckets.buckets == [[1, 2], [0, 3]]
-    s = torch.randn(sum(counts), 5)
+    s = torch.randn(sum(counts), 5, dtype=torch.float64)
     s[:3, 2:] = 0  # graph 0 uses 2 slots
     s[26:, 2:] = 0  # graph 3 uses 2 slots
-    z = torch.randn(sum(counts), 7)
-    adj_s = torch.randn(sum(counts), 5)
-    adj_s[:3, 2:] = 0
-    adj_s[26:, 2:] = 0
-    narrow, full = buckets.pool(s, z, adj_s, [5, 2]), buckets.pool(s, z, adj_s)
+    z = torch.randn(sum(counts), 7, dtype=torch.float64)
+    adj = _adjacency(counts, seed=3)
+    narrow, full = _pool(buckets, adj, s, z, [5, 2]), _pool(buckets, adj, s, z)
     torch.testing.assert_close(narrow[0], full[0])
     torch.testing.assert_close(narrow[1], full[1])
     assert [b.size(-1) for b in narrow[2]] == [5, 2]

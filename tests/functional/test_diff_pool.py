@@ -10,6 +10,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from diffpool import DiffPoolConv
 from diffpool.functional import AssignmentHead, padded_diff_pool, sparse_diff_pool
+from diffpool.functional._plan import Plan
 from helpers import random_batch
 
 FIELDS = ("x", "adj", "s", "mask", "cluster_mask", "link_loss", "entropy_loss", "aux_loss")
@@ -23,13 +24,6 @@ def _inputs(sizes, clusters=4, features=5, seed=0):
     return batch, z, logits
 
 
-def _buckets(counts):
-    from diffpool.functional._layouts import SizeBuckets
-
-    ptr = torch.tensor([0, *counts]).cumsum(0)
-    return SizeBuckets(ptr, counts, row_cost=lambda n: n)
-
-
 def _dense_twin(z, logits, edge_index, batch, weight, **options):
     """padded_diff_pool on the padded form of a sparse batch."""
     dense_z, mask = to_dense_batch(z, batch)
@@ -38,29 +32,37 @@ def _dense_twin(z, logits, edge_index, batch, weight, **options):
     return padded_diff_pool(dense_z, adj, dense_logits, mask, **options), adj
 
 
+#: every size group in its own bucket: [30, 19] [11, 7] [4] [2]
+APART = [[4, 5], [2, 0], [3], [1]]
+
+
+def _layout(name: str, ratio):
+    """A layout by name; ``"per_bucket apart"``: every size group in its own bucket, each
+    holding its assignment at its own width."""
+    if name == "per_bucket apart":
+        return Plan("per_bucket", buckets=APART) if ratio is not None else Plan("sparse", APART)
+    return name
+
+
+LAYOUT_NAMES = ["auto", "padded", "dense", "sparse", "per_bucket apart"]
+
+
 @pytest.mark.parametrize("ratio", [None, 0.3])
 @pytest.mark.parametrize("link_loss", ["frobenius", "bce"])
-@pytest.mark.parametrize("buckets", ["merged", "apart"])
-@pytest.mark.parametrize("adjacency", ["sparse", "dense blocks"])
-def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, monkeypatch):
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_sparse_and_dense_functions_agree(ratio, link_loss, layout):
     """The sparse function on the flat batch and the dense one on its padded form give the
-    same pooled tensors, losses and gradients, whatever the padding; also with every size
-    group in its own bucket (per-graph budgets: each bucket's assignment at its own width),
-    and with the adjacency as a sparse matrix or as dense blocks per bucket."""
-    from diffpool.functional import _layouts as packing
-
-    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
-    if buckets == "apart":  # small graphs would share one bucket and one flat assignment
-        group = packing.bucket_graphs
-        monkeypatch.setattr(packing, "bucket_graphs", lambda *a: group(*a, overhead=0))
-        monkeypatch.setattr(packing, "PER_BUCKET_ASSIGNMENT_MACS", 0)
+    same pooled tensors, losses and gradients, whatever the padding, in every layout: the
+    adjacency as a sparse matrix, as dense blocks per size bucket or as one padded block, and
+    every size group in its own bucket (per-graph budgets: each bucket's assignment at its
+    own width)."""
     batch, z, logits = _inputs([7, 2, 11, 4, 30, 19], clusters=9)
     weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
     z.requires_grad_()
     logits.requires_grad_()
     sparse = sparse_diff_pool(
         z, batch.edge_index, logits, batch.batch, ratio=ratio, link_loss=link_loss,
-        edge_weight=weight,
+        edge_weight=weight, layout=_layout(layout, ratio),
     )  # fmt: skip
     dense, _ = _dense_twin(
         z, logits, batch.edge_index, batch.batch, weight, ratio=ratio, link_loss=link_loss
@@ -76,32 +78,42 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, buckets, adjacency, 
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("adjacency", ["sparse", "dense blocks"])
-def test_duplicate_edges_add_their_weights(adjacency, monkeypatch):
+@pytest.mark.parametrize("layout", ["sparse", "dense", "padded"])
+def test_duplicate_edges_add_their_weights(layout):
     """An edge given twice counts with the sum of its weights, as in to_dense_adj: the
     sparse matrix coalesces, the dense blocks add in place (and skip the coalesce)."""
-    from diffpool.functional import _layouts as packing
-
-    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0 if adjacency == "sparse" else 1 << 40)
     batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
     edge_index = torch.cat([batch.edge_index, batch.edge_index[:, :5]], dim=1)
     weight = torch.rand(edge_index.size(1), dtype=torch.float64) + 0.5
-    sparse = sparse_diff_pool(z, edge_index, logits, batch.batch, edge_weight=weight)
+    sparse = sparse_diff_pool(z, edge_index, logits, batch.batch, edge_weight=weight, layout=layout)
     dense, adj = _dense_twin(z, logits, edge_index, batch.batch, weight)
     assert adj.max() > 1.5  # some entry holds two weights
     for name in FIELDS:
         torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), msg=name)
 
 
-def test_small_graphs_take_dense_adjacency_blocks():
-    """Where the dense products A_g S_g of every bucket stay under DENSE_BLOCK_MACS."""
-    from diffpool.functional._layouts import DENSE_BLOCK_MACS
+def test_the_planner_chooses_by_size():
+    """Dense adjacency blocks where the products A_g S_g of every bucket stay under
+    DENSE_BLOCK_MACS (small graphs), the sparse product above; the assignment per bucket
+    where the buckets' budgets differ enough (D&D); the padded block under compile."""
+    from diffpool.functional._plan import DENSE_BLOCK_MACS, BatchShape, plan_sparse
 
-    molecules = _buckets([25] * 20)  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
-    assert molecules.dense_blocks_pay([7])
-    large = _buckets([200] * 20)
-    assert not large.dense_blocks_pay([50])
+    def plan(counts, ratio, layout="auto", clusters=None):
+        if counts is None:
+            return plan_sparse(None, layout)
+        slots = clusters or max(1, int(0.25 * max(counts)))
+        return plan_sparse(BatchShape(counts, 2 * sum(counts), 64, slots, ratio), layout)
+
+    assert plan([25] * 20, 0.25).layout == "dense"  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
+    assert plan([200] * 20, 0.25).layout == "sparse"
     assert 20 * 200 * 200 * 50 > DENSE_BLOCK_MACS >= 20 * 25 * 25 * 7
+    dd = [5748, 300, 250, 200, 150, 100] + [280] * 14
+    assert plan(dd, 0.25, clusters=1437).layout == "per_bucket"
+    assert plan(dd, None, clusters=1437).layout == "sparse"  # fixed budgets: one width
+    assert plan(None, 0.25).layout == "padded"
+    assert plan([25] * 20, 0.25, layout="sparse").layout == "sparse"  # as named
+    with pytest.raises(ValueError, match="per-graph budgets"):
+        plan([25] * 20, None, layout="per_bucket")
 
 
 def test_the_layer_is_the_function_over_its_gnns():
@@ -255,13 +267,17 @@ def test_dense_without_a_mask_is_an_all_true_mask():
 
 
 def test_the_assignment_goes_per_bucket_only_where_that_pays():
-    small = _buckets([20, 12, 25, 9])  # one bucket: nothing to gain
-    assert small.num_blocks == 1 and not small.per_bucket_pays([7], 7, 200)
+    from diffpool.functional._plan import BatchShape, per_bucket_pays, size_buckets
+
+    small = BatchShape([20, 12, 25, 9], 200, 64, 7, 0.25)
+    buckets, _ = size_buckets(small)  # one bucket: nothing to gain
+    assert len(buckets) == 1 and not per_bucket_pays(small, buckets, [7])
     # D&D's largest graph beside typical ones: 1437 slots against budgets of about 70
-    large = _buckets([5748] + [284] * 19)
-    assert large.num_blocks == 2
-    assert large.per_bucket_pays([1437, 71], 1437, 60_000)
-    assert not large.per_bucket_pays([1437, 1437], 1437, 60_000)  # fixed widths: no waste
+    large = BatchShape([5748] + [284] * 19, 60_000, 64, 1437, 0.25)
+    buckets, _ = size_buckets(large)
+    assert len(buckets) == 2
+    assert per_bucket_pays(large, buckets, [1437, 71])
+    assert not per_bucket_pays(large, buckets, [1437, 1437])  # fixed widths: no waste
 
 
 @pytest.mark.parametrize("ratio", [None, 0.3])

@@ -5,10 +5,12 @@ import torch
 from torch_geometric.nn import DenseGCNConv, DenseGINConv, DenseSAGEConv
 from torch_geometric.utils import to_dense_adj
 
-from diffpool.functional import _factored as factored
+from diffpool.functional import _plan as plan
 from diffpool.functional import padded_diff_pool, sparse_diff_pool
-from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
+from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency
 from diffpool.functional._layouts import SizeBuckets
+from diffpool.functional._plan import factored_pays
+from diffpool.functional.diff_pool import PoolOptions, SparseCall, pool_sparse
 from diffpool.nn import DenseSumConv
 from diffpool.utils.connectivity import to_coo_adjacency
 from helpers import random_batch
@@ -102,8 +104,9 @@ def test_dense_adjacency_blocks_of_size_buckets():
     batch = random_batch([3, 9, 4, 20, 8], num_features=2, seed=2)
     counts = torch.bincount(batch.batch)
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    buckets = SizeBuckets(ptr, counts.tolist())
-    assert buckets.num_blocks > 1
+    groups = [[3], [1, 4], [2, 0]]
+    heads = [max(counts[g].item() for g in graphs) for graphs in groups]
+    buckets = SizeBuckets(ptr, counts.tolist(), groups, heads)
     # some edges twice, not coalesced: the blocks add both weights
     edge_index = torch.cat([batch.edge_index, batch.edge_index[:, ::3]], dim=1)
     weight = torch.rand(edge_index.size(1), dtype=torch.float64)
@@ -124,17 +127,21 @@ def test_factored_pays_where_it_saves_enough():
     assert not factored_pays(40, 155, 10)  # saves too little for an extra group (PROTEINS)
 
 
-def test_sparse_pool_keeps_small_graphs_factored(monkeypatch):
-    """With fixed budgets and ``factored_adj``, the buckets of graphs small against C keep
-    their A' as factors and the large ones dense; to_dense() is the dense output."""
-    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+def test_sparse_pool_keeps_small_graphs_factored(layout, monkeypatch):
+    """With fixed budgets and ``factored``, the buckets of graphs small against C keep
+    their A' as factors and the large ones dense; to_dense() is the dense output. The public
+    function never returns a factored form."""
+    monkeypatch.setattr(plan, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
     sizes = [3, 5, 4, 6, 90, 100]
     batch = random_batch(sizes, num_features=4, seed=3)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(batch.num_nodes, 4, generator=gen, dtype=torch.float64)
     logits = torch.randn(batch.num_nodes, 60, generator=gen, dtype=torch.float64)
     plain = sparse_diff_pool(z, batch.edge_index, logits, batch.batch)
-    kept = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, factored_adj=True)
+    assert type(plain.adj) is torch.Tensor
+    run = SparseCall(layout=layout, factored=True)
+    kept = pool_sparse(z, batch.edge_index, logits, batch.batch, None, PoolOptions(), run)
     assert isinstance(kept.adj, CoarsenedAdjacency)
     assert kept.adj.num_factored == 4  # 3-6 nodes: factored; 90-100 against C = 60: dense
     assert factored_pays(6, 60, 4) and not factored_pays(90, 60, 1)
@@ -142,9 +149,8 @@ def test_sparse_pool_keeps_small_graphs_factored(monkeypatch):
     for name in ("x", "link_loss", "entropy_loss"):
         torch.testing.assert_close(getattr(kept, name), getattr(plain, name))
     # per-graph budgets never factor (their graphs are never small against their budget)
-    per_graph = sparse_diff_pool(
-        z, batch.edge_index, logits, batch.batch, ratio=0.25, factored_adj=True
-    )
+    options = PoolOptions(ratio=0.25)
+    per_graph = pool_sparse(z, batch.edge_index, logits, batch.batch, None, options, run)
     assert isinstance(per_graph.adj, torch.Tensor)
 
 

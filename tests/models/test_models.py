@@ -8,8 +8,9 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from diffpool.datasets import hierarchical_communities
-from diffpool.functional import _factored as factored
+from diffpool.functional import _plan as plan
 from diffpool.functional._factored import CoarsenedAdjacency
+from diffpool.functional._factored import CoarsenedAdjacency as Coarse
 from diffpool.models import (
     VARIANTS,
     DiffPoolNet,
@@ -407,10 +408,21 @@ def test_fixed_budgets_skip_the_all_true_masks_of_the_dense_levels(train, monkey
 
 @pytest.mark.parametrize("encoder", ["sage", "sum", "gcn"])
 def test_factored_coarse_adjacency_equals_the_dense_one(encoder, monkeypatch):
-    """With fixed budgets, training steps keep the first level's A' of small graphs as its
-    factors (mixed with dense groups for the large ones): the same logits, losses and
-    gradients of every parameter as the dense A' (float64, batch norm, two levels)."""
-    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
+    """With fixed budgets, calls that return no levels (training steps) keep the first
+    level's A' of small graphs as its factors (mixed with dense groups for the large ones):
+    the same logits, losses and gradients of every parameter as the dense A' (float64, batch
+    norm, two levels). No factored form leaves the model."""
+    from diffpool.functional import diff_pool
+
+    monkeypatch.setattr(plan, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
+    built = []
+
+    class Spy(CoarsenedAdjacency):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(diff_pool, "CoarsenedAdjacency", Spy)
     sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
     batch = random_batch(sizes, num_features=6, seed=4)
     torch.manual_seed(0)
@@ -420,12 +432,12 @@ def test_factored_coarse_adjacency_equals_the_dense_one(encoder, monkeypatch):
     results = []
     for keep in (False, True):
         model.factor_coarse_adj = keep
+        built.clear()
         out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes),
-                    return_assignments=False)  # fmt: skip
-        first = out.levels[0].adj
-        assert isinstance(first, CoarsenedAdjacency) == keep
+                    return_assignments=False, return_levels=False)  # fmt: skip
+        assert out.levels == () and len(built) == keep
         if keep:
-            assert 0 < first.num_factored < len(sizes)  # both kinds of group
+            assert 0 < built[0].num_factored < len(sizes)  # both kinds of group
         loss = out.logits.square().sum() + out.aux_loss
         results.append((out, torch.autograd.grad(loss, list(model.parameters()))))
     (dense, dense_grads), (kept, kept_grads) = results
@@ -433,9 +445,11 @@ def test_factored_coarse_adjacency_equals_the_dense_one(encoder, monkeypatch):
         torch.testing.assert_close(getattr(kept, name), getattr(dense, name))
     for a, b in zip(dense_grads, kept_grads):
         torch.testing.assert_close(a, b)
-    # steps that return assignments (inspection, prediction) keep the dense tensor
-    out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes))
-    assert isinstance(out.levels[0].adj, torch.Tensor)
+    # calls that return their levels keep the dense tensor, with or without assignments
+    for assignments in (True, False):
+        out = model(batch.x.double(), batch.edge_index, batch.batch, batch_size=len(sizes),
+                    return_assignments=assignments)  # fmt: skip
+        assert all(type(level.adj) is torch.Tensor for level in out.levels)
 
 
 @pytest.mark.parametrize("budget", ["fixed", "per_graph"])
@@ -448,7 +462,7 @@ def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatc
     batch) or on the first level's factors (fixed budgets, training steps)."""
     from torch_geometric.utils import to_dense_adj
 
-    monkeypatch.setattr(factored, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
+    monkeypatch.setattr(plan, "FACTORED_MIN_SAVING", 1)  # any saving: small test graphs
     sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
     batch = random_batch(sizes, num_features=6, seed=4)
     settings = dict(num_levels=2, ratio=0.5, budget=budget, hidden_channels=8, num_layers=2)
@@ -474,9 +488,12 @@ def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatc
         torch.manual_seed(0)
         per_graph = build_model("diffpool", 6, 3, 400, **settings).double().eval()
         assert per_graph._dense_groups(per_graph(x, batch.edge_index, batch.batch).levels[0])
+    from diffpool.functional import diff_pool
+
+    built = []
+    monkeypatch.setattr(diff_pool, "CoarsenedAdjacency", lambda *a: built.append(1) or Coarse(*a))
     training = model(x, batch.edge_index, batch.batch, batch_size=len(sizes),
-                     return_assignments=False)  # fmt: skip
-    if budget == "fixed":
-        assert isinstance(training.levels[0].adj, CoarsenedAdjacency)  # merged group losses
+                     return_assignments=False, return_levels=False)  # fmt: skip
+    assert len(built) == (budget == "fixed")  # merged group losses
     for name in ("logits", "aux_loss", "link_loss", "entropy_loss"):
         torch.testing.assert_close(getattr(training, name), getattr(out, name), msg=name)

@@ -367,20 +367,19 @@ def _largest_strided_tensor(fn):
 def test_no_n_by_n_tensor(monkeypatch):
     """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
     loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
-    lowered here so that this small batch needs several blocks). Dense adjacency blocks are
-    only taken below ``DENSE_BLOCK_MACS`` multiply-adds (small graphs): turned off here."""
+    lowered here so that this small batch needs several blocks). The layouts that build no
+    adjacency block (the planner takes dense blocks only below ``DENSE_BLOCK_MACS``
+    multiply-adds, small graphs)."""
     import diffpool.functional.formulas as losses
-    from diffpool.functional import _layouts as packing
 
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)
-    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
     sizes = [300, 40, 60, 20]
     batch = random_batch(sizes, num_features=4, seed=12)
     for link_loss in ("frobenius", "bce"):
         layer = sage_layer(4, 10, link_loss=link_loss)
 
         def step(layer=layer):
-            layer(batch.x, batch.edge_index, batch.batch).aux_loss.backward()
+            layer(batch.x, batch.edge_index, batch.batch, layout="sparse").aux_loss.backward()
 
         largest = _largest_strided_tensor(step)
         n_by_n = len(sizes) * 300 * 300
@@ -404,13 +403,13 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     """With per-graph budgets, the layer's head computes only the first C_g rows of its map for
     each size bucket: the same outputs, losses and gradients as computing all C logits for
     every node."""
-    from diffpool.functional import _layouts as packing
+    from diffpool.functional._plan import Plan, bucket_graphs
 
-    # small graphs would share one bucket (one wide map): keep every size group apart
-    buckets = packing.bucket_graphs
-    monkeypatch.setattr(packing, "bucket_graphs", lambda *a: buckets(*a, overhead=0))
-    monkeypatch.setattr(packing, "PER_BUCKET_ASSIGNMENT_MACS", 0)  # and hold S per bucket
-    batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=5, seed=3)
+    sizes = [40, 3, 17, 9, 60, 1, 25]
+    # small graphs would share one bucket (one wide map): keep every size group apart, and
+    # hold S per bucket
+    plan = Plan("per_bucket", buckets=bucket_graphs(sizes))
+    batch = random_batch(sizes, num_features=5, seed=3)
     weight = torch.rand(batch.edge_index.size(1), dtype=torch.float64) + 0.5
     layer = DiffPoolConv.from_encoder(
         encoder, 5, 8, 16, num_layers=2, concat=True, ratio=0.25, entropy_loss=True
@@ -429,7 +428,7 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
     outputs = []
     for conv in (layer, whole):
         conv.zero_grad()
-        out = conv(x, batch.edge_index, batch.batch, edge_weight=weight)
+        out = conv(x, batch.edge_index, batch.batch, edge_weight=weight, layout=plan)
         loss = out.aux_loss + out.x.pow(2).sum() + out.adj.sum()
         loss.backward()
         outputs.append((out, [p.grad.clone() for p in layer.parameters()]))
@@ -542,9 +541,6 @@ def test_without_the_assignment_no_padded_node_by_cluster_tensor(monkeypatch):
     graph among small ones (as in a D&D batch) that dense S is by far the largest tensor of
     the step, the other graphs' rows of it being padding. (The large graph's own dense
     adjacency block, taken on graphs this small, is turned off to see it.)"""
-    from diffpool.functional import _layouts as packing
-
-    monkeypatch.setattr(packing, "DENSE_BLOCK_MACS", 0)
     sizes = [300] + [20] * 10
     batch = random_batch(sizes, num_features=4, seed=14)
     num_clusters = 30
@@ -552,7 +548,13 @@ def test_without_the_assignment_no_padded_node_by_cluster_tensor(monkeypatch):
 
     def step(return_assignment, link_loss):
         layer = sage_layer(4, num_clusters, ratio=0.1, link_loss=link_loss)
-        out = layer(batch.x, batch.edge_index, batch.batch, return_assignment=return_assignment)
+        out = layer(
+            batch.x,
+            batch.edge_index,
+            batch.batch,
+            return_assignment=return_assignment,
+            layout="sparse",
+        )
         (out.x.sum() + out.aux_loss).backward()
 
     assert _largest_strided_tensor(lambda: step(True, "frobenius")) >= padded

@@ -9,7 +9,6 @@ from diffpool.functional.assignment import (
     cluster_budget,
     cluster_budgets,
     cluster_mask_from_budgets,
-    masked_assignment,
 )
 from diffpool.functional.diff_pool import (
     LINK_LOSSES,
@@ -23,9 +22,13 @@ from diffpool.functional.formulas import (
     batch_link_loss,
     bce_edge_correction,
     bce_link_loss_sum,
+    coarsen,
     frobenius_link_loss,
     frobenius_link_loss_sq,
+    link_terms,
     loss_divisors,
+    masked_assignment,
+    one_hot_assignment,
 )
 from diffpool.functional.output import DiffPoolOutput
 
@@ -47,4 +50,7 @@ __all__ = [
     "frobenius_link_loss_sq",
     "batch_link_loss",
     "loss_divisors",
+    "coarsen",
+    "link_terms",
+    "one_hot_assignment",
 ]

@@ -3,72 +3,21 @@ r"""Per-graph products over a sparse batch without padding every graph to the la
 The pooling products :math:`\mathbf{S}_g^\top \mathbf{Y}_g` cost :math:`O(N_g C^2)` per graph. A
 batched matmul on the padded batch costs :math:`O(B \, N_{\max} C^2)` instead, which on D&D (mean
 284 nodes, largest 5748) wastes most of the work. :class:`SizeBuckets` sorts the graphs by size
-and groups those within a factor ``max_waste`` of each other, so that each group is padded only
-to its own largest graph: a few batched matmuls (one per group, never one per graph) and at most
-``max_waste`` times the unpadded work.
+and groups those of similar size (:mod:`diffpool.functional._plan` decides which), so that
+each group is padded only to its own largest graph: a few batched matmuls (one per group, never
+one per graph). :class:`PaddedBatch` is the whole batch as one block. This module only moves
+rows; the products themselves are :mod:`diffpool.functional.formulas`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from diffpool.utils.connectivity import CooAdjacency
-
-# Fixed cost of one more size bucket (a gather, a batched matmul, their backward and the
-# bookkeeping), in multiply-adds of padded work. Buckets whose padding to the previous bucket's
-# size costs less than this are merged: on small graphs a few kernel launches more would cost
-# more than the padding they save. Measured on CPU; the exact value is not critical.
-BUCKET_OVERHEAD_MACS = 1 << 21
-
-# Fixed cost of holding one bucket's assignment at its own width (a softmax, a sparse product
-# and the bookkeeping of its own), against the unused columns of one flat [N, C] assignment.
-# Measured on CPU, per-graph budgets, summed step times per-bucket vs flat: D&D batches
-# without the two largest graphs 12.1 vs 14.1 s; PROTEINS, ENZYMES and synthetic N_max 100 to
-# 400 equal within noise; a batch that forms one bucket always stays flat.
-PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
-
-# Up to this many multiply-adds for the dense products A_g S_g of all size buckets, the
-# adjacency goes into dense [b, n, n] blocks (one index_add, duplicate edges summed) instead of
-# a coalesced sparse matrix: on small graphs the sort of the coalesce and the sparse product's
-# fixed cost are most of the pooling. Measured on CPU, one thread: see ``dense_blocks_pay``.
-DENSE_BLOCK_MACS = 1 << 22
-
-
-def bucket_graphs(
-    counts: list[int],
-    max_waste: float = 1.5,
-    row_cost: Callable[[int], int] | None = None,
-    overhead: int = BUCKET_OVERHEAD_MACS,
-) -> list[list[int]]:
-    """Group graph indices, largest first, so that within a group the largest graph has at
-    most ``max_waste`` times the nodes of the smallest.
-
-    With ``row_cost`` (the multiply-adds per padded row of a group headed by a graph of ``n``
-    nodes), a group is then merged into the previous, larger one when the padding this adds
-    costs at most ``overhead`` multiply-adds."""
-    order = sorted(range(len(counts)), key=lambda g: -counts[g])
-    buckets: list[list[int]] = []
-    for g in order:
-        if buckets and counts[g] * max_waste >= counts[buckets[-1][0]]:
-            buckets[-1].append(g)
-        else:
-            buckets.append([g])
-    if row_cost is None:
-        return buckets
-    merged = buckets[:1]
-    for graphs in buckets[1:]:
-        head = counts[merged[-1][0]]
-        padding = sum(head - counts[g] for g in graphs) * row_cost(head)
-        saved = sum(counts[g] for g in graphs) * (row_cost(head) - row_cost(counts[graphs[0]]))
-        if padding + saved <= overhead:
-            merged[-1].extend(graphs)
-        else:
-            merged.append(graphs)
-    return merged
 
 
 class NodeBlocks:
@@ -92,61 +41,8 @@ class NodeBlocks:
         """Per-block results ``[b, ...]`` back in graph order ``[B, ...]``."""
         raise NotImplementedError
 
-    def pool(
-        self,
-        s: Tensor,
-        z: Tensor,
-        adj_s: Tensor,
-        widths: list[int] | None = None,
-        factored: list[bool] | None = None,
-    ) -> tuple[Tensor, Tensor | list[Tensor | None], list[Tensor]]:
-        r"""Per-graph :math:`\mathbf{S}_g^\top \mathbf{Z}_g` and
-        :math:`\mathbf{S}_g^\top (\mathbf{A}\mathbf{S})_g` with one gather and one batched
-        matmul per bucket.
 
-        Args:
-            s (torch.Tensor): ``[N, C]`` flat assignment.
-            z (torch.Tensor): ``[N, F]`` flat embeddings.
-            adj_s (torch.Tensor): ``[N, C]`` the product :math:`\mathbf{A}\mathbf{S}`.
-            widths (list[int], optional): bucket ``k`` uses only the first ``widths[k]``
-                clusters; the others must be zero in ``s`` for its graphs, as unused cluster
-                slots are. (default: all :math:`C`)
-            factored (list[bool], optional): the buckets whose :math:`\mathbf{S}_g^\top
-                (\mathbf{A}\mathbf{S})_g` is not built (their adjacency stays factored, see
-                :mod:`diffpool.functional._factored`). ``adj`` is then the list of every
-                bucket's ``[b, C, C]`` block, :obj:`None` for those. (default: :obj:`None`)
-
-        Returns:
-            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` (or its blocks) and the
-            ``[b, n_bucket, width]`` blocks of ``s`` (for the Gram norm).
-        """
-        num_slots, features = s.size(-1), z.size(-1)
-        widths = widths or [num_slots] * self.num_blocks
-        # [s | z | A s]: z and the first w columns of A s are contiguous, so one gather and
-        # one matmul per bucket give both products.
-        flat = torch.cat([s, z, adj_s], -1)
-        s_blocks, x_blocks, adj_blocks = [], [], []
-        for k, (block, w) in enumerate(zip(self.blocks(flat), widths)):
-            # split, not slicing: one backward concatenation instead of a zero-filled copy of
-            # the block per slice.
-            s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
-            if factored is not None and factored[k]:
-                x_block = torch.bmm(s_block.transpose(1, 2), rhs[..., :features])
-                adj_block = None
-            else:
-                x_block, adj_block = torch.bmm(s_block.transpose(1, 2), rhs).split(
-                    [features, w], -1
-                )
-            s_blocks.append(s_block)
-            x_blocks.append(x_block)
-            adj_blocks.append(adj_block)
-        if factored is not None:
-            return self.reassemble(x_blocks), adj_blocks, s_blocks
-        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
-        return x, adj, s_blocks
-
-
-def _pad_slots(x: Tensor, adj: Tensor, num_slots: int) -> tuple[Tensor, Tensor]:
+def pad_slots(x: Tensor, adj: Tensor, num_slots: int) -> tuple[Tensor, Tensor]:
     """``x`` ``[B, C, F]`` and ``adj`` ``[B, C, C]`` zero-padded to ``num_slots`` clusters."""
     pad = num_slots - adj.size(-1)
     if pad:
@@ -155,31 +51,90 @@ def _pad_slots(x: Tensor, adj: Tensor, num_slots: int) -> tuple[Tensor, Tensor]:
     return x, adj
 
 
+class BlockProducts(NamedTuple):
+    r"""The blocks of one layout: per block of graphs, :math:`\mathbf{S}` ``[b, n, w]``,
+    :math:`[\mathbf{Z} \,|\, \mathbf{A}\mathbf{S}]` ``[b, n, F + w]`` and, where the layout
+    built it, the dense adjacency ``[b, n, n]``."""
+
+    s: list[Tensor]
+    rhs: list[Tensor]
+    adj: list[Tensor] | None = None
+
+
+def _no_features(s: Tensor, z: Tensor | None) -> Tensor:
+    return s.new_zeros((s.size(0), 0)) if z is None else z
+
+
+def sparse_products(blocks, adj, s: Tensor, z, widths: list[int], out_dtype=None):
+    r"""Blocks of a flat ``[N, C]`` :math:`\mathbf{S}`, :math:`\mathbf{A}\mathbf{S}` a
+    sparse-dense product: one gather of :math:`[\mathbf{S} | \mathbf{Z} |
+    \mathbf{A}\mathbf{S}]` per block; block ``k`` keeps its first ``widths[k]`` slots
+    (the others are zero for its graphs). ``out_dtype``: of the blocks (default: ``s``'s)."""
+    with torch.autocast(device_type=s.device.type, enabled=False):
+        adj_s = adj.matmul(s)
+    if out_dtype is not None:
+        s, adj_s = s.to(out_dtype), adj_s.to(out_dtype)
+    num_slots, z = s.size(-1), _no_features(s, z)
+    features = z.size(-1)
+    # z and the first w columns of A s are contiguous in [s | z | A s]: split, not slicing,
+    # for one backward concatenation instead of a zero-filled copy of the block per slice
+    s_blocks, rhs_blocks = [], []
+    for block, w in zip(blocks.blocks(torch.cat([s, z, adj_s], -1)), widths):
+        s_block, _, rhs, _ = block.split([w, num_slots - w, features + w, num_slots - w], -1)
+        s_blocks.append(s_block)
+        rhs_blocks.append(rhs)
+    return BlockProducts(s_blocks, rhs_blocks)
+
+
+def dense_products(blocks, adj_blocks, s: Tensor, z, widths: list[int], out_dtype=None):
+    r"""Blocks of a flat ``[N, C]`` :math:`\mathbf{S}`, :math:`\mathbf{A}\mathbf{S}` a
+    batched matmul on the dense adjacency blocks."""
+    if out_dtype is not None:
+        s = s.to(out_dtype)
+    num_slots, z = s.size(-1), _no_features(s, z)
+    s_blocks, rhs_blocks = [], []
+    for block, adj, w in zip(blocks.blocks(torch.cat([s, z], -1)), adj_blocks, widths):
+        s_block, _, z_block = block.split([w, num_slots - w, z.size(-1)], -1)
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            adj_s = torch.bmm(adj.to(s_block.dtype), s_block)
+        s_blocks.append(s_block)
+        rhs_blocks.append(torch.cat([z_block, adj_s.to(z_block.dtype)], -1))
+    return BlockProducts(s_blocks, rhs_blocks, adj_blocks)
+
+
+def bucket_products(blocks, adj_parts, s_parts: list[Tensor], z, out_dtype=None):
+    r"""Blocks of an assignment held per bucket (``s_parts[k]`` ``[n_k, w_k]``), each
+    :math:`\mathbf{A}_k\mathbf{S}_k` a sparse product on the bucket's own adjacency: the wide
+    columns of the batch's largest budget are never built for the other buckets."""
+    with torch.autocast(device_type=s_parts[0].device.type, enabled=False):
+        adj_s = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
+    if out_dtype is not None:
+        s_parts = [p.to(out_dtype) for p in s_parts]
+        adj_s = [p.to(out_dtype) for p in adj_s]
+    s_blocks = blocks.local_blocks(s_parts)
+    if z is None:
+        return BlockProducts(s_blocks, blocks.local_blocks(adj_s))
+    rhs = [torch.cat(pair, -1) for pair in zip(blocks.blocks(z), blocks.local_blocks(adj_s))]
+    return BlockProducts(s_blocks, rhs)
+
+
 class SizeBuckets(NodeBlocks):
     """Gather the rows of a flat ``[N, *]`` node tensor into size-grouped padded blocks.
 
     Args:
         ptr (torch.Tensor): ``[B + 1]`` node offsets of the graphs.
         counts (list[int]): nodes per graph (on the host).
-        max_waste (float, optional): see :func:`bucket_graphs`. (default: :obj:`1.5`)
-        row_cost (callable, optional): see :func:`bucket_graphs`. (default: :obj:`None`)
+        buckets (list[list[int]]): the graphs of every bucket
+            (:func:`~diffpool.functional._plan.size_buckets`).
+        heads (list[int]): the node count every bucket is padded to.
     """
 
-    def __init__(
-        self,
-        ptr: Tensor,
-        counts: list[int],
-        max_waste: float = 1.5,
-        row_cost: Callable[[int], int] | None = None,
-    ):
+    def __init__(self, ptr: Tensor, counts: list[int], buckets: list[list[int]], heads: list[int]):
         self.num_graphs = len(counts)
         self.num_nodes = int(sum(counts))
         self.counts, self.device = counts, ptr.device
-        self.buckets = bucket_graphs(counts, max_waste, row_cost)
-        if len(self.buckets) == 1:  # one block in graph order: no permutation to undo
-            self.buckets = [list(range(len(counts)))]
-        self.num_blocks = len(self.buckets)
-        self.heads = [max(counts[g] for g in graphs) for graphs in self.buckets]
+        self.buckets, self.heads = buckets, heads
+        self.num_blocks = len(buckets)
         self.index, self.valid = [], []
         for graphs, width in zip(self.buckets, self.heads):
             local = torch.arange(width, device=ptr.device)
@@ -217,28 +172,6 @@ class SizeBuckets(NodeBlocks):
     def masks(self) -> list[Tensor]:
         """``[b, n_bucket]`` bool masks of the real rows of every bucket's blocks."""
         return self.valid
-
-    def per_bucket_pays(self, widths: list[int], num_slots: int, num_edges: int) -> bool:
-        """Whether an assignment held per bucket at its own width (:meth:`pool_buckets`) is
-        worth its per-bucket bookkeeping: the columns the flat ``[N, num_slots]`` form would
-        carry beyond each bucket's width (softmax, gathers and ``A S``: about the average
-        degree plus one operation each) cost more than :data:`PER_BUCKET_ASSIGNMENT_MACS` per
-        bucket. Small graphs (one bucket, or narrow budgets) stay flat."""
-        if self.num_blocks < 2:
-            return False
-        nodes = [sum(self.counts[g] for g in graphs) for graphs in self.buckets]
-        unused = sum(n * (num_slots - w) for n, w in zip(nodes, widths))
-        per_column = 1 + num_edges / max(1, self.num_nodes)
-        return unused * per_column > PER_BUCKET_ASSIGNMENT_MACS * self.num_blocks
-
-    def dense_blocks_pay(self, widths: list[int]) -> bool:
-        r"""Whether the products :math:`\mathbf{A}_g \mathbf{S}_g` are cheaper from dense
-        ``[b, n, n]`` adjacency blocks (:meth:`dense_adjacency`, :meth:`pool_dense`) than
-        from a sparse matrix: their multiply-adds, over all buckets, at most
-        :data:`DENSE_BLOCK_MACS`."""
-        sizes = zip(self.buckets, self.heads, widths)
-        macs = sum(len(graphs) * head * head * w for graphs, head, w in sizes)
-        return macs <= DENSE_BLOCK_MACS
 
     def local_blocks(self, parts: list[Tensor]) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of per-bucket tensors ``parts[k]`` ``[n_k, *]``, whose
@@ -285,8 +218,9 @@ class SizeBuckets(NodeBlocks):
             for i, v, n in zip(index.split(sizes, 1), value.split(sizes), nodes)
         ]
 
-    def dense_adjacency(self, adj, batch: Tensor, buckets: list[int]) -> list[Tensor]:
-        """The dense ``[b, n_bucket, n_bucket]`` adjacency blocks of the given buckets (in
+    def dense_adjacency(self, adj, batch: Tensor, buckets: list[int] | None = None) -> list[Tensor]:
+        """The dense ``[b, n_bucket, n_bucket]`` adjacency blocks of the given buckets (all:
+        :obj:`None`; in
         the layout of :meth:`blocks`, zero where a graph is shorter), from a
         :class:`~diffpool.utils.connectivity.CooAdjacency` whose edges stay inside graphs
         (coalesced or not: duplicate edges are summed).
@@ -294,6 +228,7 @@ class SizeBuckets(NodeBlocks):
         One ``index_add`` for all of them: edge :math:`i \to j` of graph ``g`` goes to
         ``base[g] + i * n + j`` of one flat buffer (``n`` its bucket's size), the edges of the
         other buckets to one slot past its end."""
+        buckets = range(self.num_blocks) if buckets is None else buckets
         base, row_step, col_step = ([0] * self.num_graphs for _ in range(3))
         sizes, offset = [], 0
         for k in buckets:
@@ -316,53 +251,6 @@ class SizeBuckets(NodeBlocks):
             part.view(len(self.buckets[k]), self.heads[k], self.heads[k])
             for k, part in zip(buckets, dense[:offset].split(sizes))
         ]
-
-    def pool_dense(
-        self, s: Tensor, z: Tensor, adj_blocks: list[Tensor], widths: list[int] | None = None
-    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
-        r""":meth:`pool` with the adjacency as the dense blocks of :meth:`dense_adjacency`
-        (all buckets): :math:`(\mathbf{A}\mathbf{S})_g` is a batched matmul per bucket.
-
-        Returns:
-            ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, the ``[b, n_bucket, width]`` blocks
-            of ``s`` and those of :math:`\mathbf{A}\mathbf{S}`.
-        """
-        num_slots, features = s.size(-1), z.size(-1)
-        widths = widths or [num_slots] * self.num_blocks
-        s_blocks, adj_s_blocks, x_blocks, pooled = [], [], [], []
-        for block, adj, w in zip(self.blocks(torch.cat([s, z], -1)), adj_blocks, widths):
-            s_block, _, z_block = block.split([w, num_slots - w, features], -1)
-            with torch.autocast(device_type=s.device.type, enabled=False):
-                adj_s = torch.bmm(adj.to(s_block.dtype), s_block)
-            # one product and a split, as in pool: the backward pass then sees one contiguous
-            # gradient (a sum's expanded gradient sends bmm down its slow per-graph loop)
-            x_block, pooled_block = torch.bmm(
-                s_block.transpose(1, 2), torch.cat([z_block, adj_s.to(z_block.dtype)], -1)
-            ).split([features, w], -1)
-            s_blocks.append(s_block)
-            adj_s_blocks.append(adj_s)
-            x_blocks.append(x_block)
-            pooled.append(pooled_block)
-        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(pooled), num_slots)
-        return x, adj, s_blocks, adj_s_blocks
-
-    def pool_buckets(
-        self, s_parts: list[Tensor], z: Tensor, adj_s_parts: list[Tensor], num_slots: int
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """:meth:`pool` of an assignment given per bucket, ``s_parts[k]`` ``[n_k, w_k]`` in
-        the order of :meth:`rows` (and ``adj_s_parts[k]``, its product with the bucket's
-        adjacency): the wide columns of the batch's largest budget are never built for the
-        other buckets."""
-        s_blocks = self.local_blocks(s_parts)
-        x_blocks, adj_blocks = [], []
-        for s_block, z_block, adj_s_block in zip(
-            s_blocks, self.blocks(z), self.local_blocks(adj_s_parts)
-        ):
-            s_t = s_block.transpose(1, 2)
-            x_blocks.append(torch.bmm(s_t, z_block))
-            adj_blocks.append(torch.bmm(s_t, adj_s_block))
-        x, adj = _pad_slots(self.reassemble(x_blocks), self.reassemble(adj_blocks), num_slots)
-        return x, adj, s_blocks
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
         """``[b, n_bucket, *]`` blocks of ``flat``, zero rows where a graph is shorter."""
@@ -498,29 +386,17 @@ def _reassemble(
 
 class DenseGroups:
     """A padded dense batch (``[B, N, ...]``, ``[B, N, N]``) as groups of graphs of similar
-    size, each cut to its own largest graph (:func:`bucket_graphs`): the levels after the
-    first pooling run group by group, so that a batch holding one large graph does not pad
-    every other graph to it.
+    size, each cut to its own largest graph: the levels after the first pooling run group by
+    group, so that a batch holding one large graph does not pad every other graph to it.
 
     Args:
-        counts (list[int]): real nodes per graph (on the host).
+        buckets (list[list[int]]): the graphs of every group
+            (:func:`~diffpool.functional._plan.dense_groups`).
+        heads (list[int]): the node count every group is cut to.
         device (torch.device): where the index tensors live.
-        max_waste (float, optional): see :func:`bucket_graphs`. (default: :obj:`1.5`)
-        row_cost (callable, optional): see :func:`bucket_graphs`. (default: :obj:`None`)
     """
 
-    def __init__(self, counts: list[int], device, max_waste: float = 1.5, row_cost=None):
-        buckets = bucket_graphs(counts, max_waste, row_cost)
-        self._set(buckets, [max(1, counts[graphs[0]]) for graphs in buckets], device)
-
-    @classmethod
-    def of(cls, buckets: list[list[int]], heads: list[int], device) -> DenseGroups:
-        """Given groups: ``buckets[k]`` the graphs of group ``k``, padded to ``heads[k]``."""
-        groups = cls.__new__(cls)
-        groups._set(buckets, heads, device)
-        return groups
-
-    def _set(self, buckets: list[list[int]], heads: list[int], device) -> None:
+    def __init__(self, buckets: list[list[int]], heads: list[int], device):
         self.num_graphs = sum(len(graphs) for graphs in buckets)
         self.buckets, self.heads = buckets, heads
         self.num_groups = len(buckets)
@@ -546,26 +422,44 @@ class DenseGroups:
 
 
 class PaddedBatch(NodeBlocks):
-    """The batch as one block, padded to ``max_num_nodes``: static shapes and no host
-    synchronisation (for ``torch.compile``)."""
+    r"""The batch as one block padded to ``max_num_nodes``: static shapes and no host
+    synchronisation (the ``"padded"`` layout, what ``torch.compile`` gets).
+
+    Args:
+        batch (torch.Tensor): ``[N]`` sorted graph index of every node.
+        counts (torch.Tensor): ``[B]`` nodes per graph.
+        max_num_nodes (int): the padded size :math:`N_{\max}`.
+        mask (torch.Tensor): ``[B, N_max]`` bool mask of the real nodes.
+    """
 
     num_blocks = 1
 
-    def __init__(self, batch: Tensor, batch_size: int, max_num_nodes: int, mask: Tensor):
-        self.batch, self.batch_size, self.max_num_nodes = batch, batch_size, max_num_nodes
-        self.mask = mask
+    def __init__(self, batch: Tensor, counts: Tensor, max_num_nodes: int, mask: Tensor):
+        self.batch, self.max_num_nodes, self.mask = batch, max_num_nodes, mask
+        self.batch_size = counts.numel()
+        self.buckets = [list(range(self.batch_size))]
+        starts = counts.cumsum(0) - counts
+        #: every node's position in the flat ``[B * N_max]`` padded rows
+        self.position = batch * max_num_nodes + (
+            torch.arange(batch.numel(), device=batch.device) - starts.index_select(0, batch)
+        )
 
     def masks(self) -> list[Tensor]:
         return [self.mask]
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
-        from torch_geometric.utils import to_dense_batch
+        rows = self.batch_size * self.max_num_nodes
+        out = flat.new_zeros((rows, *flat.shape[1:])).index_copy(0, self.position, flat)
+        return [out.view(self.batch_size, self.max_num_nodes, *flat.shape[1:])]
 
-        return [
-            to_dense_batch(
-                flat, self.batch, batch_size=self.batch_size, max_num_nodes=self.max_num_nodes
-            )[0]
-        ]
+    def dense_adjacency(self, adj, batch: Tensor, buckets=None) -> list[Tensor]:
+        """The ``[B, N_max, N_max]`` adjacency (duplicate edges summed), in one
+        ``index_add`` of static shape."""
+        n = self.max_num_nodes
+        source, target = self.position.index_select(0, adj.index[0]), adj.index[1]
+        flat = source * n + self.position.index_select(0, target) % n
+        dense = adj.value.new_zeros(self.batch_size * n * n).index_add_(0, flat, adj.value)
+        return [dense.view(self.batch_size, n, n)]
 
     def reassemble(self, per_bucket: list[Tensor]) -> Tensor:
         return per_bucket[0]

@@ -1,4 +1,5 @@
-r"""Cluster budgets and the masked softmax that turns pooling logits into an assignment.
+r"""Cluster budgets: how many cluster slots each graph's assignment may use (the softmax over
+them is :func:`~diffpool.functional.formulas.masked_assignment`).
 
 Two rules decide how many clusters a graph is pooled into:
 
@@ -46,28 +47,3 @@ def cluster_mask_from_budgets(budgets: Tensor, num_slots: int) -> Tensor:
     """``[B, num_slots]`` bool mask, true for the first ``budgets[g]`` slots of graph ``g``."""
     slots = torch.arange(num_slots, device=budgets.device)
     return slots.unsqueeze(0) < budgets.unsqueeze(-1)
-
-
-def masked_assignment(logits: Tensor, slot_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    r"""Softmax over the allowed cluster slots and the entropy of every row.
-
-    Args:
-        logits (torch.Tensor): ``[..., C]`` pooling logits.
-        slot_mask (torch.Tensor, optional): bool mask broadcastable to ``logits``; false slots get
-            probability exactly zero. Every row must allow at least one slot.
-
-    Returns:
-        (torch.Tensor, torch.Tensor): the assignment :math:`\mathbf{S}` (``[..., C]``) and the
-        entropy :math:`H(\mathbf{S}_i) = -\sum_c S_{ic} \log S_{ic}` (``[...]``), computed from
-        ``log_softmax`` so that no :math:`\log 0` ever appears. Both are float32 or wider.
-    """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    if slot_mask is not None:
-        logits = logits.masked_fill(~slot_mask, float("-inf"))
-    log_s = torch.log_softmax(logits, dim=-1)
-    s = log_s.exp()
-    if slot_mask is not None:
-        log_s = log_s.masked_fill(~slot_mask, 0.0)
-    entropy = -(s * log_s).sum(dim=-1)
-    return s, entropy

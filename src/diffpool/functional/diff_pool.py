@@ -36,24 +36,36 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
+from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency
+from diffpool.functional._layouts import (
+    BlockProducts,
+    PaddedBatch,
+    SizeBuckets,
+    bucket_products,
+    dense_products,
+    pad_slots,
+    sparse_products,
+)
+from diffpool.functional._plan import BatchShape, Plan, check_layout, plan_sparse
 from diffpool.functional.assignment import (
     cluster_budget,
     cluster_budgets,
     cluster_mask_from_budgets,
-    masked_assignment,
 )
-from diffpool.functional._factored import CoarsenedAdjacency, FactoredAdjacency, factored_pays
 from diffpool.functional.formulas import (
     LOSS_NORMALIZATIONS,
     batch_link_loss,
     bce_edge_correction,
     bce_link_loss_sum,
-    frobenius_link_loss,
+    coarsen,
+    frobenius_per_graph,
     gram_squared_norm,
+    link_terms,
     loss_divisors,
+    masked_assignment,
+    one_hot_assignment,
 )
 from diffpool.functional.output import DiffPoolOutput
-from diffpool.functional._layouts import PaddedBatch, SizeBuckets
 from diffpool.utils.connectivity import to_coo_adjacency
 from diffpool.utils.validation import (
     as_int64_index,
@@ -184,55 +196,40 @@ def _num_slots(num_clusters: int, ratio: float | None, max_num_nodes: int) -> in
     return min(num_clusters, cluster_budget(max_num_nodes, ratio))
 
 
-def _one_hot(ids: Tensor, num_slots: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    r"""One-hot :math:`\mathbf{S}` from hard cluster ids, and its (zero) entropy."""
-    s = torch.nn.functional.one_hot(ids.long(), num_slots).to(dtype)
-    return s, s.new_zeros(s.shape[:-1])
+class PoolOptions(NamedTuple):
+    """The options of a pooling level that both functions share (see
+    :func:`sparse_diff_pool`)."""
 
-
-#: below this share of its terms, the Frobenius identity of a float32 run is recomputed in
-#: float64 (float32 keeps about 7 digits of each term; their difference loses the rest)
-CANCELLATION = 1e-3
-
-
-def _frobenius(terms, dtype: torch.dtype, nodes: Tensor) -> Tensor:
-    r"""Per-graph link loss :math:`\frac{1}{N_g}\sqrt{\|A_g\|^2 - 2\,\mathrm{tr}(S_g^\top A_g
-    S_g) + \|S_g^\top S_g\|^2}` from ``terms(dtype)``, the three per-graph terms.
-
-    Where :math:`S S^\top` fits :math:`A` closely the terms cancel: a float32 difference of
-    terms in the hundreds cannot hold a loss of 1e-7 (it came out exactly 0, with a zero
-    gradient). When any graph's result is below :data:`CANCELLATION` of its terms, all three
-    are recomputed in float64 (an extra sparse product and Gram matrix, only then; under
-    ``torch.compile`` never, to keep the graph static)."""
-    adj_sq, trace, gram = terms(dtype)
-    if dtype != torch.float64 and not torch.compiler.is_compiling():
-        sq = adj_sq.to(dtype) - 2.0 * trace + gram
-        if bool((sq <= CANCELLATION * (adj_sq.to(dtype) + gram)).any()):
-            adj_sq, trace, gram = terms(torch.float64)
-            return frobenius_link_loss(adj_sq, trace, gram, nodes.double()).to(dtype)
-    return frobenius_link_loss(adj_sq, trace, gram, nodes)
+    num_clusters: int | None = None
+    ratio: float | None = None
+    link_loss: str = "frobenius"
+    entropy_loss: bool = True
+    link_loss_coef: float = 1.0
+    entropy_loss_coef: float = 1.0
+    loss_normalization: str = "per_graph"
 
 
 def _float_dtype(z: Tensor) -> torch.dtype:
     return z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def _is_soft(s) -> bool:
+    """Logits or an assignment head, not hard cluster ids."""
+    return isinstance(s, AssignmentHead) or s.is_floating_point()
+
+
 def _output(
-    x: Tensor,
-    adj: Tensor,
+    options: PoolOptions,
+    pooled: tuple[Tensor, Tensor],
     s: Tensor | None,
-    mask: Tensor,
-    cluster_mask: Tensor | None,
-    link_per_graph: Tensor,
-    entropy_per_graph: Tensor,
+    masks: tuple[Tensor, Tensor | None],
+    losses: tuple[Tensor, Tensor],
     z: Tensor,
-    link_loss_coef: float,
-    entropy_loss_coef: float,
-    loss_normalization: str,
 ) -> DiffPoolOutput:
+    (x, adj), (mask, cluster_mask), (link_per_graph, entropy_per_graph) = pooled, masks, losses
     if cluster_mask is None:
         cluster_mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    link = batch_link_loss(link_per_graph, loss_normalization)
+    link = batch_link_loss(link_per_graph, options.loss_normalization)
     entropy = entropy_per_graph.mean()
     return DiffPoolOutput(
         x=x,
@@ -242,7 +239,7 @@ def _output(
         cluster_mask=cluster_mask,
         link_loss=link,
         entropy_loss=entropy,
-        aux_loss=link_loss_coef * link + entropy_loss_coef * entropy,
+        aux_loss=options.link_loss_coef * link + options.entropy_loss_coef * entropy,
         link_loss_per_graph=link_per_graph,
         entropy_loss_per_graph=entropy_per_graph,
         z=z,
@@ -267,20 +264,17 @@ def sparse_diff_pool(
     max_num_nodes: int | None = None,
     return_assignment: bool = True,
     validate: bool = True,
-    factored_adj: bool = False,
+    layout: str | Plan = "auto",
 ) -> DiffPoolOutput:
     r"""Pool the embeddings of a sparse mini-batch into a coarsened dense batch.
 
-    :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product, and the per-graph products
-    :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, (\mathbf{A}\mathbf{S})_g]` run per group of
-    similar-sized graphs (:class:`~diffpool.functional._layouts.SizeBuckets`), each padded only
-    to its own largest graph. Where the products :math:`\mathbf{A}_g\mathbf{S}_g` of all
-    groups come to at most :data:`~diffpool.functional._layouts.DENSE_BLOCK_MACS`
-    multiply-adds (batches of small graphs), each group's adjacency goes into a dense
-    ``[b, n, n]`` block instead, which is cheaper there than the sparse product: a batch of
-    graphs of similar size is then one :math:`B \times N_{\max} \times N_{\max}` block (so is
-    a bucket that ``factored_adj`` keeps as factors). Under ``torch.compile`` the batch is
-    padded once instead (static shapes).
+    The per-graph products :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, \mathbf{A}_g
+    \mathbf{S}_g]` run per group of similar-sized graphs, each padded only to its own largest
+    graph. How :math:`\mathbf{A}\mathbf{S}` is computed is the ``layout``
+    (:mod:`diffpool.functional._plan`): a sparse-dense product (no :math:`n \times n` block),
+    dense ``[b, n, n]`` adjacency blocks per group (batches of small graphs, where they are
+    cheaper), or one padded ``[B, N_max, N_max]`` block (under ``torch.compile``: static
+    shapes). Every layout gives the same result up to float rounding.
 
     With a ``ratio``, graph :math:`g` gets :math:`C_g = \min(C, \lceil \mathrm{ratio} \cdot
     N_g \rceil)` clusters: its softmax runs over its first :math:`C_g` slots, the others are
@@ -290,11 +284,11 @@ def sparse_diff_pool(
     Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.formulas`):
     ``link_loss="frobenius"`` :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g
     \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms), ``"bce"`` the authors' binary
-    cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated per size
-    bucket in row blocks recomputed in the backward pass), ``"none"``; the entropy
+    cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated in row
+    blocks recomputed in the backward pass), ``"none"``; the entropy
     :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`. With ``loss_normalization="pyg"`` both
     are normalised as :func:`torch_geometric.nn.dense_diff_pool` normalises them on the
-    padded batch ``[B, N_max]`` (:mod:`diffpool.functional.formulas`).
+    padded batch ``[B, N_max]``.
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[N, F]``.
@@ -330,22 +324,57 @@ def sparse_diff_pool(
             (``output.s``); no loss needs it. (default: :obj:`True`)
         validate (bool, optional): Check the inputs (synchronises with the device; skipped
             under ``torch.compile``). (default: :obj:`True`)
-        factored_adj (bool, optional): With fixed budgets, keep :math:`\mathbf{A}'_g` as its
-            factors :math:`(\mathbf{S}_g, \mathbf{A}_g)` for the size buckets whose graphs
-            are small against :math:`C` (:func:`~diffpool.functional._factored.factored_pays`):
-            ``adj`` is then a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, which
-            the dense layers after the pooling run on group by group (what
-            :class:`~diffpool.DiffPoolNet` does in its training steps). (default: :obj:`False`)
+        layout (str or Plan, optional): ``"auto"`` (the planner chooses from the batch's
+            sizes), ``"padded"``, ``"dense"``, ``"sparse"`` or ``"per_bucket"`` (see
+            :mod:`diffpool.functional._plan`), or a ``Plan`` with its size buckets.
+            (default: :obj:`"auto"`)
 
     Returns:
-        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]`` (or a
-        :class:`~diffpool.functional._factored.CoarsenedAdjacency`), ``s`` ``[B, N_max, C]``
+        DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N_max, C]``
         (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask`` ``[B, C]`` and the losses;
         ``z`` is the input ``x``.
     """
-    _check_options(link_loss, ratio, loss_normalization)
-    validating = validate and not torch.compiler.is_compiling()
-    num_nodes = x.size(0)
+    options = PoolOptions(
+        num_clusters,
+        ratio,
+        link_loss,
+        entropy_loss,
+        link_loss_coef,
+        entropy_loss_coef,
+        loss_normalization,
+    )
+    run = SparseCall(batch_size, max_num_nodes, return_assignment, validate, layout)
+    return pool_sparse(x, edge_index, s, batch, edge_weight, options, run)
+
+
+class SparseCall(NamedTuple):
+    """How :func:`pool_sparse` runs (see :func:`sparse_diff_pool`); ``factored`` lets the
+    buckets of graphs small against :math:`C` keep their coarsened adjacency as its factors
+    (a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, for
+    :class:`~diffpool.DiffPoolNet`'s own dense levels only)."""
+
+    batch_size: int | None = None
+    max_num_nodes: int | None = None
+    return_assignment: bool = True
+    validate: bool = True
+    layout: str | Plan = "auto"
+    factored: bool = False
+
+
+class _Batch(NamedTuple):
+    """The facts of a sparse batch."""
+
+    batch: Tensor  # [N] int64
+    size: int  # B
+    counts: Tensor  # [B] nodes per graph
+    host_counts: list[int] | None  # the same on the host (None under torch.compile)
+    max_num_nodes: int
+    mask: Tensor  # [B, N_max]
+
+
+def _sparse_batch(x, edge_index, edge_weight, s, batch, run: SparseCall, validating) -> _Batch:
+    """Check the inputs (where asked) and read the batch's sizes, on the host once."""
+    num_nodes, batch_size = x.size(0), run.batch_size
     if batch is None:
         batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
         batch_size = 1 if batch_size is None else batch_size
@@ -356,215 +385,60 @@ def sparse_diff_pool(
         check_batch(batch, num_nodes, batch_size)
         check_connectivity(edge_index, edge_weight, num_nodes)
         _check_s(s, (num_nodes,))
-    # int32 indices (valid in PyG) as int64, which torch's scatter needs on some paths
-    edge_index, batch = as_int64_index(edge_index), as_int64_index(batch)
+    batch = as_int64_index(batch)
     if batch_size is None:
         batch_size = int(batch[-1]) + 1
     counts = torch.bincount(batch, minlength=batch_size)
+    host = None if torch.compiler.is_compiling() else counts.tolist()
+    max_num_nodes = run.max_num_nodes
     if max_num_nodes is None:
-        max_num_nodes = int(counts.max())
+        max_num_nodes = max(host) if host is not None else int(counts.max())
     elif validating:
         check_max_num_nodes(max_num_nodes, counts)
-    num_clusters = _num_clusters(s, num_clusters)
-    num_slots = _num_slots(num_clusters, ratio, max_num_nodes)
     mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
+    return _Batch(batch, batch_size, counts, host, max_num_nodes, mask)
 
-    # Products per group of similar-sized graphs: far less padding than [B, N_max].
-    widths = None
-    if torch.compiler.is_compiling():
-        groups = PaddedBatch(batch, batch_size, max_num_nodes, mask)
+
+class _Assignment(NamedTuple):
+    """The assignment in parts of the nodes: one ``[N, C]`` part in node order, or one part
+    per size bucket ``[n_k, w_k]`` (layout ``"per_bucket"``, rows in the order of
+    :meth:`~diffpool.functional._layouts.SizeBuckets.rows`)."""
+
+    parts: list[Tensor]
+    entropy: list[Tensor]  # per row of every part
+    graphs: list[Tensor]  # the graph of every row of every part
+    cluster_mask: Tensor | None  # [B, C]; None: every slot (fixed budgets)
+    inverse: Tensor | None = None  # per-bucket rows back to node order
+
+
+def _sparse_assignment(s, plan, blocks, b: _Batch, num_clusters, num_slots, options, dtype):
+    """``s`` (logits, a head or hard ids) as the assignment of :func:`sparse_diff_pool`."""
+    if not _is_soft(s):
+        ids = s.long()
+        s_flat, entropy = one_hot_assignment(ids, num_slots, dtype)
+        cluster_mask = torch.zeros(b.size, num_slots, dtype=torch.bool, device=ids.device)
+        cluster_mask[b.batch, ids] = True
+        return _Assignment([s_flat], [entropy], [b.batch], cluster_mask)
+    budgets = cluster_mask = None
+    if options.ratio is not None:
+        budgets = cluster_budgets(b.counts, options.ratio, num_clusters)
+        cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
+    if plan.layout == "per_bucket":
+        return _bucket_assignment(s, blocks, plan.widths, b, budgets, cluster_mask)
+    if isinstance(s, AssignmentHead):
+        logits = s.logits(num_slots)
     else:
-
-        def width(n: int) -> int:
-            return num_slots if ratio is None else min(num_slots, cluster_budget(n, ratio))
-
-        def row_cost(n: int) -> int:  # multiply-adds per padded row: S^T [Z | AS], S^T S
-            return width(n) * (x.size(-1) + 2 * width(n))
-
-        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        groups = SizeBuckets(ptr, counts.tolist(), row_cost=row_cost)
-        if ratio is not None:
-            # a bucket's graphs use at most the budget of its largest graph
-            widths = [width(n) for n in groups.heads]
-
-    cluster_mask = None
-    # The assignment in parts of the nodes: one part ``[N, num_slots]`` in node order, or with
-    # per-graph budgets one part per size bucket ``[n_k, widths[k]]`` in the order of
-    # ``groups.rows()`` (the batch's largest budget then never widens the other buckets).
-    rows = inverse = None
-    part_batch = [batch]  # the graph of every row of the parts
-    if isinstance(s, AssignmentHead) or s.is_floating_point():
-        if ratio is not None:
-            budgets = cluster_budgets(counts, ratio, num_clusters)
-            cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
-        if widths is not None and groups.per_bucket_pays(widths, num_slots, _num_edges(edge_index)):
-            rows, inverse = groups.rows()
-            part_batch = [batch.index_select(0, r) for r in rows]
-            s_parts, entropy = _bucket_assignments(s, rows, widths, part_batch, budgets)
-        else:
-            logits = _sparse_logits(s, num_slots)
-            slot_mask = None if cluster_mask is None else cluster_mask[batch]
-            s_flat, entropy = masked_assignment(logits, slot_mask)
-            s_parts, entropy = [s_flat], [entropy]
-    else:
-        if validating:
-            check_assignment(s, (num_nodes,), num_slots)
-        s_flat, entropy = _one_hot(s, num_slots, _float_dtype(x))
-        cluster_mask = torch.zeros(batch_size, num_slots, dtype=torch.bool, device=x.device)
-        cluster_mask[batch, s.long()] = True
-        s_parts, entropy = [s_flat], [entropy]
-    dtype = s_parts[0].dtype
-
-    factored = None  # per bucket: keep its A' as factors
-    if rows is None and factored_adj and cluster_mask is None and isinstance(groups, SizeBuckets):
-        factored = [
-            factored_pays(n, num_slots, len(graphs))
-            for n, graphs in zip(groups.heads, groups.buckets)
-        ]
-        factored = factored if any(factored) else None
-    # Small graphs: the adjacency as dense blocks per size bucket, no coalesce and no sparse
-    # product (the BCE loss reads the edges instead).
-    dense_blocks = (
-        rows is None
-        and factored is None
-        and link_loss != "bce"
-        and isinstance(groups, SizeBuckets)
-        and groups.dense_blocks_pay(widths or [num_slots] * groups.num_blocks)
-    )
-    adj = to_coo_adjacency(edge_index, edge_weight, num_nodes, dtype, coalesced=not dense_blocks)
-    if validating:
-        check_edges_within_graphs(adj.index, batch)
-    cast = (lambda t: t) if torch.is_autocast_enabled() else (lambda t: t.to(x.dtype))
-    factored_parts = {}  # bucket -> its FactoredAdjacency
-    if dense_blocks:
-        adj_blocks = groups.dense_adjacency(adj, batch, list(range(groups.num_blocks)))
-        x_pool, adj_pool, s_blocks, adj_s_blocks = groups.pool_dense(
-            cast(s_parts[0]), x, adj_blocks, widths
-        )
-    else:
-        adj_parts = [adj] if rows is None else groups.split_adjacency(adj)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            adj_s_parts = [a.matmul(p) for a, p in zip(adj_parts, s_parts)]
-        if rows is None:
-            x_pool, adj_pool, s_blocks = groups.pool(
-                cast(s_parts[0]), x, cast(adj_s_parts[0]), widths, factored
-            )
-        else:
-            x_pool, adj_pool, s_blocks = groups.pool_buckets(
-                [cast(p) for p in s_parts], x, [cast(p) for p in adj_s_parts], num_slots
-            )
-    if factored is not None:
-        which = [k for k, f in enumerate(factored) if f]
-        dense = dict(zip(which, groups.dense_adjacency(adj, batch, which)))
-        factored_parts = {
-            k: FactoredAdjacency(s_blocks[k], block.to(s_blocks[k].dtype))
-            for k, block in dense.items()
-        }
-        parts = [factored_parts.get(k, block) for k, block in enumerate(adj_pool)]
-        adj_pool = CoarsenedAdjacency(groups.buckets, parts, num_slots)
-
-    def per_graph(values: list[Tensor]) -> Tensor:
-        out = values[0].new_zeros(batch_size)
-        for graph, v in zip(part_batch, values):
-            out = out.index_add(0, graph, v)
-        return out
-
-    # Losses in float32 or wider, also under autocast: the Frobenius identity subtracts large
-    # terms and would lose all precision in bf16.
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        nodes = counts.clamp(min=1).to(dtype)
-        link_div, entropy_div = loss_divisors(loss_normalization, nodes, max_num_nodes)
-        entropy_per_graph = (
-            per_graph(entropy) / entropy_div if entropy_loss else torch.zeros_like(nodes)
-        )
-        if link_loss == "frobenius":
-
-            def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-                adj_sq, trace = dense_terms(d) if dense_blocks else sparse_terms(d)
-                gram = [gram_norm(k, b, d) for k, b in enumerate(s_blocks)]
-                return adj_sq, trace, groups.reassemble(gram)
-
-            def sparse_terms(d: torch.dtype) -> tuple[Tensor, Tensor]:
-                traces = []
-                for a, p, a_p in zip(adj_parts, s_parts, adj_s_parts):
-                    if d != dtype:
-                        p = p.to(d)
-                        a_p = a._replace(value=a.value.to(d)).matmul(p)
-                    traces.append((p * a_p).sum(-1))
-                adj_d = adj._replace(value=adj.value.to(d))
-                return adj_d.squared_norm_per_graph(batch, batch_size), per_graph(traces)
-
-            def dense_terms(d: torch.dtype) -> tuple[Tensor, Tensor]:
-                # from the blocks: duplicate edges are summed there, not in adj
-                squares, traces = [], []
-                for a, s_block, a_s in zip(adj_blocks, s_blocks, adj_s_blocks):
-                    a, s_block = a.to(d), s_block.to(d)
-                    if a_s.dtype != d:
-                        a_s = torch.bmm(a, s_block)
-                    squares.append(a.pow(2).sum((-2, -1)))
-                    traces.append((s_block * a_s).sum((-2, -1)))
-                return groups.reassemble(squares), groups.reassemble(traces)
-
-            def gram_norm(k: int, block: Tensor, d: torch.dtype) -> Tensor:
-                part = factored_parts.get(k)
-                if part is not None and part.dtype == d:  # its Gram matrix serves both
-                    return part.gram.pow(2).sum((-2, -1))
-                return gram_squared_norm(block.to(d))
-
-            link_per_graph = _frobenius(terms, dtype, link_div)
-        elif link_loss == "bce":
-            # all pairs per size bucket, each padded only to its largest graph and narrowed to
-            # its clusters; then the edges, touching only them
-            pairs = groups.reassemble(
-                [
-                    bce_link_loss_sum(block.to(dtype), block_mask)
-                    for block, block_mask in zip(s_blocks, groups.masks())
-                ]
-            )
-            edges = sum(
-                bce_edge_correction(p, a.index, a.value, graph, batch_size)
-                for p, a, graph in zip(s_parts, adj_parts, part_batch)
-            )
-            link_per_graph = (pairs + edges) / nodes.pow(2)
-        else:
-            link_per_graph = nodes.new_zeros(batch_size)
-    dense_s = None
-    if return_assignment:
-        s_flat = s_parts[0]
-        if rows is not None:  # back to node order, unused slots zero
-            s_flat = torch.cat(
-                [torch.nn.functional.pad(p, (0, num_slots - p.size(-1))) for p in s_parts]
-            ).index_select(0, inverse)
-        dense_s = to_dense_batch(s_flat, batch, batch_size=batch_size, max_num_nodes=max_num_nodes)[
-            0
-        ]
-    return _output(
-        x_pool,
-        adj_pool,
-        dense_s,
-        mask,
-        cluster_mask,
-        link_per_graph,
-        entropy_per_graph,
-        x,
-        link_loss_coef,
-        entropy_loss_coef,
-        loss_normalization,
-    )
+        logits = s[:, :num_slots]
+    slot_mask = None if cluster_mask is None else cluster_mask.index_select(0, b.batch)
+    s_flat, entropy = masked_assignment(logits, slot_mask)
+    return _Assignment([s_flat], [entropy], [b.batch], cluster_mask)
 
 
-def _num_edges(edge_index) -> int:
-    if isinstance(edge_index, Tensor) and edge_index.layout == torch.strided:
-        return edge_index.size(1)
-    return edge_index.nnz() if hasattr(edge_index, "nnz") else edge_index._nnz()
-
-
-def _bucket_assignments(
-    s, rows: list[Tensor], widths: list[int], graphs: list[Tensor], budgets: Tensor
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Per size bucket ``k``: the assignment of its nodes ``rows[k]`` (of the graphs
-    ``graphs[k]``) over its first ``widths[k]`` slots, ``[n_k, widths[k]]``, each node's
-    softmax over its graph's ``budgets``, and their entropies."""
+def _bucket_assignment(s, blocks, widths, b: _Batch, budgets, cluster_mask) -> _Assignment:
+    """Per size bucket ``k``: the assignment of its nodes over its first ``widths[k]``
+    slots, each node's softmax over its graph's budget."""
+    rows, inverse = blocks.rows()
+    graphs = [b.batch.index_select(0, r) for r in rows]
     if isinstance(s, AssignmentHead):
         s = s.narrow(max(widths))  # the head's fold, once for all buckets
     parts, entropies = [], []
@@ -577,12 +451,197 @@ def _bucket_assignments(
         part, entropy = masked_assignment(logits, slots)
         parts.append(part)
         entropies.append(entropy)
-    return parts, entropies
+    return _Assignment(parts, entropies, graphs, cluster_mask, inverse)
 
 
-def _sparse_logits(s, num_slots: int) -> Tensor:
-    """``[N, num_slots]`` logits, of a tensor or an :class:`AssignmentHead`."""
-    return s.logits(num_slots) if isinstance(s, AssignmentHead) else s[:, :num_slots]
+def pool_sparse(x, edge_index, s, batch, edge_weight, options: PoolOptions, run: SparseCall):
+    """:func:`sparse_diff_pool` with its options gathered (what the layers call)."""
+    _check_options(options.link_loss, options.ratio, options.loss_normalization)
+    validating = run.validate and not torch.compiler.is_compiling()
+    b = _sparse_batch(x, edge_index, edge_weight, s, batch, run, validating)
+    num_clusters = _num_clusters(s, options.num_clusters)
+    num_slots = _num_slots(num_clusters, options.ratio, b.max_num_nodes)
+    soft = _is_soft(s)
+    if validating and not soft:
+        check_assignment(s, (x.size(0),), num_slots)
+    plan = _plan(x, edge_index, b, num_slots, options, run, soft)
+    blocks = _node_blocks(plan, b)
+    dtype = _float_dtype(x)
+    assignment = _sparse_assignment(s, plan, blocks, b, num_clusters, num_slots, options, dtype)
+    dtype = assignment.parts[0].dtype
+    adj = to_coo_adjacency(edge_index, edge_weight, x.size(0), dtype, coalesced=_sparse(plan))
+    if validating:
+        check_edges_within_graphs(adj.index, b.batch)
+    products = _products(plan, blocks, adj, assignment, b.batch, num_slots)
+    main = products(x, out=None if torch.is_autocast_enabled() else x.dtype)
+    pooled = _coarsen_all(plan, blocks, main, x.size(-1), num_slots, adj, b.batch)
+    losses = _sparse_losses(options, plan, blocks, adj, assignment, b, products, main, pooled[2])
+    dense_s = _dense_assignment(assignment, b, num_slots) if run.return_assignment else None
+    return _output(options, pooled[:2], dense_s, (b.mask, assignment.cluster_mask), losses, x)
+
+
+def _sparse(plan: Plan) -> bool:
+    """Whether the layout multiplies a sparse (coalesced) adjacency."""
+    return plan.layout in ("sparse", "per_bucket")
+
+
+def _plan(x, edge_index, b: _Batch, num_slots, options, run: SparseCall, soft: bool) -> Plan:
+    layout = run.layout if isinstance(run.layout, str) else run.layout.layout
+    check_layout(layout, options.ratio, soft)
+    if b.host_counts is None:  # under torch.compile: static shapes
+        return Plan("padded")
+    shape = BatchShape(b.host_counts, _num_edges(edge_index), x.size(-1), num_slots, options.ratio)
+    factored = run.factored and options.link_loss != "bce"
+    return plan_sparse(shape, run.layout, soft=soft, factored=factored)
+
+
+def _node_blocks(plan: Plan, b: _Batch):
+    if plan.layout == "padded":
+        return PaddedBatch(b.batch, b.counts, b.max_num_nodes, b.mask)
+    ptr = torch.cat([b.counts.new_zeros(1), b.counts.cumsum(0)])
+    return SizeBuckets(ptr, b.host_counts, plan.buckets, plan.heads)
+
+
+def _num_edges(edge_index) -> int:
+    if isinstance(edge_index, Tensor) and edge_index.layout == torch.strided:
+        return edge_index.size(1)
+    return edge_index.nnz() if hasattr(edge_index, "nnz") else edge_index._nnz()
+
+
+def _products(plan: Plan, blocks, adj, assignment: _Assignment, batch: Tensor, num_slots):
+    r"""``products(z, compute=None, out=None)``: the
+    :class:`~diffpool.functional._layouts.BlockProducts` of the plan's layout, with
+    :math:`\mathbf{S}` taken in the dtype ``compute`` and the blocks in ``out`` (``z``
+    :obj:`None`: :math:`\mathbf{A}\mathbf{S}` alone, for the link loss's terms in another
+    dtype)."""
+    widths = plan.widths or [num_slots] * blocks.num_blocks
+    adj_parts = adj_blocks = None
+    if plan.layout == "per_bucket":
+        adj_parts = blocks.split_adjacency(adj)
+    elif not _sparse(plan):
+        adj_blocks = blocks.dense_adjacency(adj, batch)
+
+    def products(z, compute=None, out=None):
+        parts = assignment.parts
+        if compute is not None:
+            parts = [p.to(compute) for p in parts]
+        if adj_parts is not None:
+            return bucket_products(blocks, adj_parts, parts, z, out)
+        if adj_blocks is not None:
+            return dense_products(blocks, adj_blocks, parts[0], z, widths, out)
+        return sparse_products(blocks, adj, parts[0], z, widths, out)
+
+    return products
+
+
+def _coarsen_all(plan: Plan, blocks, main: BlockProducts, features, num_slots, adj, batch):
+    """``x`` ``[B, C, F]`` and ``adj`` ``[B, C, C]`` of the batch from the blocks (``adj`` a
+    :class:`~diffpool.functional._factored.CoarsenedAdjacency` where the plan keeps buckets
+    factored), and the factored buckets' :class:`~diffpool.functional._factored.
+    FactoredAdjacency` by bucket."""
+    factored = plan.factored or [False] * blocks.num_blocks
+    xs, adjs = [], []
+    for s_block, rhs, keep in zip(main.s, main.rhs, factored):
+        if keep:  # S^T Z only: A' stays as its factors
+            xs.append(coarsen(s_block, rhs[..., :features], features)[0])
+            adjs.append(None)
+        else:
+            x_block, adj_block = coarsen(s_block, rhs, features)
+            xs.append(x_block)
+            adjs.append(adj_block)
+    if not any(factored):
+        x, adj_pool = pad_slots(blocks.reassemble(xs), blocks.reassemble(adjs), num_slots)
+        return x, adj_pool, {}
+    which = [k for k, keep in enumerate(factored) if keep]
+    dense = main.adj or blocks.dense_adjacency(adj, batch, which)
+    dense = dense if main.adj is None else [dense[k] for k in which]
+    parts = {k: FactoredAdjacency(main.s[k], a.to(main.s[k].dtype)) for k, a in zip(which, dense)}
+    adj_pool = CoarsenedAdjacency(
+        blocks.buckets, [parts.get(k, a) for k, a in enumerate(adjs)], num_slots
+    )
+    return blocks.reassemble(xs), adj_pool, parts
+
+
+def _per_graph(values: list[Tensor], graphs: list[Tensor], batch_size: int) -> Tensor:
+    """Per-row values of the assignment's parts, summed per graph, ``[B]``."""
+    out = values[0].new_zeros(batch_size)
+    for graph, v in zip(graphs, values):
+        out = out.index_add(0, graph, v)
+    return out
+
+
+def _sparse_losses(options, plan, blocks, adj, assignment, b: _Batch, products, main, factored):
+    """Per-graph link and entropy losses, ``[B]`` each, in float32 or wider also under
+    autocast (the Frobenius identity subtracts large terms and loses all precision in bf16)."""
+    with torch.autocast(device_type=b.batch.device.type, enabled=False):
+        dtype = assignment.parts[0].dtype
+        nodes = b.counts.clamp(min=1).to(dtype)
+        link_div, entropy_div = loss_divisors(options.loss_normalization, nodes, b.max_num_nodes)
+        entropy = torch.zeros_like(nodes)
+        if options.entropy_loss:
+            entropy = _per_graph(assignment.entropy, assignment.graphs, b.size) / entropy_div
+        if options.link_loss == "frobenius":
+
+            def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                run = main if main.s[0].dtype == d else products(None, compute=d)
+                return _sparse_link_terms(plan, blocks, adj, run, b, factored, d)
+
+            link = frobenius_per_graph(terms, dtype, link_div)
+        elif options.link_loss == "bce":
+            link = _sparse_bce(plan, blocks, adj, assignment, b, main, dtype) / nodes.pow(2)
+        else:
+            link = torch.zeros_like(nodes)
+    return link, entropy
+
+
+def _sparse_link_terms(plan, blocks, adj, run: BlockProducts, b: _Batch, factored, dtype):
+    """The three ``[B]`` terms of the Frobenius identity, from the blocks of ``run``."""
+    traces, grams, squares = [], [], []
+    for k, (s_block, rhs) in enumerate(zip(run.s, run.rhs)):
+        adj_block = None if run.adj is None else run.adj[k].to(dtype)
+        width = s_block.size(-1)
+        square, trace, gram = link_terms(s_block, rhs[..., rhs.size(-1) - width :], adj_block)
+        part = factored.get(k)
+        if part is not None and part.dtype == dtype:  # its Gram matrix serves both
+            gram = part.gram.pow(2).sum((-2, -1))
+        traces.append(trace)
+        grams.append(gram)
+        squares.append(square)
+    if run.adj is None:  # duplicate edges summed by the coalesce
+        adj_sq = adj._replace(value=adj.value.to(dtype)).squared_norm_per_graph(b.batch, b.size)
+    else:
+        adj_sq = blocks.reassemble(squares)
+    return adj_sq, blocks.reassemble(traces), blocks.reassemble(grams)
+
+
+def _sparse_bce(plan, blocks, adj, assignment: _Assignment, b: _Batch, main, dtype) -> Tensor:
+    """Per-graph BCE sums over all pairs: from the dense blocks where the layout has them,
+    else the pairs with :math:`A = 0` per bucket and a correction on the edges."""
+    masks = blocks.masks()
+    if main.adj is not None:
+        sums = [
+            bce_link_loss_sum(s_block.to(dtype), mask, a.to(dtype))
+            for s_block, mask, a in zip(main.s, masks, main.adj)
+        ]
+        return blocks.reassemble(sums)
+    pairs = blocks.reassemble(
+        [bce_link_loss_sum(s_block.to(dtype), mask) for s_block, mask in zip(main.s, masks)]
+    )
+    parts = blocks.split_adjacency(adj) if plan.layout == "per_bucket" else [adj]
+    edges = sum(
+        bce_edge_correction(p, a.index, a.value, graph, b.size)
+        for p, a, graph in zip(assignment.parts, parts, assignment.graphs)
+    )
+    return pairs + edges
+
+
+def _dense_assignment(assignment: _Assignment, b: _Batch, num_slots: int) -> Tensor:
+    """The ``[B, N_max, C]`` assignment, padded rows and unused slots zero."""
+    s_flat = assignment.parts[0]
+    if assignment.inverse is not None:  # per-bucket parts back to node order
+        padded = [torch.nn.functional.pad(p, (0, num_slots - p.size(-1))) for p in assignment.parts]
+        s_flat = torch.cat(padded).index_select(0, assignment.inverse)
+    return to_dense_batch(s_flat, b.batch, batch_size=b.size, max_num_nodes=b.max_num_nodes)[0]
 
 
 def padded_diff_pool(
@@ -610,9 +669,7 @@ def padded_diff_pool(
 
     Args:
         x (torch.Tensor): Node embeddings :math:`\mathbf{Z}`, ``[B, N, F]`` (or ``[N, F]``).
-        adj (torch.Tensor or FactoredAdjacency): Adjacency ``[B, N, N]`` (or ``[N, N]``), or
-            the previous level's :class:`~diffpool.functional._factored.FactoredAdjacency`
-            (pooled through its factors, never built).
+        adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``).
         s (torch.Tensor or AssignmentHead): ``[B, N, C]`` logits, ``[B, N]`` hard cluster ids
             (entries of padded nodes are ignored), or an :class:`AssignmentHead`.
         mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
@@ -626,122 +683,127 @@ def padded_diff_pool(
         DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]`` (or
         :obj:`None`), ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the losses.
     """
-    _check_options(link_loss, ratio, loss_normalization)
+    options = PoolOptions(
+        num_clusters,
+        ratio,
+        link_loss,
+        entropy_loss,
+        link_loss_coef,
+        entropy_loss_coef,
+        loss_normalization,
+    )
+    return pool_padded(x, adj, s, mask, options, return_assignment, validate)
+
+
+def pool_padded(
+    x, adj, s, mask, options: PoolOptions, return_assignment: bool = True, validate: bool = True
+) -> DiffPoolOutput:
+    """:func:`padded_diff_pool` with its options gathered (what the layers call); ``adj`` may
+    be the previous level's :class:`~diffpool.functional._factored.FactoredAdjacency` (pooled
+    through its factors, never built)."""
+    _check_options(options.link_loss, options.ratio, options.loss_normalization)
     validating = validate and not torch.compiler.is_compiling()
     x = x.unsqueeze(0) if x.dim() == 2 else x
     adj = adj.unsqueeze(0) if adj.dim() == 2 else adj
     if mask is not None and mask.dim() == 1:
         mask = mask.unsqueeze(0)
+    factored = isinstance(adj, FactoredAdjacency)
     if validating:
         # the embeddings' values are the caller's, the adjacency's are input (as for the layer)
-        check_dense_inputs(
-            x,
-            adj,
-            mask,
-            finite=False,
-            finite_adj=True,
-            factored=isinstance(adj, FactoredAdjacency),
-        )
+        check_dense_inputs(x, adj, mask, finite=False, finite_adj=True, factored=factored)
         _check_s(s, tuple(x.shape[:2]))
-    batch_size, max_nodes = x.shape[:2]
-    # without a mask every node is real: the masking below is skipped (fixed budgets' deeper
-    # levels, where it would copy [B, C, C] tensors to change nothing)
+    # without a mask every node is real: the masking is skipped (fixed budgets' deeper levels,
+    # where it would copy [B, C, C] tensors to change nothing)
     masked = mask is not None
-    factored = isinstance(adj, FactoredAdjacency)
     if factored and masked:
         adj, factored = adj.to_dense(), False
     if mask is None:
-        mask = torch.ones(batch_size, max_nodes, dtype=torch.bool, device=x.device)
-    num_clusters = _num_clusters(s, num_clusters)
-    num_slots = _num_slots(num_clusters, ratio, max_nodes)
-    node_mask = mask.unsqueeze(-1)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    num_clusters = _num_clusters(s, options.num_clusters)
+    num_slots = _num_slots(num_clusters, options.ratio, x.size(1))
+    s, entropy, cluster_mask = _padded_assignment(
+        s, mask if masked else None, num_clusters, num_slots, options.ratio, x, validating
+    )
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        if masked:
+            adj = torch.where(mask.unsqueeze(-1) & mask.unsqueeze(-2), adj.to(s.dtype), 0.0)
+        elif not factored:
+            adj = adj.to(s.dtype)
+        adj_s = None if factored else torch.bmm(adj, s)
+    pooled = _padded_coarsen(x, adj, s, adj_s)
+    losses = _padded_losses(options, adj, s, adj_s, mask, entropy)
+    return _output(
+        options, pooled, s if return_assignment else None, (mask, cluster_mask), losses, x
+    )
 
-    if isinstance(s, AssignmentHead) or s.is_floating_point():
-        if isinstance(s, AssignmentHead):
-            features = s.features.unsqueeze(0) if s.features.dim() == 2 else s.features
-            logits = s._replace(features=features).logits(num_slots)
-        else:
-            logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
-        if masked:
-            logits = logits * node_mask.to(logits.dtype)
-        cluster_mask = None
-        if ratio is not None:
-            cluster_mask = cluster_mask_from_budgets(
-                cluster_budgets(mask.sum(-1), ratio, num_clusters), num_slots
-            )
-        slot_mask = None if cluster_mask is None else cluster_mask.unsqueeze(1)
-        s, entropy = masked_assignment(logits, slot_mask)
-        if masked:
-            s = s * node_mask.to(s.dtype)
-    else:
+
+def _padded_assignment(s, mask, num_clusters, num_slots, ratio, x, validating):
+    """``s`` (logits, a head or hard ids) as a padded ``[B, N, C]`` assignment, zero on the
+    padded rows (``mask`` :obj:`None`: none), its row entropies and the cluster mask."""
+    full = mask if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if not _is_soft(s):
         s = s.unsqueeze(0) if s.dim() == 1 else s
         if validating:
-            check_assignment(s, tuple(mask.shape), num_slots, mask)
-        s, entropy = _one_hot(torch.where(mask, s, 0), num_slots, _float_dtype(x))
-        s = s * node_mask.to(s.dtype)
-        cluster_mask = s.sum(1) > 0
-
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        if masked:
-            adj = torch.where(node_mask & mask.unsqueeze(-2), adj.to(s.dtype), 0.0)
-        else:
-            adj = adj.to(s.dtype)
-        # a factored A' = S_prev^T A S_prev is pooled through its factors, never built
-        adj_times_s = None if factored else torch.bmm(adj, s)
-        adj_pool_full = adj.congruence(s) if factored else None
-    s_t = s.transpose(1, 2)
-    s_pool = s_t if torch.is_autocast_enabled() else s_t.to(x.dtype)
-    x_pool = torch.bmm(s_pool, x)
-    if factored:
-        adj_pool = adj_pool_full.to(s_pool.dtype)
+            check_assignment(s, tuple(full.shape), num_slots, full)
+        s, entropy = one_hot_assignment(torch.where(full, s, 0), num_slots, _float_dtype(x))
+        s = s * full.unsqueeze(-1).to(s.dtype)
+        return s, entropy, s.sum(1) > 0
+    if isinstance(s, AssignmentHead):
+        features = s.features.unsqueeze(0) if s.features.dim() == 2 else s.features
+        logits = s._replace(features=features).logits(num_slots)
     else:
-        adj_pool = torch.bmm(s_pool, adj_times_s.to(s_pool.dtype))
+        logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
+    if mask is not None:
+        logits = logits * mask.unsqueeze(-1).to(logits.dtype)
+    cluster_mask = None
+    if ratio is not None:
+        budgets = cluster_budgets(full.sum(-1), ratio, num_clusters)
+        cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
+    s, entropy = masked_assignment(logits, None if cluster_mask is None else cluster_mask[:, None])
+    if mask is not None:
+        s = s * mask.unsqueeze(-1).to(s.dtype)
+        entropy = torch.where(mask, entropy, 0.0)
+    return s, entropy, cluster_mask
 
-    with torch.autocast(device_type=x.device.type, enabled=False):
+
+def _padded_coarsen(x, adj, s, adj_s) -> tuple[Tensor, Tensor]:
+    """``x`` and ``adj`` of the coarsened batch (``adj_s`` :obj:`None`: ``adj`` factored)."""
+    s_pool = s if torch.is_autocast_enabled() else s.to(x.dtype)
+    features = x.size(-1)
+    if adj_s is None:  # a factored A' = S_prev^T A S_prev is pooled through its factors
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            adj_pool = adj.congruence(s)
+        return coarsen(s_pool, x, features)[0], adj_pool.to(s_pool.dtype)
+    return coarsen(s_pool, torch.cat([x, adj_s.to(s_pool.dtype)], -1), features)
+
+
+def _padded_losses(options, adj, s, adj_s, mask, entropy) -> tuple[Tensor, Tensor]:
+    """Per-graph link and entropy losses of a padded batch, ``[B]`` each."""
+    with torch.autocast(device_type=s.device.type, enabled=False):
         nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
-        link_div, entropy_div = loss_divisors(loss_normalization, nodes, max_nodes)
-        if masked:
-            entropy = torch.where(mask, entropy, 0.0)
-        entropy_per_graph = entropy.sum(-1) / entropy_div
-        if not entropy_loss:
-            entropy_per_graph = torch.zeros_like(entropy_per_graph)
-        if link_loss == "frobenius":
+        link_div, entropy_div = loss_divisors(options.loss_normalization, nodes, mask.size(-1))
+        entropy = entropy.sum(-1) / entropy_div
+        if not options.entropy_loss:
+            entropy = torch.zeros_like(entropy)
+        if options.link_loss == "frobenius":
 
             def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-                adj_d, s_d = adj.to(dtype), s.to(dtype)
-                if factored:
-                    pooled = adj_pool_full if dtype == s.dtype else adj_d.congruence(s_d)
-                    return (
-                        adj_d.squared_norm(),
-                        pooled.diagonal(dim1=-2, dim2=-1).sum(-1),
-                        gram_squared_norm(s_d),
-                    )
-                adj_s = adj_times_s if dtype == s.dtype else torch.bmm(adj_d, s_d)
-                return (
-                    adj_d.pow(2).sum((-2, -1)),
-                    (s_d * adj_s).sum((-2, -1)),
-                    gram_squared_norm(s_d),
-                )
+                s_d = s.to(dtype)
+                if adj_s is None:  # factored: A' = S_prev^T A S_prev
+                    adj_d = adj.to(dtype)
+                    trace = adj_d.congruence(s_d).diagonal(dim1=-2, dim2=-1).sum(-1)
+                    return adj_d.squared_norm(), trace, gram_squared_norm(s_d)
+                adj_d = adj.to(dtype)
+                product = adj_s if dtype == s.dtype else torch.bmm(adj_d, s_d)
+                return link_terms(s_d, product, adj_d)
 
-            link_per_graph = _frobenius(terms, s.dtype, link_div)
-        elif link_loss == "bce":
-            dense = adj.to_dense() if factored else adj
-            link_per_graph = bce_link_loss_sum(s, mask, dense) / nodes.pow(2)
+            link = frobenius_per_graph(terms, s.dtype, link_div)
+        elif options.link_loss == "bce":
+            dense = adj.to_dense() if adj_s is None else adj
+            link = bce_link_loss_sum(s, mask, dense) / nodes.pow(2)
         else:
-            link_per_graph = torch.zeros_like(nodes)
-    return _output(
-        x_pool,
-        adj_pool,
-        s if return_assignment else None,
-        mask,
-        cluster_mask,
-        link_per_graph,
-        entropy_per_graph,
-        x,
-        link_loss_coef,
-        entropy_loss_coef,
-        loss_normalization,
-    )
+            link = torch.zeros_like(nodes)
+    return link, entropy
 
 
 def dense_diff_pool(

@@ -1,18 +1,30 @@
-r"""The auxiliary losses of DiffPool, computed per graph so that padding never counts.
+r"""The math of a DiffPool level, each formula once: the assignment, the coarsened graph and
+the auxiliary losses, per graph so that padding never counts.
 
-For graph :math:`g` with :math:`N_g` real nodes, adjacency :math:`\mathbf{A}_g` and assignment
-:math:`\mathbf{S}_g \in [0, 1]^{N_g \times C}`:
+For graph :math:`g` with :math:`N_g` real nodes, embeddings :math:`\mathbf{Z}_g`, adjacency
+:math:`\mathbf{A}_g` and pooling logits :math:`\mathbf{L}_g`:
 
-* Frobenius link loss (the paper), exact and without any :math:`N \times N` tensor:
+* Assignment (:func:`masked_assignment`): :math:`\mathbf{S}_g = \mathrm{softmax}(\mathbf{L}_g)`
+  over the cluster slots the graph may use, the others exactly zero.
+* Coarsened graph (:func:`coarsen`): :math:`\mathbf{X}'_g = \mathbf{S}_g^\top\mathbf{Z}_g`,
+  :math:`\mathbf{A}'_g = \mathbf{S}_g^\top(\mathbf{A}_g\mathbf{S}_g)`, both from one batched
+  product :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, \mathbf{A}_g\mathbf{S}_g]`.
+* Frobenius link loss (the paper), exact and without any :math:`N \times N` tensor: expanding
+  the square, with :math:`\mathbf{A}_g` symmetric or not,
 
   .. math::
-      \|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2 = \|\mathbf{A}_g\|_F^2
+      \|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F^2
+      = \|\mathbf{A}_g\|_F^2 - 2\langle \mathbf{A}_g, \mathbf{S}_g\mathbf{S}_g^\top\rangle_F
+      + \|\mathbf{S}_g\mathbf{S}_g^\top\|_F^2
+      = \|\mathbf{A}_g\|_F^2
       - 2\,\mathrm{tr}(\mathbf{S}_g^\top \mathbf{A}_g \mathbf{S}_g)
       + \|\mathbf{S}_g^\top \mathbf{S}_g\|_F^2,
       \qquad
       \mathcal{L}_{LP,g} = \frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F
 
-  i.e. the root mean square error over the :math:`N_g^2` entries of :math:`\mathbf{A}_g`.
+  (:func:`link_terms` gives the three terms of a block of graphs, :func:`frobenius_link_loss`
+  the loss), i.e. the root mean square error over the :math:`N_g^2` entries of
+  :math:`\mathbf{A}_g`.
 * BCE link loss (what the authors' code trains with), with
   :math:`\mathbf{P} = \min(\mathbf{S}_g\mathbf{S}_g^\top, 1)` and :math:`\epsilon = 10^{-7}`:
 
@@ -55,6 +67,89 @@ BCE_EPS = 1e-7
 LOSS_NORMALIZATIONS = ("per_graph", "pyg", "pyg_unnormalized")
 # Largest number of elements of one temporary block in the chunked BCE computation.
 _CHUNK_ELEMENTS = 1 << 22
+
+
+def masked_assignment(logits: Tensor, slot_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    r"""Softmax over the allowed cluster slots and the entropy of every row.
+
+    Args:
+        logits (torch.Tensor): ``[..., C]`` pooling logits.
+        slot_mask (torch.Tensor, optional): bool mask broadcastable to ``logits``; false slots get
+            probability exactly zero. Every row must allow at least one slot.
+
+    Returns:
+        (torch.Tensor, torch.Tensor): the assignment :math:`\mathbf{S}` (``[..., C]``) and the
+        entropy :math:`H(\mathbf{S}_i) = -\sum_c S_{ic} \log S_{ic}` (``[...]``), computed from
+        ``log_softmax`` so that no :math:`\log 0` ever appears. Both are float32 or wider.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if slot_mask is not None:
+        logits = logits.masked_fill(~slot_mask, float("-inf"))
+    log_s = torch.log_softmax(logits, dim=-1)
+    s = log_s.exp()
+    if slot_mask is not None:
+        log_s = log_s.masked_fill(~slot_mask, 0.0)
+    entropy = -(s * log_s).sum(dim=-1)
+    return s, entropy
+
+
+def one_hot_assignment(ids: Tensor, num_slots: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    r"""The one-hot :math:`\mathbf{S}` of hard cluster ids (``[..., num_slots]``) and its
+    entropy, zero."""
+    s = torch.nn.functional.one_hot(ids.long(), num_slots).to(dtype)
+    return s, s.new_zeros(s.shape[:-1])
+
+
+def coarsen(s: Tensor, rhs: Tensor, features: int) -> tuple[Tensor, Tensor]:
+    r""":math:`\mathbf{X}' = \mathbf{S}^\top\mathbf{Z}` and :math:`\mathbf{A}' =
+    \mathbf{S}^\top(\mathbf{A}\mathbf{S})` of a block of graphs, from one batched product.
+
+    Args:
+        s (torch.Tensor): ``[b, n, w]`` assignment.
+        rhs (torch.Tensor): ``[b, n, F + w]``, :math:`[\mathbf{Z} \,|\, \mathbf{A}\mathbf{S}]`.
+        features (int): :math:`F`.
+
+    Returns:
+        ``[b, w, F]`` and ``[b, w, w]``. (One product and a split: the backward pass then sees
+        one contiguous gradient, where a sum of two products sends ``bmm`` down its slow
+        per-graph loop.)
+    """
+    x, adj = torch.bmm(s.transpose(1, 2), rhs).split([features, rhs.size(-1) - features], -1)
+    return x, adj
+
+
+def link_terms(s: Tensor, adj_s: Tensor, adj: Tensor | None = None) -> tuple[Tensor | None, ...]:
+    r"""The three terms of the Frobenius identity of a block of graphs, each ``[b]``:
+    :math:`\|\mathbf{A}_g\|_F^2` (from the dense ``adj`` ``[b, n, n]``; :obj:`None` without
+    it), :math:`\mathrm{tr}(\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g) = \langle \mathbf{S}_g,
+    \mathbf{A}_g\mathbf{S}_g \rangle_F` and :math:`\|\mathbf{S}_g^\top\mathbf{S}_g\|_F^2`
+    (:func:`gram_squared_norm`), for ``s`` and ``adj_s`` ``[b, n, w]``."""
+    adj_sq = None if adj is None else adj.pow(2).sum((-2, -1))
+    return adj_sq, (s * adj_s).sum((-2, -1)), gram_squared_norm(s)
+
+
+#: below this share of its terms, the Frobenius identity of a float32 run is recomputed in
+#: float64 (float32 keeps about 7 digits of each term; their difference loses the rest)
+CANCELLATION = 1e-3
+
+
+def frobenius_per_graph(terms, dtype: torch.dtype, divisor: Tensor) -> Tensor:
+    r"""Per-graph link loss :math:`\sqrt{\|A_g\|^2 - 2\,\mathrm{tr}(S_g^\top A_g S_g) +
+    \|S_g^\top S_g\|^2} / d_g` from ``terms(dtype)``, the three ``[B]`` terms of every graph.
+
+    Where :math:`S S^\top` fits :math:`A` closely the terms cancel: a float32 difference of
+    terms in the hundreds cannot hold a loss of 1e-7 (it came out exactly 0, with a zero
+    gradient). When any graph's result is below :data:`CANCELLATION` of its terms, all three
+    are recomputed in float64 (only then; under ``torch.compile`` never, to keep the graph
+    static)."""
+    adj_sq, trace, gram = terms(dtype)
+    if dtype != torch.float64 and not torch.compiler.is_compiling():
+        sq = adj_sq.to(dtype) - 2.0 * trace + gram
+        if bool((sq <= CANCELLATION * (adj_sq.to(dtype) + gram)).any()):
+            adj_sq, trace, gram = terms(torch.float64)
+            return frobenius_link_loss(adj_sq, trace, gram, divisor.double()).to(dtype)
+    return frobenius_link_loss(adj_sq, trace, gram, divisor)
 
 
 def safe_sqrt(value: Tensor) -> Tensor:

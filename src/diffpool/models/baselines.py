@@ -134,8 +134,11 @@ class GlobalPoolNet(torch.nn.Module):
             entropy_loss=h.new_zeros(0),
         )
 
-    def forward_batch(self, data, return_assignments: bool = True) -> ClassifierOutput:
-        """:meth:`forward` on a PyG mini-batch (there are no assignments to return)."""
+    def forward_batch(
+        self, data, return_assignments: bool = True, return_levels: bool = True
+    ) -> ClassifierOutput:
+        """:meth:`forward` on a PyG mini-batch (there are no assignments or levels to
+        return)."""
         return self(
             data.x,
             data.edge_index,

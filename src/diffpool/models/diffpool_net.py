@@ -10,11 +10,13 @@ from torch_geometric.nn.inits import reset
 from torch_geometric.nn.models import MLP
 from torch_geometric.utils import to_dense_batch
 
-from diffpool.functional.assignment import cluster_budget
 from diffpool.functional._factored import CoarsenedAdjacency
+from diffpool.functional._layouts import DenseGroups
+from diffpool.functional._plan import dense_groups
+from diffpool.functional.assignment import cluster_budget
+from diffpool.functional.diff_pool import SparseCall
 from diffpool.functional.formulas import batch_link_loss
 from diffpool.functional.output import DiffPoolOutput
-from diffpool.functional._layouts import DenseGroups
 from diffpool.models.output import ClassifierOutput
 from diffpool.models.readout import check_readout, dense_readout, resolve_batch, sparse_readout
 from diffpool.nn.dense_diffpool_conv import DenseDiffPoolConv
@@ -353,6 +355,7 @@ class DiffPoolNet(torch.nn.Module):
         clusters: Sequence[Tensor] | None = None,
         return_assignments: bool = True,
         edge_attr: Tensor | None = None,
+        return_levels: bool = True,
     ) -> ClassifierOutput:
         r"""Classify a sparse mini-batch of graphs.
 
@@ -368,12 +371,14 @@ class DiffPoolNet(torch.nn.Module):
                 :class:`~diffpool.transforms.ClusterAssignment`), one per level.
             return_assignments (bool, optional): If set to :obj:`False`, every level's ``s``
                 is :obj:`None` and the first level never builds its dense ``[B, N_max, C]``
-                assignment (what :class:`~diffpool.training.GraphClassifier` does in its
-                steps, to save memory); with fixed budgets the first level's ``adj`` is then
-                a :class:`~diffpool.functional._factored.CoarsenedAdjacency` where it holds
-                small graphs (see :attr:`factor_coarse_adj`). (default: :obj:`True`)
+                assignment (to save memory). (default: :obj:`True`)
             edge_attr (torch.Tensor, optional): ``[E, edge_dim]`` edge features, for a
                 model built with ``edge_dim``. (default: :obj:`None`)
+            return_levels (bool, optional): If set to :obj:`False`, ``levels`` is empty
+                (what :class:`~diffpool.training.GraphClassifier` does in its steps, which
+                read only the logits and the losses): with fixed budgets the model may then
+                keep the first level's coarsened adjacency of small graphs as its factors
+                (see :attr:`factor_coarse_adj`). (default: :obj:`True`)
 
         Returns:
             ClassifierOutput: ``logits`` ``[B, num_classes]``, the summed ``aux_loss``, the
@@ -388,22 +393,19 @@ class DiffPoolNet(torch.nn.Module):
                 )
         batch, batch_size = resolve_batch(x, batch, batch_size)
         fixed = None if self.assignment == "learned" else clusters[0]
-        out = self.levels[0](
-            x,
-            edge_index,
-            batch,
-            edge_weight,
-            batch_size=batch_size,
-            assignment=fixed,
+        run = SparseCall(
+            batch_size,
             return_assignment=return_assignments,
-            edge_attr=edge_attr if self.edge_dim is not None else None,
-            factored_adj=self._factored_adj(return_assignments),
+            factored=self._factored_adj(return_levels),
         )
+        edge_attr = edge_attr if self.edge_dim is not None else None
+        out = self.levels[0]._pool(x, edge_index, batch, edge_weight, edge_attr, fixed, run)
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
         groups = self._dense_groups(out)
         if groups is not None:
-            return self._forward_groups(out, groups, outputs, readouts, return_assignments)
+            result = self._forward_groups(out, groups, outputs, readouts, return_assignments)
+            return result if return_levels else result._replace(levels=())
         for level, conv in enumerate(self.levels[1:], start=1):
             fixed = None
             if self.assignment == "det":
@@ -419,7 +421,8 @@ class DiffPoolNet(torch.nn.Module):
             readouts.append(dense_readout(self.readout, out.z, out.mask))
         z = self.final(out.x, self._next_adj(out.adj), self._node_mask(out.cluster_mask))
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
-        return self._output(readouts, outputs)
+        result = self._output(readouts, outputs)
+        return result if return_levels else result._replace(levels=())
 
     def _output(self, readouts: list[Tensor], outputs: list[DiffPoolOutput]) -> ClassifierOutput:
         """The logits of the concatenated readouts, and every level's losses and output."""
@@ -443,13 +446,14 @@ class DiffPoolNet(torch.nn.Module):
     #: :math:`\mathbf{S}_g^\top\mathbf{A}_g\mathbf{S}_g` of graphs much smaller than
     #: :math:`C_1` as its factors in the steps that return no assignments (training): the
     #: dense levels multiply through the factors, the same result up to float rounding
-    #: (see :mod:`diffpool.functional._factored`). ``False``: always the dense tensor.
+    #: (see docs/scaling.md). Only in calls with ``return_levels=False``, whose output holds
+    #: no level (no factored form ever leaves the model). ``False``: always the dense tensor.
     factor_coarse_adj: bool = True
 
-    def _factored_adj(self, return_assignments: bool) -> bool:
+    def _factored_adj(self, return_levels: bool) -> bool:
         return (
             self.factor_coarse_adj
-            and not return_assignments
+            and not return_levels
             and self.budget == "fixed"
             and self.assignment == "learned"
             and self.coarse_adj == "raw"
@@ -460,7 +464,7 @@ class DiffPoolNet(torch.nn.Module):
         """The size groups of the dense levels, or :obj:`None` to run them as one batch."""
         if isinstance(out.adj, CoarsenedAdjacency):  # grouped by the first level already
             heads = [out.adj.num_clusters] * len(out.adj.index)
-            return DenseGroups.of(out.adj.index, heads, out.x.device)
+            return DenseGroups(out.adj.index, heads, out.x.device)
         if not self.group_dense_levels or self.budget != "per_graph":
             return None
         if self.levels[0].loss_normalization != "per_graph":  # PyG's losses see the padding
@@ -468,9 +472,10 @@ class DiffPoolNet(torch.nn.Module):
         if self.assignment != "learned" or torch.compiler.is_compiling():
             return None
         counts = out.cluster_mask.sum(-1).tolist()
-        width = self.final.in_channels
-        groups = DenseGroups(counts, out.x.device, row_cost=lambda n: n * (n + width))
-        return groups if groups.num_groups > 1 else None
+        buckets = dense_groups(counts, self.final.in_channels)
+        if buckets is None:
+            return None
+        return DenseGroups(buckets, [max(1, counts[g[0]]) for g in buckets], out.x.device)
 
     def _forward_groups(self, out, groups, outputs, readouts, return_assignments):
         """The dense levels and the final encoder group by group (see
@@ -496,7 +501,9 @@ class DiffPoolNet(torch.nn.Module):
         )
         return self._output(readouts, outputs)
 
-    def forward_batch(self, data, return_assignments: bool = True) -> ClassifierOutput:
+    def forward_batch(
+        self, data, return_assignments: bool = True, return_levels: bool = True
+    ) -> ClassifierOutput:
         """:meth:`forward` on a PyG mini-batch, with DiffPool-Det's clusters read from it
         (the attributes :class:`~diffpool.transforms.ClusterAssignment` adds)."""
         clusters = None
@@ -521,6 +528,7 @@ class DiffPoolNet(torch.nn.Module):
             clusters=clusters,
             return_assignments=return_assignments,
             edge_attr=data.get("edge_attr") if self.edge_dim is not None else None,
+            return_levels=return_levels,
         )
 
     def __repr__(self) -> str:

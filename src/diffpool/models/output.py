@@ -30,18 +30,23 @@ class ClassifierOutput(NamedTuple):
     levels: tuple[DiffPoolOutput, ...] = ()
 
 
-def classify(model: torch.nn.Module, batch, return_assignments: bool = True) -> ClassifierOutput:
+def classify(
+    model: torch.nn.Module, batch, return_assignments: bool = True, return_levels: bool = True
+) -> ClassifierOutput:
     """Run a graph classifier on a PyG mini-batch: the one way :mod:`diffpool.training` calls a
     model.
 
     The models of the package take the whole batch (``model.forward_batch(batch, ...)``), so
     that each reads what it needs from it (DiffPool-Det its clusters). Any other module is
     called PyG's way, ``model(batch.x, batch.edge_index, batch.batch)``, and returns logits
-    (or a :class:`ClassifierOutput`).
+    (or a :class:`ClassifierOutput`). ``return_levels=False``: the caller reads only the
+    logits and the losses (``levels`` may be empty).
     """
     forward_batch = getattr(model, "forward_batch", None)
     if forward_batch is not None:
-        return forward_batch(batch, return_assignments=return_assignments)
+        return forward_batch(
+            batch, return_assignments=return_assignments, return_levels=return_levels
+        )
     out = model(batch.x, batch.edge_index, batch.batch)
     if isinstance(out, ClassifierOutput):
         return out

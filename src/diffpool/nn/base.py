@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch_geometric.nn.inits import reset
 
-from diffpool.functional.diff_pool import AssignmentHead, check_loss_options
+from diffpool.functional.diff_pool import AssignmentHead, PoolOptions, check_loss_options
 from diffpool.utils.validation import check_coefficient, check_num_clusters, check_ratio
 
 
@@ -156,9 +156,9 @@ class DiffPoolBase(torch.nn.Module):
         features, basis = folded if folded is not None else (pooled(), None)
         return AssignmentHead(features, self.head.weight, self.head.bias, basis)
 
-    def _options(self) -> dict:
-        """The layer's options, as the functional core's keyword arguments."""
-        return dict(
+    def _options(self) -> PoolOptions:
+        """The layer's options, as the functional core takes them."""
+        return PoolOptions(
             num_clusters=self.num_clusters,
             ratio=self.ratio,
             link_loss=self.link_loss,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffpool.functional.diff_pool import padded_diff_pool
 from diffpool.functional._factored import FactoredAdjacency
+from diffpool.functional.diff_pool import pool_padded
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
@@ -112,15 +112,7 @@ class DenseDiffPoolConv(DiffPoolBase):
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
         s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
-        return padded_diff_pool(
-            z,
-            adj,
-            s,
-            mask,
-            return_assignment=return_assignment,
-            validate=validating,
-            **self._options(),
-        )
+        return pool_padded(z, adj, s, mask, self._options(), return_assignment, validating)
 
     def forward_groups(
         self,
@@ -131,7 +123,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         return_assignment: bool = True,
     ) -> list[DiffPoolOutput]:
         r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
-        largest graph (see :class:`~diffpool.functional._layouts.DenseGroups`): one output per
+        largest graph (grouped by :class:`~diffpool.DiffPoolNet`): one output per
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
         assignment); each output's losses are its group's (with PyG's normalisation, of the
@@ -145,14 +137,14 @@ class DenseDiffPoolConv(DiffPoolBase):
         zs = self.embed.forward_groups(xs, adjs, masks)
         pooled = self.pool.forward_groups(xs, adjs, masks)
         return [
-            padded_diff_pool(
+            pool_padded(
                 z,
                 adj,
                 self._assignment(lambda p=p: p, None),
                 mask,
-                return_assignment=return_assignment,
+                self._options(),
+                return_assignment,
                 validate=False,
-                **self._options(),
             )
             for z, adj, mask, p in zip(zs, adjs, masks, pooled)
         ]

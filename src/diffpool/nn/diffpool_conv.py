@@ -7,7 +7,7 @@ import inspect
 import torch
 from torch import Tensor
 
-from diffpool.functional.diff_pool import sparse_diff_pool
+from diffpool.functional.diff_pool import SparseCall, pool_sparse
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
@@ -173,7 +173,7 @@ class DiffPoolConv(DiffPoolBase):
         assignment: Tensor | None = None,
         return_assignment: bool = True,
         edge_attr: Tensor | None = None,
-        factored_adj: bool = False,
+        layout: str = "auto",
     ) -> DiffPoolOutput:
         r"""Pool a sparse mini-batch.
 
@@ -205,15 +205,22 @@ class DiffPoolConv(DiffPoolBase):
                 whose ``forward`` takes ``edge_attr`` (e.g. an encoder of type ``"gine"``).
                 The coarsened graph has none: :math:`\mathbf{A}'` pools the connectivity
                 (and ``edge_weight``) only. (default: :obj:`None`)
-            factored_adj (bool, optional): Keep the coarsened adjacency of small graphs as
-                its factors (see :func:`~diffpool.functional.sparse_diff_pool`).
-                (default: :obj:`False`)
+            layout (str, optional): How the pooling products are laid out: ``"auto"`` (the
+                planner chooses from the batch's sizes), ``"padded"``, ``"dense"``,
+                ``"sparse"`` or ``"per_bucket"`` (see
+                :func:`~diffpool.functional.sparse_diff_pool`). (default: :obj:`"auto"`)
 
         Returns:
             DiffPoolOutput: ``x`` ``[B, C, F']``, ``adj`` ``[B, C, C]``, ``s``
             ``[B, N_max, C]`` (or :obj:`None`), ``mask`` ``[B, N_max]``, ``cluster_mask``
             ``[B, C]`` and the losses.
         """
+        run = SparseCall(batch_size, max_num_nodes, return_assignment, True, layout)
+        return self._pool(x, edge_index, batch, edge_weight, edge_attr, assignment, run)
+
+    def _pool(self, x, edge_index, batch, edge_weight, edge_attr, assignment, run: SparseCall):
+        """:meth:`forward` with its run options gathered (``run.factored``: for
+        :class:`~diffpool.DiffPoolNet`'s own dense levels only)."""
         validating = self._validating()
         if validating:  # what the GNNs need, before they run
             check_features(x, dim=2)
@@ -229,16 +236,5 @@ class DiffPoolConv(DiffPoolBase):
             assignment,
             fold and (lambda: self._run(fold, self._pool_args, x, edge_index, **edges)),
         )
-        return sparse_diff_pool(
-            z,
-            edge_index,
-            s,
-            batch,
-            edge_weight=edge_weight,
-            batch_size=batch_size,
-            max_num_nodes=max_num_nodes,
-            return_assignment=return_assignment,
-            validate=validating,
-            factored_adj=factored_adj,
-            **self._options(),
-        )
+        run = run._replace(validate=validating)
+        return pool_sparse(z, edge_index, s, batch, edge_weight, self._options(), run)
