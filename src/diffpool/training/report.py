@@ -451,7 +451,7 @@ def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterabl
 @files.plain_text()  # labels come from the runs' files: no mathtext
 def plot_curves(groups: list[Group], path: Path) -> int:
     """Learning curves of every configuration: accuracies and every loss (per pooling
-    level), mean over folds with a band of ± one std, epochs counted from 1 (markers where
+    level), mean over folds with a band of ± one std, epochs counted from 0 (markers where
     there are few); series without values or, for losses, all zero are left out
     (:func:`drawn_series`). Two panels per configuration under its title (wrapped to their
     width), two configurations per row beyond six. Returns how many configurations were
@@ -487,7 +487,7 @@ def plot_curves(groups: list[Group], path: Path) -> int:
         ):
             for key in keys:
                 mean, std = c[key]
-                epochs = np.arange(1, len(mean) + 1)
+                epochs = np.arange(len(mean))
                 marker = "o" if len(epochs) <= 30 else None
                 (line,) = ax.plot(epochs, scale * mean, marker=marker, markersize=3, label=key)
                 if len(group.runs) > 1:

@@ -240,10 +240,10 @@ class RunResult:
 
     def summary(self, short: bool = False) -> list[str]:
         """One line per protocol, as ``diffpool-train`` prints them at the end of a run
-        (epochs counted from 1)::
+        (epochs counted from 0, as Lightning counts them: ``86/99`` is epoch 86 of 0 to 99)::
 
-            fair:  test/acc 0.6167 (the best val/acc 0.6000, epoch 87/100)
-            paper: heldout/acc 0.6500 at its best epoch 91/100 (a report takes ...)
+            fair:  test/acc 0.6167 (the best val/acc 0.6000, epoch 86/99)
+            paper: heldout/acc 0.6500 at its best epoch 90/99 (a report takes ...)
 
         ``short``: without the explanation in brackets (a sweep's one line per job).
         """
@@ -251,7 +251,7 @@ class RunResult:
         if self.has_validation:
             lines.append(
                 f"fair:  test/{name} {self.fair.test:.4f} (the best val/{name} "
-                f"{self.fair.val:.4f}, epoch {self.fair.best_epoch + 1}/{self.epochs})"
+                f"{self.fair.val:.4f}, epoch {self.fair.best_epoch}/{self.epochs - 1})"
             )
             for key, value in (self.ogb or {}).items():
                 lines.append(f"fair:  OGB evaluator's test {key} {value:.4f}")
@@ -262,7 +262,7 @@ class RunResult:
             pick = max if self.higher_is_better else min
             value, epoch = pick(finite, key=lambda vi: (vi[0], -vi[1]))
             lines.append(
-                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch + 1}/{self.epochs}"
+                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch}/{self.epochs - 1}"
                 + ("" if short else " (a report takes the best epoch of the mean over folds)")
             )
         return lines
