@@ -3,6 +3,7 @@ are against the fastest peer."""
 
 from __future__ import annotations
 
+import json
 import math
 from importlib.util import find_spec
 
@@ -68,5 +69,32 @@ def test_the_table_names_the_fastest_peer(bench, tmp_path):
     path = tmp_path / "t.md"
     bench.write_markdown(dict(meta=meta, rows=[row]), path)
     text = path.read_text()
-    assert "| ours_fixed | 3.00 | 20 MiB | 1.50x (tgp_unbatched) | 0.50x (tgp_unbatched) |" in text
-    assert "| tgp_batched | not installed" in text
+    # every formulation of the level assigns with the same head on Z: one architecture, the
+    # runs written before they named it included
+    ours = "| ours_fixed | mlp | 3.00 | 20 MiB | 1.50x (tgp_unbatched) | 0.50x (tgp_unbatched) |"
+    assert ours in text
+    assert "| tgp_batched | mlp | not installed" in text
+    assert "another architecture" not in text
+
+
+def test_ours_is_built_as_a_user_builds_it(bench):
+    """The table times the default path: the layer validates its inputs (#42, point 4)."""
+    head = torch.nn.Linear(8, 4)
+    for name in ("ours_fixed", "ours_per_graph"):
+        layer = bench.build(name, 4, 0.25, 8, head)
+        assert layer.validate, name
+        assert torch.equal(layer.head.weight, head.weight)
+
+
+def test_a_run_records_its_architecture_and_host_syncs(bench, tmp_path):
+    out = tmp_path / "level"
+    bench.main(["--real", "MUTAG", "--synthetic", "--formulations", "ours_fixed",
+                "dense_batch_pad", "--rounds", "1", "--reps", "1", "--min-time", "0",
+                "--out", str(out)])  # fmt: skip
+    results = json.loads(out.with_suffix(".json").read_text())
+    runs = results["rows"][0]["runs"]
+    assert {f: m["architecture"] for f, m in runs.items()} == dict.fromkeys(runs, "mlp")
+    for name, run in runs.items():
+        assert run["status"] == "ok" and run["host_sync_method"] == "cpu_proxy", name
+        assert isinstance(run["host_syncs"], int), name
+    assert results["meta"]["source_sha256"] and results["meta"]["skipped"] == 0

@@ -55,7 +55,7 @@ def test_the_table_shows_the_runs_range(throughput, tmp_path):
     throughput.write_markdown(results, path)
     text = path.read_text()
     # two decimals under 10 s (small graphs' epochs), one above
-    assert "| ours_fixed | 1.10 [1.00-1.20, 2 runs] | 30 / 30 |" in text
+    assert "| ours_fixed | gnn_pool | 1.10 [1.00-1.20, 2 runs] | 30 / 30 |" in text
     assert "| 2.00x (dense_pyg) | 2.00x (dense_pyg) |" in text
     assert throughput._seconds(0.194) == "0.19" and throughput._seconds(18943.2) == "18,943.2"
 
@@ -133,3 +133,56 @@ def test_the_dense_formulation_times_the_connectivity_of_a_dataset_with_edge_fea
     'too many values to unpack'; every formulation times the connectivity only."""
     result = _worker(tmp_path, "dense_pyg", node_labels=True, edge_labels=True)
     assert result["finite_loss"] and result["measured_batches"] == 1
+
+
+def test_ours_are_timed_against_the_peers_of_their_architecture(throughput, tmp_path):
+    """tgp's DiffPool (an MLP assignment, no pooling GNN) is faster here, but ours (a pooling
+    GNN) is compared with PyG's dense formulation; tgp's figure is the separate column."""
+    runs = {
+        "ours_fixed": dict(_run(1.0, 2**20, 1.0), architecture="gnn_pool", host_syncs=7),
+        "dense_pyg": dict(_run(1.5, 2**21, 1.0), architecture="gnn_pool", host_syncs=0),
+        "tgp_unbatched": dict(_run(0.5, 2**19, 1.0), architecture="mlp"),
+        "tgp_batched": {"status": "not installed", "architecture": "mlp"},
+        "flat": dict(_run(0.25, 2**18, 1.0), architecture="none"),
+    }
+    meta = {"command": "c", "machine": "m", "device": "cpu", "torch": "t"}
+    results = {"meta": meta, "rows": [{"case": "ENZYMES", "kind": "real", "runs": runs}]}
+    path = tmp_path / "t.md"
+    throughput.write_markdown(results, path)
+    text = path.read_text()
+    assert (
+        "| ours_fixed | gnn_pool | 1.00 | 30 / 30 | 1 MiB | 1.50x (dense_pyg) | 2.00x "
+        "(dense_pyg) | 0.50x (tgp_unbatched) | 4.00 | 7 |" in text
+    )
+    assert "| tgp_batched | mlp | not installed |" in text
+    assert "`gnn_pool`: S = softmax(GNN_pool(A, X))" in text and "(`tgp_unbatched`" in text
+
+
+def test_an_mlp_formulation_of_ours_would_be_timed_against_tgp(throughput, monkeypatch):
+    """One entry of FORMULATIONS adds ours with another architecture; the peers follow it."""
+    from measure import Formulation
+
+    formulations = dict(throughput.FORMULATIONS, ours_mlp=Formulation("mlp", "ours"))
+    runs = {
+        "ours_mlp": dict(_run(1.0, 1, 1.0), architecture="mlp"),
+        "dense_pyg": dict(_run(1.5, 1, 1.0), architecture="gnn_pool"),
+        "tgp_unbatched": dict(_run(0.8, 1, 1.0), architecture="mlp"),
+        "tgp_batched": dict(_run(0.9, 1, 1.0), architecture="mlp"),
+        "ours_mlp+compiled": dict(_run(0.7, 1, 1.0), architecture="mlp"),
+    }
+    same, other = throughput.best_peers(runs, "ours_mlp", "seconds_per_epoch", formulations)
+    assert same == ("tgp_unbatched", 0.8) and other == ("dense_pyg", 1.5)
+
+
+def test_a_quick_run_times_the_default_model_and_counts_host_syncs(throughput, tmp_path):
+    out = tmp_path / "run"
+    throughput.main(["--real", "MUTAG", "--scaling", "--formulations", "ours_fixed", "flat",
+                     "--max-batches", "1", "--repeats", "1", "--out", str(out)])  # fmt: skip
+    results = json.loads(out.with_suffix(".json").read_text())
+    runs = results["rows"][0]["runs"]
+    assert runs["ours_fixed"]["architecture"] == "gnn_pool"
+    assert runs["flat"]["architecture"] == "none"
+    for name, run in runs.items():
+        assert run["status"] == "ok" and run["finite_loss"], name
+        assert run["host_sync_method"] == "cpu_proxy" and run["host_syncs"] >= 0, name
+    assert results["meta"]["source_sha256"]
