@@ -210,11 +210,11 @@ def graph_targets(dataset) -> Tensor:
     Raises:
         ValueError: a graph without ``y``, or targets of different sizes.
     """
-    if isinstance(dataset, InMemoryDataset) and dataset._indices is None:
-        y = dataset._data.get("y") if dataset._data is not None else None
+    if isinstance(dataset, InMemoryDataset):
+        y = getattr(dataset, "y", None)  # PyG's stacked attribute of the graphs, in order
         if y is None:
             raise ValueError(f"{dataset_name(dataset)} has no graph targets (y)")
-        if y.size(0) == len(dataset):
+        if isinstance(y, Tensor) and y.size(0) == len(dataset):
             return y.view(len(dataset), -1)
     ys = []
     for i in range(len(dataset)):

@@ -210,6 +210,9 @@ class GraphDataModule(LightningDataModule):
         if self.split_strategy == "file":
             self.num_folds = split_file_folds(self.split_file)
             return load_split_file(self.split_file, size, self.fold, self.inner)
+        # diffpool.datasets.splits' own folds, not scikit-learn's StratifiedKFold: the archived
+        # runs were trained on these folds (torch's randperm per class, dealt round-robin), and
+        # no random_state of sklearn's numpy shuffle gives the same members (checked: ENZYMES)
         classes = self.task is not None and self.task.name in ("multiclass", "binary")
         labels = targets[:, 0] if classes else torch.zeros(size, dtype=torch.long)
         return fold_split(labels, self.fold, self.num_folds, self.seed, self.val_ratio)
@@ -272,10 +275,10 @@ class GraphDataModule(LightningDataModule):
         """The largest graph of the whole dataset: the reference of the fixed cluster count
         (``ratio`` times it), where the authors' code pads to a node cap instead."""
         base = self._require_setup().base
-        slices = getattr(base, "slices", None)
-        if isinstance(base, Dataset) and slices is not None and "x" in slices:
-            if base._indices is None:
-                return int((slices["x"][1:] - slices["x"][:-1]).max())
+        slices = getattr(base, "slices", None)  # an InMemoryDataset's: read at once
+        if isinstance(base, Dataset) and isinstance(slices, dict) and "x" in slices:
+            sizes = slices["x"][1:] - slices["x"][:-1]
+            return int(sizes[list(base.indices())].max())
         return max(int(base[i].num_nodes) for i in range(len(base)))
 
     @property

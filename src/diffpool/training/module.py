@@ -512,8 +512,7 @@ class GraphClassifier(LightningModule):
     _ogb: tuple[list, list] | None = None
 
     def _evaluator(self):
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        return getattr(datamodule, "evaluator", None)
+        return getattr(self.trainer.datamodule, "evaluator", None)
 
     def on_test_epoch_start(self) -> None:
         self._ogb = ([], []) if self._evaluator() is not None else None
