@@ -367,7 +367,7 @@ def test_grouped_dense_levels_equal_one_padded_batch(train):
 
     one, one_grads = run(False)
     grouped, grouped_grads = run(True)
-    groups = model._dense_groups(grouped.levels[0])
+    groups = model._dense_groups(grouped.levels[0], sizes)
     assert groups is not None and groups.num_groups >= 2  # the case runs grouped
     assert torch.allclose(one.logits, grouped.logits, atol=1e-4)
     for name in ("aux_loss", "link_loss", "entropy_loss"):
@@ -384,10 +384,12 @@ def test_grouped_dense_levels_equal_one_padded_batch(train):
 def test_fixed_budgets_and_similar_sizes_stay_one_batch(enzymes_batch):
     batch, max_nodes, num_classes = enzymes_batch
     fixed = build_model("diffpool", batch.num_features, num_classes, max_nodes, num_levels=2)
-    assert fixed._dense_groups(classify(fixed, batch).levels[0]) is None
+    counts = torch.bincount(batch.batch).tolist()
+    assert fixed._dense_groups(classify(fixed, batch).levels[0], counts) is None
     similar = random_batch([30, 32, 28, 31], num_features=4)
     per_graph = build_model("diffpool", 4, 2, 32, num_levels=2, budget="per_graph")
-    assert per_graph._dense_groups(classify(per_graph, similar).levels[0]) is None
+    out = classify(per_graph, similar).levels[0]
+    assert per_graph._dense_groups(out, [30, 32, 28, 31]) is None
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -484,10 +486,10 @@ def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatc
         adj = level.adj
     torch.testing.assert_close(out.aux_loss, aux)
     if budget == "per_graph":  # the per-graph form runs this batch's dense levels grouped
-        assert model._dense_groups(out.levels[0]) is None
+        assert model._dense_groups(out.levels[0], sizes) is None
         torch.manual_seed(0)
         per_graph = build_model("diffpool", 6, 3, 400, **settings).double().eval()
-        assert per_graph._dense_groups(per_graph(x, batch.edge_index, batch.batch).levels[0])
+        assert per_graph._dense_groups(per_graph(x, batch.edge_index, batch.batch).levels[0], sizes)
     from diffpool.functional import diff_pool
 
     built = []

@@ -68,6 +68,7 @@ from diffpool.functional.formulas import (
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.utils.connectivity import to_coo_adjacency
 from diffpool.utils.validation import (
+    DeferredChecks,
     as_int64_index,
     check_assignment,
     check_batch,
@@ -348,9 +349,11 @@ def sparse_diff_pool(
 
 
 class SparseCall(NamedTuple):
-    """How :func:`pool_sparse` runs (see :func:`sparse_diff_pool`); ``factored`` lets the
-    buckets of graphs small against :math:`C` keep their coarsened adjacency as its factors
-    (a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, for
+    """How :func:`pool_sparse` runs (see :func:`sparse_diff_pool`). ``counts``: the nodes of
+    every graph on the host, where the caller read them already with
+    :func:`read_sparse_batch` (whose value checks then stand for this call's). ``factored``
+    lets the buckets of graphs small against :math:`C` keep their coarsened adjacency as its
+    factors (a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, for
     :class:`~diffpool.DiffPoolNet`'s own dense levels only)."""
 
     batch_size: int | None = None
@@ -359,6 +362,7 @@ class SparseCall(NamedTuple):
     validate: bool = True
     layout: str | Plan = "auto"
     factored: bool = False
+    counts: list[int] | None = None
 
 
 class _Batch(NamedTuple):
@@ -372,31 +376,72 @@ class _Batch(NamedTuple):
     mask: Tensor  # [B, N_max]
 
 
-def _sparse_batch(x, edge_index, edge_weight, s, batch, run: SparseCall, validating) -> _Batch:
-    """Check the inputs (where asked) and read the batch's sizes, on the host once."""
-    num_nodes, batch_size = x.size(0), run.batch_size
+def read_sparse_batch(
+    x: Tensor,
+    edge_index,
+    edge_weight: Tensor | None,
+    batch: Tensor | None,
+    batch_size: int | None,
+    validate: bool,
+    finite_x: bool = False,
+) -> tuple[Tensor, Tensor, list[int] | None]:
+    """The batch vector (int64), its node counts ``[B]`` and the same on the host, read from
+    the device together with every value check of the inputs (``validate``; ``finite_x``: the
+    values of ``x`` too) in one transfer. Shapes and types are checked before anything is read.
+    Under ``torch.compile`` nothing is read (``None`` on the host)."""
+    num_nodes = x.size(0)
     if batch is None:
         batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
         batch_size = 1 if batch_size is None else batch_size
+    checks = DeferredChecks() if validate else None
+    if validate:
+        check_features(x, dim=2, finite=finite_x, checks=checks)
+        check_batch(batch, num_nodes, batch_size, checks)
+        check_connectivity(edge_index, edge_weight, num_nodes, checks)
+    batch = as_int64_index(batch)
+    if batch_size is None:  # one synchronisation more: pass batch_size to save it
+        batch_size = max(1, int(batch[-1]) + 1)
+    # never an index error on a batch that the checks refuse by name
+    counts = batch.new_zeros(batch_size).index_add_(
+        0, batch.clamp(0, batch_size - 1), torch.ones_like(batch)
+    )
+    if validate:
+        check_edges_within_graphs(_edge_indices(edge_index, num_nodes), batch, checks)
+    if torch.compiler.is_compiling():
+        return batch, counts, None
+    return batch, counts, (checks or DeferredChecks()).read(counts)[0]
+
+
+def _edge_indices(edge_index, num_nodes: int) -> Tensor:
+    """``[2, E]`` source and target of every edge, of any accepted connectivity."""
+    if isinstance(edge_index, Tensor) and edge_index.layout == torch.strided:
+        return as_int64_index(edge_index)
+    return to_coo_adjacency(edge_index, None, num_nodes, torch.float32, coalesced=False).index
+
+
+def _sparse_batch(x, edge_index, edge_weight, s, batch, run: SparseCall, validating) -> _Batch:
+    """The batch's facts: read here (with the value checks), or from ``run.counts``."""
     if validating:
         # the embeddings' values are the caller's (a diverging model's NaN is its loss's to
         # report), their shape is ours
         check_features(x, dim=2, finite=False)
-        check_batch(batch, num_nodes, batch_size)
-        check_connectivity(edge_index, edge_weight, num_nodes)
-        _check_s(s, (num_nodes,))
-    batch = as_int64_index(batch)
-    if batch_size is None:
-        batch_size = int(batch[-1]) + 1
-    counts = torch.bincount(batch, minlength=batch_size)
-    host = None if torch.compiler.is_compiling() else counts.tolist()
+        _check_s(s, (x.size(0),))
+    if run.counts is None:
+        batch, counts, host = read_sparse_batch(
+            x, edge_index, edge_weight, batch, run.batch_size, validating
+        )
+    else:
+        host = run.counts
+        batch = torch.zeros_like(x[:, 0], dtype=torch.long) if batch is None else batch
+        batch = as_int64_index(batch)
+        counts = batch.new_zeros(len(host)).index_add_(0, batch, torch.ones_like(batch))
     max_num_nodes = run.max_num_nodes
     if max_num_nodes is None:
         max_num_nodes = max(host) if host is not None else int(counts.max())
     elif validating:
-        check_max_num_nodes(max_num_nodes, counts)
+        check_max_num_nodes(max_num_nodes, host or [])
     mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
-    return _Batch(batch, batch_size, counts, host, max_num_nodes, mask)
+    return _Batch(batch, counts.numel(), counts, host, max_num_nodes, mask)
 
 
 class _Assignment(NamedTuple):
@@ -470,8 +515,6 @@ def pool_sparse(x, edge_index, s, batch, edge_weight, options: PoolOptions, run:
     assignment = _sparse_assignment(s, plan, blocks, b, num_clusters, num_slots, options, dtype)
     dtype = assignment.parts[0].dtype
     adj = to_coo_adjacency(edge_index, edge_weight, x.size(0), dtype, coalesced=_sparse(plan))
-    if validating:
-        check_edges_within_graphs(adj.index, b.batch)
     products = _products(plan, blocks, adj, assignment, b.batch, num_slots)
     main = products(x, out=None if torch.is_autocast_enabled() else x.dtype)
     pooled = _coarsen_all(plan, blocks, main, x.size(-1), num_slots, adj, b.batch)

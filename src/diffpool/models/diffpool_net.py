@@ -399,10 +399,12 @@ class DiffPoolNet(torch.nn.Module):
             factored=self._factored_adj(return_levels),
         )
         edge_attr = edge_attr if self.edge_dim is not None else None
-        out = self.levels[0]._pool(x, edge_index, batch, edge_weight, edge_attr, fixed, run)
+        # the inputs are checked once, at the first level; the dense levels get the model's
+        # own tensors
+        out, counts = self.levels[0]._pool(x, edge_index, batch, edge_weight, edge_attr, fixed, run)
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
-        groups = self._dense_groups(out)
+        groups = self._dense_groups(out, counts)
         if groups is not None:
             result = self._forward_groups(out, groups, outputs, readouts, return_assignments)
             return result if return_levels else result._replace(levels=())
@@ -410,12 +412,13 @@ class DiffPoolNet(torch.nn.Module):
             fixed = None
             if self.assignment == "det":
                 fixed = self._dense_clusters(clusters[level], out.cluster_mask, level)
-            out = conv(
+            out = conv._pool(
                 out.x,
                 self._next_adj(out.adj),
                 self._node_mask(out.cluster_mask),
-                assignment=fixed,
-                return_assignment=return_assignments,
+                fixed,
+                return_assignments,
+                validate=self.assignment == "det",  # the given clusters are input
             )
             outputs.append(out)
             readouts.append(dense_readout(self.readout, out.z, out.mask))
@@ -460,8 +463,10 @@ class DiffPoolNet(torch.nn.Module):
             and not torch.compiler.is_compiling()
         )
 
-    def _dense_groups(self, out) -> DenseGroups | None:
-        """The size groups of the dense levels, or :obj:`None` to run them as one batch."""
+    def _dense_groups(self, out, counts: list[int] | None) -> DenseGroups | None:
+        """The size groups of the dense levels, or :obj:`None` to run them as one batch
+        (``counts``: the input graphs' nodes on the host, from which their first-level budgets
+        follow without reading the device again)."""
         if isinstance(out.adj, CoarsenedAdjacency):  # grouped by the first level already
             heads = [out.adj.num_clusters] * len(out.adj.index)
             return DenseGroups(out.adj.index, heads, out.x.device)
@@ -469,13 +474,14 @@ class DiffPoolNet(torch.nn.Module):
             return None
         if self.levels[0].loss_normalization != "per_graph":  # PyG's losses see the padding
             return None
-        if self.assignment != "learned" or torch.compiler.is_compiling():
+        if self.assignment != "learned" or counts is None:  # counts None: torch.compile
             return None
-        counts = out.cluster_mask.sum(-1).tolist()
-        buckets = dense_groups(counts, self.final.in_channels)
+        slots = self.num_clusters[0]
+        budgets = [min(slots, cluster_budget(n, self.ratio)) for n in counts]
+        buckets = dense_groups(budgets, self.final.in_channels)
         if buckets is None:
             return None
-        return DenseGroups(buckets, [max(1, counts[g[0]]) for g in buckets], out.x.device)
+        return DenseGroups(buckets, [budgets[g[0]] for g in buckets], out.x.device)
 
     def _forward_groups(self, out, groups, outputs, readouts, return_assignments):
         """The dense levels and the final encoder group by group (see
@@ -487,7 +493,11 @@ class DiffPoolNet(torch.nn.Module):
             adjs = groups.split(self._next_adj(out.adj), node_dims=2)
         for conv in self.levels[1:]:
             parts = conv.forward_groups(
-                xs, adjs, [self._node_mask(m) for m in masks], return_assignment=return_assignments
+                xs,
+                adjs,
+                [self._node_mask(m) for m in masks],
+                return_assignment=return_assignments,
+                validate=False,  # the model's own tensors
             )
             outputs.append(_merge_groups(parts, groups, conv))
             readouts.append(

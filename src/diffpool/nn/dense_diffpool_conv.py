@@ -100,13 +100,18 @@ class DenseDiffPoolConv(DiffPoolBase):
             (or :obj:`None`), ``mask`` ``[B, N]``, ``cluster_mask`` ``[B, C]`` and the
             losses.
         """
+        return self._pool(x, adj, mask, assignment, return_assignment)
+
+    def _pool(self, x, adj, mask, assignment, return_assignment, validate: bool = True):
+        """:meth:`forward`; ``validate=False`` where the caller built the inputs itself
+        (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own)."""
         if isinstance(x, Tensor) and x.dim() == 2:
             x = x.unsqueeze(0)
         if isinstance(adj, Tensor) and adj.dim() == 2:
             adj = adj.unsqueeze(0)
         if isinstance(mask, Tensor) and mask.dim() == 1:
             mask = mask.unsqueeze(0)
-        validating = self._validating()
+        validating = self._validating() and validate
         if validating:  # what the GNNs need, before they run
             check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
@@ -121,6 +126,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         masks: list[Tensor],
         *,
         return_assignment: bool = True,
+        validate: bool = True,
     ) -> list[DiffPoolOutput]:
         r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
         largest graph (grouped by :class:`~diffpool.DiffPoolNet`): one output per
@@ -130,8 +136,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         group's own padding)."""
         if self.pool is None:
             raise ValueError("forward_groups needs the pooling GNN (no fixed assignment)")
-        validating = self._validating()
-        if validating:
+        if self._validating() and validate:
             for x, adj, mask in zip(xs, adjs, masks):
                 check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
         zs = self.embed.forward_groups(xs, adjs, masks)

@@ -7,16 +7,11 @@ import inspect
 import torch
 from torch import Tensor
 
-from diffpool.functional.diff_pool import SparseCall, pool_sparse
+from diffpool.functional.diff_pool import SparseCall, pool_sparse, read_sparse_batch
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import (
-    as_int64_index,
-    check_connectivity,
-    check_features,
-    check_input_matches,
-)
+from diffpool.utils.validation import as_int64_index, check_features, check_input_matches
 
 
 def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
@@ -216,16 +211,23 @@ class DiffPoolConv(DiffPoolBase):
             ``[B, C]`` and the losses.
         """
         run = SparseCall(batch_size, max_num_nodes, return_assignment, True, layout)
-        return self._pool(x, edge_index, batch, edge_weight, edge_attr, assignment, run)
+        return self._pool(x, edge_index, batch, edge_weight, edge_attr, assignment, run)[0]
 
     def _pool(self, x, edge_index, batch, edge_weight, edge_attr, assignment, run: SparseCall):
         """:meth:`forward` with its run options gathered (``run.factored``: for
-        :class:`~diffpool.DiffPoolNet`'s own dense levels only)."""
-        validating = self._validating()
-        if validating:  # what the GNNs need, before they run
-            check_features(x, dim=2)
-            check_connectivity(edge_index, edge_weight, x.size(0))
+        :class:`~diffpool.DiffPoolNet`'s own dense levels only); also returns the nodes of
+        every graph on the host (:obj:`None` under ``torch.compile``).
+
+        The inputs' values are checked and the batch's sizes read in one transfer from the
+        device, before the GNNs run (:func:`~diffpool.functional.diff_pool.read_sparse_batch`):
+        validation costs no synchronisation of its own."""
+        validating = self._validating() and run.validate
+        if validating:  # what the GNNs need, by shape and dtype
+            check_features(x, dim=2, finite=False)
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
+        batch, _, counts = read_sparse_batch(
+            x, edge_index, edge_weight, batch, run.batch_size, validating, finite_x=True
+        )
         # int32 indices (valid in PyG) as int64, which torch's scatter needs on some paths
         edge_index = as_int64_index(edge_index)
         edges = dict(edge_weight=edge_weight, edge_attr=edge_attr)
@@ -236,5 +238,6 @@ class DiffPoolConv(DiffPoolBase):
             assignment,
             fold and (lambda: self._run(fold, self._pool_args, x, edge_index, **edges)),
         )
-        run = run._replace(validate=validating)
-        return pool_sparse(z, edge_index, s, batch, edge_weight, self._options(), run)
+        run = run._replace(validate=validating, counts=counts)
+        out = pool_sparse(z, edge_index, s, batch, edge_weight, self._options(), run)
+        return out, counts

@@ -2,19 +2,65 @@
 
 Every check raises a :class:`ValueError` or :class:`TypeError` whose message names the argument and
 the problem, so that bad input never ends in a crash deep inside PyTorch or in a silent wrong
-answer. The data-dependent checks synchronise with the device; the layers skip them while
-``torch.compile`` traces and when built with ``validate=False``.
+answer. Shapes and types are checked on the host; the checks of values (ranges, NaN, sorting) take
+a :class:`DeferredChecks`, which reads all of them from the device in one transfer, together with
+what the caller needs on the host anyway (a batch's node counts): validation then costs no
+synchronisation of its own. Without one, a value check synchronises at once. The layers skip the
+value checks while ``torch.compile`` traces and when built with ``validate=False``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
 
 import torch
 from torch import Tensor
 
 from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse
+
+
+class DeferredChecks:
+    """Value checks read from the device at once.
+
+    :meth:`require` records a device-side boolean (true when the input is fine) and the error
+    to raise otherwise; :meth:`read` copies every boolean and the given integer tensors to the
+    host in one transfer, raises the first failed check's error, and returns the tensors'
+    values. The error can be a callable, called only on failure (it may then read more from
+    the device to name the offending entry).
+    """
+
+    def __init__(self):
+        self._checks: list[tuple[Tensor, Callable[[], Exception]]] = []
+
+    def require(self, ok: Tensor, error: str | Callable[[], Exception]) -> None:
+        make = (lambda: ValueError(error)) if isinstance(error, str) else error
+        self._checks.append((ok.reshape(()), make))
+
+    def read(self, *values: Tensor) -> list[list[int]]:
+        """Raise the first failed check's error; the ``values`` (1-D integer tensors) as lists."""
+        parts = [torch.stack([ok.to(torch.long) for ok, _ in self._checks])] if self._checks else []
+        parts += [v.long().reshape(-1) for v in values]
+        if not parts:
+            return []
+        host = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
+        for passed, (_, make) in zip(host, self._checks):
+            if not passed:
+                raise make()
+        out, start = [], len(self._checks)
+        for v in values:
+            out.append(host[start : start + v.numel()])
+            start += v.numel()
+        return out
+
+
+def _require(checks: DeferredChecks | None, ok: Tensor, error) -> None:
+    """``checks.require(ok, error)``, or at once (one synchronisation) without ``checks``."""
+    if checks is not None:
+        checks.require(ok, error)
+    elif not bool(ok):
+        raise error() if callable(error) else ValueError(error)
 
 
 def check_num_clusters(num_clusters: int) -> int:
@@ -43,7 +89,9 @@ def check_coefficient(name: str, value: float) -> float:
     return float(value)
 
 
-def check_features(x: Tensor, dim: int, name: str = "x", finite: bool = True) -> None:
+def check_features(
+    x: Tensor, dim: int, name: str = "x", finite: bool = True, checks: DeferredChecks | None = None
+) -> None:
     """A floating-point ``[N, F]`` (``dim=2``) or ``[B, N, F]`` tensor with at least one node,
     and (``finite``) no NaN or infinite value."""
     if not isinstance(x, Tensor):
@@ -55,8 +103,8 @@ def check_features(x: Tensor, dim: int, name: str = "x", finite: bool = True) ->
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.size(-2) == 0 or (dim == 3 and x.size(0) == 0):
         raise ValueError(f"empty batch: {name} has shape {tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if finite:
+        _require(checks, torch.isfinite(x).all(), f"{name} contains NaN or infinite values")
 
 
 def as_int64_index(index):
@@ -94,7 +142,9 @@ def check_input_matches(x: Tensor, module: torch.nn.Module, in_channels: int | N
         )
 
 
-def check_batch(batch: Tensor, num_nodes: int, batch_size: int | None) -> None:
+def check_batch(
+    batch: Tensor, num_nodes: int, batch_size: int | None, checks: DeferredChecks | None = None
+) -> None:
     """``batch`` must be sorted, start at 0 and leave no graph without nodes."""
     if not isinstance(batch, Tensor):
         raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
@@ -106,28 +156,41 @@ def check_batch(batch: Tensor, num_nodes: int, batch_size: int | None) -> None:
         raise ValueError(
             f"batch has {batch.numel()} entries but x has {num_nodes} nodes: they must match"
         )
-    if int(batch[0]) != 0:
-        raise ValueError(f"batch must start at graph 0, got {int(batch[0])}")
+    _require(
+        checks,
+        batch[0] == 0,
+        lambda: ValueError(f"batch must start at graph 0, got {int(batch[0])}"),
+    )
     step = batch[1:] - batch[:-1]
-    if bool((step < 0).any()):
-        raise ValueError("batch must be sorted (nodes of a graph contiguous, graphs in order)")
-    if bool((step > 1).any()):
+    _require(
+        checks,
+        (step >= 0).all(),
+        "batch must be sorted (nodes of a graph contiguous, graphs in order)",
+    )
+
+    def gapped() -> Exception:
         first = int(batch[1:][step > 1][0])
-        raise ValueError(
+        return ValueError(
             f"batch is gapped: graph {first - 1} has no nodes; every graph needs at least one node"
         )
-    last = int(batch[-1])
-    if batch_size is not None and batch_size != last + 1:
-        raise ValueError(
-            f"batch_size={batch_size} but batch holds graphs 0..{last}: "
-            "every graph needs at least one node"
+
+    _require(checks, (step <= 1).all(), gapped)
+    if batch_size is not None:
+        _require(
+            checks,
+            batch[-1] == batch_size - 1,
+            lambda: ValueError(
+                f"batch_size={batch_size} but batch holds graphs 0..{int(batch[-1])}: "
+                "every graph needs at least one node"
+            ),
         )
 
 
-def check_max_num_nodes(max_num_nodes: int | None, counts: Tensor) -> None:
-    if max_num_nodes is None:
+def check_max_num_nodes(max_num_nodes: int | None, counts: list[int]) -> None:
+    """``max_num_nodes`` holds the largest graph (``counts``: nodes per graph, on the host)."""
+    if max_num_nodes is None or not counts:
         return
-    largest = int(counts.max())
+    largest = max(counts)
     if max_num_nodes < largest:
         raise ValueError(
             f"max_num_nodes={max_num_nodes} is smaller than the largest graph in the batch "
@@ -135,7 +198,9 @@ def check_max_num_nodes(max_num_nodes: int | None, counts: Tensor) -> None:
         )
 
 
-def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -> None:
+def check_connectivity(
+    edge_index, edge_weight: Tensor | None, num_nodes: int, checks: DeferredChecks | None = None
+) -> None:
     """Check ``edge_index`` (+ ``edge_weight``), a ``SparseTensor`` or a ``torch.sparse`` matrix."""
     if is_sparse_tensor(edge_index) or is_torch_sparse(edge_index):
         size = tuple(edge_index.sizes() if is_sparse_tensor(edge_index) else edge_index.shape)
@@ -162,12 +227,16 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
     if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
         raise TypeError(f"edge_index must be an integer tensor, got {edge_index.dtype}")
     if edge_index.numel() > 0:
-        lo, hi = int(edge_index.min()), int(edge_index.max())
-        if lo < 0 or hi >= num_nodes:
-            raise ValueError(
+
+        def out_of_range() -> Exception:
+            lo, hi = int(edge_index.min()), int(edge_index.max())
+            return ValueError(
                 f"edge_index out of range: it holds node indices in [{lo}, {hi}] but x has "
                 f"{num_nodes} nodes"
             )
+
+        inside = (edge_index.min() >= 0) & (edge_index.max() < num_nodes)
+        _require(checks, inside, out_of_range)
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or not edge_weight.is_floating_point():
             raise TypeError("edge_weight must be a floating-point tensor")
@@ -176,25 +245,32 @@ def check_connectivity(edge_index, edge_weight: Tensor | None, num_nodes: int) -
                 f"edge_weight must have shape [{edge_index.size(1)}] (one weight per edge), "
                 f"got {tuple(edge_weight.shape)}"
             )
-        if not bool(torch.isfinite(edge_weight).all()):
-            raise ValueError("edge_weight contains NaN or infinite values")
+        finite = torch.isfinite(edge_weight).all()
+        _require(checks, finite, "edge_weight contains NaN or infinite values")
 
 
-def check_edges_within_graphs(index: Tensor, batch: Tensor) -> None:
+def check_edges_within_graphs(
+    index: Tensor, batch: Tensor, checks: DeferredChecks | None = None
+) -> None:
     """Every edge (``index``: ``[2, E]`` source and target) joins two nodes of one graph: an
-    edge between graphs would mix their coarsened adjacencies and losses without a word."""
+    edge between graphs would mix their coarsened adjacencies and losses without a word.
+    (Indices out of range are :func:`check_connectivity`'s to name: they are clamped here.)"""
     if index.numel() == 0:
         return
-    across = batch[index[0]] != batch[index[1]]
-    if bool(across.any()):
+    ends = index.clamp(0, batch.numel() - 1)
+    across = batch.index_select(0, ends[0]) != batch.index_select(0, ends[1])
+
+    def error() -> Exception:
         count = int(across.sum())
         first = int(across.nonzero()[0, 0])
         i, j = int(index[0, first]), int(index[1, first])
-        raise ValueError(
+        return ValueError(
             f"{count} edge(s) join nodes of different graphs of the batch (e.g. node {i} of "
             f"graph {int(batch[i])} and node {j} of graph {int(batch[j])}): every edge must "
             "stay inside its graph"
         )
+
+    _require(checks, ~across.any(), error)
 
 
 def check_dense_inputs(
