@@ -84,10 +84,20 @@ def test_every_cpu_precision_trains(tmp_path, mutag, precision):
     assert next(module.parameters()).dtype == expected
 
 
-def test_hyperparameters_reach_the_loggers(tmp_path, mutag):
+def test_hyperparameters_reach_the_loggers_once(tmp_path, mutag):
+    """One ``log_hyperparams`` call per fit (TensorBoard made one hparams session of each),
+    with the module's, the data module's and the parameter counts."""
+    calls = []
+
+    class Counting(CSVLogger):
+        def log_hyperparams(self, params, *args, **kwargs):
+            calls.append(dict(params))
+            super().log_hyperparams(params, *args, **kwargs)
+
     module = _module(mutag)
-    logger = CSVLogger(tmp_path, name="logs")
+    logger = Counting(tmp_path, name="logs")
     _trainer(tmp_path, logger=logger, log_every_n_steps=1).fit(module, datamodule=mutag)
+    assert len(calls) == 1 and {"model", "data/name", "num_parameters"} <= set(calls[0])
     hparams = yaml.safe_load((tmp_path / "logs" / "version_0" / "hparams.yaml").read_text())
     assert hparams["model"]["variant"] == "diffpool"
     assert hparams["optimizer"]["lr"] == 1e-3 and hparams["in_channels"] == 7
@@ -150,3 +160,46 @@ def test_a_module_built_for_other_data_stops_before_the_first_step(tmp_path):
     module = GraphClassifier(SPEC)
     _trainer(tmp_path).fit(module, datamodule=labels)
     assert module.task.name == "multilabel" and module.hparams.num_classes == 4
+
+
+def test_a_plain_module_reloaded_without_its_network_is_a_named_error(tmp_path, mutag):
+    """A module trained with a network object stores no spec of it: a reload without
+    ``model=``, or with another network, says to pass the checkpoint's network."""
+    module = _module(mutag, model=GlobalPoolNet(mutag.num_features, mutag.num_classes, 16))
+    _trainer(tmp_path, enable_checkpointing=True).fit(module, datamodule=mutag)
+    (ckpt,) = list(tmp_path.rglob("*.ckpt"))
+    with pytest.raises(ValueError, match=r"pass model=.*the network it was trained with"):
+        GraphClassifier.load_from_checkpoint(ckpt)
+    other = GlobalPoolNet(mutag.num_features, mutag.num_classes, hidden_channels=8)
+    with pytest.raises(ValueError, match=r"pass model=.*the network it was trained with"):
+        GraphClassifier.load_from_checkpoint(ckpt, model=other)
+
+
+class NaNFromCall(torch.nn.Module):
+    """A graph classifier whose logits are NaN from its ``bad``-th training call on."""
+
+    def __init__(self, in_channels, num_classes, bad):
+        super().__init__()
+        self.lin, self.bad, self.calls = torch.nn.Linear(in_channels, num_classes), bad, 0
+
+    def forward(self, x, edge_index, batch):
+        from torch_geometric.nn import global_mean_pool
+
+        logits = global_mean_pool(self.lin(x), batch)
+        self.calls += self.training
+        return logits * float("nan") if self.training and self.calls > self.bad else logits
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_model_producing_nan_stops_with_the_step_it_went_non_finite(tmp_path, mutag, validation):
+    """The steps only note a non-finite loss on the device; it is read once per epoch, before
+    validation and before the epoch's checkpoints, and the error names where it was."""
+    from diffpool.training import NonFiniteLossError
+
+    module = _module(mutag, model=NaNFromCall(mutag.num_features, mutag.num_classes, bad=3))
+    limits = {} if validation else {"limit_val_batches": 0}
+    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=5, enable_checkpointing=True,
+                       **limits)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 0, step 3 "):
+        trainer.fit(module, datamodule=mutag)
+    assert not list(tmp_path.rglob("*.ckpt"))  # no checkpoint of the epoch that went NaN

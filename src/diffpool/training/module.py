@@ -121,7 +121,10 @@ class GraphClassifier(LightningModule):
     per-level ``link_loss_l{l}`` and ``entropy_loss_l{l}``, always with
     ``batch_size=batch.num_graphs``. With a data module that has an OGB ``evaluator``, the
     test set is also scored by it, logged as ``test/ogb_<metric>`` (OGB's metric name). A
-    loss that is not finite stops training with :class:`NonFiniteLossError`.
+    loss that is not finite stops training with :class:`NonFiniteLossError`, which names the
+    stage, epoch and step where it first was: the steps only note it on the device (no host
+    synchronisation per step), and the module reads the note at the end of each stage's
+    epoch, before validation, before any checkpoint of that epoch is written.
 
     Categorical features are embedded by a ``node_encoder`` / ``edge_encoder`` (``_target_``
     specs, e.g. OGB's ``AtomEncoder`` / ``BondEncoder``) trained with the model: the model
@@ -232,9 +235,12 @@ class GraphClassifier(LightningModule):
                 edge_dim=None if edge_dim is None else int(edge_dim),
                 **specs,
             ),
+            logger=False,  # on_fit_start logs them once, with the data's
         )
         self.model: torch.nn.Module | None = None
         self.task: Task | None = None
+        #: per stage, on the device: the step and losses of its first non-finite loss
+        self._nonfinite: dict[str, torch.Tensor] = {}
         self._val_stages: tuple[str, ...] = VAL_STAGES
         if in_channels is not None and num_classes is not None:
             self._build()
@@ -367,6 +373,8 @@ class GraphClassifier(LightningModule):
         Raises:
             UntrustedTargetError: the checkpoint names another model, encoder, optimizer or
                 scheduler (the error names the file and the name).
+            ValueError: a module trained with a network object reloaded without ``model=``,
+                or weights that do not fit the network built (``model=`` of another network).
         """
         if not weights_only:
             raise ValueError(
@@ -384,11 +392,26 @@ class GraphClassifier(LightningModule):
         stored = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
         hparams = {k: v for k, v in stored.items() if k in own and k != "self"}
         trusted = {*trust, *targets.target_names(kwargs)}
+        given = "model" in kwargs and kwargs["model"] is not None
+        if not given and hparams.get("model") is None:
+            raise ValueError(
+                f"{source} was trained with a network object, and stores no spec of it: "
+                "pass model=<the network it was trained with>"
+            )
         with targets.reading(source, trusted):
             module = cls(**{**hparams, **kwargs})
         module.on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
-        module.load_state_dict(state, strict=module.strict_loading if strict is None else strict)
+        try:
+            module.load_state_dict(
+                state, strict=module.strict_loading if strict is None else strict
+            )
+        except RuntimeError as err:  # torch's list of every missing and unexpected weight
+            first = str(err).splitlines()[0]
+            raise ValueError(
+                f"the weights of {source} do not fit the network built ({first} ...): pass "
+                "model= matching the checkpoint (the network it was trained with, or its spec)"
+            ) from err
         tensor = next((t for t in state.values() if isinstance(t, torch.Tensor)), None)
         return module.to(tensor.device) if tensor is not None else module
 
@@ -403,9 +426,11 @@ class GraphClassifier(LightningModule):
         self.hparams.optimizer["lr"] = float(value)
 
     def on_fit_start(self) -> None:
-        """Log what Lightning does not: the data module's hyperparameters (under ``data/``)
+        """Log the hyperparameters to every logger, in one call (one TensorBoard hparams
+        session): the module's (as built for the data), the data module's (under ``data/``)
         and the parameter counts."""
         extra: dict[str, Any] = {
+            **self.hparams,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "num_trainable_parameters": sum(
                 p.numel() for p in self.model.parameters() if p.requires_grad
@@ -438,22 +463,43 @@ class GraphClassifier(LightningModule):
                 batch.edge_attr = self.edge_encoder(batch.edge_attr)
         return classify(self.model, batch, return_assignments=return_assignments)
 
-    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _note_nonfinite(self, stage: str, step: int, loss, task_loss, aux_loss) -> None:
+        """Keep, on the loss's device, the step and losses of the first non-finite loss of
+        ``stage`` (step -1: none yet): no value is read on the host here."""
+        found = torch.stack([t.detach().float().reshape(()) for t in (loss, task_loss, aux_loss)])
+        first = self._nonfinite.get(stage)
+        if first is None:
+            first = torch.full((4,), -1.0, device=found.device)
+        record = (first[0] < 0) & ~torch.isfinite(found[0])
+        here = torch.cat([torch.full((1,), float(step), device=found.device), found])
+        self._nonfinite[stage] = torch.where(record, here, first)
+
+    def _stop_if_nonfinite(self, *stages: str) -> None:
+        """Raise :class:`NonFiniteLossError` where a step of ``stages`` had a non-finite loss
+        (one read of the device per stage)."""
+        for stage in stages:
+            first = self._nonfinite.get(stage)
+            if first is None:
+                continue
+            step, loss, task_loss, aux_loss = first.tolist()
+            if step < 0:
+                continue
+            where = "step" if stage == "train" else "batch"
+            raise NonFiniteLossError(
+                f"the {STAGE_NAMES.get(stage, stage)} loss is {loss} at epoch "
+                f"{self.current_epoch}, {where} {int(step)} ({self.task.loss} {task_loss}, "
+                f"pooling losses {aux_loss}): lower the learning rate or check the input "
+                "features for NaN/inf"
+            )
+
+    def _step(self, batch: Batch, stage: str, batch_idx: int) -> torch.Tensor:
         out = self(batch, return_assignments=False)
         task = self.task
         target = task.target(batch.y, batch.num_graphs)
         task_loss = task.loss_value(out.logits, target)
         loss = task_loss + out.aux_loss
-        if not torch.isfinite(loss):
-            # training stops at the first non-finite loss of any stage: a diverged model's
-            # epoch must not end, nor its checkpoint be written
-            what = STAGE_NAMES.get(stage, stage)
-            raise NonFiniteLossError(
-                f"the {what} loss is {loss.item()} at epoch {self.current_epoch}, step "
-                f"{self.global_step} ({task.loss} {task_loss.item()}, link "
-                f"{out.link_loss.tolist()}, entropy {out.entropy_loss.tolist()}): lower the "
-                "learning rate or check the input features for NaN/inf"
-            )
+        step = self.global_step if stage == "train" else batch_idx
+        self._note_nonfinite(stage, step, loss, task_loss, out.aux_loss)
         log = dict(
             batch_size=batch.num_graphs,
             on_step=False,
@@ -503,10 +549,23 @@ class GraphClassifier(LightningModule):
         torch.manual_seed(step % (1 << 63))
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._step(batch, self.val_stages[dataloader_idx])
+        self._step(batch, self.val_stages[dataloader_idx], batch_idx)
+
+    # a non-finite loss stops the run where it is read: after the epoch's training steps
+    # (before validation; without one, before the epoch's checkpoints), after validation
+    # (before its checkpoints) and after testing
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._stop_if_nonfinite("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._stop_if_nonfinite(*self.val_stages)
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_nonfinite("train")
 
     #: the test set's targets and outputs while an OGB evaluator scores it
     _ogb: tuple[list, list] | None = None
@@ -518,10 +577,12 @@ class GraphClassifier(LightningModule):
         self._ogb = ([], []) if self._evaluator() is not None else None
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        """Score the test set with the data's OGB evaluator (logged ``test/ogb_<metric>``)."""
+        """Stop at a non-finite test loss; score the test set with the data's OGB evaluator
+        (logged ``test/ogb_<metric>``)."""
+        self._stop_if_nonfinite("test")
         if self._ogb is None:
             return
         evaluator = self._evaluator()
