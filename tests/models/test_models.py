@@ -499,3 +499,25 @@ def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatc
     assert len(built) == (budget == "fixed")  # merged group losses
     for name in ("logits", "aux_loss", "link_loss", "entropy_loss"):
         torch.testing.assert_close(getattr(training, name), getattr(out, name), msg=name)
+
+
+@pytest.mark.parametrize("budget", ["fixed", "per_graph"])
+def test_mlp_assignment_model_runs_every_path(budget, monkeypatch):
+    """``pool_net="mlp"`` (a config key of the model): no pooling GNN at any level, fewer
+    parameters than the paper's; the training path (factored or grouped dense levels, no
+    levels returned) gives the logits and losses of the inspection path."""
+    monkeypatch.setattr(plan, "FACTORED_MIN_SAVING", 1)
+    sizes = [3, 5, 8, 12, 30, 60, 7, 4, 150, 190]
+    batch = random_batch(sizes, num_features=6, seed=4)
+    torch.manual_seed(0)
+    settings = dict(num_levels=2, ratio=0.5, budget=budget, hidden_channels=8, num_layers=2)
+    model = build_model("diffpool", 6, 3, 400, pool_net="mlp", **settings).double().eval()
+    paper = build_model("diffpool", 6, 3, 400, **settings)
+    assert all(isinstance(level.pool, torch.nn.Linear) for level in model.levels)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in paper.parameters())
+    x = batch.x.double()
+    full = model(x, batch.edge_index, batch.batch, batch_size=len(sizes))
+    lean = model(x, batch.edge_index, batch.batch, batch_size=len(sizes),
+                 return_assignments=False, return_levels=False)  # fmt: skip
+    for name in ("logits", "aux_loss", "link_loss", "entropy_loss"):
+        torch.testing.assert_close(getattr(lean, name), getattr(full, name), msg=name)

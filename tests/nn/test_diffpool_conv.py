@@ -585,3 +585,25 @@ def test_int32_indices_give_the_int64_result(int32):
         out = layer(batch.x, edge_index, graph, weight)
         for name in ("x", "adj", "s", "mask", "cluster_mask", "aux_loss"):
             torch.testing.assert_close(getattr(out, name), getattr(ref, name), msg=name)
+
+
+@pytest.mark.parametrize("ratio", [None, 0.25])
+def test_mlp_assignment_is_a_linear_map_of_the_embeddings(ratio):
+    """``pool_net="mlp"``: S = softmax(Z W^T + b) on the embedding GNN's output, no pooling
+    GNN (torch-geometric-pool's DiffPool); the same as the function given those logits, also
+    where the layer computes only the slots each size group uses."""
+    from diffpool.functional import sparse_diff_pool
+
+    batch = random_batch([40, 3, 17, 9, 60, 1, 25], num_features=5, seed=3)
+    layer = DiffPoolConv.from_encoder("sage", 5, 8, 16, pool_net="mlp", ratio=ratio).double()
+    assert isinstance(layer.pool, torch.nn.Linear) and layer.pool_on == "embedding"
+    assert "pool_on='embedding'" in repr(layer)
+    x = batch.x.double()
+    for layout in ("auto", "per_bucket") if ratio else ("auto",):
+        out = layer(x, batch.edge_index, batch.batch, layout=layout)
+        z = layer.embed(x, batch.edge_index)
+        ref = sparse_diff_pool(z, batch.edge_index, layer.pool(z), batch.batch, ratio=ratio)
+        for name in ("x", "adj", "s", "link_loss", "entropy_loss"):
+            torch.testing.assert_close(getattr(out, name), getattr(ref, name), msg=name)
+    with pytest.raises(ValueError, match="pool_net must be one of"):
+        DiffPoolConv.from_encoder("sage", 5, 8, 16, pool_net="gcn")

@@ -193,6 +193,12 @@ class DiffPoolNet(torch.nn.Module):
             ``"normalized"`` (:func:`normalize_coarse_adj`). (default: :obj:`"raw"`)
         validate (bool, optional): Input checks in the pooling layers. (default: :obj:`True`)
         edge_dim (int, optional): Edge feature width (see above). (default: :obj:`None`)
+        pool_net (str, optional): What computes every level's assignment: ``"gnn"``, a pooling
+            GNN on the level's input graph (the paper), or ``"mlp"``,
+            :math:`\mathbf{S}^{(l)} = \mathrm{softmax}(\mathbf{Z}^{(l)}\mathbf{W}^{(l)\top} +
+            \mathbf{b}^{(l)})` on the level's embeddings, with no pooling GNN (the architecture
+            of torch-geometric-pool's DiffPool and many later papers: about half the GNN work
+            of a level). (default: :obj:`"gnn"`)
     """
 
     def __init__(
@@ -223,6 +229,7 @@ class DiffPoolNet(torch.nn.Module):
         mlp_hidden_channels: int = 50,
         coarse_adj: str = "raw",
         validate: bool = True,
+        pool_net: str = "gnn",
     ):
         super().__init__()
         if in_channels < 1 or num_classes < 1:
@@ -240,7 +247,7 @@ class DiffPoolNet(torch.nn.Module):
         self.coarse_adj = coarse_adj
         self.ratio = check_ratio(ratio)
         self.readout = check_readout(readout)
-        self.budget, self.assignment = budget, assignment
+        self.budget, self.assignment, self.pool_net = budget, assignment, pool_net
         self.num_levels = num_levels
         self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
         self._given_clusters = num_clusters
@@ -269,6 +276,7 @@ class DiffPoolNet(torch.nn.Module):
                     hidden_channels,
                     clusters,
                     pool=assignment == "learned",
+                    pool_net=pool_net,
                     **({"edge_dim": edge_dim} if level == 0 and edge_dim is not None else {}),
                     **block,
                     **layer,
@@ -546,5 +554,7 @@ class DiffPoolNet(torch.nn.Module):
             f"{type(self).__name__}({self.in_channels}, {self.num_classes}, "
             f"encoder='{self.levels[0].embed.encoder}', num_levels={self.num_levels}, "
             f"num_clusters={self.num_clusters}, budget='{self.budget}', "
-            f"assignment='{self.assignment}', readout='{self.readout}')"
+            f"assignment='{self.assignment}', "
+            + (f"pool_net='{self.pool_net}', " if self.pool_net != "gnn" else "")
+            + f"readout='{self.readout}')"
         )

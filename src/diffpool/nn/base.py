@@ -8,6 +8,17 @@ from torch_geometric.nn.inits import reset
 from diffpool.functional.diff_pool import AssignmentHead, PoolOptions, check_loss_options
 from diffpool.utils.validation import check_coefficient, check_num_clusters, check_ratio
 
+#: What the pooling module reads: ``"input"``, the level's input graph (:math:`\mathbf{S} =
+#: \mathrm{softmax}(\mathrm{GNN}_{\mathrm{pool}}(\mathbf{A}, \mathbf{X}))`, the paper), or
+#: ``"embedding"``, the embedding GNN's output (:math:`\mathbf{S} = \mathrm{softmax}(
+#: \mathrm{MLP}(\mathbf{Z}))`, no pooling GNN: torch-geometric-pool's DiffPool and many later
+#: papers).
+POOL_INPUTS = ("input", "embedding")
+
+#: The pooling module :meth:`DiffPoolBase.from_encoder` builds: ``"gnn"`` (a GNN on the input
+#: graph) or ``"mlp"`` (a linear map of the embeddings, ``pool_on="embedding"``).
+POOL_NETS = ("gnn", "mlp")
+
 
 class DiffPoolBase(torch.nn.Module):
     """Options and weights common to :class:`DiffPoolConv` and :class:`DenseDiffPoolConv`: the
@@ -28,8 +39,13 @@ class DiffPoolBase(torch.nn.Module):
         *,
         head: torch.nn.Linear | None = None,
         loss_normalization: str = "per_graph",
+        pool_on: str = "input",
     ):
         super().__init__()
+        if pool_on not in POOL_INPUTS:
+            raise ValueError(f"pool_on must be one of {POOL_INPUTS}, got {pool_on!r}")
+        if pool_on == "embedding" and head is not None:
+            raise ValueError("pool_on='embedding' maps the embeddings itself: give no head")
         for name, module in (("embed", embed), ("pool", pool)):
             if module is None and name == "pool":
                 continue  # assignments given at every call (e.g. DiffPool-Det)
@@ -50,6 +66,7 @@ class DiffPoolBase(torch.nn.Module):
         self.embed = embed
         self.pool = pool
         self.head = head
+        self.pool_on = pool_on
         self.ratio = check_ratio(ratio)
         self.link_loss = link_loss
         self.loss_normalization = loss_normalization
@@ -77,6 +94,7 @@ class DiffPoolBase(torch.nn.Module):
         normalize: bool = False,
         pool: bool = True,
         edge_dim: int | None = None,
+        pool_net: str = "gnn",
         **kwargs,
     ):
         r"""Build the layer with registered encoder stacks for both GNNs.
@@ -104,6 +122,12 @@ class DiffPoolBase(torch.nn.Module):
             edge_dim (int, optional): Edge feature width, for the sparse layer with an
                 encoder type that takes edge features (``"gine"``, ``"gat"``).
                 (default: :obj:`None`)
+            pool_net (str, optional): ``"gnn"``: the pooling GNN above (the paper);
+                ``"mlp"``: :math:`\mathbf{S} = \mathrm{softmax}(\mathbf{Z}\mathbf{W}^\top +
+                \mathbf{b})`, a :class:`torch.nn.Linear` on the embeddings
+                (``pool_on="embedding"``, torch-geometric-pool's DiffPool), whose logits are
+                computed only for the cluster slots each group of graphs uses.
+                (default: :obj:`"gnn"`)
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``,
                 ``loss_normalization``, ...).
         """
@@ -113,7 +137,12 @@ class DiffPoolBase(torch.nn.Module):
         embed = cls.encoder_class(
             encoder, in_channels, hidden_channels, hidden_channels, normalize=normalize, **common
         )
+        if pool_net not in POOL_NETS:
+            raise ValueError(f"pool_net must be one of {POOL_NETS}, got {pool_net!r}")
         pool_gnn = head = None
+        if pool and pool_net == "mlp":
+            linear = torch.nn.Linear(embed.out_channels, num_clusters)
+            return cls(embed, linear, num_clusters, pool_on="embedding", **kwargs)
         if pool:
             pool_gnn = cls.encoder_class(
                 encoder,
@@ -136,7 +165,7 @@ class DiffPoolBase(torch.nn.Module):
     def _validating(self) -> bool:
         return self.validate and not torch.compiler.is_compiling()
 
-    def _assignment(self, pooled, assignment, fold=None):
+    def _assignment(self, pooled, assignment, fold=None, z=None):
         """What the functional core takes as ``s``: hard cluster ids, the pooling GNN's logits,
         or its features with the head's map. ``fold()``: the pooling GNN's
         :meth:`~diffpool.nn.GNNEncoder.fold_head` (features and the ``fold`` of its last
@@ -150,6 +179,10 @@ class DiffPoolBase(torch.nn.Module):
             raise ValueError(
                 "this layer has no pooling GNN (pool=None): pass the cluster assignment"
             )
+        if self.pool_on == "embedding":  # S = softmax(pool(Z))
+            if isinstance(self.pool, torch.nn.Linear):  # logits only for the slots used
+                return AssignmentHead(z, self.pool.weight, self.pool.bias)
+            return self.pool(z)
         if self.head is None:
             return pooled()
         folded = fold() if fold is not None else None
@@ -179,6 +212,8 @@ class DiffPoolBase(torch.nn.Module):
         ]
         if self.head is not None:
             parts.append(f"head={self.head}")
+        if self.pool_on != "input":
+            parts.append(f"pool_on='{self.pool_on}'")
         parts.append(f"num_clusters={self.num_clusters}")
         if self.ratio is not None:
             parts.append(f"ratio={self.ratio}")

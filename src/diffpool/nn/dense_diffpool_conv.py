@@ -66,6 +66,8 @@ class DenseDiffPoolConv(DiffPoolBase):
         loss_normalization (str, optional): ``"per_graph"``, ``"pyg"`` or
             ``"pyg_unnormalized"``, as for :class:`~diffpool.nn.DiffPoolConv`.
             (default: :obj:`"per_graph"`)
+        pool_on (str, optional): ``"input"`` (``pool(x, adj, mask)``) or ``"embedding"``
+            (``pool(z)``), as for :class:`~diffpool.nn.DiffPoolConv`. (default: :obj:`"input"`)
 
     The computation itself is :func:`diffpool.functional.padded_diff_pool`.
     """
@@ -116,7 +118,7 @@ class DenseDiffPoolConv(DiffPoolBase):
             check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
             check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
-        s = self._assignment(lambda: self.pool(x, adj, mask), assignment)
+        s = self._assignment(lambda: self.pool(x, adj, mask), assignment, z=z)
         return pool_padded(z, adj, s, mask, self._options(), return_assignment, validating)
 
     def forward_groups(
@@ -140,12 +142,18 @@ class DenseDiffPoolConv(DiffPoolBase):
             for x, adj, mask in zip(xs, adjs, masks):
                 check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
         zs = self.embed.forward_groups(xs, adjs, masks)
-        pooled = self.pool.forward_groups(xs, adjs, masks)
+        if self.pool_on == "embedding":
+            pooled = [self._assignment(None, None, z=z) for z in zs]
+        else:
+            pooled = [
+                self._assignment(lambda p=p: p, None)
+                for p in self.pool.forward_groups(xs, adjs, masks)
+            ]
         return [
             pool_padded(
                 z,
                 adj,
-                self._assignment(lambda p=p: p, None),
+                p,
                 mask,
                 self._options(),
                 return_assignment,

@@ -116,6 +116,13 @@ class DiffPoolConv(DiffPoolBase):
         loss_normalization (str, optional): ``"per_graph"`` (the losses above), ``"pyg"`` or
             ``"pyg_unnormalized"`` (PyG's, see above; with ``link_loss="frobenius"`` or
             ``"none"``). (default: :obj:`"per_graph"`)
+        pool_on (str, optional): What ``pool`` reads: ``"input"``, the input graph (called as
+            ``pool(x, edge_index)``, the paper), or ``"embedding"``, the embeddings
+            :math:`\mathbf{Z}` (called as ``pool(z)``; e.g. a :class:`torch.nn.Linear`, whose
+            logits are then computed only for the slots used):
+            :math:`\mathbf{S} = \mathrm{softmax}(\mathrm{MLP}(\mathbf{Z}))`, the
+            assignment of torch-geometric-pool's DiffPool, with no pooling GNN.
+            (default: :obj:`"input"`)
     """
 
     encoder_class = GNNEncoder
@@ -134,6 +141,7 @@ class DiffPoolConv(DiffPoolBase):
         *,
         head: torch.nn.Linear | None = None,
         loss_normalization: str = "per_graph",
+        pool_on: str = "input",
     ):
         super().__init__(
             embed,
@@ -147,9 +155,12 @@ class DiffPoolConv(DiffPoolBase):
             validate,
             head=head,
             loss_normalization=loss_normalization,
+            pool_on=pool_on,
         )
         self._embed_args = {a for a in ("edge_weight", "edge_attr") if _accepts(embed, a)}
-        self._pool_args = {a for a in ("edge_weight", "edge_attr") if _accepts(pool, a)}
+        self._pool_args = set()
+        if self.pool_on == "input":
+            self._pool_args = {a for a in ("edge_weight", "edge_attr") if _accepts(pool, a)}
 
     @staticmethod
     def _run(gnn, accepted: set, x: Tensor, edge_index, **edges):
@@ -237,6 +248,7 @@ class DiffPoolConv(DiffPoolBase):
             lambda: self._run(self.pool, self._pool_args, x, edge_index, **edges),
             assignment,
             fold and (lambda: self._run(fold, self._pool_args, x, edge_index, **edges)),
+            z,
         )
         run = run._replace(validate=validating, counts=counts)
         out = pool_sparse(z, edge_index, s, batch, edge_weight, self._options(), run)

@@ -135,6 +135,7 @@ LATER_DEFAULTS = {
     ("data", "edge_features"): False,
     ("module", "loss"): None,
     ("model", "loss_normalization"): "per_graph",
+    ("model", "pool_net"): "gnn",
     # TU data configs take split files (GraphDataModule's keys and defaults)
     ("data", "split"): "kfold",
     ("data", "split_file"): None,
