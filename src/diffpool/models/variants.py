@@ -24,6 +24,9 @@ VARIANTS: dict[str, tuple[type[torch.nn.Module], dict[str, Any]]] = {
     "diffpool": (DiffPoolNet, {}),
     # DiffPool-NoLP: the same without the link-prediction loss
     "nolp": (DiffPoolNet, dict(link_loss="none")),
+    # DiffPool with the assignment S = softmax(Linear(Z)) on the embeddings, no pooling GNN
+    # (torch-geometric-pool's DiffPool and many later papers): the cheaper architecture
+    "diffpool_mlp": (DiffPoolNet, dict(pool_net="mlp")),
     # DiffPool-Det: assignments from a deterministic clustering; nothing to regularise
     "det": (DiffPoolNet, dict(assignment="det", link_loss="none", entropy_loss=False)),
     # the paper's GraphSAGE baseline: mean over all nodes, no hierarchy
