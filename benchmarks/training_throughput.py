@@ -80,12 +80,17 @@ from measure import (
 
 HERE = Path(__file__).resolve().parent
 #: Every formulation, its architecture (``measure.ARCHITECTURES``) and role: ours are timed
-#: against the peers of their own architecture. Ours with another option of the model (the MLP
-#: assignment of issue #44, timed against tgp's) is one more entry here: a name starting with
-#: ``ours``, its architecture, its budget and ``build_model``'s keyword arguments in ``options``.
+#: against the peers of their own architecture: ours with a pooling GNN against PyG's dense
+#: formulation, ours with the MLP assignment (``pool_net="mlp"``) against tgp's. An entry: a name
+#: starting with ``ours``, its architecture, its budget and ``build_model``'s keyword arguments
+#: in ``options``.
 FORMULATIONS = {
     "ours_fixed": Formulation("gnn_pool", "ours", budget="fixed"),
     "ours_per_graph": Formulation("gnn_pool", "ours", budget="per_graph"),
+    "ours_mlp_fixed": Formulation("mlp", "ours", budget="fixed", options=(("pool_net", "mlp"),)),
+    "ours_mlp_per_graph": Formulation(
+        "mlp", "ours", budget="per_graph", options=(("pool_net", "mlp"),)
+    ),
     "dense_pyg": Formulation("gnn_pool", "peer"),
     "tgp_batched": Formulation("mlp", "peer"),
     "tgp_unbatched": Formulation("mlp", "peer"),
