@@ -686,3 +686,16 @@ def test_runs_archived_before_tasks_existed_are_the_same_runs():
     config["callbacks"]["model_checkpoint"]["monitor"] = "val/loss"
     other = OmegaConf.create({**config, "output_dir": "x"})
     assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)
+
+
+def test_edge_features_asked_for_with_an_encoder_without_them_is_an_error(tmp_path):
+    """``data.edge_features=true`` with sage is the ValueError that ``edge_dim=`` with sage is
+    in Python (it was a log line, and the edge labels were left out); gine takes them."""
+    with pytest.raises(ValueError, match="encoder 'sage' takes no edge features"):
+        train(_cfg(tmp_path, "sage", "data.edge_features=true", "model/encoder=sage"))
+    assert not (tmp_path / "sage").exists()  # a run that could not be set up leaves nothing
+    result = train(
+        _cfg(tmp_path, "gine", "data.edge_features=true", "model/encoder=gine",
+             "trainer.max_epochs=1")
+    )  # fmt: skip
+    assert result.config["data"]["edge_features"] is True

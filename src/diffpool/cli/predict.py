@@ -14,14 +14,15 @@ from diffpool.cli import extras_present
 
 PROG = "diffpool-predict"
 
-#: the values each option takes (checked before anything is loaded)
-SPLITS = ("test", "val", "train", "all")
-
 
 def _check(cfg) -> None:
-    """Raise a ValueError naming the option whose value it does not take."""
-    if cfg.split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    """Raise a ValueError naming the option whose value it does not take (before anything
+    is loaded)."""
+    from diffpool.training.datamodule import PREDICT_SPLITS
+
+    if cfg.split not in PREDICT_SPLITS:
+        splits = ", ".join(PREDICT_SPLITS)
+        raise ValueError(f"split must be one of {splits}, got {cfg.split!r}")
     if not isinstance(cfg.assignments, bool):
         raise ValueError(f"assignments must be true or false, got {cfg.assignments!r}")
     for key, least in (("threads", 0), ("batch_size", 1)):

@@ -414,8 +414,9 @@ class TUDataModule(GraphDataModule):
             ``"val"``, ``"train"`` or ``"all"``. (default: :obj:`"test"`)
         task (str, optional): The task, where not inferred. (default: :obj:`None`)
         metric (str, optional): The selection metric. (default: the task's)
-        edge_features (bool, optional): Give the edge labels to encoders that take edge
-            features. (default: :obj:`False`)
+        edge_features (bool, optional): Give the edge labels to the model's encoder; one that
+            takes no edge features is then an error (:attr:`edge_features_required`), as
+            ``edge_dim=`` with it is. (default: :obj:`False`)
         split (str, optional): ``"kfold"`` (the folds above) or ``"file"`` (a published
             split file: :func:`~diffpool.datasets.load_split_file`, Errica et al.'s folds or
             one ``{"train", "val", "test"}`` object; ``fold`` picks its fold, ``num_folds``
@@ -488,6 +489,12 @@ class TUDataModule(GraphDataModule):
         )
         self.name = dataset.name  # the TU collection's spelling of the name asked for
         return dataset, None
+
+    @property
+    def edge_features_required(self) -> bool:
+        """Whether the edge features were asked for (``edge_features=True``, not the TU
+        default): an encoder that takes none is an error, not a log line."""
+        return bool(self.edge_features)
 
 
 class IndexedDataset(Dataset):

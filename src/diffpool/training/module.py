@@ -66,14 +66,21 @@ def _width(encoder: torch.nn.Module | None, width: int) -> int:
     return getattr(encoder, "out_channels", found)
 
 
-def _edge_dim_for(spec: Mapping | None, edge_dim: int | None) -> int | None:
+def _edge_dim_for(spec: Mapping | None, edge_dim: int | None, required: bool) -> int | None:
     """The data's edge feature width where the model spec's encoder takes edge features;
-    else :obj:`None` (the model is built without them and they are unused, logged)."""
+    else :obj:`None` (the model is built without them and they are unused, logged), or, where
+    the data's edge features were asked for (``required``), the model's ValueError."""
     if edge_dim is None or spec is None:
         return None
     from diffpool.nn.encoders import ENCODERS
 
     encoder = ENCODERS.get(str(spec.get("encoder", "")))
+    if encoder is not None and not encoder.edge and required:
+        raise ValueError(
+            f"edge_dim={edge_dim} given, but encoder {spec.get('encoder')!r} takes no edge "
+            "features (the data's edge_features=true: use an encoder that takes them, gine "
+            "or gat, or edge_features=false)"
+        )
     if encoder is None or not encoder.edge:
         log.info(
             "the data has edge features; encoder %s does not take them (gine, gat do)",
@@ -313,7 +320,8 @@ class GraphClassifier(LightningModule):
                 "gives them"
             )
         if self.model is None:
-            facts["edge_dim"] = _edge_dim_for(hp.model, facts["edge_dim"])
+            required = bool(getattr(datamodule, "edge_features_required", False))
+            facts["edge_dim"] = _edge_dim_for(hp.model, facts["edge_dim"], required)
             hp.update({k: v for k, v in facts.items() if hp.get(k) is None})
             self._build()
 
