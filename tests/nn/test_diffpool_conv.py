@@ -444,10 +444,12 @@ def test_per_graph_budgets_project_only_the_slots_they_use(encoder, monkeypatch)
 
 
 def test_torch_compile_matches_eager():
+    """With a fixed node budget (``batch_size`` and ``max_num_nodes``), the layer compiles as
+    one graph (``fullgraph=True``: no graph break; the ``"padded"`` layout)."""
     batch = random_batch([5, 8, 3], seed=13)
     layer = sage_layer(4, 3, ratio=0.5)
     eager = layer(batch.x, batch.edge_index, batch.batch, batch_size=3, max_num_nodes=8)
-    compiled = torch.compile(layer)
+    compiled = torch.compile(layer, fullgraph=True)
     out = compiled(batch.x, batch.edge_index, batch.batch, batch_size=3, max_num_nodes=8)
     for left, right in zip(out, eager):
         torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)

@@ -180,3 +180,47 @@ def test_an_int32_edge_index_gives_the_int64_result(encoder):
     expected, expected_fold = enc.fold_head(batch.x, batch.edge_index)
     torch.testing.assert_close(features, expected)
     torch.testing.assert_close(fold, expected_fold)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum):
+    """Without a gather of the real rows (no synchronisation): outputs, gradients and running
+    statistics over several steps are BatchNorm1d's on the real rows, in training and in
+    evaluation; a step of one real row uses the running statistics and leaves them as they
+    are; several blocks normalise together."""
+    torch.manual_seed(0)
+    ours, ref = MaskedBatchNorm(4, momentum=momentum), torch.nn.BatchNorm1d(4, momentum=momentum)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1, 1)
+    ref.load_state_dict(ours.state_dict())
+    for _ in range(3):
+        x = torch.randn(3, 5, 4, requires_grad=True)
+        mask = torch.rand(3, 5) < 0.6
+        mask[:, 0] = True
+        out = ours(torch.where(mask[..., None], x, float("nan")), mask)
+        want = ref(x[mask])
+        torch.testing.assert_close(out[mask], want)
+        assert (out[~mask] == 0).all()
+        grad = torch.autograd.grad(out[mask].pow(2).sum(), x)[0]
+        torch.testing.assert_close(grad, torch.autograd.grad(want.pow(2).sum(), x)[0])
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
+    one = torch.zeros(1, 3, dtype=torch.bool)
+    one[0, 0] = True
+    before = ours.running_mean.clone()
+    single = ours(torch.randn(1, 3, 4), one)
+    assert torch.isfinite(single).all() and torch.equal(ours.running_mean, before)
+    xs, masks = [torch.randn(2, 3, 4), torch.randn(3, 6, 4)], [None, torch.rand(3, 6) < 0.7]
+    masks[1][:, 0] = True
+    joined = ours.forward_groups(xs, masks)
+    ref.train()
+    rows = torch.cat([xs[0].flatten(0, 1), xs[1][masks[1]]])
+    torch.testing.assert_close(torch.cat([joined[0].flatten(0, 1), joined[1][masks[1]]]), ref(rows))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
+    ours.eval(), ref.eval()
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(
+        ours(x, torch.ones(2, 3, dtype=torch.bool)), ref(x.flatten(0, 1)).view(2, 3, 4)
+    )

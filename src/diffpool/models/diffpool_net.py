@@ -251,6 +251,9 @@ class DiffPoolNet(torch.nn.Module):
         self.num_levels = num_levels
         self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
         self._given_clusters = num_clusters
+        #: the dataset's largest graph: under ``torch.compile`` the first level pads every
+        #: batch to it (static shapes)
+        self.max_num_nodes = max_num_nodes
         self.in_channels, self.num_classes, self.edge_dim = in_channels, num_classes, edge_dim
 
         block = dict(
@@ -401,8 +404,10 @@ class DiffPoolNet(torch.nn.Module):
                 )
         batch, batch_size = resolve_batch(x, batch, batch_size)
         fixed = None if self.assignment == "learned" else clusters[0]
+        compiling = torch.compiler.is_compiling()
         run = SparseCall(
             batch_size,
+            self.max_num_nodes if compiling else None,
             return_assignment=return_assignments,
             factored=self._factored_adj(return_levels),
         )

@@ -427,36 +427,63 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
     normalise over all :math:`B \cdot N` rows, so that the padding shifts the statistics.) A
     training step with a single row, which has no batch statistics (a batch of one 1-node
     graph; one cluster at a deeper level), is normalised with the running ones instead.
-    """
 
-    def _rows(self, x: Tensor) -> Tensor:
-        if self.training and x.size(0) < 2 and self.track_running_stats:
-            return torch.nn.functional.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
-        return super().forward(x)
+    The masked statistics are sums over the padded rows with the padding set to zero, not a
+    gather of the real rows: no output whose size depends on the mask, so no synchronisation
+    with the device and static shapes under ``torch.compile``.
+    """
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if x.dim() == 2:
-            return self._rows(x)
-        if mask is None:
-            return self._rows(x.reshape(-1, x.size(-1))).view_as(x)
-        out = x.new_zeros(x.shape)
-        out[mask] = self._rows(x[mask])
-        return out
+            return self.forward_groups([x.unsqueeze(0)], [None])[0].squeeze(0)
+        return self.forward_groups([x], [mask])[0]
 
-    def forward_groups(self, xs: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
+    def forward_groups(self, xs: list[Tensor], masks: list[Tensor | None]) -> list[Tensor]:
         """Batch norm over the real rows of several padded blocks ``[b_k, n_k, F]`` together
         (one set of statistics, as over the whole batch); a mask :obj:`None`: every row of
         its block is real."""
-        rows = [x.flatten(0, 1) if mask is None else x[mask] for x, mask in zip(xs, masks)]
-        normed = self._rows(torch.cat(rows)).split([len(r) for r in rows])
+        kept = [x if m is None else torch.where(m.unsqueeze(-1), x, 0.0) for x, m in zip(xs, masks)]
+        mean, var = self._statistics(kept, masks)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale + (self.bias if self.affine else 0.0)
         outs = []
-        for x, mask, part in zip(xs, masks, normed):
-            if mask is None:  # every row real
-                outs.append(part.view_as(x))
-                continue
-            out = x.new_zeros(x.shape)
-            out[mask] = part
-            outs.append(out)
+        for x, m in zip(kept, masks):
+            out = x * scale + shift
+            outs.append(out if m is None else torch.where(m.unsqueeze(-1), out, 0.0))
         return outs
+
+    def _statistics(self, kept: list[Tensor], masks: list[Tensor | None]):
+        """Mean and (biased) variance of the real rows, or the running ones where they are
+        used (evaluation; a training step of one row); the running ones updated."""
+        if not self.training and self.track_running_stats:
+            return self.running_mean, self.running_var
+        count = sum(
+            x.new_tensor(float(x.numel() // x.size(-1))) if m is None else m.sum().to(x.dtype)
+            for x, m in zip(kept, masks)
+        )
+        rows = count.clamp(min=1)
+        mean = sum(x.sum((0, 1)) for x in kept) / rows
+        centred = [
+            x - mean if m is None else torch.where(m.unsqueeze(-1), x - mean, 0.0)
+            for x, m in zip(kept, masks)
+        ]
+        var = sum(c.pow(2).sum((0, 1)) for c in centred) / rows
+        if not self.track_running_stats:
+            return mean, var
+        enough = count >= 2  # a single row has no batch statistics
+        with torch.no_grad():
+            self.num_batches_tracked.add_(enough.long())
+            if self.momentum is None:  # a cumulative average
+                factor = 1.0 / self.num_batches_tracked.clamp(min=1).to(mean.dtype)
+            else:
+                factor = torch.full((), self.momentum, dtype=mean.dtype, device=mean.device)
+            factor = torch.where(enough, factor, 0.0).to(self.running_mean.dtype)
+            unbiased = var * rows / (rows - 1).clamp(min=1)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
+        return (
+            torch.where(enough, mean, self.running_mean),
+            torch.where(enough, var, self.running_var),
+        )

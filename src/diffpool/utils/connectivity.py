@@ -65,7 +65,21 @@ class CooAdjacency(NamedTuple):
         return out.index_add(0, batch[self.index[0]], self.value.pow(2))
 
 
-@torch.compiler.disable
+@torch.compiler.disable  # SparseTensor and torch.sparse conversions are not traceable
+def _sparse_coo(edge_index) -> tuple[Tensor, Tensor]:
+    """The ``(index, value)`` of ``A`` from a PyG-convention ``adj_t`` sparse matrix."""
+    if is_sparse_tensor(edge_index):
+        row, col, value = edge_index.coo()  # adj_t: row = target, col = source
+        return torch.stack([col, row]), value
+    coo = edge_index.to_sparse_coo().coalesce()
+    return coo.indices().flip(0), coo.values()
+
+
+@torch.compiler.disable  # the coalesce's output size depends on the data
+def _coalesce(index: Tensor, value: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    return coalesce(index, value, num_nodes=num_nodes, reduce="sum")
+
+
 def to_coo_adjacency(
     edge_index,
     edge_weight: Tensor | None,
@@ -75,18 +89,15 @@ def to_coo_adjacency(
 ) -> CooAdjacency:
     """Bring any accepted connectivity into the :class:`CooAdjacency` form, coalesced unless
     ``coalesced=False`` (for a consumer that sums duplicate edges itself, such as a dense
-    ``index_add``: the sort of a coalesce is then saved)."""
-    if is_sparse_tensor(edge_index):
-        row, col, value = edge_index.coo()  # adj_t: row = target, col = source
-        index = torch.stack([col, row])
-    elif is_torch_sparse(edge_index):
-        coo = edge_index.to_sparse_coo().coalesce()
-        index, value = coo.indices().flip(0), coo.values()
+    ``index_add``: the sort of a coalesce is then saved). An ``edge_index`` without the
+    coalesce traces under ``torch.compile`` (the ``"padded"`` layout)."""
+    if is_sparse_tensor(edge_index) or is_torch_sparse(edge_index):
+        index, value = _sparse_coo(edge_index)
     else:
         index, value = edge_index, edge_weight
     if value is None:
         value = torch.ones(index.size(1), dtype=dtype, device=index.device)
     value = value.to(dtype)
     if coalesced:
-        index, value = coalesce(index, value, num_nodes=num_nodes, reduce="sum")
+        index, value = _coalesce(index, value, num_nodes)
     return CooAdjacency(index, value, num_nodes)
