@@ -450,10 +450,14 @@ class GraphClassifier(LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams(extra)
 
-    def forward(self, batch: Batch, return_assignments: bool = True) -> ClassifierOutput:
+    def forward(
+        self, batch: Batch, return_assignments: bool = True, return_levels: bool = True
+    ) -> ClassifierOutput:
         """Run the model on ``batch`` (after the feature encoders). With
         ``return_assignments=False`` the levels' dense assignments ``s`` are neither built nor
-        returned (what the training, validation and test steps do). The batch's floating
+        returned, and with ``return_levels=False`` the output holds no level (what the
+        training, validation and test steps do: they read the logits and the losses). The
+        batch's floating
         tensors are taken in the module's dtype (``precision="64-true"`` doubles the module,
         not a PyG batch)."""
         dtype = self.dtype
@@ -469,7 +473,9 @@ class GraphClassifier(LightningModule):
                 batch.x = self.node_encoder(batch.x)
             if self.edge_encoder is not None and batch.get("edge_attr") is not None:
                 batch.edge_attr = self.edge_encoder(batch.edge_attr)
-        return classify(self.model, batch, return_assignments=return_assignments)
+        return classify(
+            self.model, batch, return_assignments=return_assignments, return_levels=return_levels
+        )
 
     def _note_nonfinite(self, stage: str, step: int, loss, task_loss, aux_loss) -> None:
         """Keep, on the loss's device, the step and losses of the first non-finite loss of
@@ -501,7 +507,9 @@ class GraphClassifier(LightningModule):
             )
 
     def _step(self, batch: Batch, stage: str, batch_idx: int) -> torch.Tensor:
-        out = self(batch, return_assignments=False)
+        # the steps read the logits and the losses only: no levels (the model may then keep
+        # coarsened adjacencies in a cheaper form of its own)
+        out = self(batch, return_assignments=False, return_levels=False)
         task = self.task
         target = task.target(batch.y, batch.num_graphs)
         task_loss = task.loss_value(out.logits, target)
