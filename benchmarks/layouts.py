@@ -20,9 +20,10 @@ What is timed:
 
 How: one process, one thread (``torch.set_num_threads(1)``), CPU time of the process
 (``time.process_time()``, not wall time: other processes share the cores). A round times each
-configuration once over all of the case's batches; the configurations alternate (A, B, C, B,
-C, A, ...: each round starts one configuration later) for ``--rounds`` rounds after one
-warm-up round, and a cell reports the median over rounds and their spread (min-max). A
+configuration over all of the case's batches, the configurations alternating batch by batch
+(A, B, C on a batch, B, C, A on the next, ...: a drift of the shared machine's speed hits them
+alike), for ``--rounds`` rounds after one warm-up round, and a cell reports the median over
+rounds and their spread (min-max). A
 configuration *wins* a case where its median beats every other's by more than the spread: its
 slowest round is faster than every other configuration's fastest round.
 
@@ -219,24 +220,28 @@ def factored_groups(model, batch) -> list[bool] | None:
 # --------------------------------------------------------------------------- timing
 def alternate(configs: dict, batches, rounds: int, label: str, passes: int = 1) -> dict:
     """CPU seconds of every configuration over ``passes`` passes over all ``batches``, per
-    round: one warm-up round, then ``rounds`` rounds, the configurations alternating within
-    each round, each round starting one configuration later (no configuration always runs
-    first)."""
+    round: one warm-up round, then ``rounds`` rounds. The configurations alternate batch by
+    batch (A, B, C on a batch, then B, C, A on the next, ...), so that a drift of the shared
+    machine's speed, which lasts seconds, hits them alike; every configuration gets the same
+    dropout masks on a batch."""
     import torch
 
     seconds = {name: [] for name in configs}
     names = list(configs)
     for r in range(rounds + 1):
-        spent = {}
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            step = configs[name]
-            torch.manual_seed(r)  # the same dropout masks for every configuration
-            start = time.process_time()
-            for _ in range(passes):
-                for batch in batches:
-                    step(batch)
-            spent[name] = time.process_time() - start
-            if r > 0:
+        spent = dict.fromkeys(names, 0.0)
+        step_index = 0
+        for _ in range(passes):
+            for batch in batches:
+                shift = (r + step_index) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    torch.manual_seed(1000 * r + step_index)
+                    start = time.process_time()
+                    configs[name](batch)
+                    spent[name] += time.process_time() - start
+                step_index += 1
+        if r > 0:
+            for name in names:
                 seconds[name].append(spent[name])
         done = "warm-up" if r == 0 else f"round {r}/{rounds}"
         print(f"  {label} {done}: " + ", ".join(f"{n} {spent[n]:.3f}s" for n in names),
@@ -246,7 +251,9 @@ def alternate(configs: dict, batches, rounds: int, label: str, passes: int = 1) 
 
 def summarise(seconds: dict) -> dict:
     """Per configuration: median, min, max and quartiles over rounds; the ratios to ``auto``
-    (where timed) and to the best median; and whether it wins beyond the spread."""
+    (where timed) and to the best median, of the medians and per round (paired: the rounds
+    alternate, so a drift of the machine's speed hits a round's configurations alike); and
+    whether it wins beyond the spread (:func:`mark_wins`)."""
     cells = {}
     for name, values in seconds.items():
         q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
@@ -261,24 +268,57 @@ def summarise(seconds: dict) -> dict:
         )
     best = min(c["median"] for c in cells.values())
     auto = cells.get("auto")
-    for name, c in cells.items():
+    for c in cells.values():
         c["vs_best"] = c["median"] / best
         c["vs_auto"] = c["median"] / auto["median"] if auto else None
-        others = [o for n, o in cells.items() if n != name]
-        # beyond the spread: its slowest round beats every other configuration's fastest
-        c["wins"] = bool(others) and all(c["max"] < o["min"] for o in others)
+        if auto:
+            per_round = [t / a for t, a in zip(c["rounds"], auto["rounds"])]
+            c["vs_auto_rounds"] = [min(per_round), statistics.median(per_round), max(per_round)]
+    mark_wins(cells)
     return cells
 
 
+def _beats(c: dict, o: dict) -> bool:
+    """Beyond the spread: ``c``'s slowest round beats ``o``'s fastest."""
+    return c["max"] < o["min"]
+
+
+def _beats_every_round(c: dict, o: dict) -> bool:
+    """Paired: ``c`` is faster than ``o`` in every round."""
+    return all(a < b for a, b in zip(c["rounds"], o["rounds"]))
+
+
+def mark_wins(cells: dict) -> None:
+    """``wins``: beyond the spread against every other configuration; for the forced layouts
+    also ``wins_among_forced`` (``auto`` left out: it runs one of them); ``every_round``: the
+    same, paired, faster in every round (a weaker test, which a drift of the machine's speed
+    between rounds does not hide)."""
+    ok = {n: c for n, c in cells.items() if c.get("status") == "ok"}
+    forced = {n: c for n, c in ok.items() if n != "auto"}
+    for name, c in ok.items():
+        others = [o for n, o in ok.items() if n != name]
+        rivals = [o for n, o in forced.items() if n != name]
+        c["wins"] = bool(others) and all(_beats(c, o) for o in others)
+        c["every_round"] = bool(others) and all(_beats_every_round(c, o) for o in others)
+        if name != "auto":
+            c["wins_among_forced"] = bool(rivals) and all(_beats(c, o) for o in rivals)
+            c["every_round_among_forced"] = bool(rivals) and all(
+                _beats_every_round(c, o) for o in rivals
+            )
+
+
 def wins_except_auto(cells: dict) -> dict:
-    """Per forced layout, whether it beats every other forced layout beyond the spread
-    (``auto`` left out: it runs one of them)."""
-    forced = {n: c for n, c in cells.items() if n != "auto" and c.get("status") == "ok"}
-    return {
-        n: all(c["max"] < o["min"] for m, o in forced.items() if m != n)
-        for n, c in forced.items()
-        if len(forced) > 1
-    }
+    """Per forced layout, whether it beats every other forced layout beyond the spread."""
+    mark_wins(cells)
+    return {n: c["wins_among_forced"] for n, c in cells.items() if "wins_among_forced" in c}
+
+
+def analyse(results: dict) -> None:
+    """Recompute every derived figure from the rounds' seconds (``--report-only``)."""
+    for row in results["layouts"] + results.get("factored", []):
+        ok = {n: c["rounds"] for n, c in row["cells"].items() if c.get("status") == "ok"}
+        cells = summarise(ok)
+        row["cells"] = {n: cells.get(n, c) for n, c in row["cells"].items()}
 
 
 # --------------------------------------------------------------------------- the run
@@ -308,10 +348,6 @@ def run_layouts(name, dataset, max_nodes, args) -> list[dict]:
         label = f"{name} {budget}"
         passes = args.passes.get(name, 1)
         cells = summarise(alternate(configs, batches, args.rounds, label, passes))
-        beyond = wins_except_auto(cells)
-        for layout in cells:
-            if layout != "auto":
-                cells[layout]["wins_among_forced"] = beyond.get(layout, False)
         cells.update(skipped)
         rows.append(
             dict(
@@ -355,17 +391,32 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f}"
 
 
+def _ratio_range(c: dict) -> str:
+    lo, _, hi = c.get("vs_auto_rounds") or (None, None, None)
+    return "" if lo is None else f"{lo:.2f}–{hi:.2f}x"
+
+
+def _mark(c: dict) -> str:
+    if c["wins"]:
+        return "**wins**"
+    if c.get("wins_among_forced"):
+        return "**wins** among forced (auto runs it too)"
+    if c.get("every_round") or c.get("every_round_among_forced"):
+        return "faster every round" + ("" if c.get("every_round") else " among forced")
+    return ""
+
+
 def _cell_row(layout: str, c: dict, per: int) -> str:
     if c["status"] != "ok":
         gib = c.get("estimated_bytes", 0) / 2**30
-        return f"| {layout} | {c['status']} (est. {gib:,.1f} GiB) | | | | |"
+        return f"| {layout} | {c['status']}: est. {gib:,.1f} GiB | | | | | |"
     spread = f"{_ms(c['min'] / per)}–{_ms(c['max'] / per)}"
     auto = "" if c["vs_auto"] is None else f"{c['vs_auto']:.2f}x"
-    win = "**wins**" if c["wins"] else ""
-    if not c["wins"] and c.get("wins_among_forced"):
-        win = "wins (among forced)"
     median = _ms(c["median"] / per)
-    return f"| {layout} | {median} | {spread} | {auto} | {c['vs_best']:.2f}x | {win} |"
+    return (
+        f"| {layout} | {median} | {spread} | {auto} | {_ratio_range(c)} | "
+        f"{c['vs_best']:.2f}x | {_mark(c)} |"
+    )
 
 
 def _picks(row: dict) -> str:
@@ -376,29 +427,40 @@ def _picks(row: dict) -> str:
 
 
 def verdict(results: dict) -> dict:
-    """Per configuration, the cases where it wins beyond the spread: among all
-    configurations, or among the forced layouts (``auto`` left out, since it runs one)."""
-    found: dict = {lay: [] for lay in LAYOUTS if lay != "auto"}
-    found.update({"auto": [], "factored": [], "unfactored": []})
+    """Per configuration, the cases where it wins beyond the spread (among the forced
+    layouts: ``auto`` runs one of them, so it ties with its pick), and apart, the cases where
+    it is only faster in every round (paired)."""
+    found: dict = {lay: ([], []) for lay in LAYOUTS}
+    found.update({"factored": ([], []), "unfactored": ([], [])})
     for row in results["layouts"]:
-        case = f"{row['dataset']} {row['budget']}"
+        case = f"{row['dataset']} {row['budget'].replace('_', '-')}"
         for lay, c in row["cells"].items():
             if c.get("status") != "ok":
                 continue
-            if lay == "auto":
-                if c["wins"]:
-                    found["auto"].append(case)
-            elif c.get("wins_among_forced"):
-                found[lay].append(case + ("" if c["wins"] else " (ties auto, which picks it)"))
+            beyond = c["wins"] if lay == "auto" else c.get("wins_among_forced")
+            paired = c["every_round"] if lay == "auto" else c.get("every_round_among_forced")
+            rivals = [o for n, o in row["cells"].items() if n not in ("auto", lay)]
+            rivals = [o for o in rivals if o.get("status") == "ok"]
+            best = min(rivals, key=lambda o: o["median"], default=None)
+            gain = f" ({best['median'] / c['median']:.2f}x the next)" if best else ""
+            if beyond:
+                found[lay][0].append(case + gain)
+            elif paired:
+                found[lay][1].append(case + gain)
     for row in results.get("factored", []):
         for name, c in row["cells"].items():
+            other = next(o for n, o in row["cells"].items() if n != name)
+            gain = f" ({other['median'] / c['median']:.2f}x)"
             if c["wins"]:
-                found[name].append(f"{row['dataset']} fixed (training step)")
+                found[name][0].append(f"{row['dataset']} fixed, training step" + gain)
+            elif c["every_round"]:
+                found[name][1].append(f"{row['dataset']} fixed, training step" + gain)
     return found
 
 
 def auto_slower(results: dict) -> list[str]:
-    """Cases where ``auto`` is slower than the best forced layout beyond the spread."""
+    """Cases where ``auto`` is slower than a forced layout beyond the spread, or in every
+    round (paired)."""
     notes = []
     for row in results["layouts"]:
         cells = {n: c for n, c in row["cells"].items() if c.get("status") == "ok"}
@@ -407,16 +469,19 @@ def auto_slower(results: dict) -> list[str]:
             continue
         per = row["batches"] * row.get("passes", 1)
         for lay, c in cells.items():
-            if lay != "auto" and c["max"] < auto["min"]:
-                notes.append(
-                    f"{row['dataset']} {row['budget']}: auto ({_picks(row)}) "
-                    f"{_ms(auto['median'] / per)} ms vs {lay} "
-                    f"{_ms(c['median'] / per)} ms a batch ({c['vs_auto']:.2f}x)"
-                )
+            if lay == "auto" or not _beats_every_round(c, auto):
+                continue
+            how = "beyond the spread" if _beats(c, auto) else "in every round, within the spread"
+            notes.append(
+                f"{row['dataset']} {row['budget'].replace('_', '-')}: auto ({_picks(row)}) "
+                f"{_ms(auto['median'] / per)} ms vs {lay} {_ms(c['median'] / per)} ms a batch "
+                f"({c['vs_auto']:.2f}x; per round {_ratio_range(c)}), {how}"
+            )
     return notes
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    analyse(results)
     meta = results["meta"]
     lines = [
         "# Pooling layouts side by side",
@@ -427,11 +492,16 @@ def write_markdown(results: dict, path: Path) -> None:
         f"batches of {BATCH_SIZE} graphs; and `DiffPoolNet`'s training step (fixed budgets, "
         "`return_levels=False`) with `factor_coarse_adj` on and off. CPU time of the process "
         "(`time.process_time()`), one thread, per batch: the median over "
-        f"{meta['rounds']} alternating rounds (after a warm-up round) of a round's time over "
-        "the case's batches (each pass over them) divided by batches × passes, and the "
-        "rounds' min–max; the first batch holds the dataset's largest graph. Fixed: "
-        "`ratio=None`, C = ceil(0.25 · N_max of the dataset); per-graph: `ratio=0.25`, the "
-        "same cap. *wins*: its slowest round is faster than every other layout's fastest.",
+        f"{meta['rounds']} rounds (after a warm-up round; within a round the layouts "
+        "alternate batch by batch, each batch starting with the next layout) of a round's "
+        "time over the case's batches divided by batches × passes, and the rounds' min–max; "
+        "the first batch holds the dataset's largest graph. "
+        "Fixed: `ratio=None`, C = ceil(0.25 · N_max of the dataset); per-graph: "
+        "`ratio=0.25`, the same cap. `vs auto`: the medians' ratio; `per round`: the same "
+        "round's ratio, min–max over rounds (paired: a drift of the machine's speed between "
+        "rounds hits both alike). **wins**: its slowest round is faster than every other "
+        "layout's fastest (among the forced layouts: `auto` runs one of them and ties with "
+        "it); *faster every round*: the weaker, paired test.",
         "",
         f"- command: `{meta['command']}`",
         f"- machine: {meta['machine']}, torch {meta['torch']}, {meta['threads']} thread",
@@ -448,14 +518,18 @@ def write_markdown(results: dict, path: Path) -> None:
             "per batch: "
             f"{', '.join(map(str, row['batch_max_nodes']))}); auto picks: {_picks(row)}.",
             "",
-            "| layout | ms / batch (median) | min–max | vs auto | vs best | |",
-            "|---|---:|---:|---:|---:|---|",
+            "| layout | ms / batch (median) | min–max | vs auto | per round | vs best | |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         lines += [_cell_row(lay, c, per) for lay, c in row["cells"].items()]
         lines.append("")
     if results.get("factored"):
         lines += [
             "## The factored coarse adjacency (`DiffPoolNet`, fixed budgets, training step)",
+            "",
+            "Factored buckets: the first level's size buckets that keep their coarsened "
+            "adjacency as its factors, per batch (`None`: none, both configurations run the "
+            "same code).",
             "",
             "| dataset | C | batches | factored buckets per batch | configuration | "
             "ms / batch (median) | min–max | vs best | |",
@@ -468,16 +542,21 @@ def write_markdown(results: dict, path: Path) -> None:
                 lines.append(
                     f"| {row['dataset']} | {row['num_clusters']} | {per} | {buckets} | {name} | "
                     f"{_ms(c['median'] / per)} | {_ms(c['min'] / per)}–{_ms(c['max'] / per)} | "
-                    f"{c['vs_best']:.2f}x | {'**wins**' if c['wins'] else ''} |"
+                    f"{c['vs_best']:.2f}x | {_mark(c)} |"
                 )
         lines.append("")
     lines += ["## Verdict", ""]
-    for name, cases in verdict(results).items():
-        text = "; ".join(cases) if cases else "never wins beyond the spread"
+    for name, (beyond, paired) in verdict(results).items():
+        text = "; ".join(beyond) if beyond else "never wins beyond the spread"
+        if name == "auto":
+            text = ("wins beyond the spread: " + text) if beyond else text
+            text += " (it runs one of the forced layouts, so it can at best tie with its pick)"
+        if paired:
+            text += "; faster in every round only (within the spread): " + "; ".join(paired)
         lines.append(f"- `{name}`: {text}")
     slower = auto_slower(results)
-    lines += ["", "Where `auto` is slower than a forced layout beyond the spread:", ""]
-    lines += [f"- {s}" for s in slower] or ["- nowhere"]
+    lines += ["", "Where `auto` is slower than a forced layout:", ""]
+    lines += [f"- {s}" for s in slower] or ["- nowhere (in every round)"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -496,7 +575,15 @@ def main(argv=None) -> None:
     p.add_argument("--cache", help="where the zips are extracted (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="MUTAG only, 2 rounds (< 60 s)")
     p.add_argument("--out", default=str(HERE / "out" / "layouts"), help="writes OUT.json, OUT.md")
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json")
     args = p.parse_args(argv)
+    if args.report_only:
+        out = Path(args.out)
+        results = json.loads(out.with_suffix(".json").read_text())
+        write_markdown(results, out.with_suffix(".md"))
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        print(f"wrote {out}.md")
+        return
     if args.quick:
         args.datasets, args.rounds, args.factored_on = ["MUTAG"], 2, ["MUTAG"]
         args.batches = args.batches or 3
