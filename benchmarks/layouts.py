@@ -9,7 +9,7 @@ What is timed:
   forward + backward of ``x.sum() + adj.sum() + aux_loss``, over a fixed set of batches of 20
   graphs (the same batches, the same layer, for every layout), with ``layout=`` each of
   ``"auto"`` (what :func:`diffpool.functional._plan.plan_sparse` picks; the pick of every
-  batch is recorded), ``"padded"``, ``"dense"``, ``"sparse"`` and, with per-graph budgets,
+  batch is recorded), ``"padded"``, ``"sparse"`` and, with per-graph budgets,
   ``"per_bucket"``. Budgets: fixed (``ratio=None``, ``C = ceil(0.25 * N_max)`` of the
   dataset) and per-graph (``ratio=0.25``, the same cap). A cell whose blocks would need more
   than ``--max-gib`` (estimated from the batches' sizes) is skipped and says so.
@@ -46,7 +46,7 @@ from measure import code_description, machine_description, source_hash, tu_datas
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("MUTAG", "ENZYMES", "PROTEINS", "DD")
-LAYOUTS = ("auto", "padded", "dense", "sparse", "per_bucket")
+LAYOUTS = ("auto", "padded", "sparse", "per_bucket")
 BUDGETS = ("fixed", "per_graph")
 FACTORED = ("factored", "unfactored")
 RATIO = 0.25
@@ -109,7 +109,7 @@ def estimated_bytes(layout: str, counts: list[int], num_slots: int, ratio, featu
     else:
         buckets, heads = size_buckets(shape)
         blocks = [(len(g), n) for g, n in zip(buckets, heads)]
-    adjacency = sum(b * n * n for b, n in blocks) if layout in ("padded", "dense") else 0
+    adjacency = sum(b * n * n for b, n in blocks) if layout == "padded" else 0
     rows = sum(b * n * (shape.width(n) + features) for b, n in blocks)
     return 4 * 3 * (adjacency + 4 * rows)
 

@@ -158,14 +158,14 @@ def test_shape_comments_are_what_the_code_returns(page, index, code, tmp_path, m
     from diffpool.functional import _layouts as layouts
 
     blocks = []
-    dense_adjacency = layouts.SizeBuckets.dense_adjacency
+    dense_adjacency = layouts.PaddedBatch.dense_adjacency
 
     def spy(self, *args, **kwargs):
         out = dense_adjacency(self, *args, **kwargs)
         blocks.extend(tuple(b.shape) for b in out)
         return out
 
-    monkeypatch.setattr(layouts.SizeBuckets, "dense_adjacency", spy)
+    monkeypatch.setattr(layouts.PaddedBatch, "dense_adjacency", spy)
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": page.stem}
     exec(compile(code, f"{page.name} python block {index}", "exec"), namespace)

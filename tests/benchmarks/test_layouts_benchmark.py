@@ -45,7 +45,7 @@ def test_a_quick_run_has_every_cell(tmp_path):
     rows = {(r["dataset"], r["budget"]): r for r in results["layouts"]}
     assert set(rows) == {("MUTAG", "fixed"), ("MUTAG", "per_graph")}
     for (_, budget), row in rows.items():
-        expected = ["auto", "padded", "dense", "sparse"] + (["per_bucket"] * (budget != "fixed"))
+        expected = ["auto", "padded", "sparse"] + (["per_bucket"] * (budget != "fixed"))
         assert list(row["cells"]) == expected
         for cell in row["cells"].values():
             assert cell["status"] == "ok"
@@ -54,7 +54,7 @@ def test_a_quick_run_has_every_cell(tmp_path):
             assert cell["vs_best"] >= 1.0 and cell["vs_auto"] > 0
         assert len(row["auto_picks"]) == row["batches"]
         picks = {p["layout"] for p in row["auto_picks"]}
-        assert picks <= {"padded", "dense", "sparse", "per_bucket"}
+        assert picks <= {"padded", "sparse", "per_bucket"}
     (factored,) = results["factored"]
     assert set(factored["cells"]) == {"factored", "unfactored"}
     assert all(c["median"] > 0 for c in factored["cells"].values())

@@ -44,7 +44,7 @@ def _layout(name: str, ratio):
     return name
 
 
-LAYOUT_NAMES = ["auto", "padded", "dense", "sparse", "per_bucket apart"]
+LAYOUT_NAMES = ["auto", "padded", "sparse", "per_bucket apart"]
 
 
 @pytest.mark.parametrize("ratio", [None, 0.3])
@@ -53,7 +53,7 @@ LAYOUT_NAMES = ["auto", "padded", "dense", "sparse", "per_bucket apart"]
 def test_sparse_and_dense_functions_agree(ratio, link_loss, layout):
     """The sparse function on the flat batch and the dense one on its padded form give the
     same pooled tensors, losses and gradients, whatever the padding, in every layout: the
-    adjacency as a sparse matrix, as dense blocks per size bucket or as one padded block, and
+    adjacency as a sparse matrix per size bucket or as one padded block, and
     every size group in its own bucket (per-graph budgets: each bucket's assignment at its
     own width)."""
     batch, z, logits = _inputs([7, 2, 11, 4, 30, 19], clusters=9)
@@ -78,10 +78,10 @@ def test_sparse_and_dense_functions_agree(ratio, link_loss, layout):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("layout", ["sparse", "dense", "padded"])
+@pytest.mark.parametrize("layout", ["sparse", "padded"])
 def test_duplicate_edges_add_their_weights(layout):
     """An edge given twice counts with the sum of its weights, as in to_dense_adj: the
-    sparse matrix coalesces, the dense blocks add in place (and skip the coalesce)."""
+    sparse matrix coalesces, the dense block adds in place (and skips the coalesce)."""
     batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
     edge_index = torch.cat([batch.edge_index, batch.edge_index[:, :5]], dim=1)
     weight = torch.rand(edge_index.size(1), dtype=torch.float64) + 0.5
@@ -93,9 +93,9 @@ def test_duplicate_edges_add_their_weights(layout):
 
 
 def test_the_planner_chooses_by_size():
-    """Dense adjacency blocks where the products A_g S_g of every bucket stay under
-    DENSE_BLOCK_MACS (small graphs), the sparse product above; the assignment per bucket
-    where the buckets' budgets differ enough (D&D); the padded block under compile."""
+    """The padded batch's dense adjacency block where its product A S stays under
+    DENSE_BLOCK_MACS (small graphs; and under compile), the sparse product above; the
+    assignment per bucket where the buckets' budgets differ enough (D&D)."""
     from diffpool.functional._plan import DENSE_BLOCK_MACS, BatchShape, plan_sparse
 
     def plan(counts, ratio, layout="auto", clusters=None):
@@ -104,7 +104,7 @@ def test_the_planner_chooses_by_size():
         slots = clusters or max(1, int(0.25 * max(counts)))
         return plan_sparse(BatchShape(counts, 2 * sum(counts), 64, slots, ratio), layout)
 
-    assert plan([25] * 20, 0.25).layout == "dense"  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
+    assert plan([25] * 20, 0.25).layout == "padded"  # MUTAG-like: 20 * 25^2 * 7 multiply-adds
     assert plan([200] * 20, 0.25).layout == "sparse"
     assert 20 * 200 * 200 * 50 > DENSE_BLOCK_MACS >= 20 * 25 * 25 * 7
     dd = [5748, 300, 250, 200, 150, 100] + [280] * 14

@@ -127,8 +127,7 @@ def test_factored_pays_where_it_saves_enough():
     assert not factored_pays(40, 155, 10)  # saves too little for an extra group (PROTEINS)
 
 
-@pytest.mark.parametrize("layout", ["sparse", "dense"])
-def test_sparse_pool_keeps_small_graphs_factored(layout, monkeypatch):
+def test_sparse_pool_keeps_small_graphs_factored(monkeypatch):
     """With fixed budgets and ``factored``, the buckets of graphs small against C keep
     their A' as factors and the large ones dense; to_dense() is the dense output. The public
     function never returns a factored form."""
@@ -140,7 +139,7 @@ def test_sparse_pool_keeps_small_graphs_factored(layout, monkeypatch):
     logits = torch.randn(batch.num_nodes, 60, generator=gen, dtype=torch.float64)
     plain = sparse_diff_pool(z, batch.edge_index, logits, batch.batch)
     assert type(plain.adj) is torch.Tensor
-    run = SparseCall(layout=layout, factored=True)
+    run = SparseCall(layout="sparse", factored=True)
     kept = pool_sparse(z, batch.edge_index, logits, batch.batch, None, PoolOptions(), run)
     assert isinstance(kept.adj, CoarsenedAdjacency)
     assert kept.adj.num_factored == 4  # 3-6 nodes: factored; 90-100 against C = 60: dense

@@ -7,13 +7,11 @@ how :math:`\mathbf{A}\mathbf{S}` is computed:
 ``"padded"``
     the batch as one block padded to :math:`N_{\max}`, the adjacency as one dense
     ``[B, N_max, N_max]`` block: static shapes and no host synchronisation (what
-    ``torch.compile`` gets).
-``"dense"``
-    size buckets (graphs within a factor :data:`MAX_WASTE` of each other, each bucket padded
-    to its own largest graph), the adjacency as a dense ``[b, n, n]`` block per bucket.
+    ``torch.compile`` gets), and the fastest layout for batches of small graphs.
 ``"sparse"``
-    size buckets, :math:`\mathbf{A}\mathbf{S}` a sparse-dense product: no :math:`n \times n`
-    block is built.
+    size buckets (graphs within a factor :data:`MAX_WASTE` of each other, each bucket padded
+    to its own largest graph), :math:`\mathbf{A}\mathbf{S}` a sparse-dense product: no
+    :math:`n \times n` block is built.
 ``"per_bucket"``
     ``"sparse"`` with the assignment held per bucket at the bucket's own width (per-graph
     budgets): the batch's widest budget does not widen the other buckets' rows.
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 from diffpool.functional.assignment import cluster_budget
 
 #: The layouts a caller can name (``"auto"``: :func:`plan_sparse` chooses).
-LAYOUTS = ("auto", "padded", "dense", "sparse", "per_bucket")
+LAYOUTS = ("auto", "padded", "sparse", "per_bucket")
 
 #: Graphs go into one size bucket while its largest has at most this many times the nodes of
 #: its smallest: padded work at most 1.5x the unpadded work.
@@ -50,11 +48,14 @@ BUCKET_OVERHEAD_MACS = 1 << 21
 #: N_max 100 to 400 equal within noise; a batch that forms one bucket always stays flat.
 PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 
-#: Up to this many multiply-adds for the dense products :math:`\mathbf{A}_g\mathbf{S}_g` of all
-#: size buckets, the adjacency goes into dense ``[b, n, n]`` blocks (one ``index_add``,
-#: duplicate edges summed) instead of a coalesced sparse matrix: on small graphs the sort of the
-#: coalesce and the sparse product's fixed cost are most of the pooling. Measured on CPU, one
-#: thread (``benchmarks/layouts.py``).
+#: Up to this many multiply-adds for the dense product :math:`\mathbf{A}\mathbf{S}` of the
+#: padded batch, ``B * N_max**2 * C``, the adjacency goes into one dense ``[B, N_max, N_max]``
+#: block (one ``index_add``, duplicate edges summed; the ``"padded"`` layout) instead of a
+#: coalesced sparse matrix: on small graphs the sort of the coalesce and the sparse product's
+#: fixed cost are most of the pooling. Measured on CPU, one thread
+#: (``benchmarks/results/layouts.md``): ``padded`` 0.94x of the sparse layouts' time on
+#: MUTAG (every round), equal on ENZYMES; 2.2x slower on PROTEINS, where it is not taken.
+#: (Dense blocks per size bucket, measured beside it, never beat both: removed.)
 DENSE_BLOCK_MACS = 1 << 22
 
 #: With fixed budgets, a size bucket keeps its coarsened adjacency as its factors (inside
@@ -70,7 +71,7 @@ class Plan:
     """How one sparse pooling level runs.
 
     Attributes:
-        layout (str): ``"padded"``, ``"dense"``, ``"sparse"`` or ``"per_bucket"``.
+        layout (str): ``"padded"``, ``"sparse"`` or ``"per_bucket"``.
         buckets (list[list[int]] or None): the graphs of every size bucket, largest first
             (:obj:`None` for ``"padded"``).
         heads (list[int] or None): the node count every bucket is padded to.
@@ -182,12 +183,12 @@ def per_bucket_pays(shape: BatchShape, buckets: list[list[int]], widths: list[in
     return unused * per_column > PER_BUCKET_ASSIGNMENT_MACS * len(buckets)
 
 
-def dense_blocks_pay(buckets: list[list[int]], heads: list[int], widths: list[int]) -> bool:
-    r"""Whether the products :math:`\mathbf{A}_g \mathbf{S}_g` are cheaper from dense
-    ``[b, n, n]`` blocks than from a sparse matrix: their multiply-adds, over all buckets, at
-    most :data:`DENSE_BLOCK_MACS`."""
-    macs = sum(len(graphs) * head * head * w for graphs, head, w in zip(buckets, heads, widths))
-    return macs <= DENSE_BLOCK_MACS
+def padded_pays(shape: BatchShape) -> bool:
+    r"""Whether :math:`\mathbf{A}\mathbf{S}` is cheaper from the padded batch's dense
+    ``[B, N_max, N_max]`` block than from a sparse matrix: its multiply-adds
+    :math:`B N_{\max}^2 C` at most :data:`DENSE_BLOCK_MACS`."""
+    largest = max(shape.counts)
+    return len(shape.counts) * largest * largest * shape.width(largest) <= DENSE_BLOCK_MACS
 
 
 def check_layout(layout: str, ratio: float | None, soft: bool) -> None:
@@ -230,20 +231,20 @@ def plan_sparse(
     widths = None if shape.ratio is None else [shape.width(n) for n in heads]
     name = given.layout
     if name == "auto":
-        name = _choose(shape, buckets, heads, widths, soft)
+        name = _choose(shape, buckets, widths, soft)
+        if name == "padded":
+            return Plan("padded")
     keep = None
-    if factored and soft and shape.ratio is None and name != "per_bucket":
+    if factored and soft and shape.ratio is None and name == "sparse":
         keep = [factored_pays(n, shape.num_slots, len(g)) for n, g in zip(heads, buckets)]
         keep = keep if any(keep) else None
     return Plan(name, buckets, heads, widths, keep)
 
 
-def _choose(shape, buckets, heads, widths, soft: bool) -> str:
+def _choose(shape: BatchShape, buckets, widths, soft: bool) -> str:
     if widths is not None and soft and per_bucket_pays(shape, buckets, widths):
         return "per_bucket"
-    if dense_blocks_pay(buckets, heads, widths or [shape.num_slots] * len(buckets)):
-        return "dense"
-    return "sparse"
+    return "padded" if padded_pays(shape) else "sparse"
 
 
 def dense_groups(counts: list[int], features: int) -> list[list[int]] | None:

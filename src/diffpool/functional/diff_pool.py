@@ -270,12 +270,13 @@ def sparse_diff_pool(
     r"""Pool the embeddings of a sparse mini-batch into a coarsened dense batch.
 
     The per-graph products :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, \mathbf{A}_g
-    \mathbf{S}_g]` run per group of similar-sized graphs, each padded only to its own largest
-    graph. How :math:`\mathbf{A}\mathbf{S}` is computed is the ``layout``
-    (:mod:`diffpool.functional._plan`): a sparse-dense product (no :math:`n \times n` block),
-    dense ``[b, n, n]`` adjacency blocks per group (batches of small graphs, where they are
-    cheaper), or one padded ``[B, N_max, N_max]`` block (under ``torch.compile``: static
-    shapes). Every layout gives the same result up to float rounding.
+    \mathbf{S}_g]` run in one of the ``layout`` s of :mod:`diffpool.functional._plan`: per
+    group of similar-sized graphs, each padded only to its own largest graph, with
+    :math:`\mathbf{A}\mathbf{S}` a sparse-dense product (no :math:`n \times n` block; the
+    assignment held per group where per-graph budgets differ enough), or the batch padded once
+    with one dense ``[B, N_max, N_max]`` adjacency block (batches of small graphs, where that
+    is cheaper, and under ``torch.compile``: static shapes). Every layout gives the same
+    result up to float rounding.
 
     With a ``ratio``, graph :math:`g` gets :math:`C_g = \min(C, \lceil \mathrm{ratio} \cdot
     N_g \rceil)` clusters: its softmax runs over its first :math:`C_g` slots, the others are
@@ -326,7 +327,7 @@ def sparse_diff_pool(
         validate (bool, optional): Check the inputs (synchronises with the device; skipped
             under ``torch.compile``). (default: :obj:`True`)
         layout (str or Plan, optional): ``"auto"`` (the planner chooses from the batch's
-            sizes), ``"padded"``, ``"dense"``, ``"sparse"`` or ``"per_bucket"`` (see
+            sizes), ``"padded"``, ``"sparse"`` or ``"per_bucket"`` (see
             :mod:`diffpool.functional._plan`), or a ``Plan`` with its size buckets.
             (default: :obj:`"auto"`)
 
@@ -524,8 +525,9 @@ def pool_sparse(x, edge_index, s, batch, edge_weight, options: PoolOptions, run:
 
 
 def _sparse(plan: Plan) -> bool:
-    """Whether the layout multiplies a sparse (coalesced) adjacency."""
-    return plan.layout in ("sparse", "per_bucket")
+    """Whether the layout multiplies a sparse (coalesced) adjacency (else: the padded
+    batch's dense block)."""
+    return plan.layout != "padded"
 
 
 def _plan(x, edge_index, b: _Batch, num_slots, options, run: SparseCall, soft: bool) -> Plan:

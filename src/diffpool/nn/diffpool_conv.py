@@ -36,10 +36,10 @@ class DiffPoolConv(DiffPoolBase):
         \mathbf{A}' = \mathbf{S}^{\top} \mathbf{A} \mathbf{S}
 
     computed per graph of the batch. :math:`\mathbf{A}\mathbf{S}` is a sparse-dense product,
-    except on batches of small graphs, where dense adjacency blocks per group of similar-sized
-    graphs are cheaper (up to one :math:`B \times N_{\max} \times N_{\max}` block, see
-    :func:`~diffpool.functional.sparse_diff_pool`). The auxiliary losses are computed per
-    graph :math:`g` (padding never counts) and averaged over the :math:`B` graphs:
+    except on batches of small graphs, where one dense :math:`B \times N_{\max} \times
+    N_{\max}` block is cheaper (see :func:`~diffpool.functional.sparse_diff_pool`). The
+    auxiliary losses are computed per graph :math:`g` (padding never counts) and averaged over
+    the :math:`B` graphs:
 
     .. math::
         \mathcal{L}_{LP} &= \frac{1}{B} \sum_g \frac{1}{N_g}
@@ -212,8 +212,8 @@ class DiffPoolConv(DiffPoolBase):
                 The coarsened graph has none: :math:`\mathbf{A}'` pools the connectivity
                 (and ``edge_weight``) only. (default: :obj:`None`)
             layout (str, optional): How the pooling products are laid out: ``"auto"`` (the
-                planner chooses from the batch's sizes), ``"padded"``, ``"dense"``,
-                ``"sparse"`` or ``"per_bucket"`` (see
+                planner chooses from the batch's sizes), ``"padded"``, ``"sparse"`` or
+                ``"per_bucket"`` (see
                 :func:`~diffpool.functional.sparse_diff_pool`). (default: :obj:`"auto"`)
 
         Returns:
