@@ -36,11 +36,11 @@ class DeferredChecks:
 
     def require(self, ok: Tensor, error: str | Callable[[], Exception]) -> None:
         make = (lambda: ValueError(error)) if isinstance(error, str) else error
-        self._checks.append((ok.reshape(()), make))
+        self._checks.append((ok, make))
 
     def read(self, *values: Tensor) -> list[list[int]]:
         """Raise the first failed check's error; the ``values`` (1-D integer tensors) as lists."""
-        parts = [torch.stack([ok.to(torch.long) for ok, _ in self._checks])] if self._checks else []
+        parts = [torch.stack([ok.reshape(()) for ok, _ in self._checks])] if self._checks else []
         parts += [v.long().reshape(-1) for v in values]
         if not parts:
             return []
@@ -162,9 +162,10 @@ def check_batch(
         lambda: ValueError(f"batch must start at graph 0, got {int(batch[0])}"),
     )
     step = batch[1:] - batch[:-1]
+    lowest, highest = step.aminmax() if step.numel() else (batch.new_zeros(()), batch.new_zeros(()))
     _require(
         checks,
-        (step >= 0).all(),
+        lowest >= 0,
         "batch must be sorted (nodes of a graph contiguous, graphs in order)",
     )
 
@@ -174,7 +175,7 @@ def check_batch(
             f"batch is gapped: graph {first - 1} has no nodes; every graph needs at least one node"
         )
 
-    _require(checks, (step <= 1).all(), gapped)
+    _require(checks, highest <= 1, gapped)
     if batch_size is not None:
         _require(
             checks,
@@ -235,7 +236,8 @@ def check_connectivity(
                 f"{num_nodes} nodes"
             )
 
-        inside = (edge_index.min() >= 0) & (edge_index.max() < num_nodes)
+        lo, hi = edge_index.aminmax()
+        inside = (lo >= 0) & (hi < num_nodes)
         _require(checks, inside, out_of_range)
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or not edge_weight.is_floating_point():
