@@ -21,8 +21,8 @@ from diffpool.training.results import (
     RunResult,
     restore_archive,
     save_archive,
-    write_text,
 )
+from diffpool.utils import files
 from diffpool.utils.extras import missing
 from helpers import trained_mutag_run
 
@@ -63,7 +63,7 @@ def test_results_failures_and_histories_are_not_written_through_planted_links(tm
     history = EpochHistory()
     history.epochs = [{"epoch": 0, "train/loss": 1.0}]
     history.write(run / "history.csv")
-    write_text(run / ".hydra" / "config.yaml", "seed: 0\n")
+    files.write_atomically(run / ".hydra" / "config.yaml", "seed: 0\n")  # save_hydra_config
     assert all(v.read_text() == VICTIM for v in victims.values())
     for name in names:
         assert (run / name).is_file() and not (run / name).is_symlink(), name

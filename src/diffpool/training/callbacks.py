@@ -17,7 +17,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from diffpool.training.results import write_text
 from diffpool.utils import files
 
 #: the logged metrics that :class:`EpochHistory` keeps
@@ -75,13 +74,14 @@ class EpochHistory(Callback):
             self.write(self.path)
 
     def write(self, path: Path) -> None:
-        """Write the history as CSV to ``path`` (atomically: :func:`~.results.write_text`)."""
+        """Write the history as CSV to ``path`` (whole, never through a link:
+        :func:`diffpool.utils.files.write_atomically`)."""
         keys = sorted({k for row in self.epochs for k in row} - {"epoch"})
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, ["epoch", *keys], restval="")
         writer.writeheader()
         writer.writerows(self.epochs)
-        write_text(path, text.getvalue())
+        files.write_atomically(path, text.getvalue())
 
     def curve(self, key: str) -> list[float]:
         """One metric over the epochs (NaN where an epoch did not log it)."""
@@ -210,51 +210,31 @@ class RelocateCheckpoints(Callback):
             if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
                 continue
             state = states.get(callback.state_key)
-            if not state:
-                continue
-            old = state.get("dirpath")
-            if old is not None and old != callback.dirpath:
-                state = _relocated(state, str(old), str(callback.dirpath))
-            states[callback.state_key] = _confined(state, str(callback.dirpath))
+            if state:
+                states[callback.state_key] = _relocated(state, str(callback.dirpath))
 
 
-def _relocated(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
-    """A ModelCheckpoint state with the paths under ``old`` moved under ``new``."""
+def _relocated(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
+    """A ModelCheckpoint state whose paths name ``*.ckpt`` files directly in ``dirpath``: one
+    directly in the state's own ``dirpath`` (where the run was) or in ``dirpath`` (after
+    resolving ``..``) names the file of that name in ``dirpath``; any other path is dropped
+    (Lightning removes the files a state names)."""
+    home = os.path.normpath(dirpath)
+    old = os.path.normpath(str(state.get("dirpath") or home))
 
-    def move(path: Any) -> Any:
-        if not isinstance(path, str) or not path or not Path(path).is_relative_to(old):
-            return path
-        return str(Path(new) / Path(path).relative_to(old))
+    def move(path: Any) -> str:
+        if not isinstance(path, str) or not path.endswith(".ckpt"):
+            return ""
+        folder, name = os.path.split(os.path.normpath(path))
+        return os.path.join(home, name) if folder in (old, home) else ""
 
-    moved = dict(state, dirpath=new)
+    moved = dict(state, dirpath=dirpath)
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
         if key in moved:
             moved[key] = move(moved[key])
     if isinstance(moved.get("best_k_models"), dict):
-        moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items()}
+        moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items() if move(k)}
     return moved
-
-
-def _confined(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
-    """A ModelCheckpoint state naming only ``*.ckpt`` files directly in ``dirpath`` (after
-    resolving ``..``): any other path is dropped (Lightning removes the files a state names)."""
-    home = os.path.normpath(dirpath)
-
-    def inside(path: Any) -> bool:
-        if not isinstance(path, str) or not path:
-            return False
-        path = os.path.normpath(path)
-        return os.path.dirname(path) == home and path.endswith(".ckpt")
-
-    confined = dict(state, dirpath=dirpath)
-    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
-        if key in confined and not inside(confined[key]):
-            confined[key] = ""
-    if isinstance(confined.get("best_k_models"), dict):
-        confined["best_k_models"] = {
-            k: v for k, v in confined["best_k_models"].items() if inside(k)
-        }
-    return confined
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -397,16 +397,6 @@ def _over_folds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
 
 
-def mean_curves(group: Group) -> dict[str, np.ndarray]:
-    """Every metric of the group's histories, averaged over folds epoch by epoch (over the
-    epochs that every fold reached)."""
-    found = _fold_curves(group)
-    if found is None:
-        return {}
-    keys, values = found
-    return dict(zip(keys, _over_folds(values)[0]))
-
-
 def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every metric of the group's histories as (mean, std over folds) per epoch."""
     found = _fold_curves(group)

@@ -38,21 +38,11 @@ LOCK = "run.lock"
 SCHEMA_VERSION = 2
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader never sees half a file, and a write
-    that fails (a full disk) leaves neither half a file nor its temporary file. The
-    temporary file is created exclusively under a random name, and ``path`` is never written
-    through a symbolic link (:func:`diffpool.utils.files.write_atomically`).
-
-    Raises:
-        UnsafeDestinationError: ``path`` is a symbolic link (a ValueError).
-    """
-    files.write_atomically(path, text)
-
-
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (:func:`write_text`)."""
-    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    """Write ``payload`` to ``path`` whole, never through a symbolic link: a reader never sees
+    half a file, a failed write (a full disk) leaves no part of one
+    (:func:`diffpool.utils.files.write_atomically`)."""
+    files.write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def read_json(file: Path, cls: type) -> Any:
@@ -356,7 +346,7 @@ def save_archive(runs: list[RunResult], file: str | Path, root: str | Path | Non
         for run in runs
     )
     file.parent.mkdir(parents=True, exist_ok=True)
-    write_text(
+    files.write_atomically(
         file, "".join(f'{{"job": {json.dumps(job)}, "run": {text}}}\n' for job, text in lines)
     )
     return file

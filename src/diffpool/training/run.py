@@ -52,7 +52,6 @@ from diffpool.training.results import (
     FairResult,
     RunFailure,
     RunResult,
-    write_text,
 )
 from diffpool.utils import files, targets
 from diffpool.utils.locks import RemovableLock
@@ -401,7 +400,7 @@ def save_hydra_config(cfg: DictConfig, out: Path) -> None:
         ("hydra.yaml", {"hydra": hydra_cfg}),
         ("overrides.yaml", hydra_cfg.overrides.task),
     ):
-        write_text(folder / name, OmegaConf.to_yaml(node))
+        files.write_atomically(folder / name, OmegaConf.to_yaml(node))
 
 
 def _remove_new_directory(out: Path) -> None:
