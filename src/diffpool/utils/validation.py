@@ -40,7 +40,7 @@ class DeferredChecks:
 
     def read(self, *values: Tensor) -> list[list[int]]:
         """Raise the first failed check's error; the ``values`` (1-D integer tensors) as lists."""
-        parts = [torch.stack([ok.reshape(()) for ok, _ in self._checks])] if self._checks else []
+        parts = [torch.stack([ok for ok, _ in self._checks])] if self._checks else []
         parts += [v.long().reshape(-1) for v in values]
         if not parts:
             return []
@@ -156,13 +156,14 @@ def check_batch(
         raise ValueError(
             f"batch has {batch.numel()} entries but x has {num_nodes} nodes: they must match"
         )
+    first, last = batch.aminmax()
     _require(
         checks,
-        batch[0] == 0,
+        first == 0,
         lambda: ValueError(f"batch must start at graph 0, got {int(batch[0])}"),
     )
-    step = batch[1:] - batch[:-1]
-    lowest, highest = step.aminmax() if step.numel() else (batch.new_zeros(()), batch.new_zeros(()))
+    step = torch.diff(batch)
+    lowest, highest = step.aminmax() if step.numel() else (first, first)
     _require(
         checks,
         lowest >= 0,
@@ -170,18 +171,18 @@ def check_batch(
     )
 
     def gapped() -> Exception:
-        first = int(batch[1:][step > 1][0])
+        graph = int(batch[1:][step > 1][0])
         return ValueError(
-            f"batch is gapped: graph {first - 1} has no nodes; every graph needs at least one node"
+            f"batch is gapped: graph {graph - 1} has no nodes; every graph needs at least one node"
         )
 
     _require(checks, highest <= 1, gapped)
     if batch_size is not None:
         _require(
             checks,
-            batch[-1] == batch_size - 1,
+            last == batch_size - 1,
             lambda: ValueError(
-                f"batch_size={batch_size} but batch holds graphs 0..{int(batch[-1])}: "
+                f"batch_size={batch_size} but batch holds graphs 0..{int(batch.max())}: "
                 "every graph needs at least one node"
             ),
         )
@@ -259,8 +260,8 @@ def check_edges_within_graphs(
     (Indices out of range are :func:`check_connectivity`'s to name: they are clamped here.)"""
     if index.numel() == 0:
         return
-    ends = index.clamp(0, batch.numel() - 1)
-    across = batch.index_select(0, ends[0]) != batch.index_select(0, ends[1])
+    graphs = batch.index_select(0, index.clamp(0, batch.numel() - 1).reshape(-1)).view(2, -1)
+    across = graphs[0] != graphs[1]
 
     def error() -> Exception:
         count = int(across.sum())
