@@ -483,3 +483,48 @@ def test_pyg_normalization_options_are_checked():
         from diffpool.functional import dense_diff_pool
 
         dense_diff_pool(*_padded(batch, z, logits), ratio=0.5)
+
+
+def test_a_nan_assignment_gives_a_nan_link_loss():
+    """A diverging assignment must not hide behind a finite loss (the square root of the
+    identity's terms let NaN through as 0)."""
+    batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
+    logits = logits.clone()
+    logits[0] = float("nan")
+    out = sparse_diff_pool(z, batch.edge_index, logits, batch.batch, entropy_loss=False)
+    assert torch.isnan(out.link_loss) and torch.isnan(out.aux_loss)
+
+
+def test_a_plan_must_hold_every_graph_once():
+    batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
+    for buckets in ([[0, 1]], [[0, 1], [1, 2]], [[0], [1], [2], [5]], [[0, 1, 2], []]):
+        with pytest.raises(ValueError, match="every graph of the batch once"):
+            sparse_diff_pool(
+                z, batch.edge_index, logits, batch.batch, layout=Plan("sparse", buckets)
+            )
+
+
+def test_the_drop_in_takes_a_float_mask_as_pyg_does():
+    from diffpool.functional import dense_diff_pool
+
+    batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
+    dz, mask = to_dense_batch(z, batch.batch)
+    dl, _ = to_dense_batch(logits, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch).double()
+    ours = dense_diff_pool(dz, adj, dl, mask.double())
+    for got, want in zip(ours, pyg_dense_diff_pool(dz, adj, dl, mask.double())):
+        torch.testing.assert_close(got, want)
+
+
+def test_under_compile_a_graph_over_max_num_nodes_is_an_error():
+    """With static shapes (``max_num_nodes`` given, no validation under ``torch.compile``) a
+    larger graph would spill into the next graph's rows: a device-side assertion stops it."""
+    x, s = torch.randn(7, 3), torch.randn(7, 4)
+    edge_index = torch.tensor([[0, 1, 2, 3, 5], [1, 2, 3, 4, 6]])
+    batch = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+
+    def pool(x, s, edge_index, batch):
+        return sparse_diff_pool(x, edge_index, s, batch, batch_size=2, max_num_nodes=4).x
+
+    with pytest.raises(RuntimeError, match="more nodes than max_num_nodes"):
+        torch.compile(pool, fullgraph=True, backend="eager")(x, s, edge_index, batch)

@@ -28,3 +28,19 @@ def test_model_compiles_as_one_graph(budget):
     torch.testing.assert_close(compiled_loss, eager_loss)
     for got, want in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_compiled_pyg_normalization_keeps_eagers_losses():
+    """PyG's normalisation divides by the padded size: under compile the model keeps eager's
+    padding (the batch's largest graph), not the dataset's, so that compiling changes the
+    speed, not the objective."""
+    torch.manual_seed(0)
+    batch = random_batch([5, 7, 3, 8], num_features=4, seed=1)
+    model = build_model("diffpool", 4, 2, 30, num_levels=2, loss_normalization="pyg").eval()
+
+    def losses(module):
+        out = module(batch.x, batch.edge_index, batch.batch, batch_size=4)
+        return out.link_loss, out.entropy_loss
+
+    for got, want in zip(losses(torch.compile(model, backend="eager")), losses(model)):
+        torch.testing.assert_close(got, want)

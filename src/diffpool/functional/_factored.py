@@ -9,7 +9,9 @@ graph. Through its factors, :math:`\mathbf{A}'\mathbf{X} = \mathbf{S}^\top(\math
 (\mathbf{S}\mathbf{X}))` costs :math:`(2nC + n^2) F`, and :math:`\mathbf{A}'` itself
 (:math:`n C^2`) is never built. :class:`FactoredAdjacency` holds the factors of a group of
 graphs; :class:`CoarsenedAdjacency` is a batch's coarsened adjacency as groups, factored or
-dense, what :func:`~diffpool.functional.sparse_diff_pool` returns with ``factored_adj=True``.
+dense. Private to :class:`~diffpool.DiffPoolNet` (its calls with ``return_levels=False``):
+no output of the package's functions or layers holds either; which buckets stay factored is
+the planner's (``factored_pays`` in :mod:`diffpool.functional._plan`).
 """
 
 from __future__ import annotations
@@ -20,23 +22,6 @@ import torch
 from torch import Tensor
 
 from diffpool.functional._layouts import _reassemble
-
-#: A size bucket keeps its :math:`\mathbf{A}'` factored only where that saves at least this
-#: many multiply-adds per feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))`
-#: (``b`` graphs of up to ``n`` nodes): below it the extra group that the dense levels then run
-#: costs about what it saves (PROTEINS, :math:`C = 155`: equal within noise, measured).
-FACTORED_MIN_SAVING = 1 << 20
-
-
-def factored_pays(num_nodes: int, num_clusters: int, num_graphs: int) -> bool:
-    r"""Whether ``num_graphs`` graphs of up to ``num_nodes`` nodes should keep
-    :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}` as its factors: a dense layer
-    costs :math:`(2nC + n^2) F` through them against :math:`C^2 F` (so :math:`n < (\sqrt 2 -
-    1)\,C`), and the saving over the group is at least :data:`FACTORED_MIN_SAVING` per
-    feature column. (Pooling it again and its link loss gain more, and building
-    :math:`\mathbf{A}'` is saved on top.)"""
-    saving = num_clusters * num_clusters - num_nodes * (2 * num_clusters + num_nodes)
-    return saving > 0 and num_graphs * saving >= FACTORED_MIN_SAVING
 
 
 class _Gram(torch.autograd.Function):
@@ -64,7 +49,7 @@ class FactoredAdjacency:
     :class:`~torch_geometric.nn.DenseGINConv`, :class:`~diffpool.nn.DenseSumConv` (see
     :data:`~diffpool.nn.encoders.FACTORED_LAYERS`); any other torch function on it raises a
     :class:`TypeError` (:meth:`to_dense` gives the tensor). The pooling of the next level
-    (:func:`~diffpool.functional.dense_diff_pool`) uses :meth:`congruence` and
+    (the model's dense level, through ``pool_padded``) uses :meth:`congruence` and
     :meth:`squared_norm`.
     """
 

@@ -226,6 +226,12 @@ def plan_sparse(
         return Plan("padded")
     buckets, heads = size_buckets(shape)
     if given.buckets is not None:
+        graphs = sorted(g for bucket in given.buckets for g in bucket)
+        if graphs != list(range(len(shape.counts))) or not all(given.buckets):
+            raise ValueError(
+                f"a Plan's buckets must hold every graph of the batch once (0..."
+                f"{len(shape.counts) - 1}) in non-empty lists, got {given.buckets}"
+            )
         buckets = given.buckets
         heads = [max(shape.counts[g] for g in graphs) for graphs in buckets]
     widths = None if shape.ratio is None else [shape.width(n) for n in heads]

@@ -46,7 +46,7 @@ from diffpool.functional._layouts import (
     pad_slots,
     sparse_products,
 )
-from diffpool.functional._plan import BatchShape, Plan, check_layout, plan_sparse
+from diffpool.functional._plan import BatchShape, Plan, plan_sparse
 from diffpool.functional.assignment import (
     cluster_budget,
     cluster_budgets,
@@ -441,6 +441,10 @@ def _sparse_batch(x, edge_index, edge_weight, s, batch, run: SparseCall, validat
         max_num_nodes = max(host) if host is not None else int(counts.max())
     elif validating:
         check_max_num_nodes(max_num_nodes, host or [])
+    elif host is None:  # under torch.compile: a larger graph would spill into the next one's rows
+        torch._assert_async(
+            (counts <= max_num_nodes).all(), "a graph has more nodes than max_num_nodes"
+        )
     mask = torch.arange(max_num_nodes, device=x.device) < counts.unsqueeze(-1)
     return _Batch(batch, counts.numel(), counts, host, max_num_nodes, mask)
 
@@ -531,10 +535,8 @@ def _sparse(plan: Plan) -> bool:
 
 
 def _plan(x, edge_index, b: _Batch, num_slots, options, run: SparseCall, soft: bool) -> Plan:
-    layout = run.layout if isinstance(run.layout, str) else run.layout.layout
-    check_layout(layout, options.ratio, soft)
-    if b.host_counts is None:  # under torch.compile: static shapes
-        return Plan("padded")
+    if b.host_counts is None:  # under torch.compile: static shapes (the padded layout)
+        return plan_sparse(None, run.layout, soft=soft)
     shape = BatchShape(b.host_counts, _num_edges(edge_index), x.size(-1), num_slots, options.ratio)
     factored = run.factored and options.link_loss != "bce"
     return plan_sparse(shape, run.layout, soft=soft, factored=factored)
@@ -598,8 +600,7 @@ def _coarsen_all(plan: Plan, blocks, main: BlockProducts, features, num_slots, a
         x, adj_pool = pad_slots(blocks.reassemble(xs), blocks.reassemble(adjs), num_slots)
         return x, adj_pool, {}
     which = [k for k, keep in enumerate(factored) if keep]
-    dense = main.adj or blocks.dense_adjacency(adj, batch, which)
-    dense = dense if main.adj is None else [dense[k] for k in which]
+    dense = blocks.dense_adjacency(adj, batch, which)  # the sparse layout's factored buckets
     parts = {k: FactoredAdjacency(main.s[k], a.to(main.s[k].dtype)) for k, a in zip(which, dense)}
     adj_pool = CoarsenedAdjacency(
         blocks.buckets, [parts.get(k, a) for k, a in enumerate(adjs)], num_slots
@@ -875,7 +876,8 @@ def dense_diff_pool(
     (no :math:`B \times N \times N` residual), entries of ``adj`` outside the ``mask`` are
     ignored (PyG adds them to its link loss; :func:`~torch_geometric.utils.to_dense_adj`'s
     padding is zero), the entropy is exact (PyG's adds :math:`10^{-15}` inside the log) and the
-    inputs are checked.
+    inputs are checked: a graph the mask leaves without nodes is an error (PyG pools it to
+    zeros).
 
     Args:
         x (torch.Tensor): Node features ``[B, N, F]`` (or ``[N, F]``).
@@ -891,6 +893,8 @@ def dense_diff_pool(
         (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor): pooled ``x`` ``[B, C, F]``,
         coarsened ``adj`` ``[B, C, C]``, the link loss and the entropy loss.
     """
+    if mask is not None and mask.is_floating_point():  # PyG takes a 0/1 float mask too
+        mask = mask > 0
     out = padded_diff_pool(
         x,
         adj,

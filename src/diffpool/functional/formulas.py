@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 BCE_EPS = 1e-7
@@ -153,9 +154,10 @@ def frobenius_per_graph(terms, dtype: torch.dtype, divisor: Tensor) -> Tensor:
 
 
 def safe_sqrt(value: Tensor) -> Tensor:
-    """``sqrt(max(value, 0))`` with a zero (not infinite) gradient at zero."""
+    """``sqrt(max(value, 0))`` with a zero (not infinite) gradient at zero; NaN stays NaN (a
+    diverging assignment must not give a finite loss)."""
     positive = value > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, value, 1.0)), 0.0)
+    return torch.where(positive, torch.sqrt(torch.where(positive, value, 1.0)), value * 0.0)
 
 
 class _GramSquaredNorm(torch.autograd.Function):
@@ -170,6 +172,7 @@ class _GramSquaredNorm(torch.autograd.Function):
         return gram.pow(2).sum((-2, -1))
 
     @staticmethod
+    @once_differentiable  # its backward uses the saved Gram matrix as a constant
     def backward(ctx, grad: Tensor) -> Tensor:
         s, gram = ctx.saved_tensors
         # d ||S^T S||_F^2 / dS = 4 S (S^T S) = 4 (S S^T) S

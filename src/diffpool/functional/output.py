@@ -14,9 +14,7 @@ class DiffPoolOutput(NamedTuple):
         x (torch.Tensor): pooled features :math:`\mathbf{X}' = \mathbf{S}^\top\mathbf{Z}`,
             ``[B, C, F']``.
         adj (torch.Tensor): coarsened adjacency
-            :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`, ``[B, C, C]``; a
-            :class:`~diffpool.functional._factored.CoarsenedAdjacency` (``to_dense()`` gives
-            the tensor) when the layer was called with ``factored_adj=True``.
+            :math:`\mathbf{A}' = \mathbf{S}^\top\mathbf{A}\mathbf{S}`, ``[B, C, C]``.
         s (torch.Tensor or None): dense assignment :math:`\mathbf{S}`, ``[B, N_max, C]``;
             padded rows and unused cluster slots are exactly zero. :obj:`None` when the layer
             was called with ``return_assignment=False``.

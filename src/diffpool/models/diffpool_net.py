@@ -252,7 +252,8 @@ class DiffPoolNet(torch.nn.Module):
         self.num_clusters = level_clusters(self.ratio, num_levels, max_num_nodes, num_clusters)
         self._given_clusters = num_clusters
         #: the dataset's largest graph: under ``torch.compile`` the first level pads every
-        #: batch to it (static shapes)
+        #: batch to it (static shapes; with PyG's loss normalisation, whose losses depend on the
+        #: padding, it pads to the batch's largest graph, as in eager: a graph break)
         self.max_num_nodes = max_num_nodes
         self.in_channels, self.num_classes, self.edge_dim = in_channels, num_classes, edge_dim
 
@@ -404,10 +405,12 @@ class DiffPoolNet(torch.nn.Module):
                 )
         batch, batch_size = resolve_batch(x, batch, batch_size)
         fixed = None if self.assignment == "learned" else clusters[0]
-        compiling = torch.compiler.is_compiling()
+        # under torch.compile the first level pads every batch to the dataset's largest graph
+        # (static shapes); not with PyG's loss normalisation, whose losses depend on the padding
+        static = torch.compiler.is_compiling() and self.levels[0].loss_normalization == "per_graph"
         run = SparseCall(
             batch_size,
-            self.max_num_nodes if compiling else None,
+            self.max_num_nodes if static else None,
             return_assignment=return_assignments,
             factored=self._factored_adj(return_levels),
         )
