@@ -107,6 +107,7 @@ def test_readme_cli_commands_run(tmp_path):
     assert len(reports) == 1 and reports[0].read_text().count("| model.variant=") == 18
 
 
+@pytest.mark.slow  # composes every job of every sweep: 25 s; CI runs it
 def test_readme_train_commands_compose_for_every_job():
     """Every ``diffpool-train`` line of the README and the docs names real config groups and
     keys: each job of each sweep composes (running them is what tests/cli/test_cli.py does)."""

@@ -21,6 +21,7 @@ def measure():
     return load_script(ROOT / "benchmarks" / "measure.py", "measure")
 
 
+@pytest.mark.slow  # both benchmarks end to end: 45 s; CI runs it
 def test_the_dry_run_writes_both_tables(tmp_path):
     """The GPU command's whole pipeline on the CPU: eager and compiled (dynamo only) runs of
     both benchmarks, each run's architecture and host syncs, the tables stamped."""

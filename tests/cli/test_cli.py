@@ -29,6 +29,7 @@ def _run(args, cwd, env=None, check=True):
     return proc
 
 
+@pytest.mark.slow  # a whole sweep: 40 s; CI runs it
 def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     sweep = tmp_path / "sweep"
     args = [

@@ -27,10 +27,15 @@ def _run(args, cwd):
     return proc
 
 
+# one task in the README's test command, every task in CI's slow step
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "kind, metric, higher",
-    [("multiclass", "acc", True), ("binary", "rocauc", True), ("multilabel", "rocauc", True),
-     ("regression", "mae", False)],
+    [("multiclass", "acc", True), pytest.param("binary", "rocauc", True, marks=SLOW),
+     pytest.param("multilabel", "rocauc", True, marks=SLOW),
+     pytest.param("regression", "mae", False, marks=SLOW)],
 )  # fmt: skip
 def test_every_task_trains_from_the_cli(tmp_path, kind, metric, higher):
     run = tmp_path / "run"
@@ -66,6 +71,7 @@ def test_every_task_trains_from_the_cli(tmp_path, kind, metric, higher):
         assert "mae: lower is better" in report.stdout
 
 
+@pytest.mark.slow  # OGB end to end from the CLI: CI runs it
 def test_ogb_from_the_cli(tmp_path):
     pytest.importorskip("ogb", reason="the ogb extra")
     from helpers import write_ogb_layout

@@ -96,6 +96,7 @@ def _cli(args, cwd):
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # the console scripts as subprocesses: 22 s; CI runs it
 def test_the_console_scripts_predict_and_evaluate(run_dir, tmp_path):
     predict = [str(BIN / "diffpool-predict"), f"run={run_dir}", "out=p.csv", "assignments=true"]
     first = _cli(predict, tmp_path)
