@@ -86,6 +86,7 @@ def test_ours_is_built_as_a_user_builds_it(bench):
         assert torch.equal(layer.head.weight, head.weight)
 
 
+@pytest.mark.slow  # a benchmark run: 9 s; CI runs it
 def test_a_run_records_its_architecture_and_host_syncs(bench, tmp_path):
     out = tmp_path / "level"
     bench.main(["--real", "MUTAG", "--synthetic", "--formulations", "ours_fixed",

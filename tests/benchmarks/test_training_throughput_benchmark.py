@@ -68,6 +68,7 @@ def test_bce_link_loss_is_refused_beside_the_dense_formulation(throughput, capsy
     assert "dense_pyg" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a benchmark run: 9 s; CI runs it
 def test_bce_link_loss_run_records_its_loss(throughput, tmp_path):
     out = tmp_path / "bce"
     throughput.main(

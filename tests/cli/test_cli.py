@@ -107,6 +107,7 @@ def test_a_run_says_what_it_trained_and_where_its_results_are(tmp_path):
     assert len(printed.splitlines()) < 40, printed
 
 
+@pytest.mark.slow  # three CLI runs as subprocesses: 15 s; CI runs it
 def test_a_typo_leaves_nothing_behind_and_debug_runs_write_no_results(tmp_path):
     typo = _run(
         [
@@ -139,6 +140,7 @@ def test_help_does_not_wait_for_torch(tmp_path):
     assert "torch" not in imported and "lightning" not in imported
 
 
+@pytest.mark.slow  # a CLI run as a subprocess: 14 s; CI runs it
 def test_output_dir_override_keeps_every_file_of_the_run_together(tmp_path):
     """``output_dir=...`` moves results, history and checkpoints alike (before, results and
     history stayed in Hydra's job directory while the checkpoints moved, so resume=true
