@@ -19,28 +19,26 @@ def driver():
 
 
 def _job(sweep: Path, variant: str, fold: int, curve: list[float], best: int, **extra) -> Path:
-    """A finished job of the ENZYMES column, in the schema-1 layout that old runs wrote."""
+    """A finished job of the ENZYMES column."""
     job = sweep / f"data.fold={fold},experiment=paper_enzymes_{variant}"
     job.mkdir(parents=True)
     config = {
         "data": {"name": "ENZYMES", "fold": fold, "root": "/x"},
         "model": {"variant": variant},
     }
-    results = {
-        "status": "finished",
-        "dataset": "ENZYMES",
-        "fold": fold,
-        "num_folds": 10,
-        "model": variant,
-        "epochs": len(curve),
-        "fair": {"best_epoch": best, "val_acc": 0.5, "test_acc": curve[best]},
-        "paper": {"heldout_curve": curve},
-        "val_curve": [0.5] * len(curve),
-        "wall_time_s": 60.0,
-        "config": config,
+    RunResult(
+        dataset="ENZYMES",
+        fold=fold,
+        num_folds=10,
+        model=variant,
+        epochs=len(curve),
+        fair=FairResult(best_epoch=best, val=0.5, test=curve[best]),
+        test_curve=curve,
+        val_curve=[0.5] * len(curve),
+        wall_time_s=60.0,
+        config=config,
         **extra,
-    }
-    (job / "results.json").write_text(json.dumps(results))
+    ).save(job)
     (job / "checkpoints").mkdir()
     (job / "checkpoints" / "last.ckpt").write_bytes(b"not archived")
     return job

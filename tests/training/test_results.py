@@ -33,7 +33,7 @@ def _with(**changes) -> dict:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("{}", "missing dataset, fold, num_folds, model, epochs, wall_time_s, config"),
+        ("{}", "missing dataset, fold, num_folds, model, epochs, fair, test_curve, val_curve"),
         ("[1, 2]", "the top level must be a JSON object, got [1, 2]"),
         ("{not json", "is not valid JSON"),
         (json.dumps(_with(fold="three")), "fold must be int, got 'three'"),
@@ -43,7 +43,8 @@ def _with(**changes) -> dict:
         (json.dumps(_with(test_curve=["a"])), "test_curve must be list[float], got ['a']"),
         (json.dumps(_with(config=None)), "config must be dict[str, Any], got None"),
         (json.dumps(_with(schema="2")), "schema must be int, got '2'"),
-        (json.dumps(_with(schema=1, paper=[])), "paper must be dict[str, Any] | None"),
+        (json.dumps(_with(schema=1)), "results of schema 1 are not those of this diffpool"),
+        (json.dumps(_with(schema=3)), "results of schema 3 are not those of this diffpool"),
     ],
 )
 def test_a_malformed_results_json_is_an_error_that_names_the_file_and_the_fault(

@@ -89,6 +89,13 @@ def _layout_problems(cls: type, payload: Any, prefix: str = "") -> list[str]:
     return ([f"missing {', '.join(missing)}"] if missing else []) + wrong
 
 
+def _from_fields(cls: type, payload: dict[str, Any], path: str | Path | None):
+    """``cls`` from the keys of ``payload`` that are its fields (others are ignored)."""
+    known = {f.name for f in fields(cls)} - {"path"}
+    kept = {k: v for k, v in payload.items() if k in known}
+    return cls(path=None if path is None else Path(path), **kept)
+
+
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a JSON value is of the type ``hint`` (a number is a float, a bool no int)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -166,29 +173,20 @@ class RunResult:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], path: str | Path | None = None) -> RunResult:
-        """Read the layout of any schema; ``path``: the run directory, where known.
+        """Read the layout; ``path``: the run directory, where known.
 
         Raises:
-            ValueError: ``payload`` is not that layout (what is wrong: missing keys, values
-                of the wrong type, a newer schema).
+            ValueError: ``payload`` is not that layout (missing keys, values of the wrong
+                type, a newer schema).
         """
-        _check_layout(_Schema, payload)
-        payload = dict(payload)
-        if payload.get("schema", 1) == 1:
-            payload = _from_schema_1(payload)
-        elif payload["schema"] > SCHEMA_VERSION:
-            raise ValueError(
-                f"results of schema {payload['schema']} are newer than this diffpool "
-                f"(schema {SCHEMA_VERSION}): upgrade the package to read them"
-            )
         _check_layout(cls, payload)
-        fair = FairResult(**payload.pop("fair"))
-        known = set(cls.__dataclass_fields__) - {"fair", "path"}
-        return cls(
-            fair=fair,
-            path=None if path is None else Path(path),
-            **{k: v for k, v in payload.items() if k in known},
-        )
+        if payload.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ValueError(
+                f"results of schema {payload['schema']} are not those of this diffpool "
+                f"(schema {SCHEMA_VERSION}): use the diffpool version that wrote them"
+            )
+        payload = dict(payload, fair=FairResult(**payload["fair"]))
+        return _from_fields(cls, payload, path)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResult:
@@ -259,42 +257,6 @@ class RunResult:
 
 
 @dataclass
-class _Schema:
-    """What every layout holds: a schema number (1 where absent)."""
-
-    schema: int = 1
-
-
-@dataclass
-class _Schema1:
-    """The parts of the schema-1 layout that :func:`_from_schema_1` converts."""
-
-    fair: dict[str, Any] | None = None
-    paper: dict[str, Any] | None = None
-    val_curve: list[float | None] = field(default_factory=list)
-
-
-def _from_schema_1(payload: dict[str, Any]) -> dict[str, Any]:
-    """The schema-1 layout (accuracy only) as schema 2."""
-    _check_layout(_Schema1, payload)
-    fair = payload.get("fair") or {}
-    return {
-        **{k: v for k, v in payload.items() if k not in ("fair", "paper")},
-        "fair": {
-            "best_epoch": fair.get("best_epoch", -1),
-            "val": fair.get("val_acc"),
-            "test": fair.get("test_acc"),
-            "checkpoint": fair.get("checkpoint"),
-        },
-        "test_curve": list((payload.get("paper") or {}).get("heldout_curve", [])),
-        "val_curve": [math.nan if v is None else v for v in payload.get("val_curve", [])],
-        "metric": "acc",
-        "higher_is_better": True,
-        "schema": SCHEMA_VERSION,
-    }
-
-
-@dataclass
 class RunFailure:
     """What a failed run leaves (``failed.json``): the error, and what ran."""
 
@@ -316,11 +278,7 @@ class RunFailure:
     def from_json(cls, payload: dict[str, Any], path: str | Path | None = None) -> RunFailure:
         """Read the layout; raises a ValueError that says what is wrong where it is not."""
         _check_layout(cls, payload)
-        known = set(cls.__dataclass_fields__) - {"path"}
-        return cls(
-            path=None if path is None else Path(path),
-            **{k: v for k, v in payload.items() if k in known},
-        )
+        return _from_fields(cls, payload, path)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunFailure:
