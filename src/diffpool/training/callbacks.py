@@ -35,17 +35,12 @@ DETAIL = "diffpool.training.detail"
 
 class EpochHistory(Callback):
     """Keeps every epoch's epoch-level metrics (``train/*``, ``val/*``, ``heldout/*``) and
-    ``time/elapsed_s``, the seconds of fitting up to the end of that epoch.
+    ``time/elapsed_s`` (seconds of fitting up to the end of the epoch); with ``path``, writes
+    them as CSV after every epoch (global rank 0, atomically, never through a link).
 
-    The history is part of the checkpoint, so a resumed run continues it, its clock included:
-    :attr:`resumed_elapsed_s` is the fitting time of the epochs it restored (an interrupted,
-    unfinished epoch is not counted). With ``path`` it is also written as CSV after every
-    epoch (global rank 0), for learning curves.
-
-    The CSV is not Lightning's ``CSVLogger`` ``metrics.csv``, which does not hold the same
-    facts: a resumed run's file starts again in a new ``version_<n>/`` folder (or, with its
-    version fixed, the earlier file is deleted), ``logger=none`` has none, and it is rewritten
-    in place, through a symbolic link too (here: atomically, never through a link).
+    The history is part of the checkpoint, so a resumed run continues it, its clock included
+    (:attr:`resumed_elapsed_s`). Lightning's ``CSVLogger`` does not: a resumed run starts a
+    new ``version_<n>/`` file, and ``logger=none`` has none.
 
     Args:
         path (str, optional): CSV file to (re)write after every epoch. (default: :obj:`None`)
@@ -74,8 +69,7 @@ class EpochHistory(Callback):
             self.write(self.path)
 
     def write(self, path: Path) -> None:
-        """Write the history as CSV to ``path`` (whole, never through a link:
-        :func:`diffpool.utils.files.write_atomically`)."""
+        """Write the history as CSV to ``path`` (:func:`diffpool.utils.files.write_atomically`)."""
         keys = sorted({k for row in self.epochs for k in row} - {"epoch"})
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, ["epoch", *keys], restval="")
@@ -91,35 +85,21 @@ class EpochHistory(Callback):
         return {"epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the epochs of a checkpoint (data: its keys become the CSV's columns).
-        Entries that are not a metric name (:data:`HISTORY_PREFIXES` or :data:`ELAPSED`, of
-        letters, digits and ``_./-`` only) with a number are dropped, with a warning (and a
-        row that held only such entries).
+        """Restore a checkpoint's epochs. Its keys become CSV columns, so entries that are not
+        a metric name with a number are dropped, with a warning.
 
         Raises:
-            ValueError: ``epochs`` is not a list of rows, or a row has no integer epoch.
+            ValueError: ``epochs`` is not a list of rows with an integer ``epoch``.
         """
         epochs, dropped = state_dict.get("epochs"), set()
-        if not isinstance(epochs, list) or not all(isinstance(r, dict) for r in epochs):
+        if not isinstance(epochs, list) or not all(_has_epoch(r) for r in epochs):
             raise ValueError("the checkpoint's EpochHistory state is not a list of epochs")
         self.epochs = []
         for row in epochs:
-            epoch = row.get("epoch")
-            if not _is_number(epoch) or not math.isfinite(epoch) or epoch != int(epoch):
-                raise ValueError(
-                    f"the checkpoint's EpochHistory state has a row without an epoch number: "
-                    f"{reprlib.repr(row)}"
-                )
-            kept: dict[str, float] = {"epoch": int(epoch)}
-            for key, value in row.items():
-                if key == "epoch":
-                    continue
-                if _is_history_key(key) and _is_number(value):
-                    kept[key] = float(value)
-                else:
-                    dropped.add(reprlib.repr(key))
-            if len(kept) > 1 or len(row) == 1:  # not a row of dropped entries only
-                self.epochs.append(kept)
+            kept = {k: float(v) for k, v in row.items() if _is_metric(k) and _is_number(v)}
+            dropped |= {reprlib.repr(k) for k in row if k != "epoch" and k not in kept}
+            if kept or len(row) == 1:  # not a row of dropped entries only
+                self.epochs.append({"epoch": int(row["epoch"]), **kept})
         if dropped:
             log.warning(
                 "the checkpoint's EpochHistory state names what is not a metric (dropped): %s",
@@ -131,8 +111,7 @@ class EpochHistory(Callback):
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 
 
-def _is_history_key(key: Any) -> bool:
-    """Whether ``key`` is a metric name that :class:`EpochHistory` keeps (a CSV column)."""
+def _is_metric(key: Any) -> bool:
     return (
         isinstance(key, str)
         and (key == ELAPSED or key.startswith(HISTORY_PREFIXES))
@@ -144,20 +123,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _has_epoch(row: Any) -> bool:
+    epoch = row.get("epoch") if isinstance(row, dict) else None
+    return _is_number(epoch) and math.isfinite(epoch) and epoch == int(epoch)
+
+
 class EpochLog(Callback):
     """One line per finished epoch on the ``diffpool.training`` logger, instead of a progress
-    bar: readable in a terminal, in ``train.log`` and with parallel jobs, whose lines stay
-    whole and carry the job's ``name``::
+    bar, whole with parallel jobs; epochs counted from 0 as Lightning counts them::
 
-        [data.fold=3,model=nolp] epoch 12/99  train/loss 1.2345  train/acc 0.4120
-        val/acc 0.3833  heldout/acc 0.4000  (1.3 s)
-
-    (one line; wrapped here). Epochs are counted from 0, as Lightning counts them
-    (``trainer.current_epoch``, the checkpoints' names): ``12/99`` is epoch 12 of 0 to 99.
+        [data.fold=3,model=nolp] epoch 12/99  train/loss 1.2345  train/acc 0.4120 ...  (1.3 s)
 
     Args:
         name (str, optional): Printed before every line (a sweep's job); a named job logs to
-            the ``diffpool.training.detail`` logger (its ``train.log`` only, under
+            the ``diffpool.training.detail`` logger (its ``train.log`` under
             ``diffpool-train``). (default: :obj:`""`)
     """
 
@@ -186,20 +165,14 @@ class EpochLog(Callback):
 
 
 class RelocateCheckpoints(Callback):
-    """Lets a run directory be moved or copied (to another disk or machine, or to continue a
-    finished run for more epochs elsewhere) and still be resumed exactly.
+    """Lets a run directory be moved or copied and still be resumed exactly.
 
     A checkpoint stores its :class:`~lightning.pytorch.callbacks.ModelCheckpoint` states with
-    absolute paths. Where the checkpoint directory has changed since, Lightning keeps only
-    ``best_model_path``, still pointing at the old place, and forgets the best score: the
-    first epoch after resuming would then count as the best, and the fair protocol would test
-    the wrong epoch. Before the callbacks' states are loaded, this one rewrites the paths under
-    the old directory to the same files under the new one, so that every state is restored.
-
-
-    The paths are data: a state that names a file other than a ``*.ckpt`` directly in the
-    callback's directory (``../`` included) loses that name, as ModelCheckpoint would remove
-    the file it names when a better one comes.
+    absolute paths; where the directory changed, Lightning forgets the best score, and the
+    first epoch after resuming would count as the best. This rewrites the paths to the same
+    files under the new directory before the states are loaded. The paths are data: one that
+    names anything but a ``*.ckpt`` directly in the callback's directory is dropped (Lightning
+    removes the files a state names).
     """
 
     def on_load_checkpoint(
@@ -215,10 +188,7 @@ class RelocateCheckpoints(Callback):
 
 
 def _relocated(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
-    """A ModelCheckpoint state whose paths name ``*.ckpt`` files directly in ``dirpath``: one
-    directly in the state's own ``dirpath`` (where the run was) or in ``dirpath`` (after
-    resolving ``..``) names the file of that name in ``dirpath``; any other path is dropped
-    (Lightning removes the files a state names)."""
+    """A ModelCheckpoint state whose paths name the same ``*.ckpt`` files in ``dirpath``."""
     home = os.path.normpath(dirpath)
     old = os.path.normpath(str(state.get("dirpath") or home))
 
@@ -238,15 +208,10 @@ def _relocated(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, with every checkpoint written whole or not at all.
-
-    Lightning writes a checkpoint into the system's temporary directory and moves it into
-    place; across disks the move is a copy, and a full disk leaves half a checkpoint (or half
-    of the new ``last.ckpt`` over the old one). Here each checkpoint is written to a temporary
-    file beside it (created exclusively, under a random name) and renamed over it once
-    complete and on disk; a write that fails removes the temporary file and leaves the
-    earlier checkpoint as it was. A checkpoint path that is a symbolic link is refused, not
-    written through (:func:`diffpool.utils.files.save_atomically`).
+    """Lightning's checkpoint IO, each checkpoint written whole or not at all: to a temporary
+    file beside it, renamed over it once on disk (Lightning's move from the system's
+    temporary directory is a copy across disks, and a full disk leaves half a checkpoint). A
+    path that is a symbolic link is refused (:func:`diffpool.utils.files.save_atomically`).
     """
 
     def save_checkpoint(
@@ -260,7 +225,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def write_checkpoints_atomically(trainer: Trainer) -> None:
-    """Let ``trainer`` save its checkpoints with :class:`AtomicCheckpointIO` (where it has
-    Lightning's default IO, not a plugin of the trainer's config)."""
+    """Let ``trainer`` save with :class:`AtomicCheckpointIO` where it has Lightning's default IO."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()

@@ -108,61 +108,36 @@ def _facts(datamodule) -> dict[str, Any]:
 
 
 class GraphClassifier(LightningModule):
-    r"""Trains a graph-level model for any task: a model of :mod:`diffpool.models` (any
-    variant of ``build_model``), called through :func:`~diffpool.models.classify`.
-
-    The loss is
+    r"""Trains a graph-level model of :mod:`diffpool.models` for any task, with the loss
 
     .. math::
         \mathcal{L} = \mathcal{L}_{\mathrm{task}}(\hat{y}, y) + \sum_l \left(
         \lambda_{\mathrm{link}} \mathcal{L}^{(l)}_{\mathrm{link}} +
-        \lambda_{\mathrm{ent}} \mathcal{L}^{(l)}_{\mathrm{ent}} \right),
+        \lambda_{\mathrm{ent}} \mathcal{L}^{(l)}_{\mathrm{ent}} \right)
 
-    the coefficients being the model's ``link_loss_coef`` and ``entropy_loss_coef``, and
-    :math:`\mathcal{L}_{\mathrm{task}}` the task's (:class:`~diffpool.training.tasks.Task`:
-    cross-entropy ``ce`` for ``multiclass``, BCE with logits ``bce`` for ``binary`` and
-    ``multilabel`` (over the labels present: NaN is a missing label), ``l1`` or ``mse`` for
-    ``regression``). Logged under ``train/``, ``val/``, ``heldout/`` (the test set, every
-    epoch, for the ``paper`` protocol) and ``test/``: ``loss``, the task loss's name,
-    ``aux_loss``, the task's metrics (``acc``; ``rocauc``, ``ap``; ``mae``, ``rmse``) and the
-    per-level ``link_loss_l{l}`` and ``entropy_loss_l{l}``, always with
-    ``batch_size=batch.num_graphs``. With a data module that has an OGB ``evaluator``, the
-    test set is also scored by it, logged as ``test/ogb_<metric>`` (OGB's metric name). A
-    loss that is not finite stops training with :class:`NonFiniteLossError`, which names the
-    stage, epoch and step where it first was: the steps only note it on the device (no host
-    synchronisation per step), and the module reads the note at the end of each stage's
-    epoch, before validation, before any checkpoint of that epoch is written.
+    (the model's ``link_loss_coef`` and ``entropy_loss_coef``; the task loss of
+    :class:`~diffpool.training.tasks.Task`). Logged under ``train/``, ``val/``, ``heldout/``
+    (the test fold every epoch, for the paper protocol) and ``test/``: ``loss``, the task
+    loss, ``aux_loss``, the task's metrics and the per-level ``link_loss_l{l}`` and
+    ``entropy_loss_l{l}``; ``test/ogb_<metric>`` with a data module's OGB ``evaluator``.
 
-    Categorical features are embedded by a ``node_encoder`` / ``edge_encoder`` (``_target_``
-    specs, e.g. OGB's ``AtomEncoder`` / ``BondEncoder``) trained with the model: the model
-    takes their output width as ``in_channels`` / ``edge_dim`` (the module's ``out_channels``,
-    else its last layer's ``embedding_dim`` / ``out_features``).
+    What the data says (input width, task and outputs, largest graph, edge features and
+    their encoders, validation loaders) comes from the
+    :class:`~diffpool.training.GraphDataModule` it is fitted with (:meth:`connect`); given
+    and different, it is a :class:`DataMismatchError`. Without a validation set
+    (``val_ratio=0``) a callback or scheduler that selects on ``val/`` is an error: the test
+    fold never selects a model.
 
-    Every training step reseeds torch from ``(seed, epoch, step)``, so that a run resumed from
-    a checkpoint, wherever it stopped, draws the same dropout masks as one that never stopped.
+    A non-finite loss stops training with :class:`NonFiniteLossError` (stage, epoch and
+    step), read once per stage and epoch, before any checkpoint of that epoch. Every training
+    step reseeds torch from ``(seed, epoch, step)``, so a resumed run draws the dropout masks
+    of one that never stopped. :attr:`lr` is what ``Tuner.lr_find`` reads and sets; any
+    ``precision`` runs (the batch follows the module's dtype).
 
-    Lightning's tools work as usual: :attr:`lr` is the optimizer's learning rate (what
-    ``Tuner.lr_find`` reads and sets), ``Tuner.scale_batch_size`` scales the data module's
-    ``batch_size``, any ``precision`` runs (the batch's floating tensors follow the module's
-    dtype, e.g. under ``"64-true"``), and the hyperparameters, the data module's and the
-    parameter counts reach every logger when fitting starts.
-
-    The network, optimizer and scheduler are given as ``_target_`` specs (plain mappings,
-    e.g. the ``model`` config group), so the checkpoint stores only plain data and
-    ``GraphClassifier.load_from_checkpoint(path)`` rebuilds everything. A checkpoint is data:
-    it is read with ``torch.load(weights_only=True)``, and the names its specs hold are built
-    only from the package's registries (:mod:`diffpool.utils.targets`: the package's models
-    and encoders, ``torch.optim`` and its schedulers, ...); another name is refused unless it
-    is named again at the call (``load_from_checkpoint(path, trust=["my_pkg.MyModel"])``).
-
-    What the data says (the input width, the task and its outputs, the largest graph, the
-    edge features and their encoders, which validation loaders there are) is the data
-    module's: fitted with a :class:`~diffpool.training.GraphDataModule`, the module takes it
-    from there when the network is built (:meth:`setup`), and a module built for other data
-    (``in_channels``, ``num_classes`` or ``task`` given and different) is a
-    :class:`DataMismatchError` before the first step. Without a validation set
-    (``val_ratio=0``) nothing is logged under ``val/``, and a callback or scheduler that
-    would select on ``val/`` is an error: the test fold never selects a model.
+    The network, encoders, optimizer and scheduler are ``_target_`` specs, so a checkpoint
+    holds plain data: :meth:`load_from_checkpoint` reads it with ``weights_only=True`` and
+    builds only the names of the package's registries (:mod:`diffpool.utils.targets`) and
+    those named again at the call (``trust=["my_pkg.MyModel"]``).
 
     Args:
         model (Mapping or torch.nn.Module): Spec of the network, called with ``in_channels``,
@@ -254,9 +229,8 @@ class GraphClassifier(LightningModule):
 
     @property
     def val_stages(self) -> tuple[str, ...]:
-        """The stage of each validation loader, in order: ``"val"`` (model selection) and
-        ``"heldout"`` (the test fold, logged every epoch for the paper protocol); the data
-        module's :attr:`~diffpool.training.GraphDataModule.val_stages` when fitted with one."""
+        """The stage of each validation loader: ``"val"`` and ``"heldout"``, or the data
+        module's :attr:`~diffpool.training.GraphDataModule.val_stages`."""
         return self._val_stages
 
     def _build(self) -> None:
@@ -295,14 +269,11 @@ class GraphClassifier(LightningModule):
         )
 
     def connect(self, datamodule) -> None:
-        """Take what ``datamodule`` (a :class:`~diffpool.training.GraphDataModule`) says:
-        build the network for its data if it is not built yet, else check that it was built
-        for the same data; and take its validation stages. :meth:`setup` calls it when the
-        module is fitted, tested or used for predictions with a data module.
+        """Build the network for ``datamodule``'s data (or check that it was built for it)
+        and take its validation stages; :meth:`setup` calls it.
 
         Raises:
-            DataMismatchError: the module was built for other data (the input width, the
-                task or its number of outputs differ).
+            DataMismatchError: the module was built for other data.
         """
         facts = _facts(datamodule)
         self._val_stages = tuple(datamodule.val_stages)
@@ -326,9 +297,8 @@ class GraphClassifier(LightningModule):
             self._build()
 
     def setup(self, stage: str) -> None:
-        """Connect to the trainer's data module (:meth:`connect`); without one the module
-        must have been built (``in_channels`` and ``num_classes`` given). When fitting
-        without a validation set, refuse what would select on the test fold."""
+        """:meth:`connect` to the trainer's data module (without one the module must have been
+        built); fitting without a validation set, refuse what would select on the test fold."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "val_stages"):
             self.connect(datamodule)
@@ -341,7 +311,6 @@ class GraphClassifier(LightningModule):
             self._refuse_test_fold_selection()
 
     def _refuse_test_fold_selection(self) -> None:
-        """Without a validation set nothing may select, stop or schedule on ``val/*``."""
         watching = [
             f"{type(c).__name__}(monitor={c.monitor!r})"
             for c in self.trainer.callbacks
@@ -369,20 +338,16 @@ class GraphClassifier(LightningModule):
         trust: Sequence[str] = (),
         **kwargs: Any,
     ) -> GraphClassifier:
-        """A module from a checkpoint, read as data: Lightning's ``load_from_checkpoint`` with
-        ``torch.load(weights_only=True)``, building only the names of the package's
-        registries (:mod:`diffpool.utils.targets`), those of ``trust`` and those of the specs
-        given in ``kwargs`` (which replace the checkpoint's hyperparameters).
-
-        Only the module's own arguments are read from the checkpoint's hyperparameters; what
-        Lightning would also take from a checkpoint to build the module (``_instantiator``,
-        ``hparams_type``) or from an ``hparams_file`` (YAML that can name code) is not used.
+        """A module from a checkpoint, read as data (``weights_only=True``), building only
+        the names of the package's registries, of ``trust`` and of the specs given in
+        ``kwargs`` (which replace the checkpoint's hyperparameters). Lightning's other ways to
+        build the module (``_instantiator``, an ``hparams_file``) are not used.
 
         Raises:
             UntrustedTargetError: the checkpoint names another model, encoder, optimizer or
-                scheduler (the error names the file and the name).
+                scheduler.
             ValueError: a module trained with a network object reloaded without ``model=``,
-                or weights that do not fit the network built (``model=`` of another network).
+                or weights that do not fit the network built.
         """
         if not weights_only:
             raise ValueError(
@@ -425,8 +390,7 @@ class GraphClassifier(LightningModule):
 
     @property
     def lr(self) -> float:
-        """The optimizer's learning rate (its spec's ``lr``; Adam's default 1e-3 without one).
-        Setting it (as ``Tuner.lr_find`` does) changes the spec, so a checkpoint stores it."""
+        """The optimizer spec's learning rate (set by ``Tuner.lr_find``, stored in checkpoints)."""
         return float(self.hparams.optimizer.get("lr", DEFAULT_OPTIMIZER["lr"]))
 
     @lr.setter
@@ -434,9 +398,8 @@ class GraphClassifier(LightningModule):
         self.hparams.optimizer["lr"] = float(value)
 
     def on_fit_start(self) -> None:
-        """Log the hyperparameters to every logger, in one call (one TensorBoard hparams
-        session): the module's (as built for the data), the data module's (under ``data/``)
-        and the parameter counts."""
+        """Log the module's hyperparameters, the data module's (``data/``) and the parameter
+        counts to every logger in one call (one TensorBoard hparams session)."""
         extra: dict[str, Any] = {
             **self.hparams,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
@@ -453,13 +416,8 @@ class GraphClassifier(LightningModule):
     def forward(
         self, batch: Batch, return_assignments: bool = True, return_levels: bool = True
     ) -> ClassifierOutput:
-        """Run the model on ``batch`` (after the feature encoders). With
-        ``return_assignments=False`` the levels' dense assignments ``s`` are neither built nor
-        returned, and with ``return_levels=False`` the output holds no level (what the
-        training, validation and test steps do: they read the logits and the losses). The
-        batch's floating
-        tensors are taken in the module's dtype (``precision="64-true"`` doubles the module,
-        not a PyG batch)."""
+        """The model on ``batch`` after the feature encoders, its floating tensors in the
+        module's dtype (:func:`~diffpool.models.classify`'s arguments)."""
         dtype = self.dtype
         x = getattr(batch, "x", None)
         if isinstance(dtype, torch.dtype) and x is not None and x.is_floating_point():
@@ -478,8 +436,7 @@ class GraphClassifier(LightningModule):
         )
 
     def _note_nonfinite(self, stage: str, step: int, loss, task_loss, aux_loss) -> None:
-        """Keep, on the loss's device, the step and losses of the first non-finite loss of
-        ``stage`` (step -1: none yet): no value is read on the host here."""
+        """Keep on the device the step and losses of ``stage``'s first non-finite loss."""
         found = torch.stack([t.detach().float().reshape(()) for t in (loss, task_loss, aux_loss)])
         first = self._nonfinite.get(stage)
         if first is None:
@@ -489,8 +446,7 @@ class GraphClassifier(LightningModule):
         self._nonfinite[stage] = torch.where(record, here, first)
 
     def _stop_if_nonfinite(self, *stages: str) -> None:
-        """Raise :class:`NonFiniteLossError` where a step of ``stages`` had a non-finite loss
-        (one read of the device per stage)."""
+        """Raise :class:`NonFiniteLossError` where a step of ``stages`` noted one."""
         for stage in stages:
             first = self._nonfinite.get(stage)
             if first is None:
@@ -507,8 +463,6 @@ class GraphClassifier(LightningModule):
             )
 
     def _step(self, batch: Batch, stage: str, batch_idx: int) -> torch.Tensor:
-        # the steps read the logits and the losses only: no levels (the model may then keep
-        # coarsened adjacencies in a cheaper form of its own)
         out = self(batch, return_assignments=False, return_levels=False)
         task = self.task
         target = task.target(batch.y, batch.num_graphs)
@@ -541,9 +495,7 @@ class GraphClassifier(LightningModule):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write a checkpoint that holds non-finite weights or statistics (e.g.
-        infinite batch-norm variances with finite outputs): the earlier checkpoint stays, and
-        ``resume=true`` continues from a sound state."""
+        """Refuse to write non-finite weights or statistics: the earlier checkpoint stays."""
         bad = [
             name
             for name, tensor in checkpoint["state_dict"].items()
@@ -558,9 +510,7 @@ class GraphClassifier(LightningModule):
             )
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        # every step's random draws (dropout) follow from (seed, epoch, step) alone, so that a
-        # run resumed from any checkpoint (also one written at a validation's end, which
-        # Lightning resumes mid-epoch) draws what a run that never stopped draws
+        # dropout follows from (seed, epoch, step) alone, wherever a resumed run restarts
         step = (self.hparams.seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx
         torch.manual_seed(step % (1 << 63))
 
@@ -570,9 +520,7 @@ class GraphClassifier(LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, self.val_stages[dataloader_idx], batch_idx)
 
-    # a non-finite loss stops the run where it is read: after the epoch's training steps
-    # (before validation; without one, before the epoch's checkpoints), after validation
-    # (before its checkpoints) and after testing
+    # a non-finite loss is read after training steps, validation and testing, before checkpoints
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking:
             self._stop_if_nonfinite("train")
@@ -596,8 +544,7 @@ class GraphClassifier(LightningModule):
         self._step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        """Stop at a non-finite test loss; score the test set with the data's OGB evaluator
-        (logged ``test/ogb_<metric>``)."""
+        """Stop at a non-finite test loss; score the test set with the OGB evaluator."""
         self._stop_if_nonfinite("test")
         if self._ogb is None:
             return
@@ -621,14 +568,9 @@ class GraphClassifier(LightningModule):
         self._predicted = 0  # graphs without a graph_id are numbered in the order they come
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Per graph of ``batch``: ``graph_id`` (its index in the dataset where the batch
-        carries one, as :class:`~diffpool.training.GraphDataModule`'s do; else its position
-        in the prediction run), ``target`` (or :obj:`None`), ``prediction`` (the class; 0/1
-        per label; the values) and, for classification, ``probabilities`` (``[B, classes]``
-        softmax; ``[B, labels]`` sigmoid), and ``task``; with :attr:`predict_assignments`,
-        ``levels``: per pooling level, lists over graphs of ``s`` ``[N_g, C_g]``,
-        ``clusters`` ``[N_g]`` and ``x`` ``[C_g, F]`` (see
-        :func:`~diffpool.training.predict.write_assignments`)."""
+        """Per graph: ``graph_id`` (the batch's, else its position in the run), ``target``
+        (or :obj:`None`), the task's predictions (:meth:`Task.predictions`) and ``task``;
+        with :attr:`predict_assignments`, ``levels`` (:func:`~diffpool.models.unbatch_levels`)."""
         out = self(batch, return_assignments=self.predict_assignments)
         graphs = batch.num_graphs
         graph_id = getattr(batch, "graph_id", None)
