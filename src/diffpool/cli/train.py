@@ -14,8 +14,7 @@ import re
 
 from diffpool.utils.extras import require
 
-#: the resolver that makes a sweep job's override string one folder name
-#: (``model/encoder=gcn`` -> ``model.encoder=gcn``; conf/hydra/default.yaml uses it)
+#: the resolver that makes a sweep job's override string one folder name (conf/hydra)
 PATH_SAFE = "diffpool.path_safe"
 
 #: the ``data=`` item of an override string (at its start or after a ``,``)
@@ -23,19 +22,16 @@ _DATA_ITEM = re.compile(r"(?<![^,])data=([^,]+)")
 
 
 def path_safe(overrides: str) -> str:
-    """A sweep job's ``override_dirname`` as one directory name: a config group's ``/``
-    (``model/encoder=gcn``) would make two nested folders of one job, and a dataset's other
-    spellings (``data=ENZYMES``, ``data=PROTEINS_full``: aliases) name the folder of its
-    lower-case option (``data=enzymes``), so that a job is found again (and skipped once
-    finished) whichever spelling started it."""
+    """A sweep job's ``override_dirname`` as one directory name (``model/encoder=gcn`` ->
+    ``model.encoder=gcn``), a dataset's other spellings as its option (``data=ENZYMES`` ->
+    ``data=enzymes``), so that a job is found again whichever spelling started it."""
     from diffpool.conf import data_option
 
     overrides = _DATA_ITEM.sub(lambda m: f"data={data_option(m[1])}", overrides)
     return overrides.replace("/", ".")
 
 
-#: the resolver that names a run's dataset folder (``runs/<dataset>/<model>/...``) for any data
-#: config: the data's ``name``, else its dataset spec's ``name``, else the spec's class name
+#: the resolver that names a run's dataset folder (``runs/<dataset>/<model>/...``)
 DATA_LABEL = "diffpool.data_label"
 
 
@@ -51,17 +47,13 @@ def data_label(name, dataset_name, target) -> str:
 #: the resolver that lists the config groups in ``--help`` (conf/hydra/default.yaml's template)
 CONFIG_GROUPS = "diffpool.config_groups"
 
-#: config groups that ``--help`` does not list: Hydra's own, and ``experiment_model`` (what an
-#: experiment sets for one model, chosen by the defaults list: conf/train.yaml)
+#: config groups that ``--help`` does not list (``experiment_model`` is chosen by the defaults)
 HIDDEN_GROUPS = ("hydra", "experiment_model")
 
 
 def config_groups() -> str:
-    """``--help``'s list of config groups and their options, as Hydra's ``$APP_CONFIG_GROUPS``
-    lists them, without the other spellings of the TU datasets' ``data`` options (every one
-    is also an option as the collection spells it and in upper case: ``diffpool.conf``'s
-    aliases), which a line says instead, and without :data:`HIDDEN_GROUPS`. Hydra's own list
-    where its internals differ."""
+    """``--help``'s config groups, as Hydra's ``$APP_CONFIG_GROUPS``, without
+    :data:`HIDDEN_GROUPS` and the TU datasets' other spellings (one line says them)."""
     from hydra.core.global_hydra import GlobalHydra
 
     from diffpool.conf import ALIASES
@@ -84,9 +76,7 @@ def config_groups() -> str:
 
 
 def register_resolvers() -> None:
-    """Register :data:`PATH_SAFE`, :data:`DATA_LABEL` and :data:`CONFIG_GROUPS`
-    (idempotent). Runs when this module is imported, which includes joblib's worker processes
-    (they import :func:`run` from it)."""
+    """Register the resolvers (idempotent); on import, also in joblib's worker processes."""
     try:
         from omegaconf import OmegaConf
     except ImportError:  # the train extra is missing: main() says so
@@ -111,8 +101,6 @@ def run(cfg) -> float | None:
     if not cfg.get("train", True):
         evaluate(cfg, cfg.output_dir)
         return None
-    # cfg.output_dir is Hydra's job directory unless the user moved it (output_dir=...): the
-    # trainer's checkpoints and logs follow cfg.output_dir, so results and history do too
     results = train(cfg, cfg.output_dir)
     metric = cfg.get("optimized_metric")
     return results.lookup(metric) if metric else None

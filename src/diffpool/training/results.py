@@ -10,9 +10,7 @@ be computed from it without the checkpoints:
   (``test_curve``); a report averages these curves over the folds and picks the best epoch of
   the mean, i.e. the epoch is selected on the test folds.
 
-``schema`` is the version of the layout. Files written before it existed (schema 1: the
-accuracy under ``fair.val_acc`` / ``fair.test_acc`` and ``paper.heldout_curve``) are read as
-well.
+``schema`` is the version of the layout: another version is a named error.
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ SCHEMA_VERSION = 2
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` whole, never through a symbolic link: a reader never sees
-    half a file, a failed write (a full disk) leaves no part of one
+    """Write ``payload`` to ``path`` whole, never through a symbolic link
     (:func:`diffpool.utils.files.write_atomically`)."""
     files.write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
@@ -50,8 +47,7 @@ def read_json(file: Path, cls: type) -> Any:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: ``file`` is not JSON, or not ``cls``'s layout; the message names the file
-            and what is wrong.
+        ValueError: ``file`` is not JSON, or not ``cls``'s layout (named in the message).
     """
     try:
         return cls.from_json(json.loads(file.read_text()), path=file.parent)

@@ -63,8 +63,7 @@ CHECKPOINTS = "checkpoints"
 #: where a job's config is written, as Hydra does (:func:`save_hydra_config`)
 HYDRA_SUBDIR = ".hydra"
 
-#: config keys that say how to run, not what to run: a finished run is the same run whatever
-#: they are
+#: config keys that say how to run, not what: a finished run is the same whatever they are
 RUN_CONTROL_KEYS = (
     "resume", "overwrite", "output_dir", "threads", "train", "ckpt_path", "trust"
 )  # fmt: skip
@@ -72,8 +71,7 @@ RUN_CONTROL_KEYS = (
 #: what ``train=false`` writes
 EVAL = "eval.json"
 
-#: trainer settings that make a run a debugging run (the ``debug`` config group): it trains
-#: and tests as asked, but writes no ``results.json`` (its figures are not results)
+#: trainer settings that make a run a debugging run: it writes no ``results.json``
 DEBUG_TRAINER_KEYS = (
     "fast_dev_run",
     "overfit_batches",
@@ -93,11 +91,8 @@ def _launcher_rank() -> int:
 
 
 def comparable_config(cfg: DictConfig | dict) -> dict:
-    """The resolved config without the run-control keys, for comparing runs: paths derived
-    from ``output_dir`` read ``<output_dir>/...``, so the same config run in two directories
-    compares equal. Where the dataset's files live (``data.root``) does not define a run
-    either: a run restored on another machine (e.g. the accuracy benchmark's archived jobs)
-    is the same run."""
+    """The resolved config without the run-control keys, ``output_dir`` written
+    ``<output_dir>``: the same config run in two directories compares equal."""
     if isinstance(cfg, DictConfig):
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
@@ -106,13 +101,12 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
 
-#: what a callback's ``monitor`` / ``mode`` (and ``module.scheduler_monitor``) says to watch
-#: the task's selection metric on the validation set (``val/acc``, ``val/rocauc``,
-#: ``val/mae``, ...) in its direction
+#: a callback's ``monitor`` / ``mode`` (and ``module.scheduler_monitor``) that watches the
+#: task's selection metric on the validation set (``val/acc``, ``val/mae``, ...)
 AUTO = "auto"
 
-#: nested config entries that say where the data lives or what the console shows, not what
-#: runs: a finished run is the same run whatever they are (also when a default of them changed)
+#: nested config entries that say where the data lives or what the console shows: a finished
+#: run is the same whatever they are (a run restored on another machine is the same run)
 NOT_IDENTITY = (
     ("data", "root"),
     ("trainer", "enable_progress_bar"),
@@ -122,8 +116,7 @@ NOT_IDENTITY = (
 )
 
 
-#: callback settings that say how checkpoint files are named, not what runs (runs archived
-#: before a setting existed are the same runs)
+#: callback settings that say how checkpoint files are named, not what runs
 CALLBACK_NOT_IDENTITY = ("enable_version_counter",)
 
 #: config entries added after runs were archived, with the value those runs had: a config
@@ -144,9 +137,7 @@ LATER_DEFAULTS = {
 
 def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
     """``config`` without :data:`NOT_IDENTITY` and :data:`CALLBACK_NOT_IDENTITY`, with
-    :data:`LATER_DEFAULTS` filled in, and the selection metric written as ``auto`` where it
-    names the run's own (``val/acc`` of a run from before ``auto`` existed is what ``auto``
-    chooses for it)."""
+    :data:`LATER_DEFAULTS` filled in, and the run's own selection metric written ``auto``."""
     config = copy.deepcopy(config)
     for group, key in NOT_IDENTITY:
         if isinstance(config.get(group), dict):
@@ -170,9 +161,7 @@ def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
 
 
 def same_run(earlier: dict, cfg: DictConfig, metric: str = "acc", higher_is_better=True) -> bool:
-    """Whether the stored config of a finished run (``results.json``'s ``config``, its
-    selection ``metric``) is the config ``cfg``, up to the run-control keys,
-    :data:`NOT_IDENTITY` and :data:`LATER_DEFAULTS`."""
+    """Whether a finished run's stored config (and selection ``metric``) is ``cfg``'s."""
     current = comparable_config(cfg)
     return _normalized(earlier, metric, higher_is_better) == _normalized(
         current, metric, higher_is_better
@@ -216,9 +205,7 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
 
 
 def debug_settings(cfg: DictConfig) -> list[str]:
-    """The trainer settings of ``cfg`` that make it a debugging run (see
-    :data:`DEBUG_TRAINER_KEYS`): ``fast_dev_run``, ``overfit_batches`` other than 0, or a
-    ``limit_*_batches`` other than all batches."""
+    """The settings of :data:`DEBUG_TRAINER_KEYS` in ``cfg`` that limit the run."""
     trainer = cfg.get("trainer") or {}
     found = []
     for key in DEBUG_TRAINER_KEYS:
@@ -232,8 +219,7 @@ def debug_settings(cfg: DictConfig) -> list[str]:
 
 
 def job_name() -> str:
-    """The job's overrides within a Hydra sweep (``data.fold=3,model=nolp``), else ``""``:
-    what :class:`EpochLog` prints before each line, so that parallel jobs stay apart."""
+    """The job's overrides within a Hydra sweep (``data.fold=3,model=nolp``), else ``""``."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -263,15 +249,13 @@ def _ogb_scores(tested: dict) -> dict | None:
 
 
 def build(cfg: DictConfig, out: Path):
-    """Instantiate the data module, the LightningModule and the trainer of a config, in that
-    order: the data pipeline (with the transform the model config needs) is decided first,
-    the dataset is loaded once, and the module is built from its facts."""
+    """The data module (loaded once, with the model's transform), the LightningModule built
+    from its facts, the trainer and the history of a config."""
     detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
     datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
     datamodule.setup("fit")
     detail.info("%s", datamodule.describe())
     task = datamodule.task
-    # the module takes the data's facts (task, outputs, stages, encoders) from the data module
     monitor = cfg.module.get("scheduler_monitor")
     module = instantiate(
         cfg.module,
@@ -299,8 +283,7 @@ def build(cfg: DictConfig, out: Path):
 
 
 def _selection(callback_cfg, task) -> dict:
-    """``monitor`` / ``mode`` for a callback config that says ``auto``: the task's selection
-    metric and its direction."""
+    """``monitor`` / ``mode`` for a callback config that says ``auto``."""
     extra = {}
     if callback_cfg.get("monitor") == AUTO:
         extra["monitor"] = f"val/{task.metric}"
@@ -310,8 +293,7 @@ def _selection(callback_cfg, task) -> dict:
 
 
 def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
-    """What every job sets before it runs: torch's threads (``threads``) and Lightning's
-    console output (:func:`~diffpool.training.console.quiet_lightning`)."""
+    """Torch's threads and Lightning's console, as every job sets them."""
     quiet_lightning(sweep=sweep)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -325,9 +307,8 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         and exits (``SystemExit``); ``checkpoints/last.ckpt`` holds the last finished epoch.
     """
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
-    # a directory made for this run alone (by this call, or by Hydra for this job) is removed
-    # again if the run cannot even be set up (a typo in the config): no debris of a run that
-    # never started; a sweep's jobs keep their failed.json for the report
+    # a directory made for this run alone goes again if the run cannot be set up (a typo in
+    # the config); a sweep's jobs keep their failed.json for the report
     job = job_name()
     discard = job == "" and (not out.exists() or _only_hydra_files(out))
     out.mkdir(parents=True, exist_ok=True)
@@ -343,8 +324,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
             "choose another directory (hydra.run.dir=... or output_dir=...)"
         ) from None
     try:
-        # the run's folders are this run's own while it holds the lock: what a killed run's
-        # writes left half done goes, and Hydra's folder is never a link
+        # while it holds the lock: a killed run's half writes go; Hydra's folder is no link
         files.refuse_links(out / HYDRA_SUBDIR)
         for folder in (out, out / CHECKPOINTS, out / HYDRA_SUBDIR):
             files.remove_leftovers(folder)
@@ -365,8 +345,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     return results
 
 
-#: what Hydra writes into a job's directory before the job runs (its log; its config where
-#: ``hydra.output_subdir`` is set), and the run's lock
+#: what Hydra writes into a job's directory before the job runs, and the run's lock
 HYDRA_FILES = frozenset({HYDRA_SUBDIR, "train.log", LOCK})
 
 
@@ -381,13 +360,8 @@ def _only_hydra_files(out: Path) -> bool:
 
 
 def save_hydra_config(cfg: DictConfig, out: Path) -> None:
-    """Under Hydra, write what Hydra writes into a job's ``.hydra/`` (``config.yaml``,
-    ``hydra.yaml``, ``overrides.yaml``) into ``out``, the run's directory.
-
-    diffpool-train's Hydra config turns Hydra's own writing off (``hydra.output_subdir:
-    null``): Hydra writes before the job runs, so a job that the run's lock refuses would
-    replace the files of the run that holds the directory. A job writes them once it holds it.
-    """
+    """Under Hydra, write a job's ``.hydra/`` files into ``out`` once the run holds its lock
+    (Hydra's own writing, before the job runs, is off: ``hydra.output_subdir: null``)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -404,8 +378,7 @@ def save_hydra_config(cfg: DictConfig, out: Path) -> None:
 
 
 def _remove_new_directory(out: Path) -> None:
-    """Remove a run directory made for a run that could not be set up, and the folders above
-    it that it leaves empty (``runs/<dataset>/<model>/``), up to the working directory."""
+    """Remove ``out`` and the empty folders above it, up to the working directory."""
     shutil.rmtree(out, ignore_errors=True)
     parent, stop = out.parent.resolve(), Path.cwd().resolve()
     while parent != stop and parent.is_relative_to(stop):
@@ -418,11 +391,10 @@ def _remove_new_directory(out: Path) -> None:
 
 def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
     """``train=false ckpt_path=PATH``: test a checkpoint on the test fold of ``cfg.data``
-    (the model is the checkpoint's), log the metrics and write them to ``eval.json``.
+    and write the metrics to ``eval.json``.
 
     Raises:
-        ValueError: no ``ckpt_path``, a checkpoint that cannot be read, or one whose input
-            width is not the data's.
+        ValueError: no ``ckpt_path``, or a checkpoint that cannot be read or is not the data's.
         FileNotFoundError: the checkpoint does not exist.
     """
     from diffpool.training.predict import load_checkpoint, load_data
@@ -433,7 +405,6 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
     if not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
     path = Path(cfg.ckpt_path)
-    # the checkpoint is a file (data); the data config is the user's own
     module = load_checkpoint(path, trust=list(cfg.get("trust") or []))
     datamodule = load_data(module, OmegaConf.to_container(cfg.data, resolve=True), path)
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
@@ -453,7 +424,6 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
 
 
 def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:
-    # what runs is the code imported now: a commit made while the run trains is not it
     origin = provenance()
     started = time.time()
     try:
@@ -520,9 +490,7 @@ def _train(
     )
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     validated = "val" in datamodule.val_stages
-    # the fair protocol tests the weights of the best validation epoch (the module alone: the
-    # callbacks keep the state of the whole run); without a validation set (val_ratio=0) there
-    # is no fair protocol and nothing to test
+    # the fair protocol tests the best validation epoch's weights; no validation, no test
     tested = []
     if validated:
         best = module
@@ -557,8 +525,6 @@ def _train(
         higher_is_better=task.higher_is_better,
         task=task.name,
         ogb=_ogb_scores(tested[0] if tested else {}),
-        # the same config reruns to the same curves only with the same code, libraries and
-        # threads; those of the last start (a resumed run's earlier epochs may have had others)
         provenance=origin,
         path=out,
     )
