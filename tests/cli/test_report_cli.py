@@ -13,5 +13,5 @@ def test_a_malformed_results_json_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert (
         err == f"diffpool-report: {job / 'results.json'}: missing dataset, fold, num_folds, "
-        "model, epochs, wall_time_s, config\n"
+        "model, epochs, fair, test_curve, val_curve, wall_time_s, config\n"
     )

@@ -56,6 +56,7 @@ def test_drawn_series_leave_out_all_nan_and_all_zero_losses():
 
 @pytest.mark.parametrize("configs", [2, 8])  # one pair of panels per row; two per row
 def test_curves_titles_are_whole_and_legends_list_what_is_drawn(tmp_path, monkeypatch, configs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     sweep = tmp_path / "sweep"
@@ -69,7 +70,7 @@ def test_curves_titles_are_whole_and_legends_list_what_is_drawn(tmp_path, monkey
 
     def inspect(fig, *args, **kwargs):
         save(fig, *args, **kwargs)  # draws: the texts have their places
-        renderer = fig.canvas.get_renderer()
+        renderer = FigureCanvasAgg(fig).get_renderer()
         page = fig.bbox
         titles = [t for sub in fig.subfigs for t in [sub._suptitle] if t is not None]
         seen["titles"] = [t.get_text() for t in titles]

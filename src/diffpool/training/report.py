@@ -1,17 +1,13 @@
 """Aggregate the jobs of a sweep: mean ± std over folds per configuration, both protocols.
 
-Every job directory under the sweep holds ``results.json`` (see :mod:`diffpool.training.run`)
-or ``failed.json``. Jobs are grouped by their config without the fold; a group's label names
-the config entries that differ between the groups of the sweep.
+Jobs (``results.json``, :class:`~diffpool.training.results.RunResult`) are grouped by their
+config without the fold; a group's label names the config entries that differ between groups.
 
-* ``fair``: each fold's test accuracy at the epoch of its best validation accuracy.
-* ``paper`` (optimistic, the authors' code): the test-fold accuracy curves are averaged over
-  the folds and the best epoch of that mean curve is reported, i.e. the epoch is selected on
-  the test folds.
+* ``fair``: each fold's test metric at the epoch of its best validation metric.
+* ``paper`` (optimistic, the authors' code): the best epoch of the test-fold curves' mean over
+  folds, i.e. the epoch is selected on the test folds.
 
 Standard deviations are over folds (population, ``ddof=0``, as in Errica et al.'s code).
-``curves.png`` shows every configuration's learning curves (accuracies and each loss per
-pooling level, mean over folds) from the jobs' ``history.csv``.
 """
 
 from __future__ import annotations
@@ -31,43 +27,32 @@ from typing import Any
 
 import numpy as np
 
-from diffpool.training.results import (
-    FAILED,
-    HISTORY,
-    RESULTS,
-    RunFailure,
-    RunResult,
-    load_archive,
-)
+from diffpool.training.results import FAILED, HISTORY, RESULTS, RunFailure, RunResult, load_archive
 from diffpool.utils import files
 from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
 
 log = logging.getLogger(__name__)
 
-#: config entries named first in a group's label
-LABEL_FIRST = ("data.name", "model.variant", "model.encoder")
-
-#: config entries that never define a configuration
-IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")
-
-#: metrics shown in percent
+LABEL_FIRST = ("data.name", "model.variant", "model.encoder")  # named first in a label
+IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")  # define no configuration
 PERCENT_METRICS = ("acc",)
-
-#: what the code column says for results that recorded no code
-UNKNOWN_CODE = "—"
+UNKNOWN_CODE = "—"  # the code of results that recorded none
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become strings)."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become JSON strings)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = json.dumps(value) if isinstance(value, list) else value
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
     return flat
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return (float(np.mean(values)), float(np.std(values))) if values else (math.nan, math.nan)
 
 
 @dataclass
@@ -79,10 +64,6 @@ class Group:
     runs: list[RunResult] = field(default_factory=list)
 
     @property
-    def folds(self) -> list[int]:
-        return sorted(r.fold for r in self.runs)
-
-    @property
     def metric(self) -> str:
         return self.runs[0].metric if self.runs else "acc"
 
@@ -92,22 +73,16 @@ class Group:
 
     def fair(self) -> tuple[float, float]:
         """Mean ± std over folds of the test metric at each fold's best validation epoch
-        (NaN for runs without a validation set)."""
+        (NaN without validation sets)."""
         return _mean_std([r.fair.test for r in self.runs if r.fair.test is not None])
 
-    def fair_val(self) -> tuple[float, float]:
-        return _mean_std([r.fair.val for r in self.runs if r.fair.val is not None])
-
-    def paper(self, epochs: int | None = None) -> tuple[float, float, int]:
-        """Mean ± std over folds at the best epoch (counted from 0) of the mean test-fold
-        curve, over the epochs every fold reached, or the first ``epochs`` of them."""
-        curves = [r.test_curve for r in self.runs]
-        length = min((len(c) for c in curves), default=0)
-        if epochs is not None:
-            length = min(length, epochs)
+    def paper(self) -> tuple[float, float, int]:
+        """Mean ± std over folds at the best epoch (from 0; -1 without curves) of the mean
+        test-fold curve, over the epochs every fold reached."""
+        length = min((len(r.test_curve) for r in self.runs), default=0)
         if length == 0:
             return math.nan, math.nan, -1
-        table = np.array([c[:length] for c in curves], dtype=float)
+        table = np.array([r.test_curve[:length] for r in self.runs], dtype=float)
         mean = np.nanmean(table, axis=0)
         best = int(np.nanargmax(mean) if self.higher_is_better else np.nanargmin(mean))
         return float(mean[best]), float(np.nanstd(table[:, best])), best
@@ -119,9 +94,8 @@ class Group:
         return max((r.epochs for r in self.runs), default=0)
 
     def code(self) -> dict[str, int]:
-        """How many folds ran on each code (:func:`~diffpool.utils.provenance.code_label`:
-        the commit, or the package version outside a git checkout; :data:`UNKNOWN_CODE`
-        for results that recorded none)."""
+        """Folds per code (:func:`~diffpool.utils.provenance.code_label`, else
+        :data:`UNKNOWN_CODE`)."""
         counts = Counter(code_label(r.provenance) or UNKNOWN_CODE for r in self.runs)
         return dict(sorted(counts.items()))
 
@@ -133,26 +107,14 @@ def code_summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{label} ×{n}" for label, n in counts.items())
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return float(np.mean(values)), float(np.std(values))
-
-
-def job_files(sweep_dir: Path, name: str) -> list[Path]:
-    """The files called ``name`` of a sweep's jobs, leaving out the runs that ``overwrite=true``
-    moved to ``replaced-<time>/``."""
-    return [
-        path
-        for path in sorted(sweep_dir.rglob(name))
-        if not any(part.startswith("replaced-") for part in path.relative_to(sweep_dir).parts)
-    ]
-
-
 def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult], list[RunFailure]]:
-    """The finished and the failed runs of ``source``: a directory searched recursively for
-    ``results.json`` / ``failed.json`` (a job that has both finished), an archive file of
-    :func:`~diffpool.training.results.save_archive`, or the results themselves."""
+    """The finished and the failed runs of ``source``.
+
+    Args:
+        source: a directory searched recursively for ``results.json`` and ``failed.json`` (a
+            job with both finished; ``replaced-*/`` left out), an archive of
+            :func:`~diffpool.training.results.save_archive`, or the runs themselves.
+    """
     if not isinstance(source, str | Path):
         return list(source), []
     source = Path(source)
@@ -160,75 +122,57 @@ def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult]
         return load_archive(source), []
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a directory or a results archive")
-    runs = [RunResult.load(path.parent) for path in job_files(source, RESULTS)]
-    failed = [
-        RunFailure.load(path.parent)
-        for path in job_files(source, FAILED)
-        if not (path.parent / RESULTS).exists()
-    ]
+    found = {
+        name: [p.parent for p in sorted(source.rglob(name))
+               if not any(part.startswith("replaced-") for part in p.relative_to(source).parts)]
+        for name in (RESULTS, FAILED)
+    }  # fmt: skip
+    runs = [RunResult.load(job) for job in found[RESULTS]]
+    failed = [RunFailure.load(job) for job in found[FAILED] if job not in found[RESULTS]]
     if not runs and not failed:
         raise FileNotFoundError(f"no {RESULTS} or {FAILED} under {source}")
     return runs, failed
 
 
+def _label(groups: list[Group], keys: set[str]) -> None:
+    """Append to each group's label the ``keys`` whose values differ between ``groups``."""
+    varying = [k for k in keys if len({str(g.config.get(k)) for g in groups}) > 1]
+    varying.sort(key=lambda k: (LABEL_FIRST.index(k) if k in LABEL_FIRST else 3, k))
+    for g in groups:
+        parts = [g.label] + [f"{k}={g.config[k]}" for k in varying if k in g.config]
+        g.label = ", ".join(filter(None, parts)) or (
+            f"{g.config.get('data.name', '?')} / {g.config.get('model.variant', '?')}"
+        )
+
+
 def group_runs(runs: Iterable[RunResult]) -> list[Group]:
-    """Group runs by their config without the fold (and the other :data:`IGNORED_KEYS`); a
-    group's label names the config entries that differ between the groups."""
+    """Group runs by their config without :data:`IGNORED_KEYS`, labelled by the entries that
+    every group has and that differ; groups left alike add the other entries that differ."""
     groups: dict[str, Group] = {}
     for run in runs:
         config = {k: v for k, v in flatten(run.config).items() if not k.startswith(IGNORED_KEYS)}
         key = json.dumps(config, sort_keys=True, default=str)
         groups.setdefault(key, Group(config)).runs.append(run)
     found = list(groups.values())
-    # named by the keys that every group has and that differ between them; groups that this
-    # leaves alike (settings only some models have) add the keys that tell them apart
     common = set.intersection(*(set(g.config) for g in found)) if found else set()
-    _label(found, _varying(found, common))
+    _label(found, common)
     for label in {g.label for g in found}:
         alike = [g for g in found if g.label == label]
         if len(alike) > 1:
-            _label(alike, _varying(alike, set.union(*(set(g.config) for g in alike)) - common))
-    found.sort(key=lambda g: g.label)
-    return found
+            _label(alike, set.union(*(set(g.config) for g in alike)) - common)
+    return sorted(found, key=lambda g: g.label)
 
 
-def collect(
-    source: str | Path | Iterable[RunResult],
-) -> tuple[list[Group], list[RunFailure]]:
-    """Group the finished runs of ``source`` (see :func:`load_runs`); also return the failed
-    ones."""
+def collect(source: str | Path | Iterable[RunResult]) -> tuple[list[Group], list[RunFailure]]:
+    """The groups of :func:`group_runs` and the failed runs of ``source`` (:func:`load_runs`)."""
     runs, failed = load_runs(source)
     return group_runs(runs), failed
 
 
-def _varying(groups: list[Group], keys: set[str]) -> list[str]:
-    """The ``keys`` whose values differ between ``groups``, the :data:`LABEL_FIRST` first."""
-    varying = {k for k in keys if len({str(g.config.get(k)) for g in groups}) > 1}
-    return sorted(
-        varying,
-        key=lambda k: (k not in LABEL_FIRST, LABEL_FIRST.index(k) if k in LABEL_FIRST else 0, k),
-    )
-
-
-def _label(groups: list[Group], keys: list[str]) -> None:
-    for group in groups:
-        parts = [f"{k}={group.config[k]}" for k in keys if k in group.config]
-        extra = ", ".join(parts)
-        if group.label and extra:
-            group.label = f"{group.label}, {extra}"
-        elif extra or not group.label:
-            group.label = extra or _default_label(group)
-
-
-def _default_label(group: Group) -> str:
-    return f"{group.config.get('data.name', '?')} / {group.config.get('model.variant', '?')}"
-
-
-def format_metric(
-    mean: float, std: float | None = None, metric: str = "acc", digits: int | None = None
-) -> str:
-    """``"62.33 ± 6.29"``: a metric (in percent for :data:`PERCENT_METRICS`) with ``digits``
-    decimals (default: 2 in percent, else 4), ``"n/a"`` for NaN."""
+def format_metric(mean: float, std: float | None = None, metric: str = "acc",
+                  digits: int | None = None) -> str:  # fmt: skip
+    """``"62.33 ± 6.29"``: in percent for :data:`PERCENT_METRICS`, with ``digits`` decimals
+    (default: 2 in percent, else 4); ``"n/a"`` for NaN."""
     if mean is None or math.isnan(mean):
         return "n/a"
     scale, default = (100, 2) if metric in PERCENT_METRICS else (1, 4)
@@ -237,63 +181,34 @@ def format_metric(
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
-ROW_FIELDS = (
-    "configuration",
-    "metric",
-    "folds",
-    "epochs",
-    "fair_test_mean",
-    "fair_test_std",
-    "fair_val_mean",
-    "paper_test_mean",
-    "paper_test_std",
-    "paper_best_epoch",
-    "wall_time_s",
-    "code",
-)
-
-
-def row(group: Group) -> dict[str, Any]:
-    """One configuration's figures under both protocols (:data:`ROW_FIELDS`)."""
-    fair, fair_std = group.fair()
-    val, _ = group.fair_val()
-    paper, paper_std, best = group.paper()
-    values = (
-        group.label,
-        group.metric,
-        len(group.runs),
-        group.epochs(),
-        fair,
-        fair_std,
-        val,
-        paper,
-        paper_std,
-        best,
-        round(group.wall_time(), 1),
-        code_summary(group.code()),
-    )
-    return dict(zip(ROW_FIELDS, values))
+ROW_FIELDS = ("configuration", "metric", "folds", "epochs", "fair_test_mean", "fair_test_std",
+              "fair_val_mean", "paper_test_mean", "paper_test_std", "paper_best_epoch",
+              "wall_time_s", "code")  # fmt: skip
 
 
 def rows(groups: list[Group]) -> list[dict[str, Any]]:
-    return [row(group) for group in groups]
+    """Each configuration's figures under both protocols (:data:`ROW_FIELDS`)."""
+    found = []
+    for g in groups:
+        val = _mean_std([r.fair.val for r in g.runs if r.fair.val is not None])[0]
+        values = (g.label, g.metric, len(g.runs), g.epochs(), *g.fair(), val, *g.paper(),
+                  round(g.wall_time(), 1), code_summary(g.code()))  # fmt: skip
+        found.append(dict(zip(ROW_FIELDS, values)))
+    return found
 
 
 def one_line(value: Any) -> str:
-    """``value`` as text on one line: line breaks and the other characters that are not
-    printable written as escapes (``\\n``, ``\\x1b``, ``\\u2028``), so that what a run's
-    files hold (a config value) neither starts a line of the report of its own nor hides."""
+    """``value`` as text on one line, the characters that are not printable escaped
+    (``\\n``, ``\\x1b``, ``\\u2028``): a value from a run's files starts no line of a report."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
 
 
 def _cell(value: Any) -> str:
-    """``value`` in one cell of a markdown table (:func:`one_line`, ``|`` escaped)."""
     return one_line(value).replace("|", "\\|")
 
 
 def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Path) -> str:
-    """The report as markdown: what comes from the runs' files on one line each
-    (:func:`one_line`), one table row per configuration."""
+    """The report as markdown: one table row per configuration, then the failed jobs."""
     metrics = sorted({one_line(g.metric) for g in groups}) or ["acc"]
     lower = sorted({one_line(g.metric) for g in groups if not g.higher_is_better})
     lines = [
@@ -323,221 +238,163 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 @files.plain_text()  # labels come from the runs' files: no mathtext
 def plot(groups: list[Group], path: Path) -> None:
-    """The test metric of every configuration under both protocols, mean ± std over folds:
-    horizontal bars, so that every label is printed whole, and the legend above the axes."""
-    plt = _pyplot()
-    data = rows(groups)
+    """Both protocols' test metric per configuration, mean ± std over folds, as horizontal
+    bars (every label whole) with the legend above the axes (covering no bar)."""
+    from matplotlib.figure import Figure  # no pyplot: no backend, nothing to close
+
     labels = [one_line(g.label) for g in groups]
+    metric, scale = groups[0].metric, 100 if groups[0].metric in PERCENT_METRICS else 1
     y = np.arange(len(groups))[::-1]
-    longest = max(len(label) for label in labels)
-    fig, ax = plt.subplots(figsize=(6.0 + 0.065 * longest, 1.2 + 0.55 * len(groups)))
-    height = 0.38
-    metric = groups[0].metric if groups else "acc"
-    scale = 100 if metric in PERCENT_METRICS else 1
-    for offset, key, name in ((1, "fair", "fair"), (-1, "paper", "paper (optimistic)")):
-        means = [scale * r[f"{key}_test_mean"] for r in data]
-        stds = [scale * r[f"{key}_test_std"] for r in data]
-        ax.barh(y + offset * height / 2, means, height, xerr=stds, capsize=3, label=name)
+    fig = Figure(figsize=(6.0 + 0.065 * max(map(len, labels)), 1.2 + 0.55 * len(groups)))
+    ax = fig.subplots()
+    stats = {"fair": [g.fair() for g in groups], "paper": [g.paper()[:2] for g in groups]}
+    for offset, key, name in ((0.19, "fair", "fair"), (-0.19, "paper", "paper (optimistic)")):
+        mean, std = scale * np.array(stats[key]).T
+        ax.barh(y + offset, mean, 0.38, xerr=std, capsize=3, label=name)
     ax.set_yticks(y, labels, fontsize=8)
-    unit = " (%)" if scale == 100 else ""
-    direction = "" if groups[0].higher_is_better else ", lower is better"
-    ax.set_xlabel(f"test {metric}{unit}, mean ± std over folds{direction}")
+    ax.set_xlabel(f"test {metric}{' (%)' * (scale == 100)}, mean ± std over folds"
+                  + ("" if groups[0].higher_is_better else ", lower is better"))  # fmt: skip
     ax.grid(axis="x", alpha=0.3)
-    # above the axes: it covers no bar
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    try:
-        files.save_figure(fig, path, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    files.save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def read_history(run: RunResult) -> dict[str, np.ndarray]:
-    """A run's ``history.csv`` as ``{metric: values over epochs}`` (empty when missing, or
-    for a run read from an archive)."""
+    """A run's ``history.csv`` as ``{metric: values over epochs}``, NaN where an epoch did not
+    log the metric (empty without the file, e.g. for a run read from an archive)."""
     path = None if run.path is None else Path(run.path) / HISTORY
     if path is None or not path.exists():
         return {}
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    return {
-        k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
-        for k in keys
-    }
-
-
-def _fold_curves(group: Group) -> tuple[list[str], np.ndarray] | None:
-    """The metrics every fold's history has and their values, ``[folds, metrics, epochs]``
-    (over the epochs that every fold reached); None without histories."""
-    histories = [h for h in (read_history(r) for r in group.runs) if h]
-    if not histories:
-        return None
-    keys = sorted(set.intersection(*(set(h) for h in histories)))
-    length = min(len(next(iter(h.values()))) for h in histories)
-    return keys, np.array([[h[k][:length] for k in keys] for h in histories])
-
-
-def _over_folds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over folds (axis 0), NaN where no fold has a value (without numpy's
-    warning about it: a metric that an epoch did not log is NaN)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    table = np.genfromtxt(path, delimiter=",", names=True, deletechars="", ndmin=1)
+    return {k: table[k] for k in table.dtype.names or () if k != "epoch"} if table.size else {}
 
 
 def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every metric of the group's histories as (mean, std over folds) per epoch."""
-    found = _fold_curves(group)
-    if found is None:
+    """Every metric of all the group's histories as (mean, std over folds) per epoch, over
+    the epochs every fold reached (NaN where no fold has a value)."""
+    histories = [h for h in map(read_history, group.runs) if h]
+    if not histories:
         return {}
-    keys, values = found
-    mean, std = _over_folds(values)
-    return {k: (mean[i], std[i]) for i, k in enumerate(keys)}
+    length = min(len(next(iter(h.values()))) for h in histories)
+    spread = {}
+    with warnings.catch_warnings():  # numpy warns of all-NaN epochs
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for key in sorted(set.intersection(*map(set, histories))):
+            values = np.array([h[key][:length] for h in histories])
+            spread[key] = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    return spread
 
 
-#: what the learning-curve panels show: the selection metric (``{metric}``: the runs'), then
-#: the task's loss (``ce``, ``bce``, ``l1``, ``mse``) and the pooling losses
+#: the panels of ``curves.png``: the runs' metric, then the task's loss and the pooling losses
 CURVE_METRIC = ("train/{metric}", "val/{metric}", "heldout/{metric}")
 CURVE_LOSS_PREFIXES = tuple(
     f"{stage}/{loss}" for loss in ("ce", "bce", "l1", "mse") for stage in ("train", "val")
 ) + ("train/link_loss", "train/entropy_loss")
-
-
-#: the width (inches) of one configuration's pair of panels in ``curves.png``, its title's
-#: font size (points) and the characters of title that fit on one line of that width
+#: a configuration's pair of panels: width (inches), title size (points), title characters
+#: per line
 CURVE_PAIR_WIDTH, CURVE_TITLE_SIZE = 11.0, 9
 CURVE_TITLE_CHARS = int(CURVE_PAIR_WIDTH * 72 / (0.62 * CURVE_TITLE_SIZE))
 
 
 def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterable[str],
                  losses: bool = False) -> list[str]:  # fmt: skip
-    """The series of ``keys`` that ``curves.png`` draws: those the histories have, less the
-    ones with no value (all NaN: a metric no epoch logged) and, among ``losses``, those that
-    are zero at every epoch (a loss the model does not have, e.g. DiffPool-NoLP's link loss,
-    DiffPool-Det's pooling losses), which would only crowd the legend."""
-    shown = []
-    for key in keys:
-        if key not in curves:
-            continue
-        mean = curves[key][0]
-        finite = mean[np.isfinite(mean)]
-        if finite.size and not (losses and np.all(finite == 0)):
-            shown.append(key)
-    return shown
+    """The ``keys`` of ``curves`` that have a finite mean at some epoch and, for ``losses``,
+    a non-zero one (not a loss the model lacks, e.g. DiffPool-NoLP's link loss)."""
+    finite = {k: curves[k][0][np.isfinite(curves[k][0])] for k in keys if k in curves}
+    return [k for k, v in finite.items() if v.size and (v.any() or not losses)]
 
 
 @files.plain_text()  # labels come from the runs' files: no mathtext
 def plot_curves(groups: list[Group], path: Path) -> int:
-    """Learning curves of every configuration: accuracies and every loss (per pooling
-    level), mean over folds with a band of ± one std, epochs counted from 0 (markers where
-    there are few); series without values or, for losses, all zero are left out
-    (:func:`drawn_series`). Two panels per configuration under its title (wrapped to their
-    width), two configurations per row beyond six. Returns how many configurations were
-    drawn (0: no run has a history, nothing written)."""
+    """Every configuration's learning curves: its metric and every loss (per pooling level),
+    mean ± std over folds (:func:`drawn_series`), epochs from 0. Two panels per configuration
+    under its title, wrapped to their width; two configurations per row beyond six.
+
+    Returns:
+        int: how many configurations were drawn (0: no history, nothing written).
+    """
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
-    curves = [(g, c) for g, c in ((g, curve_spread(g)) for g in groups) if c]
-    if not curves:
+    drawn = [(g, c) for g in groups if (c := curve_spread(g))]
+    if not drawn:
         return 0
-    per_row = 1 if len(curves) <= 6 else 2
-    nrows = -(-len(curves) // per_row)
-    titles = []
-    for group, _ in curves:
-        folds = len(group.runs)
-        title = f"{one_line(group.label)} ({folds} fold{'s' * (folds > 1)}, mean ± std)"
-        titles.append(textwrap.fill(title, CURVE_TITLE_CHARS, break_on_hyphens=False))
+    per_row = 1 if len(drawn) <= 6 else 2
+    nrows = -(-len(drawn) // per_row)
+    titles = [
+        textwrap.fill(f"{one_line(g.label)} ({len(g.runs)} fold{'s' * (len(g.runs) > 1)}, "
+                      "mean ± std)", CURVE_TITLE_CHARS, break_on_hyphens=False)
+        for g, _ in drawn
+    ]  # fmt: skip
     lines = max(t.count("\n") + 1 for t in titles)
     # constrained layout: every title keeps its room, whatever its length
-    fig = plt.figure(
-        figsize=(CURVE_PAIR_WIDTH * per_row, (2.8 + 0.2 * lines) * nrows), layout="constrained"
-    )
-    pairs = fig.subfigures(nrows, per_row, squeeze=False).ravel()
-    for (group, c), title, pair in zip(curves, titles, pairs):
-        acc_ax, loss_ax = pair.subplots(1, 2)
+    size = (CURVE_PAIR_WIDTH * per_row, (2.8 + 0.2 * lines) * nrows)
+    fig = Figure(figsize=size, layout="constrained")
+    pairs = fig.subfigures(nrows, per_row, squeeze=False).flat
+    for (group, c), title, pair in zip(drawn, titles, pairs):
         pair.suptitle(title, fontsize=CURVE_TITLE_SIZE)
-        percent = group.metric in PERCENT_METRICS
-        shown = [k.format(metric=group.metric) for k in CURVE_METRIC]
-        losses = [k for k in sorted(c) if k.startswith(CURVE_LOSS_PREFIXES)]
-        for ax, keys, scale in (
-            (acc_ax, drawn_series(c, shown), 100.0 if percent else 1.0),
-            (loss_ax, drawn_series(c, losses, losses=True), 1.0),
-        ):
+        scale = 100 if group.metric in PERCENT_METRICS else 1
+        panels = (
+            (drawn_series(c, [k.format(metric=group.metric) for k in CURVE_METRIC]),
+             scale, group.metric + " (%)" * (scale == 100), "linear"),
+            (drawn_series(c, [k for k in c if k.startswith(CURVE_LOSS_PREFIXES)], losses=True),
+             1, "loss", "log"),
+        )  # fmt: skip
+        for ax, (keys, factor, ylabel, yscale) in zip(pair.subplots(1, 2), panels):
             for key in keys:
-                mean, std = c[key]
+                mean, std = factor * c[key][0], factor * c[key][1]
                 epochs = np.arange(len(mean))
                 marker = "o" if len(epochs) <= 30 else None
-                (line,) = ax.plot(epochs, scale * mean, marker=marker, markersize=3, label=key)
+                (line,) = ax.plot(epochs, mean, marker=marker, markersize=3, label=key)
                 if len(group.runs) > 1:
-                    ax.fill_between(epochs, scale * (mean - std), scale * (mean + std),
-                                    color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
+                    ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(),
+                                    alpha=0.15, linewidth=0)  # fmt: skip
             if keys:
-                ax.legend(fontsize=7, loc="best")
-        acc_ax.set_ylabel(f"{group.metric} (%)" if percent else group.metric)
-        loss_ax.set_ylabel("loss")
-        if loss_ax.get_lines():
-            loss_ax.set_yscale("log")
-        for ax in (acc_ax, loss_ax):
-            ax.set_xlabel("epoch")
+                ax.legend(fontsize=7)
+                ax.set_yscale(yscale)
+            ax.set(xlabel="epoch", ylabel=ylabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    try:
-        files.save_figure(fig, path, dpi=90)
-    finally:
-        plt.close(fig)
-    return len(curves)
+    files.save_figure(fig, path, dpi=90)
+    return len(drawn)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.csv`` and, with the ``viz`` extra, ``report.png`` and
-    the learning curves ``curves.png`` (default: into ``sweep_dir``). Each is written whole,
-    never through a symbolic link (:func:`diffpool.utils.files.write_atomically`); the
-    labels of report.md and report.csv are on one line (:func:`one_line`).
+    ``curves.png`` into ``out_dir`` (default: ``sweep_dir``), each whole and never through a
+    link (:func:`diffpool.utils.files.write_atomically`).
 
     Returns:
-        dict: the paths written, by kind.
+        dict: the paths written, by kind (``md``, ``csv``, ``png``, ``curves``).
 
     Raises:
         UnsafeDestinationError: one of them is a symbolic link (a ValueError; nothing is
             written).
     """
     groups, failed = collect(sweep_dir)
-    out = Path(out_dir) if out_dir is not None else Path(sweep_dir)
+    out = Path(sweep_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv"}
-    plots = bool(groups) and not missing("viz")
-    for path in [*paths.values()] + ([out / "report.png", out / "curves.png"] if plots else []):
+    plots = {"png": out / "report.png", "curves": out / "curves.png"}
+    plots = plots if groups and not missing("viz") else {}
+    for path in [*paths.values(), *plots.values()]:
         files.check_destination(path)
     files.write_atomically(paths["md"], markdown(groups, failed, sweep_dir))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, ROW_FIELDS)
     writer.writeheader()
-    writer.writerows(
-        {**r, **{k: one_line(r[k]) for k in ("configuration", "metric", "code")}}
-        for r in rows(groups)
-    )
+    writer.writerows({**r, **{k: one_line(r[k]) for k in ("configuration", "metric", "code")}}
+                     for r in rows(groups))  # fmt: skip
     files.write_atomically(paths["csv"], text.getvalue())
     if plots:
-        paths["png"] = out / "report.png"
-        plot(groups, paths["png"])
-        drawn = plot_curves(groups, out / "curves.png")
+        plot(groups, paths.setdefault("png", plots["png"]))
+        drawn = plot_curves(groups, plots["curves"])
         if drawn:
-            paths["curves"] = out / "curves.png"
+            paths["curves"] = plots["curves"]
         if drawn < len(groups):
-            log.warning(
-                "curves.png: %d of %d configurations have no history.csv (runs read from an "
-                "archive): only their results are reported", len(groups) - drawn, len(groups)
-            )  # fmt: skip
+            log.warning("curves.png: %d of %d configurations have no history.csv (runs read "
+                        "from an archive)", len(groups) - drawn, len(groups))  # fmt: skip
     return paths
