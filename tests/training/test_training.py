@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import errno
 import json
@@ -447,8 +446,6 @@ def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_f
     retrains that epoch and ends with the files of a run that never stopped (one best file,
     not ``best-epoch002.ckpt`` and ``best-epoch002-v1.ckpt``). Every epoch is the best here
     (the checkpoint monitors ``step``)."""
-    from diffpool.training.run import same_run
-
     every_epoch_best = "callbacks.model_checkpoint.monitor=step"
     straight = train(_cfg(tmp_path, "straight", every_epoch_best))
     die = [f"+callbacks.die._target_={__name__}.DieBetweenBestAndLast", "+callbacks.die.epoch=2"]
@@ -462,10 +459,6 @@ def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_f
     assert files == sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir())
     assert files == ["best-epoch002.ckpt", "last.ckpt"]
     assert Path(resumed.fair.checkpoint).name == Path(straight.fair.checkpoint).name
-    # runs archived before the setting are the same runs
-    archived = copy.deepcopy(straight.config)
-    del archived["callbacks"]["model_checkpoint"]["enable_version_counter"]
-    assert same_run(archived, _cfg(tmp_path, "straight", every_epoch_best))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
@@ -660,35 +653,6 @@ def test_threads_is_a_setting_of_the_run_not_of_its_identity(tmp_path):
         assert again.wall_time_s == result.wall_time_s  # skipped: the same run
     finally:
         torch.set_num_threads(before)
-
-
-def test_runs_archived_before_tasks_existed_are_the_same_runs():
-    """A results.json written before the task-aware configs (monitor val/acc, no data.task)
-    is the same run as today's config of it (monitor auto), so archived sweeps still skip."""
-    from omegaconf import OmegaConf
-
-    from diffpool.training.results import load_archive
-    from diffpool.training.run import same_run
-
-    archive = load_archive(ROOT / "benchmarks" / "results" / "accuracy_runs" / "enzymes.jsonl")
-    # a job archived before them (the archive also holds later jobs, e.g. diffpool_mlp's)
-    earlier = next(
-        r for r in archive if r.config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
-    )
-    config = copy.deepcopy(earlier.config)
-    config["callbacks"]["model_checkpoint"].update(monitor="auto", mode="auto")
-    config["data"].update(task=None, metric=None, edge_features=False)
-    config["data"].update(split="kfold", split_file=None, inner=0)  # TU takes split files
-    config["module"].update(loss=None, scheduler_monitor="auto")
-    current = OmegaConf.create({**config, "output_dir": "x"})
-    assert same_run(earlier.config, current, earlier.metric, earlier.higher_is_better)
-    config["data"].update(split="file", split_file="splits.json")
-    other = OmegaConf.create({**config, "output_dir": "x"})
-    assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)
-    config["data"].update(split="kfold", split_file=None)
-    config["callbacks"]["model_checkpoint"]["monitor"] = "val/loss"
-    other = OmegaConf.create({**config, "output_dir": "x"})
-    assert not same_run(earlier.config, other, earlier.metric, earlier.higher_is_better)
 
 
 def test_edge_features_asked_for_with_an_encoder_without_them_is_an_error(tmp_path):

@@ -116,56 +116,17 @@ NOT_IDENTITY = (
 )
 
 
-#: callback settings that say how checkpoint files are named, not what runs
-CALLBACK_NOT_IDENTITY = ("enable_version_counter",)
+def same_run(earlier: dict, cfg: DictConfig) -> bool:
+    """Whether a finished run's stored config is ``cfg``, up to :data:`NOT_IDENTITY`."""
 
-#: config entries added after runs were archived, with the value those runs had: a config
-#: without them is the same as one with them at that value
-LATER_DEFAULTS = {
-    ("data", "task"): None,
-    ("data", "metric"): None,
-    ("data", "edge_features"): False,
-    ("module", "loss"): None,
-    ("model", "loss_normalization"): "per_graph",
-    ("model", "pool_net"): "gnn",
-    # TU data configs take split files (GraphDataModule's keys and defaults)
-    ("data", "split"): "kfold",
-    ("data", "split_file"): None,
-    ("data", "inner"): 0,
-}
+    def identity(config: dict) -> dict:
+        config = copy.deepcopy(config)
+        for group, key in NOT_IDENTITY:
+            if isinstance(config.get(group), dict):
+                config[group].pop(key, None)
+        return config
 
-
-def _normalized(config: dict, metric: str, higher_is_better: bool) -> dict:
-    """``config`` without :data:`NOT_IDENTITY` and :data:`CALLBACK_NOT_IDENTITY`, with
-    :data:`LATER_DEFAULTS` filled in, and the run's own selection metric written ``auto``."""
-    config = copy.deepcopy(config)
-    for group, key in NOT_IDENTITY:
-        if isinstance(config.get(group), dict):
-            config[group].pop(key, None)
-    for (group, key), value in LATER_DEFAULTS.items():
-        if isinstance(config.get(group), dict):
-            config[group].setdefault(key, value)
-    monitor, mode = f"val/{metric}", "max" if higher_is_better else "min"
-    for callback in (config.get("callbacks") or {}).values():
-        if isinstance(callback, dict):
-            for key in CALLBACK_NOT_IDENTITY:
-                callback.pop(key, None)
-            if callback.get("monitor") == monitor:
-                callback["monitor"] = AUTO
-            if "monitor" in callback and callback.get("mode") == mode:
-                callback["mode"] = AUTO
-    module = config.get("module")
-    if isinstance(module, dict) and module.get("scheduler_monitor") == monitor:
-        module["scheduler_monitor"] = AUTO
-    return config
-
-
-def same_run(earlier: dict, cfg: DictConfig, metric: str = "acc", higher_is_better=True) -> bool:
-    """Whether a finished run's stored config (and selection ``metric``) is ``cfg``'s."""
-    current = comparable_config(cfg)
-    return _normalized(earlier, metric, higher_is_better) == _normalized(
-        current, metric, higher_is_better
-    )
+    return identity(earlier) == identity(comparable_config(cfg))
 
 
 def _move_aside(out: Path) -> Path:
@@ -187,7 +148,7 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
         return None
     if results.exists():
         earlier = RunResult.load(out)
-        if same_run(earlier.config or {}, cfg, earlier.metric, earlier.higher_is_better):
+        if same_run(earlier.config or {}, cfg):
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
         raise RunDirectoryError(
