@@ -1,12 +1,9 @@
-"""``diffpool-predict run=RUN_DIR [key=value ...]``: a trained run's predictions as a table,
-and optionally what its pooling did, per graph. A Hydra app (``conf/predict.yaml``: its keys,
-their defaults and examples; ``--help``, ``--cfg job``) that runs ``Trainer.predict`` with a
-:class:`~diffpool.training.predict.PredictionWriter`. Needs the ``train`` extra.
-"""
+"""``diffpool-predict run=RUN_DIR [key=value ...]``: a Hydra app (``conf/predict.yaml``) that
+runs ``Trainer.predict`` on a trained run with a
+:class:`~diffpool.training.predict.PredictionWriter`. Needs the ``train`` extra."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -16,20 +13,64 @@ PROG = "diffpool-predict"
 
 
 def _check(cfg) -> None:
-    """Raise a ValueError naming the option whose value it does not take (before anything
-    is loaded)."""
     from diffpool.training.datamodule import PREDICT_SPLITS
 
     if cfg.split not in PREDICT_SPLITS:
-        splits = ", ".join(PREDICT_SPLITS)
-        raise ValueError(f"split must be one of {splits}, got {cfg.split!r}")
+        raise ValueError(f"split must be one of {', '.join(PREDICT_SPLITS)}, got {cfg.split!r}")
     if not isinstance(cfg.assignments, bool):
         raise ValueError(f"assignments must be true or false, got {cfg.assignments!r}")
     for key, least in (("threads", 0), ("batch_size", 1)):
         value = cfg[key]
-        whole = isinstance(value, int) and not isinstance(value, bool) and value >= least
-        if not (whole or (key == "batch_size" and value is None)):
+        if not (type(value) is int and value >= least or key == "batch_size" and value is None):
             raise ValueError(f"{key} must be a whole number >= {least}, got {value!r}")
+
+
+def predict(cfg) -> None:
+    """The job; a usage error (exit status 2) for a bad option, run or file."""
+    import logging
+
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        _check(cfg)
+        run = Path(cfg.run)
+
+        import torch
+        from lightning.pytorch import Trainer
+
+        from diffpool.training.console import quiet_lightning
+        from diffpool.training.predict import PredictionWriter, load_run
+        from diffpool.training.results import RunResult
+
+        torch.set_num_threads(cfg.threads or torch.get_num_threads())
+        quiet_lightning()
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator lines
+        run_dir = run.parent.parent if run.suffix == ".ckpt" else run
+        earlier = RunResult.load(run_dir).config
+        with open_dict(cfg):  # what data=<option> interpolates is the run's
+            cfg.seed, cfg.model = earlier.get("seed", 0), earlier.get("model")
+        data = {**OmegaConf.to_container(cfg.data, resolve=True), "predict_split": cfg.split}
+        if cfg.batch_size:
+            data["batch_size"] = cfg.batch_size
+        trust = [cfg.trust] if isinstance(cfg.trust, str) else list(cfg.trust or [])
+        module, datamodule = load_run(run, cfg.checkpoint, data=data, trust=trust)
+        out = cfg.out or run_dir / f"predictions-{cfg.split}.csv"
+        writer = PredictionWriter(out, cfg.assignments)
+        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, callbacks=[writer])  # fmt: skip
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    except MissingMandatoryValue:
+        _usage("run= is a diffpool-train job directory or a .ckpt in it")
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        _usage(err)
+    predictions, fold = writer.predictions, f" (fold {datamodule.fold})"
+    line = f"{len(predictions['graph_id'])} graphs of {datamodule.name}, {cfg.split}"
+    line += "" if cfg.split == "all" else fold
+    if predictions["target"] is not None and predictions.get("probabilities") is not None:
+        hits = (predictions["prediction"] == predictions["target"]).float()
+        line += f", accuracy {float(hits.mean()):.4f}"
+    print("\n".join([line] + [f"wrote {path}" for path in writer.written]))
 
 
 def _usage(err) -> None:
@@ -37,63 +78,9 @@ def _usage(err) -> None:
     raise SystemExit(2)
 
 
-def predict(cfg) -> None:
-    """The job: load the run, predict its split, write the table (and the assignments)."""
-    from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import MissingMandatoryValue
-
-    try:
-        _check(cfg)
-        run = Path(cfg.run)
-    except MissingMandatoryValue:
-        _usage("run= is a diffpool-train job directory or a .ckpt in it")
-    except ValueError as err:
-        _usage(err)
-
-    import torch
-    from lightning.pytorch import Trainer
-
-    from diffpool.training.console import quiet_lightning
-    from diffpool.training.predict import PredictionWriter, load_run
-    from diffpool.training.results import RunResult
-
-    torch.set_num_threads(cfg.threads or torch.get_num_threads())
-    quiet_lightning()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator lines
-    run_dir = run.parent.parent if run.suffix == ".ckpt" else run
-    try:
-        earlier = RunResult.load(run_dir).config
-        with open_dict(cfg):  # what data=<option> interpolates is the run's
-            cfg.seed, cfg.model = earlier.get("seed", 0), earlier.get("model")
-        data = OmegaConf.to_container(cfg.data, resolve=True)
-        data["predict_split"] = cfg.split
-        if cfg.batch_size:
-            data["batch_size"] = cfg.batch_size
-        trust = [cfg.trust] if isinstance(cfg.trust, str) else list(cfg.trust or [])
-        module, datamodule = load_run(run, cfg.checkpoint, data=data, trust=trust)
-        writer = PredictionWriter(
-            cfg.out or run_dir / f"predictions-{cfg.split}.csv", cfg.assignments
-        )
-        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, callbacks=[writer])  # fmt: skip
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
-        _usage(err)
-    predictions = writer.predictions
-    what = f"{datamodule.name}, {cfg.split}" + (
-        f" (fold {datamodule.fold})" if cfg.split != "all" else ""
-    )
-    target, accuracy = predictions["target"], ""
-    if target is not None:
-        accuracy = f", accuracy {float((predictions['prediction'] == target).float().mean()):.4f}"
-    print(f"{len(predictions['graph_id'])} graphs of {what}{accuracy}")
-    for path in writer.written:
-        print(f"wrote {path}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script (``argv``: the overrides; default the command
-    line's); returns the exit code: 0, 2 for a usage error, 1 for Hydra's errors."""
+    """The console script (``argv``: the overrides, default the command line's); returns 0,
+    2 for a usage error or 1 for Hydra's."""
     if not extras_present(PROG, "train"):
         return 2
     import hydra

@@ -1,25 +1,12 @@
-"""Using a trained model: load a run, predict, and write or read the predictions and what the
-pooling did.
-
-* :func:`load_run`: the trained :class:`~diffpool.training.GraphClassifier` and its data
-  module from a ``diffpool-train`` run directory (or a checkpoint inside one);
-* :class:`PredictionWriter`: a Lightning ``BasePredictionWriter`` that writes what
-  ``Trainer.predict`` returns (what ``diffpool-predict`` runs);
-* :func:`collect_predictions`: the outputs of ``Trainer.predict`` (one dict per batch, see
-  :meth:`GraphClassifier.predict_step <diffpool.training.GraphClassifier.predict_step>`)
-  as one table;
-* :func:`write_predictions` / :func:`read_predictions`: that table as CSV (or Parquet where
-  ``pyarrow`` is installed and the file ends in ``.parquet``): ``graph_id``, ``target``,
-  ``prediction`` and, for classification, ``prob_<k>``;
-* :func:`write_assignments` / :func:`load_assignments`: each pooling level's soft assignment
-  S, hard clusters and pooled embeddings X' per graph, one ``.pt`` file per level, read back
-  with ``torch.load(weights_only=True)``.
-"""
+"""Using a trained run: :func:`load_run`, the :class:`PredictionWriter` of ``Trainer.predict``
+and its files: a table (:func:`write_predictions`, :func:`read_predictions`) and each pooling
+level's assignments (:func:`write_assignments`, :func:`load_assignments`)."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,27 +26,22 @@ def load_run(
     data: dict | None = None,
     trust: Sequence[str] = (),
 ):
-    """The trained module and the data module of a ``diffpool-train`` run.
-
-    The run's files are data: the checkpoint and the data config of ``results.json`` are
-    built only from the package's registries (:mod:`diffpool.utils.targets`), the names in
-    ``trust`` and the ``_target_`` names given in ``data``.
+    """The trained module and the data module of a ``diffpool-train`` run; its files build
+    only the names of :mod:`diffpool.utils.targets`' registries, ``trust`` and ``data``.
 
     Args:
-        run_dir (str): A job directory (holding ``results.json`` and ``checkpoints/``), or a
-            ``.ckpt`` file inside one's ``checkpoints/``.
-        checkpoint (str, optional): ``"best"`` (the fair protocol's epoch), ``"last"``, or a
-            path; ignored when ``run_dir`` is a checkpoint. (default: :obj:`"best"`)
-        data (dict, optional): Entries that override the run's data config (e.g.
-            ``{"root": "elsewhere/TU"}``; ``{"dataset": {"root": ...}}`` changes one entry of
-            the dataset's spec). (default: :obj:`None`)
-        trust (Sequence[str], optional): ``_target_`` names the run's files may build
-            besides the registries' (e.g. your own dataset class). (default: none)
+        run_dir (str): A job directory, or a ``.ckpt`` in its ``checkpoints/``.
+        checkpoint (str, optional): ``"best"`` (the fair protocol's), ``"last"`` or a path;
+            ignored for a ``.ckpt`` ``run_dir``. (default: :obj:`"best"`)
+        data (dict, optional): Entries over the run's data config; a nested mapping without
+            a ``_target_`` (``{"dataset": {"root": ...}}``) changes entries of the run's.
+            (default: :obj:`None`)
+        trust (Sequence[str], optional): ``_target_`` names the run's files may build besides
+            the registries'. (default: none)
 
     Raises:
         FileNotFoundError: no such run or checkpoint.
-        ValueError: a checkpoint that cannot be read, or whose input width is not the
-            dataset's.
+        ValueError: an unreadable checkpoint, or one whose input width is not the data's.
         UntrustedTargetError: a file names what no registry holds (and ``trust`` does not).
     """
     from diffpool.training.results import RESULTS, RunResult
@@ -68,45 +50,41 @@ def load_run(
     if run_dir.suffix == ".ckpt":
         path, run_dir = run_dir, run_dir.parent.parent
     result = RunResult.load(run_dir)
-    if path is None:
-        path = _checkpoint(run_dir, result, checkpoint)
+    path = path or _checkpoint(run_dir, result, checkpoint)
     module = load_checkpoint(path, trust)
     trusted = {*trust, *targets.target_names(data or {})}
-    # the file's loader processes are not: the user's own settings may ask for them
+    # no loader processes from a file: the user's own settings may ask for them
     data_cfg = _merged({**result.config["data"], "num_workers": 0}, data or {})
-    return module, load_data(module, data_cfg, path, source=run_dir / RESULTS, trust=trusted)
+    return module, load_data(module, data_cfg, path, run_dir / RESULTS, trusted)
 
 
 def _merged(base: dict, over: dict) -> dict:
-    """``base`` with the entries of ``over``: a nested mapping without a ``_target_`` of its own
-    (``{"dataset": {"root": ...}}``) merges entry by entry, a spec replaces."""
     merged = dict(base)
     for key, value in over.items():
-        if (
-            isinstance(value, dict)
-            and "_target_" not in value
-            and isinstance(merged.get(key), dict)
-        ):
-            value = _merged(merged[key], value)
+        if isinstance(value, dict) and "_target_" not in value and isinstance(base.get(key), dict):
+            value = _merged(base[key], value)
         merged[key] = value
     return merged
 
 
-def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
-    """A :class:`~diffpool.training.GraphClassifier` from a checkpoint, on the CPU (see
-    :meth:`GraphClassifier.load_from_checkpoint
-    <diffpool.training.GraphClassifier.load_from_checkpoint>`).
+def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
+    folder = run_dir / "checkpoints"
+    if checkpoint != "best":
+        return folder / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
+    named = folder / Path(result.fair.checkpoint or "").name  # a moved run's own
+    found = [named] if named.is_file() else sorted(folder.glob("best-*.ckpt"))[-1:]
+    if not found:
+        raise FileNotFoundError(f"no best checkpoint in {folder}")
+    return found[0]
 
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a file that is not a readable GraphClassifier checkpoint.
-        UntrustedTargetError: the checkpoint names what no registry holds (and ``trust``
-            does not).
-    """
+
+def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
+    """:meth:`GraphClassifier.load_from_checkpoint
+    <diffpool.training.GraphClassifier.load_from_checkpoint>` on the CPU, with a
+    FileNotFoundError or ValueError for a missing or unreadable file."""
     from diffpool.training.module import GraphClassifier
 
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         return GraphClassifier.load_from_checkpoint(
@@ -118,27 +96,15 @@ def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
         ) from err
 
 
-def load_data(
-    module,
-    data_cfg: dict,
-    checkpoint: str | Path,
-    source: str | Path | None = None,
-    trust: Sequence[str] = (),
-):
-    """The data module of ``data_cfg`` (a ``_target_`` spec), set up with the transform the
-    module's model needs. ``source``: the file ``data_cfg`` was read from (then only the
-    names of the registries and ``trust`` are built); :obj:`None`: the user's own config.
-
-    Raises:
-        ValueError: its node features are not as wide as the module's input (``checkpoint``
-            names where the module came from).
-        UntrustedTargetError: ``source`` names what no registry holds.
-    """
+def load_data(module, data_cfg: dict, checkpoint, source=None, trust: Sequence[str] = ()):
+    """The data module of the spec ``data_cfg``, set up with the transform ``module``'s model
+    needs; read from the file ``source`` (building only the registries' names and ``trust``)
+    or, with :obj:`None`, the user's own. A ValueError if its input width is not the
+    module's (``checkpoint``: where the module came from)."""
     from diffpool.models import data_transform
 
     spec = module.hparams.model
-    reading = targets.reading(source, trust) if source is not None else contextlib.nullcontext()
-    with reading:
+    with targets.reading(source, trust) if source is not None else contextlib.nullcontext():
         datamodule = targets.build(
             data_cfg, "datamodule", transform=data_transform(spec) if spec else None
         )
@@ -154,36 +120,24 @@ def load_data(
     return datamodule
 
 
-def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
-    if checkpoint == "best":
-        # the run's own checkpoint of that name (a moved run, or a results.json naming a
-        # file elsewhere, is read from its checkpoints/)
-        found = result.fair.checkpoint
-        if found and (run_dir / "checkpoints" / Path(found).name).is_file():
-            return run_dir / "checkpoints" / Path(found).name
-        candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-        if not candidates:
-            raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}")
-        return candidates[-1]
-    return run_dir / "checkpoints" / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
+def _refuse_existing(*paths: Path) -> None:
+    for path in paths:  # a symbolic link included, dangling or not
+        if path.is_symlink() or path.exists():
+            raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes the predictions of ``Trainer.predict`` when it ends: the table to ``out``
-    (:func:`write_predictions`) and, with ``assignments``, one file per pooling level
-    (:func:`write_assignments`; the module's ``predict_assignments`` is set for it).
-
-    Nothing is overwritten: before the first graph is predicted, ``out`` and (with
-    ``assignments``) every ``<out>.level*.pt`` already there are refused, a symbolic link
-    included, and each file is created whole beside its place and moved into it.
+    """Writes what ``Trainer.predict`` predicted when it ends: the table to ``out`` and, with
+    ``assignments``, every level's assignments beside it. Existing files are refused before
+    the first graph is predicted.
 
     Args:
         out (str): The table's path (``.csv``, or ``.parquet`` with ``pyarrow``).
-        assignments (bool, optional): Also write every level's assignments.
+        assignments (bool, optional): Also write :func:`write_assignments`' files.
             (default: :obj:`False`)
 
     Attributes:
-        predictions (dict): What was predicted (:func:`collect_predictions`), once written.
+        predictions (dict): What was predicted (:func:`collect_predictions`).
         written (list[Path]): The files written.
     """
 
@@ -197,12 +151,8 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:  # each rank would hold its share of the graphs only
             raise ValueError("PredictionWriter writes the predictions of one device")
         pl_module.predict_assignments = self.assignments
-        levels = sorted(self.out.parent.glob(f"{self.out.name}.level*.pt"))
-        for path in [self.out] + (levels if self.assignments else []):
-            if path.exists() or path.is_symlink():
-                raise FileExistsError(
-                    f"{path} exists: choose another out= (nothing was overwritten)"
-                )
+        levels = self.out.parent.glob(f"{self.out.name}.level*.pt")
+        _refuse_existing(self.out, *(sorted(levels) if self.assignments else []))
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         self.predictions = collect_predictions(predictions)
@@ -212,29 +162,25 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The per-batch dicts of ``Trainer.predict`` as one: tensors concatenated over graphs,
-    per-graph lists (the levels' assignments) joined."""
+    """The dicts of :meth:`GraphClassifier.predict_step
+    <diffpool.training.GraphClassifier.predict_step>` over batches as one, per graph."""
     if not outputs:
         raise ValueError("no predictions: the data to predict on is empty")
     merged: dict[str, Any] = {}
-    for key in outputs[0]:
+    for key, first in outputs[0].items():
         if key == "levels":
-            continue
-        values = [o[key] for o in outputs]
-        if values[0] is None or isinstance(values[0], str):
-            merged[key] = values[0]
+            merged[key] = [
+                {k: [g for o in outputs for g in o[key][level][k]] for k in content}
+                for level, content in enumerate(first)
+            ]
+        elif first is None or isinstance(first, str):
+            merged[key] = first
         else:
-            merged[key] = torch.cat(values)
-    if "levels" in outputs[0]:
-        merged["levels"] = [
-            {k: [g for o in outputs for g in o["levels"][level][k]] for k in level_out}
-            for level, level_out in enumerate(outputs[0]["levels"])
-        ]
+            merged[key] = torch.cat([o[key] for o in outputs])
     return merged
 
 
 def _columns(name: str, values: Tensor | None, rows: int) -> dict[str, list]:
-    """``name`` for one value per graph, ``name_<t>`` for several."""
     if values is None:
         return {name: [None] * rows}
     values = values.view(rows, -1)
@@ -244,27 +190,21 @@ def _columns(name: str, values: Tensor | None, rows: int) -> dict[str, list]:
 
 
 def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
-    """Write one row per graph: ``graph_id``, ``target`` (empty where unknown),
-    ``prediction`` (``target_<t>`` / ``prediction_<t>`` for several labels or values) and,
-    for classification, ``prob_<k>`` (class ``k``'s probability; a binary task's
-    ``prob_1``; label ``t``'s for multi-label): CSV, or Parquet for a ``.parquet`` path (needs
-    ``pyarrow``). An existing file (a symbolic link included, dangling or not) is not
-    overwritten: the file is created whole beside it and moved into place
-    (:func:`diffpool.utils.files.write_atomically`)."""
-    import io
-
+    """Write a table of :func:`collect_predictions`, one row per graph: ``graph_id``,
+    ``target`` (empty where unknown), ``prediction`` (``target_<t>``, ``prediction_<t>`` for
+    several labels or values) and, for classification, ``prob_<k>`` (class ``k``'s; a binary
+    task's ``prob_1``; label ``k``'s), as CSV or, for a ``.parquet`` path, Parquet. An
+    existing file is refused; the new one is created whole."""
     path = Path(path)
-    if path.is_symlink() or path.exists():
-        raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
+    _refuse_existing(path)
     rows = len(predictions["graph_id"])
     columns: dict[str, list] = {"graph_id": predictions["graph_id"].tolist()}
     columns.update(_columns("target", predictions.get("target"), rows))
     columns.update(_columns("prediction", predictions["prediction"], rows))
     probs = predictions.get("probabilities")
-    if probs is not None:
-        first = 1 if predictions.get("task") == "binary" else 0
-        for k in range(probs.size(1)):
-            columns[f"prob_{k + first}"] = probs[:, k].tolist()
+    first = 1 if predictions.get("task") == "binary" else 0
+    for k in range(probs.size(1) if probs is not None else 0):
+        columns[f"prob_{k + first}"] = probs[:, k].tolist()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         require("parquet", f"writing {path.name}")
@@ -275,59 +215,42 @@ def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
         pq.write_table(pa.table(columns), buffer)
         return files.write_atomically(path, buffer.getvalue(), overwrite=False)
     text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(columns)
-    for row in zip(*columns.values()):
-        writer.writerow(["" if v is None else v for v in row])  # floats as repr: exact
+    csv.writer(text).writerows([columns, *zip(*columns.values())])  # floats as repr: exact
     return files.write_atomically(path, text.getvalue(), overwrite=False)
 
 
 def _number(text: str) -> int | float | None:
-    if text == "":
-        return None
     try:
         return int(text)
     except ValueError:
-        return float(text)
+        return float(text) if text else None
 
 
 def _stack(columns: dict[str, list], name: str) -> Tensor | None:
-    """The column ``name`` (or ``name_<t>``) as ``[G]`` (or ``[G, T]``); None if unknown."""
-    if name in columns:
-        names = [name]
-    else:
-        names = sorted(
-            (k for k in columns if k.startswith(f"{name}_")), key=lambda k: int(k.split("_")[-1])
-        )
-    values = [columns[k] for k in names]
-    if not values or any(v is None for col in values for v in col):
+    """The column ``name`` as ``[G]``, or the columns ``name_<t>`` as ``[G, T]``."""
+    names = [name] if name in columns else [f"{name}_{t}" for t in range(len(columns))]
+    values = [columns[k] for k in names if k in columns]
+    if not values or any(v is None for column in values for v in column):
         return None
-    floats = any(isinstance(v, float) for col in values for v in col)
+    floats = any(isinstance(v, float) for column in values for v in column)
     tensor = torch.tensor(values, dtype=torch.float64 if floats else torch.long).T
     return tensor[:, 0] if name in columns else tensor
 
 
 def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
-    """A file of :func:`write_predictions` as ``graph_id``, ``target`` (None when unknown),
-    ``prediction`` (``[G]``, or ``[G, T]`` for several labels or values) and
-    ``probabilities`` ``[G, K]`` (None for regression)."""
+    """A table of :func:`write_predictions` as ``graph_id``, ``target`` (:obj:`None` when
+    unknown), ``prediction`` (``[G]``, or ``[G, T]``) and ``probabilities`` ``[G, K]``
+    (:obj:`None` for regression)."""
     path = Path(path)
     if path.suffix == ".parquet":
         require("parquet", f"reading {path.name}")
         import pyarrow.parquet as pq
 
-        columns = {k: list(v) for k, v in pq.read_table(path).to_pydict().items()}
+        columns = pq.read_table(path).to_pydict()
     else:
         with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        header, body = rows[0], rows[1:]
-        columns = {
-            name: [
-                None if r[i] == "" else float(r[i]) if name.startswith("prob_") else _number(r[i])
-                for r in body
-            ]
-            for i, name in enumerate(header)
-        }
+            header, *body = csv.reader(handle)
+        columns = {name: [_number(r[i]) for r in body] for i, name in enumerate(header)}
     probs = [k for k in columns if k.startswith("prob_")]
     return {
         "graph_id": torch.tensor(columns["graph_id"], dtype=torch.long),
@@ -340,18 +263,16 @@ def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
 
 
 def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Path]:
-    """One file ``<stem>.level<l>.pt`` per pooling level: ``graph_id`` ``[G]`` and, per
-    graph, ``s`` (the soft assignment ``[N_g, C_g]``: its real nodes and the clusters it
-    uses), ``clusters`` (each node's hard cluster, ``[N_g]``) and ``x`` (the pooled embeddings
-    ``[C_g, F]``). Read with :func:`load_assignments`."""
+    """Write ``<stem>.level<l>.pt`` per pooling level of :func:`collect_predictions`:
+    ``graph_id`` ``[G]`` and, per graph, ``s`` (the soft assignment ``[N_g, C_g]`` of its
+    nodes and clusters), ``clusters`` (``[N_g]``) and ``x`` (the pooled embeddings
+    ``[C_g, F]``). Existing files are refused before any is written."""
     levels = predictions.get("levels")
     if not levels:
         raise ValueError("the predictions hold no assignments: predict with assignments on")
     stem = Path(stem)
     paths = [stem.with_name(f"{stem.name}.level{level}.pt") for level in range(len(levels))]
-    for path in paths:  # a symbolic link included, dangling or not
-        if path.is_symlink() or path.exists():
-            raise FileExistsError(f"{path} exists: choose another out= (nothing was overwritten)")
+    _refuse_existing(*paths)
     stem.parent.mkdir(parents=True, exist_ok=True)
     for path, content in zip(paths, levels):
         files.save_atomically(
@@ -361,8 +282,7 @@ def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Pat
 
 
 def load_assignments(path: str | Path) -> dict[str, Any]:
-    """A level file of :func:`write_assignments`: ``graph_id`` ``[G]`` and the lists ``s``,
-    ``clusters`` and ``x`` (one tensor per graph, in the order of ``graph_id``)."""
+    """A file of :func:`write_assignments`, read with ``torch.load(weights_only=True)``."""
     content = files.load(path, map_location="cpu")
     if not isinstance(content, dict) or not {"graph_id", "s", "clusters", "x"} <= set(content):
         raise ValueError(f"{path} is not an assignments file of diffpool-predict")
