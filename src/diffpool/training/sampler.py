@@ -1,4 +1,4 @@
-"""Mini-batches of graphs, split across distributed ranks with every graph seen exactly once."""
+"""Mini-batches of graphs across distributed ranks, every graph seen exactly once."""
 
 from __future__ import annotations
 
@@ -10,36 +10,26 @@ from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 
 class GraphBatchSampler(BatchSampler):
-    r"""Batches of dataset indices for one rank of ``num_replicas``.
+    r"""Batches of dataset indices for rank ``rank`` of ``num_replicas``, every graph once
+    per epoch over all ranks, every rank the same number of steps (DDP needs it), where
+    :class:`~torch.utils.data.DistributedSampler` repeats graphs to even out the ranks.
 
-    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps
-    for :math:`n` graphs, :math:`W` ranks and batch size :math:`b`. The (shuffled) indices
-    are cut into :math:`T` global batches whose sizes differ by at most one, and rank
-    :math:`r` takes every :math:`W`-th graph of each, starting at :math:`r`. So every rank
-    runs the same number of steps (as DDP needs), and every graph is seen exactly once per
-    epoch over all ranks — unlike :class:`~torch.utils.data.DistributedSampler`, which
-    repeats graphs to even out the ranks and so biases validation accuracy. On one rank it
-    gives :math:`T` batches of :math:`\lfloor n/T \rfloor` or :math:`\lceil n/T \rceil`
-    graphs: no tiny last batch.
-
-    It works with Lightning's default ``use_distributed_sampler=True``: Lightning rebuilds a
-    batch sampler with a :class:`~torch.utils.data.DistributedSampler` as ``sampler``, from
-    which this one takes the number of ranks and the rank, and keeps its own split (so no
-    graph is repeated to even out the ranks).
+    An epoch has :math:`T = \min(\lceil n / (W b) \rceil, \lfloor n / W \rfloor)` steps for
+    :math:`n` graphs, :math:`W` ranks and batch size :math:`b`: the (shuffled) indices are cut
+    into :math:`T` global batches whose sizes differ by at most one, and rank :math:`r` takes
+    every :math:`W`-th graph of each from the :math:`r`-th.
 
     Args:
-        num_graphs (int): Size :math:`n` of the dataset.
+        num_graphs (int): :math:`n`.
         batch_size (int): Graphs per rank and step, :math:`b`.
-        shuffle (bool, optional): Reshuffle every epoch (seeded by ``seed`` and the epoch,
-            the same on every rank). (default: :obj:`False`)
+        shuffle (bool, optional): Reshuffle every epoch, seeded by ``seed`` and the epoch.
+            (default: :obj:`False`)
         seed (int, optional): (default: :obj:`0`)
         num_replicas (int, optional): :math:`W`. (default: :obj:`1`)
         rank (int, optional): :math:`r`. (default: :obj:`0`)
-        sampler (Sampler, optional): A :class:`~torch.utils.data.DistributedSampler` sets
-            ``num_replicas`` and ``rank``; any other sampler is ignored (the order is this
-            sampler's). What Lightning passes. (default: :obj:`None`)
-        drop_last (bool, optional): Must be :obj:`False`: no graph is ever dropped (an
-            argument so that Lightning can say so). (default: :obj:`False`)
+        sampler (Sampler, optional): A :class:`~torch.utils.data.DistributedSampler` (as
+            Lightning passes it) sets ``num_replicas`` and ``rank``. (default: :obj:`None`)
+        drop_last (bool, optional): Must be :obj:`False`. (default: :obj:`False`)
     """
 
     def __init__(
@@ -69,16 +59,13 @@ class GraphBatchSampler(BatchSampler):
         self.num_graphs, self.batch_size = num_graphs, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
-        self.sampler, self.drop_last = sampler, False  # BatchSampler's attributes
-        self.epoch = 0
+        self.sampler, self.drop_last, self.epoch = sampler, False, 0  # BatchSampler's, ours
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
 
     def __len__(self) -> int:
         steps = math.ceil(self.num_graphs / (self.num_replicas * self.batch_size))
-        # every global batch needs a graph for every rank
         return min(steps, self.num_graphs // self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
