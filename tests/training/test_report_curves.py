@@ -1,4 +1,5 @@
-"""curves.png: every configuration's title whole, and no series that has nothing to show."""
+"""curves.png: every configuration's title whole, no series that has nothing to show, plain
+tick labels."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def test_curves_titles_are_whole_and_legends_list_what_is_drawn(tmp_path, monkey
             if ax.get_legend() is not None
         ]
         seen["lines"] = [line.get_label() for ax in fig.get_axes() for line in ax.get_lines()]
+        seen["ticks"] = [t.get_text() for ax in fig.get_axes() for t in ax.get_yticklabels("both")]
 
     monkeypatch.setattr(Figure, "savefig", inspect)
     assert plot_curves(groups, tmp_path / "curves.png") == configs
@@ -92,3 +94,5 @@ def test_curves_titles_are_whole_and_legends_list_what_is_drawn(tmp_path, monkey
     # DiffPool's link loss is drawn, DiffPool-NoLP's (zero at every epoch) is not
     assert listed.count("train/link_loss_l0") == configs // 2
     assert listed.count("train/entropy_loss_l0") == configs
+    # the log axes' labels are plain text, as every text of the figure (no "$10^{-1}$")
+    assert any("e\u2212" in t for t in seen["ticks"]) and not any("$" in t for t in seen["ticks"])

@@ -22,16 +22,15 @@ def main(argv: list[str] | None = None) -> int:
         "learning curves of every configuration into curves.png.",
     )
     parser.add_argument("sweep_dir", help="a multirun directory (searched recursively)")
-    parser.add_argument("--out", default=None, help="where to write (default: SWEEP_DIR)")
+    parser.add_argument("--out", help="where to write (default: SWEEP_DIR)")
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.sweep_dir, args.out)
-    except (FileNotFoundError, ValueError) as err:  # no runs, or a malformed results.json
+    except (FileNotFoundError, ValueError) as err:  # no runs, a malformed file, a link
         print(f"diffpool-report: {err}", file=sys.stderr)
         return 2
     print(paths["md"].read_text())
-    for kind, path in paths.items():
-        print(f"wrote {kind}: {path}")
+    print("\n".join(f"wrote {kind}: {path}" for kind, path in paths.items()))
     if "png" not in paths:
         print(f"no plots: they need the viz extra ({install_command('viz')})")
     return 0

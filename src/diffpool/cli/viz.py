@@ -23,36 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a finished diffpool-train job directory")
     parser.add_argument("--graph", type=int, default=0, help="dataset index of the graph")
     parser.add_argument("--checkpoint", default="best", help="best, last, or a .ckpt path")
-    parser.add_argument("--data-root", default=None, help="override the run's data.root")
-    parser.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/pooling-GRAPH.png)")
-    parser.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a _target_ the run's files may build besides the package's (repeatable)",
-    )
+    parser.add_argument("--data-root", help="override the run's data.root")
+    parser.add_argument("--out", help="PNG path (default: RUN_DIR/pooling-GRAPH.png)")
+    parser.add_argument("--trust", action="append", default=[], metavar="NAME",
+                        help="a _target_ the run's files may build besides the package's "
+                        "(repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
+    data = None if args.data_root is None else {"root": args.data_root}
     try:
-        module, datamodule = load_run(
-            args.run_dir,
-            args.checkpoint,
-            data=None if args.data_root is None else {"root": args.data_root},
-            trust=args.trust,
-        )
+        module, datamodule = load_run(args.run_dir, args.checkpoint, data=data, trust=args.trust)
+        if not 0 <= args.graph < len(datamodule.dataset):
+            raise ValueError(f"--graph must be in [0, {len(datamodule.dataset)})")
+        graph = datamodule.dataset[args.graph]
+        picture = draw_pooling(
+            module, graph, args.out or f"{args.run_dir}/pooling-{args.graph}.png",
+            title=f"{datamodule.name} graph {args.graph} (class {int(graph.y)})",
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
-        print(f"diffpool-viz: {err}", file=sys.stderr)
-        return 2
-    dataset = datamodule.dataset
-    if not 0 <= args.graph < len(dataset):
-        print(f"diffpool-viz: --graph must be in [0, {len(dataset)})", file=sys.stderr)
-        return 2
-    data = dataset[args.graph]
-    out = args.out or f"{args.run_dir}/pooling-{args.graph}.png"
-    title = f"{datamodule.name} graph {args.graph} (class {int(data.y)})"
-    try:
-        picture = draw_pooling(module, data, out, title=title)
-    except ValueError as err:
         print(f"diffpool-viz: {err}", file=sys.stderr)
         return 2
     print(f"wrote {picture.path}: {len(picture.used)} clusters used")

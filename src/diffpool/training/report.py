@@ -1,13 +1,8 @@
-"""Aggregate the jobs of a sweep: mean ± std over folds per configuration, both protocols.
-
-Jobs (``results.json``, :class:`~diffpool.training.results.RunResult`) are grouped by their
-config without the fold; a group's label names the config entries that differ between groups.
+"""A sweep's jobs grouped by config without the fold: mean ± std over folds (``ddof=0``, as in
+Errica et al.'s code) under both protocols.
 
 * ``fair``: each fold's test metric at the epoch of its best validation metric.
-* ``paper`` (optimistic, the authors' code): the best epoch of the test-fold curves' mean over
-  folds, i.e. the epoch is selected on the test folds.
-
-Standard deviations are over folds (population, ``ddof=0``, as in Errica et al.'s code).
+* ``paper`` (optimistic, the authors' code): the best epoch of the mean test-fold curve.
 """
 
 from __future__ import annotations
@@ -38,6 +33,15 @@ LABEL_FIRST = ("data.name", "model.variant", "model.encoder")  # named first in 
 IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")  # define no configuration
 PERCENT_METRICS = ("acc",)
 UNKNOWN_CODE = "—"  # the code of results that recorded none
+HEADER = ("configuration", "folds", "epochs", "fair", "paper (optimistic)", "paper epoch",
+          "val (fair)", "wall time", "code")  # fmt: skip
+ROW_FIELDS = ("configuration", "metric", "folds", "epochs", "fair_test_mean", "fair_test_std",
+              "fair_val_mean", "paper_test_mean", "paper_test_std", "paper_best_epoch",
+              "wall_time_s", "code")  # fmt: skip
+#: the panels of ``curves.png``: the runs' metric, then the task's loss and the pooling losses
+CURVE_METRIC = ("train/{metric}", "val/{metric}", "heldout/{metric}")
+CURVE_LOSSES = ("train/ce", "val/ce", "train/bce", "val/bce", "train/l1", "val/l1", "train/mse",
+                "val/mse", "train/link_loss", "train/entropy_loss")  # fmt: skip
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -62,14 +66,8 @@ class Group:
     config: dict[str, Any]
     label: str = ""
     runs: list[RunResult] = field(default_factory=list)
-
-    @property
-    def metric(self) -> str:
-        return self.runs[0].metric if self.runs else "acc"
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.runs[0].higher_is_better if self.runs else True
+    metric: str = "acc"
+    higher_is_better: bool = True
 
     def fair(self) -> tuple[float, float]:
         """Mean ± std over folds of the test metric at each fold's best validation epoch
@@ -108,13 +106,9 @@ def code_summary(counts: dict[str, int]) -> str:
 
 
 def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult], list[RunFailure]]:
-    """The finished and the failed runs of ``source``.
-
-    Args:
-        source: a directory searched recursively for ``results.json`` and ``failed.json`` (a
-            job with both finished; ``replaced-*/`` left out), an archive of
-            :func:`~diffpool.training.results.save_archive`, or the runs themselves.
-    """
+    """The finished and the failed runs of ``source``: a directory searched recursively for
+    ``results.json`` and ``failed.json`` (``replaced-*/`` left out), an archive of
+    :func:`~diffpool.training.results.save_archive`, or the runs themselves."""
     if not isinstance(source, str | Path):
         return list(source), []
     source = Path(source)
@@ -137,7 +131,7 @@ def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult]
 def _label(groups: list[Group], keys: set[str]) -> None:
     """Append to each group's label the ``keys`` whose values differ between ``groups``."""
     varying = [k for k in keys if len({str(g.config.get(k)) for g in groups}) > 1]
-    varying.sort(key=lambda k: (LABEL_FIRST.index(k) if k in LABEL_FIRST else 3, k))
+    varying.sort(key=lambda k: (LABEL_FIRST.index(k) if k in LABEL_FIRST else 9, k))
     for g in groups:
         parts = [g.label] + [f"{k}={g.config[k]}" for k in varying if k in g.config]
         g.label = ", ".join(filter(None, parts)) or (
@@ -152,7 +146,8 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
     for run in runs:
         config = {k: v for k, v in flatten(run.config).items() if not k.startswith(IGNORED_KEYS)}
         key = json.dumps(config, sort_keys=True, default=str)
-        groups.setdefault(key, Group(config)).runs.append(run)
+        group = Group(config, metric=run.metric, higher_is_better=run.higher_is_better)
+        groups.setdefault(key, group).runs.append(run)
     found = list(groups.values())
     common = set.intersection(*(set(g.config) for g in found)) if found else set()
     _label(found, common)
@@ -181,11 +176,6 @@ def format_metric(mean: float, std: float | None = None, metric: str = "acc",
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
-ROW_FIELDS = ("configuration", "metric", "folds", "epochs", "fair_test_mean", "fair_test_std",
-              "fair_val_mean", "paper_test_mean", "paper_test_std", "paper_best_epoch",
-              "wall_time_s", "code")  # fmt: skip
-
-
 def rows(groups: list[Group]) -> list[dict[str, Any]]:
     """Each configuration's figures under both protocols (:data:`ROW_FIELDS`)."""
     found = []
@@ -203,10 +193,6 @@ def one_line(value: Any) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
 
 
-def _cell(value: Any) -> str:
-    return one_line(value).replace("|", "\\|")
-
-
 def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Path) -> str:
     """The report as markdown: one table row per configuration, then the failed jobs."""
     metrics = sorted({one_line(g.metric) for g in groups}) or ["acc"]
@@ -219,19 +205,17 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
         + "). **fair**: each fold tested at its best validation epoch. **paper** (optimistic): "
         "the epoch with the best mean test-fold metric, as in the authors' code.",
         "",
-        "| configuration | folds | epochs | fair | paper (optimistic) | paper epoch | "
-        "val (fair) | wall time | code |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(HEADER) + " |",
+        "|---" * len(HEADER) + "|",
     ]
     for r in rows(groups):
         m = r["metric"]
-        lines.append(
-            f"| {_cell(r['configuration'])} | {r['folds']} | {r['epochs']} | "
-            f"{format_metric(r['fair_test_mean'], r['fair_test_std'], m)} | "
-            f"{format_metric(r['paper_test_mean'], r['paper_test_std'], m)} | "
-            f"{r['paper_best_epoch']} | {format_metric(r['fair_val_mean'], None, m)} | "
-            f"{r['wall_time_s']:.0f} s | {_cell(r['code'])} |"
-        )
+        cells = (r["configuration"], r["folds"], r["epochs"],
+                 format_metric(r["fair_test_mean"], r["fair_test_std"], m),
+                 format_metric(r["paper_test_mean"], r["paper_test_std"], m),
+                 r["paper_best_epoch"], format_metric(r["fair_val_mean"], None, m),
+                 f"{r['wall_time_s']:.0f} s", r["code"])  # fmt: skip
+        lines.append("| " + " | ".join(one_line(c).replace("|", "\\|") for c in cells) + " |")
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)})", ""]
         lines += [f"- `{one_line(f.path)}`: {one_line(' '.join(f.error.split()))}" for f in failed]
@@ -262,41 +246,24 @@ def plot(groups: list[Group], path: Path) -> None:
     files.save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
-def read_history(run: RunResult) -> dict[str, np.ndarray]:
-    """A run's ``history.csv`` as ``{metric: values over epochs}``, NaN where an epoch did not
-    log the metric (empty without the file, e.g. for a run read from an archive)."""
-    path = None if run.path is None else Path(run.path) / HISTORY
-    if path is None or not path.exists():
-        return {}
-    table = np.genfromtxt(path, delimiter=",", names=True, deletechars="", ndmin=1)
-    return {k: table[k] for k in table.dtype.names or () if k != "epoch"} if table.size else {}
-
-
 def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every metric of all the group's histories as (mean, std over folds) per epoch, over
-    the epochs every fold reached (NaN where no fold has a value)."""
-    histories = [h for h in map(read_history, group.runs) if h]
-    if not histories:
+    """The metrics of all the group's ``history.csv`` files (none for runs read from an
+    archive) as (mean, std over folds) per epoch, over the epochs every fold reached; NaN
+    where no fold has a value."""
+    paths = [Path(r.path) / HISTORY for r in group.runs if r.path is not None]
+    tables = [np.genfromtxt(p, delimiter=",", names=True, deletechars="", ndmin=1)
+              for p in paths if p.exists()]  # fmt: skip
+    tables = [t for t in tables if t.size]
+    if not tables:
         return {}
-    length = min(len(next(iter(h.values()))) for h in histories)
+    length = min(t.size for t in tables)
     spread = {}
     with warnings.catch_warnings():  # numpy warns of all-NaN epochs
         warnings.simplefilter("ignore", RuntimeWarning)
-        for key in sorted(set.intersection(*map(set, histories))):
-            values = np.array([h[key][:length] for h in histories])
+        for key in sorted(set.intersection(*(set(t.dtype.names) for t in tables)) - {"epoch"}):
+            values = np.array([t[key][:length] for t in tables])
             spread[key] = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     return spread
-
-
-#: the panels of ``curves.png``: the runs' metric, then the task's loss and the pooling losses
-CURVE_METRIC = ("train/{metric}", "val/{metric}", "heldout/{metric}")
-CURVE_LOSS_PREFIXES = tuple(
-    f"{stage}/{loss}" for loss in ("ce", "bce", "l1", "mse") for stage in ("train", "val")
-) + ("train/link_loss", "train/entropy_loss")
-#: a configuration's pair of panels: width (inches), title size (points), title characters
-#: per line
-CURVE_PAIR_WIDTH, CURVE_TITLE_SIZE = 11.0, 9
-CURVE_TITLE_CHARS = int(CURVE_PAIR_WIDTH * 72 / (0.62 * CURVE_TITLE_SIZE))
 
 
 def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterable[str],
@@ -317,30 +284,30 @@ def plot_curves(groups: list[Group], path: Path) -> int:
         int: how many configurations were drawn (0: no history, nothing written).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import LogFormatter, MaxNLocator
 
     drawn = [(g, c) for g in groups if (c := curve_spread(g))]
     if not drawn:
         return 0
     per_row = 1 if len(drawn) <= 6 else 2
     nrows = -(-len(drawn) // per_row)
+    # a pair of panels is 11 inches wide: a 9-point title wraps at 11 * 72 / (0.62 * 9) chars
     titles = [
         textwrap.fill(f"{one_line(g.label)} ({len(g.runs)} fold{'s' * (len(g.runs) > 1)}, "
-                      "mean ± std)", CURVE_TITLE_CHARS, break_on_hyphens=False)
+                      "mean ± std)", 141, break_on_hyphens=False)
         for g, _ in drawn
     ]  # fmt: skip
     lines = max(t.count("\n") + 1 for t in titles)
     # constrained layout: every title keeps its room, whatever its length
-    size = (CURVE_PAIR_WIDTH * per_row, (2.8 + 0.2 * lines) * nrows)
-    fig = Figure(figsize=size, layout="constrained")
+    fig = Figure(figsize=(11.0 * per_row, (2.8 + 0.2 * lines) * nrows), layout="constrained")
     pairs = fig.subfigures(nrows, per_row, squeeze=False).flat
     for (group, c), title, pair in zip(drawn, titles, pairs):
-        pair.suptitle(title, fontsize=CURVE_TITLE_SIZE)
+        pair.suptitle(title, fontsize=9)
         scale = 100 if group.metric in PERCENT_METRICS else 1
         panels = (
             (drawn_series(c, [k.format(metric=group.metric) for k in CURVE_METRIC]),
              scale, group.metric + " (%)" * (scale == 100), "linear"),
-            (drawn_series(c, [k for k in c if k.startswith(CURVE_LOSS_PREFIXES)], losses=True),
+            (drawn_series(c, [k for k in c if k.startswith(CURVE_LOSSES)], losses=True),
              1, "loss", "log"),
         )  # fmt: skip
         for ax, (keys, factor, ylabel, yscale) in zip(pair.subplots(1, 2), panels):
@@ -355,6 +322,9 @@ def plot_curves(groups: list[Group], path: Path) -> int:
             if keys:
                 ax.legend(fontsize=7)
                 ax.set_yscale(yscale)
+            if yscale == "log":  # the default log labels are mathtext, which plain_text stops
+                ax.yaxis.set_major_formatter(LogFormatter())
+                ax.yaxis.set_minor_formatter(LogFormatter())
             ax.set(xlabel="epoch", ylabel=ylabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
@@ -371,8 +341,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         dict: the paths written, by kind (``md``, ``csv``, ``png``, ``curves``).
 
     Raises:
-        UnsafeDestinationError: one of them is a symbolic link (a ValueError; nothing is
-            written).
+        UnsafeDestinationError: one of them is a symbolic link (nothing is written).
     """
     groups, failed = collect(sweep_dir)
     out = Path(sweep_dir if out_dir is None else out_dir)
