@@ -99,6 +99,25 @@ def test_split_file(tmp_path):
         GraphDataModule(tiny_graphs(), split="file")
 
 
+def test_predict_dataloader_and_plain_hyperparameters(tmp_path):
+    """``predict_split="all"`` gives every graph in dataset order; the hyperparameters are
+    plain data (a checkpoint loads with ``weights_only=True``)."""
+    from omegaconf import OmegaConf
+
+    encoder = OmegaConf.create({"_target_": "torch.nn.Identity"})
+    dm = GraphDataModule(tiny_graphs(num_graphs=40), num_folds=4, val_ratio=0.0,
+                         predict_split="all", split_file=tmp_path / "unused.json",
+                         node_encoder=encoder)  # fmt: skip
+    assert dm.val_stages == ("heldout",)
+    assert [i for b in dm.predict_dataloader() for i in b.graph_id.tolist()] == list(range(40))
+    torch.save(dict(dm.hparams), tmp_path / "hparams.pt")
+    loaded = torch.load(tmp_path / "hparams.pt", weights_only=True)
+    assert loaded["node_encoder"] == {"_target_": "torch.nn.Identity"}
+    assert loaded["split_file"] == str(tmp_path / "unused.json")
+    with pytest.raises(ValueError, match="predict_split must be one of"):
+        GraphDataModule(tiny_graphs(), predict_split="everything")
+
+
 def test_bad_datasets_are_named():
     no_y = tiny_graphs()
     del no_y[3].y

@@ -21,9 +21,6 @@ from torch_geometric.data import Data, InMemoryDataset
 from diffpool.datasets.splits import FoldSplit
 from diffpool.utils import targets
 
-#: the split strategies of :class:`~diffpool.training.GraphDataModule`
-SPLITS = ("kfold", "dataset", "file")
-
 #: the keys of a dataset's own split (``get_idx_split()`` says ``valid``, OGB style)
 SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
@@ -157,8 +154,6 @@ def resolve_dataset(
     PyG's ``ZINC``) is built once per split, with ``split_names`` (default ``train``,
     ``val``, ``test``); a dataset with ``get_idx_split()`` (OGB's) gives its indices.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     names = {"train": "train", "val": "val", "test": "test", **(split_names or {})}
     per_split = None
     if isinstance(dataset, Mapping) and "_target_" not in dataset:
