@@ -57,7 +57,9 @@ def test_every_task_trains_from_the_cli(tmp_path, kind, metric, higher):
         out = tmp_path / "predictions.csv"
         # a run of the user's own dataset class: named again at the call (a file is data)
         trust = "trust=helpers.TinyGraphDataset"
-        _run([str(BIN / "diffpool-predict"), f"run={run}", f"out={out}", trust], tmp_path)
+        done = _run([str(BIN / "diffpool-predict"), f"run={run}", f"out={out}", trust], tmp_path)
+        assert f"12 graphs of tiny-{kind}, test (fold 0)" in done.stdout
+        assert ("accuracy" in done.stdout) == (kind == "multilabel")  # none for values
         table = read_predictions(out)
         header = out.read_text().splitlines()[0]
         if kind == "multilabel":

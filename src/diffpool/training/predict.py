@@ -8,6 +8,7 @@ import contextlib
 import csv
 import io
 import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -180,13 +181,14 @@ def collect_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _columns(name: str, values: Tensor | None, rows: int) -> dict[str, list]:
+def _columns(name: str, values: Tensor | None, rows: int, first: int | None = None) -> dict:
+    """``name`` for one value per graph (unless ``first`` is given), else ``name_<first + t>``."""
     if values is None:
         return {name: [None] * rows}
     values = values.view(rows, -1)
-    if values.size(1) == 1:
+    if values.size(1) == 1 and first is None:
         return {name: values[:, 0].tolist()}
-    return {f"{name}_{t}": values[:, t].tolist() for t in range(values.size(1))}
+    return {f"{name}_{t + (first or 0)}": values[:, t].tolist() for t in range(values.size(1))}
 
 
 def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
@@ -195,16 +197,16 @@ def write_predictions(predictions: dict[str, Any], path: str | Path) -> Path:
     several labels or values) and, for classification, ``prob_<k>`` (class ``k``'s; a binary
     task's ``prob_1``; label ``k``'s), as CSV or, for a ``.parquet`` path, Parquet. An
     existing file is refused; the new one is created whole."""
-    path = Path(path)
+    path, rows = Path(path), len(predictions["graph_id"])
     _refuse_existing(path)
-    rows = len(predictions["graph_id"])
-    columns: dict[str, list] = {"graph_id": predictions["graph_id"].tolist()}
-    columns.update(_columns("target", predictions.get("target"), rows))
-    columns.update(_columns("prediction", predictions["prediction"], rows))
-    probs = predictions.get("probabilities")
-    first = 1 if predictions.get("task") == "binary" else 0
-    for k in range(probs.size(1) if probs is not None else 0):
-        columns[f"prob_{k + first}"] = probs[:, k].tolist()
+    columns = {
+        "graph_id": predictions["graph_id"].tolist(),
+        **_columns("target", predictions.get("target"), rows),
+        **_columns("prediction", predictions["prediction"], rows),
+    }
+    if predictions.get("probabilities") is not None:
+        first = int(predictions.get("task") == "binary")
+        columns.update(_columns("prob", predictions["probabilities"], rows, first))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         require("parquet", f"writing {path.name}")
@@ -226,15 +228,12 @@ def _number(text: str) -> int | float | None:
         return float(text) if text else None
 
 
-def _stack(columns: dict[str, list], name: str) -> Tensor | None:
-    """The column ``name`` as ``[G]``, or the columns ``name_<t>`` as ``[G, T]``."""
-    names = [name] if name in columns else [f"{name}_{t}" for t in range(len(columns))]
-    values = [columns[k] for k in names if k in columns]
-    if not values or any(v is None for column in values for v in column):
+def _tensor(columns: list[list] | None, one: bool) -> Tensor | None:
+    if not columns or any(v is None for column in columns for v in column):
         return None
-    floats = any(isinstance(v, float) for column in values for v in column)
-    tensor = torch.tensor(values, dtype=torch.float64 if floats else torch.long).T
-    return tensor[:, 0] if name in columns else tensor
+    floats = any(isinstance(v, float) for column in columns for v in column)
+    tensor = torch.tensor(columns, dtype=torch.float64 if floats else torch.long).T
+    return tensor[:, 0] if one else tensor
 
 
 def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
@@ -251,15 +250,12 @@ def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
         with open(path, newline="") as handle:
             header, *body = csv.reader(handle)
         columns = {name: [_number(r[i]) for r in body] for i, name in enumerate(header)}
-    probs = [k for k in columns if k.startswith("prob_")]
-    return {
-        "graph_id": torch.tensor(columns["graph_id"], dtype=torch.long),
-        "target": _stack(columns, "target"),
-        "prediction": _stack(columns, "prediction"),
-        "probabilities": (
-            torch.tensor([columns[k] for k in probs], dtype=torch.float64).T if probs else None
-        ),
-    }
+    groups: dict[str, list[list]] = {}  # target_<t> as target, prob_<k> as probabilities
+    for name, column in columns.items():
+        key = re.sub(r"_\d+$", "", name)
+        groups.setdefault("probabilities" if key == "prob" else key, []).append(column)
+    keys = ("graph_id", "target", "prediction", "probabilities")
+    return {key: _tensor(groups.get(key), key in columns) for key in keys}
 
 
 def write_assignments(predictions: dict[str, Any], stem: str | Path) -> list[Path]:

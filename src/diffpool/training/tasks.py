@@ -24,8 +24,6 @@ LOSSES = {"multiclass": ("ce",), "binary": ("bce",), "multilabel": ("bce",),
           "regression": ("l1", "mse")}  # fmt: skip
 #: metrics where lower is better
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
-#: the OGB task types trained here (``dataset.task_type``)
-OGB_TASK_TYPES = {"binary classification", "multiclass classification", "regression"}
 _CLASSIFICATION_METRICS = {"acc": tm.Accuracy, "rocauc": tm.AUROC, "ap": tm.AveragePrecision}
 
 
@@ -115,9 +113,7 @@ class Task:
     def metric_input(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``(preds, target)`` for :meth:`metrics`: logits and classes; probabilities and
         0/1 (-1 where missing); values."""
-        if self.name == "binary":
-            return output.sigmoid().view(-1), target.view(-1).long()
-        if self.name == "multilabel":
+        if self.name in ("binary", "multilabel"):
             return output.sigmoid(), torch.nan_to_num(target, nan=-1.0).long()
         return output, target
 
@@ -226,11 +222,11 @@ def _check_targets(targets: Tensor, task: str, where: str) -> None:
 
 def ogb_task(task_type: str, num_tasks: int) -> str:
     """The task of an OGB graph-property dataset's ``task_type`` and ``num_tasks``."""
-    if task_type not in OGB_TASK_TYPES:
+    tasks = {"binary classification": "binary" if num_tasks == 1 else "multilabel",
+             "multiclass classification": "multiclass", "regression": "regression"}  # fmt: skip
+    if task_type not in tasks:
         raise ValueError(
             f"OGB task type {task_type!r} is not a graph-level task this package trains "
-            f"(it trains {sorted(OGB_TASK_TYPES)})"
+            f"(it trains {sorted(tasks)})"
         )
-    if task_type == "binary classification":
-        return "binary" if num_tasks == 1 else "multilabel"
-    return "multiclass" if task_type == "multiclass classification" else "regression"
+    return tasks[task_type]
