@@ -306,23 +306,23 @@ def plot_curves(groups: list[Group], path: Path) -> int:
         scale = 100 if group.metric in PERCENT_METRICS else 1
         panels = (
             (drawn_series(c, [k.format(metric=group.metric) for k in CURVE_METRIC]),
-             scale, group.metric + " (%)" * (scale == 100), "linear"),
+             scale, group.metric + " (%)" * (scale == 100)),
             (drawn_series(c, [k for k in c if k.startswith(CURVE_LOSSES)], losses=True),
-             1, "loss", "log"),
+             1, "loss"),
         )  # fmt: skip
-        for ax, (keys, factor, ylabel, yscale) in zip(pair.subplots(1, 2), panels):
+        for ax, (keys, factor, ylabel) in zip(pair.subplots(1, 2), panels):
             for key in keys:
                 mean, std = factor * c[key][0], factor * c[key][1]
                 epochs = np.arange(len(mean))
-                marker = "o" if len(epochs) <= 30 else None
-                (line,) = ax.plot(epochs, mean, marker=marker, markersize=3, label=key)
+                (line,) = ax.plot(epochs, mean, marker="o" if len(mean) <= 30 else None,
+                                  markersize=3, label=key)  # fmt: skip
                 if len(group.runs) > 1:
                     ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(),
                                     alpha=0.15, linewidth=0)  # fmt: skip
             if keys:
                 ax.legend(fontsize=7)
-                ax.set_yscale(yscale)
-            if yscale == "log":  # the default log labels are mathtext, which plain_text stops
+            if keys and ylabel == "loss":  # plain labels: the log ones are mathtext, off here
+                ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(LogFormatter())
                 ax.yaxis.set_minor_formatter(LogFormatter())
             ax.set(xlabel="epoch", ylabel=ylabel)
