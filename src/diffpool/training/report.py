@@ -250,18 +250,20 @@ def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The metrics of all the group's ``history.csv`` files (none for runs read from an
     archive) as (mean, std over folds) per epoch, over the epochs every fold reached; NaN
     where no fold has a value."""
-    paths = [Path(r.path) / HISTORY for r in group.runs if r.path is not None]
-    tables = [np.genfromtxt(p, delimiter=",", names=True, deletechars="", ndmin=1)
-              for p in paths if p.exists()]  # fmt: skip
-    tables = [t for t in tables if t.size]
+    tables = []
+    for path in [Path(r.path) / HISTORY for r in group.runs if r.path is not None]:
+        if path.exists():
+            with open(path, newline="") as handle:
+                tables.append(list(csv.DictReader(handle)))
+    tables = [t for t in tables if t]
     if not tables:
         return {}
-    length = min(t.size for t in tables)
+    length = min(map(len, tables))
     spread = {}
     with warnings.catch_warnings():  # numpy warns of all-NaN epochs
         warnings.simplefilter("ignore", RuntimeWarning)
-        for key in sorted(set.intersection(*(set(t.dtype.names) for t in tables)) - {"epoch"}):
-            values = np.array([t[key][:length] for t in tables])
+        for key in sorted(set.intersection(*(set(t[0]) for t in tables)) - {"epoch"}):
+            values = np.array([[float(row[key] or "nan") for row in t[:length]] for t in tables])
             spread[key] = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     return spread
 
