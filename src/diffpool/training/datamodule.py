@@ -139,6 +139,7 @@ class GraphDataModule(LightningDataModule):
             self._load()
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the dataset (once), decide the task and split it."""
         if self.dataset is not None:
             return
         graphs, own = self._load()
