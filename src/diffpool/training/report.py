@@ -105,12 +105,11 @@ def code_summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{label} ×{n}" for label, n in counts.items())
 
 
-def load_runs(source: str | Path | Iterable[RunResult]) -> tuple[list[RunResult], list[RunFailure]]:
+def load_runs(source: str | Path) -> tuple[list[RunResult], list[RunFailure]]:
     """The finished and the failed runs of ``source``: a directory searched recursively for
-    ``results.json`` and ``failed.json`` (``replaced-*/`` left out), an archive of
-    :func:`~diffpool.training.results.save_archive`, or the runs themselves."""
-    if not isinstance(source, str | Path):
-        return list(source), []
+    ``results.json`` and ``failed.json`` (a job with both finished; ``replaced-*/`` left out),
+    or an archive of :func:`~diffpool.training.results.save_archive` (loaded runs:
+    :func:`group_runs`)."""
     source = Path(source)
     if source.is_file():
         return load_archive(source), []
@@ -158,7 +157,7 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
     return sorted(found, key=lambda g: g.label)
 
 
-def collect(source: str | Path | Iterable[RunResult]) -> tuple[list[Group], list[RunFailure]]:
+def collect(source: str | Path) -> tuple[list[Group], list[RunFailure]]:
     """The groups of :func:`group_runs` and the failed runs of ``source`` (:func:`load_runs`)."""
     runs, failed = load_runs(source)
     return group_runs(runs), failed
