@@ -24,43 +24,60 @@ from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse
 class DeferredChecks:
     """Value checks read from the device at once.
 
-    :meth:`require` records a device-side boolean (true when the input is fine) and the error
-    to raise otherwise; :meth:`read` copies every boolean and the given integer tensors to the
-    host in one transfer, raises the first failed check's error, and returns the tensors'
-    values. The error can be a callable, called only on failure (it may then read more from
-    the device to name the offending entry).
+    :meth:`require` records device-side integer or boolean scalars (a minimum, a count, a
+    test's outcome), a test of their host values that is true when the input is fine, and the
+    error to raise otherwise; :meth:`read` copies every scalar and the given integer tensors to
+    the host in one transfer, runs the tests, raises the first failed one's error, and returns
+    the tensors' values. The tests run on the host, so a check costs the device only the
+    reductions that produce its scalars. The error can be a callable of the host values,
+    called only on failure (it may then read more from the device to name the entry).
     """
 
     def __init__(self):
-        self._checks: list[tuple[Tensor, Callable[[], Exception]]] = []
+        self._scalars: list[Tensor] = []
+        self._checks: list[tuple[int, int, Callable[..., bool], Callable[..., Exception]]] = []
 
-    def require(self, ok: Tensor, error: str | Callable[[], Exception]) -> None:
-        make = (lambda: ValueError(error)) if isinstance(error, str) else error
-        self._checks.append((ok, make))
+    def require(
+        self,
+        scalars: Tensor | tuple[Tensor, ...],
+        error: str | Callable[..., Exception],
+        passes: Callable[..., bool] = bool,
+    ) -> None:
+        scalars = (scalars,) if isinstance(scalars, Tensor) else tuple(scalars)
+        make = (lambda *_: ValueError(error)) if isinstance(error, str) else error
+        start = len(self._scalars)
+        # 0-d scalars (a reshape per scalar would cost as much as a reduction)
+        self._scalars += [t if t.dtype == torch.int64 else t.long() for t in scalars]
+        self._checks.append((start, len(self._scalars), passes, make))
 
     def read(self, *values: Tensor) -> list[list[int]]:
         """Raise the first failed check's error; the ``values`` (1-D integer tensors) as lists."""
-        parts = [torch.stack([ok for ok, _ in self._checks])] if self._checks else []
+        parts = [torch.stack(self._scalars)] if self._scalars else []
         parts += [v.long().reshape(-1) for v in values]
         if not parts:
             return []
         host = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
-        for passed, (_, make) in zip(host, self._checks):
-            if not passed:
-                raise make()
-        out, start = [], len(self._checks)
+        for start, stop, passes, make in self._checks:
+            if not passes(*host[start:stop]):
+                raise make(*host[start:stop])
+        out, start = [], len(self._scalars)
         for v in values:
             out.append(host[start : start + v.numel()])
             start += v.numel()
         return out
 
 
-def _require(checks: DeferredChecks | None, ok: Tensor, error) -> None:
-    """``checks.require(ok, error)``, or at once (one synchronisation) without ``checks``."""
-    if checks is not None:
-        checks.require(ok, error)
-    elif not bool(ok):
-        raise error() if callable(error) else ValueError(error)
+def _require(
+    checks: DeferredChecks | None,
+    scalars: Tensor | tuple[Tensor, ...],
+    error: str | Callable[..., Exception],
+    passes: Callable[..., bool] = bool,
+) -> None:
+    """``checks.require(...)``, or at once (one synchronisation) without ``checks``."""
+    now = DeferredChecks() if checks is None else checks
+    now.require(scalars, error, passes)
+    if checks is None:
+        now.read()
 
 
 def check_num_clusters(num_clusters: int) -> int:
@@ -157,35 +174,30 @@ def check_batch(
             f"batch has {batch.numel()} entries but x has {num_nodes} nodes: they must match"
         )
     first, last = batch.aminmax()
-    _require(
-        checks,
-        first == 0,
-        lambda: ValueError(f"batch must start at graph 0, got {int(batch[0])}"),
-    )
     step = torch.diff(batch)
     lowest, highest = step.aminmax() if step.numel() else (first, first)
-    _require(
-        checks,
-        lowest >= 0,
-        "batch must be sorted (nodes of a graph contiguous, graphs in order)",
-    )
 
-    def gapped() -> Exception:
-        graph = int(batch[1:][step > 1][0])
+    def fits(first: int, last: int, lowest: int, highest: int) -> bool:
+        whole = batch_size is None or last == batch_size - 1
+        return first == 0 and lowest >= 0 and highest <= 1 and whole
+
+    def error(first: int, last: int, lowest: int, highest: int) -> Exception:
+        if first != 0:
+            return ValueError(f"batch must start at graph 0, got {first}")
+        if lowest < 0:
+            return ValueError("batch must be sorted (nodes of a graph contiguous, graphs in order)")
+        if highest > 1:
+            graph = int(batch[1:][step > 1][0])
+            return ValueError(
+                f"batch is gapped: graph {graph - 1} has no nodes; every graph needs at least "
+                "one node"
+            )
         return ValueError(
-            f"batch is gapped: graph {graph - 1} has no nodes; every graph needs at least one node"
+            f"batch_size={batch_size} but batch holds graphs 0..{last}: every graph needs at "
+            "least one node"
         )
 
-    _require(checks, highest <= 1, gapped)
-    if batch_size is not None:
-        _require(
-            checks,
-            last == batch_size - 1,
-            lambda: ValueError(
-                f"batch_size={batch_size} but batch holds graphs 0..{int(batch.max())}: "
-                "every graph needs at least one node"
-            ),
-        )
+    _require(checks, (first, last, lowest, highest), error, fits)
 
 
 def check_max_num_nodes(max_num_nodes: int | None, counts: list[int]) -> None:
@@ -230,16 +242,15 @@ def check_connectivity(
         raise TypeError(f"edge_index must be an integer tensor, got {edge_index.dtype}")
     if edge_index.numel() > 0:
 
-        def out_of_range() -> Exception:
-            lo, hi = int(edge_index.min()), int(edge_index.max())
+        def out_of_range(lo: int, hi: int) -> Exception:
             return ValueError(
                 f"edge_index out of range: it holds node indices in [{lo}, {hi}] but x has "
                 f"{num_nodes} nodes"
             )
 
-        lo, hi = edge_index.aminmax()
-        inside = (lo >= 0) & (hi < num_nodes)
-        _require(checks, inside, out_of_range)
+        _require(
+            checks, edge_index.aminmax(), out_of_range, lambda lo, hi: 0 <= lo <= hi < num_nodes
+        )
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or not edge_weight.is_floating_point():
             raise TypeError("edge_weight must be a floating-point tensor")
@@ -260,11 +271,12 @@ def check_edges_within_graphs(
     (Indices out of range are :func:`check_connectivity`'s to name: they are clamped here.)"""
     if index.numel() == 0:
         return
-    graphs = batch.index_select(0, index.clamp(0, batch.numel() - 1).reshape(-1)).view(2, -1)
-    across = graphs[0] != graphs[1]
+    # one gather of both ends, compared by slices: half the time of views of [2, E] rows
+    edges = index.size(1)
+    graphs = batch.index_select(0, index.clamp(0, batch.numel() - 1).reshape(-1))
+    across = graphs[:edges] != graphs[edges:]
 
-    def error() -> Exception:
-        count = int(across.sum())
+    def error(count: int) -> Exception:
         first = int(across.nonzero()[0, 0])
         i, j = int(index[0, first]), int(index[1, first])
         return ValueError(
@@ -273,7 +285,7 @@ def check_edges_within_graphs(
             "stay inside its graph"
         )
 
-    _require(checks, ~across.any(), error)
+    _require(checks, across.sum(), error, lambda count: count == 0)
 
 
 def check_dense_inputs(
