@@ -13,6 +13,8 @@ PROG = "diffpool-predict"
 
 
 def _check(cfg) -> None:
+    from omegaconf import OmegaConf
+
     from diffpool.training.datamodule import PREDICT_SPLITS
 
     if cfg.split not in PREDICT_SPLITS:
@@ -23,14 +25,13 @@ def _check(cfg) -> None:
         value = cfg[key]
         if not (type(value) is int and value >= least or key == "batch_size" and value is None):
             raise ValueError(f"{key} must be a whole number >= {least}, got {value!r}")
+    if OmegaConf.is_missing(cfg, "run"):
+        raise ValueError("run= is a diffpool-train job directory or a .ckpt in it")
 
 
 def predict(cfg) -> None:
     """The job; a usage error (exit status 2) for a bad option, run or file."""
-    import logging
-
     from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import MissingMandatoryValue
 
     try:
         _check(cfg)
@@ -44,8 +45,7 @@ def predict(cfg) -> None:
         from diffpool.training.results import RunResult
 
         torch.set_num_threads(cfg.threads or torch.get_num_threads())
-        quiet_lightning()
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator lines
+        quiet_lightning(sweep=True)  # nor Lightning's lines on accelerators
         run_dir = run.parent.parent if run.suffix == ".ckpt" else run
         earlier = RunResult.load(run_dir).config
         with open_dict(cfg):  # what data=<option> interpolates is the run's
@@ -60,10 +60,9 @@ def predict(cfg) -> None:
         trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                           enable_model_summary=False, callbacks=[writer])  # fmt: skip
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    except MissingMandatoryValue:
-        _usage("run= is a diffpool-train job directory or a .ckpt in it")
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
-        _usage(err)
+        print(f"{PROG}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     predictions, fold = writer.predictions, f" (fold {datamodule.fold})"
     line = f"{len(predictions['graph_id'])} graphs of {datamodule.name}, {cfg.split}"
     line += "" if cfg.split == "all" else fold
@@ -71,11 +70,6 @@ def predict(cfg) -> None:
         hits = (predictions["prediction"] == predictions["target"]).float()
         line += f", accuracy {float(hits.mean()):.4f}"
     print("\n".join([line] + [f"wrote {path}" for path in writer.written]))
-
-
-def _usage(err) -> None:
-    print(f"{PROG}: {err}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,7 @@ class Task:
 
     @property
     def higher_is_better(self) -> bool:
+        """Whether the selection metric is better higher (accuracy, AUC) or lower (MAE)."""
         return self.metric not in LOWER_IS_BETTER
 
     @property
