@@ -7,7 +7,7 @@ the overrides of the ``paper`` preset), as Hydra sweeps over the models and the 
 working directory
 (``--runs``). While a sweep runs, its finished jobs are kept in one compact file per dataset,
 ``benchmarks/results/accuracy_runs/<dataset>.jsonl`` (one JSON line per job, see
-:func:`diffpool.training.results.save_archive`); a sweep first puts the kept jobs back, so an
+:func:`save_archive`); a sweep first puts the kept jobs back, so an
 interrupted column, or one continued in a fresh clone, runs only what has not finished. The
 table is computed from those files by :mod:`diffpool.training.report`:
 
@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffpool.datasets import BUNDLED
-from diffpool.training.report import code_summary, collect, format_metric, load_runs
-from diffpool.training.results import restore_archive, save_archive
+from diffpool.training.report import code_summary, format_metric, group_runs, load_runs
+from diffpool.training.results import RESULTS as RESULTS_JSON
+from diffpool.training.results import RunResult
+from diffpool.utils import files
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -127,6 +129,70 @@ PAPER = {
 ERRICA = {"ENZYMES": (59.5, 5.6), "DD": (75.0, 3.5), "COLLAB": (68.9, 2.0), "PROTEINS": (73.7, 3.5)}
 
 
+def save_archive(runs: list[RunResult], file: str | Path, root: str | Path | None = None) -> Path:
+    """Keep finished runs in one compact file, one JSON line per run: the run's results and
+    ``job``, its directory (relative to ``root``, a sweep directory, where given), sorted by
+    ``job``.
+
+    A sweep's results without its run directories (checkpoints, logs): :func:`load_archive`
+    reads them back, :func:`restore_archive` puts them back so that the sweep skips them."""
+    file = Path(file)
+    lines = sorted(
+        (
+            str(Path(run.path) if root is None else Path(run.path).relative_to(root)),
+            json.dumps(run.to_json(), sort_keys=True),
+        )
+        for run in runs
+    )
+    file.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomically(
+        file, "".join(f'{{"job": {json.dumps(job)}, "run": {text}}}\n' for job, text in lines)
+    )
+    return file
+
+
+def load_archive(file: str | Path) -> list[RunResult]:
+    """The runs of an archive of :func:`save_archive`; each one's ``path`` is its job."""
+    runs = []
+    for number, line in enumerate(Path(file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            runs.append(RunResult.from_json(entry["run"], path=entry["job"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{file}, line {number}: not a run of a results archive ({err})"
+            ) from err
+    return runs
+
+
+def restore_archive(file: str | Path, root: str | Path) -> int:
+    """Write the ``results.json`` of every archived run into its job directory under ``root``
+    where there is none yet; returns how many were written.
+
+    Raises:
+        ValueError: a job that is not a directory under ``root`` (``..``, an absolute path,
+            a symbolic link out of it); nothing is written then.
+    """
+    runs, home = load_archive(file), Path(root).resolve()
+    for run in runs:
+        # a job is data: "../x", an absolute path or a link out of root must not be written
+        if not (Path(root) / run.path).resolve().is_relative_to(home):
+            raise ValueError(
+                f"{file}: the job {str(run.path)!r} is not a directory under {root} "
+                "(nothing was restored)"
+            )
+    restored = 0
+    for run in runs:
+        job = Path(root) / run.path
+        if not (job / RESULTS_JSON).exists():
+            job.mkdir(parents=True, exist_ok=True)
+            run.save(job)
+            restored += 1
+    return restored
+
+
 def archive_file(archive_dir: Path, dataset: str) -> Path:
     return Path(archive_dir) / f"{KEYS[dataset]}.jsonl"
 
@@ -142,7 +208,7 @@ def archive_runs(sweep_dir: Path, file: Path) -> int:
         return 0
     kept = {}
     if file.exists():
-        kept = {str(run.path): run for run in load_runs(file)[0]}
+        kept = {str(run.path): run for run in load_archive(file)}
     changed = 0
     for run in finished:
         job = str(Path(run.path).relative_to(sweep_dir))
@@ -223,7 +289,7 @@ def column(file: Path) -> dict:
     """The cells of one column (by model) from its archive, with the epochs and time."""
     if not file.exists():
         return {}
-    groups, _ = collect(file)
+    groups = group_runs(load_archive(file)) if file.exists() else []
     cells = {}
     for group in groups:
         variant = group.config.get("model.variant")

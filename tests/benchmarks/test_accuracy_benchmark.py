@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diffpool.training.results import FairResult, RunResult, load_archive
+from diffpool.training.results import FairResult, RunResult
 from helpers import ROOT, load_script
 
 DRIVER = ROOT / "benchmarks" / "accuracy" / "run.py"
@@ -63,17 +63,15 @@ def test_jobs_are_archived_restored_and_tabled(driver, tmp_path):
     # a job that finished in another working directory is added, the others stay
     other = tmp_path / "other"
     _job(other, "det", 0, [0.6], best=0)
-    assert driver.archive_runs(other, file) == 1 and len(load_archive(file)) == 4
+    assert driver.archive_runs(other, file) == 1 and len(driver.load_archive(file)) == 4
 
     # a fresh clone: the finished jobs come back, as results the runs recognise
     fresh = tmp_path / "fresh"
-    from diffpool.training.results import restore_archive
-
-    assert restore_archive(file, fresh) == 4
+    assert driver.restore_archive(file, fresh) == 4
     back = RunResult.load(fresh / "data.fold=1,experiment=paper_enzymes_diffpool")
     assert back.test_curve == [0.4, 0.5, 0.8] and back.fair.test == 0.8 and back.schema == 2
     assert not list(fresh.rglob("failed.json"))
-    assert restore_archive(file, fresh) == 0  # a job directory that holds a result keeps it
+    assert driver.restore_archive(file, fresh) == 0  # a job directory that holds a result keeps it
 
     cells = driver.column(file)
     diffpool = cells["diffpool"]
@@ -123,9 +121,7 @@ def test_runs_without_validation_set_have_no_fair_cell(driver, tmp_path):
         )
         for fold, curve in enumerate([[0.5, 0.7], [0.6, 0.8]])
     ]
-    from diffpool.training.results import save_archive
-
-    save_archive(runs, file)
+    driver.save_archive(runs, file)
     cell = driver.column(file)["diffpool"]
     assert cell["fair"] is None and cell["paper"] == pytest.approx([0.75, 0.05])
     assert driver._cell(cell, 62.53) == "75.0 ± 5.0 / — (62.53) [2 folds]"
@@ -217,7 +213,7 @@ def test_todays_sweep_configs_are_the_archived_runs(driver):
         if not file.exists():
             continue
         firsts = {}
-        for run in load_archive(file):
+        for run in driver.load_archive(file):
             firsts.setdefault(run.config["model"]["variant"], run)
         for variant, run in sorted(firsts.items()):
             args = argparse.Namespace(models=[variant], folds=10, data_root="/d",
@@ -237,3 +233,39 @@ def test_todays_sweep_configs_are_the_archived_runs(driver):
                 assert archived["model"]["ratio"] == 0.1
             compared += 1
     assert compared >= 24  # 4 archived columns x 6 models
+
+
+def _result(fold: int) -> RunResult:
+    return RunResult(
+        dataset="MUTAG", fold=fold, num_folds=2, model="diffpool", epochs=2,
+        fair=FairResult(best_epoch=1, val=0.5, test=0.75), test_curve=[0.5, 0.75],
+        val_curve=[0.25, 0.5], wall_time_s=1.5, config={"data": {"name": "MUTAG"}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("job", ["../escaped", "a/../../escaped", "ABSOLUTE", "link/job"])
+def test_restore_archive_writes_no_job_outside_its_root(driver, tmp_path, job):
+    root = tmp_path / "sweep"
+    (root / "ok").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    job = str(tmp_path / "escaped") if job == "ABSOLUTE" else job
+    archive = tmp_path / "runs.jsonl"
+    run = _result(0).to_json()
+    archive.write_text("".join(json.dumps({"job": j, "run": run}) + "\n" for j in ("ok", job)))
+    with pytest.raises(ValueError, match="is not a directory under") as err:
+        driver.restore_archive(archive, root)
+    assert repr(job) in str(err.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("results.json")) == []
+
+
+def test_restore_archive_restores_the_jobs_under_its_root(driver, tmp_path):
+    runs = []
+    for fold in (0, 1):
+        (tmp_path / "sweep" / "model=diffpool" / f"fold{fold}").mkdir(parents=True)
+        _result(fold).save(tmp_path / "sweep" / "model=diffpool" / f"fold{fold}")
+        runs.append(RunResult.load(tmp_path / "sweep" / "model=diffpool" / f"fold{fold}"))
+    archive = driver.save_archive(runs, tmp_path / "runs.jsonl", root=tmp_path / "sweep")
+    assert driver.restore_archive(archive, tmp_path / "restored") == 2
+    assert RunResult.load(tmp_path / "restored" / "model=diffpool" / "fold1").fold == 1
+    assert driver.restore_archive(archive, tmp_path / "restored") == 0

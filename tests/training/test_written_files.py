@@ -1,11 +1,10 @@
 """What a run writes lands where it should, whatever its directory holds (a run copied from
 elsewhere, a shared folder): no file is written through a symbolic link planted in it, the
-history's columns come from metric names only, an archive's jobs stay under the sweep, and
-the report keeps what the runs' files hold to one line of text."""
+history's columns come from metric names only, and the report keeps what the runs' files
+hold to one line of text."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -15,13 +14,7 @@ import torch
 
 from diffpool.training.callbacks import ELAPSED, AtomicCheckpointIO, EpochHistory
 from diffpool.training.report import markdown, write_report
-from diffpool.training.results import (
-    FairResult,
-    RunFailure,
-    RunResult,
-    restore_archive,
-    save_archive,
-)
+from diffpool.training.results import FairResult, RunFailure, RunResult
 from diffpool.utils import files
 from diffpool.utils.extras import missing
 from helpers import trained_mutag_run
@@ -162,34 +155,6 @@ def test_resume_writes_nothing_through_planted_links(run_dir, tmp_path):
     header = (run / "history.csv").read_text().splitlines()[0]
     assert "touch" not in header and ";" not in header
     assert torch.load(last, weights_only=True)["epoch"] == 2
-
-
-@pytest.mark.parametrize("job", ["../escaped", "a/../../escaped", "ABSOLUTE", "link/job"])
-def test_restore_archive_writes_no_job_outside_its_root(tmp_path, job):
-    root = tmp_path / "sweep"
-    (root / "ok").mkdir(parents=True)
-    (tmp_path / "elsewhere").mkdir()
-    (root / "link").symlink_to(tmp_path / "elsewhere")
-    job = str(tmp_path / "escaped") if job == "ABSOLUTE" else job
-    archive = tmp_path / "runs.jsonl"
-    run = _result().to_json()
-    archive.write_text("".join(json.dumps({"job": j, "run": run}) + "\n" for j in ("ok", job)))
-    with pytest.raises(ValueError, match="is not a directory under") as err:
-        restore_archive(archive, root)
-    assert repr(job) in str(err.value)
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("results.json")) == []
-
-
-def test_restore_archive_restores_the_jobs_under_its_root(tmp_path):
-    runs = []
-    for fold in (0, 1):
-        (tmp_path / "sweep" / "model=diffpool" / f"fold{fold}").mkdir(parents=True)
-        _result(fold=fold).save(tmp_path / "sweep" / "model=diffpool" / f"fold{fold}")
-        runs.append(RunResult.load(tmp_path / "sweep" / "model=diffpool" / f"fold{fold}"))
-    archive = save_archive(runs, tmp_path / "runs.jsonl", root=tmp_path / "sweep")
-    assert restore_archive(archive, tmp_path / "restored") == 2
-    assert RunResult.load(tmp_path / "restored" / "model=diffpool" / "fold1").fold == 1
-    assert restore_archive(archive, tmp_path / "restored") == 0
 
 
 def _sweep(tmp_path: Path, *variants: str) -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from diffpool.training.results import FAILED, HISTORY, RESULTS, RunFailure, RunResult, load_archive
+from diffpool.training.results import FAILED, HISTORY, RESULTS, RunFailure, RunResult
 from diffpool.utils import files
 from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
@@ -106,15 +106,11 @@ def code_summary(counts: dict[str, int]) -> str:
 
 
 def load_runs(source: str | Path) -> tuple[list[RunResult], list[RunFailure]]:
-    """The finished and the failed runs of ``source``: a directory searched recursively for
-    ``results.json`` and ``failed.json`` (a job with both finished; ``replaced-*/`` left out),
-    or an archive of :func:`~diffpool.training.results.save_archive` (loaded runs:
-    :func:`group_runs`)."""
+    """The finished and the failed runs under the directory ``source``: its ``results.json``
+    and ``failed.json`` files (a job with both finished; ``replaced-*/`` left out)."""
     source = Path(source)
-    if source.is_file():
-        return load_archive(source), []
     if not source.is_dir():
-        raise FileNotFoundError(f"{source} is not a directory or a results archive")
+        raise FileNotFoundError(f"{source} is not a directory")
     found = {
         name: [p.parent for p in sorted(source.rglob(name))
                if not any(part.startswith("replaced-") for part in p.relative_to(source).parts)]
