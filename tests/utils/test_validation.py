@@ -161,10 +161,11 @@ def test_the_dtype_and_width_of_x_are_named():
         layer(X, EI, BATCH)
     with pytest.raises(ValueError, match="x has 4 features per node but DiffPoolConv takes "):
         layer(torch.randn(5, 4, dtype=torch.float64), EI, BATCH)
+    # in a model, the encoder that takes x names it
     model = build_model("diffpool", 3, 2, 5)
-    with pytest.raises(ValueError, match="x has 4 features per node but DiffPoolConv takes "):
+    with pytest.raises(ValueError, match="x has 4 features per node but GNNEncoder takes "):
         model(torch.randn(5, 4), EI, BATCH)
-    with pytest.raises(TypeError, match="x is torch.float64 but the parameters of DiffPoolConv"):
+    with pytest.raises(TypeError, match="x is torch.float64 but the parameters of GNNEncoder"):
         model(X.double(), EI, BATCH)
     flat = build_model("base", 3, 2)
     with pytest.raises(ValueError, match="in_channels=3"):
@@ -265,3 +266,24 @@ def test_dense_value_checks_read_the_device_once(monkeypatch):
     reads.clear()
     validation.check_dense_inputs(x, adj, None, finite=False)
     assert reads == []
+
+
+def test_finite_values_whose_sum_overflows_pass_and_a_nan_among_them_does_not():
+    """The finiteness checks test a sum; finite values whose sum overflows (to inf) are told
+    apart on the host, and a NaN or an infinity is still named, in every dtype."""
+    from diffpool.utils.validation import check_dense_inputs, check_features
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        big = torch.full((3, 4), torch.finfo(dtype).max, dtype=dtype)
+        check_features(big, dim=2)
+        check_dense_inputs(big[None], big[None, :, :3].expand(1, 3, 3).clone(), None)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = big.clone()
+            x[1, 2] = bad
+            with pytest.raises(ValueError, match="x contains NaN or infinite"):
+                check_features(x, dim=2)
+    # +inf and -inf sum to NaN: still named
+    x = torch.zeros(2, 2)
+    x[0, 0], x[1, 1] = float("inf"), -float("inf")
+    with pytest.raises(ValueError, match="x contains NaN or infinite"):
+        check_features(x, dim=2)

@@ -9,7 +9,7 @@ from diffpool.functional.diff_pool import pool_padded
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import DenseGNNEncoder
-from diffpool.utils.validation import check_dense_inputs, check_input_matches
+from diffpool.utils.validation import check_dense_inputs, explains_input
 
 
 class DenseDiffPoolConv(DiffPoolBase):
@@ -104,6 +104,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         """
         return self._pool(x, adj, mask, assignment, return_assignment)
 
+    @explains_input(lambda layer: getattr(layer.embed, "in_channels", None))
     def _pool(self, x, adj, mask, assignment, return_assignment, validate: bool = True):
         """:meth:`forward`; ``validate=False`` where the caller built the inputs itself
         (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own)."""
@@ -116,7 +117,6 @@ class DenseDiffPoolConv(DiffPoolBase):
         validating = self._validating() and validate
         if validating:  # what the GNNs need, before they run
             check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
-            check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         z = self.embed(x, adj, mask)
         s = self._assignment(lambda: self.pool(x, adj, mask), assignment, z=z)
         return pool_padded(z, adj, s, mask, self._options(), return_assignment, validating)

@@ -11,7 +11,7 @@ from diffpool.functional.diff_pool import SparseCall, pool_sparse, read_sparse_b
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import as_int64_index, check_features, check_input_matches
+from diffpool.utils.validation import as_int64_index, check_features, explains_input
 
 
 def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
@@ -224,6 +224,7 @@ class DiffPoolConv(DiffPoolBase):
         run = SparseCall(batch_size, max_num_nodes, return_assignment, True, layout)
         return self._pool(x, edge_index, batch, edge_weight, edge_attr, assignment, run)[0]
 
+    @explains_input(lambda layer: getattr(layer.embed, "in_channels", None))
     def _pool(self, x, edge_index, batch, edge_weight, edge_attr, assignment, run: SparseCall):
         """:meth:`forward` with its run options gathered (``run.factored``: for
         :class:`~diffpool.DiffPoolNet`'s own dense levels only); also returns the nodes of
@@ -233,9 +234,8 @@ class DiffPoolConv(DiffPoolBase):
         device, before the GNNs run (:func:`~diffpool.functional.diff_pool.read_sparse_batch`):
         validation costs no synchronisation of its own."""
         validating = self._validating() and run.validate
-        if validating:  # what the GNNs need, by shape and dtype
+        if validating:  # the GNNs' input, by shape (its dtype and width: on failure)
             check_features(x, dim=2, finite=False)
-            check_input_matches(x, self, getattr(self.embed, "in_channels", None))
         batch, _, counts = read_sparse_batch(
             x, edge_index, edge_weight, batch, run.batch_size, validating, finite_x=True
         )

@@ -28,7 +28,7 @@ from torch_geometric.nn.models import MLP
 
 from diffpool.functional._factored import FactoredAdjacency
 from diffpool.nn.sum_conv import DenseSumConv, SumConv
-from diffpool.utils.validation import as_int64_index, check_input_matches
+from diffpool.utils.validation import as_int64_index, explains_input
 
 
 @dataclass(frozen=True)
@@ -277,6 +277,7 @@ class GNNEncoder(_EncoderStack):
         - **output:** ``[N, self.out_channels]``
     """
 
+    @explains_input()
     def forward(
         self,
         x: Tensor,
@@ -284,7 +285,6 @@ class GNNEncoder(_EncoderStack):
         edge_weight: Tensor | None = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
-        check_input_matches(x, self, self.in_channels)
         edge_index = as_int64_index(edge_index)  # int32 (valid in PyG): torch's scatter needs int64
         edge_attr = self._edge_features(edge_attr)
         outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
@@ -294,6 +294,7 @@ class GNNEncoder(_EncoderStack):
         outputs.append(self._layer_output(len(self.convs) - 1, x))
         return self._combine(outputs)
 
+    @explains_input()
     def fold_head(
         self,
         x: Tensor,
@@ -329,7 +330,6 @@ class GNNEncoder(_EncoderStack):
         inputs = affine.num_inputs(last)
         if inputs is None or inputs >= last.out_channels:
             return None  # the fold would not make the map narrower
-        check_input_matches(x, self, self.in_channels)
         edge_index = as_int64_index(edge_index)  # int32 (valid in PyG): torch's scatter needs int64
         edge_attr = self._edge_features(edge_attr)
         outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)
@@ -383,8 +383,8 @@ class DenseGNNEncoder(_EncoderStack):
             return adjs
         return [a.to_dense() if isinstance(a, FactoredAdjacency) else a for a in adjs]
 
+    @explains_input()
     def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
-        check_input_matches(x, self, self.in_channels)
         (adj,) = self._adjacencies([adj])
         outputs = []
         for i, conv in enumerate(self.convs):
@@ -395,6 +395,7 @@ class DenseGNNEncoder(_EncoderStack):
             out = out * mask.unsqueeze(-1).to(out.dtype)
         return out
 
+    @explains_input()
     def forward_groups(
         self, xs: list[Tensor], adjs: list[Tensor], masks: list[Tensor]
     ) -> list[Tensor]:
@@ -402,8 +403,6 @@ class DenseGNNEncoder(_EncoderStack):
         largest graph (``xs[k]`` ``[b_k, n_k, F]``, ``adjs[k]``, ``masks[k]``): the same
         result as on the whole padded batch, up to float rounding; batch norm still takes
         its statistics over the real nodes of all groups together."""
-        for x in xs:
-            check_input_matches(x, self, self.in_channels)
         adjs = self._adjacencies(adjs)
         outputs: list[list[Tensor]] = [[] for _ in xs]
         for i, conv in enumerate(self.convs):
