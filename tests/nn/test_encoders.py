@@ -224,3 +224,31 @@ def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum):
     torch.testing.assert_close(
         ours(x, torch.ones(2, 3, dtype=torch.bool)), ref(x.flatten(0, 1)).view(2, 3, 4)
     )
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_masked_batch_norm_without_padding_is_the_masked_path(momentum):
+    """A block without a mask (every row real) takes torch's fused batch norm: the same
+    outputs, gradients and running statistics as the masked statistics with an all-true
+    mask, over several steps; a block of one row still keeps the running statistics."""
+    torch.manual_seed(0)
+    fused, masked = MaskedBatchNorm(4, momentum=momentum), MaskedBatchNorm(4, momentum=momentum)
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.uniform_(-1, 1)
+    masked.load_state_dict(fused.state_dict())
+    for shape in [(3, 5, 4), (7, 4), (2, 6, 4)]:
+        x = torch.randn(*shape, requires_grad=True)
+        everything = torch.ones(shape[:-1], dtype=torch.bool)
+        out, want = fused(x), masked(x, everything)
+        torch.testing.assert_close(out, want)
+        grad = torch.autograd.grad(out.pow(3).sum(), x)[0]
+        torch.testing.assert_close(grad, torch.autograd.grad(want.pow(3).sum(), x)[0])
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fused, name), getattr(masked, name))
+    before = fused.running_mean.clone()
+    assert torch.isfinite(fused(torch.randn(1, 1, 4))).all()
+    assert torch.equal(fused.running_mean, before)
+    fused.eval(), masked.eval()
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(fused(x), masked(x, torch.ones(2, 3, dtype=torch.bool)))
