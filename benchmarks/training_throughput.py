@@ -366,7 +366,10 @@ def worker(args) -> dict:
                 link_loss=args.link_loss,
                 **dict(spec.options),
             )
+            # called as the training module calls it: no assignments, no per-level outputs
+            # (which lets fixed budgets keep small graphs' coarsened adjacency as factors)
             skip_s = without_assignment(model.forward, "return_assignments")
+            skip_s.update(without_assignment(model.forward, "return_levels"))
             for setting in args.model_attr:  # e.g. group_dense_levels=false
                 name, _, value = setting.partition("=")
                 if not hasattr(model, name):
