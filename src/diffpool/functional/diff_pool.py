@@ -777,7 +777,7 @@ def pool_padded(
             adj = adj.to(s.dtype)
         adj_s = None if factored else torch.bmm(adj, s)
     pooled = _padded_coarsen(x, adj, s, adj_s)
-    losses = _padded_losses(options, adj, s, adj_s, mask, entropy)
+    losses = _padded_losses(options, adj, s, adj_s, mask, entropy, pooled[1])
     return _output(
         options, pooled, s if return_assignment else None, (mask, cluster_mask), losses, x
     )
@@ -823,8 +823,9 @@ def _padded_coarsen(x, adj, s, adj_s) -> tuple[Tensor, Tensor]:
     return coarsen(s_pool, torch.cat([x, adj_s.to(s_pool.dtype)], -1), features)
 
 
-def _padded_losses(options, adj, s, adj_s, mask, entropy) -> tuple[Tensor, Tensor]:
-    """Per-graph link and entropy losses of a padded batch, ``[B]`` each."""
+def _padded_losses(options, adj, s, adj_s, mask, entropy, adj_pool) -> tuple[Tensor, Tensor]:
+    """Per-graph link and entropy losses of a padded batch, ``[B]`` each (``adj_pool``: the
+    coarsened S^T A S, whose trace is the link loss's middle term where ``adj`` is factored)."""
     with torch.autocast(device_type=s.device.type, enabled=False):
         nodes = mask.sum(-1).clamp(min=1).to(s.dtype)
         link_div, entropy_div = loss_divisors(options.loss_normalization, nodes, mask.size(-1))
@@ -837,7 +838,9 @@ def _padded_losses(options, adj, s, adj_s, mask, entropy) -> tuple[Tensor, Tenso
                 s_d = s.to(dtype)
                 if adj_s is None:  # factored: A' = S_prev^T A S_prev
                     adj_d = adj.to(dtype)
-                    trace = adj_d.congruence(s_d).diagonal(dim1=-2, dim2=-1).sum(-1)
+                    # tr(S^T A S) from the coarsened adjacency, not a second congruence
+                    pooled = adj_pool if adj_pool.dtype == dtype else adj_d.congruence(s_d)
+                    trace = pooled.diagonal(dim1=-2, dim2=-1).sum(-1)
                     return adj_d.squared_norm(), trace, gram_squared_norm(s_d)
                 adj_d = adj.to(dtype)
                 product = adj_s if dtype == s.dtype else torch.bmm(adj_d, s_d)
