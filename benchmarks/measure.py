@@ -63,14 +63,17 @@ def steady_malloc() -> None:
     libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
 
 
-def without_assignment(call, keyword: str) -> dict:
-    """``{keyword: False}`` when ``call`` takes ``keyword``, else ``{}``: the package's layers
-    (``return_assignment``) and models (``return_assignments``) then skip building the dense
-    ``[B, N_max, C]`` assignment that a training step never reads, as the training module
-    does. Older checkouts, which :mod:`optimisations` runs these scripts against, lack it."""
+def as_trained(call, *keywords: str) -> dict:
+    """``{keyword: False}`` for each of ``keywords`` that ``call`` takes: the package's layers
+    (``return_assignment``) and models (``return_assignments``, ``return_levels``) then skip
+    the dense ``[B, N_max, C]`` assignment and the per-level outputs that a training step never
+    reads, as the training module does (a model without per-level outputs may keep fixed
+    budgets' coarse adjacency factored). Older checkouts, which :mod:`optimisations` runs these
+    scripts against, lack some of them."""
     import inspect
 
-    return {keyword: False} if keyword in inspect.signature(call).parameters else {}
+    taken = inspect.signature(call).parameters
+    return {keyword: False for keyword in keywords if keyword in taken}
 
 
 def run_worker(cmd: list[str], timeout: float, threads: int = 0) -> dict:

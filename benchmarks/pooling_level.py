@@ -49,6 +49,7 @@ from measure import (
     Formulation,
     add_common_arguments,
     architecture_note,
+    as_trained,
     available_formulations,
     base_name,
     best_peers,
@@ -70,7 +71,6 @@ from measure import (
     sync_note,
     tu_available,
     tu_dataset,
-    without_assignment,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -208,7 +208,7 @@ def worker(args) -> dict:
     model = build(args.formulation, num_clusters, args.ratio, args.hidden, head)
     model, batch, z = model.to(device), batch.to(device), z.to(device).requires_grad_()
     ours = FORMULATIONS[args.formulation].role == "ours"
-    skip_s = without_assignment(model.forward, "return_assignment") if ours else {}
+    skip_s = as_trained(model.forward, "return_assignment") if ours else {}
     if args.compile:
         if not ours:
             raise SystemExit("--compile times our formulations only")

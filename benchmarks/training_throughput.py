@@ -54,6 +54,7 @@ from measure import (
     Formulation,
     add_common_arguments,
     architecture_note,
+    as_trained,
     available_formulations,
     base_name,
     best_peers,
@@ -75,7 +76,6 @@ from measure import (
     sync_note,
     tu_available,
     tu_dataset,
-    without_assignment,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -366,10 +366,7 @@ def worker(args) -> dict:
                 link_loss=args.link_loss,
                 **dict(spec.options),
             )
-            # called as the training module calls it: no assignments, no per-level outputs
-            # (which lets fixed budgets keep small graphs' coarsened adjacency as factors)
-            skip_s = without_assignment(model.forward, "return_assignments")
-            skip_s.update(without_assignment(model.forward, "return_levels"))
+            skip_s = as_trained(model.forward, "return_assignments", "return_levels")
             for setting in args.model_attr:  # e.g. group_dense_levels=false
                 name, _, value = setting.partition("=")
                 if not hasattr(model, name):
