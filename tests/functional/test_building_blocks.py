@@ -13,7 +13,13 @@ from diffpool.functional import (
 )
 from diffpool.functional._layouts import PaddedBatch, SizeBuckets, pad_slots, sparse_products
 from diffpool.functional._plan import bucket_graphs
-from diffpool.functional.formulas import gram_squared_norm, safe_sqrt
+from diffpool.functional.formulas import (
+    frobenius_link_loss,
+    gram_squared_norm,
+    link_terms,
+    residual_link_loss,
+    safe_sqrt,
+)
 from diffpool.utils.connectivity import to_coo_adjacency
 
 
@@ -206,6 +212,27 @@ def test_gram_squared_norm_gradient(shape):
     s = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(gram_squared_norm(s), (s.transpose(1, 2) @ s).pow(2).sum((1, 2)))
     assert torch.autograd.gradcheck(gram_squared_norm, (s,))
+
+
+def test_residual_link_loss_is_the_identity():
+    """The residual form of a padded block equals the three-term identity, value and gradient
+    (padded rows zero in S and A), in the dtype of the divisors."""
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.arange(6) < torch.tensor([6, 4, 1])[:, None]
+    s = torch.rand(3, 6, 3, generator=gen).softmax(-1) * mask[..., None]
+    adj = (torch.rand(3, 6, 6, generator=gen) < 0.5).float() * (mask[:, :, None] & mask[:, None])
+    divisor = mask.sum(-1).float()
+
+    def identity(s):
+        return frobenius_link_loss(*link_terms(s, adj.double() @ s, adj.double()), divisor)
+
+    s64, div64 = s.double().requires_grad_(), divisor.double()
+    loss = residual_link_loss(s, adj, divisor)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), identity(s64).detach())
+    assert torch.autograd.gradcheck(lambda t: residual_link_loss(t, adj, div64), (s64,))
+    (grad,) = torch.autograd.grad(residual_link_loss(s64, adj, div64).sum(), s64)
+    torch.testing.assert_close(grad, torch.autograd.grad(identity(s64).sum(), s64)[0])
 
 
 def test_size_buckets_with_widths():

@@ -29,6 +29,7 @@ from diffpool.functional.formulas import (
     loss_divisors,
     masked_assignment,
     one_hot_assignment,
+    residual_link_loss,
 )
 from diffpool.functional.output import DiffPoolOutput
 
@@ -48,6 +49,7 @@ __all__ = [
     "bce_link_loss_sum",
     "frobenius_link_loss",
     "frobenius_link_loss_sq",
+    "residual_link_loss",
     "batch_link_loss",
     "loss_divisors",
     "coarsen",

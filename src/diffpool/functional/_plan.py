@@ -56,6 +56,8 @@ PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 #: (``benchmarks/results/layouts.md``): ``padded`` 0.94x of the sparse layouts' time on
 #: MUTAG (every round), equal on ENZYMES; 2.2x slower on PROTEINS, where it is not taken.
 #: (Dense blocks per size bucket, measured beside it, never beat both: removed.)
+#: A dense block this small also takes its Frobenius link loss from the residual
+#: :math:`\mathbf{A} - \mathbf{S}\mathbf{S}^\top` itself, in float64 (:func:`residual_pays`).
 DENSE_BLOCK_MACS = 1 << 22
 
 #: With fixed budgets, a size bucket keeps its coarsened adjacency as its factors (inside
@@ -188,7 +190,24 @@ def padded_pays(shape: BatchShape) -> bool:
     ``[B, N_max, N_max]`` block than from a sparse matrix: its multiply-adds
     :math:`B N_{\max}^2 C` at most :data:`DENSE_BLOCK_MACS`."""
     largest = max(shape.counts)
-    return len(shape.counts) * largest * largest * shape.width(largest) <= DENSE_BLOCK_MACS
+    return small_dense_block(len(shape.counts), largest, shape.width(largest))
+
+
+def small_dense_block(num_graphs: int, num_nodes: int, num_clusters: int) -> bool:
+    r"""Whether a dense block of ``num_graphs`` graphs padded to ``num_nodes`` nodes, pooled
+    to ``num_clusters`` slots, is small: :math:`b\,n^2 C` at most :data:`DENSE_BLOCK_MACS`."""
+    return num_graphs * num_nodes * num_nodes * num_clusters <= DENSE_BLOCK_MACS
+
+
+def residual_pays(s_shape: tuple[int, ...]) -> bool:
+    r"""Whether the Frobenius link loss of a dense block with assignment shape ``[b, n, C]``
+    comes from the residual :math:`\mathbf{A} - \mathbf{S}\mathbf{S}^\top` in float64
+    (:func:`~diffpool.functional.formulas.residual_squared_norm`) rather than from the
+    identity's three terms: where the block is small (:func:`small_dense_block`), its
+    :math:`b\,n^2 C` multiply-adds cost less than the identity's dozen more operations and
+    its check for cancellation, a read of the device from the host; on larger blocks the
+    identity's :math:`\mathbf{S}^\top\mathbf{S}` is the cheaper product."""
+    return small_dense_block(*s_shape)
 
 
 def check_layout(layout: str, ratio: float | None, soft: bool) -> None:

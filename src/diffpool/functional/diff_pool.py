@@ -46,7 +46,7 @@ from diffpool.functional._layouts import (
     pad_slots,
     sparse_products,
 )
-from diffpool.functional._plan import BatchShape, Plan, plan_sparse
+from diffpool.functional._plan import BatchShape, Plan, plan_sparse, residual_pays
 from diffpool.functional.assignment import (
     cluster_budget,
     cluster_budgets,
@@ -64,6 +64,7 @@ from diffpool.functional.formulas import (
     loss_divisors,
     masked_assignment,
     one_hot_assignment,
+    residual_link_loss,
 )
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.utils.connectivity import to_coo_adjacency
@@ -285,7 +286,8 @@ def sparse_diff_pool(
 
     Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.formulas`):
     ``link_loss="frobenius"`` :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g
-    \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms), ``"bce"`` the authors' binary
+    \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms; small dense blocks from the
+    residual in float64), ``"bce"`` the authors' binary
     cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated in row
     blocks recomputed in the backward pass), ``"none"``; the entropy
     :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`. With ``loss_normalization="pyg"`` both
@@ -626,7 +628,10 @@ def _sparse_losses(options, plan, blocks, adj, assignment, b: _Batch, products, 
         entropy = torch.zeros_like(nodes)
         if options.entropy_loss:
             entropy = _per_graph(assignment.entropy, assignment.graphs, b.size) / entropy_div
-        if options.link_loss == "frobenius":
+        one_block = main.adj is not None and len(main.s) == 1  # the padded layout
+        if options.link_loss == "frobenius" and one_block and residual_pays(main.s[0].shape):
+            link = residual_link_loss(main.s[0], main.adj[0], link_div)
+        elif options.link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
                 run = main if main.s[0].dtype == d else products(None, compute=d)
@@ -832,7 +837,9 @@ def _padded_losses(options, adj, s, adj_s, mask, entropy, adj_pool) -> tuple[Ten
         entropy = entropy.sum(-1) / entropy_div
         if not options.entropy_loss:
             entropy = torch.zeros_like(entropy)
-        if options.link_loss == "frobenius":
+        if options.link_loss == "frobenius" and adj_s is not None and residual_pays(s.shape):
+            link = residual_link_loss(s, adj, link_div)
+        elif options.link_loss == "frobenius":
 
             def terms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
                 s_d = s.to(dtype)
@@ -875,8 +882,10 @@ def dense_diff_pool(
     whose :class:`~diffpool.functional.DiffPoolOutput` has the per-graph losses, the assignment
     and the budgets too, and whose default is the per-graph, padding-free normalisation.
 
-    Where PyG's and this one differ: the link loss is computed from three per-graph terms
-    (no :math:`B \times N \times N` residual), entries of ``adj`` outside the ``mask`` are
+    Where PyG's and this one differ: the link loss is computed per graph, in float64 where
+    float32 would lose its digits (from the residual for a small batch, from three per-graph
+    terms without a :math:`B \times N \times N` residual for a large one), entries of ``adj``
+    outside the ``mask`` are
     ignored (PyG adds them to its link loss; :func:`~torch_geometric.utils.to_dense_adj`'s
     padding is zero), the entropy is exact (PyG's adds :math:`10^{-15}` inside the log) and the
     inputs are checked: a graph the mask leaves without nodes is an error (PyG pools it to
