@@ -208,12 +208,13 @@ def _cliques(num: int, size: int):
 @pytest.mark.parametrize("margin, rtol", [(10.0, 1e-6), (14.0, 1e-4), (18.0, 2e-2)])
 def test_a_near_exact_fit_keeps_its_link_loss_in_float32(margin, rtol, num_cliques, residual):
     """||A - S S^T|| from three large terms cancels when S S^T fits A: computed in float32 it
-    came out exactly 0 with a zero gradient. A small dense block now takes the residual itself
-    in float64; elsewhere the terms are recomputed in float64 where they cancel: the loss is
-    the explicit norm of the S the layer computed (losses of 4e-4, 7e-6 and 1e-7: the closed
-    form in float64 is exact to 1e-8, 1e-5 and 1e-2 relative), and its gradient that of a
-    float64 run. Each graph of cliques takes one of the two paths (``residual``), the sparse
-    layout the identity."""
+    came out exactly 0 with a zero gradient. The terms are recomputed in float64 where they
+    cancel, and a small dense block takes the residual itself, where nothing cancels: the loss
+    is the explicit norm of the S the layer computed (losses of 4e-4, 7e-6 and 1e-7: the
+    closed form in float64 is exact to 1e-8, 1e-5 and 1e-2 relative, the float32 residual to
+    1e-4 at every margin), and its gradient that of a float64 run. The small graph of cliques
+    takes the residual in the padded layout and in padded_diff_pool, the large one the
+    identity; the sparse layout always takes the identity."""
     from diffpool.functional._plan import residual_pays
 
     edge_index, clique, dense_adj = _cliques(num_cliques, 5)
@@ -231,12 +232,14 @@ def test_a_near_exact_fit_keeps_its_link_loss_in_float32(margin, rtol, num_cliqu
             s = out.s[0].detach().double()  # the assignment as computed, in the run's dtype
             explicit = torch.linalg.matrix_norm(dense_adj.double() - s @ s.T) / n
             assert 0 < float(out.link_loss.detach()) < 1e-3
-            torch.testing.assert_close(out.link_loss.double(), explicit, rtol=rtol, atol=0)
+            tol = 1e-4 if residual and layout == "padded" else rtol
+            torch.testing.assert_close(out.link_loss.double(), explicit, rtol=tol, atol=0)
             (grads[dtype, layout],) = torch.autograd.grad(out.link_loss, logits)
         dense = padded_diff_pool(
             z.to(dtype), dense_adj.to(dtype), base.to(dtype), entropy_loss=False
         )
-        torch.testing.assert_close(dense.link_loss.double(), explicit, rtol=rtol, atol=0)
+        tol = 1e-4 if residual else rtol
+        torch.testing.assert_close(dense.link_loss.double(), explicit, rtol=tol, atol=0)
     for layout in ("padded", "sparse"):
         assert grads[torch.float32, layout].abs().sum() > 0
         torch.testing.assert_close(

@@ -287,7 +287,7 @@ def sparse_diff_pool(
     Losses per graph, averaged over the graphs (see :mod:`diffpool.functional.formulas`):
     ``link_loss="frobenius"`` :math:`\frac{1}{N_g}\|\mathbf{A}_g - \mathbf{S}_g
     \mathbf{S}_g^\top\|_F` (exact, from three per-graph terms; small dense blocks from the
-    residual in float64), ``"bce"`` the authors' binary
+    residual), ``"bce"`` the authors' binary
     cross-entropy over all :math:`N_g^2` pairs divided by :math:`N_g^2` (evaluated in row
     blocks recomputed in the backward pass), ``"none"``; the entropy
     :math:`\frac{1}{N_g}\sum_i H(\mathbf{S}_{g,i})`. With ``loss_normalization="pyg"`` both
@@ -882,10 +882,10 @@ def dense_diff_pool(
     whose :class:`~diffpool.functional.DiffPoolOutput` has the per-graph losses, the assignment
     and the budgets too, and whose default is the per-graph, padding-free normalisation.
 
-    Where PyG's and this one differ: the link loss is computed per graph, in float64 where
-    float32 would lose its digits (from the residual for a small batch, from three per-graph
-    terms without a :math:`B \times N \times N` residual for a large one), entries of ``adj``
-    outside the ``mask`` are
+    Where PyG's and this one differ: the link loss is computed per graph (from the residual
+    for a small batch, as PyG does; for a large one from three per-graph terms, without a
+    :math:`B \times N \times N` residual, in float64 where float32 would lose its digits),
+    entries of ``adj`` outside the ``mask`` are
     ignored (PyG adds them to its link loss; :func:`~torch_geometric.utils.to_dense_adj`'s
     padding is zero), the entropy is exact (PyG's adds :math:`10^{-15}` inside the log) and the
     inputs are checked: a graph the mask leaves without nodes is an error (PyG pools it to

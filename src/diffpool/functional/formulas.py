@@ -24,9 +24,10 @@ For graph :math:`g` with :math:`N_g` real nodes, embeddings :math:`\mathbf{Z}_g`
 
   (:func:`link_terms` gives the three terms of a block of graphs, :func:`frobenius_link_loss`
   the loss), i.e. the root mean square error over the :math:`N_g^2` entries of
-  :math:`\mathbf{A}_g`. A small dense block (the planner's
+  :math:`\mathbf{A}_g`. Where its terms nearly cancel, a float32 run recomputes them in
+  float64 (:func:`frobenius_per_graph`). A small dense block (the planner's
   :func:`~diffpool.functional._plan.residual_pays`) takes the residual
-  :math:`\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top` itself instead, in float64
+  :math:`\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top` itself instead
   (:func:`residual_link_loss`): no large terms cancel there.
 * BCE link loss (what the authors' code trains with), with
   :math:`\mathbf{P} = \min(\mathbf{S}_g\mathbf{S}_g^\top, 1)` and :math:`\epsilon = 10^{-7}`:
@@ -158,22 +159,26 @@ def frobenius_per_graph(terms, dtype: torch.dtype, divisor: Tensor) -> Tensor:
 
 def residual_link_loss(s: Tensor, adj: Tensor, divisor: Tensor) -> Tensor:
     r"""Per-graph :math:`\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F / d_g` of a dense
-    block from the residual itself, computed in float64 and returned in ``divisor``'s dtype
-    (the losses' dtype: under autocast ``s`` may be narrower).
+    block from the residual itself, in ``divisor``'s dtype (the losses' dtype, float32 or
+    wider; under autocast ``s`` may be narrower).
 
-    No difference of large terms is taken, so there is no cancellation to check for (as
-    :func:`frobenius_per_graph` must, with a read of the device from the host), at the cost
-    of ``[b, n, n]`` temporaries and :math:`b\,n^2 C` multiply-adds: the planner takes it for
-    small blocks (:func:`~diffpool.functional._plan.residual_pays`).
+    No difference of large terms is taken, so there is nothing to cancel: the loss is exact up
+    to the rounding of the entries of :math:`\mathbf{S}\mathbf{S}^\top` (a relative error of
+    about :math:`\epsilon \|\mathbf{A}\|_F / \|\mathbf{A} - \mathbf{S}\mathbf{S}^\top\|_F`
+    at worst; below 1e-4 on the near-exact fits of the tests, where the identity in float32
+    gives 0), and no check for cancellation reads the device from the host (as
+    :func:`frobenius_per_graph` must). It costs ``[b, n, n]`` temporaries and :math:`b\,n^2 C`
+    multiply-adds: the planner takes it for small blocks
+    (:func:`~diffpool.functional._plan.residual_pays`).
 
     Args:
         s (torch.Tensor): ``[b, n, C]`` assignment, zero on padded rows.
         adj (torch.Tensor): ``[b, n, n]`` adjacency, zero on padded rows and columns.
         divisor (torch.Tensor): ``[b]`` divisors :math:`d_g` (:func:`loss_divisors`).
     """
-    s64 = s.double()
-    residual = adj.double() - torch.bmm(s64, s64.transpose(1, 2))
-    return (safe_sqrt(residual.pow(2).sum((-2, -1))) / divisor.double()).to(divisor.dtype)
+    s = s.to(divisor.dtype)
+    residual = adj.to(divisor.dtype) - torch.bmm(s, s.transpose(1, 2))
+    return safe_sqrt(residual.pow(2).sum((-2, -1))) / divisor
 
 
 def safe_sqrt(value: Tensor) -> Tensor:
