@@ -60,3 +60,18 @@ def test_a_training_step_reads_the_device_once_per_batch(budget, pool_net):
     with CountSyncs() as mode:
         step()
     assert dict(mode.calls) == {"torch.Tensor.tolist": 1}, mode.calls  # the batch's one read
+
+
+def test_on_large_graphs_the_sparse_level_reads_twice_more():
+    """Graphs too large for one dense block take the sparse layout: its coalesce checks for
+    duplicate edges and the identity's terms are checked for cancellation, one read each;
+    the dense level after it is small and takes the residual (no read)."""
+    torch.manual_seed(0)
+    large = random_batch([300, 280, 250, 310], num_features=5, seed=1)
+    model = build_model("diffpool", 5, 3, 310, budget="fixed", num_levels=2)
+    out = model.forward_batch(large, return_assignments=False, return_levels=False)
+    (out.logits.sum() + out.aux_loss).backward()
+    with CountSyncs() as mode:
+        out = model.forward_batch(large, return_assignments=False, return_levels=False)
+        (out.logits.sum() + out.aux_loss).backward()
+    assert dict(mode.calls) == {"torch.Tensor.tolist": 1, "torch.Tensor.__bool__": 2}, mode.calls
