@@ -99,3 +99,15 @@ def test_a_run_records_its_architecture_and_host_syncs(bench, tmp_path):
         assert run["status"] == "ok" and run["host_sync_method"] == "cpu_proxy", name
         assert isinstance(run["host_syncs"], int), name
     assert results["meta"]["source_sha256"] and results["meta"]["skipped"] == 0
+
+
+def test_validation_cost_pairs_the_rounds(bench):
+    """Each round's validated time over the same round's unvalidated one: the median ratio
+    and the range (a drift between rounds hits both sides of a pair alike)."""
+    on = dict(status="ok", seconds=1.1, round_seconds=[1.1, 4.0, 2.0])
+    off = dict(status="ok", seconds=1.0, round_seconds=[1.0, 2.0, 2.0])
+    results = {
+        "rows": [{"case": "MUTAG", "runs": {"ours_fixed": on, "ours_fixed_unvalidated": off}}]
+    }
+    lines = bench._validation_cost(results)
+    assert lines[-1] == "| MUTAG | ours_fixed | +10.0% (+0.0% to +100.0%) |"
