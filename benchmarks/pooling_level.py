@@ -38,6 +38,7 @@ import argparse
 import functools
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -448,11 +449,13 @@ def _validation_cost(results: dict) -> list[str]:
         for f, m in row["runs"].items():
             off = row["runs"].get(f + UNVALIDATED)
             if m.get("status") == "ok" and off and off.get("status") == "ok":
-                pairs = zip(m.get("round_seconds", [m["seconds"]]),
-                            off.get("round_seconds", [off["seconds"]]))  # fmt: skip
-                ratios = sorted(on / unvalidated - 1 for on, unvalidated in pairs)
+                on, unvalidated = m.get("round_seconds"), off.get("round_seconds")
+                if not on or not unvalidated or len(on) != len(unvalidated):  # not paired
+                    on, unvalidated = [m["seconds"]], [off["seconds"]]
+                ratios = sorted(a / b - 1 for a, b in zip(on, unvalidated))
                 spread = f" ({ratios[0]:+.1%} to {ratios[-1]:+.1%})" if len(ratios) > 1 else ""
-                lines.append(f"| {row['case']} | {f} | {ratios[len(ratios) // 2]:+.1%}{spread} |")
+                cost = statistics.median(ratios)
+                lines.append(f"| {row['case']} | {f} | {cost:+.1%}{spread} |")
     if not lines:
         return []
     return [

@@ -111,3 +111,7 @@ def test_validation_cost_pairs_the_rounds(bench):
     }
     lines = bench._validation_cost(results)
     assert lines[-1] == "| MUTAG | ours_fixed | +10.0% (+0.0% to +100.0%) |"
+    on["round_seconds"], off["round_seconds"] = [1.1, 4.0], [1.0, 2.0]  # an even count
+    assert (
+        bench._validation_cost(results)[-1] == "| MUTAG | ours_fixed | +55.0% (+10.0% to +100.0%) |"
+    )

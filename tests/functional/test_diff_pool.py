@@ -250,6 +250,20 @@ def test_a_near_exact_fit_keeps_its_link_loss_in_float32(margin, rtol, num_cliqu
         )
 
 
+def test_the_residual_takes_s_in_the_losses_dtype():
+    """Embeddings in bfloat16 without autocast: the pooled blocks are bfloat16, the link
+    loss is still that of the float32 assignment (the residual of a rounded S was 78% off on a
+    near-exact fit)."""
+    edge_index, clique, dense_adj = _cliques(20, 5)
+    logits = torch.nn.functional.one_hot(clique, 20).float() * 10.0
+    z = torch.randn(clique.numel(), 4)
+    out = sparse_diff_pool(z.bfloat16(), edge_index, logits, entropy_loss=False)
+    s = logits.softmax(-1).double()
+    explicit = torch.linalg.matrix_norm(dense_adj.double() - s @ s.T) / clique.numel()
+    assert out.x.dtype == torch.bfloat16 and out.link_loss.dtype == torch.float32
+    torch.testing.assert_close(out.link_loss.double(), explicit, rtol=1e-4, atol=0)
+
+
 def test_an_edge_between_two_graphs_is_refused():
     batch = random_batch([4, 3, 5], seed=3)
     last = batch.num_nodes - 1

@@ -60,6 +60,10 @@ PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 #: :math:`\mathbf{A} - \mathbf{S}\mathbf{S}^\top` itself (:func:`residual_pays`).
 DENSE_BLOCK_MACS = 1 << 22
 
+#: The elementwise passes of the residual link loss over its ``[b, n, n]`` block, counted as
+#: columns of :math:`\mathbf{S}\mathbf{S}^\top` in :func:`residual_pays`.
+RESIDUAL_PASSES = 8
+
 #: With fixed budgets, a size bucket keeps its coarsened adjacency as its factors (inside
 #: :class:`~diffpool.DiffPoolNet` only) where that saves at least this many multiply-adds per
 #: feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))` (``b`` graphs of up to ``n``
@@ -203,13 +207,18 @@ def residual_pays(s_shape: tuple[int, ...]) -> bool:
     r"""Whether the Frobenius link loss of a dense block with assignment shape ``[b, n, C]``
     comes from the residual :math:`\mathbf{A} - \mathbf{S}\mathbf{S}^\top`
     (:func:`~diffpool.functional.formulas.residual_link_loss`) rather than from the identity's
-    three terms: where the block is small (:func:`small_dense_block`). Its :math:`b\,n^2 C`
+    three terms: where the block is small (:func:`small_dense_block`, its elementwise passes
+    counted as :data:`RESIDUAL_PASSES` more clusters). Its :math:`b\,n^2 C`
     multiply-adds then cost less than the identity's dozen more operations and its check for
     cancellation, a read of the device from the host. Measured on CPU, one pooling step,
     forward and backward, residual / identity (in-process, 30 alternating rounds): MUTAG
     0.89x (fixed and per-graph budgets), ENZYMES 1.01x / 1.02x (its batches at
     :math:`b\,n^2 C` of 1.5 to 6.4 million, on both sides of the bound)."""
-    return small_dense_block(*s_shape)
+    b, n, c = s_shape
+    # the residual's elementwise passes over [b, n, n] (forward and backward) cost about as
+    # much as 8 more columns of S S^T: with few clusters they dominate (b=128, n=60, C=8:
+    # 1.42x the identity's time without this term; paired in-process steps)
+    return small_dense_block(b, n, c + RESIDUAL_PASSES)
 
 
 def check_layout(layout: str, ratio: float | None, soft: bool) -> None:

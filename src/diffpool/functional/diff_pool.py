@@ -630,7 +630,9 @@ def _sparse_losses(options, plan, blocks, adj, assignment, b: _Batch, products, 
             entropy = _per_graph(assignment.entropy, assignment.graphs, b.size) / entropy_div
         one_block = main.adj is not None and len(main.s) == 1  # the padded layout
         if options.link_loss == "frobenius" and one_block and residual_pays(main.s[0].shape):
-            link = residual_link_loss(main.s[0], main.adj[0], link_div)
+            # S in the losses' dtype, not the output's (a bfloat16 x without autocast)
+            run = main if main.s[0].dtype == dtype else products(None, compute=dtype)
+            link = residual_link_loss(run.s[0], main.adj[0], link_div)
         elif options.link_loss == "frobenius":
 
             def terms(d: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,7 +9,8 @@ For graph :math:`g` with :math:`N_g` real nodes, embeddings :math:`\mathbf{Z}_g`
 * Coarsened graph (:func:`coarsen`): :math:`\mathbf{X}'_g = \mathbf{S}_g^\top\mathbf{Z}_g`,
   :math:`\mathbf{A}'_g = \mathbf{S}_g^\top(\mathbf{A}_g\mathbf{S}_g)`, both from one batched
   product :math:`\mathbf{S}_g^\top[\mathbf{Z}_g \,|\, \mathbf{A}_g\mathbf{S}_g]`.
-* Frobenius link loss (the paper), exact and without any :math:`N \times N` tensor: expanding
+* Frobenius link loss (the paper), exact and, for large blocks, without any
+  :math:`N \times N` tensor: expanding
   the square, with :math:`\mathbf{A}_g` symmetric or not,
 
   .. math::
@@ -160,7 +161,7 @@ def frobenius_per_graph(terms, dtype: torch.dtype, divisor: Tensor) -> Tensor:
 def residual_link_loss(s: Tensor, adj: Tensor, divisor: Tensor) -> Tensor:
     r"""Per-graph :math:`\|\mathbf{A}_g - \mathbf{S}_g\mathbf{S}_g^\top\|_F / d_g` of a dense
     block from the residual itself, in ``divisor``'s dtype (the losses' dtype, float32 or
-    wider; under autocast ``s`` may be narrower).
+    wider; ``s`` is taken in it).
 
     No difference of large terms is taken, so there is nothing to cancel: the loss is exact up
     to the rounding of the entries of :math:`\mathbf{S}\mathbf{S}^\top` (a relative error of
