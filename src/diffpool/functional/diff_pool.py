@@ -77,6 +77,7 @@ from diffpool.utils.validation import (
     check_dense_inputs,
     check_edges_within_graphs,
     check_features,
+    check_graph_sizes,
     check_logits,
     check_max_num_nodes,
     check_num_clusters,
@@ -412,7 +413,10 @@ def read_sparse_batch(
         check_edges_within_graphs(_edge_indices(edge_index, num_nodes), batch, checks)
     if torch.compiler.is_compiling():
         return batch, counts, None
-    return batch, counts, (checks or DeferredChecks()).read(counts)[0]
+    host = (checks or DeferredChecks()).read(counts)[0]
+    if validate:
+        check_graph_sizes(host)
+    return batch, counts, host
 
 
 def _edge_indices(edge_index, num_nodes: int) -> Tensor:

@@ -11,7 +11,7 @@ from diffpool.functional.diff_pool import SparseCall, pool_sparse, read_sparse_b
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import as_int64_index, check_features, explains_input
+from diffpool.utils.validation import as_int64_index, explains_input
 
 
 def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
@@ -234,8 +234,6 @@ class DiffPoolConv(DiffPoolBase):
         device, before the GNNs run (:func:`~diffpool.functional.diff_pool.read_sparse_batch`):
         validation costs no synchronisation of its own."""
         validating = self._validating() and run.validate
-        if validating:  # the GNNs' input, by shape (its dtype and width: on failure)
-            check_features(x, dim=2, finite=False)
         batch, _, counts = read_sparse_batch(
             x, edge_index, edge_weight, batch, run.batch_size, validating, finite_x=True
         )

@@ -201,7 +201,8 @@ def explains_input(in_channels: Callable[[Any], int | None] | None = None):
 def check_batch(
     batch: Tensor, num_nodes: int, batch_size: int | None, checks: DeferredChecks | None = None
 ) -> None:
-    """``batch`` must be sorted, start at 0 and leave no graph without nodes."""
+    """``batch`` must be sorted and run from graph 0 to ``batch_size - 1`` (that no graph in
+    between is left without nodes is :func:`check_graph_sizes`'s test of the node counts)."""
     if not isinstance(batch, Tensor):
         raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
     if batch.dim() != 1 or batch.dtype not in (torch.long, torch.int32, torch.int64):
@@ -212,31 +213,37 @@ def check_batch(
         raise ValueError(
             f"batch has {batch.numel()} entries but x has {num_nodes} nodes: they must match"
         )
-    first, last = batch.aminmax()
-    step = torch.diff(batch)
-    lowest, highest = step.aminmax() if step.numel() else (first, first)
+    # sorted (no step down), from 0 to batch_size - 1: its first and last entries are then its
+    # range, and a graph without nodes is a zero among the node counts, which the caller reads
+    # anyway (check_graph_sizes); two reductions fewer than the range and both step bounds
+    lowest = torch.diff(batch).min() if num_nodes > 1 else batch.new_zeros(())
+    first, last = batch[0], batch[-1]
 
-    def fits(first: int, last: int, lowest: int, highest: int) -> bool:
-        whole = batch_size is None or last == batch_size - 1
-        return first == 0 and lowest >= 0 and highest <= 1 and whole
+    def fits(lowest: int, first: int, last: int) -> bool:
+        return lowest >= 0 and first == 0 and (batch_size is None or last == batch_size - 1)
 
-    def error(first: int, last: int, lowest: int, highest: int) -> Exception:
-        if first != 0:
-            return ValueError(f"batch must start at graph 0, got {first}")
+    def error(lowest: int, first: int, last: int) -> Exception:
         if lowest < 0:
             return ValueError("batch must be sorted (nodes of a graph contiguous, graphs in order)")
-        if highest > 1:
-            graph = int(batch[1:][step > 1][0])
-            return ValueError(
-                f"batch is gapped: graph {graph - 1} has no nodes; every graph needs at least "
-                "one node"
-            )
+        if first != 0:
+            return ValueError(f"batch must start at graph 0, got {first}")
         return ValueError(
             f"batch_size={batch_size} but batch holds graphs 0..{last}: every graph needs at "
             "least one node"
         )
 
-    _require(checks, (first, last, lowest, highest), error, fits)
+    _require(checks, (lowest, first, last), error, fits)
+
+
+def check_graph_sizes(counts: list[int]) -> None:
+    """Every graph of a batch that :func:`check_batch` passed has a node (``counts``: its
+    nodes per graph, on the host): a sorted batch from 0 to ``batch_size - 1`` has no other
+    way to leave a graph out."""
+    if 0 in counts:
+        graph = counts.index(0)
+        raise ValueError(
+            f"batch is gapped: graph {graph} has no nodes; every graph needs at least one node"
+        )
 
 
 def check_max_num_nodes(max_num_nodes: int | None, counts: list[int]) -> None:
