@@ -367,7 +367,7 @@ def test_grouped_dense_levels_equal_one_padded_batch(train):
 
     one, one_grads = run(False)
     grouped, grouped_grads = run(True)
-    groups = model._dense_groups(grouped.levels[0], sizes)
+    groups = model._dense_groups(grouped.levels[0], model._dense_budgets(sizes))
     assert groups is not None and groups.num_groups >= 2  # the case runs grouped
     assert torch.allclose(one.logits, grouped.logits, atol=1e-4)
     for name in ("aux_loss", "link_loss", "entropy_loss"):
@@ -381,15 +381,67 @@ def test_grouped_dense_levels_equal_one_padded_batch(train):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("sizes", [[12, 30, 17, 25, 9, 21], [30, 1600, 40, 25, 300, 35]])
+def test_per_graph_batch_norm_gathers_the_real_nodes(sizes, monkeypatch):
+    """With per-graph budgets, the dense levels' batch norm is told each level's number of
+    real nodes by the model (from the host's node counts): a training step then computes no
+    masked statistics, as one padded batch and group by group (the second batch), with the
+    same logits, losses, gradients and running statistics as the masked statistics."""
+    from diffpool.nn.encoders import MaskedBatchNorm
+
+    batch = random_batch(sizes, num_features=4, seed=2)
+    model = build_model("diffpool", 4, 3, max(sizes), num_levels=3, ratio=0.25, norm="batch",
+                        budget="per_graph", hidden_channels=16)  # fmt: skip
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    masked_calls = []
+    statistics = MaskedBatchNorm._statistics
+
+    def counted(self, *args):
+        masked_calls.append(self)
+        return statistics(self, *args)
+
+    monkeypatch.setattr(MaskedBatchNorm, "_statistics", counted)
+
+    def step():
+        model.load_state_dict(start)
+        model.zero_grad()
+        out = classify(model, batch, return_assignments=False)
+        (out.logits.sum() + out.aux_loss).backward()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        return out, [p.grad.clone() for p in model.parameters()], state
+
+    gathered = step()
+    assert masked_calls == []
+    if max(sizes) > 1000:  # the dense levels ran group by group
+        budgets = model._dense_budgets(sizes)
+        assert model._dense_groups(gathered[0].levels[0], budgets) is not None
+    forward_groups = MaskedBatchNorm.forward_groups
+    monkeypatch.setattr(
+        MaskedBatchNorm,
+        "forward_groups",
+        lambda self, xs, masks, rows=None: forward_groups(self, xs, masks),
+    )
+    masked = step()
+    assert masked_calls  # the reference is the masked statistics
+    torch.testing.assert_close(gathered[0].logits, masked[0].logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gathered[0].aux_loss, masked[0].aux_loss)
+    for a, b in zip(gathered[1], masked[1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    for name, value in gathered[2].items():
+        torch.testing.assert_close(value, masked[2][name], rtol=1e-4, atol=1e-6)
+
+
 def test_fixed_budgets_and_similar_sizes_stay_one_batch(enzymes_batch):
     batch, max_nodes, num_classes = enzymes_batch
     fixed = build_model("diffpool", batch.num_features, num_classes, max_nodes, num_levels=2)
     counts = torch.bincount(batch.batch).tolist()
-    assert fixed._dense_groups(classify(fixed, batch).levels[0], counts) is None
+    assert (
+        fixed._dense_groups(classify(fixed, batch).levels[0], fixed._dense_budgets(counts)) is None
+    )
     similar = random_batch([30, 32, 28, 31], num_features=4)
     per_graph = build_model("diffpool", 4, 2, 32, num_levels=2, budget="per_graph")
     out = classify(per_graph, similar).levels[0]
-    assert per_graph._dense_groups(out, [30, 32, 28, 31]) is None
+    assert per_graph._dense_groups(out, per_graph._dense_budgets([30, 32, 28, 31])) is None
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -486,10 +538,12 @@ def test_pyg_loss_normalization_gives_every_level_pygs_losses(budget, monkeypatc
         adj = level.adj
     torch.testing.assert_close(out.aux_loss, aux)
     if budget == "per_graph":  # the per-graph form runs this batch's dense levels grouped
-        assert model._dense_groups(out.levels[0], sizes) is None
+        assert model._dense_groups(out.levels[0], model._dense_budgets(sizes)) is None
         torch.manual_seed(0)
         per_graph = build_model("diffpool", 6, 3, 400, **settings).double().eval()
-        assert per_graph._dense_groups(per_graph(x, batch.edge_index, batch.batch).levels[0], sizes)
+        assert per_graph._dense_groups(
+            per_graph(x, batch.edge_index, batch.batch).levels[0], per_graph._dense_budgets(sizes)
+        )
     from diffpool.functional import diff_pool
 
     built = []

@@ -182,12 +182,18 @@ def test_an_int32_edge_index_gives_the_int64_result(encoder):
     torch.testing.assert_close(fold, expected_fold)
 
 
+@pytest.mark.parametrize("counted", [False, True])
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum):
-    """Without a gather of the real rows (no synchronisation): outputs, gradients and running
-    statistics over several steps are BatchNorm1d's on the real rows, in training and in
-    evaluation; a step of one real row uses the running statistics and leaves them as they
-    are; several blocks normalise together."""
+def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum, counted):
+    """Without a synchronisation, by masked statistics or (``counted``: the real rows'
+    number given) a gather of the real rows: outputs, gradients and running statistics over
+    several steps are BatchNorm1d's on the real rows, in training and in evaluation; a step
+    of one real row uses the running statistics and leaves them as they are; several blocks
+    normalise together."""
+
+    def real(*masks):  # the number of real rows, where the test gives it
+        return [int(m.sum()) for m in masks] if counted else None
+
     torch.manual_seed(0)
     ours, ref = MaskedBatchNorm(4, momentum=momentum), torch.nn.BatchNorm1d(4, momentum=momentum)
     with torch.no_grad():
@@ -198,7 +204,9 @@ def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum):
         x = torch.randn(3, 5, 4, requires_grad=True)
         mask = torch.rand(3, 5) < 0.6
         mask[:, 0] = True
-        out = ours(torch.where(mask[..., None], x, float("nan")), mask)
+        out = ours.forward_groups(
+            [torch.where(mask[..., None], x, float("nan"))], [mask], real(mask)
+        )[0]
         want = ref(x[mask])
         torch.testing.assert_close(out[mask], want)
         assert (out[~mask] == 0).all()
@@ -209,21 +217,32 @@ def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum):
     one = torch.zeros(1, 3, dtype=torch.bool)
     one[0, 0] = True
     before = ours.running_mean.clone()
-    single = ours(torch.randn(1, 3, 4), one)
+    single = ours.forward_groups([torch.randn(1, 3, 4)], [one], real(one))[0]
     assert torch.isfinite(single).all() and torch.equal(ours.running_mean, before)
     xs, masks = [torch.randn(2, 3, 4), torch.randn(3, 6, 4)], [None, torch.rand(3, 6) < 0.7]
     masks[1][:, 0] = True
-    joined = ours.forward_groups(xs, masks)
+    joined = ours.forward_groups(xs, masks, real(torch.ones(2, 3), masks[1]))
     ref.train()
     rows = torch.cat([xs[0].flatten(0, 1), xs[1][masks[1]]])
     torch.testing.assert_close(torch.cat([joined[0].flatten(0, 1), joined[1][masks[1]]]), ref(rows))
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
     ours.eval(), ref.eval()
-    x = torch.randn(2, 3, 4)
+    x, everything = torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)
     torch.testing.assert_close(
-        ours(x, torch.ones(2, 3, dtype=torch.bool)), ref(x.flatten(0, 1)).view(2, 3, 4)
+        ours.forward_groups([x], [everything], real(everything))[0],
+        ref(x.flatten(0, 1)).view(2, 3, 4),
     )
+
+
+def test_a_dense_encoder_given_the_number_of_real_nodes_checks_it():
+    """``num_nodes`` must be the mask's count: batch norm gathers that many rows."""
+    enc = DenseGNNEncoder("sage", 3, 8, 8, num_layers=2, norm="batch")
+    x, adj = torch.randn(2, 4, 3), torch.rand(2, 4, 4)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    torch.testing.assert_close(enc(x, adj, mask, num_nodes=5), enc(x, adj, mask))
+    with pytest.raises(RuntimeError, match="num_nodes differs from mask.sum()"):
+        enc(x, adj, mask, num_nodes=6)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

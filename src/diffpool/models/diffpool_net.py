@@ -420,9 +420,12 @@ class DiffPoolNet(torch.nn.Module):
         out, counts = self.levels[0]._pool(x, edge_index, batch, edge_weight, edge_attr, fixed, run)
         outputs = [out]
         readouts = [sparse_readout(self.readout, out.z, batch, batch_size)]
-        groups = self._dense_groups(out, counts)
+        budgets = self._dense_budgets(counts)
+        groups = self._dense_groups(out, budgets)
         if groups is not None:
-            result = self._forward_groups(out, groups, outputs, readouts, return_assignments)
+            result = self._forward_groups(
+                out, groups, budgets, outputs, readouts, return_assignments
+            )
             return result if return_levels else result._replace(levels=())
         for level, conv in enumerate(self.levels[1:], start=1):
             fixed = None
@@ -435,10 +438,16 @@ class DiffPoolNet(torch.nn.Module):
                 fixed,
                 return_assignments,
                 validate=self.assignment == "det",  # the given clusters are input
+                num_nodes=None if budgets is None else sum(budgets[level - 1]),
             )
             outputs.append(out)
             readouts.append(dense_readout(self.readout, out.z, out.mask))
-        z = self.final(out.x, self._next_adj(out.adj), self._node_mask(out.cluster_mask))
+        z = self.final(
+            out.x,
+            self._next_adj(out.adj),
+            self._node_mask(out.cluster_mask),
+            num_nodes=None if budgets is None else sum(budgets[-1]),
+        )
         readouts.append(dense_readout(self.readout, z, out.cluster_mask))
         result = self._output(readouts, outputs)
         return result if return_levels else result._replace(levels=())
@@ -479,41 +488,58 @@ class DiffPoolNet(torch.nn.Module):
             and not torch.compiler.is_compiling()
         )
 
-    def _dense_groups(self, out, counts: list[int] | None) -> DenseGroups | None:
+    def _dense_budgets(self, counts: list[int] | None) -> list[list[int]] | None:
+        """Every graph's nodes at the input of each dense level and of the final encoder
+        (``[num_levels][B]``: the cluster budgets, level by level), on the host from the input
+        graphs' node ``counts`` without reading the device again; :obj:`None` where the
+        levels are not masked by budgets (fixed budgets, DiffPool-Det) or the counts are not
+        read (``torch.compile``)."""
+        if self.budget != "per_graph" or self.assignment != "learned" or counts is None:
+            return None
+        budgets, nodes = [], counts
+        for slots in self.num_clusters:
+            nodes = [min(slots, cluster_budget(n, self.ratio)) for n in nodes]
+            budgets.append(nodes)
+        return budgets
+
+    def _dense_groups(self, out, budgets: list[list[int]] | None) -> DenseGroups | None:
         """The size groups of the dense levels, or :obj:`None` to run them as one batch
-        (``counts``: the input graphs' nodes on the host, from which their first-level budgets
-        follow without reading the device again)."""
+        (``budgets``: :meth:`_dense_budgets`)."""
         if isinstance(out.adj, CoarsenedAdjacency):  # grouped by the first level already
             heads = [out.adj.num_clusters] * len(out.adj.index)
             return DenseGroups(out.adj.index, heads, out.x.device)
-        if not self.group_dense_levels or self.budget != "per_graph":
+        if not self.group_dense_levels or budgets is None:
             return None
         if self.levels[0].loss_normalization != "per_graph":  # PyG's losses see the padding
             return None
-        if self.assignment != "learned" or counts is None:  # counts None: torch.compile
-            return None
-        slots = self.num_clusters[0]
-        budgets = [min(slots, cluster_budget(n, self.ratio)) for n in counts]
-        buckets = dense_groups(budgets, self.final.in_channels)
+        first = budgets[0]
+        buckets = dense_groups(first, self.final.in_channels)
         if buckets is None:
             return None
-        return DenseGroups(buckets, [budgets[g[0]] for g in buckets], out.x.device)
+        return DenseGroups(buckets, [first[g[0]] for g in buckets], out.x.device)
 
-    def _forward_groups(self, out, groups, outputs, readouts, return_assignments):
+    def _forward_groups(self, out, groups, budgets, outputs, readouts, return_assignments):
         """The dense levels and the final encoder group by group (see
         :attr:`group_dense_levels`); outputs back in graph order."""
+
+        def group_nodes(level: int) -> list[int] | None:  # each group's real nodes
+            if budgets is None:
+                return None
+            return [sum(budgets[level][g] for g in graphs) for graphs in groups.buckets]
+
         xs, masks = groups.split(out.x), groups.split(out.cluster_mask)
         if isinstance(out.adj, CoarsenedAdjacency):
             adjs = list(out.adj.parts)
         else:
             adjs = groups.split(self._next_adj(out.adj), node_dims=2)
-        for conv in self.levels[1:]:
+        for level, conv in enumerate(self.levels[1:]):
             parts = conv.forward_groups(
                 xs,
                 adjs,
                 [self._node_mask(m) for m in masks],
                 return_assignment=return_assignments,
                 validate=False,  # the model's own tensors
+                num_nodes=group_nodes(level),
             )
             outputs.append(_merge_groups(parts, groups, conv))
             readouts.append(
@@ -521,7 +547,9 @@ class DiffPoolNet(torch.nn.Module):
             )
             xs, masks = [p.x for p in parts], [p.cluster_mask for p in parts]
             adjs = [self._next_adj(p.adj) for p in parts]
-        zs = self.final.forward_groups(xs, adjs, [self._node_mask(m) for m in masks])
+        zs = self.final.forward_groups(
+            xs, adjs, [self._node_mask(m) for m in masks], num_nodes=group_nodes(-1)
+        )
         readouts.append(
             groups.reassemble([dense_readout(self.readout, z, m) for z, m in zip(zs, masks)])
         )

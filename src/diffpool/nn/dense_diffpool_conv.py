@@ -105,9 +105,13 @@ class DenseDiffPoolConv(DiffPoolBase):
         return self._pool(x, adj, mask, assignment, return_assignment)
 
     @explains_input(lambda layer: getattr(layer.embed, "in_channels", None))
-    def _pool(self, x, adj, mask, assignment, return_assignment, validate: bool = True):
+    def _pool(
+        self, x, adj, mask, assignment, return_assignment, validate: bool = True, num_nodes=None
+    ):
         """:meth:`forward`; ``validate=False`` where the caller built the inputs itself
-        (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own)."""
+        (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own);
+        ``num_nodes``: the number of real nodes, where the caller knows it on the host (for
+        the batch norm of :class:`~diffpool.nn.DenseGNNEncoder` GNNs)."""
         if isinstance(x, Tensor) and x.dim() == 2:
             x = x.unsqueeze(0)
         if isinstance(adj, Tensor) and adj.dim() == 2:
@@ -117,8 +121,10 @@ class DenseDiffPoolConv(DiffPoolBase):
         validating = self._validating() and validate
         if validating:  # what the GNNs need, before they run
             check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
-        z = self.embed(x, adj, mask)
-        s = self._assignment(lambda: self.pool(x, adj, mask), assignment, z=z)
+        z = self.embed(x, adj, mask, **_counted(self.embed, num_nodes))
+        s = self._assignment(
+            lambda: self.pool(x, adj, mask, **_counted(self.pool, num_nodes)), assignment, z=z
+        )
         return pool_padded(z, adj, s, mask, self._options(), return_assignment, validating)
 
     def forward_groups(
@@ -129,25 +135,27 @@ class DenseDiffPoolConv(DiffPoolBase):
         *,
         return_assignment: bool = True,
         validate: bool = True,
+        num_nodes: list[int] | None = None,
     ) -> list[DiffPoolOutput]:
         r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
         largest graph (grouped by :class:`~diffpool.DiffPoolNet`): one output per
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
         assignment); each output's losses are its group's (with PyG's normalisation, of the
-        group's own padding)."""
+        group's own padding). ``num_nodes[k]``: group ``k``'s real nodes, as for
+        :meth:`_pool`."""
         if self.pool is None:
             raise ValueError("forward_groups needs the pooling GNN (no fixed assignment)")
         if self._validating() and validate:
             for x, adj, mask in zip(xs, adjs, masks):
                 check_dense_inputs(x, adj, mask, factored=isinstance(adj, FactoredAdjacency))
-        zs = self.embed.forward_groups(xs, adjs, masks)
+        zs = self.embed.forward_groups(xs, adjs, masks, **_counted(self.embed, num_nodes))
         if self.pool_on == "embedding":
             pooled = [self._assignment(None, None, z=z) for z in zs]
         else:
             pooled = [
                 self._assignment(lambda p=p: p, None)
-                for p in self.pool.forward_groups(xs, adjs, masks)
+                for p in self.pool.forward_groups(xs, adjs, masks, **_counted(self.pool, num_nodes))
             ]
         return [
             pool_padded(
@@ -161,3 +169,10 @@ class DenseDiffPoolConv(DiffPoolBase):
             )
             for z, adj, mask, p in zip(zs, adjs, masks, pooled)
         ]
+
+
+def _counted(gnn, num_nodes) -> dict:
+    """``num_nodes`` as a keyword for a GNN that takes it (:class:`~diffpool.nn.DenseGNNEncoder`);
+    other GNNs are called as PyG's dense layers are."""
+    given = num_nodes is not None and isinstance(gnn, DenseGNNEncoder)
+    return {"num_nodes": num_nodes} if given else {}

@@ -210,13 +210,17 @@ class _EncoderStack(torch.nn.Module):
             if module is not None:
                 reset(module)
 
-    def _layer_output(self, i: int, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def _layer_output(
+        self, i: int, x: Tensor, mask: Tensor | None = None, num_nodes: int | None = None
+    ) -> Tensor:
         """L2 normalisation, then (between layers) activation, norm and dropout."""
-        return self._layer_outputs(i, [x], [mask])[0]
+        return self._layer_outputs(i, [x], [mask], None if num_nodes is None else [num_nodes])[0]
 
-    def _layer_outputs(self, i: int, xs: list[Tensor], masks: list) -> list[Tensor]:
+    def _layer_outputs(
+        self, i: int, xs: list[Tensor], masks: list, num_nodes: list[int] | None = None
+    ) -> list[Tensor]:
         """:meth:`_layer_output` of several groups of graphs; batch norm takes one set of
-        statistics over all of them."""
+        statistics over all of them (``num_nodes``: see :meth:`MaskedBatchNorm.forward_groups`)."""
         if self.normalize:
             xs = [torch.nn.functional.normalize(x, p=2.0, dim=-1) for x in xs]
         if i == len(self.convs) - 1:
@@ -224,8 +228,8 @@ class _EncoderStack(torch.nn.Module):
         xs = [torch.relu(x) for x in xs]
         if self.norms:
             norm = self.norms[i]
-            if len(xs) > 1:
-                xs = norm.forward_groups(xs, masks)
+            if len(xs) > 1 or num_nodes is not None:
+                xs = norm.forward_groups(xs, masks, num_nodes)
             else:
                 xs = [norm(xs[0]) if masks[0] is None else norm(xs[0], masks[0])]
         return [torch.nn.functional.dropout(x, self.dropout, self.training) for x in xs]
@@ -384,11 +388,17 @@ class DenseGNNEncoder(_EncoderStack):
         return [a.to_dense() if isinstance(a, FactoredAdjacency) else a for a in adjs]
 
     @explains_input()
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, adj: Tensor, mask: Tensor | None = None, *, num_nodes: int | None = None
+    ) -> Tensor:
+        """``num_nodes``: the number of real nodes (true entries of ``mask``), where the
+        caller knows it on the host: batch norm then normalises them with one fused
+        operation instead of masked statistics (see :meth:`MaskedBatchNorm.forward_groups`)."""
         (adj,) = self._adjacencies([adj])
+        _check_num_nodes([mask], None if num_nodes is None else [num_nodes])
         outputs = []
         for i, conv in enumerate(self.convs):
-            x = self._layer_output(i, conv(x, adj, mask), mask)
+            x = self._layer_output(i, conv(x, adj, mask), mask, num_nodes)
             outputs.append(x)
         out = self._combine(outputs)
         if mask is not None:
@@ -397,17 +407,24 @@ class DenseGNNEncoder(_EncoderStack):
 
     @explains_input()
     def forward_groups(
-        self, xs: list[Tensor], adjs: list[Tensor], masks: list[Tensor]
+        self,
+        xs: list[Tensor],
+        adjs: list[Tensor],
+        masks: list[Tensor],
+        *,
+        num_nodes: list[int] | None = None,
     ) -> list[Tensor]:
         """:meth:`forward` on a batch split into groups of graphs, each padded only to its own
-        largest graph (``xs[k]`` ``[b_k, n_k, F]``, ``adjs[k]``, ``masks[k]``): the same
-        result as on the whole padded batch, up to float rounding; batch norm still takes
-        its statistics over the real nodes of all groups together."""
+        largest graph (``xs[k]`` ``[b_k, n_k, F]``, ``adjs[k]``, ``masks[k]``, and
+        optionally ``num_nodes[k]``): the same result as on the whole padded batch, up to
+        float rounding; batch norm still takes its statistics over the real nodes of all
+        groups together."""
         adjs = self._adjacencies(adjs)
+        _check_num_nodes(masks, num_nodes)
         outputs: list[list[Tensor]] = [[] for _ in xs]
         for i, conv in enumerate(self.convs):
             xs = [conv(x, adj, mask) for x, adj, mask in zip(xs, adjs, masks)]
-            xs = self._layer_outputs(i, xs, masks)
+            xs = self._layer_outputs(i, xs, masks, num_nodes)
             for out, x in zip(outputs, xs):
                 out.append(x)
         outs = [self._combine(out) for out in outputs]
@@ -415,6 +432,16 @@ class DenseGNNEncoder(_EncoderStack):
             out if mask is None else out * mask.unsqueeze(-1).to(out.dtype)
             for out, mask in zip(outs, masks)
         ]
+
+
+def _check_num_nodes(masks: list[Tensor | None], num_nodes: list[int] | None) -> None:
+    """A caller's host count of real nodes matches its masks (checked on the device,
+    without a synchronisation: a wrong count would gather the wrong rows)."""
+    if num_nodes is None:
+        return
+    for mask, count in zip(masks, num_nodes):
+        if mask is not None:
+            torch._assert_async(mask.sum() == count, "num_nodes differs from mask.sum()")
 
 
 class MaskedBatchNorm(torch.nn.BatchNorm1d):
@@ -427,27 +454,37 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
     training step with a single row, which has no batch statistics (a batch of one 1-node
     graph; one cluster at a deeper level), is normalised with the running ones instead.
 
-    The masked statistics are sums over the padded rows with the padding set to zero, not a
-    gather of the real rows: no output whose size depends on the mask, so no synchronisation
-    with the device and static shapes under ``torch.compile``. A single block without a mask
-    (every row real, of two rows or more) is :class:`torch.nn.BatchNorm1d` itself, fused.
+    Where the caller knows the number of real rows on the host (``num_rows``), they are
+    gathered (:func:`torch.nonzero_static`, of that size: no synchronisation) and normalised
+    by :class:`torch.nn.BatchNorm1d` itself, fused; a single block without a mask (every row
+    real, of two rows or more) is too. Otherwise the masked statistics are sums over the
+    padded rows with the padding set to zero: no output whose size depends on the mask, so
+    no synchronisation with the device and static shapes under ``torch.compile``.
     """
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, num_rows: int | None = None) -> Tensor:
         if x.dim() == 2:
             return self.forward_groups([x.unsqueeze(0)], [None])[0].squeeze(0)
-        return self.forward_groups([x], [mask])[0]
+        return self.forward_groups([x], [mask], None if num_rows is None else [num_rows])[0]
 
-    def forward_groups(self, xs: list[Tensor], masks: list[Tensor | None]) -> list[Tensor]:
+    def forward_groups(
+        self,
+        xs: list[Tensor],
+        masks: list[Tensor | None],
+        num_rows: list[int] | None = None,
+    ) -> list[Tensor]:
         """Batch norm over the real rows of several padded blocks ``[b_k, n_k, F]`` together
         (one set of statistics, as over the whole batch); a mask :obj:`None`: every row of
-        its block is real."""
+        its block is real. ``num_rows[k]``: the number of true entries of ``masks[k]``,
+        where known on the host (it must be exact)."""
         if len(xs) == 1 and masks[0] is None and xs[0].numel() >= 2 * xs[0].size(-1):
             # every row real (the sparse first level, fixed cluster counts): one fused op where
             # the masked statistics take about thirty; a training step on synthetic N_max 50
             # with fixed C took 18% less time (24.2 vs 29.7 ms, in-process A/B, 10 rounds)
             x = xs[0]
             return [super().forward(x.reshape(-1, x.size(-1))).view_as(x)]
+        if num_rows is not None and sum(num_rows) >= 2:
+            return self._gathered(xs, masks, num_rows)
         kept = [x if m is None else torch.where(m.unsqueeze(-1), x, 0.0) for x, m in zip(xs, masks)]
         mean, var = self._statistics(kept, masks)
         scale = torch.rsqrt(var + self.eps)
@@ -459,6 +496,25 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
             out = x * scale + shift
             outs.append(out if m is None else torch.where(m.unsqueeze(-1), out, 0.0))
         return outs
+
+    def _gathered(
+        self, xs: list[Tensor], masks: list[Tensor | None], num_rows: list[int]
+    ) -> list[Tensor]:
+        """:meth:`forward_groups` as the fused batch norm of the real rows, gathered, then
+        put back in place (padded rows zero). One call, forward and backward, on MUTAG-sized
+        per-graph levels ([20, 7, 64]): 158 µs against the masked statistics' 420 µs."""
+        flats = [x.reshape(-1, x.size(-1)) for x in xs]
+        index = [
+            None if m is None else torch.nonzero_static(m.reshape(-1), size=n).squeeze(-1)
+            for m, n in zip(masks, num_rows)
+        ]
+        rows = [f if i is None else f.index_select(0, i) for f, i in zip(flats, index)]
+        out = super().forward(torch.cat(rows) if len(rows) > 1 else rows[0])
+        parts = out.split([r.size(0) for r in rows]) if len(rows) > 1 else [out]
+        return [
+            (p if i is None else p.new_zeros(f.shape).index_copy(0, i, p)).view_as(x)
+            for x, f, i, p in zip(xs, flats, index, parts)
+        ]
 
     def _statistics(self, kept: list[Tensor], masks: list[Tensor | None]):
         """Mean and (biased) variance of the real rows, or the running ones where they are
