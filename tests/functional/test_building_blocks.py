@@ -41,6 +41,20 @@ def test_cluster_budget_rounding(n, ratio, expected):
     assert cluster_budgets(torch.tensor([n]), ratio, 10**6).item() == expected
 
 
+def test_the_host_budget_is_the_device_budget():
+    """The model plans on the host with cluster_budget what the layers mask on the device
+    with cluster_budgets: equal for every size and ratio, half-points of the rounding
+    included (n=4, ratio=0.500000125: Python's round(x, 6) gave 3 where torch gives 2)."""
+    gen = torch.Generator().manual_seed(0)
+    ratios = torch.cat([torch.rand(2000, generator=gen, dtype=torch.float64),
+                        torch.tensor([0.1, 0.25, 0.5, 0.500000125, 1 / 3, 0.7, 1.0],
+                                     dtype=torch.float64)])  # fmt: skip
+    sizes = torch.arange(1, 400)
+    for ratio in ratios.tolist():
+        device = cluster_budgets(sizes, ratio, 10**9).tolist()
+        assert device == [cluster_budget(n, ratio) for n in sizes.tolist()], ratio
+
+
 def test_cluster_budgets_cap():
     assert cluster_budgets(torch.tensor([1, 10, 100]), 0.25, 5).tolist() == [1, 3, 5]
 

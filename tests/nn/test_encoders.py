@@ -235,14 +235,27 @@ def test_masked_batch_norm_is_batch_norm_of_the_real_rows(momentum, counted):
     )
 
 
-def test_a_dense_encoder_given_the_number_of_real_nodes_checks_it():
-    """``num_nodes`` must be the mask's count: batch norm gathers that many rows."""
+def test_a_dense_encoder_given_the_number_of_real_nodes_checks_it(monkeypatch):
+    """``num_nodes`` must be the mask's count: batch norm gathers that many rows; a device
+    without ``nonzero_static`` (CUDA before torch 2.6) takes the masked statistics."""
     enc = DenseGNNEncoder("sage", 3, 8, 8, num_layers=2, norm="batch")
     x, adj = torch.randn(2, 4, 3), torch.rand(2, 4, 4)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
     torch.testing.assert_close(enc(x, adj, mask, num_nodes=5), enc(x, adj, mask))
-    with pytest.raises(RuntimeError, match="num_nodes differs from mask.sum()"):
-        enc(x, adj, mask, num_nodes=6)
+    for wrong in (4, 6):
+        with pytest.raises(RuntimeError, match="num_nodes differs from the mask's count"):
+            enc(x, adj, mask, num_nodes=wrong)
+        with pytest.raises(RuntimeError, match="num_nodes differs from the mask's count"):
+            enc.norms[0](torch.randn(2, 4, 8), mask, num_nodes=wrong)
+    with pytest.raises(ValueError, match="num_nodes has 1 counts for 2 blocks"):
+        enc.norms[0].forward_groups([x, x], [mask, mask], [5])
+
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::nonzero_static' with arguments")
+
+    expected = enc(x, adj, mask)
+    monkeypatch.setattr(torch, "nonzero_static", no_kernel)
+    torch.testing.assert_close(enc(x, adj, mask, num_nodes=5), expected)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

@@ -24,8 +24,12 @@ _DECIMALS = 6
 
 
 def cluster_budget(num_nodes: int, ratio: float) -> int:
-    r"""Return :math:`\max(1, \lceil \mathrm{ratio} \cdot N \rceil)` for a node count ``N``."""
-    return max(1, math.ceil(round(ratio * num_nodes, _DECIMALS)))
+    r"""Return :math:`\max(1, \lceil \mathrm{ratio} \cdot N \rceil)` for a node count ``N``:
+    on the host what :func:`cluster_budgets` computes on the device, to the last bit (torch's
+    rounding to decimals, ``nearbyint(x * 10**d) / 10**d``, not Python's ``round(x, d)``,
+    which differs at half-points)."""
+    scale = 10.0**_DECIMALS
+    return max(1, math.ceil(round(num_nodes * ratio * scale) / scale))
 
 
 def cluster_budgets(num_nodes: Tensor, ratio: float, num_clusters: int) -> Tensor:

@@ -106,7 +106,14 @@ class DenseDiffPoolConv(DiffPoolBase):
 
     @explains_input(lambda layer: getattr(layer.embed, "in_channels", None))
     def _pool(
-        self, x, adj, mask, assignment, return_assignment, validate: bool = True, num_nodes=None
+        self,
+        x,
+        adj,
+        mask,
+        assignment,
+        return_assignment,
+        validate: bool = True,
+        num_nodes: int | None = None,
     ):
         """:meth:`forward`; ``validate=False`` where the caller built the inputs itself
         (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own);
@@ -142,8 +149,9 @@ class DenseDiffPoolConv(DiffPoolBase):
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
         assignment); each output's losses are its group's (with PyG's normalisation, of the
-        group's own padding). ``num_nodes[k]``: group ``k``'s real nodes, as for
-        :meth:`_pool`."""
+        group's own padding). ``num_nodes[k]``: group ``k``'s real nodes where the caller
+        knows them on the host, for the batch norm of
+        :class:`~diffpool.nn.DenseGNNEncoder` GNNs (see its ``forward``)."""
         if self.pool is None:
             raise ValueError("forward_groups needs the pooling GNN (no fixed assignment)")
         if self._validating() and validate:

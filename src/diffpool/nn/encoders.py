@@ -391,11 +391,22 @@ class DenseGNNEncoder(_EncoderStack):
     def forward(
         self, x: Tensor, adj: Tensor, mask: Tensor | None = None, *, num_nodes: int | None = None
     ) -> Tensor:
-        """``num_nodes``: the number of real nodes (true entries of ``mask``), where the
-        caller knows it on the host: batch norm then normalises them with one fused
-        operation instead of masked statistics (see :meth:`MaskedBatchNorm.forward_groups`)."""
+        r"""
+        Args:
+            x (torch.Tensor): ``[B, N, F]`` node features.
+            adj (torch.Tensor): ``[B, N, N]`` adjacency.
+            mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
+                (default: :obj:`None`: every node)
+            num_nodes (int, optional): The number of real nodes (true entries of ``mask``),
+                where the caller knows it on the host: batch norm (``norm="batch"``) then
+                gathers them (``torch.nonzero_static``, no synchronisation) and normalises
+                them with torch's fused batch norm instead of masked statistics; a count
+                that differs from the mask's is an error. (default: :obj:`None`)
+
+        Returns:
+            torch.Tensor: ``[B, N, out_channels]``, padded rows zero.
+        """
         (adj,) = self._adjacencies([adj])
-        _check_num_nodes([mask], None if num_nodes is None else [num_nodes])
         outputs = []
         for i, conv in enumerate(self.convs):
             x = self._layer_output(i, conv(x, adj, mask), mask, num_nodes)
@@ -420,7 +431,6 @@ class DenseGNNEncoder(_EncoderStack):
         float rounding; batch norm still takes its statistics over the real nodes of all
         groups together."""
         adjs = self._adjacencies(adjs)
-        _check_num_nodes(masks, num_nodes)
         outputs: list[list[Tensor]] = [[] for _ in xs]
         for i, conv in enumerate(self.convs):
             xs = [conv(x, adj, mask) for x, adj, mask in zip(xs, adjs, masks)]
@@ -434,14 +444,23 @@ class DenseGNNEncoder(_EncoderStack):
         ]
 
 
-def _check_num_nodes(masks: list[Tensor | None], num_nodes: list[int] | None) -> None:
-    """A caller's host count of real nodes matches its masks (checked on the device,
-    without a synchronisation: a wrong count would gather the wrong rows)."""
-    if num_nodes is None:
-        return
-    for mask, count in zip(masks, num_nodes):
-        if mask is not None:
-            torch._assert_async(mask.sum() == count, "num_nodes differs from mask.sum()")
+def _real_rows(masks: list[Tensor | None], counts: list[int]) -> list[Tensor | None] | None:
+    """The flat index of every block's real rows (:obj:`None`: a block without a mask), of
+    the sizes the caller knows (checked against the masks on the device, without a
+    synchronisation: a wrong count would gather the wrong rows); :obj:`None` where the device
+    has no ``nonzero_static`` (CUDA before torch 2.6): the caller then takes the masked
+    statistics."""
+    index = []
+    for mask, count in zip(masks, counts):
+        if mask is None:
+            index.append(None)
+            continue
+        torch._assert_async(mask.sum() == count, "num_nodes differs from the mask's count")
+        try:
+            index.append(torch.nonzero_static(mask.reshape(-1), size=count).squeeze(-1))
+        except NotImplementedError:
+            return None
+    return index
 
 
 class MaskedBatchNorm(torch.nn.BatchNorm1d):
@@ -454,37 +473,54 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
     training step with a single row, which has no batch statistics (a batch of one 1-node
     graph; one cluster at a deeper level), is normalised with the running ones instead.
 
-    Where the caller knows the number of real rows on the host (``num_rows``), they are
-    gathered (:func:`torch.nonzero_static`, of that size: no synchronisation) and normalised
-    by :class:`torch.nn.BatchNorm1d` itself, fused; a single block without a mask (every row
+    Where the caller knows the number of real rows on the host (``num_nodes``), they are
+    gathered (:func:`torch.nonzero_static`, of that size: no synchronisation; the count is
+    checked against the mask on the device) and normalised by
+    :class:`torch.nn.BatchNorm1d` itself, fused; a single block without a mask (every row
     real, of two rows or more) is too. Otherwise the masked statistics are sums over the
     padded rows with the padding set to zero: no output whose size depends on the mask, so
     no synchronisation with the device and static shapes under ``torch.compile``.
     """
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, num_rows: int | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, num_nodes: int | None = None
+    ) -> Tensor:
+        r"""
+        Args:
+            x (torch.Tensor): ``[B, N, F]`` padded rows, or ``[N, F]`` (every row real).
+            mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real rows.
+                (default: :obj:`None`: every row)
+            num_nodes (int, optional): The number of true entries of ``mask``, where the
+                caller knows it on the host: the real rows are then gathered and normalised
+                fused. (default: :obj:`None`)
+        """
         if x.dim() == 2:
             return self.forward_groups([x.unsqueeze(0)], [None])[0].squeeze(0)
-        return self.forward_groups([x], [mask], None if num_rows is None else [num_rows])[0]
+        return self.forward_groups([x], [mask], None if num_nodes is None else [num_nodes])[0]
 
     def forward_groups(
         self,
         xs: list[Tensor],
         masks: list[Tensor | None],
-        num_rows: list[int] | None = None,
+        num_nodes: list[int] | None = None,
     ) -> list[Tensor]:
         """Batch norm over the real rows of several padded blocks ``[b_k, n_k, F]`` together
         (one set of statistics, as over the whole batch); a mask :obj:`None`: every row of
-        its block is real. ``num_rows[k]``: the number of true entries of ``masks[k]``,
-        where known on the host (it must be exact)."""
+        its block is real. ``num_nodes[k]``: the number of true entries of ``masks[k]`` (of
+        rows, where it is :obj:`None`), as for :meth:`forward`."""
+        if num_nodes is not None and len(num_nodes) != len(xs):
+            raise ValueError(f"num_nodes has {len(num_nodes)} counts for {len(xs)} blocks")
         if len(xs) == 1 and masks[0] is None and xs[0].numel() >= 2 * xs[0].size(-1):
             # every row real (the sparse first level, fixed cluster counts): one fused op where
             # the masked statistics take about thirty; a training step on synthetic N_max 50
             # with fixed C took 18% less time (24.2 vs 29.7 ms, in-process A/B, 10 rounds)
             x = xs[0]
             return [super().forward(x.reshape(-1, x.size(-1))).view_as(x)]
-        if num_rows is not None and sum(num_rows) >= 2:
-            return self._gathered(xs, masks, num_rows)
+        index = None
+        if num_nodes is not None and sum(num_nodes) >= 2:
+            index = _real_rows(masks, num_nodes)
+        if index is not None:
+            return self._gathered(xs, index)
         kept = [x if m is None else torch.where(m.unsqueeze(-1), x, 0.0) for x, m in zip(xs, masks)]
         mean, var = self._statistics(kept, masks)
         scale = torch.rsqrt(var + self.eps)
@@ -497,17 +533,12 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
             outs.append(out if m is None else torch.where(m.unsqueeze(-1), out, 0.0))
         return outs
 
-    def _gathered(
-        self, xs: list[Tensor], masks: list[Tensor | None], num_rows: list[int]
-    ) -> list[Tensor]:
-        """:meth:`forward_groups` as the fused batch norm of the real rows, gathered, then
-        put back in place (padded rows zero). One call, forward and backward, on MUTAG-sized
-        per-graph levels ([20, 7, 64]): 158 µs against the masked statistics' 420 µs."""
+    def _gathered(self, xs: list[Tensor], index: list[Tensor | None]) -> list[Tensor]:
+        """:meth:`forward_groups` as the fused batch norm of the real rows (``index[k]``: of
+        block ``k``, :obj:`None`: all), gathered, then put back in place (padded rows zero).
+        One call, forward and backward, on MUTAG-sized per-graph levels ([20, 7, 64]): 158 µs
+        against the masked statistics' 420 µs."""
         flats = [x.reshape(-1, x.size(-1)) for x in xs]
-        index = [
-            None if m is None else torch.nonzero_static(m.reshape(-1), size=n).squeeze(-1)
-            for m, n in zip(masks, num_rows)
-        ]
         rows = [f if i is None else f.index_select(0, i) for f, i in zip(flats, index)]
         out = super().forward(torch.cat(rows) if len(rows) > 1 else rows[0])
         parts = out.split([r.size(0) for r in rows]) if len(rows) > 1 else [out]
