@@ -462,7 +462,8 @@ def load_tu(
         download (bool, optional): Fall back to PyG's download. (default: :obj:`False`)
 
     Returns:
-        TUDataset: with ``x`` set as asked, and ``transform`` set for the fallback features.
+        TUDataset: its ``transform`` gives ``x`` as asked (the chosen columns, or the
+        fallback features); compose a transform of your own with it.
     """
     if node_features not in NODE_FEATURES:
         raise ValueError(f"node_features must be one of {NODE_FEATURES}, got {node_features!r}")
@@ -480,8 +481,7 @@ def load_tu(
         dataset = _read_processed(root, name)
         dataset = _keep_every_graph(dataset if dataset is not None else _process(root, name))
     num_attrs, num_labels = dataset.num_node_attributes, dataset.num_node_labels
-    if dataset._data.x is None or num_attrs + num_labels == 0:
-        dataset._data.x = None
+    if num_attrs + num_labels == 0:
         if fallback_features == "degree":
             dataset.transform = NodeDegree(max_degree)
             chosen = f"one-hot node degree, capped at {max_degree}"
@@ -508,7 +508,22 @@ def load_tu(
             f"not possible; use {has!r} or 'auto'"
         )
     if node_features == "labels":
-        dataset._data.x = dataset._data.x[:, num_attrs:]
+        dataset.transform = NodeColumns(num_attrs, None)
     elif node_features == "attributes":
-        dataset._data.x = dataset._data.x[:, :num_attrs]
+        dataset.transform = NodeColumns(0, num_attrs)
     return dataset
+
+
+class NodeColumns(BaseTransform):
+    """The columns ``start:stop`` of ``x``: a TU dataset's node attributes or its one-hot node
+    labels, which PyG stores side by side (attributes first)."""
+
+    def __init__(self, start: int, stop: int | None):
+        self.start, self.stop = start, stop
+
+    def forward(self, data: Data) -> Data:
+        data.x = data.x[:, self.start : self.stop]
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.start}, {self.stop})"
