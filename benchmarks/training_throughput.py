@@ -708,10 +708,11 @@ def write_markdown(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path) -> bool:
+    """Draw the synthetic cases' scaling (``path``); whether there were any to draw."""
     rows = [r for r in results["rows"] if r["kind"] == "synthetic"]
     if not rows:
-        return
+        return False
     scaling_plot(
         rows,
         list(dict.fromkeys(f for row in rows for f in row["runs"])),
@@ -722,6 +723,7 @@ def plot(results: dict, path: Path) -> None:
         f"(synthetic, device {results['meta']['device']})",
         path,
     )
+    return True
 
 
 def main(argv=None):
@@ -859,8 +861,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     write_markdown(results, out.with_suffix(".md"))
-    plot(results, out.with_suffix(".png"))
-    print(f"wrote {out}.json/.md/.png")
+    drawn = plot(results, out.with_suffix(".png"))
+    print(f"wrote {out}.json/.md" + ("/.png" if drawn else " (no synthetic case to plot)"))
 
 
 if __name__ == "__main__":

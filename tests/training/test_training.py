@@ -26,6 +26,7 @@ from diffpool.training import (
     train,
 )
 from diffpool.training.report import collect, curve_spread, write_report
+from diffpool.training.run import debug_settings
 from diffpool.utils.provenance import code_label, provenance
 from helpers import ROOT
 
@@ -269,6 +270,30 @@ def test_a_run_without_validation_set_has_the_paper_protocol_only(tmp_path):
     assert (tmp_path / "paper_split" / "checkpoints" / "last.ckpt").exists()
     with pytest.raises(ValueError, match=r"no validation set .*ModelCheckpoint\(monitor="):
         train(_cfg(tmp_path, "watching", "data.val_ratio=0"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "limited"),
+    [
+        ("+trainer.limit_train_batches=1", True),  # an int is a count: one batch
+        ("+trainer.limit_train_batches=1.0", False),  # a float a fraction: all of them
+        ("+trainer.limit_train_batches=0.5", True),
+        ("+trainer.limit_val_batches=100", True),
+        ("+trainer.fast_dev_run=0", False),
+        ("+trainer.fast_dev_run=2", True),
+        ("+trainer.overfit_batches=0.0", False),
+        ("+trainer.overfit_batches=3", True),
+    ],
+)
+def test_a_run_with_a_batch_limit_is_a_debugging_run(tmp_path, setting, limited):
+    """Lightning reads an integer limit as a number of batches, a float as a fraction: a run
+    limited to a number of batches, or to a fraction below 1, writes no results.json."""
+    assert bool(debug_settings(_cfg(tmp_path, "run", setting))) == limited
+
+
+def test_a_one_batch_run_writes_no_results(tmp_path):
+    stored = train(_cfg(tmp_path, "one", "+trainer.limit_train_batches=1", "trainer.max_epochs=1"))
+    assert stored.status == "debug" and not (tmp_path / "one" / "results.json").exists()
 
 
 def test_train_writes_results_and_never_overwrites_silently(tmp_path):

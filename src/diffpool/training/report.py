@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from diffpool.training.results import FAILED, HISTORY, RESULTS, RunFailure, RunResult
+from diffpool.training.results import (
+    FAILED,
+    HISTORY,
+    RESULTS,
+    RunFailure,
+    RunResult,
+    best_epoch,
+)
 from diffpool.utils import files
 from diffpool.utils.extras import missing
 from diffpool.utils.provenance import code_label
@@ -81,8 +88,12 @@ class Group:
         if length == 0:
             return math.nan, math.nan, -1
         table = np.array([r.test_curve[:length] for r in self.runs], dtype=float)
-        mean = np.nanmean(table, axis=0)
-        best = int(np.nanargmax(mean) if self.higher_is_better else np.nanargmin(mean))
+        with warnings.catch_warnings():  # an epoch no fold logged: NaN, left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(table, axis=0)
+        best = best_epoch(mean.tolist(), self.higher_is_better)
+        if best < 0:
+            return math.nan, math.nan, -1
         return float(mean[best]), float(np.nanstd(table[:, best])), best
 
     def wall_time(self) -> float:

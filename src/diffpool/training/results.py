@@ -116,6 +116,14 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "")
 
 
+def best_epoch(curve: list[float], higher_is_better: bool = True) -> int:
+    """The first epoch (from 0) of the best value of ``curve``, NaN left out (what
+    ``ModelCheckpoint`` keeps, ``mode="max"`` / ``"min"``); -1 if it has none."""
+    sign = 1.0 if higher_is_better else -1.0
+    finite = [(sign * v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
+    return -max(finite)[1] if finite else -1
+
+
 @dataclass
 class FairResult:
     """The fair protocol of one run: model selection on the validation set."""
@@ -241,12 +249,11 @@ class RunResult:
                 lines.append(f"fair:  OGB evaluator's test {key} {value:.4f}")
         else:
             lines.append("fair:  no validation set (data.val_ratio=0), no fair result")
-        finite = [(v, i) for i, v in enumerate(self.test_curve) if not math.isnan(v)]
-        if finite:
-            pick = max if self.higher_is_better else min
-            value, epoch = pick(finite, key=lambda vi: (vi[0], -vi[1]))
+        epoch = best_epoch(self.test_curve, self.higher_is_better)
+        if epoch >= 0:
             lines.append(
-                f"paper: heldout/{name} {value:.4f} at its best epoch {epoch}/{self.epochs - 1}"
+                f"paper: heldout/{name} {self.test_curve[epoch]:.4f} at its best epoch "
+                f"{epoch}/{self.epochs - 1}"
                 + ("" if short else " (a report takes the best epoch of the mean over folds)")
             )
         return lines

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import pickle
 import shutil
@@ -52,6 +51,7 @@ from diffpool.training.results import (
     FairResult,
     RunFailure,
     RunResult,
+    best_epoch,
 )
 from diffpool.utils import files, targets
 from diffpool.utils.locks import RemovableLock
@@ -166,15 +166,20 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
 
 
 def debug_settings(cfg: DictConfig) -> list[str]:
-    """The settings of :data:`DEBUG_TRAINER_KEYS` in ``cfg`` that limit the run."""
+    """The settings of :data:`DEBUG_TRAINER_KEYS` in ``cfg`` that limit the run: a
+    ``limit_*_batches`` other than the float 1.0 (Lightning reads an int as a number of
+    batches, ``1`` as one), any other key set and not 0."""
     trainer = cfg.get("trainer") or {}
     found = []
     for key in DEBUG_TRAINER_KEYS:
         value = trainer.get(key)
         if value is None or value is False:
             continue
-        unlimited = 1.0 if key.startswith("limit_") else 0
-        if key == "fast_dev_run" or value != unlimited:
+        if key.startswith("limit_"):
+            limited = not (isinstance(value, float) and value >= 1.0)
+        else:
+            limited = value != 0
+        if limited:
             found.append(f"trainer.{key}={value}")
     return found
 
@@ -192,13 +197,6 @@ def job_name() -> str:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return ""
     return hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
-
-
-def _best_epoch(curve: list[float], higher_is_better: bool = True) -> int:
-    """First epoch with the best value (what ModelCheckpoint keeps, mode='max' / 'min')."""
-    sign = 1.0 if higher_is_better else -1.0
-    finite = [(sign * v, -i) for i, v in enumerate(curve) if not math.isnan(v)]
-    return -max(finite)[1] if finite else -1
 
 
 def _ogb_scores(tested: dict) -> dict | None:
@@ -464,7 +462,7 @@ def _train(
     name = task.metric
     val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
     # -1 without a validation set: its curve is all NaN
-    best = _best_epoch(val_curve, task.higher_is_better)
+    best = best_epoch(val_curve, task.higher_is_better)
     results = RunResult(
         dataset=datamodule.name,
         fold=datamodule.fold,
