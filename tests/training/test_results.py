@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 
 import pytest
 
-from diffpool.training.results import FairResult, RunFailure, RunResult
+from diffpool.training.report import Group
+from diffpool.training.results import FairResult, RunFailure, RunResult, best_epoch
 
 
 def _result() -> RunResult:
@@ -97,3 +99,30 @@ def test_a_full_disk_leaves_no_partial_failed_json(tmp_path, monkeypatch):
         RunFailure(error="ValueError: boom", traceback="x" * 1000).save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failed.json"]
     assert (tmp_path / "failed.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("curve", "higher", "epoch"),
+    [
+        ([0.5, 0.75, 0.75, 0.25], True, 1),  # the first of equal bests, as ModelCheckpoint
+        ([0.5, 0.75, 0.75, 0.25], False, 3),
+        ([math.nan, 0.5, math.nan], True, 1),
+        ([math.nan, math.nan], True, -1),
+        ([], True, -1),
+    ],
+)
+def test_the_best_epoch_is_the_first_best_value(curve, higher, epoch):
+    assert best_epoch(curve, higher) == epoch
+
+
+def test_the_paper_protocol_of_folds_without_a_test_value_is_nan():
+    """The mean test-fold curve of a group holds no value: no epoch, NaN (numpy's argmax of
+    an all-NaN curve raised)."""
+    runs = [
+        RunResult(**{**_result().__dict__, "fold": fold, "test_curve": [math.nan, math.nan]})
+        for fold in (0, 1)
+    ]
+    mean, std, epoch = Group({}, runs=runs).paper()
+    assert math.isnan(mean) and math.isnan(std) and epoch == -1
+    runs[1].test_curve = [0.75, 0.25]
+    assert Group({}, runs=runs).paper() == (0.75, 0.0, 0)
