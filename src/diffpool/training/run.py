@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 from filelock import Timeout
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -186,25 +188,10 @@ def debug_settings(cfg: DictConfig) -> list[str]:
 
 def job_name() -> str:
     """The job's overrides within a Hydra sweep (``data.fold=3,model=nolp``), else ``""``."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:  # pragma: no cover - hydra is in the train extra
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return ""
-    if not HydraConfig.initialized():
-        return ""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return ""
-    return hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
-
-
-def _ogb_scores(tested: dict) -> dict | None:
-    """OGB's evaluator scores of the fair protocol's test (``test/ogb_<metric>``)."""
-    scores = {
-        k.removeprefix("test/ogb_"): v for k, v in tested.items() if k.startswith("test/ogb_")
-    }
-    return scores or None
+    job = HydraConfig.get().job
+    return job.override_dirname or f"job {job.num}"
 
 
 def build(cfg: DictConfig, out: Path):
@@ -310,8 +297,6 @@ HYDRA_FILES = frozenset({HYDRA_SUBDIR, "train.log", LOCK})
 
 def _only_hydra_files(out: Path) -> bool:
     """Whether ``out`` is the directory Hydra made for this job, with nothing else in it."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return False
     made = Path(HydraConfig.get().runtime.output_dir).resolve() == out.resolve()
@@ -321,8 +306,6 @@ def _only_hydra_files(out: Path) -> bool:
 def save_hydra_config(cfg: DictConfig, out: Path) -> None:
     """Under Hydra, write a job's ``.hydra/`` files into ``out`` once the run holds its lock
     (Hydra's own writing, before the job runs, is off: ``hydra.output_subdir: null``)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
@@ -460,6 +443,7 @@ def _train(
         tested = trainer.test(best, datamodule=datamodule, verbose=False)
     task = module.task
     name = task.metric
+    ogb = {k: v for k, v in (tested[0] if tested else {}).items() if k.startswith("test/ogb_")}
     val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
     # -1 without a validation set: its curve is all NaN
     best = best_epoch(val_curve, task.higher_is_better)
@@ -483,7 +467,8 @@ def _train(
         metric=name,
         higher_is_better=task.higher_is_better,
         task=task.name,
-        ogb=_ogb_scores(tested[0] if tested else {}),
+        # OGB's evaluator scores of the fair protocol's test (test/ogb_<metric>)
+        ogb={k.removeprefix("test/ogb_"): v for k, v in ogb.items()} or None,
         provenance=origin,
         path=out,
     )
