@@ -48,7 +48,11 @@ def main(argv=None):
         model.train()
         for batch in DataLoader(train, batch_size=32, shuffle=True):
             optimizer.zero_grad()
-            out = model(batch.x, batch.edge_index, batch.batch, return_assignments=False)
+            # a training step reads only the logits and losses: no assignments, no levels
+            out = model(
+                batch.x, batch.edge_index, batch.batch,
+                return_assignments=False, return_levels=False,
+            )  # fmt: skip
             loss = F.cross_entropy(out.logits, batch.y) + out.aux_loss
             loss.backward()
             optimizer.step()
