@@ -194,6 +194,14 @@ def job_name() -> str:
     return job.override_dirname or f"job {job.num}"
 
 
+def _ogb_scores(tested: dict) -> dict | None:
+    """OGB's evaluator scores of the fair protocol's test (``test/ogb_<metric>``)."""
+    scores = {
+        k.removeprefix("test/ogb_"): v for k, v in tested.items() if k.startswith("test/ogb_")
+    }
+    return scores or None
+
+
 def build(cfg: DictConfig, out: Path):
     """The data module (loaded once, with the model's transform), the LightningModule built
     from its facts, the trainer and the history of a config."""
@@ -443,7 +451,6 @@ def _train(
         tested = trainer.test(best, datamodule=datamodule, verbose=False)
     task = module.task
     name = task.metric
-    ogb = {k: v for k, v in (tested[0] if tested else {}).items() if k.startswith("test/ogb_")}
     val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
     # -1 without a validation set: its curve is all NaN
     best = best_epoch(val_curve, task.higher_is_better)
@@ -467,8 +474,7 @@ def _train(
         metric=name,
         higher_is_better=task.higher_is_better,
         task=task.name,
-        # OGB's evaluator scores of the fair protocol's test (test/ogb_<metric>)
-        ogb={k.removeprefix("test/ogb_"): v for k, v in ogb.items()} or None,
+        ogb=_ogb_scores(tested[0] if tested else {}),
         provenance=origin,
         path=out,
     )
