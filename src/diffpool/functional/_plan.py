@@ -48,16 +48,26 @@ BUCKET_OVERHEAD_MACS = 1 << 21
 #: N_max 100 to 400 equal within noise; a batch that forms one bucket always stays flat.
 PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 
-#: Up to this many multiply-adds for the dense product :math:`\mathbf{A}\mathbf{S}` of the
-#: padded batch, ``B * N_max**2 * C``, the adjacency goes into one dense ``[B, N_max, N_max]``
-#: block (one ``index_add``, duplicate edges summed; the ``"padded"`` layout) instead of a
-#: coalesced sparse matrix: on small graphs the sort of the coalesce and the sparse product's
-#: fixed cost are most of the pooling. Measured on CPU, one thread
-#: (``benchmarks/results/layouts.md``): ``padded`` 0.94x of the sparse layouts' time on
-#: MUTAG (every round), equal on ENZYMES; 2.2x slower on PROTEINS, where it is not taken.
-#: (Dense blocks per size bucket, measured beside it, never beat both: removed.)
-#: A dense block this small also takes its Frobenius link loss from the residual
-#: :math:`\mathbf{A} - \mathbf{S}\mathbf{S}^\top` itself (:func:`residual_pays`).
+#: The fixed cost of the sparse layouts against the padded one, in multiply-adds: the padded
+#: layout is taken while the work it adds stays under it (:func:`padded_pays`). The sparse
+#: layouts spend it on the coalesce's sort, the sparse product's setup, the size buckets'
+#: gathers and the identity's check for cancellation; the padded batch on its dense product
+#: :math:`B N_{\max}^2 C` and on the padded rows of :math:`\mathbf{S}^\top[\mathbf{Z} |
+#: \mathbf{A}\mathbf{S}]`. Measured on CPU, one thread, batch by batch (one pooling level
+#: forward and backward, padded / best sparse layout, paired rounds): the two cost the same
+#: where the padded batch added about 10M multiply-adds on PROTEINS and ENZYMES and 17M to 20M
+#: on synthetic batches (N_max 100 to 200, sizes uniform from N_max / 4: less of the padding is
+#: waste); at 4.9M (synthetic N_max 100) padded took 0.80x to 0.87x of the time, at 47M
+#: (N_max 200) 1.14x to 1.5x. Against the earlier rule (the dense product alone under
+#: :data:`DENSE_BLOCK_MACS`), on the batches whose layout this changes (paired rounds, median):
+#: the pooling level 0.85x (synthetic N_max 100, both budgets; ENZYMES, fixed), 0.93x to 0.94x
+#: (ENZYMES and PROTEINS, per-graph budgets); a training step of :class:`~diffpool.DiffPoolNet`
+#: on the same batches 0.99x to 1.00x (its encoders dominate).
+PADDED_EXTRA_MACS = 1 << 23
+
+#: Up to this many multiply-adds for the residual's product :math:`\mathbf{S}\mathbf{S}^\top`
+#: of a dense ``[b, n, n]`` block, ``b * n**2 * C``, the block is small (:func:`small_dense_block`):
+#: the Frobenius link loss then comes from the residual (:func:`residual_pays`).
 DENSE_BLOCK_MACS = 1 << 22
 
 #: The elementwise passes of the residual link loss over its ``[b, n, n]`` block, counted as
@@ -189,12 +199,17 @@ def per_bucket_pays(shape: BatchShape, buckets: list[list[int]], widths: list[in
     return unused * per_column > PER_BUCKET_ASSIGNMENT_MACS * len(buckets)
 
 
-def padded_pays(shape: BatchShape) -> bool:
-    r"""Whether :math:`\mathbf{A}\mathbf{S}` is cheaper from the padded batch's dense
-    ``[B, N_max, N_max]`` block than from a sparse matrix: its multiply-adds
-    :math:`B N_{\max}^2 C` at most :data:`DENSE_BLOCK_MACS`."""
+def padded_pays(shape: BatchShape, buckets: list[list[int]], heads: list[int]) -> bool:
+    r"""Whether the padded batch costs less than the size buckets ``buckets`` (padded to
+    ``heads``) with a sparse :math:`\mathbf{A}\mathbf{S}`: the multiply-adds it adds, its
+    dense :math:`\mathbf{A}\mathbf{S}` (:math:`B N_{\max}^2 C`) and the rows of
+    :math:`\mathbf{S}^\top[\mathbf{Z} | \mathbf{A}\mathbf{S}]` it pads beyond the buckets',
+    less the sparse product's :math:`E C`, at most :data:`PADDED_EXTRA_MACS`."""
     largest = max(shape.counts)
-    return small_dense_block(len(shape.counts), largest, shape.width(largest))
+    width = shape.width(largest)
+    padded = len(shape.counts) * largest * (largest * width + shape.row_cost(largest))
+    bucketed = sum(len(graphs) * n * shape.row_cost(n) for graphs, n in zip(buckets, heads))
+    return padded - bucketed - shape.num_edges * width <= PADDED_EXTRA_MACS
 
 
 def small_dense_block(num_graphs: int, num_nodes: int, num_clusters: int) -> bool:
@@ -267,7 +282,7 @@ def plan_sparse(
     widths = None if shape.ratio is None else [shape.width(n) for n in heads]
     name = given.layout
     if name == "auto":
-        name = _choose(shape, buckets, widths, soft)
+        name = _choose(shape, buckets, heads, widths, soft)
         if name == "padded":
             return Plan("padded")
     keep = None
@@ -277,10 +292,10 @@ def plan_sparse(
     return Plan(name, buckets, heads, widths, keep)
 
 
-def _choose(shape: BatchShape, buckets, widths, soft: bool) -> str:
+def _choose(shape: BatchShape, buckets, heads, widths, soft: bool) -> str:
     if widths is not None and soft and per_bucket_pays(shape, buckets, widths):
         return "per_bucket"
-    return "padded" if padded_pays(shape) else "sparse"
+    return "padded" if padded_pays(shape, buckets, heads) else "sparse"
 
 
 def dense_groups(counts: list[int], features: int) -> list[list[int]] | None:
