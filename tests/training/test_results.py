@@ -47,6 +47,9 @@ def _with(**changes) -> dict:
         (json.dumps(_with(schema="2")), "schema must be int, got '2'"),
         (json.dumps(_with(schema=1)), "results of schema 1 are not those of this diffpool"),
         (json.dumps(_with(schema=3)), "results of schema 3 are not those of this diffpool"),
+        # text that the run's summary writes into log lines: no forged lines
+        (json.dumps(_with(metric="acc\ntouch /tmp/x #")), "metric must be a metric name"),
+        (json.dumps(_with(ogb={"rocauc\x1b[2J": 0.5})), "a key of ogb must be a metric name"),
     ],
 )
 def test_a_malformed_results_json_is_an_error_that_names_the_file_and_the_fault(
@@ -56,6 +59,21 @@ def test_a_malformed_results_json_is_an_error_that_names_the_file_and_the_fault(
     with pytest.raises(ValueError) as err:
         RunResult.load(tmp_path)
     assert str(tmp_path / "results.json") in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device", "folder"])
+def test_a_results_json_that_is_no_regular_file_is_refused_unread(tmp_path, kind):
+    """A pipe would be waited on for ever, a device (/dev/zero) read until the memory is
+    gone: they are refused by what they are, before anything is read."""
+    path = tmp_path / "results.json"
+    if kind == "pipe":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    with pytest.raises(ValueError, match=rf"results file {path} is not a regular file"):
+        RunResult.load(tmp_path)
 
 
 def test_a_results_json_round_trips_and_its_numbers_may_be_integers(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 
 from diffpool.training import GraphClassifier
 from diffpool.training.predict import load_assignments, load_run
+from diffpool.training.results import RunResult
 from diffpool.utils.targets import UntrustedTargetError
 from helpers import trained_mutag_run
 
@@ -174,6 +176,31 @@ def test_evaluate_refuses_a_crafted_checkpoint(run_dir, tmp_path):
     assert not marker.exists() and not (tmp_path / "eval" / "eval.json").exists()
 
 
+def test_evaluate_replaces_no_run_and_no_earlier_evaluation(run_dir, tmp_path):
+    """``train=false`` pointed at a training run's directory (or at an earlier evaluation's)
+    would have rewritten its record of how it was trained and its eval.json: refused, all
+    left as it was; a directory of its own is written."""
+    from diffpool.cli.train import run
+    from diffpool.training.run import RunDirectoryError
+
+    trained = tmp_path / "trained"
+    shutil.copytree(run_dir, trained)
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    best = RunResult.load(trained).fair.checkpoint
+
+    def evaluate(out: Path):
+        return run(_compose("train=false", f"ckpt_path={best}", "data=mutag",
+                            f"data.root={run_dir.parent / 'TU'}", f"output_dir={out}"))  # fmt: skip
+
+    with pytest.raises(RunDirectoryError, match="holds results.json, checkpoints"):
+        evaluate(trained)
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+    evaluate(tmp_path / "eval")
+    assert "test/acc" in json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
+    with pytest.raises(RunDirectoryError, match="holds eval.json"):
+        evaluate(tmp_path / "eval")
+
+
 def _resume(run_dir: Path, run: Path):
     """The config that resumes the copy ``run`` of ``run_dir`` for one more epoch."""
     return _compose(
@@ -293,22 +320,43 @@ def test_a_run_reads_its_own_checkpoint_and_starts_no_workers(run_dir, tmp_path)
     assert data.num_workers == 1
 
 
-def test_a_run_clears_what_a_killed_write_left_and_refuses_a_linked_hydra_folder(run_dir, tmp_path):
+def test_a_run_clears_what_a_killed_write_left_and_no_file_of_its_user(run_dir, tmp_path):
     from diffpool.training import train
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     (run / "results.json").unlink()
-    left = run / "checkpoints" / ".last.ckpt.x1y2z3.tmp"  # a write cut short by kill -9
+    left = run / "checkpoints" / ".last.ckpt.x1y2z3.diffpool-tmp"  # a write cut short by kill -9
     left.write_bytes(b"half")
+    mine = [run / ".notes.draft.tmp", run / "checkpoints" / ".a.b.tmp"]  # the user's
+    for path in mine:
+        path.write_bytes(b"the user's")
     train(_resume(run_dir, run))
     assert not left.exists() and (run / "results.json").exists()
+    assert all(path.read_bytes() == b"the user's" for path in mine)
+
+
+@pytest.mark.parametrize("linked", [".hydra", "checkpoints", "logs", "train.log"])
+def test_a_run_writes_through_no_link_in_its_directory(run_dir, tmp_path, linked):
+    """A run directory copied from elsewhere may link its folders, or the log Hydra appends
+    to, outside it: the run refuses it under its lock, before it writes, appends or removes
+    anything there (a linked checkpoints/ had its files replaced and deleted)."""
+    from diffpool.training import train
+
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
     (other / "results.json").unlink()
-    shutil.rmtree(other / ".hydra", ignore_errors=True)
-    (tmp_path / "elsewhere").mkdir()
-    (other / ".hydra").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(ValueError, match=r"\.hydra is a (symbolic )?link"):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("best-epoch000.ckpt", ".notes.draft.tmp", "train.log"):
+        (elsewhere / name).write_bytes(b"the user's")
+    path = other / linked
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.unlink(missing_ok=True)
+    path.symlink_to(elsewhere / "train.log" if linked == "train.log" else elsewhere)
+    with pytest.raises(ValueError, match=rf"{re.escape(linked)} is a (symbolic )?link"):
         train(_resume(run_dir, other))
-    assert not list((tmp_path / "elsewhere").iterdir())
+    assert sorted(p.name for p in elsewhere.iterdir()) == [
+        ".notes.draft.tmp", "best-epoch000.ckpt", "train.log"]  # fmt: skip
+    assert all(p.read_bytes() == b"the user's" for p in elsewhere.iterdir())

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import os
 import textwrap
 import warnings
 from collections import Counter
@@ -254,13 +255,14 @@ def plot(groups: list[Group], path: Path) -> None:
 
 def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The metrics of all the group's ``history.csv`` files (none for runs read from an
-    archive) as (mean, std over folds) per epoch, over the epochs every fold reached; NaN
-    where no fold has a value."""
+    archive; one that cannot be read is left out, with a warning) as (mean, std over folds)
+    per epoch, over the epochs every fold reached; NaN where no fold has a value."""
     tables = []
     for path in [Path(r.path) / HISTORY for r in group.runs if r.path is not None]:
-        if path.exists():
-            with open(path, newline="") as handle:
-                tables.append(list(csv.DictReader(handle)))
+        try:
+            tables.append(read_history(path) if os.path.lexists(path) else [])
+        except ValueError as err:  # the other runs' curves are still drawn
+            log.warning("curves.png: %s: left out", one_line(err))
     tables = [t for t in tables if t]
     if not tables:
         return {}
@@ -269,9 +271,29 @@ def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with warnings.catch_warnings():  # numpy warns of all-NaN epochs
         warnings.simplefilter("ignore", RuntimeWarning)
         for key in sorted(set.intersection(*(set(t[0]) for t in tables)) - {"epoch"}):
-            values = np.array([[float(row[key] or "nan") for row in t[:length]] for t in tables])
+            values = np.array([[row.get(key, math.nan) for row in t[:length]] for t in tables])
             spread[key] = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     return spread
+
+
+#: the largest ``history.csv`` read (a row per epoch of some dozens of numbers)
+MAX_HISTORY_BYTES = 64 * 2**20
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's ``history.csv`` as numbers (an empty cell: NaN), a regular file of at
+    most :data:`MAX_HISTORY_BYTES`.
+
+    Raises:
+        ValueError: the file is not a regular file of that size, not CSV, or holds a cell that
+            is no number; the message names the file.
+    """
+    text = files.read_regular(path, MAX_HISTORY_BYTES, "history file").decode("utf-8", "replace")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        return [{k: float(v or "nan") for k, v in row.items()} for row in rows]
+    except (csv.Error, ValueError, TypeError) as err:  # a long field, text, a ragged row
+        raise ValueError(f"history file {path} is not a table of numbers ({err})") from None
 
 
 def drawn_series(curves: dict[str, tuple[np.ndarray, np.ndarray]], keys: Iterable[str],

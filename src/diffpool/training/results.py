@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 import types
 import typing
@@ -36,21 +37,33 @@ LOCK = "run.lock"
 SCHEMA_VERSION = 2
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` whole, never through a symbolic link
-    (:func:`diffpool.utils.files.write_atomically`)."""
-    files.write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
+def write_json(path: Path, payload: dict, overwrite: bool = True) -> None:
+    """Write ``payload`` to ``path`` whole, never through a symbolic link (nor over an existing
+    file, with ``overwrite=False``: :func:`diffpool.utils.files.write_atomically`)."""
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    files.write_atomically(path, text, overwrite=overwrite)
+
+
+#: the largest results file read (a run's curves and config take kilobytes)
+MAX_JSON_BYTES = 16 * 2**20
+#: what a metric name or an OGB score's key is made of: they are written into log lines
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*")
 
 
 def read_json(file: Path, cls: type) -> Any:
-    """The dataclass ``cls`` from the JSON file ``file`` (with ``cls.from_json``).
+    """The dataclass ``cls`` from the JSON file ``file`` (with ``cls.from_json``), a regular
+    file of at most :data:`MAX_JSON_BYTES` (a pipe or a device is refused, not read).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: ``file`` is not JSON, or not ``cls``'s layout (named in the message).
+        ValueError: ``file`` is not a regular file of that size, not JSON, or not ``cls``'s
+            layout (named in the message).
     """
     try:
-        return cls.from_json(json.loads(file.read_text()), path=file.parent)
+        text = files.read_regular(file, MAX_JSON_BYTES, "results file").decode("utf-8")
+        return cls.from_json(json.loads(text), path=file.parent)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not UTF-8 text ({err})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{file} is not valid JSON ({err})") from None
     except ValueError as err:
@@ -189,6 +202,11 @@ class RunResult:
                 f"results of schema {payload['schema']} are not those of this diffpool "
                 f"(schema {SCHEMA_VERSION}): use the diffpool version that wrote them"
             )
+        names = [("metric", payload.get("metric", "acc"))]
+        names += [("a key of ogb", key) for key in payload.get("ogb") or {}]
+        for what, name in names:  # written into log lines: no line breaks, no escapes
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"{what} must be a metric name, got {reprlib.repr(name)}")
         payload = dict(payload, fair=FairResult(**payload["fair"]))
         return _from_fields(cls, payload, path)
 

@@ -17,6 +17,7 @@ replaced silently:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -25,6 +26,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -269,25 +271,13 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
     _prepare_process(cfg, sweep=bool(job))
     if _launcher_rank() != 0:  # the DDP ranks Lightning starts: rank 0 holds the directory
         return _run(cfg, out, discard=False)
-    lock = RemovableLock(out / LOCK)  # the file goes when the run ends
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunDirectoryError(
-            f"another run is using {out} (it holds {out / LOCK}): wait for it to finish, or "
-            "choose another directory (hydra.run.dir=... or output_dir=...)"
-        ) from None
-    try:
-        # while it holds the lock: a killed run's half writes go; Hydra's folder is no link
-        files.refuse_links(out / HYDRA_SUBDIR)
-        for folder in (out, out / CHECKPOINTS, out / HYDRA_SUBDIR):
+    with _holding(out):
+        for folder in (out, out / CHECKPOINTS, out / HYDRA_SUBDIR):  # a killed run's half writes
             files.remove_leftovers(folder)
         results = check_run_directory(out, cfg)
         if results is None:
             save_hydra_config(cfg, out)
             results = _run(cfg, out, discard)
-    finally:
-        lock.release()
     saved = out / RESULTS
     where = saved if saved.exists() else f"not written ({out} is a debug run)"
     if job:  # a sweep: one line per job on the console, the detail in its train.log
@@ -297,6 +287,36 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
             log.info(line)
         log.info("results: %s", where)
     return results
+
+
+#: the folders and the log file of a run directory that are written into (appended to, for
+#: Hydra's ``train.log``) or emptied: refused where they are links
+WRITTEN_THROUGH = (HYDRA_SUBDIR, CHECKPOINTS, "logs", "train.log")
+
+
+@contextlib.contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """Hold the lock of the run directory ``out`` (its file goes when the block ends), and
+    refuse it where what a run writes into or removes from is a link (a run directory copied
+    from elsewhere may point them outside it).
+
+    Raises:
+        RunDirectoryError: another process holds the lock.
+        ValueError: a link among :data:`WRITTEN_THROUGH`.
+    """
+    lock = RemovableLock(out / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirectoryError(
+            f"another run is using {out} (it holds {out / LOCK}): wait for it to finish, or "
+            "choose another directory (hydra.run.dir=... or output_dir=...)"
+        ) from None
+    try:
+        files.refuse_links(*(out / name for name in WRITTEN_THROUGH))
+        yield
+    finally:
+        lock.release()
 
 
 #: what Hydra writes into a job's directory before the job runs, and the run's lock
@@ -346,15 +366,35 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
     Raises:
         ValueError: no ``ckpt_path``, or a checkpoint that cannot be read or is not the data's.
         FileNotFoundError: the checkpoint does not exist.
+        RunDirectoryError: the output directory holds a run or an evaluation (nothing there
+            is replaced), or another run holds its lock.
     """
-    from diffpool.training.predict import load_checkpoint, load_data
     from diffpool.training.results import write_json
 
     out = Path(output_dir if output_dir is not None else cfg.output_dir)
     _prepare_process(cfg, sweep=bool(job_name()))
     if not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
-    path = Path(cfg.ckpt_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with _holding(out):
+        held = [name for name in (RESULTS, FAILED, CHECKPOINTS, HYDRA_SUBDIR, EVAL)
+                if os.path.lexists(out / name)]  # fmt: skip
+        if held:  # a training run's record, or an earlier evaluation: nothing is replaced
+            raise RunDirectoryError(
+                f"{out} holds {', '.join(held)}: train=false writes eval.json and .hydra/ into "
+                "a directory of its own (hydra.run.dir=... or output_dir=...)"
+            )
+        report = _evaluate(cfg, Path(cfg.ckpt_path))
+        save_hydra_config(cfg, out)
+        write_json(out / EVAL, report, overwrite=False)
+    log.info("results: %s", out / EVAL)
+    return report
+
+
+def _evaluate(cfg: DictConfig, path: Path) -> dict:
+    """What :func:`evaluate` writes to ``eval.json``."""
+    from diffpool.training.predict import load_checkpoint, load_data
+
     module = load_checkpoint(path, trust=list(cfg.get("trust") or []))
     datamodule = load_data(module, OmegaConf.to_container(cfg.data, resolve=True), path)
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
@@ -364,13 +404,8 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
         "%s fold %d/%d, checkpoint %s: test/acc %.4f",
         datamodule.name, datamodule.fold, datamodule.num_folds, path, metrics["test/acc"],
     )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_hydra_config(cfg, out)
-    report = {"checkpoint": str(path), "dataset": datamodule.name, "fold": datamodule.fold,
-              "num_folds": datamodule.num_folds, "metrics": metrics}  # fmt: skip
-    write_json(out / EVAL, report)
-    log.info("results: %s", out / EVAL)
-    return report
+    return {"checkpoint": str(path), "dataset": datamodule.name, "fold": datamodule.fold,
+            "num_folds": datamodule.num_folds, "metrics": metrics}  # fmt: skip
 
 
 def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:

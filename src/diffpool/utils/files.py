@@ -201,13 +201,15 @@ def _write_atomically(
     return path
 
 
-#: the end of a temporary file's name (``.NAME.<random>.tmp``, beside the file it becomes)
-TEMPORARY_SUFFIX = ".tmp"
+#: the end of a temporary file's name (``.NAME.<random>.diffpool-tmp``, beside the file it
+#: becomes): a name no other program gives, so that :func:`remove_leftovers` removes ours only
+TEMPORARY_SUFFIX = ".diffpool-tmp"
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that writes into ``folder`` cut short (a ``kill -9``) left
-    behind: ``.NAME.<random>.tmp``. Call it while nothing writes there (under the run lock)."""
+    behind: ``.NAME.<random>.diffpool-tmp``. Call it while nothing writes there (under the
+    run lock)."""
     removed = []
     for path in Path(folder).glob(f".*.*{TEMPORARY_SUFFIX}"):
         if path.is_file() and not path.is_symlink():
