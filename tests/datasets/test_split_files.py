@@ -48,6 +48,14 @@ def test_plain_object_with_val_or_validation(tmp_path):
         ({"train": [0, 1], "val": [1], "test": [3]}, r"in both train and val"),
         ({"train": [0], "test": [1]}, r"object has keys \['test', 'train'\]"),
         ([], r"expected a list of folds"),
+        # entries a tensor would take for other graphs, or that fail deep inside
+        ({"train": [2.7, 3.2], "val": [], "test": [0]}, r"train must be a list of graph indices"),
+        ({"train": [True], "val": [], "test": [0]}, r"train must be a list of graph indices"),
+        ({"train": [[2, 3], [4]], "val": [], "test": [0]}, r"train must be a list of graph"),
+        ({"train": "01", "val": [], "test": [0]}, r"train must be a list of graph indices"),
+        ({"train": [10**30], "val": [], "test": [0]}, r"train names a graph past int64"),
+        ([{"test": [0], "model_selection": [{}]}], r"model-selection split 0 must be an object"),
+        ([{"test": [0], "model_selection": [[2, 3]]}], r"model-selection split 0 must be an"),
     ],
 )
 def test_bad_splits_name_the_file_and_the_fold(tmp_path, content, message):

@@ -360,3 +360,61 @@ def test_a_run_writes_through_no_link_in_its_directory(run_dir, tmp_path, linked
     assert sorted(p.name for p in elsewhere.iterdir()) == [
         ".notes.draft.tmp", "best-epoch000.ckpt", "train.log"]  # fmt: skip
     assert all(p.read_bytes() == b"the user's" for p in elsewhere.iterdir())
+
+
+def test_predict_takes_the_text_of_results_json_as_text(run_dir, tmp_path, capsys, monkeypatch):
+    """The run's seed and model enter diffpool-predict's config (data options interpolate
+    them): a ${...} in them stays text, not an interpolation (oc.env reads the environment),
+    and a seed that is no int is a named error."""
+    from diffpool.cli import predict
+
+    monkeypatch.setenv("DIFFPOOL_SECRET", "123")
+    run = tmp_path / "run"
+    _crafted_copy(run_dir, run, None, None)
+    result = json.loads((run / "results.json").read_text())
+    result["config"]["seed"] = "${oc.decode:${oc.env:DIFFPOOL_SECRET}}"
+    (run / "results.json").write_text(json.dumps(result))
+    code, _, err = _cli(predict.main, [f"run={run}"], capsys)
+    assert code == 2 and "config.seed must be an int" in err, err
+    result["config"]["seed"] = 0
+    result["config"]["model"] = {
+        **result["config"]["model"],
+        "note": "${oops",
+        "env": "${oc.env:HOME}",
+    }
+    (run / "results.json").write_text(json.dumps(result))
+    code, out, err = _cli(predict.main, [f"run={run}"], capsys)
+    assert code == 0 and "wrote" in out, err
+
+
+def test_a_run_from_elsewhere_unpacks_no_data_where_its_file_says(run_dir, tmp_path, capsys):
+    """results.json names the data folder of the machine the run was trained on: where it
+    does not exist here, predict and viz refuse it (they would unpack the data there) and
+    say how to name one."""
+    from diffpool.cli import predict, viz
+
+    run = tmp_path / "run"
+    _crafted_copy(run_dir, run, None, None)
+    result = json.loads((run / "results.json").read_text())
+    result["config"]["data"]["root"] = str(tmp_path / "elsewhere" / "deep")
+    (run / "results.json").write_text(json.dumps(result))
+    for main, args in ((predict.main, [f"run={run}"]), (viz.main, [run])):
+        code, _, err = _cli(main, args, capsys)
+        assert code == 2 and "does not exist here" in err and "++data.root=PATH" in err, err
+    assert not (tmp_path / "elsewhere").exists()
+    root = run_dir.parent / "TU"
+    code, out, err = _cli(predict.main, [f"run={run}", f"++data.root={root}"], capsys)
+    assert code == 0 and "wrote" in out, err
+
+
+@pytest.mark.parametrize("content", ["list", "tensor", "hyper_parameters"])
+def test_a_checkpoint_that_is_no_mapping_is_an_error_naming_it(tmp_path, content):
+    from diffpool.training.predict import load_checkpoint
+
+    path = tmp_path / "bad.ckpt"
+    data = {"list": [1, 2, 3], "tensor": torch.zeros(2),
+            "hyper_parameters": {"hyper_parameters": [1], "state_dict": {}}}[content]  # fmt: skip
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="not a Lightning checkpoint") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)

@@ -4,6 +4,7 @@ runs ``Trainer.predict`` on a trained run with a
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def _check(cfg) -> None:
         raise ValueError("run= is a diffpool-train job directory or a .ckpt in it")
 
 
+def _literal(value):
+    """A value read from a run's file, its text escaped for OmegaConf: ``${...}`` stays text
+    (an interpolation would read environment variables, ``oc.env``, or fail to parse)."""
+    if isinstance(value, str):  # the backslashes before ${ doubled, then one more
+        return re.sub(r"(\\*)\$\{", lambda m: 2 * m.group(1) + "\\${", value)
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
+
+
 def predict(cfg) -> None:
     """The job; a usage error (exit status 2) for a bad option, run or file."""
     from omegaconf import OmegaConf, open_dict
@@ -48,8 +61,10 @@ def predict(cfg) -> None:
         quiet_lightning(sweep=True)  # nor Lightning's lines on accelerators
         run_dir = run.parent.parent if run.suffix == ".ckpt" else run
         earlier = RunResult.load(run_dir).config
-        with open_dict(cfg):  # what data=<option> interpolates is the run's
-            cfg.seed, cfg.model = earlier.get("seed", 0), earlier.get("model")
+        if type(earlier.get("seed", 0)) is not int:
+            raise ValueError(f"{run_dir / 'results.json'}: config.seed must be an int")
+        with open_dict(cfg):  # what data=<option> interpolates is the run's: as data, no
+            cfg.seed, cfg.model = _literal(earlier.get("seed", 0)), _literal(earlier.get("model"))
         data = {**OmegaConf.to_container(cfg.data, resolve=True), "predict_split": cfg.split}
         if cfg.batch_size:
             data["batch_size"] = cfg.batch_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,11 +123,13 @@ def _fold_of(payload, file: Path, fold: int, inner: int) -> dict[str, list]:
             f"{file}, fold {fold} has {len(selection)} model-selection splits: inner must be "
             f"in [0, {len(selection)})"
         )
-    return {
-        "train": selection[inner]["train"],
-        "val": selection[inner]["validation"],
-        "test": entry["test"],
-    }
+    chosen = selection[inner]
+    if not isinstance(chosen, dict) or not {"train", "validation"} <= set(chosen):
+        raise ValueError(
+            f"{file}, fold {fold}: model-selection split {inner} must be an object with "
+            f"'train' and 'validation', got {reprlib.repr(chosen)}"
+        )
+    return {"train": chosen["train"], "val": chosen["validation"], "test": entry["test"]}
 
 
 def _read_split_file(file: Path):
@@ -168,10 +171,18 @@ def load_split_file(
     where = f"{file}, fold {fold}"
     split = {}
     for name, values in parts.items():
+        values = [] if values is None else values
+        # whole numbers only: json reads 2.7 as a float and true as a bool, which a tensor
+        # would take as graphs 2 and 1
+        if not isinstance(values, list) or not all(type(v) is int for v in values):
+            raise ValueError(
+                f"{where}: {name} must be a list of graph indices (whole numbers), got "
+                f"{reprlib.repr(values)}"
+            )
         try:
-            indices = torch.as_tensor(values if values is not None else [], dtype=torch.long)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"{where}: {name} is not a list of graph indices ({err})") from err
+            indices = torch.tensor(values, dtype=torch.long)
+        except (OverflowError, RuntimeError, ValueError) as err:  # past int64
+            raise ValueError(f"{where}: {name} names a graph past int64 ({err})") from err
         outside = indices[(indices < 0) | (indices >= num_graphs)]
         if outside.numel():
             raise ValueError(

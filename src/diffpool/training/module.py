@@ -361,8 +361,18 @@ class GraphClassifier(LightningModule):
             )
         source = checkpoint_path if isinstance(checkpoint_path, str | Path) else "the checkpoint"
         checkpoint = files.load(checkpoint_path, map_location)
-        own = inspect.signature(cls.__init__).parameters
+        if not isinstance(checkpoint, dict):
+            raise ValueError(
+                f"{source} is not a Lightning checkpoint: it holds a "
+                f"{type(checkpoint).__name__}, not a mapping"
+            )
         stored = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        if not isinstance(stored, dict):
+            raise ValueError(
+                f"{source} is not a Lightning checkpoint: its {cls.CHECKPOINT_HYPER_PARAMS_KEY} "
+                f"is a {type(stored).__name__}, not a mapping"
+            )
+        own = inspect.signature(cls.__init__).parameters
         hparams = {k: v for k, v in stored.items() if k in own and k != "self"}
         trusted = {*trust, *targets.target_names(kwargs)}
         given = "model" in kwargs and kwargs["model"] is not None

@@ -56,7 +56,25 @@ def load_run(
     trusted = {*trust, *targets.target_names(data or {})}
     # no loader processes from a file: the user's own settings may ask for them
     data_cfg = _merged({**result.config["data"], "num_workers": 0}, data or {})
+    _check_roots(result.config["data"], data or {}, run_dir / RESULTS)
     return module, load_data(module, data_cfg, path, run_dir / RESULTS, trusted)
+
+
+def _check_roots(stored: dict, given: dict, source: Path, where: str = "data") -> None:
+    """Refuse a data folder (a ``root`` entry) that the run's file names, the caller does not,
+    and that does not exist: the data would be unpacked or downloaded wherever the file says
+    (a run copied from another machine names its author's folders)."""
+    for key, value in stored.items():
+        over = given.get(key) if isinstance(given, dict) else None
+        if isinstance(value, dict) and "_target_" not in (over or {}):
+            _check_roots(value, over or {}, source, f"{where}.{key}")
+        elif key == "root" and over is None and isinstance(value, str):
+            if not Path(value).expanduser().is_dir():
+                raise FileNotFoundError(
+                    f"{source} names the data folder {value!r} ({where}.root), which does not "
+                    f"exist here: name yours with ++{where}.root=PATH (diffpool-predict), "
+                    "--data-root PATH (diffpool-viz) or data={...} (load_run)"
+                )
 
 
 def _merged(base: dict, over: dict) -> dict:
@@ -91,7 +109,10 @@ def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
         return GraphClassifier.load_from_checkpoint(
             str(path), map_location="cpu", weights_only=True, trust=trust
         )
-    except (RuntimeError, EOFError, KeyError, OSError, TypeError, pickle.UnpicklingError) as err:
+    except (RuntimeError, EOFError, KeyError, OSError, TypeError, ValueError, AttributeError,
+            pickle.UnpicklingError) as err:  # fmt: skip
+        if isinstance(err, ValueError) and str(path) in str(err):  # named already
+            raise
         raise ValueError(
             f"{path} is not a readable GraphClassifier checkpoint ({type(err).__name__}: {err})"
         ) from err
