@@ -152,3 +152,14 @@ def test_prediction_tables_of_every_task_round_trip(
         assert back["probabilities"] is None
     else:
         assert torch.equal(back["probabilities"], probabilities.double())
+
+
+@pytest.mark.parametrize(
+    "text", ["", "graph_id,target,prediction\n0,1\n", "graph_id,target,prediction\n0,1,abc\n"]
+)
+def test_a_table_that_is_no_prediction_table_is_an_error_naming_it(tmp_path, text):
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="is not a prediction table") as err:
+        read_predictions(path)
+    assert str(path) in str(err.value)

@@ -257,10 +257,19 @@ def _tensor(columns: list[list] | None, one: bool) -> Tensor | None:
     return tensor[:, 0] if one else tensor
 
 
+#: the largest prediction table read as CSV
+MAX_TABLE_BYTES = 1 << 30
+
+
 def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
     """A table of :func:`write_predictions` as ``graph_id``, ``target`` (:obj:`None` when
     unknown), ``prediction`` (``[G]``, or ``[G, T]``) and ``probabilities`` ``[G, K]``
-    (:obj:`None` for regression)."""
+    (:obj:`None` for regression).
+
+    Raises:
+        ValueError: not such a table (no header, a row of another length, a cell that is no
+            number); the message names the file.
+    """
     path = Path(path)
     if path.suffix == ".parquet":
         require("parquet", f"reading {path.name}")
@@ -268,9 +277,14 @@ def read_predictions(path: str | Path) -> dict[str, Tensor | None]:
 
         columns = pq.read_table(path).to_pydict()
     else:
-        with open(path, newline="") as handle:
-            header, *body = csv.reader(handle)
-        columns = {name: [_number(r[i]) for r in body] for i, name in enumerate(header)}
+        text = files.read_regular(path, MAX_TABLE_BYTES, "prediction table").decode("utf-8")
+        try:
+            header, *body = csv.reader(io.StringIO(text, newline=""))
+            if any(len(row) != len(header) for row in body):
+                raise ValueError("a row of another length than the header")
+            columns = {name: [_number(r[i]) for r in body] for i, name in enumerate(header)}
+        except (ValueError, csv.Error) as err:  # no header ("not enough values"), text cells
+            raise ValueError(f"{path} is not a prediction table ({err})") from None
     groups: dict[str, list[list]] = {}  # target_<t> as target, prob_<k> as probabilities
     for name, column in columns.items():
         key = re.sub(r"_\d+$", "", name)
