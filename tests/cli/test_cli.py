@@ -374,3 +374,15 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tmp_path, see
     assert resumed["test_curve"] == pytest.approx(straight["test_curve"], abs=1e-6)
     assert resumed["val_curve"] == pytest.approx(straight["val_curve"], abs=1e-6)
     assert resumed["fair"]["test"] == pytest.approx(straight["fair"]["test"], abs=1e-6)
+
+
+@pytest.mark.parametrize("override", ["launcher=joblib", "+launcher=slurm"])
+def test_a_launcher_without_its_extra_is_an_error_naming_the_extra(monkeypatch, override):
+    """Hydra's own error named only its config group (Could not find 'hydra/launcher/joblib')."""
+    from diffpool.cli import train
+    from diffpool.utils import extras
+
+    monkeypatch.setitem(extras.EXTRAS, "launchers", ("no_such_launcher_plugin",))
+    monkeypatch.setattr(sys, "argv", ["diffpool-train", "-m", override])
+    with pytest.raises(SystemExit, match="needs the 'launchers' extra"):
+        train.main()

@@ -11,6 +11,7 @@ Needs the ``train`` extra.
 from __future__ import annotations
 
 import re
+import sys
 
 from diffpool.utils.extras import require
 
@@ -106,10 +107,18 @@ def run(cfg) -> float | None:
     return results.lookup(metric) if metric else None
 
 
+def _override_key(arg: str) -> str:
+    """The config key of a command-line override (``+launcher=joblib``: ``launcher``)."""
+    return arg.split("=", 1)[0].lstrip("+~") if "=" in arg else ""
+
+
 def main() -> None:
     """Entry point of the console script."""
     try:
         require("train", "diffpool-train")
+        if any(_override_key(arg) == "launcher" for arg in sys.argv[1:]):
+            # without it Hydra's error names only its own config group (hydra/launcher)
+            require("launchers", "launcher=joblib and launcher=slurm")
     except ImportError as err:
         raise SystemExit(f"diffpool-train: {err}") from None
     import hydra
