@@ -376,13 +376,27 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(tmp_path, see
     assert resumed["fair"]["test"] == pytest.approx(straight["fair"]["test"], abs=1e-6)
 
 
-@pytest.mark.parametrize("override", ["launcher=joblib", "+launcher=slurm"])
-def test_a_launcher_without_its_extra_is_an_error_naming_the_extra(monkeypatch, override):
+@pytest.mark.parametrize(
+    "override, absent, refused",
+    [
+        ("launcher=joblib", "hydra_joblib_launcher", True),
+        ("+launcher=slurm", "hydra_submitit_launcher", True),
+        ("launcher=joblib", "hydra_submitit_launcher", False),  # slurm's plugin is not needed
+        ("launcher=null", "hydra_joblib_launcher", False),
+    ],
+)
+def test_a_launcher_without_its_plugin_is_an_error_naming_the_extra(
+    monkeypatch, override, absent, refused
+):
     """Hydra's own error named only its config group (Could not find 'hydra/launcher/joblib')."""
     from diffpool.cli import train
-    from diffpool.utils import extras
 
-    monkeypatch.setitem(extras.EXTRAS, "launchers", ("no_such_launcher_plugin",))
-    monkeypatch.setattr(sys, "argv", ["diffpool-train", "-m", override])
-    with pytest.raises(SystemExit, match="needs the 'launchers' extra"):
-        train.main()
+    monkeypatch.setattr(train, "missing", lambda extra: [f"hydra_plugins.{absent}"])
+    monkeypatch.setattr(sys, "argv", ["diffpool-train", "-m", override, "--bogus-flag"])
+    if refused:
+        with pytest.raises(SystemExit, match=f"needs the 'launchers' extra .*{absent}"):
+            train.main()
+    else:  # past the check: Hydra refuses the bogus flag
+        with pytest.raises(SystemExit) as err:
+            train.main()
+        assert "launchers" not in str(err.value.code)

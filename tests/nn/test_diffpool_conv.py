@@ -368,8 +368,8 @@ def test_no_n_by_n_tensor(monkeypatch):
     """Forward and backward never allocate a dense tensor of B * N_max * N_max elements. The BCE
     loss evaluates pairs in row blocks of at most ``_CHUNK_ELEMENTS`` elements (4M by default;
     lowered here so that this small batch needs several blocks). The layouts that build no
-    adjacency block (the planner takes the padded block for small graphs only, where padding
-    adds less than ``PADDED_EXTRA_MACS`` multiply-adds)."""
+    adjacency block (the planner takes the padded block for small or dense graphs only, where
+    padding adds less than ``PADDED_EXTRA_MACS`` multiply-adds)."""
     import diffpool.functional.formulas as losses
 
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 4 * 300 * 64)

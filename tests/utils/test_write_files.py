@@ -129,3 +129,30 @@ def test_a_figure_is_saved_in_the_format_of_its_suffix_with_its_labels_as_text(t
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (tmp_path / "a.svg").read_bytes()
     assert not (tmp_path / "elsewhere.png").exists()
+
+
+def test_the_log_handler_appends_to_a_file_and_never_through_a_link(tmp_path):
+    """Hydra opens a job's train.log before the job runs (conf/hydra/default.yaml names this
+    handler): in a run directory copied from elsewhere it may be a link to any file."""
+    import logging
+
+    from hydra import compose, initialize_config_module
+
+    from diffpool.utils.files import NoFollowFileHandler, UnsafeDestinationError
+
+    log = tmp_path / "train.log"
+    log.write_text("earlier\n")
+    handler = NoFollowFileHandler(log)
+    handler.emit(logging.makeLogRecord({"msg": "appended"}))
+    handler.close()
+    assert log.read_text() == "earlier\nappended\n"
+    victim, linked = tmp_path / "victim", tmp_path / "linked.log"
+    linked.symlink_to(victim)
+    with pytest.raises(UnsafeDestinationError, match="linked.log is a symbolic link"):
+        NoFollowFileHandler(linked)
+    assert not victim.exists()
+    with initialize_config_module("diffpool.conf", version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert (
+        cfg.hydra.job_logging.handlers.file["class"] == "diffpool.utils.files.NoFollowFileHandler"
+    )

@@ -61,8 +61,11 @@ def predict(cfg) -> None:
         quiet_lightning(sweep=True)  # nor Lightning's lines on accelerators
         run_dir = run.parent.parent if run.suffix == ".ckpt" else run
         earlier = RunResult.load(run_dir).config
-        if type(earlier.get("seed", 0)) is not int:
-            raise ValueError(f"{run_dir / 'results.json'}: config.seed must be an int")
+        seed = earlier.get("seed", 0)
+        if seed is not None and type(seed) is not int:
+            raise ValueError(
+                f"{run_dir / 'results.json'}: config.seed must be an int, got {seed!r:.80}"
+            )
         with open_dict(cfg):  # what data=<option> interpolates is the run's: as data, no
             cfg.seed, cfg.model = _literal(earlier.get("seed", 0)), _literal(earlier.get("model"))
         data = {**OmegaConf.to_container(cfg.data, resolve=True), "predict_split": cfg.split}

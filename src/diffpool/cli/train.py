@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 
-from diffpool.utils.extras import require
+from diffpool.utils.extras import install_command, missing, require
 
 #: the resolver that makes a sweep job's override string one folder name (conf/hydra)
 PATH_SAFE = "diffpool.path_safe"
@@ -107,6 +107,13 @@ def run(cfg) -> float | None:
     return results.lookup(metric) if metric else None
 
 
+#: the Hydra plugin of each launcher option (conf/launcher)
+LAUNCHER_PLUGINS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
 def _override_key(arg: str) -> str:
     """The config key of a command-line override (``+launcher=joblib``: ``launcher``)."""
     return arg.split("=", 1)[0].lstrip("+~") if "=" in arg else ""
@@ -116,9 +123,17 @@ def main() -> None:
     """Entry point of the console script."""
     try:
         require("train", "diffpool-train")
-        if any(_override_key(arg) == "launcher" for arg in sys.argv[1:]):
-            # without it Hydra's error names only its own config group (hydra/launcher)
-            require("launchers", "launcher=joblib and launcher=slurm")
+        for arg in sys.argv[1:]:  # Hydra's error would name only its config group
+            plugin = (
+                LAUNCHER_PLUGINS.get(arg.partition("=")[2])
+                if _override_key(arg) == "launcher"
+                else None
+            )
+            if plugin is not None and plugin in missing("launchers"):
+                raise ImportError(
+                    f"{arg} needs the 'launchers' extra (missing: {plugin}): "
+                    f"{install_command('launchers')}"
+                )
     except ImportError as err:
         raise SystemExit(f"diffpool-train: {err}") from None
     import hydra

@@ -176,7 +176,7 @@ def load_split_file(
         # would take as graphs 2 and 1
         if not isinstance(values, list) or not all(type(v) is int for v in values):
             raise ValueError(
-                f"{where}: {name} must be a list of graph indices (whole numbers), got "
+                f"{where}: {name} must be a list of graph indices (JSON integers), got "
                 f"{reprlib.repr(values)}"
             )
         try:

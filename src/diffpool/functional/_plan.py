@@ -61,8 +61,10 @@ PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 #: (N_max 200) 1.14x to 1.5x. Against the earlier rule (the dense product alone under
 #: :data:`DENSE_BLOCK_MACS`), on the batches whose layout this changes (paired rounds, median):
 #: the pooling level 0.85x (synthetic N_max 100, both budgets; ENZYMES, fixed), 0.93x to 0.94x
-#: (ENZYMES and PROTEINS, per-graph budgets); a training step of :class:`~diffpool.DiffPoolNet`
-#: on the same batches 0.99x to 1.00x (its encoders dominate).
+#: (ENZYMES and PROTEINS, per-graph budgets), 0.54x (COLLAB's dense graphs, the 8 of its 250
+#: batches it pads with per-graph budgets: their sparse product costs what a dense one does);
+#: a training step of :class:`~diffpool.DiffPoolNet` on the same batches 0.99x to 1.00x (its
+#: encoders dominate).
 PADDED_EXTRA_MACS = 1 << 23
 
 #: Up to this many multiply-adds for the residual's product :math:`\mathbf{S}\mathbf{S}^\top`
@@ -202,9 +204,12 @@ def per_bucket_pays(shape: BatchShape, buckets: list[list[int]], widths: list[in
 def padded_pays(shape: BatchShape, buckets: list[list[int]], heads: list[int]) -> bool:
     r"""Whether the padded batch costs less than the size buckets ``buckets`` (padded to
     ``heads``) with a sparse :math:`\mathbf{A}\mathbf{S}`: the multiply-adds it adds, its
-    dense :math:`\mathbf{A}\mathbf{S}` (:math:`B N_{\max}^2 C`) and the rows of
-    :math:`\mathbf{S}^\top[\mathbf{Z} | \mathbf{A}\mathbf{S}]` it pads beyond the buckets',
-    less the sparse product's :math:`E C`, at most :data:`PADDED_EXTRA_MACS`."""
+    dense :math:`\mathbf{A}\mathbf{S}` (:math:`B N_{\max}^2 C`) and the rows it pads beyond
+    the buckets' (:meth:`BatchShape.row_cost`: :math:`\mathbf{S}^\top[\mathbf{Z} |
+    \mathbf{A}\mathbf{S}]` and :math:`\mathbf{S}^\top\mathbf{S}`), less the sparse
+    product's :math:`E C`, at most :data:`PADDED_EXTRA_MACS`. A batch of dense graphs is
+    padded at any size: its sparse product costs what the dense one does, and its dense block
+    holds about as many entries as it has edges."""
     largest = max(shape.counts)
     width = shape.width(largest)
     padded = len(shape.counts) * largest * (largest * width + shape.row_cost(largest))

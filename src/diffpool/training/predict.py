@@ -70,10 +70,11 @@ def _check_roots(stored: dict, given: dict, source: Path, where: str = "data") -
             _check_roots(value, over or {}, source, f"{where}.{key}")
         elif key == "root" and over is None and isinstance(value, str):
             if not Path(value).expanduser().is_dir():
+                viz = " --data-root PATH (diffpool-viz)," if where == "data" else ""
                 raise FileNotFoundError(
                     f"{source} names the data folder {value!r} ({where}.root), which does not "
-                    f"exist here: name yours with ++{where}.root=PATH (diffpool-predict), "
-                    "--data-root PATH (diffpool-viz) or data={...} (load_run)"
+                    f"exist here: name yours with ++{where}.root=PATH (diffpool-predict),{viz} "
+                    "or data={...} (load_run)"
                 )
 
 

@@ -261,7 +261,7 @@ def curve_spread(group: Group) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for path in [Path(r.path) / HISTORY for r in group.runs if r.path is not None]:
         try:
             tables.append(read_history(path) if os.path.lexists(path) else [])
-        except ValueError as err:  # the other runs' curves are still drawn
+        except (ValueError, OSError) as err:  # a dangling link, no permission: the rest is drawn
             log.warning("curves.png: %s: left out", one_line(err))
     tables = [t for t in tables if t]
     if not tables:

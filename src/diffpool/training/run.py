@@ -275,7 +275,9 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         for folder in (out, out / CHECKPOINTS, out / HYDRA_SUBDIR):  # a killed run's half writes
             files.remove_leftovers(folder)
         results = check_run_directory(out, cfg)
-        if results is None:
+        if results is None:  # it writes: what it writes into is no link (a run directory
+            # copied from elsewhere may point them outside it)
+            files.refuse_links(*(out / name for name in WRITTEN_THROUGH), owner="a run")
             save_hydra_config(cfg, out)
             results = _run(cfg, out, discard)
     saved = out / RESULTS
@@ -296,13 +298,10 @@ WRITTEN_THROUGH = (HYDRA_SUBDIR, CHECKPOINTS, "logs", "train.log")
 
 @contextlib.contextmanager
 def _holding(out: Path) -> Iterator[None]:
-    """Hold the lock of the run directory ``out`` (its file goes when the block ends), and
-    refuse it where what a run writes into or removes from is a link (a run directory copied
-    from elsewhere may point them outside it).
+    """Hold the lock of the run directory ``out`` (its file goes when the block ends).
 
     Raises:
         RunDirectoryError: another process holds the lock.
-        ValueError: a link among :data:`WRITTEN_THROUGH`.
     """
     lock = RemovableLock(out / LOCK)
     try:
@@ -313,7 +312,6 @@ def _holding(out: Path) -> Iterator[None]:
             "choose another directory (hydra.run.dir=... or output_dir=...)"
         ) from None
     try:
-        files.refuse_links(*(out / name for name in WRITTEN_THROUGH))
         yield
     finally:
         lock.release()
@@ -400,9 +398,10 @@ def _evaluate(cfg: DictConfig, path: Path) -> dict:
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
     log.info(
-        "%s fold %d/%d, checkpoint %s: test/acc %.4f",
-        datamodule.name, datamodule.fold, datamodule.num_folds, path, metrics["test/acc"],
+        "%s fold %d/%d, checkpoint %s: %s",
+        datamodule.name, datamodule.fold, datamodule.num_folds, path, scores,
     )  # fmt: skip
     return {"checkpoint": str(path), "dataset": datamodule.name, "fold": datamodule.fold,
             "num_folds": datamodule.num_folds, "metrics": metrics}  # fmt: skip

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import io
 import locale
+import logging
 import os
 import pickle
 import stat
@@ -211,6 +212,8 @@ def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     behind: ``.NAME.<random>.diffpool-tmp``. Call it while nothing writes there (under the
     run lock)."""
     removed = []
+    if Path(folder).is_symlink():  # not through a link (a run refuses it before it writes)
+        return removed
     for path in Path(folder).glob(f".*.*{TEMPORARY_SUFFIX}"):
         if path.is_file() and not path.is_symlink():
             path.unlink()
@@ -279,11 +282,24 @@ def _is_junction(path: Path) -> bool:
     return bool(isjunction and isjunction(path))
 
 
-def refuse_links(*paths: str | os.PathLike) -> None:
+class NoFollowFileHandler(logging.FileHandler):
+    """:class:`logging.FileHandler` that appends to its file only where it is no symbolic
+    link (Hydra's ``train.log``, opened before the job runs: in a run directory copied from
+    elsewhere it may point outside it)."""
+
+    def _open(self):
+        check_destination(self.baseFilename)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        handle = os.open(self.baseFilename, flags, 0o666)
+        return open(handle, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def refuse_links(*paths: str | os.PathLike, owner: str = "a dataset") -> None:
     """Refuse a path that is a symbolic link (or a Windows junction); one that does not exist
-    passes. For the folders of a dataset, which the package and the libraries it calls read,
-    write into and remove: through a link that would happen wherever it points, and a
-    dataset's files (an archive, a tarball) can hold links.
+    passes. For the folders of a dataset or a run (``owner``), which the package and the
+    libraries it calls read, write into and remove: through a link that would happen wherever
+    it points, and a dataset's files (an archive, a tarball) or a run directory copied from
+    elsewhere can hold links.
 
     Raises:
         ValueError: the first path that is a link, named with its target.
@@ -295,9 +311,9 @@ def refuse_links(*paths: str | os.PathLike) -> None:
             except OSError:
                 target = "?"
             raise ValueError(
-                f"{path} is a link (to {target}): a dataset's folders must be real folders, "
-                "as files are written and removed in them; replace the link with a copy of "
-                "what it points to"
+                f"{path} is a link (to {target}): {owner}'s folders and files must be real "
+                "ones, as files are written and removed in them; replace the link with a "
+                "copy of what it points to"
             )
 
 
