@@ -418,3 +418,17 @@ def test_a_checkpoint_that_is_no_mapping_is_an_error_naming_it(tmp_path, content
     with pytest.raises(ValueError, match="not a Lightning checkpoint") as err:
         load_checkpoint(path)
     assert str(path) in str(err.value)
+
+
+def test_a_relative_data_folder_of_a_run_is_made_where_the_run_made_it(run_dir, tmp_path):
+    """A dataset that never writes to its root (a user's in-memory class) need not have one:
+    a relative root that does not exist passes (it would be made under the working
+    directory, as training made it); one outside it does not."""
+    from diffpool.training.predict import _check_roots
+
+    results = tmp_path / "results.json"
+    _check_roots({"dataset": {"root": "data/pyg"}}, {}, results)
+    for root in (str(tmp_path / "gone"), "../gone", "~/surely-not-here-diffpool"):
+        with pytest.raises(FileNotFoundError, match="does not exist here"):
+            _check_roots({"dataset": {"root": root}}, {}, results)
+    _check_roots({"dataset": {"root": "../gone"}}, {"dataset": {"root": "x"}}, results)

@@ -62,14 +62,17 @@ def load_run(
 
 def _check_roots(stored: dict, given: dict, source: Path, where: str = "data") -> None:
     """Refuse a data folder (a ``root`` entry) that the run's file names, the caller does not,
-    and that does not exist: the data would be unpacked or downloaded wherever the file says
-    (a run copied from another machine names its author's folders)."""
+    that does not exist and lies outside the working directory (absolute, or with ``..``): the
+    data would be unpacked or downloaded wherever the file says (a run copied from another
+    machine names its author's folders). A relative one is made under the working directory,
+    as the run made it (a dataset that never writes to its root need not have one)."""
     for key, value in stored.items():
         over = given.get(key) if isinstance(given, dict) else None
         if isinstance(value, dict) and "_target_" not in (over or {}):
             _check_roots(value, over or {}, source, f"{where}.{key}")
         elif key == "root" and over is None and isinstance(value, str):
-            if not Path(value).expanduser().is_dir():
+            path = Path(value).expanduser()
+            if (path.is_absolute() or ".." in path.parts) and not path.is_dir():
                 viz = " --data-root PATH (diffpool-viz)," if where == "data" else ""
                 raise FileNotFoundError(
                     f"{source} names the data folder {value!r} ({where}.root), which does not "
