@@ -67,7 +67,7 @@ def predict(cfg) -> None:
                 f"{run_dir / 'results.json'}: config.seed must be an int, got {seed!r:.80}"
             )
         with open_dict(cfg):  # what data=<option> interpolates is the run's: as data, no
-            cfg.seed, cfg.model = _literal(earlier.get("seed", 0)), _literal(earlier.get("model"))
+            cfg.seed, cfg.model = seed, _literal(earlier.get("model"))
         data = {**OmegaConf.to_container(cfg.data, resolve=True), "predict_split": cfg.split}
         if cfg.batch_size:
             data["batch_size"] = cfg.batch_size

@@ -114,21 +114,13 @@ LAUNCHER_PLUGINS = {
 }
 
 
-def _override_key(arg: str) -> str:
-    """The config key of a command-line override (``+launcher=joblib``: ``launcher``)."""
-    return arg.split("=", 1)[0].lstrip("+~") if "=" in arg else ""
-
-
 def main() -> None:
     """Entry point of the console script."""
     try:
         require("train", "diffpool-train")
         for arg in sys.argv[1:]:  # Hydra's error would name only its config group
-            plugin = (
-                LAUNCHER_PLUGINS.get(arg.partition("=")[2])
-                if _override_key(arg) == "launcher"
-                else None
-            )
+            key, _, value = arg.partition("=")  # +launcher=slurm: launcher, slurm
+            plugin = LAUNCHER_PLUGINS.get(value) if key.lstrip("+~") == "launcher" else None
             if plugin is not None and plugin in missing("launchers"):
                 raise ImportError(
                     f"{arg} needs the 'launchers' extra (missing: {plugin}): "
