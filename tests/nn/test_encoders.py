@@ -284,3 +284,19 @@ def test_masked_batch_norm_without_padding_is_the_masked_path(momentum):
     fused.eval(), masked.eval()
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(fused(x), masked(x, torch.ones(2, 3, dtype=torch.bool)))
+
+
+def test_one_backward_of_a_fused_and_a_masked_batch_norm_forward():
+    """Two forwards of one module before one backward (two micro-batches summed, or a
+    model's call with levels and one without): the fused route saves the running statistics
+    for its backward, and the masked route's update of them must not invalidate it."""
+    torch.manual_seed(0)
+    norm = MaskedBatchNorm(8)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    both = norm(x).pow(2).sum() + norm(x, mask).pow(2).sum()
+    (grad,) = torch.autograd.grad(both, x)
+    alone = MaskedBatchNorm(8)
+    expected = torch.autograd.grad(alone(x).pow(2).sum(), x)[0]
+    expected += torch.autograd.grad(alone(x, mask).pow(2).sum(), x)[0]
+    torch.testing.assert_close(grad, expected)

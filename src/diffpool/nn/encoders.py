@@ -574,8 +574,11 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
                 factor = torch.full((), self.momentum, dtype=mean.dtype, device=mean.device)
             factor = torch.where(enough, factor, 0.0).to(self.running_mean.dtype)
             unbiased = var * rows / (rows - 1).clamp(min=1)
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
-            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
+            # through .data, as torch's fused batch norm updates them: its backward (of an
+            # earlier forward of this module, before one backward of both) saved the buffers,
+            # and an in-place update of their version would fail it
+            self.running_mean.data.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+            self.running_var.data.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
         return (
             torch.where(enough, mean, self.running_mean),
             torch.where(enough, var, self.running_var),
