@@ -59,7 +59,25 @@ BATCH = torch.tensor([0, 0, 0, 1, 1])
             "edge_weight contains NaN",
         ),
         (dict(batch_size=3), ValueError, "batch_size=3"),
+        (dict(batch_size=0), ValueError, "batch_size must be positive"),
+        (dict(batch_size=-1), ValueError, "batch_size must be positive"),
+        (dict(batch_size=2.0), TypeError, "batch_size must be an int"),
         (dict(max_num_nodes=2), ValueError, "max_num_nodes=2 is smaller"),
+        (dict(max_num_nodes=3.0), TypeError, "max_num_nodes must be an int"),
+        (dict(max_num_nodes=0), ValueError, "max_num_nodes must be positive"),
+        (
+            dict(edge_index=torch.sparse_coo_tensor(EI.flip(0), torch.full((4,), float("nan")))),
+            ValueError,
+            "sparse adjacency's values contain NaN",
+        ),
+        (
+            dict(
+                edge_index=torch.sparse_coo_tensor(EI.flip(0), torch.ones(4)).to_sparse_csr()
+                * float("inf")
+            ),
+            ValueError,
+            "sparse adjacency's values contain NaN or infinite",
+        ),
         (
             dict(
                 edge_index=torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.ones(1), (4, 4))
@@ -96,6 +114,19 @@ def test_constructor_rejects(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         DiffPoolConv(**args)
+
+
+def test_from_encoder_names_a_bad_num_clusters_before_building_the_encoders():
+    with pytest.raises(TypeError, match="num_clusters must be an int"):
+        DiffPoolConv.from_encoder("gcn", 3, 8, 2.0)
+
+
+@pytest.mark.parametrize("encoder", ["gine", "gat"])
+def test_edge_features_need_one_row_per_edge(encoder):
+    layer = DiffPoolConv.from_encoder(encoder, 3, 8, 2, edge_dim=2)
+    with pytest.raises(ValueError, match=r"edge_attr must have shape \[4, edge_dim\]"):
+        layer(X, EI, BATCH, edge_attr=torch.randn(3, 2))
+    assert layer(X, EI, BATCH, edge_attr=torch.randn(4, 2)).x.shape == (2, 2, 8)
 
 
 def test_pool_width_must_match_num_clusters():

@@ -9,7 +9,7 @@ graph. Through its factors, :math:`\mathbf{A}'\mathbf{X} = \mathbf{S}^\top(\math
 (\mathbf{S}\mathbf{X}))` costs :math:`(2nC + n^2) F`, and :math:`\mathbf{A}'` itself
 (:math:`n C^2`) is never built. :class:`FactoredAdjacency` holds the factors of a group of
 graphs; :class:`CoarsenedAdjacency` is a batch's coarsened adjacency as groups, factored or
-dense. Private to :class:`~diffpool.DiffPoolNet` (its calls with ``return_levels=False``):
+dense. Private to :class:`~diffpool.models.DiffPoolNet` (its calls with ``return_levels=False``):
 no output of the package's functions or layers holds either; which buckets stay factored is
 the planner's (``factored_pays`` in :mod:`diffpool.functional._plan`).
 """
@@ -150,7 +150,7 @@ class CoarsenedAdjacency:
     r"""A batch's coarsened adjacency ``[B, C, C]`` as groups of graphs: group ``k`` holds the
     graphs ``index[k]`` and their adjacency ``parts[k]``, a dense ``[b_k, C, C]`` tensor or a
     :class:`FactoredAdjacency`. :meth:`to_dense` gives the tensor in graph order;
-    :class:`~diffpool.DiffPoolNet` runs its dense levels group by group on the parts."""
+    :class:`~diffpool.models.DiffPoolNet` runs its dense levels group by group on the parts."""
 
     def __init__(self, index: list[list[int]], parts: list, num_clusters: int):
         self.index, self.parts, self.num_clusters = index, parts, num_clusters

@@ -63,7 +63,7 @@ PER_BUCKET_ASSIGNMENT_MACS = 1 << 17
 #: the pooling level 0.85x (synthetic N_max 100, both budgets; ENZYMES, fixed), 0.93x to 0.94x
 #: (ENZYMES and PROTEINS, per-graph budgets), 0.54x (COLLAB's dense graphs, the 8 of its 250
 #: batches it pads with per-graph budgets: their sparse product costs what a dense one does);
-#: a training step of :class:`~diffpool.DiffPoolNet` on the same batches 0.99x to 1.00x (its
+#: a training step of :class:`~diffpool.models.DiffPoolNet` on the same batches 0.99x to 1.00x (its
 #: encoders dominate).
 PADDED_EXTRA_MACS = 1 << 23
 
@@ -77,7 +77,7 @@ DENSE_BLOCK_MACS = 1 << 22
 RESIDUAL_PASSES = 8
 
 #: With fixed budgets, a size bucket keeps its coarsened adjacency as its factors (inside
-#: :class:`~diffpool.DiffPoolNet` only) where that saves at least this many multiply-adds per
+#: :class:`~diffpool.models.DiffPoolNet` only) where that saves at least this many multiply-adds per
 #: feature column of one dense layer, :math:`b\,(C^2 - n(2C + n))` (``b`` graphs of up to ``n``
 #: nodes): below it the extra group that the dense levels then run costs about what it saves
 #: (PROTEINS, :math:`C = 155`: equal within noise, measured).

@@ -74,6 +74,7 @@ from diffpool.utils.validation import (
     check_assignment,
     check_batch,
     check_connectivity,
+    check_count,
     check_dense_inputs,
     check_edges_within_graphs,
     check_features,
@@ -358,7 +359,7 @@ class SparseCall(NamedTuple):
     :func:`read_sparse_batch` (whose value checks then stand for this call's). ``factored``
     lets the buckets of graphs small against :math:`C` keep their coarsened adjacency as its
     factors (a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, for
-    :class:`~diffpool.DiffPoolNet`'s own dense levels only)."""
+    :class:`~diffpool.models.DiffPoolNet`'s own dense levels only)."""
 
     batch_size: int | None = None
     max_num_nodes: int | None = None
@@ -399,6 +400,8 @@ def read_sparse_batch(
         batch_size = 1 if batch_size is None else batch_size
     checks = DeferredChecks() if validate else None
     if validate:
+        if batch_size is not None:
+            check_count(batch_size, "batch_size")
         check_features(x, dim=2, finite=finite_x, checks=checks)
         check_batch(batch, num_nodes, batch_size, checks)
         check_connectivity(edge_index, edge_weight, num_nodes, checks)
@@ -719,8 +722,9 @@ def padded_diff_pool(
 ) -> DiffPoolOutput:
     r"""Pool a dense, padded batch: the counterpart of :func:`sparse_diff_pool` for the levels
     after the first pooling (or batches that are dense already), with the same budgets and
-    losses, :math:`N_g = \sum_i M_{gi}` real nodes per graph. Entries of ``adj`` outside the
-    mask are ignored. The positional arguments are those of
+    losses, :math:`N_g = \sum_i M_{gi}` real nodes per graph. Finite entries of ``adj``
+    outside the mask are ignored (with ``validate``, NaN and infinite values are refused
+    anywhere in ``adj``). The positional arguments are those of
     :func:`torch_geometric.nn.dense_diff_pool`; :func:`dense_diff_pool` returns what that
     returns.
 

@@ -139,7 +139,9 @@ class DiffPoolNet(torch.nn.Module):
     :func:`torch_geometric.nn.dense_diff_pool` normalises them (``"pyg"``, or
     ``"pyg_unnormalized"`` for its ``normalize=False``), so that a PyG DiffPool model's
     coefficients carry over: the first level's batch padded to its largest graph, the dense
-    levels to their :math:`C_l` slots (see :class:`~diffpool.DiffPoolConv`). The dense levels
+    levels to their cluster slots (:math:`C_l`; with ``budget="per_graph"`` the batch's
+    widest budget at that level, :math:`\min(C_l, \lceil \mathrm{ratio} \cdot
+    \max_g n_g \rceil)`) (see :class:`~diffpool.DiffPoolConv`). The dense levels
     then run as one padded batch (:attr:`group_dense_levels` applies to the per-graph form
     only).
 

@@ -131,6 +131,7 @@ class DiffPoolBase(torch.nn.Module):
             **kwargs (optional): The layer's other arguments (``ratio``, ``link_loss``,
                 ``loss_normalization``, ...).
         """
+        check_num_clusters(num_clusters)  # before the encoders are built with it
         common = dict(num_layers=num_layers, dropout=dropout, norm=norm, concat=concat)
         if edge_dim is not None:
             common["edge_dim"] = edge_dim

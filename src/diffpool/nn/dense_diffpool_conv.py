@@ -39,8 +39,9 @@ class DenseDiffPoolConv(DiffPoolBase):
 
     (``"bce"``: :math:`\frac{1}{B}\sum_g \frac{1}{N_g^2}\sum_{i,j \in g} -A_{ij}\log(P_{ij}+
     \epsilon) - (1-A_{ij})\log(1-P_{ij}+\epsilon)`, :math:`\mathbf{P} = \min(\mathbf{S}
-    \mathbf{S}^\top, 1)`, :math:`\epsilon = 10^{-7}`). Entries of :math:`\mathbf{A}` outside
-    the mask are ignored. With ``loss_normalization="pyg"`` the losses are those of
+    \mathbf{S}^\top, 1)`, :math:`\epsilon = 10^{-7}`). Finite entries of :math:`\mathbf{A}`
+    outside the mask are ignored (NaN and infinite values are refused anywhere in it). With
+    ``loss_normalization="pyg"`` the losses are those of
     :func:`torch_geometric.nn.dense_diff_pool` on the same padded inputs (:math:`N` = the
     input's node dimension), see :class:`~diffpool.nn.DiffPoolConv`.
 
@@ -116,7 +117,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         num_nodes: int | None = None,
     ):
         """:meth:`forward`; ``validate=False`` where the caller built the inputs itself
-        (:class:`~diffpool.DiffPoolNet`'s levels after the first, whose inputs are its own);
+        (:class:`~diffpool.models.DiffPoolNet`'s levels after the first, whose inputs are its own);
         ``num_nodes``: the number of real nodes, where the caller knows it on the host (for
         the batch norm of :class:`~diffpool.nn.DenseGNNEncoder` GNNs)."""
         if isinstance(x, Tensor) and x.dim() == 2:
@@ -145,7 +146,7 @@ class DenseDiffPoolConv(DiffPoolBase):
         num_nodes: list[int] | None = None,
     ) -> list[DiffPoolOutput]:
         r""":meth:`forward` on a batch split into groups of graphs, each padded only to its own
-        largest graph (grouped by :class:`~diffpool.DiffPoolNet`): one output per
+        largest graph (grouped by :class:`~diffpool.models.DiffPoolNet`): one output per
         group, each graph's as on the whole padded batch up to float rounding (batch norm
         takes its statistics over all groups together). Needs the pooling GNN (no fixed
         assignment); each output's losses are its group's (with PyG's normalisation, of the

@@ -11,7 +11,7 @@ from diffpool.functional.diff_pool import SparseCall, pool_sparse, read_sparse_b
 from diffpool.functional.output import DiffPoolOutput
 from diffpool.nn.base import DiffPoolBase
 from diffpool.nn.encoders import GNNEncoder
-from diffpool.utils.validation import as_int64_index, explains_input
+from diffpool.utils.validation import as_int64_index, check_edge_attr, explains_input
 
 
 def _accepts(module: torch.nn.Module | None, argument: str) -> bool:
@@ -227,7 +227,7 @@ class DiffPoolConv(DiffPoolBase):
     @explains_input(lambda layer: getattr(layer.embed, "in_channels", None))
     def _pool(self, x, edge_index, batch, edge_weight, edge_attr, assignment, run: SparseCall):
         """:meth:`forward` with its run options gathered (``run.factored``: for
-        :class:`~diffpool.DiffPoolNet`'s own dense levels only); also returns the nodes of
+        :class:`~diffpool.models.DiffPoolNet`'s own dense levels only); also returns the nodes of
         every graph on the host (:obj:`None` under ``torch.compile``).
 
         The inputs' values are checked and the batch's sizes read in one transfer from the
@@ -237,6 +237,8 @@ class DiffPoolConv(DiffPoolBase):
         batch, _, counts = read_sparse_batch(
             x, edge_index, edge_weight, batch, run.batch_size, validating, finite_x=True
         )
+        if validating:
+            check_edge_attr(edge_attr, edge_index)
         # int32 indices (valid in PyG) as int64, which torch's scatter needs on some paths
         edge_index = as_int64_index(edge_index)
         edges = dict(edge_weight=edge_weight, edge_attr=edge_attr)

@@ -65,6 +65,15 @@ class CooAdjacency(NamedTuple):
         return out.index_add(0, batch[self.index[0]], self.value.pow(2))
 
 
+def stored_values(adj) -> Tensor | None:
+    """The entries a ``SparseTensor`` or ``torch.sparse`` matrix stores, duplicates apart
+    (:obj:`None`: a ``SparseTensor`` without values, every edge of weight 1)."""
+    if is_sparse_tensor(adj):
+        return adj.storage.value()
+    # torch.sparse's documented accessor of an uncoalesced COO tensor's values
+    return adj._values() if adj.layout == torch.sparse_coo else adj.values()
+
+
 @torch.compiler.disable  # SparseTensor and torch.sparse conversions are not traceable
 def _sparse_coo(edge_index) -> tuple[Tensor, Tensor]:
     """The ``(index, value)`` of ``A`` from a PyG-convention ``adj_t`` sparse matrix."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse
+from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse, stored_values
 
 
 class DeferredChecks:
@@ -91,12 +91,17 @@ def _require_finite(checks: DeferredChecks | None, t: Tensor, message: str) -> N
     _require(checks, total.isfinite(), message, lambda ok: ok or bool(torch.isfinite(t).all()))
 
 
+def check_count(value: int, name: str = "num_clusters") -> int:
+    """A positive int (``num_clusters``, ``batch_size``, ``max_num_nodes``)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
 def check_num_clusters(num_clusters: int) -> int:
-    if isinstance(num_clusters, bool) or not isinstance(num_clusters, Integral):
-        raise TypeError(f"num_clusters must be an int, got {type(num_clusters).__name__}")
-    if num_clusters <= 0:
-        raise ValueError(f"num_clusters must be positive, got {num_clusters}")
-    return int(num_clusters)
+    return check_count(num_clusters, "num_clusters")
 
 
 def check_ratio(ratio: float | None) -> float | None:
@@ -247,8 +252,12 @@ def check_graph_sizes(counts: list[int]) -> None:
 
 
 def check_max_num_nodes(max_num_nodes: int | None, counts: list[int]) -> None:
-    """``max_num_nodes`` holds the largest graph (``counts``: nodes per graph, on the host)."""
-    if max_num_nodes is None or not counts:
+    """``max_num_nodes`` is a count that holds the largest graph (``counts``: nodes per
+    graph, on the host)."""
+    if max_num_nodes is None:
+        return
+    check_count(max_num_nodes, "max_num_nodes")
+    if not counts:
         return
     largest = max(counts)
     if max_num_nodes < largest:
@@ -274,6 +283,10 @@ def check_connectivity(
                 "edge_weight is only accepted with edge_index; a sparse adjacency "
                 "carries its own values"
             )
+        values = stored_values(edge_index)
+        if values is not None and values.is_floating_point():
+            message = "the sparse adjacency's values contain NaN or infinite values"
+            _require_finite(checks, values, message)
         return
     if not isinstance(edge_index, Tensor):
         raise TypeError(
@@ -306,6 +319,21 @@ def check_connectivity(
                 f"got {tuple(edge_weight.shape)}"
             )
         _require_finite(checks, edge_weight, "edge_weight contains NaN or infinite values")
+
+
+def check_edge_attr(edge_attr: Tensor | None, edge_index) -> None:
+    """``[E, D]`` (or ``[E]``) edge features, one row per column of an ``edge_index``
+    tensor (with a sparse adjacency they are the GNNs' to read); shapes only."""
+    if edge_attr is None or not isinstance(edge_index, Tensor) or is_torch_sparse(edge_index):
+        return
+    if not isinstance(edge_attr, Tensor):
+        raise TypeError(f"edge_attr must be a tensor, got {type(edge_attr).__name__}")
+    edges = edge_index.size(1)
+    if edge_attr.dim() not in (1, 2) or edge_attr.size(0) != edges:
+        raise ValueError(
+            f"edge_attr must have shape [{edges}, edge_dim] (one row per edge), got "
+            f"{tuple(edge_attr.shape)}"
+        )
 
 
 def check_edges_within_graphs(
