@@ -23,8 +23,8 @@ def _module(dm, encoder="sage", **kwargs):
     return GraphClassifier(model, **kwargs)  # the data's facts: from the data module
 
 
-def _trainer(**kwargs):
-    return Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+def _trainer(max_epochs=1, **kwargs):
+    return Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, **kwargs)  # fmt: skip
 
 
@@ -253,3 +253,41 @@ def test_a_failed_download_of_any_client_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(helpers, "Broken", Broken, raising=False)
     with pytest.raises(KeyError):
         GraphDataModule({"_target_": "helpers.Broken"}).setup()
+
+
+def test_training_batches_are_reshuffled_every_epoch_and_the_same_on_a_rerun():
+    """Lightning sets the epoch on the batch sampler's sampler (not on the batch sampler):
+    every epoch draws other batches, and the same ones for the same seed and epoch."""
+    from lightning.pytorch import Callback
+
+    class Batches(Callback):
+        def __init__(self):
+            self.seen: dict[int, list[list[int]]] = {}
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.setdefault(trainer.current_epoch, []).append(batch.graph_id.tolist())
+
+    runs = []
+    for _ in range(2):
+        dm = GraphDataModule(tiny_graphs("multiclass", 60), fold=0, num_folds=4, batch_size=10)
+        batches = Batches()
+        _trainer(max_epochs=3, callbacks=[batches]).fit(_module(dm), datamodule=dm)
+        runs.append(batches.seen)
+    epochs = runs[0]
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]
+    assert all(sorted(sum(epochs[e], [])) == sorted(sum(epochs[0], [])) for e in epochs)
+    assert runs[1] == runs[0]
+
+
+def test_a_distributed_sampler_sets_the_epoch_of_the_shuffle():
+    from torch.utils.data import DistributedSampler
+
+    from diffpool.training import GraphBatchSampler
+
+    given = DistributedSampler(range(40), num_replicas=2, rank=1, shuffle=False)
+    sampler = GraphBatchSampler(40, 4, shuffle=True, sampler=given)
+    first = list(sampler)
+    given.set_epoch(1)
+    assert sampler.epoch == 1 and list(sampler) != first
+    given.set_epoch(0)
+    assert list(sampler) == first

@@ -9,6 +9,24 @@ import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 
+class EpochOfShuffle(Sampler[int]):
+    """The graphs' indices in dataset order, and the epoch that seeds
+    :class:`GraphBatchSampler`'s shuffle: Lightning calls ``set_epoch`` on a batch sampler's
+    ``sampler`` before every epoch (resumed runs included), not on the batch sampler."""
+
+    def __init__(self, num_graphs: int):
+        self.num_graphs, self.epoch = num_graphs, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_graphs
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.num_graphs))
+
+
 class GraphBatchSampler(BatchSampler):
     r"""Batches of dataset indices for rank ``rank`` of ``num_replicas``, every graph once
     per epoch over all ranks, every rank the same number of steps (DDP needs it), where
@@ -28,7 +46,8 @@ class GraphBatchSampler(BatchSampler):
         num_replicas (int, optional): :math:`W`. (default: :obj:`1`)
         rank (int, optional): :math:`r`. (default: :obj:`0`)
         sampler (Sampler, optional): A :class:`~torch.utils.data.DistributedSampler` (as
-            Lightning passes it) sets ``num_replicas`` and ``rank``. (default: :obj:`None`)
+            Lightning passes it) sets ``num_replicas`` and ``rank``, and its ``set_epoch`` the
+            epoch. (default: :obj:`None`: an :class:`EpochOfShuffle`)
         drop_last (bool, optional): Must be :obj:`False`. (default: :obj:`False`)
     """
 
@@ -47,6 +66,8 @@ class GraphBatchSampler(BatchSampler):
             raise ValueError("GraphBatchSampler never drops graphs (drop_last must be False)")
         if isinstance(sampler, DistributedSampler):
             num_replicas, rank = sampler.num_replicas, sampler.rank
+        else:
+            sampler = EpochOfShuffle(num_graphs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
@@ -59,10 +80,15 @@ class GraphBatchSampler(BatchSampler):
         self.num_graphs, self.batch_size = num_graphs, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
-        self.sampler, self.drop_last, self.epoch = sampler, False, 0  # BatchSampler's, ours
+        self.sampler, self.drop_last = sampler, False  # BatchSampler's attributes
+
+    @property
+    def epoch(self) -> int:
+        """The epoch that seeds the shuffle, as Lightning set it on :attr:`sampler`."""
+        return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         steps = math.ceil(self.num_graphs / (self.num_replicas * self.batch_size))
