@@ -135,3 +135,28 @@ def test_predictions_per_task():
     multilabel = Task("multilabel", 2).predictions(out)
     assert multilabel["prediction"].tolist() == [[0, 1], [1, 0]]
     assert "probabilities" not in Task("regression", 2).predictions(out)
+
+
+def test_ranking_metrics_score_the_labels_with_both_classes_as_ogb_does():
+    """A label whose targets hold one class has no ROC-AUC or AP: OGB's evaluator leaves it
+    out of the mean, and a binary split without positives scores NaN (not torchmetrics' 0,
+    which a report would average with the other folds)."""
+    metrics = pytest.importorskip("sklearn.metrics")  # what OGB's evaluator scores with
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(30, 3, generator=gen)
+    y = (torch.rand(30, 3, generator=gen) < 0.5).float()
+    y[:, 1] = 0.0  # one class only
+    y[torch.rand(30, 3, generator=gen) < 0.2] = float("nan")
+    task = Task("multilabel", 3)
+    for name, score in (("rocauc", metrics.roc_auc_score), ("ap", metrics.average_precision_score)):
+        metric = task.metrics()[name]
+        metric.update(*task.metric_input(logits, y))
+        present = [~y[:, k].isnan() for k in (0, 2)]  # label 1 has one class: left out
+        expected = [score(y[m, k], logits[m, k]) for k, m in zip((0, 2), present)]
+        assert float(metric.compute()) == pytest.approx(sum(expected) / 2, abs=1e-6)
+    binary = Task("binary", 1)
+    for name in ("rocauc", "ap"):
+        metric = binary.metrics()[name]
+        metric.update(*binary.metric_input(logits[:, :1], torch.zeros(30, 1)))
+        assert math.isnan(float(metric.compute()))

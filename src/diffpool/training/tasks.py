@@ -24,7 +24,36 @@ LOSSES = {"multiclass": ("ce",), "binary": ("bce",), "multilabel": ("bce",),
           "regression": ("l1", "mse")}  # fmt: skip
 #: metrics where lower is better
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
-_CLASSIFICATION_METRICS = {"acc": tm.Accuracy, "rocauc": tm.AUROC, "ap": tm.AveragePrecision}
+
+
+class LabelwiseRanking(tm.Metric):
+    """ROC-AUC (``"rocauc"``) or average precision (``"ap"``) of probabilities ``[n, L]``
+    against 0/1 targets (-1: missing), as OGB's evaluator computes them: the mean over the
+    labels whose targets hold both classes; NaN where none does. torchmetrics' own scores a
+    label with one class 0, so a test fold without positives would count as an AUC of 0 in a
+    report's mean (its functional scores each label here)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        scores = tm.functional.classification
+        self.score = {"rocauc": scores.binary_auroc, "ap": scores.binary_average_precision}[kind]
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.preds.append(preds.reshape(preds.size(0), -1))
+        self.target.append(target.reshape(target.size(0), -1))
+
+    def compute(self) -> Tensor:
+        preds = tm.utilities.dim_zero_cat(self.preds)
+        target = tm.utilities.dim_zero_cat(self.target)
+        scores = []
+        for label in range(target.size(-1)):
+            present = target[:, label] >= 0
+            t, p = target[present, label], preds[present, label]
+            if t.numel() and bool(t.min() != t.max()):
+                scores.append(self.score(p, t))
+        return torch.stack(scores).mean() if scores else preds.new_tensor(float("nan"))
 
 
 class TargetError(ValueError):
@@ -102,14 +131,12 @@ class Task:
         """Fresh torchmetrics keyed by :attr:`metric_names`, fed by :meth:`metric_input`."""
         if self.name == "regression":
             return {"mae": tm.MeanAbsoluteError(), "rmse": tm.MeanSquaredError(squared=False)}
-        n = self.num_outputs
-        ignore = -1 if self.name == "multilabel" else None  # a missing label
-        return {
-            key: _CLASSIFICATION_METRICS[key](
-                task=self.name, num_classes=n, num_labels=n, ignore_index=ignore
-            )
-            for key in self.metric_names
-        }
+        if self.name == "multiclass":
+            return {"acc": tm.Accuracy(task="multiclass", num_classes=self.num_outputs)}
+        ranking = {key: LabelwiseRanking(key) for key in ("rocauc", "ap")}
+        if self.name == "binary":
+            return {**ranking, "acc": tm.Accuracy(task="binary")}
+        return ranking
 
     def metric_input(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``(preds, target)`` for :meth:`metrics`: logits and classes; probabilities and
