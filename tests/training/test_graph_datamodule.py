@@ -291,3 +291,51 @@ def test_a_distributed_sampler_sets_the_epoch_of_the_shuffle():
     assert sampler.epoch == 1 and list(sampler) != first
     given.set_epoch(0)
     assert list(sampler) == first
+
+
+def test_the_transform_is_what_features_targets_and_sizes_are_read_from():
+    """The data module's transform (a callable, a spec or a list of them) makes the graphs
+    the loaders give; the feature check, the widths, the task and the largest graph are
+    read from those, as from a dataset's own transform."""
+    import torch_geometric.transforms as T
+    from torch_geometric.data import InMemoryDataset
+
+    graphs = tiny_graphs("multiclass", 40)
+    bare = [g.clone() for g in graphs]
+    for g in bare:
+        g.num_nodes = g.x.size(0)
+        del g.x
+    degree = {"_target_": "torch_geometric.transforms.OneHotDegree", "max_degree": 12}
+    dm = GraphDataModule(bare, num_folds=4, transform=degree)
+    dm.setup()
+    assert dm.num_features == 13 == dm.dataset[0].x.size(1)
+    both = [degree, {"_target_": "torch_geometric.transforms.VirtualNode"}]
+    dm = GraphDataModule(bare, num_folds=4, transform=both)
+    assert dm.max_num_nodes == max(g.num_nodes for g in graphs) + 1
+    dm = GraphDataModule(graphs, num_folds=4, transform=T.OneHotDegree(12, cat=True))
+    assert dm.num_features == 5 + 13
+    _trainer(max_epochs=1).fit(_module(dm), datamodule=dm)
+
+    class FirstTarget(InMemoryDataset):  # QM9's pattern: stored y [1, 4], the task's 1
+        def __init__(self):
+            super().__init__(transform=lambda d: d.update({"y": d.y[:, :1]}))
+            data = tiny_graphs("regression", 40)
+            for d in data:
+                d.y = d.y.view(1, 1).repeat(1, 4)
+            self.data, self.slices = self.collate(data)
+
+    dm = GraphDataModule(FirstTarget(), num_folds=4)
+    dm.setup()
+    assert (dm.task.name, dm.task.num_outputs) == ("regression", 1)
+    with pytest.raises(TypeError, match="transform must be a callable or a '_target_' spec"):
+        GraphDataModule(graphs, transform=3)
+
+
+def test_a_transform_spec_read_from_a_file_is_one_of_pygs():
+    from diffpool.utils import targets
+
+    with targets.reading("results.json"):
+        spec = {"_target_": "torch_geometric.transforms.OneHotDegree", "max_degree": 3}
+        assert GraphDataModule(tiny_graphs(), transform=spec).transform is not None
+        with pytest.raises(targets.UntrustedTargetError):
+            GraphDataModule(tiny_graphs(), transform={"_target_": "os.system", "command": "x"})

@@ -200,12 +200,12 @@ def dataset_name(dataset, default: str = "dataset") -> str:
 
 def graph_targets(dataset) -> Tensor:
     """Every graph's target as ``[num_graphs, T]``, read at once from an in-memory dataset's
-    storage where possible.
+    storage where possible (without a transform, which may change them).
 
     Raises:
         ValueError: a graph without ``y``, or targets of different sizes.
     """
-    if isinstance(dataset, InMemoryDataset):
+    if isinstance(dataset, InMemoryDataset) and dataset.transform is None:
         y = getattr(dataset, "y", None)  # PyG's stacked attribute of the graphs, in order
         if y is None:
             raise ValueError(f"{dataset_name(dataset)} has no graph targets (y)")

@@ -13,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Dataset
 from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import Compose
 
 from diffpool.datasets.ogb import ogb_evaluator
 from diffpool.datasets.source import dataset_name, graph_targets, resolve_dataset
@@ -20,6 +21,7 @@ from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file, spl
 from diffpool.datasets.tu import load_tu
 from diffpool.training.sampler import GraphBatchSampler
 from diffpool.training.tasks import TargetError, Task, infer_task, ogb_task, target_matrix
+from diffpool.utils.targets import build as build_spec
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,27 @@ def _plain(value):
 
 def _width(tensor: torch.Tensor) -> int:
     return 1 if tensor.dim() == 1 else int(tensor.size(-1))
+
+
+def followed_by(data: Mapping, transform: Callable | None) -> dict:
+    """The data module spec ``data`` with ``transform`` (a model's, e.g. DiffPool-Det's
+    clusters) applied after its own."""
+    data = dict(data)
+    steps = [t for t in (data.pop("transform", None), transform) if t is not None]
+    return {**data, "transform": steps or None}
+
+
+def _as_transform(value) -> Callable | None:
+    """A transform, built from a ``_target_`` spec (a list of them: composed, in order)."""
+    if value is None or callable(value):
+        return value
+    value = _plain(value)
+    if isinstance(value, Mapping):
+        return build_spec(value, "transform")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        parts = [_as_transform(v) for v in value if v is not None]
+        return Compose(parts) if len(parts) > 1 else (parts[0] if parts else None)
+    raise TypeError(f"transform must be a callable or a '_target_' spec, got {value!r}")
 
 
 class GraphDataModule(LightningDataModule):
@@ -71,7 +94,9 @@ class GraphDataModule(LightningDataModule):
             (default: :obj:`True`)
         batch_size (int, optional): Graphs per step and device. (default: :obj:`20`)
         num_workers (int, optional): Loader worker processes. (default: :obj:`0`)
-        transform (callable, optional): Applied to every graph after the dataset's own.
+        transform (callable, optional): Applied to every graph after the dataset's own, also
+            to the graphs the features, targets and sizes are read from; a ``_target_`` spec
+            of one (PyG's transforms), or a list of them, applied in order.
             (default: :obj:`None`)
         predict_split (str, optional): What :meth:`predict_dataloader` gives, one of
             :data:`PREDICT_SPLITS`. (default: :obj:`"test"`)
@@ -96,7 +121,7 @@ class GraphDataModule(LightningDataModule):
         edge_features: bool = True,
         batch_size: int = 20,
         num_workers: int = 0,
-        transform: Callable | None = None,
+        transform: Callable | Mapping | Sequence | None = None,
         predict_split: str = "test",
         name: str | None = None,
     ):
@@ -120,7 +145,8 @@ class GraphDataModule(LightningDataModule):
             self.hparams["dataset"] = self.source  # a spec rebuilds the data
         self.hparams.update({key: _plain(value) for key, value in self.hparams.items()})
         self.node_encoder, self.edge_encoder = _plain(node_encoder), _plain(edge_encoder)
-        self.edge_features, self.transform, self.name = edge_features, transform, name
+        self.edge_features, self.name = edge_features, name
+        self.transform = _as_transform(transform)
         self.fold, self.num_folds, self.seed = fold, num_folds, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.dataset: IndexedDataset | None = None
@@ -144,8 +170,9 @@ class GraphDataModule(LightningDataModule):
             return
         graphs, own = self._load()
         self.name = self.name or dataset_name(graphs)
+        dataset = IndexedDataset(graphs, self.transform)  # the graphs as the loaders give them
         try:
-            targets = target_matrix(graph_targets(graphs))
+            targets = target_matrix(graph_targets(graphs if self.transform is None else dataset))
         except ValueError as err:
             raise TargetError(f"{err}: graph-level tasks need a target y per graph") from None
         declared, task_type = None, getattr(graphs, "task_type", None)
@@ -169,10 +196,10 @@ class GraphDataModule(LightningDataModule):
             classes = task in ("multiclass", "binary")
             labels = targets[:, 0] if classes else torch.zeros(len(graphs), dtype=torch.long)
             self.split = fold_split(labels, self.fold, self.num_folds, self.seed, hp.val_ratio)
-        self._check_features(graphs[0])
+        self._check_features(dataset[0])
         log.info("%s: %s task (%s), %d outputs, selection metric val/%s",
                  self.name, task, reason, size, self.task.metric)  # fmt: skip
-        self.dataset = IndexedDataset(graphs, self.transform)
+        self.dataset = dataset
 
     def _check_features(self, sample) -> None:
         x = getattr(sample, "x", None)
@@ -200,13 +227,13 @@ class GraphDataModule(LightningDataModule):
 
     @property
     def num_features(self) -> int:
-        """The width of ``x`` as the dataset gives it (before any ``node_encoder``)."""
-        return _width(self._require_setup().base[0].x)
+        """The width of ``x`` as the loaders give it (before any ``node_encoder``)."""
+        return _width(self._require_setup()[0].x)
 
     @property
     def edge_dim(self) -> int | None:
         """The width of the ``edge_attr`` given to the encoders (:obj:`None`: none)."""
-        edge_attr = getattr(self._require_setup().base[0], "edge_attr", None)
+        edge_attr = getattr(self._require_setup()[0], "edge_attr", None)
         return _width(edge_attr) if self.edge_features and edge_attr is not None else None
 
     @property
@@ -217,13 +244,16 @@ class GraphDataModule(LightningDataModule):
 
     @property
     def max_num_nodes(self) -> int:
-        """The number of nodes of the largest graph in the whole dataset."""
-        base = self._require_setup().base
+        """The number of nodes of the largest graph in the whole dataset (as the loaders
+        give them: after the transforms, which may add or drop nodes)."""
+        dataset = self._require_setup()
+        base = dataset.base
         slices = getattr(base, "slices", None)  # an InMemoryDataset's: read at once
-        if isinstance(base, Dataset) and isinstance(slices, dict) and "x" in slices:
+        stored = dataset.transform is None and getattr(base, "transform", None) is None
+        if stored and isinstance(base, Dataset) and isinstance(slices, dict) and "x" in slices:
             sizes = slices["x"][1:] - slices["x"][:-1]
             return int(sizes[list(base.indices())].max())
-        return max(int(base[i].num_nodes) for i in range(len(base)))
+        return max(int(dataset[i].num_nodes) for i in range(len(dataset)))
 
     @property
     def evaluator(self):

@@ -128,12 +128,12 @@ def load_data(module, data_cfg: dict, checkpoint, source=None, trust: Sequence[s
     or, with :obj:`None`, the user's own. A ValueError if its input width is not the
     module's (``checkpoint``: where the module came from)."""
     from diffpool.models import data_transform
+    from diffpool.training.datamodule import followed_by
 
     spec = module.hparams.model
     with targets.reading(source, trust) if source is not None else contextlib.nullcontext():
-        datamodule = targets.build(
-            data_cfg, "datamodule", transform=data_transform(spec) if spec else None
-        )
+        data_cfg = followed_by(data_cfg, data_transform(spec) if spec else None)
+        datamodule = targets.build(data_cfg, "datamodule")
         datamodule.setup()
     expected = module.hparams.in_channels
     if datamodule.num_features != expected:

@@ -47,6 +47,7 @@ from diffpool.training.callbacks import (
     write_checkpoints_atomically,
 )
 from diffpool.training.console import quiet_lightning
+from diffpool.training.datamodule import followed_by
 from diffpool.training.results import (
     FAILED,
     HISTORY,
@@ -208,7 +209,8 @@ def build(cfg: DictConfig, out: Path):
     """The data module (loaded once, with the model's transform), the LightningModule built
     from its facts, the trainer and the history of a config."""
     detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
-    datamodule = instantiate(cfg.data, transform=data_transform(cfg.model))
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = instantiate(followed_by(data, data_transform(cfg.model)))
     datamodule.setup("fit")
     detail.info("%s", datamodule.describe())
     task = datamodule.task

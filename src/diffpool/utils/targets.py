@@ -8,7 +8,7 @@ as Hydra writes it. Specs reach the package two ways:
 * from a file: a checkpoint's hyperparameters, a run's ``results.json``. A file is data, so a
   name is built only when it is in a registry of the package (:data:`REGISTRIES`): the
   package's models, encoders, dataset loaders and data modules, the classes of ``torch.optim``
-  and ``torch.optim.lr_scheduler``, ``torch.nn``'s modules.
+  and ``torch.optim.lr_scheduler``, ``torch.nn``'s modules, PyG's transforms.
   Anything else is refused *before it is imported* (importing a module runs its code) with an
   :class:`UntrustedTargetError` that names the file, the name and how to trust it: by naming
   it again at the call (``trust=[...]``).
@@ -99,6 +99,14 @@ REGISTRIES: dict[str, tuple[Registry, ...]] = {
             names=frozenset({"load_tu", "load_ogb", "hierarchical_communities"}),
         ),
     ),
+    "transform": (
+        Registry(
+            "transform",
+            ("torch_geometric.transforms",),
+            _subclass_of("torch_geometric.transforms", "BaseTransform"),
+        ),
+        Registry("transform", ("diffpool.transforms",), names=frozenset({"ClusterAssignment"})),
+    ),
     "datamodule": (
         Registry(
             "data module",
@@ -116,6 +124,7 @@ NESTED_KINDS = {
     "edge_encoder": "encoder",
     "optimizer": "optimizer",
     "scheduler": "scheduler",
+    "transform": "transform",
 }
 
 
