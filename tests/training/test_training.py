@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import math
 import shutil
 import signal
 import time
@@ -409,6 +410,19 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_continues_the_same_run(tmp_path):
     assert resumed.fair.test == pytest.approx(straight.fair.test)
 
 
+def test_resume_continues_a_run_only_with_the_config_that_wrote_its_checkpoint(tmp_path):
+    """Another fold or learning rate on top of a run's weights would be a run that never was
+    (the fold's test graphs trained on): refused, naming what differs; the directory keeps
+    its files."""
+    _interrupted_at_epoch_2(tmp_path, "stopped")
+    out = tmp_path / "stopped"
+    written = (out / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(RunDirectoryError, match=r"another config \(data.fold, module.optimizer.lr"):
+        train(_cfg(tmp_path, "stopped", "resume=true", "data.fold=3", "module.optimizer.lr=0.05"))
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == written
+    assert train(_cfg(tmp_path, "stopped", "resume=true")).epochs == 3
+
+
 def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwarn):
     """Checkpoints store absolute paths: a run directory moved (or copied to another machine)
     before resuming must still know its best epoch so far, and keep a single best file."""
@@ -483,7 +497,25 @@ def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_f
     files = sorted(p.name for p in checkpoints.iterdir())
     assert files == sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir())
     assert files == ["best-epoch002.ckpt", "last.ckpt"]
-    assert Path(resumed.fair.checkpoint).name == Path(straight.fair.checkpoint).name
+    # a checkpoint of step, not of val/acc: not the fair protocol's epoch, so no fair test
+    assert resumed.fair.checkpoint is None is straight.fair.checkpoint
+    assert resumed.fair.test is None and resumed.fair.best_epoch >= 0
+
+
+def test_the_fair_test_is_the_checkpoint_of_the_epoch_it_reports(tmp_path):
+    """The fair protocol reports the best val/acc epoch: it tests the weights a checkpoint of
+    val/acc kept, never the last epoch's or another metric's best."""
+    kept = train(_cfg(tmp_path, "acc"))
+    assert Path(kept.fair.checkpoint).name == f"best-epoch{kept.fair.best_epoch:03d}.ckpt"
+    for out, overrides in (
+        ("loss", ["callbacks.model_checkpoint.monitor=val/loss",
+                  "callbacks.model_checkpoint.mode=min"]),
+        ("none", ["callbacks=no_validation"]),
+    ):  # fmt: skip
+        result = train(_cfg(tmp_path, out, *overrides))
+        assert result.fair.test is None and result.fair.checkpoint is None
+        assert result.fair.best_epoch == kept.fair.best_epoch
+        assert "no checkpoint of the best validation epoch" in result.summary()[0]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
@@ -691,3 +723,12 @@ def test_edge_features_asked_for_with_an_encoder_without_them_is_an_error(tmp_pa
              "trainer.max_epochs=1")
     )  # fmt: skip
     assert result.config["data"]["edge_features"] is True
+
+
+def test_epochs_without_validation_have_no_validation_figures(tmp_path):
+    """``check_val_every_n_epoch=2``: Lightning keeps the last validation's values in
+    ``callback_metrics``; the history and the curves leave the epochs between empty."""
+    result = train(_cfg(tmp_path, "every2", "+trainer.check_val_every_n_epoch=2"))
+    assert [math.isnan(v) for v in result.val_curve] == [True, False, True]
+    assert [math.isnan(v) for v in result.test_curve] == [True, False, True]
+    assert result.fair.best_epoch == 1

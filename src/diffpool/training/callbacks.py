@@ -27,13 +27,37 @@ ELAPSED = "time/elapsed_s"
 #: is the task's selection metric (``acc``, ``rocauc``, ``mae``, ...)
 EPOCH_LOG_METRICS = ("train/loss", "train/{metric}", "val/{metric}", "heldout/{metric}")
 
+#: the metrics of a validation run (``heldout/``: the test fold, run with the validation)
+VALIDATION_PREFIXES = ("val/", "heldout/")
+
 log = logging.getLogger("diffpool.training")
 #: where a sweep's jobs log their detail: diffpool-train's Hydra config routes it to each
 #: job's train.log only
 DETAIL = "diffpool.training.detail"
 
 
-class EpochHistory(Callback):
+class _EpochMetrics(Callback):
+    """Reads an epoch's logged metrics at its end; validation's only where validation ran in
+    that epoch (``trainer.callback_metrics`` keeps the last validation's values, so an epoch
+    that ``check_val_every_n_epoch`` skips would repeat them)."""
+
+    _validated_epoch = -1
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
+    def epoch_metrics(self, trainer: Trainer) -> dict[str, float]:
+        validated = self._validated_epoch == trainer.current_epoch
+        return {
+            key: float(value)
+            for key, value in sorted(trainer.callback_metrics.items())
+            if key.startswith(HISTORY_PREFIXES)
+            and (validated or not key.startswith(VALIDATION_PREFIXES))
+        }
+
+
+class EpochHistory(_EpochMetrics):
     """Keeps every epoch's epoch-level metrics (``train/*``, ``val/*``, ``heldout/*``) and
     ``time/elapsed_s`` (seconds of fitting up to the end of the epoch); with ``path``, writes
     them as CSV after every epoch (global rank 0, atomically, never through a link).
@@ -58,10 +82,7 @@ class EpochHistory(Callback):
         self._fit_started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        row: dict[str, float] = {"epoch": trainer.current_epoch}
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.startswith(HISTORY_PREFIXES):
-                row[key] = float(value)
+        row: dict[str, float] = {"epoch": trainer.current_epoch, **self.epoch_metrics(trainer)}
         if self._fit_started is not None:
             row[ELAPSED] = self.resumed_elapsed_s + time.monotonic() - self._fit_started
         self.epochs = [r for r in self.epochs if r["epoch"] != row["epoch"]] + [row]
@@ -128,7 +149,7 @@ def _has_epoch(row: Any) -> bool:
     return _is_number(epoch) and math.isfinite(epoch) and epoch == int(epoch)
 
 
-class EpochLog(Callback):
+class EpochLog(_EpochMetrics):
     """One line per finished epoch on the ``diffpool.training`` logger, instead of a progress
     bar, whole with parallel jobs; epochs counted from 0 as Lightning counts them::
 
@@ -151,7 +172,7 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
+        metrics = self.epoch_metrics(trainer)
         last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
         width = len(str(last)) if last is not None else 1
         total = f"/{last}" if last is not None else ""
@@ -162,6 +183,21 @@ class EpochLog(Callback):
         if self._started is not None:
             parts.append(f"({time.monotonic() - self._started:.1f} s)")
         self._logger.info("%s%s", f"[{self.name}] " if self.name else "", "  ".join(parts))
+
+
+class RunConfig(Callback):
+    """Stores the run's config (``comparable_config``, plain data) in every checkpoint, under
+    :attr:`KEY`: ``resume=true`` continues a checkpoint only with the config that wrote it."""
+
+    KEY = "diffpool_run_config"
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[self.KEY] = self.config
 
 
 class RelocateCheckpoints(Callback):

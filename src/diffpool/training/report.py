@@ -26,6 +26,7 @@ import numpy as np
 from diffpool.training.results import (
     FAILED,
     HISTORY,
+    NOT_IDENTITY,
     RESULTS,
     RunFailure,
     RunResult,
@@ -38,7 +39,7 @@ from diffpool.utils.provenance import code_label
 log = logging.getLogger(__name__)
 
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")  # named first in a label
-IGNORED_KEYS = ("data.fold", "data.root", "optimized_metric")  # define no configuration
+IGNORED_KEYS = ("data.fold", "optimized_metric", *NOT_IDENTITY)  # define no configuration
 PERCENT_METRICS = ("acc",)
 UNKNOWN_CODE = "—"  # the code of results that recorded none
 HEADER = ("configuration", "folds", "epochs", "fair", "paper (optimistic)", "paper epoch",

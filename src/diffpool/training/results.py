@@ -36,6 +36,14 @@ LOCK = "run.lock"
 #: the layout written by this version
 SCHEMA_VERSION = 2
 
+#: config entries (dotted; a group's name: all of it) that say where the data lives, what the
+#: console shows or where the run is logged: a run is the same whatever they are (one
+#: restored on another machine, or rerun with another logger, is skipped as finished, and a
+#: report puts it with the others). GraphBatchSampler splits the batches whatever Lightning's
+#: ``use_distributed_sampler``.
+NOT_IDENTITY = ("data.root", "logger", "trainer.enable_progress_bar",
+                "trainer.enable_model_summary", "trainer.use_distributed_sampler")  # fmt: skip
+
 
 def write_json(path: Path, payload: dict, overwrite: bool = True) -> None:
     """Write ``payload`` to ``path`` whole, never through a symbolic link (nor over an existing
@@ -265,6 +273,8 @@ class RunResult:
             )
             for key, value in (self.ogb or {}).items():
                 lines.append(f"fair:  OGB evaluator's test {key} {value:.4f}")
+        elif any(not math.isnan(v) for v in self.val_curve):
+            lines.append("fair:  no checkpoint of the best validation epoch, no fair result")
         else:
             lines.append("fair:  no validation set (data.val_ratio=0), no fair result")
         epoch = best_epoch(self.test_curve, self.higher_is_better)

@@ -44,6 +44,7 @@ from diffpool.training.callbacks import (
     EpochHistory,
     EpochLog,
     RelocateCheckpoints,
+    RunConfig,
     write_checkpoints_atomically,
 )
 from diffpool.training.console import quiet_lightning
@@ -52,6 +53,7 @@ from diffpool.training.results import (
     FAILED,
     HISTORY,
     LOCK,
+    NOT_IDENTITY,
     RESULTS,
     FairResult,
     RunFailure,
@@ -110,28 +112,60 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
 #: task's selection metric on the validation set (``val/acc``, ``val/mae``, ...)
 AUTO = "auto"
 
-#: nested config entries that say where the data lives or what the console shows: a finished
-#: run is the same whatever they are (a run restored on another machine is the same run)
-NOT_IDENTITY = (
-    ("data", "root"),
-    ("trainer", "enable_progress_bar"),
-    ("trainer", "enable_model_summary"),
-    # GraphBatchSampler splits the batches itself either way
-    ("trainer", "use_distributed_sampler"),
-)
+
+def _identity(config: dict) -> dict:
+    """A comparable config without :data:`~diffpool.training.results.NOT_IDENTITY`."""
+    config = copy.deepcopy(config)
+    for dotted in NOT_IDENTITY:
+        *groups, key = dotted.split(".")
+        node = config
+        for group in groups:
+            node = node.get(group) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return config
 
 
 def same_run(earlier: dict, cfg: DictConfig) -> bool:
-    """Whether a finished run's stored config is ``cfg``, up to :data:`NOT_IDENTITY`."""
+    """Whether a finished run's stored config is ``cfg``, up to what defines no run
+    (:data:`~diffpool.training.results.NOT_IDENTITY`)."""
+    return _identity(earlier) == _identity(comparable_config(cfg))
 
-    def identity(config: dict) -> dict:
-        config = copy.deepcopy(config)
-        for group, key in NOT_IDENTITY:
-            if isinstance(config.get(group), dict):
-                config[group].pop(key, None)
-        return config
 
-    return identity(earlier) == identity(comparable_config(cfg))
+#: what ``resume=true`` may change (prefixes of dotted keys): a run continued to more epochs
+#: ends as one run so long; the callbacks that watch it
+RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time", "callbacks.")
+
+
+def _differing(a, b, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [k for key in keys for k in _differing(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix[:-1]]
+
+
+def _check_resumed(out: Path, cfg: DictConfig) -> None:
+    """``resume=true`` continues ``checkpoints/last.ckpt`` only with the config that wrote it
+    (:class:`~diffpool.training.callbacks.RunConfig`): another fold or learning rate on top of
+    its weights would be a run that never was (a fold's test graphs trained on)."""
+    last = out / CHECKPOINTS / "last.ckpt"
+    try:
+        stored = files.load(last, map_location="cpu") if last.is_file() else None
+    except Exception:  # not a checkpoint: _train names it
+        return
+    earlier = stored.get(RunConfig.KEY) if isinstance(stored, dict) else None
+    if not isinstance(earlier, dict):
+        return
+    differ = [key for key in _differing(_identity(earlier), _identity(comparable_config(cfg)))
+              if not key.startswith(RESUME_MAY_CHANGE)]  # fmt: skip
+    if differ:
+        raise RunDirectoryError(
+            f"{last} was written by a run with another config ({', '.join(differ[:5])} "
+            "differ): resume=true continues a run with its own config only; give the run's "
+            "settings again, or pass overwrite=true to start again (the earlier files are "
+            "moved to replaced-<time>/)"
+        )
 
 
 def _move_aside(out: Path) -> Path:
@@ -161,7 +195,9 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
             "directory (hydra.run.dir=...) or pass overwrite=true (the earlier files are "
             "moved to replaced-<time>/)"
         )
-    if has_checkpoints and not cfg.get("resume", False):
+    if has_checkpoints and cfg.get("resume", False):
+        _check_resumed(out, cfg)
+    elif has_checkpoints:
         raise RunDirectoryError(
             f"{out} holds the checkpoints of an unfinished run: pass resume=true to continue "
             "it from checkpoints/last.ckpt, or overwrite=true to start again (the earlier "
@@ -234,7 +270,13 @@ def build(cfg: DictConfig, out: Path):
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, history, EpochLog(job_name()), RelocateCheckpoints()],
+        callbacks=[
+            *callbacks,
+            history,
+            EpochLog(job_name()),
+            RelocateCheckpoints(),
+            RunConfig(comparable_config(cfg)),
+        ],  # fmt: skip
         logger=loggers or False,
     )
     return datamodule, module, trainer, history
@@ -430,6 +472,16 @@ def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:
         raise
 
 
+def _best_checkpoint(trainer: Trainer, monitor: str, mode: str) -> str:
+    """The best checkpoint's path of a ModelCheckpoint that selects on ``monitor`` in
+    ``mode`` ("" without one: another callback's best is another epoch's weights)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == monitor:
+            if callback.mode == mode and callback.best_model_path:
+                return callback.best_model_path
+    return ""
+
+
 def _record_failure(cfg: DictConfig, out: Path, origin: dict) -> None:
     err = sys.exc_info()[1]
     RunFailure(
@@ -471,22 +523,22 @@ def _train(
                 last,
             )
         raise
-    checkpoint = next(
-        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
-    )
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    validated = "val" in datamodule.val_stages
-    # the fair protocol tests the best validation epoch's weights; no validation, no test
-    tested = []
-    if validated:
-        best = module
-        if best_path:
-            # the run's own checkpoint: it may build what the run's config names
-            trust = targets.target_names(dict(module.hparams))
-            best = type(module).load_from_checkpoint(best_path, weights_only=True, trust=trust)
-        tested = trainer.test(best, datamodule=datamodule, verbose=False)
     task = module.task
     name = task.metric
+    best_path = _best_checkpoint(trainer, f"val/{name}", task.mode)
+    # the fair protocol tests the weights of the best validation epoch: those a checkpoint
+    # of that metric kept (no validation or no such checkpoint, no test)
+    tested = []
+    if "val" in datamodule.val_stages and best_path:
+        # the run's own checkpoint: it may build what the run's config names
+        trust = targets.target_names(dict(module.hparams))
+        best = type(module).load_from_checkpoint(best_path, weights_only=True, trust=trust)
+        tested = trainer.test(best, datamodule=datamodule, verbose=False)
+    elif "val" in datamodule.val_stages:
+        log.warning(
+            "no checkpoint callback kept the best val/%s epoch (callbacks=default does): the "
+            "fair protocol's test is not run", name
+        )  # fmt: skip
     val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
     # -1 without a validation set: its curve is all NaN
     best = best_epoch(val_curve, task.higher_is_better)
