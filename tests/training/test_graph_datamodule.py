@@ -76,6 +76,20 @@ def test_dataset_split_from_a_mapping_a_split_class_and_get_idx_split():
     with pytest.raises(ValueError, match="no get_idx_split"):
         GraphDataModule(tiny_graphs(), split="dataset").setup()
 
+    class Leaking(TinyGraphDataset):  # checked as a split file is
+        parts = {"train": torch.arange(0, 30), "valid": torch.arange(25, 40),
+                 "test": torch.arange(40, 48)}  # fmt: skip
+
+        def get_idx_split(self):
+            return self.parts
+
+    with pytest.raises(ValueError, match=r"get_idx_split\(\) of tiny-regression: 5 graphs are "
+                       "in both train and val"):  # fmt: skip
+        GraphDataModule(Leaking(kind="regression"), split="dataset").setup()
+    Leaking.parts = dict(Leaking.parts, valid=torch.arange(30, 40), test=torch.tensor([40, 48]))
+    with pytest.raises(ValueError, match="test names graph 48, outside the dataset's 48"):
+        GraphDataModule(Leaking(kind="regression"), split="dataset").setup()
+
 
 def test_split_file(tmp_path):
     file = tmp_path / "splits.json"

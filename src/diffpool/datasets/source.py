@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
-from diffpool.datasets.splits import FoldSplit
+from diffpool.datasets.splits import FoldSplit, checked_split
 from diffpool.utils import targets
 
 #: the keys of a dataset's own split (``get_idx_split()`` says ``valid``, OGB style)
@@ -185,8 +185,8 @@ def resolve_dataset(
     if len(graphs) == 0:
         raise ValueError("the dataset holds no graphs")
     if split == "dataset":
-        own = _own_split(graphs)
-        return graphs, FoldSplit(train=own["train"], val=own["val"], test=own["test"])
+        where = f"get_idx_split() of {dataset_name(graphs)}"
+        return graphs, checked_split(_own_split(graphs), len(graphs), where)
     return graphs, None
 
 

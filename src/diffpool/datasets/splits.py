@@ -180,9 +180,22 @@ def load_split_file(
                 f"{reprlib.repr(values)}"
             )
         try:
-            indices = torch.tensor(values, dtype=torch.long)
+            split[name] = torch.tensor(values, dtype=torch.long)
         except (OverflowError, RuntimeError, ValueError) as err:  # past int64
             raise ValueError(f"{where}: {name} names a graph past int64 ({err})") from err
+    return checked_split(split, num_graphs, where)
+
+
+def checked_split(parts: dict[str, Tensor], num_graphs: int, where: str) -> FoldSplit:
+    """``{"train", "val", "test"}`` graph indices as a :class:`FoldSplit`, sorted.
+
+    Raises:
+        ValueError: an index outside ``[0, num_graphs)``, a graph named twice or in two of
+            the sets, or an empty test or training set; the message starts with ``where``.
+    """
+    split = {}
+    for name in ("train", "val", "test"):
+        indices = parts[name]
         outside = indices[(indices < 0) | (indices >= num_graphs)]
         if outside.numel():
             raise ValueError(
