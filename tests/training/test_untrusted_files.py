@@ -201,6 +201,21 @@ def test_evaluate_replaces_no_run_and_no_earlier_evaluation(run_dir, tmp_path):
         evaluate(tmp_path / "eval")
 
 
+def test_a_checkpoint_is_evaluated_on_the_split_it_was_trained_with(run_dir, tmp_path):
+    """Another fold's test set holds graphs the checkpoint trained on: train=false and
+    diffpool-predict refuse a data setting that moves its split, naming it."""
+    from diffpool.cli.train import run
+
+    best = RunResult.load(run_dir).fair.checkpoint
+    cfg = _compose("train=false", f"ckpt_path={best}", "data=mutag", "data.fold=3",
+                   f"data.root={run_dir.parent / 'TU'}", f"output_dir={tmp_path / 'e'}")  # fmt: skip
+    with pytest.raises(ValueError, match=r"trained on another split .*data.fold=3 \(trained"):
+        run(cfg)
+    with pytest.raises(ValueError, match=r"data.seed=5 \(trained with 0\)"):
+        load_run(run_dir, data={"seed": 5})
+    assert len(load_run(run_dir, data={"predict_split": "all", "seed": 5})) == 2
+
+
 def _resume(run_dir: Path, run: Path):
     """The config that resumes the copy ``run`` of ``run_dir`` for one more epoch."""
     return _compose(

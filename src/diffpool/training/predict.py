@@ -135,6 +135,7 @@ def load_data(module, data_cfg: dict, checkpoint, source=None, trust: Sequence[s
         data_cfg = followed_by(data_cfg, data_transform(spec) if spec else None)
         datamodule = targets.build(data_cfg, "datamodule")
         datamodule.setup()
+    _check_split(checkpoint, datamodule)
     expected = module.hparams.in_channels
     if datamodule.num_features != expected:
         raise ValueError(
@@ -144,6 +145,34 @@ def load_data(module, data_cfg: dict, checkpoint, source=None, trust: Sequence[s
             "trained on this data"
         )
     return datamodule
+
+
+#: the data settings that decide which graphs a fold tests (and so which it trained on)
+SPLIT_KEYS = ("split", "fold", "num_folds", "seed", "split_file", "inner")
+
+
+def _check_split(checkpoint, datamodule) -> None:
+    """A checkpoint's test (or validation, or training) graphs are those of the split it was
+    trained with: another fold's test set holds graphs it trained on. Checked against the
+    data module settings the checkpoint stores (Lightning's), where it has them."""
+    if datamodule.hparams.get("predict_split") == "all":
+        return
+    try:
+        stored = files.load(checkpoint, map_location="cpu")
+    except Exception:  # read once already, as the module
+        return
+    trained = stored.get("datamodule_hyper_parameters") if isinstance(stored, dict) else None
+    if not isinstance(trained, dict):
+        return
+    given = datamodule.hparams
+    differ = [f"data.{k}={given.get(k)!r} (trained with {trained[k]!r})"
+              for k in SPLIT_KEYS if k in trained and given.get(k) != trained[k]]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"the checkpoint {checkpoint} was trained on another split than the data given: "
+            + ", ".join(differ)
+            + "; its test fold is only that of its own split (give the run's data settings)"
+        )
 
 
 def _refuse_existing(*paths: Path) -> None:
