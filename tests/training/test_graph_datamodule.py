@@ -56,6 +56,7 @@ def test_dataset_split_from_a_mapping_a_split_class_and_get_idx_split():
     )  # fmt: skip
     dm.setup()
     assert dm.split.test.tolist() == list(range(30, 40)) and dm.task.metric == "rocauc"
+    assert (dm.fold, dm.num_folds) == (0, 1)  # one split, not fold 0 of 10
     assert dm.val_stages == ("val", "heldout")
 
     per_split = GraphDataModule(dict(SPEC, num_graphs=40), split="dataset")

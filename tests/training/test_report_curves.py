@@ -126,3 +126,26 @@ def test_a_history_that_cannot_be_read_is_left_out_with_a_warning(tmp_path, capl
     assert str(bad) in caplog.text
     np.testing.assert_allclose(spread["train/acc"][0], [0.5, 0.6, 0.7, 0.8])
     np.testing.assert_allclose(spread["train/acc"][1], 0.0, atol=1e-12)
+
+
+def test_the_report_figure_draws_each_metric_on_its_own_axis_and_names_any_dataset(tmp_path):
+    """Runs of several metrics: one panel each, in its own scale and name (the first
+    metric's axis had held them all); a run of a dataset without ``data.name`` (``data=pyg``)
+    is labelled with the dataset its results name."""
+    from diffpool.training.report import group_runs, plot
+
+    runs = []
+    for fold, (metric, name) in enumerate([("acc", "ENZYMES"), ("acc", "ENZYMES"), ("ap", None)]):
+        data = {"fold": fold, **({"name": name} if name else {"dataset": {"_target_": "x.My"}})}
+        runs.append(RunResult(dataset=name or "MyDataset", fold=fold, num_folds=3, model="diffpool",
+                              epochs=1, fair=FairResult(best_epoch=0, val=0.9, test=0.9),
+                              test_curve=[0.9], val_curve=[0.9], wall_time_s=1.0, metric=metric,
+                              config={"data": data, "model": {"variant": "diffpool"}}))  # fmt: skip
+    groups = group_runs(runs)
+    assert sorted(g.metric for g in groups) == ["acc", "ap"]
+    plot(groups, tmp_path / "report.png")
+    from matplotlib.image import imread
+
+    assert imread(tmp_path / "report.png").shape[0] > 200
+    alone = group_runs(runs[2:])
+    assert alone[0].label == "MyDataset / diffpool"

@@ -194,6 +194,19 @@ def test_tu_names_work_as_the_collection_spells_them_and_in_upper_case(option, s
         )
 
 
+def test_a_sweep_job_with_many_overrides_gets_a_name_the_file_system_takes(tmp_path):
+    """Past 200 bytes a job's folder is the start of its overrides and a digest of them all:
+    it can be made (a name of 255 bytes at most), and two jobs stay apart."""
+    from diffpool.cli.train import path_safe
+
+    long = ",".join(f"model.setting_{i}={i}" for i in range(20))
+    names = {path_safe(long), path_safe(long.replace("=19", "=20"))}
+    assert len(names) == 2 and all(len(n.encode()) <= 200 for n in names)
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert path_safe("data.fold=3,model=nolp") == "data.fold=3,model=nolp"
+
+
 def test_the_data_options_are_each_tu_name_in_three_spellings_at_most():
     """The aliases are the collection's spelling and upper case, where either differs from
     the lower-case option: no other spelling, and none for the other data configs."""

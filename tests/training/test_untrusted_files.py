@@ -207,8 +207,9 @@ def test_a_checkpoint_is_evaluated_on_the_split_it_was_trained_with(run_dir, tmp
     from diffpool.cli.train import run
 
     best = RunResult.load(run_dir).fair.checkpoint
+    root, out = run_dir.parent / "TU", tmp_path / "e"
     cfg = _compose("train=false", f"ckpt_path={best}", "data=mutag", "data.fold=3",
-                   f"data.root={run_dir.parent / 'TU'}", f"output_dir={tmp_path / 'e'}")  # fmt: skip
+                   f"data.root={root}", f"output_dir={out}")  # fmt: skip
     with pytest.raises(ValueError, match=r"trained on another split .*data.fold=3 \(trained"):
         run(cfg)
     with pytest.raises(ValueError, match=r"data.seed=5 \(trained with 0\)"):

@@ -84,9 +84,11 @@ def predict(cfg) -> None:
     predictions, fold = writer.predictions, f" (fold {datamodule.fold})"
     line = f"{len(predictions['graph_id'])} graphs of {datamodule.name}, {cfg.split}"
     line += "" if cfg.split == "all" else fold
-    if predictions["target"] is not None and predictions.get("probabilities") is not None:
-        hits = (predictions["prediction"] == predictions["target"]).float()
-        line += f", accuracy {float(hits.mean()):.4f}"
+    target = predictions["target"]
+    if target is not None and predictions.get("probabilities") is not None:
+        present = ~target.isnan() if target.is_floating_point() else target == target
+        hits = (predictions["prediction"] == target)[present].float()  # labels given only
+        line += f", accuracy {float(hits.mean()):.4f}" if hits.numel() else ""
     print("\n".join([line] + [f"wrote {path}" for path in writer.written]))
 
 

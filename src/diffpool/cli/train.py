@@ -10,6 +10,7 @@ Needs the ``train`` extra.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 
@@ -22,6 +23,10 @@ PATH_SAFE = "diffpool.path_safe"
 _DATA_ITEM = re.compile(r"(?<![^,])data=([^,]+)")
 
 
+#: the longest job directory name, in bytes (most file systems take 255)
+MAX_DIRNAME_BYTES = 200
+
+
 def path_safe(overrides: str) -> str:
     """A sweep job's ``override_dirname`` as one directory name (``model/encoder=gcn`` ->
     ``model.encoder=gcn``), a dataset's other spellings as its option (``data=ENZYMES`` ->
@@ -29,7 +34,13 @@ def path_safe(overrides: str) -> str:
     from diffpool.conf import data_option
 
     overrides = _DATA_ITEM.sub(lambda m: f"data={data_option(m[1])}", overrides)
-    return overrides.replace("/", ".")
+    name = overrides.replace("/", ".")
+    if len(name.encode()) <= MAX_DIRNAME_BYTES:
+        return name
+    # a file system takes 255 bytes a name: the start, and a digest that tells the jobs apart
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    start = name.encode()[: MAX_DIRNAME_BYTES - len(digest) - 2].decode(errors="ignore")
+    return f"{start}..{digest}"
 
 
 #: the resolver that names a run's dataset folder (``runs/<dataset>/<model>/...``)

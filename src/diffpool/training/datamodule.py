@@ -187,7 +187,7 @@ class GraphDataModule(LightningDataModule):
                 metric = eval_metric
         self.task = Task(task, size, metric=metric)
         if hp.split == "dataset":
-            self.split = own
+            self.split, self.num_folds = own, 1  # one split: its fold 0 of 1
         elif hp.split == "file":
             self.num_folds = split_file_folds(hp.split_file)
             self.split = load_split_file(hp.split_file, len(graphs), self.fold, hp.inner)

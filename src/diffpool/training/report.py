@@ -142,8 +142,9 @@ def _label(groups: list[Group], keys: set[str]) -> None:
     varying.sort(key=lambda k: (LABEL_FIRST.index(k) if k in LABEL_FIRST else 9, k))
     for g in groups:
         parts = [g.label] + [f"{k}={g.config[k]}" for k in varying if k in g.config]
+        dataset = g.config.get("data.name") or (g.runs[0].dataset if g.runs else "?")
         g.label = ", ".join(filter(None, parts)) or (
-            f"{g.config.get('data.name', '?')} / {g.config.get('model.variant', '?')}"
+            f"{dataset} / {g.config.get('model.variant', '?')}"
         )
 
 
@@ -233,23 +234,30 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
 @files.plain_text()  # labels come from the runs' files: no mathtext
 def plot(groups: list[Group], path: Path) -> None:
     """Both protocols' test metric per configuration, mean ± std over folds, as horizontal
-    bars (every label whole) with the legend above the axes (covering no bar)."""
+    bars (every label whole) with the legend above the axes (covering no bar); one panel per
+    metric where the runs used several."""
     from matplotlib.figure import Figure  # no pyplot: no backend, nothing to close
 
-    labels = [one_line(g.label) for g in groups]
-    metric, scale = groups[0].metric, 100 if groups[0].metric in PERCENT_METRICS else 1
-    y = np.arange(len(groups))[::-1]
-    fig = Figure(figsize=(6.0 + 0.065 * max(map(len, labels)), 1.2 + 0.55 * len(groups)))
-    ax = fig.subplots()
-    stats = {"fair": [g.fair() for g in groups], "paper": [g.paper()[:2] for g in groups]}
-    for offset, key, name in ((0.19, "fair", "fair"), (-0.19, "paper", "paper (optimistic)")):
-        mean, std = scale * np.array(stats[key]).T
-        ax.barh(y + offset, mean, 0.38, xerr=std, capsize=3, label=name)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"test {metric}{' (%)' * (scale == 100)}, mean ± std over folds"
-                  + ("" if groups[0].higher_is_better else ", lower is better"))  # fmt: skip
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    panels: dict[tuple[str, bool], list[Group]] = {}
+    for g in groups:
+        panels.setdefault((g.metric, g.higher_is_better), []).append(g)
+    width = 6.0 + 0.065 * max(len(one_line(g.label)) for g in groups)
+    fig = Figure(figsize=(width, 0.9 * len(panels) + 0.3 + 0.55 * len(groups)))
+    axes = fig.subplots(len(panels), 1, squeeze=False,
+                        height_ratios=[len(p) for p in panels.values()])[:, 0]  # fmt: skip
+    for ax, ((metric, higher), panel) in zip(axes, panels.items()):
+        scale = 100 if metric in PERCENT_METRICS else 1
+        y = np.arange(len(panel))[::-1]
+        stats = {"fair": [g.fair() for g in panel], "paper": [g.paper()[:2] for g in panel]}
+        for offset, key, name in ((0.19, "fair", "fair"), (-0.19, "paper", "paper (optimistic)")):
+            mean, std = scale * np.array(stats[key]).T
+            ax.barh(y + offset, mean, 0.38, xerr=std, capsize=3, label=name)
+        ax.set_yticks(y, [one_line(g.label) for g in panel], fontsize=8)
+        ax.set_xlabel(f"test {metric}{' (%)' * (scale == 100)}, mean ± std over folds"
+                      + ("" if higher else ", lower is better"))  # fmt: skip
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+                   frameon=False)  # fmt: skip
     fig.tight_layout()
     files.save_figure(fig, path, dpi=120, bbox_inches="tight")
 
