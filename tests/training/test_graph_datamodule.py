@@ -354,3 +354,12 @@ def test_a_transform_spec_read_from_a_file_is_one_of_pygs():
         assert GraphDataModule(tiny_graphs(), transform=spec).transform is not None
         with pytest.raises(targets.UntrustedTargetError):
             GraphDataModule(tiny_graphs(), transform={"_target_": "os.system", "command": "x"})
+
+
+def test_an_empty_part_of_the_split_is_named():
+    dm = GraphDataModule(
+        tiny_graphs(num_graphs=40), num_folds=4, val_ratio=0.0, predict_split="val"
+    )
+    dm.setup()
+    with pytest.raises(ValueError, match="the val set of dataset is empty"):
+        dm.predict_dataloader()

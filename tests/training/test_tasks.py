@@ -160,3 +160,9 @@ def test_ranking_metrics_score_the_labels_with_both_classes_as_ogb_does():
         metric = binary.metrics()[name]
         metric.update(*binary.metric_input(logits[:, :1], torch.zeros(30, 1)))
         assert math.isnan(float(metric.compute()))
+
+
+def test_a_bad_class_label_is_named_among_good_ones():
+    labels = torch.tensor([[0.0], [1.0], [2.0], [2.5], [0.0], [-1.0]])
+    with pytest.raises(TargetError, match=r"not class labels \(e.g. \[2.5, -1.0\]\)"):
+        infer_task(labels, "multiclass", None, "data")

@@ -350,10 +350,16 @@ def test_train_writes_results_and_never_overwrites_silently(tmp_path):
     # another config in the same directory: refused
     with pytest.raises(RunDirectoryError, match="another config"):
         train(_cfg(tmp_path, "run", "model.ratio=0.5"))
-    # unless asked to overwrite: the earlier files are moved aside, not deleted
-    train(_cfg(tmp_path, "run", "model.ratio=0.5", "overwrite=true"))
+    # unless asked to overwrite: the earlier files are moved aside, not deleted, with what
+    # diffpool-predict made of its checkpoints (and logs the second run under the same name)
+    (out / "predictions-test.csv").write_text("graph_id\n")
+    train(_cfg(tmp_path, "run", "model.ratio=0.5", "overwrite=true", "logger=csv"))
     replaced = list(out.glob("replaced-*"))
     assert len(replaced) == 1 and (replaced[0] / "results.json").exists()
+    assert (replaced[0] / "predictions-test.csv").exists()
+    assert not (out / "predictions-test.csv").exists()
+    # the logger defines no run: the finished run is skipped whatever logs it
+    assert train(_cfg(tmp_path, "run", "model.ratio=0.5", "logger=none")).config["logger"]
     assert json.loads((out / "results.json").read_text())["config"]["model"]["ratio"] == 0.5
 
 
@@ -745,3 +751,11 @@ def test_epochs_without_validation_have_no_validation_figures(tmp_path):
     assert [math.isnan(v) for v in result.val_curve] == [True, False, True]
     assert [math.isnan(v) for v in result.test_curve] == [True, False, True]
     assert result.fair.best_epoch == 1
+
+
+@pytest.mark.parametrize("interval", ["0.5", "10"])
+def test_validation_within_an_epoch_is_refused(tmp_path, interval):
+    """A run's history, fair protocol and exact resume go by epoch: a checkpoint of a
+    mid-epoch validation would be tested as the epoch's, and a resume would not be exact."""
+    with pytest.raises(ValueError, match=f"val_check_interval={interval} validates within"):
+        train(_cfg(tmp_path, "mid", f"+trainer.val_check_interval={interval}"))

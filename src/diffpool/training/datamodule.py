@@ -274,6 +274,9 @@ class GraphDataModule(LightningDataModule):
             indices = torch.arange(len(dataset))
         else:
             indices = getattr(self.split, "test" if part == "heldout" else part).sort().values
+        if not len(indices):
+            raise ValueError(f"the {part} set of {self.name} is empty (val_ratio=0, or a split "
+                             "without one): choose another split of it")  # fmt: skip
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = GraphBatchSampler(

@@ -320,8 +320,8 @@ class GraphClassifier(LightningModule):
             watching.append(f"scheduler_monitor={self.hparams.scheduler_monitor!r}")
         if watching:
             raise ValueError(
-                "the data has no validation set (val_ratio=0: only the test fold is "
-                "evaluated, logged as heldout/), but "
+                "the data has no validation set (val_ratio=0, or a split whose val set is "
+                "empty: only the test fold is evaluated, logged as heldout/), but "
                 + ", ".join(watching)
                 + " would select on val/: remove it (diffpool-train: callbacks=no_validation "
                 "keeps only the last checkpoint) so that the test fold never selects a model"

@@ -97,7 +97,10 @@ def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
     named = folder / Path(result.fair.checkpoint or "").name  # a moved run's own
     found = [named] if named.is_file() else sorted(folder.glob("best-*.ckpt"))[-1:]
     if not found:
-        raise FileNotFoundError(f"no best checkpoint in {folder}")
+        raise FileNotFoundError(
+            f"no best checkpoint in {folder} (a run without a validation set keeps none): "
+            "checkpoint=last predicts with the last epoch's weights"
+        )
     return found[0]
 
 

@@ -171,7 +171,10 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
 def _move_aside(out: Path) -> Path:
     target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     target.mkdir()
-    for name in (RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR):
+    # the run's files, and what diffpool-predict made of its checkpoints
+    names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
+    names += sorted(p.name for p in out.glob("predictions-*"))
+    for name in names:
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
     return target
@@ -245,6 +248,13 @@ def build(cfg: DictConfig, out: Path):
     """The data module (loaded once, with the model's transform), the LightningModule built
     from its facts, the trainer and the history of a config."""
     detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
+    interval = (cfg.get("trainer") or {}).get("val_check_interval")
+    if interval is not None and not (isinstance(interval, float) and interval == 1.0):
+        raise ValueError(
+            f"trainer.val_check_interval={interval} validates within an epoch (an int: every "
+            "that many batches): a run's history, its fair protocol and an exact resume go "
+            "by epoch; use trainer.check_val_every_n_epoch"
+        )
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = instantiate(followed_by(data, data_transform(cfg.model)))
     datamodule.setup("fit")

@@ -234,9 +234,10 @@ def _check_targets(targets: Tensor, task: str, where: str) -> None:
         )
     if bool(nan.any()):
         raise TargetError(f"{where} has NaN class labels: a {task} task needs every label")
-    if not _whole(values) or bool((values < 0).any()):
+    bad = (values != values.round()) | (values < 0) if values.is_floating_point() else values < 0
+    if bool(bad.any()):
         raise TargetError(
-            f"{where} has targets that are not class labels (e.g. {values.view(-1)[:3].tolist()}):"
+            f"{where} has targets that are not class labels (e.g. {values[bad][:3].tolist()}):"
             f" a {task} task needs whole numbers from 0; use data.task=regression for values"
         )
     if task == "binary" and bool((values > 1).any()):
