@@ -149,3 +149,15 @@ def test_the_report_figure_draws_each_metric_on_its_own_axis_and_names_any_datas
     assert imread(tmp_path / "report.png").shape[0] > 200
     alone = group_runs(runs[2:])
     assert alone[0].label == "MyDataset / diffpool"
+
+
+def test_a_fold_reported_twice_is_warned_about(caplog):
+    from diffpool.training.report import group_runs
+
+    run = RunResult(dataset="MUTAG", fold=0, num_folds=10, model="diffpool", epochs=1,
+                    fair=FairResult(best_epoch=0, val=0.9, test=0.9), test_curve=[0.9],
+                    val_curve=[0.9], wall_time_s=1.0,
+                    config={"data": {"name": "MUTAG", "fold": 0}})  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert len(group_runs([run, run])[0].runs) == 2
+    assert "holds fold 0 more than once" in caplog.text

@@ -134,7 +134,15 @@ def _fold_of(payload, file: Path, fold: int, inner: int) -> dict[str, list]:
 
 def _read_split_file(file: Path):
     if not file.exists():
-        raise FileNotFoundError(f"split file {file} not found")
+        raise FileNotFoundError(
+            f"split file {file} not found"
+            + (
+                f" (a relative path is read from the working directory, {Path.cwd()}: give "
+                "it from where the run started, or its absolute path)"
+                if not file.is_absolute()
+                else ""
+            )
+        )
     data = read_regular(file, MAX_SPLIT_FILE_BYTES, "split file")
     try:
         return json.loads(data)

@@ -164,6 +164,13 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
         alike = [g for g in found if g.label == label]
         if len(alike) > 1:
             _label(alike, set.union(*(set(g.config) for g in alike)) - common)
+    for g in found:  # the same fold twice (a run copied in) would count twice in the mean
+        folds = [r.fold for r in g.runs]
+        if len(set(folds)) < len(folds):
+            twice = sorted({f for f in folds if folds.count(f) > 1})
+            log.warning("%s holds fold %s more than once (%s): each counts in its mean",
+                        one_line(g.label), twice[0], ", ".join(
+                            str(r.path) for r in g.runs if r.fold == twice[0]))  # fmt: skip
     return sorted(found, key=lambda g: g.label)
 
 

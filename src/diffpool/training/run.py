@@ -151,7 +151,8 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     its weights would be a run that never was (a fold's test graphs trained on)."""
     last = out / CHECKPOINTS / "last.ckpt"
     try:
-        stored = files.load(last, map_location="cpu") if last.is_file() else None
+        files.check_weights_only(last)
+        stored = files.load(last, map_location="cpu")
     except Exception:  # not a checkpoint: _train names it
         return
     earlier = stored.get(RunConfig.KEY) if isinstance(stored, dict) else None
