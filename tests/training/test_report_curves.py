@@ -128,7 +128,9 @@ def test_a_history_that_cannot_be_read_is_left_out_with_a_warning(tmp_path, capl
     np.testing.assert_allclose(spread["train/acc"][1], 0.0, atol=1e-12)
 
 
-def test_the_report_figure_draws_each_metric_on_its_own_axis_and_names_any_dataset(tmp_path):
+def test_the_report_figure_draws_each_metric_on_its_own_axis_and_names_any_dataset(
+    tmp_path, monkeypatch
+):
     """Runs of several metrics: one panel each, in its own scale and name (the first
     metric's axis had held them all); a run of a dataset without ``data.name`` (``data=pyg``)
     is labelled with the dataset its results name."""
@@ -143,10 +145,13 @@ def test_the_report_figure_draws_each_metric_on_its_own_axis_and_names_any_datas
                               config={"data": data, "model": {"variant": "diffpool"}}))  # fmt: skip
     groups = group_runs(runs)
     assert sorted(g.metric for g in groups) == ["acc", "ap"]
-    plot(groups, tmp_path / "report.png")
-    from matplotlib.image import imread
+    import diffpool.training.report as report
 
-    assert imread(tmp_path / "report.png").shape[0] > 200
+    drawn = []
+    monkeypatch.setattr(report.files, "save_figure", lambda fig, *a, **k: drawn.append(fig))
+    plot(groups, tmp_path / "report.png")
+    labels = [ax.get_xlabel() for ax in drawn[0].axes]
+    assert labels == ["test acc (%), mean ± std over folds", "test ap, mean ± std over folds"]
     alone = group_runs(runs[2:])
     assert alone[0].label == "MyDataset / diffpool"
 
@@ -161,3 +166,19 @@ def test_a_fold_reported_twice_is_warned_about(caplog):
     with caplog.at_level("WARNING"):
         assert len(group_runs([run, run])[0].runs) == 2
     assert "holds fold 0 more than once" in caplog.text
+
+
+def test_a_fold_without_a_fair_test_value_is_left_out_of_the_mean(caplog):
+    """A test fold of one class has no ROC-AUC (NaN): the fair mean is that of the other
+    folds, as the paper protocol's, with a warning (it had blanked the whole cell)."""
+    from diffpool.training.report import group_runs
+
+    runs = [RunResult(dataset="MUTAG", fold=fold, num_folds=10, model="diffpool", epochs=1,
+                      fair=FairResult(best_epoch=0, val=0.9, test=test), test_curve=[0.9],
+                      val_curve=[0.9], wall_time_s=1.0, metric="rocauc",
+                      config={"data": {"name": "MUTAG", "fold": fold}})
+            for fold, test in enumerate([0.8, float("nan"), 0.6])]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        (group,) = group_runs(runs)
+    assert group.fair() == pytest.approx((0.7, 0.1))
+    assert "folds [1] have no fair test value" in caplog.text

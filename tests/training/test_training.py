@@ -195,16 +195,18 @@ def test_tu_names_work_as_the_collection_spells_them_and_in_upper_case(option, s
 
 
 def test_a_sweep_job_with_many_overrides_gets_a_name_the_file_system_takes(tmp_path):
-    """Past 200 bytes a job's folder is the start of its overrides and a digest of them all:
-    it can be made (a name of 255 bytes at most), and two jobs stay apart."""
+    """Past 255 bytes a job's folder is the start of its overrides and a digest of them all:
+    it can be made, and two jobs stay apart."""
     from diffpool.cli.train import path_safe
 
     long = ",".join(f"model.setting_{i}={i}" for i in range(20))
     names = {path_safe(long), path_safe(long.replace("=19", "=20"))}
-    assert len(names) == 2 and all(len(n.encode()) <= 200 for n in names)
+    assert len(names) == 2 and all(len(n.encode()) <= 255 for n in names)
     for name in names:
         (tmp_path / name).mkdir()
-    assert path_safe("data.fold=3,model=nolp") == "data.fold=3,model=nolp"
+    # a name the file system takes is kept whole: earlier sweeps find their jobs again
+    fits = ",".join(f"model.setting_{i}={i}" for i in range(12))
+    assert 200 < len(fits) <= 255 and path_safe(fits) == fits
 
 
 def test_the_data_options_are_each_tu_name_in_three_spellings_at_most():
@@ -526,10 +528,13 @@ def test_the_fair_test_is_the_checkpoint_of_the_epoch_it_reports(tmp_path):
     val/acc kept, never the last epoch's or another metric's best."""
     kept = train(_cfg(tmp_path, "acc"))
     assert Path(kept.fair.checkpoint).name == f"best-epoch{kept.fair.best_epoch:03d}.ckpt"
+    assert kept.fair.best_epoch != 1
     for out, overrides in (
         ("loss", ["callbacks.model_checkpoint.monitor=val/loss",
                   "callbacks.model_checkpoint.mode=min"]),
         ("none", ["callbacks=no_validation"]),
+        # a checkpoint every second epoch keeps epoch 1 only: not the best epoch
+        ("every2", ["+callbacks.model_checkpoint.every_n_epochs=2"]),
     ):  # fmt: skip
         result = train(_cfg(tmp_path, out, *overrides))
         assert result.fair.test is None and result.fair.checkpoint is None
@@ -759,3 +764,14 @@ def test_validation_within_an_epoch_is_refused(tmp_path, interval):
     mid-epoch validation would be tested as the epoch's, and a resume would not be exact."""
     with pytest.raises(ValueError, match=f"val_check_interval={interval} validates within"):
         train(_cfg(tmp_path, "mid", f"+trainer.val_check_interval={interval}"))
+
+
+def test_a_validation_set_without_a_value_gives_no_fair_test(tmp_path, monkeypatch):
+    """A binary validation set of one class has no ROC-AUC at any epoch: no best epoch, so
+    no fair test, and the run's summary says so (it had tested epoch 0 and then failed)."""
+    import diffpool.training.tasks as tasks
+
+    monkeypatch.setattr(tasks.LabelwiseRanking, "compute", lambda self: torch.tensor(float("nan")))
+    result = train(_cfg(tmp_path, "onevalue", "data.task=binary"))
+    assert result.fair.best_epoch == -1 and result.fair.test is None
+    assert result.summary()[0].startswith("fair:  no validation value")

@@ -116,6 +116,15 @@ def test_constructor_rejects(kwargs, error, match):
         DiffPoolConv(**args)
 
 
+def test_sizes_given_as_numpy_or_0_dim_torch_integers_work(layer):
+    import numpy as np
+
+    for size in (torch.tensor(3), np.int64(3)):
+        assert layer(X, EI, BATCH, batch_size=torch.tensor(2), max_num_nodes=size).s.shape == (
+            2, 3, 2,
+        )  # fmt: skip
+
+
 def test_from_encoder_names_a_bad_num_clusters_before_building_the_encoders():
     with pytest.raises(TypeError, match="num_clusters must be an int"):
         DiffPoolConv.from_encoder("gcn", 3, 8, 2.0)

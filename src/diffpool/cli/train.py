@@ -23,8 +23,8 @@ PATH_SAFE = "diffpool.path_safe"
 _DATA_ITEM = re.compile(r"(?<![^,])data=([^,]+)")
 
 
-#: the longest job directory name, in bytes (most file systems take 255)
-MAX_DIRNAME_BYTES = 200
+#: the longest job directory name, in bytes (NAME_MAX of Linux's file systems)
+MAX_DIRNAME_BYTES = 255
 
 
 def path_safe(overrides: str) -> str:

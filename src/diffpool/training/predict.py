@@ -151,7 +151,8 @@ def load_data(module, data_cfg: dict, checkpoint, source=None, trust: Sequence[s
 
 
 #: the data settings that decide which graphs a fold tests (and so which it trained on)
-SPLIT_KEYS = ("split", "fold", "num_folds", "seed", "split_file", "inner")
+SPLIT_KEYS = ("split", "fold", "num_folds", "seed", "val_ratio", "split_file", "inner",
+              "split_names")  # fmt: skip
 
 
 def _check_split(checkpoint, datamodule) -> None:

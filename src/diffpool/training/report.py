@@ -80,8 +80,11 @@ class Group:
 
     def fair(self) -> tuple[float, float]:
         """Mean ± std over folds of the test metric at each fold's best validation epoch
-        (NaN without validation sets)."""
-        return _mean_std([r.fair.test for r in self.runs if r.fair.test is not None])
+        (NaN without validation sets); a fold whose test has no value (NaN: a ROC-AUC of one
+        class) is left out, as an epoch without one is in :meth:`paper` (warned about by
+        :func:`group_runs`)."""
+        tests = [r.fair.test for r in self.runs if r.fair.test is not None]
+        return _mean_std([t for t in tests if not math.isnan(t)])
 
     def paper(self) -> tuple[float, float, int]:
         """Mean ± std over folds at the best epoch (from 0; -1 without curves) of the mean
@@ -165,6 +168,10 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
         if len(alike) > 1:
             _label(alike, set.union(*(set(g.config) for g in alike)) - common)
     for g in found:  # the same fold twice (a run copied in) would count twice in the mean
+        unscored = [r.fold for r in g.runs if r.fair.test is not None and math.isnan(r.fair.test)]
+        if unscored:
+            log.warning("%s: folds %s have no fair test value (NaN, e.g. a test set of one "
+                        "class): left out of its mean", one_line(g.label), unscored)  # fmt: skip
         folds = [r.fold for r in g.runs]
         if len(set(folds)) < len(folds):
             twice = sorted({f for f in folds if folds.count(f) > 1})

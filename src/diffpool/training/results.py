@@ -276,7 +276,8 @@ class RunResult:
         elif any(not math.isnan(v) for v in self.val_curve):
             lines.append("fair:  no checkpoint of the best validation epoch, no fair result")
         else:
-            lines.append("fair:  no validation set (data.val_ratio=0), no fair result")
+            lines.append("fair:  no validation value (no validation set, data.val_ratio=0, "
+                         "or a ROC-AUC of one class), no fair result")  # fmt: skip
         epoch = best_epoch(self.test_curve, self.higher_is_better)
         if epoch >= 0:
             lines.append(

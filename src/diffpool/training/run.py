@@ -133,8 +133,23 @@ def same_run(earlier: dict, cfg: DictConfig) -> bool:
 
 
 #: what ``resume=true`` may change (prefixes of dotted keys): a run continued to more epochs
-#: ends as one run so long; the callbacks that watch it
-RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time", "callbacks.")
+#: ends as one run so long
+RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time")
+
+
+def _may_change(key: str, earlier: dict, now: dict) -> bool:
+    """Whether ``resume=true`` may change the config entry ``key``: the epoch budget, and
+    the callbacks other than checkpoints (a checkpoint's other monitor or period would drop
+    its restored best, which the fair protocol tests)."""
+    if key.startswith(RESUME_MAY_CHANGE):
+        return True
+    group, _, rest = key.partition(".")
+    if group != "callbacks" or not rest:
+        return False
+    name = rest.partition(".")[0]
+    kinds = [str(((c.get("callbacks") or {}).get(name) or {}).get("_target_", ""))
+             for c in (earlier, now)]  # fmt: skip
+    return not any(kind.endswith("ModelCheckpoint") for kind in kinds)
 
 
 def _differing(a, b, prefix: str = "") -> list[str]:
@@ -158,8 +173,9 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     earlier = stored.get(RunConfig.KEY) if isinstance(stored, dict) else None
     if not isinstance(earlier, dict):
         return
-    differ = [key for key in _differing(_identity(earlier), _identity(comparable_config(cfg)))
-              if not key.startswith(RESUME_MAY_CHANGE)]  # fmt: skip
+    now = comparable_config(cfg)
+    differ = [key for key in _differing(_identity(earlier), _identity(now))
+              if not _may_change(key, earlier, now)]  # fmt: skip
     if differ:
         raise RunDirectoryError(
             f"{last} was written by a run with another config ({', '.join(differ[:5])} "
@@ -256,6 +272,9 @@ def build(cfg: DictConfig, out: Path):
             "that many batches): a run's history, its fair protocol and an exact resume go "
             "by epoch; use trainer.check_val_every_n_epoch"
         )
+    missing = sorted(OmegaConf.missing_keys(cfg.data))
+    if missing:
+        raise ValueError(f"Missing mandatory value: {', '.join(f'data.{k}' for k in missing)}")
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = instantiate(followed_by(data, data_transform(cfg.model)))
     datamodule.setup("fit")
@@ -483,13 +502,18 @@ def _run(cfg: DictConfig, out: Path, discard: bool) -> RunResult:
         raise
 
 
-def _best_checkpoint(trainer: Trainer, monitor: str, mode: str) -> str:
-    """The best checkpoint's path of a ModelCheckpoint that selects on ``monitor`` in
-    ``mode`` ("" without one: another callback's best is another epoch's weights)."""
+def _best_checkpoint(trainer: Trainer, monitor: str, mode: str, epoch: int) -> str:
+    """The path of the checkpoint of ``epoch`` that a ModelCheckpoint selecting on
+    ``monitor`` in ``mode`` kept as its best ("" without one: another metric's best, or a
+    callback that skipped that epoch, holds another epoch's weights)."""
+    if epoch < 0:
+        return ""
     for callback in trainer.callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor == monitor:
-            if callback.mode == mode and callback.best_model_path:
-                return callback.best_model_path
+            path = callback.best_model_path
+            if callback.mode == mode and path:
+                stored = files.load(path, map_location="cpu")
+                return path if isinstance(stored, dict) and stored.get("epoch") == epoch else ""
     return ""
 
 
@@ -536,23 +560,23 @@ def _train(
         raise
     task = module.task
     name = task.metric
-    best_path = _best_checkpoint(trainer, f"val/{name}", task.mode)
-    # the fair protocol tests the weights of the best validation epoch: those a checkpoint
-    # of that metric kept (no validation or no such checkpoint, no test)
+    val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
+    # -1 without a validation set, or without a value in it (one class: no AUC)
+    best = best_epoch(val_curve, task.higher_is_better)
+    # the fair protocol tests the weights of the best validation epoch, kept by a checkpoint
+    # of that metric (none: no test)
+    best_path = _best_checkpoint(trainer, f"val/{name}", task.mode, best)
     tested = []
-    if "val" in datamodule.val_stages and best_path:
+    if best_path:
         # the run's own checkpoint: it may build what the run's config names
         trust = targets.target_names(dict(module.hparams))
-        best = type(module).load_from_checkpoint(best_path, weights_only=True, trust=trust)
-        tested = trainer.test(best, datamodule=datamodule, verbose=False)
-    elif "val" in datamodule.val_stages:
+        kept = type(module).load_from_checkpoint(best_path, weights_only=True, trust=trust)
+        tested = trainer.test(kept, datamodule=datamodule, verbose=False)
+    elif best >= 0:
         log.warning(
-            "no checkpoint callback kept the best val/%s epoch (callbacks=default does): the "
-            "fair protocol's test is not run", name
+            "no checkpoint of val/%s kept its best epoch %d (callbacks=default keeps it): the "
+            "fair protocol's test is not run", name, best
         )  # fmt: skip
-    val_curve, heldout_curve = history.curve(f"val/{name}"), history.curve(f"heldout/{name}")
-    # -1 without a validation set: its curve is all NaN
-    best = best_epoch(val_curve, task.higher_is_better)
     results = RunResult(
         dataset=datamodule.name,
         fold=datamodule.fold,

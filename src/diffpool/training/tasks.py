@@ -129,14 +129,14 @@ class Task:
 
     def metrics(self) -> dict[str, tm.Metric]:
         """Fresh torchmetrics keyed by :attr:`metric_names`, fed by :meth:`metric_input`."""
-        if self.name == "regression":
-            return {"mae": tm.MeanAbsoluteError(), "rmse": tm.MeanSquaredError(squared=False)}
-        if self.name == "multiclass":
-            return {"acc": tm.Accuracy(task="multiclass", num_classes=self.num_outputs)}
-        ranking = {key: LabelwiseRanking(key) for key in ("rocauc", "ap")}
-        if self.name == "binary":
-            return {**ranking, "acc": tm.Accuracy(task="binary")}
-        return ranking
+        make = {
+            "mae": tm.MeanAbsoluteError,
+            "rmse": lambda: tm.MeanSquaredError(squared=False),
+            "acc": lambda: tm.Accuracy(task=self.name, num_classes=self.num_outputs),
+            "rocauc": lambda: LabelwiseRanking("rocauc"),
+            "ap": lambda: LabelwiseRanking("ap"),
+        }
+        return {key: make[key]() for key in self.metric_names}
 
     def metric_input(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``(preds, target)`` for :meth:`metrics`: logits and classes; probabilities and

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import torch
@@ -92,12 +93,17 @@ def _require_finite(checks: DeferredChecks | None, t: Tensor, message: str) -> N
 
 
 def check_count(value: int, name: str = "num_clusters") -> int:
-    """A positive int (``num_clusters``, ``batch_size``, ``max_num_nodes``)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
+    """A positive int (``num_clusters``, ``batch_size``, ``max_num_nodes``): anything with
+    ``__index__`` (a NumPy or 0-dim torch integer), not a bool."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if count <= 0:
+        raise ValueError(f"{name} must be positive, got {count}")
+    return count
 
 
 def check_num_clusters(num_clusters: int) -> int:
