@@ -688,6 +688,17 @@ def test_scheduler_from_config_steps_every_epoch(tmp_path):
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
 
 
+def test_a_plateau_schedulers_mode_auto_is_the_tasks_direction(mutag):
+    """ReduceLROnPlateau watching val/acc with its default mode "min" would lower the
+    learning rate as accuracy improves: ``mode: auto`` takes the task's direction."""
+    spec = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "auto"}
+    cfg = _compose("model=base")
+    module = GraphClassifier(cfg.model, mutag.num_features, mutag.num_classes, scheduler=spec)
+    scheduler = module.configure_optimizers()["lr_scheduler"]
+    assert (scheduler["scheduler"].mode, scheduler["monitor"]) == ("max", "val/acc")
+    assert module.hparams.scheduler["mode"] == "auto"  # the checkpoint keeps what was asked
+
+
 def test_early_stopping_is_a_callbacks_option(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 

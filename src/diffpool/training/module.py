@@ -154,8 +154,9 @@ class GraphClassifier(LightningModule):
             the data module's)
         optimizer (Mapping, optional): Spec called with ``params``.
             (default: Adam, lr 1e-3)
-        scheduler (Mapping, optional): Spec called with ``optimizer``, stepped every epoch.
-            (default: :obj:`None`)
+        scheduler (Mapping, optional): Spec called with ``optimizer``, stepped every epoch;
+            ``mode: auto`` (``ReduceLROnPlateau``'s) is the task's direction (``"max"`` for
+            accuracy or AUC, ``"min"`` for MAE). (default: :obj:`None`)
         scheduler_monitor (str, optional): Metric for schedulers such as
             ``ReduceLROnPlateau``. (default: :obj:`None`: the task's ``val/<metric>``)
         seed (int, optional): Base of the per-epoch seeds. (default: :obj:`0`)
@@ -610,12 +611,13 @@ class GraphClassifier(LightningModule):
         optimizer = targets.build(self.hparams.optimizer, "optimizer", params=self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
+        spec = dict(self.hparams.scheduler)
+        if spec.get("mode") == "auto":  # ReduceLROnPlateau's, as the callbacks' mode: auto
+            spec["mode"] = self.task.mode
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": targets.build(
-                    self.hparams.scheduler, "scheduler", optimizer=optimizer
-                ),
+                "scheduler": targets.build(spec, "scheduler", optimizer=optimizer),
                 "interval": "epoch",
                 "monitor": self.hparams.scheduler_monitor,
             },
