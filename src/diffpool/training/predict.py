@@ -162,10 +162,9 @@ def _check_split(checkpoint, datamodule) -> None:
     if datamodule.hparams.get("predict_split") == "all":
         return
     try:
-        stored = files.load(checkpoint, map_location="cpu")
+        trained = files.checkpoint_entry(checkpoint, "datamodule_hyper_parameters")
     except Exception:  # read once already, as the module
         return
-    trained = stored.get("datamodule_hyper_parameters") if isinstance(stored, dict) else None
     if not isinstance(trained, dict):
         return
     given = datamodule.hparams

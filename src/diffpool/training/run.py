@@ -167,10 +167,9 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     last = out / CHECKPOINTS / "last.ckpt"
     try:
         files.check_weights_only(last)
-        stored = files.load(last, map_location="cpu")
+        earlier = files.checkpoint_entry(last, RunConfig.KEY)
     except Exception:  # not a checkpoint: _train names it
         return
-    earlier = stored.get(RunConfig.KEY) if isinstance(stored, dict) else None
     if not isinstance(earlier, dict):
         return
     now = comparable_config(cfg)
@@ -512,8 +511,7 @@ def _best_checkpoint(trainer: Trainer, monitor: str, mode: str, epoch: int) -> s
         if isinstance(callback, ModelCheckpoint) and callback.monitor == monitor:
             path = callback.best_model_path
             if callback.mode == mode and path:
-                stored = files.load(path, map_location="cpu")
-                return path if isinstance(stored, dict) and stored.get("epoch") == epoch else ""
+                return path if files.checkpoint_entry(path, "epoch") == epoch else ""
     return ""
 
 

@@ -53,6 +53,15 @@ def load(path: str | os.PathLike | IO[bytes], map_location: Any = None, allowed=
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def checkpoint_entry(path: str | os.PathLike, key: str) -> Any:
+    """One entry of a torch file holding a mapping (a checkpoint), :obj:`None` where it has
+    none: read as :func:`load` reads, its tensors memory-mapped rather than read (a run's
+    checks read an entry of a checkpoint that Lightning or the module then loads whole)."""
+    with only_globals():
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return stored.get(key) if isinstance(stored, dict) else None
+
+
 def check_weights_only(path: str | os.PathLike, allowed: Iterable[Any] = ()) -> None:
     """Refuse a torch file that ``torch.load(weights_only=True)`` with torch's allowlist and
     ``allowed`` would not read, without loading it: for files that a library reads itself
