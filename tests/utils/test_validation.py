@@ -1,5 +1,7 @@
 """Every bad input raises a clear error that names the problem."""
 
+import itertools
+
 import pytest
 import torch
 from torch_geometric.nn import DenseSAGEConv, SAGEConv
@@ -313,8 +315,11 @@ def test_finite_values_whose_sum_overflows_pass_and_a_nan_among_them_does_not():
     apart on the host, and a NaN or an infinity is still named, in every dtype."""
     from diffpool.utils.validation import check_dense_inputs, check_features
 
-    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        big = torch.full((3, 4), torch.finfo(dtype).max, dtype=dtype)
+    for dtype, sign in itertools.product(
+        (torch.float16, torch.bfloat16, torch.float32, torch.float64), (1, -1)
+    ):
+        # negative sums too: the host reads the sum's bits, a negative int64
+        big = torch.full((3, 4), sign * torch.finfo(dtype).max, dtype=dtype)
         check_features(big, dim=2)
         check_dense_inputs(big[None], big[None, :, :3].expand(1, 3, 3).clone(), None)
         for bad in (float("nan"), float("inf"), -float("inf")):
