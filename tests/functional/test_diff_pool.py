@@ -571,3 +571,21 @@ def test_under_compile_a_graph_over_max_num_nodes_is_an_error():
 
     with pytest.raises(RuntimeError, match="more nodes than max_num_nodes"):
         torch.compile(pool, fullgraph=True, backend="eager")(x, s, edge_index, batch)
+
+
+@pytest.mark.parametrize("ratio", [None, 0.5])
+@pytest.mark.parametrize("value", [float("-inf"), float("inf"), float("nan")])
+def test_padded_rows_logits_are_ignored(ratio, value):
+    """The logits of padded rows never reach the output: a -inf masking of the padding (or any
+    non-finite value there) gives the result of zero logits, not NaN."""
+    batch, z, logits = _inputs([3, 6, 5])
+    dense_z, mask = to_dense_batch(z, batch.batch)
+    adj = to_dense_adj(batch.edge_index, batch.batch).double()
+    dense_logits, _ = to_dense_batch(logits, batch.batch)
+    want = padded_diff_pool(dense_z, adj, dense_logits, mask, ratio=ratio)
+    masked = dense_logits.masked_fill(~mask.unsqueeze(-1), value).requires_grad_()
+    got = padded_diff_pool(dense_z, adj, masked, mask, ratio=ratio)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), msg=name)
+    got.aux_loss.backward()
+    assert torch.isfinite(masked.grad).all() and not masked.grad[~mask].any()

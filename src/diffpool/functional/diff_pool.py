@@ -814,15 +814,15 @@ def _padded_assignment(s, mask, num_clusters, num_slots, ratio, x, validating):
         logits = s._replace(features=features).logits(num_slots)
     else:
         logits = (s.unsqueeze(0) if s.dim() == 2 else s)[..., :num_slots]
-    if mask is not None:
-        logits = logits * mask.unsqueeze(-1).to(logits.dtype)
+    if mask is not None:  # where, not a product: 0 * inf (a -inf masking of padding) is NaN
+        logits = torch.where(mask.unsqueeze(-1), logits, 0.0)
     cluster_mask = None
     if ratio is not None:
         budgets = cluster_budgets(full.sum(-1), ratio, num_clusters)
         cluster_mask = cluster_mask_from_budgets(budgets, num_slots)
     s, entropy = masked_assignment(logits, None if cluster_mask is None else cluster_mask[:, None])
     if mask is not None:
-        s = s * mask.unsqueeze(-1).to(s.dtype)
+        s = torch.where(mask.unsqueeze(-1), s, 0.0)
         entropy = torch.where(mask, entropy, 0.0)
     return s, entropy, cluster_mask
 
