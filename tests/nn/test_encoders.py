@@ -300,3 +300,25 @@ def test_one_backward_of_a_fused_and_a_masked_batch_norm_forward():
     expected = torch.autograd.grad(alone(x).pow(2).sum(), x)[0]
     expected += torch.autograd.grad(alone(x, mask).pow(2).sum(), x)[0]
     torch.testing.assert_close(grad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_masked_batch_norm_statistics_of_half_inputs(dtype):
+    """Half-precision rows (a ``.half()`` model, an encoder whose last op is a linear layer under
+    autocast): the masked statistics are summed in float32, as torch's batch norm does. In
+    float16 the sum of 2,000 rows near 30 overflowed to inf (a NaN output and running
+    statistics inf from then on); in bfloat16 the running mean was 80x further off."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 50, 8) * 2 + 30
+    mask = torch.rand(64, 50) > 0.3
+    ref = torch.nn.BatchNorm1d(8)
+    want = ref(x[mask])
+    ours, fused = MaskedBatchNorm(8), torch.nn.BatchNorm1d(8)
+    out = ours(x.to(dtype), mask)
+    fused_out = fused(x[mask].to(dtype))
+    assert torch.isfinite(out).all() and (out[~mask] == 0).all()
+    bound = (fused_out.float() - want).abs().max()
+    assert (out[mask].float() - want).abs().max() <= bound
+    for name in ("running_mean", "running_var"):
+        bound = (getattr(fused, name) - getattr(ref, name)).abs().max()
+        assert (getattr(ours, name) - getattr(ref, name)).abs().max() <= 2 * bound + 1e-6, name

@@ -521,15 +521,22 @@ class MaskedBatchNorm(torch.nn.BatchNorm1d):
             index = _real_rows(masks, num_nodes)
         if index is not None:
             return self._gathered(xs, index)
-        kept = [x if m is None else torch.where(m.unsqueeze(-1), x, 0.0) for x, m in zip(xs, masks)]
+        # the statistics in float32 or wider, as torch's batch norm keeps them: a float16 sum
+        # of the rows overflows (2,000 rows near 30), a bfloat16 one keeps 3 digits
+        stats = torch.promote_types(xs[0].dtype, torch.float32)
+        result = torch.promote_types(xs[0].dtype, self.weight.dtype) if self.affine else xs[0].dtype
+        kept = [
+            (x if m is None else torch.where(m.unsqueeze(-1), x, 0.0)).to(stats)
+            for x, m in zip(xs, masks)
+        ]
         mean, var = self._statistics(kept, masks)
-        scale = torch.rsqrt(var + self.eps)
+        scale = torch.rsqrt(var.to(stats) + self.eps)
         if self.affine:
-            scale = scale * self.weight
-        shift = -mean * scale + (self.bias if self.affine else 0.0)
+            scale = scale * self.weight.to(stats)
+        shift = -mean.to(stats) * scale + (self.bias.to(stats) if self.affine else 0.0)
         outs = []
         for x, m in zip(kept, masks):
-            out = x * scale + shift
+            out = (x * scale + shift).to(result)
             outs.append(out if m is None else torch.where(m.unsqueeze(-1), out, 0.0))
         return outs
 
