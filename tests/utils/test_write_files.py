@@ -156,3 +156,15 @@ def test_the_log_handler_appends_to_a_file_and_never_through_a_link(tmp_path):
     assert (
         cfg.hydra.job_logging.handlers.file["class"] == "diffpool.utils.files.NoFollowFileHandler"
     )
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_checkpoint_entry_reads_both_of_torchs_formats(tmp_path, zipped):
+    """A checkpoint re-saved in torch's legacy format loads (files.load): the checks that read
+    one of its entries (the split a checkpoint was trained on) read it too, not fail open."""
+    path = tmp_path / "model.ckpt"
+    stored = {"datamodule_hyper_parameters": {"fold": 3}, "state_dict": {"w": torch.ones(2)}}
+    torch.save(stored, path, _use_new_zipfile_serialization=zipped)
+    assert files.load(path)["datamodule_hyper_parameters"] == {"fold": 3}
+    assert files.checkpoint_entry(path, "datamodule_hyper_parameters") == {"fold": 3}
+    assert files.checkpoint_entry(path, "epoch") is None

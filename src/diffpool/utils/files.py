@@ -56,9 +56,13 @@ def load(path: str | os.PathLike | IO[bytes], map_location: Any = None, allowed=
 def checkpoint_entry(path: str | os.PathLike, key: str) -> Any:
     """One entry of a torch file holding a mapping (a checkpoint), :obj:`None` where it has
     none: read as :func:`load` reads, its tensors memory-mapped rather than read (a run's
-    checks read an entry of a checkpoint that Lightning or the module then loads whole)."""
+    checks read an entry of a checkpoint that Lightning or the module then loads whole). A
+    file of torch's legacy format, which cannot be memory-mapped, is read whole, as
+    :func:`load` reads it (the module loaded from it: its checks must read it too)."""
+    with open(path, "rb") as handle:  # torch's own test of its zip format
+        mmap = handle.read(4) == b"PK\x03\x04"
     with only_globals():
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     return stored.get(key) if isinstance(stored, dict) else None
 
 
