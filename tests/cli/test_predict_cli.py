@@ -65,3 +65,28 @@ def test_data_entries_compose_as_hydra_overrides():
     assert _merged(run, data)["dataset"] == {**run["dataset"], "root": "/elsewhere"}
     spec = {"_target_": "diffpool.datasets.load_tu", "name": "MUTAG"}
     assert _merged(run, {"dataset": spec})["dataset"] == spec
+
+
+def test_a_run_file_names_no_target_through_a_data_options_interpolation(tmp_path, capsys):
+    """``data=zinc`` interpolates ``${model.hidden_channels}``, which diffpool-predict takes
+    from the run's results.json: a spec there joins the user's data config, and its name
+    must not become one the user named (trusted) for the run's other specs."""
+    import shutil
+
+    from helpers import trained_mutag_run
+
+    run = trained_mutag_run(tmp_path, "run")
+    marker = tmp_path / "MARKER"
+    attack = {"_target_": "os.system", "command": f"touch {marker}"}
+    result = json.loads((run / "results.json").read_text())
+    result["config"]["model"]["hidden_channels"] = attack
+    result["config"]["data"] = {
+        "_target_": "diffpool.training.GraphDataModule",
+        "transform": attack,
+    }
+    (run / "results.json").write_text(json.dumps(result))
+    shutil.rmtree(tmp_path / "TU")  # nothing to load: the transform is built first
+    code = main([f"run={run}", "data=zinc", f"++data.dataset.root={tmp_path / 'ZINC'}"])
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert code == 2 and "'os.system'" in err and "not in the package's registries" in err, err

@@ -32,11 +32,14 @@ def _check(cfg) -> None:
 
 def _literal(value):
     """A value read from a run's file, its text escaped for OmegaConf: ``${...}`` stays text
-    (an interpolation would read environment variables, ``oc.env``, or fail to parse)."""
+    (an interpolation would read environment variables, ``oc.env``, or fail to parse), and
+    without ``_target_`` entries: what a data option interpolates from it
+    (``${model.hidden_channels}``) joins the user's data, whose names :func:`load_run
+    <diffpool.training.predict.load_run>` trusts as named at the call."""
     if isinstance(value, str):  # the backslashes before ${ doubled, then one more
         return re.sub(r"(\\*)\$\{", lambda m: 2 * m.group(1) + "\\${", value)
     if isinstance(value, dict):
-        return {k: _literal(v) for k, v in value.items()}
+        return {k: _literal(v) for k, v in value.items() if k != "_target_"}
     if isinstance(value, list):
         return [_literal(v) for v in value]
     return value
