@@ -163,3 +163,39 @@ def test_a_table_that_is_no_prediction_table_is_an_error_naming_it(tmp_path, tex
     with pytest.raises(ValueError, match="is not a prediction table") as err:
         read_predictions(path)
     assert str(path) in str(err.value)
+
+
+class _Pickled:
+    """What a crafted pickle runs on load: it touches ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_name_of_the_callers_data_is_trusted_for_the_callers_specs_only(run_dir, tmp_path):
+    """The caller names PyG's ZINC for its dataset (as data=zinc does): the run's
+    results.json, which keeps its own data.transform, must not build ZINC there with its
+    own root (ZINC unpickles its raw files)."""
+    import pickle
+    import shutil
+
+    from diffpool.utils.targets import UntrustedTargetError
+
+    run, marker, root = tmp_path / "run", tmp_path / "MARKER", tmp_path / "zinc"
+    shutil.copytree(run_dir, run)
+    (root / "raw").mkdir(parents=True)
+    for name in ("train.pickle", "val.pickle", "test.pickle", "train.index", "val.index",
+                 "test.index"):  # fmt: skip
+        (root / "raw" / name).write_bytes(pickle.dumps(_Pickled(marker)))
+    zinc = "torch_geometric.datasets.ZINC"
+    result = json.loads((run / "results.json").read_text())
+    result["config"]["data"]["transform"] = {"_target_": zinc, "root": str(root)}
+    (run / "results.json").write_text(json.dumps(result))
+    data = {"dataset": {"_target_": zinc, "root": str(tmp_path / "mine")}}
+    with pytest.raises(UntrustedTargetError, match=zinc) as err:
+        load_run(run, data=data)
+    assert not marker.exists()
+    assert "results.json" in str(err.value) and "transform" in str(err.value)

@@ -57,6 +57,11 @@ def load_run(
     # no loader processes from a file: the user's own settings may ask for them
     data_cfg = _merged({**result.config["data"], "num_workers": 0}, data or {})
     _check_roots(result.config["data"], data or {}, run_dir / RESULTS)
+    # the names in data are trusted for the specs the caller wrote: what the run's file keeps
+    # (data.transform under data=zinc, which names PyG's ZINC) builds only the registries'
+    # and trust's (ZINC unpickles its raw files, wherever the file's root says)
+    with targets.reading(run_dir / RESULTS, trust):
+        targets.check(_kept(result.config["data"], data or {}), "datamodule")
     return module, load_data(module, data_cfg, path, run_dir / RESULTS, trusted)
 
 
@@ -79,6 +84,19 @@ def _check_roots(stored: dict, given: dict, source: Path, where: str = "data") -
                     f"exist here: name yours with ++{where}.root=PATH (diffpool-predict),{viz} "
                     "or data={...} (load_run)"
                 )
+
+
+def _kept(base: dict, over: dict) -> dict:
+    """What of ``base`` :func:`_merged` keeps under ``over``: its entries that ``over`` does not
+    replace (a spec of ``over``'s own replaces one of ``base`` whole)."""
+    kept = {}
+    for key, value in base.items():
+        given = over.get(key)
+        if key not in over:
+            kept[key] = value
+        elif isinstance(given, dict) and "_target_" not in given and isinstance(value, dict):
+            kept[key] = _kept(value, given)
+    return kept
 
 
 def _merged(base: dict, over: dict) -> dict:
