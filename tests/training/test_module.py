@@ -203,3 +203,19 @@ def test_a_model_producing_nan_stops_with_the_step_it_went_non_finite(tmp_path, 
     with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 0, step 3 "):
         trainer.fit(module, datamodule=mutag)
     assert not list(tmp_path.rglob("*.ckpt"))  # no checkpoint of the epoch that went NaN
+
+
+def test_a_name_given_at_load_is_trusted_for_the_given_spec_only(tmp_path):
+    """``load_from_checkpoint(path, model=<spec of the user's class>)``: the checkpoint's own
+    specs (its node_encoder) do not build that class with the file's arguments."""
+    from diffpool.utils.targets import UntrustedTargetError
+
+    model = {"_target_": "diffpool.models.GlobalPoolNet", "hidden_channels": 8}
+    module = GraphClassifier(model, in_channels=3, num_classes=2)
+    own = "torch.nn.modules.linear.Identity"  # the user's, in no registry under this name
+    hparams = {**dict(module.hparams), "node_encoder": {"_target_": own, "file": "args"}}
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, path)
+    given = {"_target_": own}
+    with pytest.raises(UntrustedTargetError, match=own):
+        GraphClassifier.load_from_checkpoint(path, model=given, strict=False)

@@ -382,6 +382,10 @@ class GraphClassifier(LightningModule):
                 f"{source} was trained with a network object, and stores no spec of it: "
                 "pass model=<the network it was trained with>"
             )
+        with targets.reading(source, trust):  # the names of kwargs: for kwargs' specs only
+            for key, spec in hparams.items():
+                if key not in kwargs and key in targets.NESTED_KINDS:
+                    targets.check(spec, targets.NESTED_KINDS[key])
         with targets.reading(source, trusted):
             module = cls(**{**hparams, **kwargs})
         module.on_load_checkpoint(checkpoint)
