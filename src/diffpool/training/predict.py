@@ -179,10 +179,8 @@ def _check_split(checkpoint, datamodule) -> None:
     data module settings the checkpoint stores (Lightning's), where it has them."""
     if datamodule.hparams.get("predict_split") == "all":
         return
-    try:
-        trained = files.checkpoint_entry(checkpoint, "datamodule_hyper_parameters")
-    except Exception:  # read once already, as the module
-        return
+    # read once already, as the module: a failure here is not a reason to skip the check
+    trained = files.checkpoint_entry(checkpoint, "datamodule_hyper_parameters")
     if not isinstance(trained, dict):
         return
     given = datamodule.hparams
