@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import logging
 import math
 import shutil
 import signal
@@ -442,6 +443,21 @@ def test_resume_continues_a_run_only_with_the_config_that_wrote_its_checkpoint(t
         train(_cfg(tmp_path, "stopped", "resume=true", "data.fold=3", "module.optimizer.lr=0.05"))
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == written
     assert train(_cfg(tmp_path, "stopped", "resume=true")).epochs == 3
+
+
+def test_resume_of_a_checkpoint_without_its_run_config_says_it_cannot_be_checked(tmp_path, caplog):
+    """A checkpoint written before resume compared configs resumes as before, with a
+    warning that its settings cannot be checked."""
+    from diffpool.training.callbacks import RunConfig
+
+    _interrupted_at_epoch_2(tmp_path, "stopped")
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    del checkpoint[RunConfig.KEY]
+    torch.save(checkpoint, last)
+    with caplog.at_level(logging.WARNING, logger="diffpool.training.run"):
+        assert train(_cfg(tmp_path, "stopped", "resume=true")).epochs == 3
+    assert "stores no run config" in caplog.text
 
 
 def test_a_moved_run_directory_resumes_with_its_best_checkpoint(tmp_path, recwarn):

@@ -171,6 +171,11 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     except Exception:  # not a checkpoint: _train names it
         return
     if not isinstance(earlier, dict):
+        log.warning(
+            "%s stores no run config (written before resume checked it): whether it was "
+            "trained with these settings cannot be checked",
+            last,
+        )
         return
     now = comparable_config(cfg)
     differ = [key for key in _differing(_identity(earlier), _identity(now))
