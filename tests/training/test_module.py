@@ -219,3 +219,59 @@ def test_a_name_given_at_load_is_trusted_for_the_given_spec_only(tmp_path):
     given = {"_target_": own}
     with pytest.raises(UntrustedTargetError, match=own):
         GraphClassifier.load_from_checkpoint(path, model=given, strict=False)
+
+
+def test_ogb_evaluator_scores_every_rank_s_share_of_an_uneven_test_set():
+    """Under DDP every rank holds its share of the test set, one graph more on some ranks
+    where the set's size is no multiple of the ranks (ogbg-molhiv's 4,113 test graphs on 2
+    GPUs): the evaluator gets every graph once, in rank order. ``all_gather`` takes one shape
+    on every rank (gloo and NCCL fail or hang otherwise), as the fake group below."""
+    import threading
+    from types import SimpleNamespace
+
+    world = 2
+    barrier, slots = threading.Barrier(world), [None] * world
+
+    def gather_on(rank):
+        def all_gather(tensor, group=None, sync_grads=False):
+            slots[rank] = tensor
+            barrier.wait()
+            shapes, got = {tuple(t.shape) for t in slots}, list(slots)
+            barrier.wait()
+            if len(shapes) > 1:
+                raise RuntimeError(f"all_gather of tensors of different shapes {shapes}")
+            return torch.stack(got)
+
+        return all_gather
+
+    shares = [torch.arange(6.0).view(6, 1), torch.arange(6.0, 11.0).view(5, 1)]
+    scored, errors = [None] * world, []
+
+    def rank_run(rank):
+        module = GraphClassifier(SPEC, in_channels=3, num_classes=1, max_num_nodes=8,
+                                 task="binary")  # fmt: skip
+        evaluator = SimpleNamespace(
+            eval=lambda d, rank=rank: scored.__setitem__(rank, d) or {"rocauc": 0.5}
+        )
+        module._trainer = SimpleNamespace(
+            world_size=world,
+            datamodule=SimpleNamespace(evaluator=evaluator),
+            strategy=SimpleNamespace(all_gather=gather_on(rank)),
+        )
+        module.log = lambda *args, **kwargs: None
+        module._ogb = ([shares[rank] % 2], [shares[rank]])
+        try:
+            module.on_test_epoch_end()
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank_run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    for got in scored:
+        assert got["y_pred"].view(-1).tolist() == list(range(11))
+        assert got["y_true"].view(-1).tolist() == [v % 2 for v in range(11)]

@@ -567,13 +567,26 @@ class GraphClassifier(LightningModule):
         target, output = (torch.cat(parts) for parts in self._ogb)
         self._ogb = None
         if self.trainer.world_size > 1:  # every rank scored its share: score them all
-            target = self.all_gather(target).flatten(0, 1).cpu()
-            output = self.all_gather(output).flatten(0, 1).cpu()
+            target, output = self._gather_rows(target), self._gather_rows(output)
         if self.task.name == "multiclass":  # OGB takes the class (ogbg-ppa)
             target, output = target.view(-1, 1), output.argmax(-1, keepdim=True)
         scores = evaluator.eval({"y_true": target, "y_pred": output})
         for name, value in scores.items():
             self.log(f"test/ogb_{name}", float(value), batch_size=len(target))
+
+    def _gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``rows``, rank after rank, on the CPU. The ranks' shares of a set
+        differ by a graph where its size is not a multiple of the ranks (ogbg-molhiv's test
+        set: 4,113 graphs), and ``all_gather`` takes tensors of one shape: each rank's rows
+        are padded to the largest share and the padding is cut off again."""
+        # on the module's device: NCCL gathers CUDA tensors only (the rows were kept on the CPU)
+        rows = rows.to(self.device)
+        sizes = self.all_gather(torch.tensor([rows.size(0)], device=self.device))
+        sizes = sizes.view(-1).tolist()
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+        padded[: rows.size(0)] = rows
+        gathered = self.all_gather(padded).cpu()
+        return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
 
     #: whether :meth:`predict_step` also returns every level's assignment, hard clusters and
     #: pooled embeddings, per graph (``diffpool-predict assignments=true``)
