@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diffpool.training.tasks import TargetError, Task, infer_task, ogb_task, target_matrix
 
@@ -166,3 +167,17 @@ def test_a_bad_class_label_is_named_among_good_ones():
     labels = torch.tensor([[0.0], [1.0], [2.0], [2.5], [0.0], [-1.0]])
     with pytest.raises(TargetError, match=r"not class labels \(e.g. \[2.5, -1.0\]\)"):
         infer_task(labels, "multiclass", None, "data")
+
+
+def test_a_binary_task_with_missing_labels_is_pointed_to_multilabel():
+    """One label per graph with missing ones (an OGB-format dataset of one binary task, NaN
+    where unmeasured): the binary task needs every label; the error says that multilabel
+    takes them, and multilabel with one label does."""
+    y = target_matrix(torch.tensor([[1.0], [NAN], [0.0], [1.0]]))
+    with pytest.raises(TargetError, match="data.task=multilabel takes missing labels"):
+        infer_task(y, declared="binary")
+    assert infer_task(y, "multilabel")[:2] == ("multilabel", 1)
+    task = Task("multilabel", 1)
+    output, target = torch.tensor([[2.0], [5.0], [-1.0], [0.5]]), task.target(y, 4)
+    expected = F.binary_cross_entropy_with_logits(output[[0, 2, 3]], target[[0, 2, 3]])
+    assert task.loss_value(output, target) == pytest.approx(float(expected))

@@ -233,7 +233,9 @@ def _check_targets(targets: Tensor, task: str, where: str) -> None:
             "data.task=multilabel or data.task=regression"
         )
     if bool(nan.any()):
-        raise TargetError(f"{where} has NaN class labels: a {task} task needs every label")
+        hint = (" (data.task=multilabel takes missing labels, NaN, also one label per graph: "
+                "its loss and metrics leave them out)") if task == "binary" else ""  # fmt: skip
+        raise TargetError(f"{where} has NaN class labels: a {task} task needs every label{hint}")
     bad = (values != values.round()) | (values < 0) if values.is_floating_point() else values < 0
     if bool(bad.any()):
         raise TargetError(
