@@ -168,6 +168,28 @@ def test_a_fold_reported_twice_is_warned_about(caplog):
     assert "holds fold 0 more than once" in caplog.text
 
 
+def test_runs_on_a_datasets_own_split_are_grouped_over_seeds(caplog):
+    """OGB's protocol: one split, mean ± std over seeds. Runs of ``data.split=dataset``
+    differ only by seed: one group; k-fold runs of two seeds (two partitions) stay apart."""
+    from diffpool.training.report import group_runs
+
+    def run(seed, split, fold=0, test=0.7):
+        return RunResult(dataset="ogbg-molhiv", fold=fold, num_folds=1, model="diffpool",
+                         epochs=1, fair=FairResult(best_epoch=0, val=0.8, test=test),
+                         test_curve=[test], val_curve=[0.8], wall_time_s=1.0, metric="rocauc",
+                         config={"seed": seed, "module": {"seed": seed},
+                                 "data": {"name": "ogbg-molhiv", "split": split, "seed": seed,
+                                          "fold": fold}})  # fmt: skip
+
+    own = group_runs([run(0, "dataset", test=0.7), run(1, "dataset", test=0.8)])
+    assert len(own) == 1 and len(own[0].runs) == 2
+    assert own[0].fair() == pytest.approx((0.75, 0.05))
+    assert len(group_runs([run(0, "kfold"), run(1, "kfold")])) == 2
+    with caplog.at_level("WARNING"):
+        group_runs([run(1, "dataset"), run(1, "dataset"), run(0, "dataset")])
+    assert "holds fold 0 of seed 1 more than once" in caplog.text
+
+
 def test_a_fold_without_a_fair_test_value_is_left_out_of_the_mean(caplog):
     """A test fold of one class has no ROC-AUC (NaN): the fair mean is that of the other
     folds, as the paper protocol's, with a warning (it had blanked the whole cell)."""

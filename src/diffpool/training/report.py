@@ -1,5 +1,7 @@
 """A sweep's jobs grouped by config without the fold: mean ± std over folds (``ddof=0``, as in
-Errica et al.'s code) under both protocols.
+Errica et al.'s code) under both protocols. Runs on a dataset's own split (``data.split=dataset``,
+OGB's) have one fold and repeat over seeds: they are grouped without the seed, mean ± std over
+seeds, as OGB reports.
 
 * ``fair``: each fold's test metric at the epoch of its best validation metric.
 * ``paper`` (optimistic, the authors' code): the best epoch of the mean test-fold curve.
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 LABEL_FIRST = ("data.name", "model.variant", "model.encoder")  # named first in a label
 IGNORED_KEYS = ("data.fold", "optimized_metric", *NOT_IDENTITY)  # define no configuration
+#: with a dataset's own split (one fold), the repetitions are seeds: these define no configuration
+SEED_KEYS = ("seed", "module.seed", "data.seed")
 PERCENT_METRICS = ("acc",)
 UNKNOWN_CODE = "—"  # the code of results that recorded none
 HEADER = ("configuration", "folds", "epochs", "fair", "paper (optimistic)", "paper epoch",
@@ -156,7 +160,10 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
     every group has and that differ; groups left alike add the other entries that differ."""
     groups: dict[str, Group] = {}
     for run in runs:
-        config = {k: v for k, v in flatten(run.config).items() if not k.startswith(IGNORED_KEYS)}
+        flat = flatten(run.config)
+        repeats = SEED_KEYS if flat.get("data.split") == "dataset" else ()
+        config = {k: v for k, v in flat.items()
+                  if not k.startswith(IGNORED_KEYS) and k not in repeats}  # fmt: skip
         key = json.dumps(config, sort_keys=True, default=str)
         group = Group(config, metric=run.metric, higher_is_better=run.higher_is_better)
         groups.setdefault(key, group).runs.append(run)
@@ -172,12 +179,13 @@ def group_runs(runs: Iterable[RunResult]) -> list[Group]:
         if unscored:
             log.warning("%s: folds %s have no fair test value (NaN, e.g. a test set of one "
                         "class): left out of its mean", one_line(g.label), unscored)  # fmt: skip
-        folds = [r.fold for r in g.runs]
-        if len(set(folds)) < len(folds):
-            twice = sorted({f for f in folds if folds.count(f) > 1})
-            log.warning("%s holds fold %s more than once (%s): each counts in its mean",
-                        one_line(g.label), twice[0], ", ".join(
-                            str(r.path) for r in g.runs if r.fold == twice[0]))  # fmt: skip
+        repeats = [(r.fold, flatten(r.config).get("seed")) for r in g.runs]
+        if len(set(repeats)) < len(repeats):
+            twice = sorted({f for f in repeats if repeats.count(f) > 1}, key=str)[0]
+            which = f"fold {twice[0]}" + ("" if twice[1] is None else f" of seed {twice[1]}")
+            paths = ", ".join(str(r.path) for r, f in zip(g.runs, repeats) if f == twice)
+            log.warning("%s holds %s more than once (%s): each counts in its mean",
+                        one_line(g.label), which, paths)  # fmt: skip
     return sorted(found, key=lambda g: g.label)
 
 
