@@ -356,6 +356,23 @@ def test_a_transform_spec_read_from_a_file_is_one_of_pygs():
             GraphDataModule(tiny_graphs(), transform={"_target_": "os.system", "command": "x"})
 
 
+def test_a_dataset_specs_own_transform_may_be_a_spec():
+    """``+data.dataset.transform={_target_: ...}``: the dataset gets the transform built
+    (it got the dict, and failed with "'dict' object is not callable"); from a file, only
+    PyG's transforms, as the data module's own."""
+    from diffpool.utils import targets
+
+    degree = {"_target_": "torch_geometric.transforms.OneHotDegree", "max_degree": 40}
+    fake = {"_target_": "torch_geometric.datasets.FakeDataset", "num_graphs": 12,
+            "avg_num_nodes": 8, "num_channels": 3, "transform": degree}  # fmt: skip
+    dm = GraphDataModule(fake, num_folds=3)
+    dm.setup()
+    assert dm.num_features == 3 + 41
+    with targets.reading("results.json", trusted=[fake["_target_"]]):
+        with pytest.raises(targets.UntrustedTargetError, match="os.system"):
+            GraphDataModule({**fake, "pre_transform": {"_target_": "os.system"}}).setup()
+
+
 def test_an_empty_part_of_the_split_is_named():
     dm = GraphDataModule(
         tiny_graphs(num_graphs=40), num_folds=4, val_ratio=0.0, predict_split="val"

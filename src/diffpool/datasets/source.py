@@ -17,9 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.transforms import Compose
 
 from diffpool.datasets.splits import FoldSplit, checked_split
 from diffpool.utils import targets
+
+#: a dataset's arguments that take a transform, which a spec may give as a ``_target_`` spec
+TRANSFORM_ARGS = ("transform", "pre_transform")
 
 #: the keys of a dataset's own split (``get_idx_split()`` says ``valid``, OGB style)
 SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -60,8 +64,21 @@ def instantiate_dataset(spec: Mapping[str, Any], **extra: Any):
         raise ValueError(f"a dataset spec needs a '_target_' (a class or function), got {spec}")
     targets.check(spec, "dataset")
     factory = targets.resolve(target, "dataset")
-    kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
+    kwargs = {k: as_transform(v) if k in TRANSFORM_ARGS else v
+              for k, v in spec.items() if not k.startswith("_")}  # fmt: skip
     return call_dataset(factory, target, **{**kwargs, **extra})
+
+
+def as_transform(value):
+    """A transform, built from a ``_target_`` spec (a list of them: composed, in order)."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, Mapping):
+        return targets.build(value, "transform")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        parts = [as_transform(v) for v in value if v is not None]
+        return Compose(parts) if len(parts) > 1 else (parts[0] if parts else None)
+    raise TypeError(f"transform must be a callable or a '_target_' spec, got {value!r}")
 
 
 def call_dataset(factory, target: str, **kwargs: Any):

@@ -13,15 +13,13 @@ from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch_geometric.data import Dataset
 from torch_geometric.loader import DataLoader
-from torch_geometric.transforms import Compose
 
 from diffpool.datasets.ogb import ogb_evaluator
-from diffpool.datasets.source import dataset_name, graph_targets, resolve_dataset
+from diffpool.datasets.source import as_transform, dataset_name, graph_targets, resolve_dataset
 from diffpool.datasets.splits import FoldSplit, fold_split, load_split_file, split_file_folds
 from diffpool.datasets.tu import load_tu
 from diffpool.training.sampler import GraphBatchSampler
 from diffpool.training.tasks import TargetError, Task, infer_task, ogb_task, target_matrix
-from diffpool.utils.targets import build as build_spec
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +48,7 @@ def followed_by(data: Mapping, transform: Callable | None) -> dict:
 
 def _as_transform(value) -> Callable | None:
     """A transform, built from a ``_target_`` spec (a list of them: composed, in order)."""
-    if value is None or callable(value):
-        return value
-    value = _plain(value)
-    if isinstance(value, Mapping):
-        return build_spec(value, "transform")
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        parts = [_as_transform(v) for v in value if v is not None]
-        return Compose(parts) if len(parts) > 1 else (parts[0] if parts else None)
-    raise TypeError(f"transform must be a callable or a '_target_' spec, got {value!r}")
+    return as_transform(_plain(value))
 
 
 class GraphDataModule(LightningDataModule):

@@ -125,6 +125,7 @@ NESTED_KINDS = {
     "optimizer": "optimizer",
     "scheduler": "scheduler",
     "transform": "transform",
+    "pre_transform": "transform",
 }
 
 
