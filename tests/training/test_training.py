@@ -28,7 +28,7 @@ from diffpool.training import (
     train,
 )
 from diffpool.training.report import collect, curve_spread, write_report
-from diffpool.training.run import debug_settings
+from diffpool.training.run import debug_settings, evaluate
 from diffpool.utils.provenance import code_label, provenance
 from helpers import ROOT
 
@@ -761,6 +761,34 @@ def test_threads_is_a_setting_of_the_run_not_of_its_identity(tmp_path):
         assert again.wall_time_s == result.wall_time_s  # skipped: the same run
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_and_evaluate_write_every_file_into_the_directory_they_are_given(
+    tmp_path, monkeypatch
+):
+    """``train(cfg, output_dir)`` runs in ``output_dir``: the checkpoints and logs too (they
+    were written to the config's ``output_dir``, results.json and history.csv apart from
+    them); a config composed without Hydra's runtime (no ``output_dir`` of its own) trains
+    as well. ``evaluate(cfg, output_dir)`` the same."""
+    monkeypatch.chdir(tmp_path)
+    composed = _compose(
+        "data=mutag", f"data.root={tmp_path / 'TU'}", "trainer.max_epochs=1",
+        "model.hidden_channels=16",
+    )  # fmt: skip
+    result = train(composed, "given")
+    names = {p.name for p in (tmp_path / "given").iterdir()}
+    assert {"results.json", "history.csv", "checkpoints", "logs"} <= names
+    assert Path(result.fair.checkpoint).parent == tmp_path / "given" / "checkpoints"
+    other = _cfg(tmp_path, "configured", "trainer.max_epochs=1")
+    train(other, tmp_path / "elsewhere")
+    assert not (tmp_path / "configured").exists()
+    assert (tmp_path / "elsewhere" / "checkpoints" / "last.ckpt").is_file()
+    evaluated = _compose(
+        "data=mutag", f"data.root={tmp_path / 'TU'}", "train=false",
+        f"ckpt_path={result.fair.checkpoint}",
+    )  # fmt: skip
+    assert evaluate(evaluated, "eval")["metrics"]["test/acc"] == pytest.approx(result.fair.test)
+    assert (tmp_path / "eval" / "eval.json").is_file()
 
 
 def test_edge_features_asked_for_with_an_encoder_without_them_is_an_error(tmp_path):

@@ -111,9 +111,9 @@ def run(cfg) -> float | None:
     from diffpool.training.run import evaluate, train
 
     if not cfg.get("train", True):
-        evaluate(cfg, cfg.output_dir)
+        evaluate(cfg)
         return None
-    results = train(cfg, cfg.output_dir)
+    results = train(cfg)
     metric = cfg.get("optimized_metric")
     return results.lookup(metric) if metric else None
 

@@ -333,6 +333,18 @@ def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
         torch.set_num_threads(int(cfg.threads))
 
 
+def _in_directory(cfg: DictConfig, output_dir: str | os.PathLike | None) -> tuple[DictConfig, Path]:
+    """``cfg`` and the directory it runs in: ``output_dir`` where given, then also the config's
+    ``output_dir`` (the ``${output_dir}`` of the checkpoints, the loggers and the trainer's
+    ``default_root_dir``: every file of the run in one directory), else ``cfg.output_dir``."""
+    if output_dir is None:
+        return cfg, Path(cfg.output_dir)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.output_dir = os.path.abspath(output_dir)
+    return cfg, Path(output_dir)
+
+
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunResult:
     """Train and evaluate one config in ``output_dir`` (default: ``cfg.output_dir``).
 
@@ -340,7 +352,7 @@ def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> RunRe
         RunResult: what ``results.json`` holds. After Ctrl-C, Lightning shuts down gracefully
         and exits (``SystemExit``); ``checkpoints/last.ckpt`` holds the last finished epoch.
     """
-    out = Path(output_dir if output_dir is not None else cfg.output_dir)
+    cfg, out = _in_directory(cfg, output_dir)
     # a directory made for this run alone goes again if the run cannot be set up (a typo in
     # the config); a sweep's jobs keep their failed.json for the report
     job = job_name()
@@ -447,7 +459,7 @@ def evaluate(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> di
     """
     from diffpool.training.results import write_json
 
-    out = Path(output_dir if output_dir is not None else cfg.output_dir)
+    cfg, out = _in_directory(cfg, output_dir)
     _prepare_process(cfg, sweep=bool(job_name()))
     if not cfg.get("ckpt_path"):
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=PATH")
