@@ -143,6 +143,17 @@ def test_without_a_validation_set_the_test_fold_selects_no_model(tmp_path):
         _trainer(tmp_path / "scheduled").fit(scheduled, datamodule=data)
 
 
+def test_the_configs_scheduler_monitor_auto_is_the_tasks_validation_metric(mutag, tmp_path):
+    """``module.scheduler_monitor: auto`` of conf/train.yaml, instantiated by hand
+    (``hydra.utils.instantiate(cfg.module, ...)``), watches the task's val/ metric: it was
+    passed on to Lightning as the metric ``auto``, which stopped the fit at its first epoch."""
+    plateau = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "auto"}
+    module = _module(mutag, scheduler=plateau, scheduler_monitor="auto")
+    assert module.hparams.scheduler_monitor == "val/acc"
+    _trainer(tmp_path).fit(module, datamodule=mutag)
+    assert module.configure_optimizers()["lr_scheduler"]["monitor"] == "val/acc"
+
+
 def test_a_module_built_for_other_data_stops_before_the_first_step(tmp_path):
     from diffpool.training import GraphDataModule
     from diffpool.training.module import DataMismatchError

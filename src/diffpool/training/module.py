@@ -158,7 +158,8 @@ class GraphClassifier(LightningModule):
             ``mode: auto`` (``ReduceLROnPlateau``'s) is the task's direction (``"max"`` for
             accuracy or AUC, ``"min"`` for MAE). (default: :obj:`None`)
         scheduler_monitor (str, optional): Metric for schedulers such as
-            ``ReduceLROnPlateau``. (default: :obj:`None`: the task's ``val/<metric>``)
+            ``ReduceLROnPlateau``; ``"auto"`` (diffpool-train's config) is the default.
+            (default: :obj:`None`: the task's ``val/<metric>``)
         seed (int, optional): Base of the per-epoch seeds. (default: :obj:`0`)
         task (str, optional): ``"multiclass"``, ``"binary"``, ``"multilabel"`` or
             ``"regression"``. (default: :obj:`None`: the data module's; ``"multiclass"``
@@ -242,7 +243,12 @@ class GraphClassifier(LightningModule):
             task=self.task.name,
             metric=self.task.metric,
             loss=self.task.loss,
-            scheduler_monitor=hp.scheduler_monitor or f"val/{self.task.metric}",
+            # None, or conf/train.yaml's auto (a config instantiated by hand passes it on)
+            scheduler_monitor=(
+                f"val/{self.task.metric}"
+                if hp.scheduler_monitor in (None, "", "auto")
+                else hp.scheduler_monitor
+            ),
         )
         self.node_encoder = targets.build(hp.node_encoder, "encoder") if hp.node_encoder else None
         self.edge_encoder = targets.build(hp.edge_encoder, "encoder") if hp.edge_encoder else None
