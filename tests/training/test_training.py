@@ -763,6 +763,22 @@ def test_threads_is_a_setting_of_the_run_not_of_its_identity(tmp_path):
         torch.set_num_threads(before)
 
 
+def test_overwrite_moves_the_pictures_of_the_earlier_run_with_it(tmp_path):
+    """``overwrite=true`` moves diffpool-viz's ``pooling-<graph>.png`` of the earlier run's
+    checkpoint aside with it, as it does diffpool-predict's tables: it stayed beside the new
+    run's files as if it showed them."""
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=1"))
+    (tmp_path / "run" / "pooling-0.png").write_bytes(b"the earlier run's picture")
+    (tmp_path / "run" / "predictions-test.csv").write_text("graph_id\n")
+    train(_cfg(tmp_path, "run", "trainer.max_epochs=1", "model.dropout=0.1", "overwrite=true"))
+    assert not list((tmp_path / "run").glob("pooling-*")) and not list(
+        (tmp_path / "run").glob("predictions-*")
+    )
+    (replaced,) = (tmp_path / "run").glob("replaced-*")
+    assert (replaced / "pooling-0.png").read_bytes() == b"the earlier run's picture"
+    assert (replaced / "predictions-test.csv").is_file()
+
+
 def test_train_and_evaluate_write_every_file_into_the_directory_they_are_given(
     tmp_path, monkeypatch
 ):

@@ -189,12 +189,17 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
         )
 
 
+#: what diffpool-predict and diffpool-viz write into a run directory by default (from its
+#: checkpoints: they go with them)
+DERIVED = ("predictions-*", "pooling-*.png")
+
+
 def _move_aside(out: Path) -> Path:
     target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     target.mkdir()
-    # the run's files, and what diffpool-predict made of its checkpoints
+    # the run's files, and what diffpool-predict and diffpool-viz made of its checkpoints
     names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
-    names += sorted(p.name for p in out.glob("predictions-*"))
+    names += sorted(p.name for pattern in DERIVED for p in out.glob(pattern))
     for name in names:
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
