@@ -517,6 +517,27 @@ class DieBetweenBestAndLast(Callback):
                 raise RuntimeError("killed")
 
 
+def test_a_finished_run_continues_in_place_to_more_epochs_with_resume(tmp_path):
+    """resume=true with more epochs continues a finished run in its own directory (the docs'
+    "aside from trainer.max_epochs"), ending as a run that went straight there; its earlier
+    results.json moves to replaced-<time>/. Without resume=true, or with no more epochs, the
+    directory is refused; the error says resume=true where it would continue."""
+    straight = train(_cfg(tmp_path, "straight", "model.dropout=0.2"))
+    train(_cfg(tmp_path, "run", "model.dropout=0.2", "trainer.max_epochs=2"))
+    with pytest.raises(RunDirectoryError, match="resume=true continues it"):
+        train(_cfg(tmp_path, "run", "model.dropout=0.2"))
+    with pytest.raises(RunDirectoryError, match="another config"):
+        train(_cfg(tmp_path, "run", "model.dropout=0.2", "trainer.max_epochs=1", "resume=true"))
+    continued = train(_cfg(tmp_path, "run", "model.dropout=0.2", "resume=true"))
+    assert continued.epochs == 3 and continued.config == straight.config
+    assert continued.val_curve == pytest.approx(straight.val_curve, abs=1e-6)
+    assert continued.fair.test == pytest.approx(straight.fair.test)
+    assert RunResult.load(tmp_path / "run").epochs == 3
+    (replaced,) = (tmp_path / "run").glob("replaced-*")
+    assert RunResult.load(replaced).epochs == 2
+    assert [g.runs[0].epochs for g in collect(tmp_path / "run")[0]] == [3]
+
+
 def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_files(tmp_path):
     """The best epoch's checkpoint is written, the run dies before its last.ckpt: resumed, it
     retrains that epoch and ends with the files of a run that never stopped (one best file,

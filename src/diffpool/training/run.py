@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -160,6 +160,14 @@ def _differing(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix[:-1]]
 
 
+def _not_resumable(earlier: dict, cfg: DictConfig) -> list[str]:
+    """The dotted keys in which ``cfg`` differs from a run's stored config and that
+    ``resume=true`` may not change (:func:`_may_change`)."""
+    now = comparable_config(cfg)
+    return [key for key in _differing(_identity(earlier), _identity(now))
+            if not _may_change(key, earlier, now)]  # fmt: skip
+
+
 def _check_resumed(out: Path, cfg: DictConfig) -> None:
     """``resume=true`` continues ``checkpoints/last.ckpt`` only with the config that wrote it
     (:class:`~diffpool.training.callbacks.RunConfig`): another fold or learning rate on top of
@@ -177,9 +185,7 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
             last,
         )
         return
-    now = comparable_config(cfg)
-    differ = [key for key in _differing(_identity(earlier), _identity(now))
-              if not _may_change(key, earlier, now)]  # fmt: skip
+    differ = _not_resumable(earlier, cfg)
     if differ:
         raise RunDirectoryError(
             f"{last} was written by a run with another config ({', '.join(differ[:5])} "
@@ -194,12 +200,14 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
 DERIVED = ("predictions-*", "pooling-*.png")
 
 
-def _move_aside(out: Path) -> Path:
+def _move_aside(out: Path, names: Sequence[str] | None = None) -> Path:
+    """Move the earlier run's files (``names``: all of them) to ``replaced-<time>/``, with
+    what diffpool-predict and diffpool-viz made of its checkpoints."""
     target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     target.mkdir()
-    # the run's files, and what diffpool-predict and diffpool-viz made of its checkpoints
-    names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
-    names += sorted(p.name for pattern in DERIVED for p in out.glob(pattern))
+    if names is None:
+        names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
+    names = [*names, *sorted(p.name for pattern in DERIVED for p in out.glob(pattern))]
     for name in names:
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
@@ -219,10 +227,23 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
         if same_run(earlier.config or {}, cfg):
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
+        epochs = (cfg.get("trainer") or {}).get("max_epochs")
+        longer = (
+            has_checkpoints
+            and not _not_resumable(earlier.config or {}, cfg)
+            and (epochs is None or epochs < 0 or epochs > earlier.epochs)
+        )
+        if longer and cfg.get("resume", False):  # to more epochs: the run is unfinished again
+            _check_resumed(out, cfg)
+            moved = _move_aside(out, [RESULTS, FAILED])
+            log.warning("resume=true: continuing the finished run of %s (its results were "
+                        "moved to %s)", out, moved)  # fmt: skip
+            return None
         raise RunDirectoryError(
             f"{out} holds the results of a run with another config; choose another "
             "directory (hydra.run.dir=...) or pass overwrite=true (the earlier files are "
             "moved to replaced-<time>/)"
+            + ("; resume=true continues it from checkpoints/last.ckpt" if longer else "")
         )
     if has_checkpoints and cfg.get("resume", False):
         _check_resumed(out, cfg)
