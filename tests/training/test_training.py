@@ -736,6 +736,33 @@ def test_a_plateau_schedulers_mode_auto_is_the_tasks_direction(mutag):
     assert module.hparams.scheduler["mode"] == "auto"  # the checkpoint keeps what was asked
 
 
+def test_mode_auto_is_the_direction_of_the_metric_watched(tmp_path, mutag):
+    """A callback or plateau scheduler set to watch val/loss keeps ``mode: auto``: it is
+    "min" (it was the task's "max": the checkpoint kept the epoch of the highest validation
+    loss, early stopping stopped as the loss stopped rising); a metric of unknown direction
+    is an error that asks for the mode."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from diffpool.training.run import build
+
+    loss = "val/loss"
+    cfg = _cfg(tmp_path, "run", "callbacks=early_stopping",
+               f"callbacks.early_stopping.monitor={loss}",
+               f"callbacks.model_checkpoint.monitor={loss}")  # fmt: skip
+    trainer = build(cfg, tmp_path / "run")[2]
+    watching = [c for c in trainer.callbacks if isinstance(c, (EarlyStopping, ModelCheckpoint))
+                and c.monitor]  # fmt: skip
+    assert [(c.monitor, c.mode) for c in watching] == [(loss, "min")] * 2
+    spec = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "auto"}
+    for monitor, mode in ((loss, "min"), ("val/link_loss_l0", "min"), ("val/acc", "max")):
+        module = GraphClassifier(_compose("model=base").model, mutag.num_features, 2,
+                                 scheduler=spec, scheduler_monitor=monitor)  # fmt: skip
+        assert module.configure_optimizers()["lr_scheduler"]["scheduler"].mode == mode
+    odd = _cfg(tmp_path, "odd", "callbacks.model_checkpoint.monitor=val/my_score")
+    with pytest.raises(ValueError, match="give mode: max or mode: min"):
+        build(odd, tmp_path / "odd")
+
+
 def test_early_stopping_is_a_callbacks_option(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 

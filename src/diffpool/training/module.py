@@ -155,8 +155,8 @@ class GraphClassifier(LightningModule):
         optimizer (Mapping, optional): Spec called with ``params``.
             (default: Adam, lr 1e-3)
         scheduler (Mapping, optional): Spec called with ``optimizer``, stepped every epoch;
-            ``mode: auto`` (``ReduceLROnPlateau``'s) is the task's direction (``"max"`` for
-            accuracy or AUC, ``"min"`` for MAE). (default: :obj:`None`)
+            ``mode: auto`` (``ReduceLROnPlateau``'s) is the direction of the metric it watches
+            (``"max"`` for accuracy or AUC, ``"min"`` for MAE or a loss). (default: :obj:`None`)
         scheduler_monitor (str, optional): Metric for schedulers such as
             ``ReduceLROnPlateau``; ``"auto"`` (diffpool-train's config) is the default.
             (default: :obj:`None`: the task's ``val/<metric>``)
@@ -636,7 +636,7 @@ class GraphClassifier(LightningModule):
             return optimizer
         spec = dict(self.hparams.scheduler)
         if spec.get("mode") == "auto":  # ReduceLROnPlateau's, as the callbacks' mode: auto
-            spec["mode"] = self.task.mode
+            spec["mode"] = self.task.mode_of(self.hparams.scheduler_monitor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -345,10 +345,11 @@ def build(cfg: DictConfig, out: Path):
 def _selection(callback_cfg, task) -> dict:
     """``monitor`` / ``mode`` for a callback config that says ``auto``."""
     extra = {}
-    if callback_cfg.get("monitor") == AUTO:
-        extra["monitor"] = f"val/{task.metric}"
-    if callback_cfg.get("mode") == AUTO:
-        extra["mode"] = task.mode
+    monitor = callback_cfg.get("monitor")
+    if monitor == AUTO:
+        extra["monitor"] = monitor = f"val/{task.metric}"
+    if callback_cfg.get("mode") == AUTO:  # the direction of what it watches (val/loss: min)
+        extra["mode"] = task.mode_of(monitor)
     return extra
 
 

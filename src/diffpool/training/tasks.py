@@ -105,6 +105,27 @@ class Task:
         """``"max"`` or ``"min"``, for Lightning's callbacks."""
         return "max" if self.higher_is_better else "min"
 
+    def mode_of(self, monitor: str | None) -> str:
+        """``mode: auto`` of a callback or scheduler that watches ``monitor``: the direction
+        of that metric (``"min"`` for a loss and for MAE, ``"max"`` for accuracy or AUC), the
+        task's :attr:`mode` for its own metric or none.
+
+        Raises:
+            ValueError: a metric whose direction is not known here (give ``mode``).
+        """
+        name = str(monitor or "").rpartition("/")[2]
+        if not monitor or name == self.metric:
+            return self.mode
+        losses = {loss for names in LOSSES.values() for loss in names}
+        if name in LOWER_IS_BETTER or name in losses or "loss" in name:
+            return "min"
+        if name in {metric for names in METRICS.values() for metric in names}:
+            return "max"
+        raise ValueError(
+            f"mode: auto does not know whether {monitor!r} is better higher or lower: give "
+            "mode: max or mode: min"
+        )
+
     @property
     def metric_names(self) -> tuple[str, ...]:
         return METRICS[self.name]
