@@ -84,6 +84,21 @@ def test_bad_input_is_named(run_dir, tmp_path):
         load_run(run_dir, data={"name": "ENZYMES"})
 
 
+def test_the_best_checkpoint_is_the_fair_protocols_or_none(tmp_path):
+    """checkpoint=best is the fair protocol's epoch: a run whose best-*.ckpt holds another
+    metric's best (callbacks.model_checkpoint.monitor=val/loss, no fair checkpoint) is
+    refused, not predicted with that file; checkpoint=last still predicts."""
+    run = trained_mutag_run(
+        tmp_path, "loss", "model=base", "callbacks.model_checkpoint.monitor=val/loss"
+    )
+    assert RunResult.load(run).fair.checkpoint is None
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint of the fair protocol's epoch"):
+        load_run(run)
+    module, datamodule = load_run(run, checkpoint="last")
+    assert len(_predict(module, datamodule)["prediction"]) == len(datamodule.split.test)
+
+
 def test_assignments_of_a_flat_model_are_refused(tmp_path):
     module, datamodule = load_run(trained_mutag_run(tmp_path, "base", "model=base"))
     module.predict_assignments = True

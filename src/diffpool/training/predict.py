@@ -112,14 +112,17 @@ def _checkpoint(run_dir: Path, result, checkpoint: str) -> Path:
     folder = run_dir / "checkpoints"
     if checkpoint != "best":
         return folder / "last.ckpt" if checkpoint == "last" else Path(checkpoint)
-    named = folder / Path(result.fair.checkpoint or "").name  # a moved run's own
-    found = [named] if named.is_file() else sorted(folder.glob("best-*.ckpt"))[-1:]
-    if not found:
+    # the fair protocol's own (a moved run's in its folder): another best-*.ckpt may hold
+    # another metric's best epoch (callbacks.model_checkpoint.monitor=val/loss)
+    named = folder / Path(result.fair.checkpoint).name if result.fair.checkpoint else None
+    if named is None or not named.is_file():
         raise FileNotFoundError(
-            f"no best checkpoint in {folder} (a run without a validation set keeps none): "
-            "checkpoint=last predicts with the last epoch's weights"
+            f"no checkpoint of the fair protocol's epoch in {folder} (a run without a "
+            "validation set, or whose checkpoint callback watched another metric, keeps "
+            "none): checkpoint=last predicts with the last epoch's weights, checkpoint=PATH "
+            "with a checkpoint's"
         )
-    return found[0]
+    return named
 
 
 def load_checkpoint(path: str | Path, trust: Sequence[str] = ()):
