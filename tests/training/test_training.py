@@ -28,7 +28,7 @@ from diffpool.training import (
     train,
 )
 from diffpool.training.report import collect, curve_spread, write_report
-from diffpool.training.run import debug_settings, evaluate
+from diffpool.training.run import build, debug_settings, evaluate
 from diffpool.utils.provenance import code_label, provenance
 from helpers import ROOT
 
@@ -853,6 +853,11 @@ def test_train_and_evaluate_write_every_file_into_the_directory_they_are_given(
     )  # fmt: skip
     assert evaluate(evaluated, "eval")["metrics"]["test/acc"] == pytest.approx(result.fair.test)
     assert (tmp_path / "eval" / "eval.json").is_file()
+    trainer = build(composed, tmp_path / "built")[2]
+    assert trainer.default_root_dir == str(tmp_path / "built")
+    assert {c.dirpath for c in trainer.checkpoint_callbacks} == {
+        str(tmp_path / "built" / "checkpoints")
+    }
 
 
 def test_edge_features_asked_for_with_an_encoder_without_them_is_an_error(tmp_path):

@@ -293,7 +293,9 @@ def _ogb_scores(tested: dict) -> dict | None:
 
 def build(cfg: DictConfig, out: Path):
     """The data module (loaded once, with the model's transform), the LightningModule built
-    from its facts, the trainer and the history of a config."""
+    from its facts, the trainer and the history of a config, run in ``out`` (the config's
+    ``output_dir`` then: its checkpoints and logs too)."""
+    cfg, out = _in_directory(cfg, out)
     detail = logging.getLogger(DETAIL) if job_name() else log  # a sweep's job: train.log
     interval = (cfg.get("trainer") or {}).get("val_check_interval")
     if interval is not None and not (isinstance(interval, float) and interval == 1.0):
