@@ -400,3 +400,16 @@ def test_a_launcher_without_its_plugin_is_an_error_naming_the_extra(
         with pytest.raises(SystemExit) as err:
             train.main()
         assert "launchers" not in str(err.value.code)
+
+
+@pytest.mark.parametrize("override", ["logger=tensorboard", "logger=[csv,tensorboard]"])
+def test_the_tensorboard_logger_without_its_extra_is_an_error_naming_it(monkeypatch, override):
+    """logger=tensorboard without the tensorboard package: an error that names the extra, as
+    the README promises for every extra (it was Lightning's, once the run had started)."""
+    from diffpool.cli import train
+
+    monkeypatch.setattr(train, "missing", lambda extra: [extra])
+    monkeypatch.setattr(train, "find_spec", lambda name: None, raising=False)
+    monkeypatch.setattr(sys, "argv", ["diffpool-train", override, "--bogus-flag"])
+    with pytest.raises(SystemExit, match="needs the 'tensorboard' extra"):
+        train.main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from importlib.util import find_spec
 
 from diffpool.utils.extras import install_command, missing, require
 
@@ -137,6 +138,13 @@ def main() -> None:
                     f"{arg} needs the 'launchers' extra (missing: {plugin}): "
                     f"{install_command('launchers')}"
                 )
+            loggers = value.strip("[]").split(",") if key.lstrip("+~") == "logger" else []
+            if (
+                "tensorboard" in loggers
+                and missing("tensorboard")
+                and not find_spec("tensorboardX")
+            ):
+                require("tensorboard", arg)  # Lightning's error named no extra
     except ImportError as err:
         raise SystemExit(f"diffpool-train: {err}") from None
     import hydra
