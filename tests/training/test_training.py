@@ -543,15 +543,15 @@ def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_f
     retrains that epoch and ends with the files of a run that never stopped (one best file,
     not ``best-epoch002.ckpt`` and ``best-epoch002-v1.ckpt``). Every epoch is the best here
     (the checkpoint monitors ``step``)."""
-    every_epoch_best = "callbacks.model_checkpoint.monitor=step"
-    straight = train(_cfg(tmp_path, "straight", every_epoch_best))
+    every_epoch = ("callbacks.model_checkpoint.monitor=step", "callbacks.model_checkpoint.mode=max")
+    straight = train(_cfg(tmp_path, "straight", *every_epoch))
     die = [f"+callbacks.die._target_={__name__}.DieBetweenBestAndLast", "+callbacks.die.epoch=2"]
     with pytest.raises(RuntimeError, match="killed"):
-        train(_cfg(tmp_path, "killed", every_epoch_best, *die))
+        train(_cfg(tmp_path, "killed", *every_epoch, *die))
     checkpoints = tmp_path / "killed" / "checkpoints"
     assert (checkpoints / "best-epoch002.ckpt").exists()
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
-    resumed = train(_cfg(tmp_path, "killed", every_epoch_best, "resume=true"))
+    resumed = train(_cfg(tmp_path, "killed", *every_epoch, "resume=true"))
     files = sorted(p.name for p in checkpoints.iterdir())
     assert files == sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir())
     assert files == ["best-epoch002.ckpt", "last.ckpt"]
