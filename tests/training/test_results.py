@@ -8,6 +8,7 @@ import math
 import os
 
 import pytest
+from omegaconf import OmegaConf
 
 from diffpool.training.report import Group
 from diffpool.training.results import FairResult, RunFailure, RunResult, best_epoch
@@ -84,6 +85,28 @@ def test_a_results_json_round_trips_and_its_numbers_may_be_integers(tmp_path):
     assert RunResult.load(tmp_path) == result
     (tmp_path / "results.json").write_text(json.dumps(_with(wall_time_s=2, fair__val=1)))
     assert RunResult.load(tmp_path).wall_time_s == 2
+
+
+def test_the_optimized_metric_is_an_entry_of_results_json_or_a_named_error(caplog):
+    """``optimized_metric`` is what a sweeper optimises: a typo was None without a word."""
+    from diffpool.cli.train import run
+
+    result = _result()
+    assert result.lookup("fair.val") == result.fair.val
+    with pytest.raises(KeyError, match=r"no entry 'fair.vall' \(fair has .*val"):
+        result.lookup("fair.vall")
+
+    class Done:  # train() of a finished run
+        def __call__(self, cfg):
+            return result
+
+    import diffpool.training.run as run_module
+
+    cfg = OmegaConf.create({"optimized_metric": "fair.vall"})
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("ERROR"):
+        patch.setattr(run_module, "train", Done())
+        assert run(cfg) is None
+    assert "optimized_metric=fair.vall: results.json has no entry" in caplog.text
 
 
 @pytest.mark.parametrize(

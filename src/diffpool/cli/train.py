@@ -11,6 +11,7 @@ Needs the ``train`` extra.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 from importlib.util import find_spec
@@ -116,7 +117,13 @@ def run(cfg) -> float | None:
         return None
     results = train(cfg)
     metric = cfg.get("optimized_metric")
-    return results.lookup(metric) if metric else None
+    if not metric:
+        return None
+    try:
+        return results.lookup(metric)
+    except KeyError as err:  # the run's results are written: a sweeper gets None, told why
+        logging.getLogger(__name__).error("optimized_metric=%s: %s", metric, err.args[0])
+        return None
 
 
 #: the Hydra plugin of each launcher option (conf/launcher)

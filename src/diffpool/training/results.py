@@ -242,12 +242,18 @@ class RunResult:
         return file
 
     def lookup(self, dotted: str) -> Any:
-        """The entry at a dotted path of :meth:`to_json` (``"fair.val"``), :obj:`None` if
-        absent: what ``diffpool-train`` returns to Hydra's sweepers (``optimized_metric``)."""
+        """The entry at a dotted path of :meth:`to_json` (``"fair.val"``): what
+        ``diffpool-train`` returns to Hydra's sweepers (``optimized_metric``).
+
+        Raises:
+            KeyError: ``results.json`` has no such entry (naming the entries it has).
+        """
         value: Any = self.to_json()
-        for key in dotted.split("."):
+        for depth, key in enumerate(dotted.split(".")):
             if not isinstance(value, dict) or key not in value:
-                return None
+                where = ".".join(dotted.split(".")[:depth]) or "results.json"
+                have = ", ".join(value) if isinstance(value, dict) else "no entries"
+                raise KeyError(f"results.json has no entry {dotted!r} ({where} has {have})")
             value = value[key]
         return value
 
