@@ -402,7 +402,15 @@ def test_a_launcher_without_its_plugin_is_an_error_naming_the_extra(
         assert "launchers" not in str(err.value.code)
 
 
-@pytest.mark.parametrize("override", ["logger=tensorboard", "logger=[csv,tensorboard]"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "logger=tensorboard",
+        "logger=[csv,tensorboard]",
+        "logger=[csv, tensorboard]",
+        "logger=[csv, 'tensorboard']",
+    ],
+)
 def test_the_tensorboard_logger_without_its_extra_is_an_error_naming_it(monkeypatch, override):
     """logger=tensorboard without the tensorboard package: an error that names the extra, as
     the README promises for every extra (it was Lightning's, once the run had started)."""

@@ -145,7 +145,12 @@ def main() -> None:
                     f"{arg} needs the 'launchers' extra (missing: {plugin}): "
                     f"{install_command('launchers')}"
                 )
-            loggers = value.strip("[]").split(",") if key.lstrip("+~") == "logger" else []
+            # Hydra's list may space or quote its items: logger=[csv, tensorboard]
+            loggers = (
+                [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
+                if key.lstrip("+~") == "logger"
+                else []
+            )
             if (
                 "tensorboard" in loggers
                 and missing("tensorboard")
