@@ -181,3 +181,15 @@ def test_a_binary_task_with_missing_labels_is_pointed_to_multilabel():
     output, target = torch.tensor([[2.0], [5.0], [-1.0], [0.5]]), task.target(y, 4)
     expected = F.binary_cross_entropy_with_logits(output[[0, 2, 3]], target[[0, 2, 3]])
     assert task.loss_value(output, target) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("name", ["multiclass", "regression"])
+def test_mode_auto_of_step_and_epoch_keeps_the_latest(name):
+    """``callbacks.model_checkpoint.monitor=step`` (or ``epoch``, ModelCheckpoint's own
+    candidates) with ``mode: auto``: they only grow, so "max" keeps the latest checkpoint,
+    whatever the task's direction (MAE's "min" kept the first)."""
+    task = Task(name, 2 if name == "multiclass" else 1)
+    assert task.mode_of("step") == task.mode_of("epoch") == "max"
+    assert task.mode_of("val/loss") == "min"
+    with pytest.raises(ValueError, match="give mode"):
+        task.mode_of("val/my_score")

@@ -24,6 +24,8 @@ LOSSES = {"multiclass": ("ce",), "binary": ("bce",), "multilabel": ("bce",),
           "regression": ("l1", "mse")}  # fmt: skip
 #: metrics where lower is better
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+#: what Lightning's ModelCheckpoint can watch besides the logged metrics: they only grow
+INCREASING = frozenset({"step", "epoch"})
 
 
 class LabelwiseRanking(tm.Metric):
@@ -107,7 +109,8 @@ class Task:
 
     def mode_of(self, monitor: str | None) -> str:
         """``mode: auto`` of a callback or scheduler that watches ``monitor``: the direction
-        of that metric (``"min"`` for a loss and for MAE, ``"max"`` for accuracy or AUC), the
+        of that metric (``"min"`` for a loss and for MAE, ``"max"`` for accuracy or AUC, and for
+        ``step`` and ``epoch``, which only grow), the
         task's :attr:`mode` for its own metric or none.
 
         Raises:
@@ -116,6 +119,8 @@ class Task:
         name = str(monitor or "").rpartition("/")[2]
         if not monitor or name == self.metric:
             return self.mode
+        if monitor in INCREASING:  # ModelCheckpoint's own candidates: the latest is the max
+            return "max"
         losses = {loss for names in LOSSES.values() for loss in names}
         if name in LOWER_IS_BETTER or name in losses or "loss" in name:
             return "min"
