@@ -536,6 +536,12 @@ def test_a_finished_run_continues_in_place_to_more_epochs_with_resume(tmp_path):
     (replaced,) = (tmp_path / "run").glob("replaced-*")
     assert RunResult.load(replaced).epochs == 2
     assert [g.runs[0].epochs for g in collect(tmp_path / "run")[0]] == [3]
+    # without its last.ckpt a finished run cannot continue (it would train from scratch)
+    train(_cfg(tmp_path, "no_last", "model.dropout=0.2", "trainer.max_epochs=2"))
+    (tmp_path / "no_last" / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(RunDirectoryError, match="another config"):
+        train(_cfg(tmp_path, "no_last", "model.dropout=0.2", "resume=true"))
+    assert RunResult.load(tmp_path / "no_last").epochs == 2
 
 
 def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_files(tmp_path):

@@ -228,8 +228,8 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
             log.info("%s already holds the results of this run: skipping it", out)
             return earlier
         epochs = (cfg.get("trainer") or {}).get("max_epochs")
-        longer = (
-            has_checkpoints
+        longer = (  # continued from its last.ckpt only (without it: from scratch)
+            (checkpoints / "last.ckpt").is_file()
             and not _not_resumable(earlier.config or {}, cfg)
             and (epochs is None or epochs < 0 or epochs > earlier.epochs)
         )
