@@ -33,8 +33,8 @@ timed and the epoch time is extrapolated from their mean (``measured batches`` i
 says so). Peak memory is measured over the timed batches
 (see ``benchmarks/measure.py``).
 
-    python benchmarks/training_throughput.py              # ENZYMES, PROTEINS, D&D + scaling
-    python benchmarks/training_throughput.py --quick      # ENZYMES only, a few batches
+    python benchmarks/training_throughput.py  # MUTAG ENZYMES PROTEINS COLLAB DD, N_max 50-800
+    python benchmarks/training_throughput.py --quick  # ENZYMES and N_max 50, 5 batches, 1 run
 """
 
 from __future__ import annotations
