@@ -1,7 +1,7 @@
 """OGB graph property prediction: DiffPool on ogbg-molhiv with OGB's scaffold split, atom and
 bond encoders, and its leaderboard metric from ``ogb.graphproppred.Evaluator``.
 
-Needs the ``ogb`` extra and the dataset: OGB's ``hiv.zip`` unpacked into
+Needs the ``ogb`` extra and the dataset: the ``hiv/`` folder of OGB's ``hiv.zip`` moved to
 ``<root>/ogbg_molhiv/`` (or ``--download`` where the internet is reachable). The same from the
 command line: ``diffpool-train data=ogbg-molhiv model/encoder=gine``.
 

@@ -18,6 +18,20 @@ def _ogb():
     return graphproppred
 
 
+def _archive(graphproppred, name: str) -> tuple[str, str] | None:
+    """The URL of OGB's zip of ``name`` and the folder that zip holds, as OGB's own table
+    (``master.csv``) lists them: ``(".../hiv.zip", "hiv")`` for ``ogbg-molhiv``, whose folder
+    OGB renames to ``ogbg_molhiv`` once unpacked; :obj:`None` for a name the table lacks."""
+    import pandas as pd
+
+    table = Path(graphproppred.__file__).with_name("master.csv")
+    try:
+        master = pd.read_csv(table, index_col=0, keep_default_na=False)
+        return str(master[name]["url"]), str(master[name]["download_name"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def ogb_folder(name: str, root: str | os.PathLike) -> Path:
     """Where OGB keeps ``name`` under ``root``: ``root/ogbg_molhiv`` for ``ogbg-molhiv``, or
     ``root/ogbg_molhiv_pyg`` where that exists (OGB's ``PygGraphPropPredDataset`` takes a
@@ -93,9 +107,15 @@ def load_ogb(
     refuse_links(*(folder / part for part in ("raw", "processed", "split")))
     present = (folder / "raw").is_dir() or (folder / "processed").is_dir()
     if not present and not download:
+        archive = _archive(graphproppred, name)
+        where = (
+            f"unzip OGB's {archive[0].rpartition('/')[2]} ({archive[0]}) and move its "
+            f"{archive[1]}/ folder (raw/, split/ and RELEASE_v1.txt) to {folder}"
+            if archive
+            else "put the folder of OGB's zip (raw/, split/ and RELEASE_v1.txt) there"
+        )
         raise DataUnavailableError(
-            f"{name} is not in {folder}: unzip OGB's {name.removeprefix('ogbg-')}.zip there "
-            f"(it holds raw/, split/ and RELEASE_v1.txt) or pass download=true "
+            f"{name} is not in {folder}: {where}, or pass download=true "
             "(data.dataset.download=true) where the internet is reachable"
         )
     if present and not any(folder.glob("RELEASE_v*.txt")):
