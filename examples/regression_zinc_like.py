@@ -6,8 +6,8 @@ The molecules here are random stand-ins in ZINC's format (``x``: one atom type o
 given to ``GraphDataModule`` as ``{"train", "val", "test"}``, as PyG's ``ZINC(split=...)``
 gives them (``diffpool-train data=zinc`` trains on the real one). The target is a function of
 the atom and bond types, so the model has something to learn. ``CategoricalEncoder`` embeds
-the types; the task (regression) is inferred from the float targets and the run selects its
-epoch on the lowest validation MAE.
+the types; the task (regression) is inferred from the float targets, and the epoch of the lowest
+validation MAE is the one tested (its checkpoint in a temporary folder: nothing is left behind).
 
     python examples/regression_zinc_like.py --epochs 20
 """
@@ -15,9 +15,11 @@ epoch on the lowest validation MAE.
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
@@ -71,13 +73,26 @@ def main(argv=None):
             "budget": "per_graph",
         },
     )  # the data's facts (one output: the target value; its encoders): from the data module
-    trainer = Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(module, datamodule=data)
-    (tested,) = trainer.test(module, datamodule=data, verbose=False)
+    with tempfile.TemporaryDirectory() as folder:  # the best epoch's weights, then nothing left
+        # the epoch of the lowest validation MAE (the task's metric and direction) is tested
+        best = ModelCheckpoint(
+            folder, "{epoch}", monitor=f"val/{data.task.metric}", mode=data.task.mode
+        )
+        trainer = Trainer(
+            max_epochs=args.epochs,
+            logger=False,
+            callbacks=[best],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=data)
+        (tested,) = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)
+        epoch = best.best_model_path.rpartition("epoch=")[2].removesuffix(".ckpt")
     spread = torch.stack([g.y for g in graphs[b:]]).std().item()
-    print(f"{data.task.name}: test MAE {tested['test/mae']:.4f} (target std {spread:.4f})")
+    print(
+        f"{data.task.name}: test MAE {tested['test/mae']:.4f} at epoch {epoch}, the lowest "
+        f"validation MAE ({best.best_model_score:.4f}; target std {spread:.4f})"
+    )
 
 
 if __name__ == "__main__":
