@@ -180,3 +180,69 @@ def test_shape_comments_are_what_the_code_returns(page, index, code, tmp_path, m
         stated = re.search(r"one `(\d+) × (\d+) × (\d+)` block", README.read_text())
         assert stated, "the README states the dense adjacency block of its layer example"
         assert tuple(int(d) for d in stated.groups()) in blocks, blocks
+
+
+def _api_callables() -> list[tuple[str, object, str]]:
+    """``(name, callable, docstring)`` of every class, function and listed member that
+    docs/api.rst documents (a class's own docstring documents its constructor)."""
+    import importlib
+    import inspect
+
+    def resolve(name: str):
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+            return obj
+        raise ImportError(name)
+
+    rst = (ROOT / "docs" / "api.rst").read_text()
+    found = []
+    for kind, name, body in re.findall(
+        r"\.\. auto(class|function|module):: (\S+)\n((?:   .*\n?)*)", rst
+    ):
+        obj = resolve(name)
+        members = re.search(r":members: ([^\n]+(?:\n      [^\n]+)*)", body)
+        members = (
+            [m.strip() for m in members.group(1).replace("\n", " ").split(",")] if members else []
+        )
+        if kind == "function":
+            found.append((name, obj, inspect.getdoc(obj) or ""))
+        if kind == "class":
+            found.append((name, obj.__init__, inspect.getdoc(obj) or ""))
+        for member in members:
+            value = getattr(obj, member)
+            if inspect.isclass(value):
+                found.append((f"{name}.{member}", value.__init__, inspect.getdoc(value) or ""))
+            elif inspect.isfunction(value) or inspect.ismethod(value):
+                found.append((f"{name}.{member}", value, inspect.getdoc(value) or ""))
+    return found
+
+
+API = _api_callables()
+
+
+@pytest.mark.parametrize("name, function, doc", API, ids=[name for name, _, _ in API])
+def test_the_api_page_documents_every_argument(name, function, doc):
+    """What docs/api.rst renders says what the code takes: no member shows torch's inherited
+    ``forward`` text ("Should be overridden by all subclasses"), every parameter is named in
+    the docstring, and every name of its ``Args:`` is a parameter (no ``**options`` that the
+    signature does not have)."""
+    import inspect
+
+    assert "Should be overridden by all subclasses" not in doc, f"{name} has no docstring"
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return
+    names = [p for p in parameters if p not in ("self", "cls")]
+    args = re.search(r"^Args:\n(.*?)(?=^\S|\Z)", doc, flags=re.M | re.S)
+    if not args:
+        return
+    listed = [n.lstrip("*") for n in re.findall(r"^    (\*{0,2}\w+)\s*[(:]", args.group(1), re.M)]
+    assert not [n for n in listed if n not in names], f"{name} documents what it does not take"
+    assert not [n for n in names if n not in doc], f"{name} does not name all its parameters"

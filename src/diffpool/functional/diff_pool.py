@@ -735,10 +735,23 @@ def padded_diff_pool(
             (entries of padded nodes are ignored), or an :class:`AssignmentHead`.
         mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes.
             (default: :obj:`None`)
-        **options: ``num_clusters``, ``ratio``, ``link_loss``, ``entropy_loss``,
-            ``link_loss_coef``, ``entropy_loss_coef``, ``loss_normalization``,
-            ``return_assignment`` and ``validate``, as for :func:`sparse_diff_pool`; PyG's
-            normalisation pads to ``N = x.size(-2)``.
+        num_clusters (int, optional): :math:`C`; required with hard cluster ids, else the
+            logits' width. (default: :obj:`None`)
+        ratio (float, optional): Per-graph budgets. (default: :obj:`None`)
+        link_loss (str, optional): ``"frobenius"``, ``"bce"`` or ``"none"``.
+            (default: :obj:`"frobenius"`)
+        entropy_loss (bool, optional): Compute the entropy loss. (default: :obj:`True`)
+        link_loss_coef (float, optional): Weight of the link loss in ``aux_loss``.
+            (default: :obj:`1.0`)
+        entropy_loss_coef (float, optional): Weight of the entropy loss in ``aux_loss``.
+            (default: :obj:`1.0`)
+        loss_normalization (str, optional): ``"per_graph"``, ``"pyg"`` or
+            ``"pyg_unnormalized"``, as for :func:`sparse_diff_pool`; PyG's normalisation pads
+            to ``N = x.size(-2)``. (default: :obj:`"per_graph"`)
+        return_assignment (bool, optional): Build the dense ``[B, N, C]`` assignment
+            (``output.s``); no loss needs it. (default: :obj:`True`)
+        validate (bool, optional): Check the inputs (synchronises with the device; skipped
+            under ``torch.compile``). (default: :obj:`True`)
 
     Returns:
         DiffPoolOutput: ``x`` ``[B, C, F]``, ``adj`` ``[B, C, C]``, ``s`` ``[B, N, C]`` (or

@@ -271,7 +271,9 @@ class GNNEncoder(_EncoderStack):
         concat (bool, optional): Concatenate every layer's output. (default: :obj:`False`)
         normalize (bool, optional): L2-normalise every layer's output. (default: :obj:`False`)
         lin (bool, optional): Final linear map to ``out_channels``. (default: :obj:`False`)
-
+        dense (bool, optional): Stack the encoder type's dense layers instead, called as
+            ``layer(x, adj, mask)`` (what :class:`DenseGNNEncoder` does; use that one).
+            (default: :obj:`False`)
         edge_dim (int, optional): Width of the edge features, for encoder types that take
             them (``"gine"``, ``"gat"``). (default: :obj:`None`)
 
@@ -289,6 +291,17 @@ class GNNEncoder(_EncoderStack):
         edge_weight: Tensor | None = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
+        r"""The stack's output ``[N, self.out_channels]``.
+
+        Args:
+            x (torch.Tensor): Node features ``[N, in_channels]``.
+            edge_index (torch.Tensor or SparseTensor): ``[2, E]`` edge indices, a
+                ``torch_sparse.SparseTensor`` or a ``torch.sparse`` ``[N, N]`` matrix.
+            edge_weight (torch.Tensor, optional): ``[E]`` edge weights, given to the layers
+                that take them. (default: :obj:`None`)
+            edge_attr (torch.Tensor, optional): ``[E, edge_dim]`` edge features, for encoder
+                types that take them. (default: :obj:`None`)
+        """
         edge_index = as_int64_index(edge_index)  # int32 (valid in PyG): torch's scatter needs int64
         edge_attr = self._edge_features(edge_attr)
         outputs = self._hidden_outputs(x, edge_index, edge_weight, edge_attr)

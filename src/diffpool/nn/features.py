@@ -48,6 +48,8 @@ class CategoricalEncoder(torch.nn.Module):
             torch.nn.init.xavier_uniform_(embedding.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""The summed embeddings ``[N, out_channels]`` of ``x``, ``[N]`` or ``[N, K]``
+        integers (column ``k`` in ``[0, cardinalities[k])``; a value outside is an error)."""
         x = x.view(-1, 1) if x.dim() == 1 else x
         if x.is_floating_point() or x.size(1) != len(self.embeddings):
             raise ValueError(

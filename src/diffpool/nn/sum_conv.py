@@ -107,6 +107,14 @@ class DenseSumConv(torch.nn.Module):
         zeros(self.bias)
 
     def forward(self, x: Tensor, adj: Tensor, mask: OptTensor = None) -> Tensor:
+        r""":math:`\mathbf{A} \mathbf{X} \mathbf{W}^{\top} + \mathbf{b}`, ``[B, N, out_channels]``.
+
+        Args:
+            x (torch.Tensor): Node features ``[B, N, in_channels]`` (or ``[N, in_channels]``).
+            adj (torch.Tensor): Adjacency ``[B, N, N]`` (or ``[N, N]``), used as it is.
+            mask (torch.Tensor, optional): ``[B, N]`` bool mask of the real nodes; the
+                output's other rows are zero. (default: :obj:`None`)
+        """
         x = x.unsqueeze(0) if x.dim() == 2 else x
         adj = adj.unsqueeze(0) if adj.dim() == 2 else adj
         if adj.size(-1) != x.size(-2) or adj.size(-2) != adj.size(-1):
