@@ -3,7 +3,8 @@
 A batch of graphs of very different sizes (like D&D, whose largest graph has 5,748 nodes and
 its mean 284): with the paper's fixed rule every graph gets C = ratio * the largest graph's
 nodes clusters; with per-graph budgets graph g gets ceil(ratio * N_g). The script times one
-forward and backward pass of both and prints the cluster slots each graph uses.
+forward and backward pass of both and prints the fewest, most and mean cluster slots a graph
+uses.
 
     python examples/large_graphs.py --largest 4000 --graphs 20
 """
