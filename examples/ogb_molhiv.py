@@ -45,7 +45,7 @@ def main(argv=None):
         },
     )  # the data's facts (task, outputs, encoders, edge features): from the data module
     trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False)  # fmt: skip
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=data)
     (tested,) = trainer.test(module, datamodule=data, verbose=False)
     metric = data.task.metric

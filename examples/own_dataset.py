@@ -46,7 +46,11 @@ def main(argv=None):
         {"_target_": "diffpool.models.build_model", "variant": "diffpool", "ratio": 0.25}
     )  # the data's facts (input width, task, classes, largest graph): from the data module
     trainer = Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False
+        max_epochs=args.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
     (tested,) = trainer.test(module, datamodule=data, verbose=False)

@@ -46,6 +46,7 @@ def test_example_runs(script, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert expected in proc.stdout
+    assert "Trainable params" not in proc.stdout + proc.stderr  # one result line, no model table
     if script == "regression_zinc_like.py":  # its best-epoch checkpoint lived in a temp folder
         assert not any(tmp_path.iterdir())
     assert "--epochs" in (ROOT / "examples" / script).read_text() or script == "large_graphs.py"
