@@ -74,8 +74,8 @@ class Setting:
 #: the columns not rerun since training batches are reshuffled every epoch
 BEFORE_RESHUFFLE = (
     "**Trained before batches were reshuffled every epoch** (a defect since fixed: every "
-    "epoch drew the same batches in the same order); ENZYMES and PROTEINS were rerun with the "
-    "fix, this column was not (move its archive aside to rerun it)."
+    "epoch drew the same batches in the same order); ENZYMES, PROTEINS and D&D were rerun with "
+    "the fix, this column was not (move its archive aside to rerun it)."
 )
 
 #: the setting of every column of the table
