@@ -217,6 +217,19 @@ def test_a_checkpoint_is_evaluated_on_the_split_it_was_trained_with(run_dir, tmp
     assert len(load_run(run_dir, data={"predict_split": "all", "seed": 5})) == 2
 
 
+def test_the_split_check_fails_closed(run_dir, monkeypatch):
+    """A checkpoint whose split entry cannot be read is not evaluated as if it had none (the
+    check skipped itself on any error, a legacy-format file's included)."""
+    from diffpool.utils import files
+
+    def unreadable(path, key):
+        raise RuntimeError("cannot read")
+
+    monkeypatch.setattr(files, "checkpoint_entry", unreadable)
+    with pytest.raises(RuntimeError, match="cannot read"):
+        load_run(run_dir, data={"seed": 5})
+
+
 def _resume(run_dir: Path, run: Path):
     """The config that resumes the copy ``run`` of ``run_dir`` for one more epoch."""
     return _compose(
