@@ -108,8 +108,8 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
 
-#: a callback's ``monitor`` / ``mode`` (and ``module.scheduler_monitor``) that watches the
-#: task's selection metric on the validation set (``val/acc``, ``val/mae``, ...)
+#: a callback's ``monitor`` / ``mode`` that watches the task's selection metric on the
+#: validation set (``val/acc``, ``val/mae``, ...)
 AUTO = "auto"
 
 
@@ -312,13 +312,8 @@ def build(cfg: DictConfig, out: Path):
     datamodule.setup("fit")
     detail.info("%s", datamodule.describe())
     task = datamodule.task
-    monitor = cfg.module.get("scheduler_monitor")
-    module = instantiate(
-        cfg.module,
-        _recursive_=False,
-        model=cfg.model,
-        scheduler_monitor=None if monitor in (None, AUTO) else str(monitor),
-    )
+    # the module resolves scheduler_monitor: auto itself (as when instantiated by hand)
+    module = instantiate(cfg.module, _recursive_=False, model=cfg.model)
     module.connect(datamodule)
     detail.info(
         "model %s: %s, %s parameters",
