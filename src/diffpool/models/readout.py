@@ -8,7 +8,45 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 READOUTS = ("max", "mean", "sum")
 
-_SPARSE = {"max": global_max_pool, "mean": global_mean_pool, "sum": global_add_pool}
+
+
+class _GlobalMaxPool(torch.autograd.Function):
+    """PyG's :func:`~torch_geometric.nn.global_max_pool` with a cheaper backward.
+
+    The forward is PyG's. Its backward, torch's for ``scatter_reduce(amax, include_self=False)``,
+    takes about 1.3 ms on a batch of 20 graphs of up to 50 nodes and 192 channels on one CPU
+    thread, against 0.4 ms here (forward and backward; 5% of a DiffPool training step there),
+    mostly in a scatter of zeros into the gradient of the zeros the output starts from. The
+    gradient is split evenly between the nodes that hold a graph's maximum, as torch does, with
+    one difference: torch also counts the zeros the output starts from where the maximum is 0
+    (a graph whose nodes are all 0 in a channel gets n/(n+1) of the gradient), here each of the
+    n nodes gets 1/n.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, batch: Tensor, size: int) -> Tensor:
+        out = global_max_pool(x, batch, size=size)
+        ctx.save_for_backward(x, batch, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, batch, out = ctx.saved_tensors
+        # 1.0 where a node holds its graph's maximum (a comparison written into a float tensor
+        # directly: a bool result converted costs five times as much here)
+        held = torch.eq(x, out.index_select(0, batch), out=torch.empty_like(x, dtype=grad.dtype))
+        count = torch.zeros_like(grad).index_add_(0, batch, held)
+        return (grad / count).index_select(0, batch) * held, None, None
+
+
+def _global_max_pool(x: Tensor, batch: Tensor, size: int) -> Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GlobalMaxPool.apply(x, batch, size)
+    return global_max_pool(x, batch, size=size)
+
+
+_SPARSE = {"max": _global_max_pool, "mean": global_mean_pool, "sum": global_add_pool}
 
 
 def check_readout(readout: str) -> str:

@@ -1,0 +1,59 @@
+"""The graph readouts: the max readout's own backward against PyG's global_max_pool."""
+
+import pytest
+import torch
+from torch_geometric.nn import global_max_pool
+
+from diffpool.models.readout import sparse_readout
+
+
+def _batch(counts):
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+
+def test_max_readout_matches_pyg_outputs_and_gradients():
+    torch.manual_seed(0)
+    batch = _batch([5, 1, 7, 3])
+    x = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(5, 6, dtype=torch.float64)  # a fifth graph without nodes
+    expected = global_max_pool(x, batch, size=5)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    out = sparse_readout("max", x, batch, 5)
+    (got,) = torch.autograd.grad(out, x, grad)
+    assert out.grad_fn is not None and "GlobalMaxPool" in type(out.grad_fn).__name__
+    assert torch.equal(out, expected)  # the empty graph reads out zeros, as PyG's
+    assert torch.equal(got, want)
+
+
+def test_max_readout_splits_a_tie_evenly():
+    """Nodes that share a graph's maximum share its gradient; a maximum of 0 too, where
+    torch's ``scatter_reduce`` backward also counts the zeros the output starts from."""
+    batch = _batch([3, 2])
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.5, 0.0], [2.0, -1.0], [-3.0, -1.0]])
+    x.requires_grad_()
+    out = sparse_readout("max", x, batch, 2)
+    (got,) = torch.autograd.grad(out, x, torch.ones(2, 2))
+    third = 1 / 3
+    expected = [[0.5, third], [0.5, third], [0.0, third], [1.0, 0.5], [0.0, 0.5]]
+    assert torch.allclose(got, torch.tensor(expected))
+    assert torch.allclose(got.sum(0), torch.full((2,), 2.0))  # no gradient lost
+
+
+def test_max_readout_keeps_a_nan():
+    batch = _batch([2, 2])
+    x = torch.tensor([[float("nan"), 1.0], [0.0, 2.0], [1.0, 3.0], [2.0, 4.0]])
+    x.requires_grad_()
+    out = sparse_readout("max", x, batch, 2)
+    (got,) = torch.autograd.grad(out, x, torch.ones(2, 2))
+    assert torch.isnan(out[0, 0]) and torch.isnan(got[:2, 0]).all()
+    assert torch.equal(got[:, 1], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+
+@pytest.mark.parametrize("grad_mode", [False, True])
+def test_max_readout_without_gradients_is_pygs(grad_mode):
+    batch = _batch([2, 3])
+    x = torch.randn(5, 4, requires_grad=grad_mode)
+    with torch.set_grad_enabled(grad_mode):
+        out = sparse_readout("max", x.detach() if not grad_mode else x, batch, 2)
+    assert torch.equal(out.detach(), global_max_pool(x.detach(), batch, size=2))
+    assert (out.grad_fn is not None) == grad_mode
