@@ -9,7 +9,6 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 READOUTS = ("max", "mean", "sum")
 
 
-
 class _GlobalMaxPool(torch.autograd.Function):
     """PyG's :func:`~torch_geometric.nn.global_max_pool` with a cheaper backward.
 
