@@ -905,3 +905,19 @@ def test_a_validation_set_without_a_value_gives_no_fair_test(tmp_path, monkeypat
     result = train(_cfg(tmp_path, "onevalue", "data.task=binary"))
     assert result.fair.best_epoch == -1 and result.fair.test is None
     assert result.summary()[0].startswith("fair:  no validation value")
+
+
+def test_two_overwrites_within_one_second_keep_both_earlier_runs(tmp_path, monkeypatch):
+    """``replaced-<time>/`` is named to the second: a second move within it gets a folder of
+    its own instead of failing (or mixing two runs' files)."""
+    import diffpool.training.run as run_module
+
+    monkeypatch.setattr(run_module.time, "strftime", lambda _: "20261207-120000")
+    out = tmp_path / "run"
+    out.mkdir()
+    for text in ("first", "second"):
+        (out / "results.json").write_text(text)
+        run_module._move_aside(out)
+    moved = sorted(out.glob("replaced-*"))
+    assert [p.name for p in moved] == ["replaced-20261207-120000", "replaced-20261207-120000-2"]
+    assert [(p / "results.json").read_text() for p in moved] == ["first", "second"]

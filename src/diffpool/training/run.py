@@ -203,8 +203,15 @@ DERIVED = ("predictions-*", "pooling-*.png")
 def _move_aside(out: Path, names: Sequence[str] | None = None) -> Path:
     """Move the earlier run's files (``names``: all of them) to ``replaced-<time>/``, with
     what diffpool-predict and diffpool-viz made of its checkpoints."""
-    target = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.mkdir()
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    target = out / f"replaced-{stamp}"
+    while True:  # a second move within the same second gets a folder of its own
+        try:
+            target.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            target = out / f"replaced-{stamp}-{n}"
     if names is None:
         names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
     names = [*names, *sorted(p.name for pattern in DERIVED for p in out.glob(pattern))]
