@@ -114,6 +114,25 @@ def test_split_file(tmp_path):
         GraphDataModule(tiny_graphs(), split="file")
 
 
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        (
+            dict(split="file", split_file="f.json", val_ratio=0.0),
+            "val_ratio=0.0 sets .* split file",
+        ),
+        (dict(split="dataset", val_ratio=0.2), "val_ratio=0.2 sets .* from the dataset"),
+        (dict(inner=1), "inner=1 .* needs split='file', got split='kfold'"),
+        (dict(split="dataset", inner=2), "inner=2 .* split='dataset'"),
+    ],
+)
+def test_a_split_setting_the_split_does_not_read_is_an_error(setting, match):
+    """``val_ratio`` belongs to k-fold splits, ``inner`` to split files: set for another split,
+    a run would go on without them (``data.val_ratio=0`` with a split file still validates)."""
+    with pytest.raises(ValueError, match=match):
+        GraphDataModule(tiny_graphs(), **setting)
+
+
 def test_predict_dataloader_and_plain_hyperparameters(tmp_path):
     """``predict_split="all"`` gives every graph in dataset order; the hyperparameters are
     plain data (a checkpoint loads with ``weights_only=True``)."""

@@ -72,7 +72,10 @@ class GraphDataModule(LightningDataModule):
         num_folds (int, optional): (default: :obj:`10`; a split file's own count)
         seed (int, optional): Seed of the folds and the training order. (default: :obj:`0`)
         val_ratio (float, optional): Share of the training folds that validates; ``0``: none
-            (the paper protocol only). (default: :obj:`0.1`)
+            (the paper protocol only); ``split="kfold"`` only. (default: :obj:`0.1`)
+        split_file (str, optional): The split file of ``split="file"``. (default: :obj:`None`)
+        inner (int, optional): The split file's model-selection split (Errica et al.'s
+            ``inner``); ``split="file"`` only. (default: :obj:`0`)
         split_names (Mapping, optional): The ``split=`` values of ``train``, ``val`` and
             ``test`` for a spec built per split. (default: those names)
         task (str, optional): The task. (default: inferred)
@@ -128,6 +131,16 @@ class GraphDataModule(LightningDataModule):
             raise ValueError("split='file' needs split_file (the path of the split file)")
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
+        # a setting the split does not read is an error, not a run that ignores it
+        if split != "kfold" and val_ratio != 0.1:
+            raise ValueError(
+                f"val_ratio={val_ratio} sets the validation share of split='kfold' only: "
+                f"split={split!r} takes its validation set from the "
+                f"{'split file' if split == 'file' else 'dataset'}"
+            )
+        if split != "file" and inner != 0:
+            raise ValueError(f"inner={inner} picks a split file's model-selection split: it "
+                             f"needs split='file', got split={split!r}")  # fmt: skip
         # the arguments of this class and its subclasses' (Lightning collects both)
         self.save_hyperparameters(logger=False, ignore=["transform", "dataset"])
         self.source = _plain(dataset)
