@@ -61,6 +61,7 @@ def test_sweep_survives_a_failed_job_skips_finished_ones_and_reports(tmp_path):
     log = (finished[0] / "train.log").read_text()
     job = finished[0].name.replace("model.encoder", "model/encoder")  # as typed
     assert f"[{job}] epoch 0/0  train/loss" in log
+    assert "multiclass task" in log and "multiclass task" not in printed  # the data's line
     assert all("model.ratio=2.0" in str(p) for p in failed)
     assert "ratio must be in (0, 1]" in (failed[0] / "failed.json").read_text()
     encoders = {

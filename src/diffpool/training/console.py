@@ -40,13 +40,39 @@ def drop_lightning_noise() -> None:
     warnings.filterwarnings("ignore", message=LEAFSPEC_WARNING, category=FutureWarning)
 
 
+#: the package's loggers whose information is a job's detail: in a sweep it goes where
+#: :data:`~diffpool.training.callbacks.DETAIL` goes (each job's ``train.log``), their warnings
+#: to the console as well
+DETAIL_SOURCES = ("diffpool.training.datamodule", "diffpool.training.module")
+
+
+class _ToDetail(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        from diffpool.training.callbacks import DETAIL
+
+        logging.getLogger(DETAIL).handle(record)
+        return False
+
+
+_DETAIL = _ToDetail()
+
+
 def quiet_lightning(sweep: bool = False) -> None:
     """:func:`drop_lightning_noise`, and Lightning's console handlers removed where the root
-    logger has handlers (Hydra's); ``sweep``: Lightning's own information is left out too
-    (a sweep's console shows one line per job). Idempotent."""
+    logger has handlers (Hydra's); ``sweep``: Lightning's own information is left out too,
+    and the data and model modules' goes to the job's detail (:data:`DETAIL_SOURCES`): a
+    sweep's console shows one line per job. Idempotent."""
     drop_lightning_noise()
     if sweep:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in DETAIL_SOURCES:
+        logger = logging.getLogger(name)
+        if sweep and _DETAIL not in logger.filters:
+            logger.addFilter(_DETAIL)
+        elif not sweep:
+            logger.removeFilter(_DETAIL)
     if not logging.getLogger().handlers:
         return
     for name in LIGHTNING_LOGGERS:
