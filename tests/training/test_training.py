@@ -309,8 +309,13 @@ def test_a_run_with_a_batch_limit_is_a_debugging_run(tmp_path, setting, limited)
 
 
 def test_a_one_batch_run_writes_no_results(tmp_path):
-    stored = train(_cfg(tmp_path, "one", "+trainer.limit_train_batches=1", "trainer.max_epochs=1"))
+    debug = ("+trainer.limit_train_batches=1", "trainer.max_epochs=1")
+    stored = train(_cfg(tmp_path, "one", *debug))
     assert stored.status == "debug" and not (tmp_path / "one" / "results.json").exists()
+    # its checkpoints are a debugging run's, not an unfinished one's, and overwrite=true goes on
+    with pytest.raises(RunDirectoryError, match=r"debugging run \(trainer.limit_train_batches=1\)"):
+        train(_cfg(tmp_path, "one", *debug))
+    assert train(_cfg(tmp_path, "one", *debug, "overwrite=true")).status == "debug"
 
 
 def test_train_writes_results_and_never_overwrites_silently(tmp_path):

@@ -255,12 +255,30 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     if has_checkpoints and cfg.get("resume", False):
         _check_resumed(out, cfg)
     elif has_checkpoints:
+        debugging = debug_settings(_stored_config(out) or {})
+        if debugging:  # it wrote no results.json: not unfinished, but no results either
+            raise RunDirectoryError(
+                f"{out} holds the checkpoints of a debugging run ({', '.join(debugging)}): "
+                "pass overwrite=true to run here again (its files are moved to "
+                "replaced-<time>/), or choose another directory"
+            )
         raise RunDirectoryError(
             f"{out} holds the checkpoints of an unfinished run: pass resume=true to continue "
             "it from checkpoints/last.ckpt, or overwrite=true to start again (the earlier "
             "files are moved to replaced-<time>/)"
         )
     return None
+
+
+def _stored_config(out: Path) -> dict | None:
+    """The config stored in ``checkpoints/last.ckpt`` (:class:`RunConfig`), if one is there."""
+    try:
+        last = out / CHECKPOINTS / "last.ckpt"
+        files.check_weights_only(last)
+        earlier = files.checkpoint_entry(last, RunConfig.KEY)
+    except Exception:  # no checkpoint, or not one: the caller says what the folder holds
+        return None
+    return earlier if isinstance(earlier, dict) else None
 
 
 def debug_settings(cfg: DictConfig) -> list[str]:
