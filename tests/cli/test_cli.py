@@ -108,6 +108,19 @@ def test_a_run_says_what_it_trained_and_where_its_results_are(tmp_path):
     assert len(printed.splitlines()) < 40, printed
 
 
+@pytest.mark.slow  # two CLI runs as subprocesses: 20 s; CI runs it
+def test_overwrite_moves_the_earlier_runs_log_aside_too(tmp_path):
+    """train.log, which Hydra holds open, goes with the earlier run's files: its lines are
+    copied to replaced-<time>/ and the new run's log starts empty."""
+    run = ["data=mutag", f"data.root={tmp_path / 'TU'}", "trainer.max_epochs=1", "hydra.run.dir=r"]
+    _run([str(BIN / "diffpool-train"), *run], tmp_path)
+    _run([str(BIN / "diffpool-train"), *run, "model.ratio=0.5", "overwrite=true"], tmp_path)
+    (replaced,) = (tmp_path / "r").glob("replaced-*")
+    earlier, now = (replaced / "train.log").read_text(), (tmp_path / "r" / "train.log").read_text()
+    assert earlier.count("fair:  test/acc") == 1 and now.count("fair:  test/acc") == 1
+    assert "overwrite=true: moved" in now and "overwrite=true" not in earlier
+
+
 @pytest.mark.slow  # three CLI runs as subprocesses: 15 s; CI runs it
 def test_a_typo_leaves_nothing_behind_and_debug_runs_write_no_results(tmp_path):
     typo = _run(

@@ -212,12 +212,18 @@ def _move_aside(out: Path, names: Sequence[str] | None = None) -> Path:
         except FileExistsError:
             n += 1
             target = out / f"replaced-{stamp}-{n}"
-    if names is None:
+    everything = names is None
+    if everything:
         names = [RESULTS, FAILED, HISTORY, CHECKPOINTS, "logs", HYDRA_SUBDIR]
     names = [*names, *sorted(p.name for pattern in DERIVED for p in out.glob(pattern))]
     for name in names:
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
+    log_file = out / "train.log"  # Hydra's, open and appended to: copied, then emptied
+    if everything and log_file.is_file() and not log_file.is_symlink():
+        shutil.copyfile(log_file, target / "train.log")
+        with open(log_file, "r+b") as f:
+            f.truncate(0)
     return target
 
 
