@@ -171,7 +171,7 @@ def test_a_fold_reported_twice_is_warned_about(caplog):
 def test_runs_on_a_datasets_own_split_are_grouped_over_seeds(caplog):
     """OGB's protocol: one split, mean ± std over seeds. Runs of ``data.split=dataset``
     differ only by seed: one group; k-fold runs of two seeds (two partitions) stay apart."""
-    from diffpool.training.report import group_runs
+    from diffpool.training.report import group_runs, markdown
 
     def run(seed, split, fold=0, test=0.7):
         return RunResult(dataset="ogbg-molhiv", fold=fold, num_folds=1, model="diffpool",
@@ -184,6 +184,9 @@ def test_runs_on_a_datasets_own_split_are_grouped_over_seeds(caplog):
     own = group_runs([run(0, "dataset", test=0.7), run(1, "dataset", test=0.8)])
     assert len(own) == 1 and len(own[0].runs) == 2
     assert own[0].fair() == pytest.approx((0.75, 0.05))
+    # the report counts them as seeds
+    assert "| 2 seeds | 1 |" in markdown(own, [], "sweep")
+    assert "| 2 | 1 |" in markdown(group_runs([run(0, "kfold", 0), run(0, "kfold", 1)]), [], "s")
     assert len(group_runs([run(0, "kfold"), run(1, "kfold")])) == 2
     with caplog.at_level("WARNING"):
         group_runs([run(1, "dataset"), run(1, "dataset"), run(0, "dataset")])

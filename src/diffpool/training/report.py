@@ -105,6 +105,11 @@ class Group:
             return math.nan, math.nan, -1
         return float(mean[best]), float(np.nanstd(table[:, best])), best
 
+    @property
+    def over_seeds(self) -> bool:
+        """Whether the runs are a dataset's own split repeated over seeds (not folds)."""
+        return self.config.get("data.split") == "dataset"
+
     def wall_time(self) -> float:
         return float(sum(r.wall_time_s for r in self.runs))
 
@@ -231,7 +236,8 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
     lines = [
         f"# Report of `{one_line(sweep_dir)}`",
         "",
-        f"Test {', '.join(metrics)} as mean ± std over folds (accuracy in %"
+        f"Test {', '.join(metrics)} as mean ± std over folds (over seeds on a dataset's own "
+        "split; accuracy in %"
         + "".join(f"; {m}: lower is better" for m in lower)
         + "). **fair**: each fold tested at its best validation epoch. **paper** (optimistic): "
         "the epoch with the best mean test-fold metric, as in the authors' code.",
@@ -239,9 +245,10 @@ def markdown(groups: list[Group], failed: list[RunFailure], sweep_dir: str | Pat
         "| " + " | ".join(HEADER) + " |",
         "|---" * len(HEADER) + "|",
     ]
-    for r in rows(groups):
+    for g, r in zip(groups, rows(groups)):
         m = r["metric"]
-        cells = (r["configuration"], r["folds"], r["epochs"],
+        count = f"{r['folds']} seeds" if g.over_seeds else r["folds"]
+        cells = (r["configuration"], count, r["epochs"],
                  format_metric(r["fair_test_mean"], r["fair_test_std"], m),
                  format_metric(r["paper_test_mean"], r["paper_test_std"], m),
                  r["paper_best_epoch"], format_metric(r["fair_val_mean"], None, m),
