@@ -57,3 +57,20 @@ def test_max_readout_without_gradients_is_pygs(grad_mode):
         out = sparse_readout("max", x.detach() if not grad_mode else x, batch, 2)
     assert torch.equal(out.detach(), global_max_pool(x.detach(), batch, size=2))
     assert (out.grad_fn is not None) == grad_mode
+
+
+def test_max_readout_is_differentiable_twice_as_pygs():
+    """A gradient penalty or a Hessian-vector product through the max readout: the second
+    derivative is PyG's (a once-differentiable backward gave no gradient through it, silently
+    with ``torch.autograd.grad``), also with a graph without nodes."""
+    torch.manual_seed(0)
+    batch = _batch([3, 2])
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+
+    def second(readout):
+        (g,) = torch.autograd.grad(readout(x).pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(g.sum(), x)[0]
+
+    expected = second(lambda v: global_max_pool(v, batch, size=3))
+    assert torch.equal(second(lambda v: sparse_readout("max", v, batch, 3)), expected)
+    assert torch.autograd.gradgradcheck(lambda v: sparse_readout("max", v, batch, 3), (x,))

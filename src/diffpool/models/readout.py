@@ -20,7 +20,8 @@ class _GlobalMaxPool(torch.autograd.Function):
     gradient is split evenly between the nodes that hold a graph's maximum, as torch does, with
     one difference: torch also counts the zeros the output starts from where the maximum is 0
     (a graph whose nodes are all 0 in a channel gets n/(n+1) of the gradient), here each of the
-    n nodes gets 1/n.
+    n nodes gets 1/n. The backward is differentiable again (a gradient penalty, Hessian-vector
+    products), as torch's.
     """
 
     @staticmethod
@@ -30,13 +31,15 @@ class _GlobalMaxPool(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         x, batch, out = ctx.saved_tensors
         # 1.0 where a node holds its graph's maximum (a comparison written into a float tensor
         # directly: a bool result converted costs five times as much here)
         held = torch.eq(x, out.index_select(0, batch), out=torch.empty_like(x, dtype=grad.dtype))
-        count = torch.zeros_like(grad).index_add_(0, batch, held)
+        # an empty graph's count is 1, not 0: no node reads it, and the double backward of the
+        # division would turn its zero gradient into NaN
+        empty = grad.new_ones(grad.size(0), 1).index_fill_(0, batch, 0.0)
+        count = torch.zeros_like(grad).index_add_(0, batch, held).add_(empty)
         return (grad / count).index_select(0, batch) * held, None, None
 
 
