@@ -74,3 +74,17 @@ def test_max_readout_is_differentiable_twice_as_pygs():
     expected = second(lambda v: global_max_pool(v, batch, size=3))
     assert torch.equal(second(lambda v: sparse_readout("max", v, batch, 3)), expected)
     assert torch.autograd.gradgradcheck(lambda v: sparse_readout("max", v, batch, 3), (x,))
+
+
+def test_max_readout_under_torch_func_grad_is_pygs():
+    """``torch.func.grad`` (functional training loops, meta-learning) through the max readout:
+    an autograd.Function without ``setup_context`` is refused by torch.func's transforms."""
+    batch = _batch([3, 2])
+    x = torch.randn(5, 3, dtype=torch.float64)
+    weight = torch.randn(3, 3, dtype=torch.float64)
+
+    def loss(readout):
+        return torch.func.grad(lambda v: (readout(v) * weight).sum())(x)
+
+    got = loss(lambda v: sparse_readout("max", v, batch, 3))
+    assert torch.equal(got, loss(lambda v: global_max_pool(v, batch, size=3)))

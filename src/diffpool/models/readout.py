@@ -21,14 +21,17 @@ class _GlobalMaxPool(torch.autograd.Function):
     one difference: torch also counts the zeros the output starts from where the maximum is 0
     (a graph whose nodes are all 0 in a channel gets n/(n+1) of the gradient), here each of the
     n nodes gets 1/n. The backward is differentiable again (a gradient penalty, Hessian-vector
-    products), as torch's.
+    products), as torch's, and ``torch.func.grad`` takes it (no vmap rule).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, batch: Tensor, size: int) -> Tensor:
-        out = global_max_pool(x, batch, size=size)
-        ctx.save_for_backward(x, batch, out)
-        return out
+    def forward(x: Tensor, batch: Tensor, size: int) -> Tensor:
+        return global_max_pool(x, batch, size=size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # apart from forward: torch.func's transforms
+        x, batch, _ = inputs
+        ctx.save_for_backward(x, batch, output)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
