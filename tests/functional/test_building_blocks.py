@@ -226,6 +226,9 @@ def test_gram_squared_norm_gradient(shape):
     s = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(gram_squared_norm(s), (s.transpose(1, 2) @ s).pow(2).sum((1, 2)))
     assert torch.autograd.gradcheck(gram_squared_norm, (s,))
+    # its backward is differentiable again (a once-differentiable one dropped the second
+    # derivative silently where torch.autograd.grad was asked for it)
+    assert torch.autograd.gradgradcheck(gram_squared_norm, (s,))
 
 
 def test_residual_link_loss_is_the_identity():

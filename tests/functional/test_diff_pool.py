@@ -589,3 +589,20 @@ def test_padded_rows_logits_are_ignored(ratio, value):
         torch.testing.assert_close(getattr(got, name), getattr(want, name), msg=name)
     got.aux_loss.backward()
     assert torch.isfinite(masked.grad).all() and not masked.grad[~mask].any()
+
+
+@pytest.mark.parametrize("layout", ["sparse", "per_bucket"])
+def test_second_derivatives_of_the_link_loss_on_every_layout(layout):
+    """A gradient penalty through the Frobenius link loss on the layouts that compute it from
+    the identity's terms is the padded layout's (whose residual autograd differentiates
+    twice): the ||S^T S||^2 term's backward was once-differentiable and its part of the
+    second derivative was silently dropped by ``torch.autograd.grad``."""
+    batch, z, logits = _inputs([6, 1, 9, 4], clusters=3, seed=2)
+
+    def penalty(layout):
+        s = logits.clone().requires_grad_()
+        out = sparse_diff_pool(z, batch.edge_index, s, batch.batch, ratio=0.9, layout=layout)
+        (grad,) = torch.autograd.grad(out.link_loss, s, create_graph=True)
+        return torch.autograd.grad(grad.pow(2).sum(), s)[0]
+
+    torch.testing.assert_close(penalty(layout), penalty("padded"))

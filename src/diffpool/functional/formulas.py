@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 BCE_EPS = 1e-7
@@ -201,9 +200,10 @@ class _GramSquaredNorm(torch.autograd.Function):
         return gram.pow(2).sum((-2, -1))
 
     @staticmethod
-    @once_differentiable  # its backward uses the saved Gram matrix as a constant
     def backward(ctx, grad: Tensor) -> Tensor:
         s, gram = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the saved Gram matrix is no constant
+            gram = torch.bmm(s, s.transpose(1, 2)) if ctx.rows else torch.bmm(s.transpose(1, 2), s)
         # d ||S^T S||_F^2 / dS = 4 S (S^T S) = 4 (S S^T) S
         out = torch.bmm(gram, s) if ctx.rows else torch.bmm(s, gram)
         return out.mul_(4.0 * grad.view(-1, 1, 1))
