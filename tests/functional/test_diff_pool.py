@@ -606,3 +606,21 @@ def test_second_derivatives_of_the_link_loss_on_every_layout(layout):
         return torch.autograd.grad(grad.pow(2).sum(), s)[0]
 
     torch.testing.assert_close(penalty(layout), penalty("padded"))
+
+
+def test_a_cluster_masked_with_minus_infinity_has_zero_entropy():
+    """Logits of -inf (a cluster the caller masks out) have probability 0 and add nothing to
+    the entropy, as in PyG's ``dense_diff_pool``: 0 * log 0 made the entropy and every
+    gradient NaN."""
+    from diffpool.functional import dense_diff_pool
+
+    batch, z, logits = _inputs([6, 9, 4], clusters=3, seed=4)
+    logits = logits.clone()
+    logits[:, 2] = float("-inf")
+    logits.requires_grad_()
+    got = dense_diff_pool(*_padded(batch, z, logits))
+    want = pyg_dense_diff_pool(*_padded(batch, z, logits))
+    torch.testing.assert_close(got[3], want[3])
+    out = sparse_diff_pool(z, batch.edge_index, logits, batch.batch)
+    (grad,) = torch.autograd.grad(out.aux_loss, logits)
+    assert torch.isfinite(out.entropy_loss) and torch.isfinite(grad).all()

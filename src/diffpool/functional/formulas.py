@@ -93,9 +93,9 @@ def masked_assignment(logits: Tensor, slot_mask: Tensor | None) -> tuple[Tensor,
         logits = logits.masked_fill(~slot_mask, float("-inf"))
     log_s = torch.log_softmax(logits, dim=-1)
     s = log_s.exp()
-    if slot_mask is not None:
-        log_s = log_s.masked_fill(~slot_mask, 0.0)
-    entropy = -(s * log_s).sum(dim=-1)
+    # a zero probability (a masked slot, a caller's -inf logit) adds 0, not 0 * -inf = NaN: the
+    # clamp changes only log S < -1e4, where S = exp(log S) is 0 even in float64
+    entropy = -(s * log_s.clamp(min=-1e4)).sum(dim=-1)
     return s, entropy
 
 
