@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch_geometric.nn import global_max_pool
 
-from diffpool.models.readout import sparse_readout
+from diffpool.models import build_model
+from diffpool.models.readout import resolve_batch, sparse_readout
 
 
 def _batch(counts):
@@ -88,3 +89,14 @@ def test_max_readout_under_torch_func_grad_is_pygs():
 
     got = loss(lambda v: sparse_readout("max", v, batch, 3))
     assert torch.equal(got, loss(lambda v: global_max_pool(v, batch, size=3)))
+
+
+def test_a_batch_size_without_batch_is_not_dropped():
+    """``model(x, edge_index, None, batch_size=3)`` gave one graph's logits, where the same
+    call with ``batch`` given names the empty graphs."""
+    x, edge_index = torch.randn(4, 2), torch.tensor([[0, 1, 2], [1, 2, 3]])
+    assert resolve_batch(x, None, None)[1] == 1
+    assert resolve_batch(x, None, 3)[1] == 3
+    model = build_model("diffpool", 2, 2, 4).eval()
+    with pytest.raises(ValueError, match="batch_size=3"):
+        model(x, edge_index, None, batch_size=3)

@@ -80,9 +80,11 @@ def dense_readout(readout: str, x: Tensor, mask: Tensor) -> Tensor:
 
 
 def resolve_batch(x: Tensor, batch: Tensor | None, batch_size: int | None) -> tuple[Tensor, int]:
-    """The ``batch`` vector and the number of graphs, for one graph when ``batch`` is None."""
+    """The ``batch`` vector and the number of graphs, for one graph when ``batch`` is None (a
+    ``batch_size`` given stands, as with a ``batch``: the layers name the empty graphs)."""
     if batch is None:
-        return torch.zeros(x.size(0), dtype=torch.long, device=x.device), 1
+        batch_size = 1 if batch_size is None else batch_size
+        return torch.zeros(x.size(0), dtype=torch.long, device=x.device), batch_size
     if batch.is_floating_point() or batch.dtype == torch.bool:
         raise TypeError(f"batch must be an integer tensor of graph indices, got {batch.dtype}")
     batch = batch.long()  # int32 works with the layers; PyG's readouts need int64
