@@ -16,12 +16,12 @@ class _GlobalMaxPool(torch.autograd.Function):
     the readout takes about 1.4 ms forward and backward on a batch of 20 graphs of up to 50
     nodes and 192 channels on one CPU thread (5% of a DiffPool training step there), mostly in
     a scatter of zeros into the gradient of the zeros the output starts from; 0.4-0.5 ms with
-    this one. The
-    gradient is split evenly between the nodes that hold a graph's maximum, as torch does, with
-    one difference: torch also counts the zeros the output starts from where the maximum is 0
-    (a graph whose nodes are all 0 in a channel gets n/(n+1) of the gradient), here each of the
-    n nodes gets 1/n. The backward is differentiable again (a gradient penalty, Hessian-vector
-    products), as torch's, and ``torch.func.grad`` takes it (no vmap rule).
+    this one (``benchmarks/readout.py``). The gradient is split evenly between the nodes that
+    hold a graph's maximum, as torch does, with one difference: torch also counts the zeros the
+    output starts from where the maximum is 0 (a graph whose nodes are all 0 in a channel gets
+    n/(n+1) of the gradient), here each of the n nodes gets 1/n. The backward is differentiable
+    again (a gradient penalty, Hessian-vector products), as torch's, and ``torch.func.grad``
+    takes it (no vmap rule).
     """
 
     @staticmethod
