@@ -893,6 +893,20 @@ def test_epochs_without_validation_have_no_validation_figures(tmp_path):
     assert result.fair.best_epoch == 1
 
 
+def test_a_run_validating_every_second_epoch_keeps_every_epoch_on_resume(tmp_path):
+    """``check_val_every_n_epoch=2``: ``last.ckpt`` is still the last epoch's, written after
+    the history has its epoch (Lightning saved it at the end of validation: after epoch 1
+    of 3, with the history of epoch 0 only), so a continued run ends as a straight one."""
+    every2 = ("+trainer.check_val_every_n_epoch=2", "model.dropout=0.2")
+    straight = train(_cfg(tmp_path, "straight", *every2, "trainer.max_epochs=4"))
+    train(_cfg(tmp_path, "run", *every2))
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    continued = train(_cfg(tmp_path, "run", *every2, "trainer.max_epochs=4", "resume=true"))
+    assert continued.val_curve == pytest.approx(straight.val_curve, nan_ok=True)
+    assert continued.fair.best_epoch == straight.fair.best_epoch
+
+
 @pytest.mark.parametrize("interval", ["0.5", "10"])
 def test_validation_within_an_epoch_is_refused(tmp_path, interval):
     """A run's history, fair protocol and exact resume go by epoch: a checkpoint of a

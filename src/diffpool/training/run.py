@@ -353,7 +353,9 @@ def build(cfg: DictConfig, out: Path):
     )  # fmt: skip
     history = EpochHistory(out / HISTORY)
     callbacks = [
-        instantiate(c, **_selection(c, task)) for c in (cfg.get("callbacks") or {}).values() if c
+        instantiate(c, **_selection(c, task), **_at_epoch_end(c))
+        for c in (cfg.get("callbacks") or {}).values()
+        if c
     ]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: Trainer = instantiate(
@@ -379,6 +381,21 @@ def _selection(callback_cfg, task) -> dict:
     if callback_cfg.get("mode") == AUTO:  # the direction of what it watches (val/loss: min)
         extra["mode"] = task.mode_of(monitor)
     return extra
+
+
+def _at_epoch_end(callback_cfg) -> dict:
+    """``save_on_train_epoch_end=True`` for a ModelCheckpoint of no metric (``last.ckpt``)
+    that does not say: Lightning otherwise saves it at the end of validation where
+    ``check_val_every_n_epoch`` is not 1, so not after an epoch without validation, and
+    before :class:`EpochHistory` has its epoch (a resumed run's history lost that epoch)."""
+    kind = str(callback_cfg.get("_target_", ""))
+    if (
+        kind.endswith("ModelCheckpoint")
+        and callback_cfg.get("monitor") is None
+        and callback_cfg.get("save_on_train_epoch_end") is None
+    ):
+        return {"save_on_train_epoch_end": True}
+    return {}
 
 
 def _prepare_process(cfg: DictConfig, sweep: bool) -> None:
