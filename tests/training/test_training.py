@@ -450,6 +450,17 @@ def test_resume_continues_a_run_only_with_the_config_that_wrote_its_checkpoint(t
     assert train(_cfg(tmp_path, "stopped", "resume=true")).epochs == 3
 
 
+def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_path):
+    """An unfinished run whose last.ckpt holds epochs 0 and 1, resumed with
+    ``trainer.max_epochs=1``: Lightning trains no more and the run ended with 2 epochs under
+    a config of 1 (its best epoch 1 outside it). Refused; 2 epochs continue it."""
+    _interrupted_at_epoch_2(tmp_path, "stopped")
+    with pytest.raises(RunDirectoryError, match=r"after epoch 1 .*trainer.max_epochs=1 would"):
+        train(_cfg(tmp_path, "stopped", "resume=true", "trainer.max_epochs=1"))
+    assert not (tmp_path / "stopped" / "results.json").exists()
+    assert train(_cfg(tmp_path, "stopped", "resume=true", "trainer.max_epochs=2")).epochs == 2
+
+
 def test_resume_of_a_checkpoint_without_its_run_config_says_it_cannot_be_checked(tmp_path, caplog):
     """A checkpoint written before resume compared configs resumes as before, with a
     warning that its settings cannot be checked."""

@@ -176,8 +176,18 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     try:
         files.check_weights_only(last)
         earlier = files.checkpoint_entry(last, RunConfig.KEY)
+        epoch = files.checkpoint_entry(last, "epoch")
     except Exception:  # not a checkpoint: _train names it
         return
+    budget = (cfg.get("trainer") or {}).get("max_epochs")
+    if isinstance(epoch, int) and isinstance(budget, int) and 0 <= budget <= epoch:
+        # Lightning would train no more and end the run with epochs 0 to `epoch`
+        raise RunDirectoryError(
+            f"{last} was written after epoch {epoch} (epochs counted from 0): "
+            f"trainer.max_epochs={budget} would end the run with {epoch + 1} epochs; pass "
+            f"trainer.max_epochs={epoch + 1} or more to continue it, or overwrite=true to start "
+            "again (the earlier files are moved to replaced-<time>/)"
+        )
     if not isinstance(earlier, dict):
         log.warning(
             "%s stores no run config (written before resume checked it): whether it was "
