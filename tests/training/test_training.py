@@ -461,6 +461,18 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_path)
     assert train(_cfg(tmp_path, "stopped", "resume=true", "trainer.max_epochs=2")).epochs == 2
 
 
+def test_resume_does_not_take_other_early_stopping_settings(tmp_path):
+    """EarlyStopping restores its patience (and count and best) from the checkpoint: another
+    patience on resume ran with the old one while results.json stored the new. Refused, as
+    adding or removing early stopping (a straight run may have stopped elsewhere)."""
+    stop = ("callbacks=early_stopping", "callbacks.early_stopping.patience=50")
+    _interrupted_at_epoch_2(tmp_path, "stopped", *stop)
+    for changed in (["callbacks=early_stopping", "callbacks.early_stopping.patience=1"], []):
+        with pytest.raises(RunDirectoryError, match=r"another config \(callbacks.early_stopping"):
+            train(_cfg(tmp_path, "stopped", "resume=true", *changed))
+    assert train(_cfg(tmp_path, "stopped", "resume=true", *stop)).epochs == 3
+
+
 def test_resume_of_a_checkpoint_without_its_run_config_says_it_cannot_be_checked(tmp_path, caplog):
     """A checkpoint written before resume compared configs resumes as before, with a
     warning that its settings cannot be checked."""

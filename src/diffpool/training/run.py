@@ -135,12 +135,15 @@ def same_run(earlier: dict, cfg: DictConfig) -> bool:
 #: what ``resume=true`` may change (prefixes of dotted keys): a run continued to more epochs
 #: ends as one run so long
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time")
+#: the callbacks (``_target_`` endings) whose settings ``resume=true`` may not change
+RESUME_KEEPS = ("ModelCheckpoint", "EarlyStopping")
 
 
 def _may_change(key: str, earlier: dict, now: dict) -> bool:
     """Whether ``resume=true`` may change the config entry ``key``: the epoch budget, and
-    the callbacks other than checkpoints (a checkpoint's other monitor or period would drop
-    its restored best, which the fair protocol tests)."""
+    the callbacks other than checkpoints and early stopping (a checkpoint's other monitor or
+    period would drop its restored best, which the fair protocol tests; an EarlyStopping
+    restores its patience, count and best from the checkpoint over the new settings)."""
     if key.startswith(RESUME_MAY_CHANGE):
         return True
     group, _, rest = key.partition(".")
@@ -149,7 +152,7 @@ def _may_change(key: str, earlier: dict, now: dict) -> bool:
     name = rest.partition(".")[0]
     kinds = [str(((c.get("callbacks") or {}).get(name) or {}).get("_target_", ""))
              for c in (earlier, now)]  # fmt: skip
-    return not any(kind.endswith("ModelCheckpoint") for kind in kinds)
+    return not any(kind.endswith(RESUME_KEEPS) for kind in kinds)
 
 
 def _differing(a, b, prefix: str = "") -> list[str]:
