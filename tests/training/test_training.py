@@ -572,6 +572,22 @@ def test_a_finished_run_continues_in_place_to_more_epochs_with_resume(tmp_path):
     assert RunResult.load(tmp_path / "no_last").epochs == 2
 
 
+def test_an_early_stopped_run_does_not_continue_to_more_epochs(tmp_path):
+    """A finished run that early stopping ended before its max_epochs, continued with more:
+    Lightning does not restore the stop, and the run trained an epoch more than a straight
+    run with those epochs (which stops where it did). Refused, saying why."""
+    stop = (  # train/loss falls: no epoch after the first is better
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.monitor=train/loss",
+        "callbacks.early_stopping.mode=max",
+    )
+    assert train(_cfg(tmp_path, "run", *stop)).epochs == 2
+    with pytest.raises(RunDirectoryError, match="stopped before its trainer.max_epochs, after 2"):
+        train(_cfg(tmp_path, "run", *stop, "trainer.max_epochs=5", "resume=true"))
+    assert RunResult.load(tmp_path / "run").epochs == 2
+
+
 def test_a_run_killed_between_its_best_and_last_checkpoint_resumes_to_the_same_files(tmp_path):
     """The best epoch's checkpoint is written, the run dies before its last.ckpt: resumed, it
     retrains that epoch and ends with the files of a run that never stopped (one best file,

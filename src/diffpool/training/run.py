@@ -240,6 +240,21 @@ def _move_aside(out: Path, names: Sequence[str] | None = None) -> Path:
     return target
 
 
+def _stopped_early(earlier: RunResult, cfg: DictConfig) -> bool:
+    """Whether a finished run ended before its ``trainer.max_epochs`` and ``cfg`` gives it
+    no other ``trainer.max_time``: stopped by early stopping or by the time it still has, it
+    would stop again, an epoch later than a straight run (Lightning does not restore the
+    stop)."""
+    before = (earlier.config or {}).get("trainer") or {}
+    budget = before.get("max_epochs")
+    now = comparable_config(cfg).get("trainer") or {}
+    return (
+        isinstance(budget, int)
+        and 0 <= earlier.epochs < budget
+        and before.get("max_time") == now.get("max_time")
+    )
+
+
 def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     """Apply the rules of the module docstring; returns the earlier results to skip to."""
     results, checkpoints = out / RESULTS, out / CHECKPOINTS
@@ -259,6 +274,8 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
             and not _not_resumable(earlier.config or {}, cfg)
             and (epochs is None or epochs < 0 or epochs > earlier.epochs)
         )
+        stopped = longer and _stopped_early(earlier, cfg)
+        longer = longer and not stopped
         if longer and cfg.get("resume", False):  # to more epochs: the run is unfinished again
             _check_resumed(out, cfg)
             moved = _move_aside(out, [RESULTS, FAILED])
@@ -270,7 +287,10 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
             "directory (hydra.run.dir=...) or pass overwrite=true (the earlier files are "
             "moved to replaced-<time>/)"
             + ("; resume=true continues it from checkpoints/last.ckpt" if longer else "")
-        )
+            + (f"; it stopped before its trainer.max_epochs, after {earlier.epochs} epochs "
+               "(early stopping, or trainer.max_time): more epochs do not continue it"
+               if stopped else "")
+        )  # fmt: skip
     if has_checkpoints and cfg.get("resume", False):
         _check_resumed(out, cfg)
     elif has_checkpoints:
