@@ -154,6 +154,17 @@ def test_the_configs_scheduler_monitor_auto_is_the_tasks_validation_metric(mutag
     assert module.configure_optimizers()["lr_scheduler"]["monitor"] == "val/acc"
 
 
+def test_a_plateau_scheduler_steps_after_the_epochs_that_validate(mutag, tmp_path):
+    """``check_val_every_n_epoch=2``: a ReduceLROnPlateau watching val/acc had no value
+    after epoch 0 (Lightning stopped the fit), and after every other epoch it would read the
+    last validation's again; it steps after epochs 1 and 3 of 4 only."""
+    plateau = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "auto"}
+    module = _module(mutag, scheduler=plateau)
+    trainer = _trainer(tmp_path, max_epochs=4, check_val_every_n_epoch=2)
+    trainer.fit(module, datamodule=mutag)
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+
+
 def test_a_module_built_for_other_data_stops_before_the_first_step(tmp_path):
     from diffpool.training import GraphDataModule
     from diffpool.training.module import DataMismatchError

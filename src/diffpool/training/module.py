@@ -637,11 +637,19 @@ class GraphClassifier(LightningModule):
         spec = dict(self.hparams.scheduler)
         if spec.get("mode") == "auto":  # ReduceLROnPlateau's, as the callbacks' mode: auto
             spec["mode"] = self.task.mode_of(self.hparams.scheduler_monitor)
+        scheduler = targets.build(spec, "scheduler", optimizer=optimizer)
+        monitor = self.hparams.scheduler_monitor
+        # a plateau scheduler watching validation steps after the epochs that validate (the
+        # (n-1)-th of every n): it had no value after epoch 0, and the last one after the others
+        every = getattr(self._trainer, "check_val_every_n_epoch", None) or 1
+        watches_validation = str(monitor).startswith(("val/", "heldout/"))
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": targets.build(spec, "scheduler", optimizer=optimizer),
+                "scheduler": scheduler,
                 "interval": "epoch",
-                "monitor": self.hparams.scheduler_monitor,
+                "frequency": every if plateau and watches_validation else 1,
+                "monitor": monitor,
             },
         }
