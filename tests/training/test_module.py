@@ -165,6 +165,32 @@ def test_a_plateau_scheduler_steps_after_the_epochs_that_validate(mutag, tmp_pat
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
 
 
+def test_a_resumed_plateau_scheduler_steps_as_in_a_run_that_never_stopped(mutag, tmp_path):
+    """Lightning steps a ReduceLROnPlateau after the epoch's checkpoint and, on resume, not
+    again (it has not the metric): resumed after epoch 1, it took 3 steps in 4 epochs, and
+    lowered the learning rate an epoch late. The checkpoint keeps the value; it steps."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    plateau = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "min",
+               "patience": 0, "factor": 0.5}  # fmt: skip
+
+    def fit(epochs, folder, ckpt_path=None):
+        torch.manual_seed(0)
+        module = _module(mutag, scheduler=plateau)
+        last = ModelCheckpoint(dirpath=tmp_path / folder, filename="last", monitor=None)
+        trainer = _trainer(tmp_path, max_epochs=epochs, enable_checkpointing=True,
+                           callbacks=[last])  # fmt: skip
+        trainer.fit(module, datamodule=mutag, ckpt_path=ckpt_path)
+        return trainer.lr_scheduler_configs[0].scheduler, trainer.optimizers[0]
+
+    straight, optimizer = fit(4, "straight")
+    fit(2, "stopped")
+    resumed, resumed_optimizer = fit(4, "stopped", tmp_path / "stopped" / "last.ckpt")
+    assert resumed.last_epoch == straight.last_epoch == 4
+    lrs = [o.param_groups[0]["lr"] for o in (optimizer, resumed_optimizer)]
+    assert lrs[0] == lrs[1]
+
+
 def test_a_module_built_for_other_data_stops_before_the_first_step(tmp_path):
     from diffpool.training import GraphDataModule
     from diffpool.training.module import DataMismatchError

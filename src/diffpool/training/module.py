@@ -515,8 +515,33 @@ class GraphClassifier(LightningModule):
             self._ogb[1].append(out.logits.detach().float().cpu())
         return loss
 
+    #: where a checkpoint keeps the value a plateau scheduler watches at its epoch
+    PLATEAU_KEY = "diffpool_plateau_metric"
+
+    #: the plateau scheduler's value and the epoch of the checkpoint a fit resumes from
+    _plateau_restored: tuple[Any, Any] = (None, None)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._plateau_restored = (checkpoint.get(self.PLATEAU_KEY), checkpoint.get("epoch"))
+
+    def on_train_start(self) -> None:
+        """Resumed: step a plateau scheduler that missed the step of the checkpoint's epoch.
+        Lightning steps it after the epoch's checkpoints and, without the metric it watched
+        (checkpoints hold none), not again on resume: a resumed run lowered its learning rate
+        an epoch later than a run that never stopped."""
+        (value, epoch), self._plateau_restored = self._plateau_restored, (None, None)
+        if value is None or not isinstance(epoch, int) or self.trainer.ckpt_path is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            due = (epoch + 1) // config.frequency  # the steps after epochs 0 to `epoch`
+            scheduler = config.scheduler
+            if config.reduce_on_plateau and config.interval == "epoch":
+                if getattr(scheduler, "last_epoch", None) == due - 1:
+                    scheduler.step(value)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write non-finite weights or statistics: the earlier checkpoint stays."""
+        """Refuse to write non-finite weights or statistics: the earlier checkpoint stays.
+        Keep the value a plateau scheduler watches (:meth:`on_train_start`)."""
         bad = [
             name
             for name, tensor in checkpoint["state_dict"].items()
@@ -529,6 +554,10 @@ class GraphClassifier(LightningModule):
                 + f" at epoch {self.current_epoch}; no checkpoint was written (the last one "
                 "written stays): lower the learning rate"
             )
+        trainer = self._trainer
+        value = trainer.callback_metrics.get(self.hparams.scheduler_monitor) if trainer else None
+        if self.hparams.scheduler is not None and value is not None:
+            checkpoint[self.PLATEAU_KEY] = float(value)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # dropout follows from (seed, epoch, step) alone, wherever a resumed run restarts
