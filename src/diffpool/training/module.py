@@ -554,10 +554,10 @@ class GraphClassifier(LightningModule):
                 + f" at epoch {self.current_epoch}; no checkpoint was written (the last one "
                 "written stays): lower the learning rate"
             )
-        trainer = self._trainer
-        value = trainer.callback_metrics.get(self.hparams.scheduler_monitor) if trainer else None
-        if self.hparams.scheduler is not None and value is not None:
-            checkpoint[self.PLATEAU_KEY] = float(value)
+        if self.hparams.scheduler is not None:
+            value = self.trainer.callback_metrics.get(self.hparams.scheduler_monitor)
+            if value is not None:
+                checkpoint[self.PLATEAU_KEY] = float(value)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         # dropout follows from (seed, epoch, step) alone, wherever a resumed run restarts
@@ -670,7 +670,10 @@ class GraphClassifier(LightningModule):
         monitor = self.hparams.scheduler_monitor
         # a plateau scheduler watching validation steps after the epochs that validate (the
         # (n-1)-th of every n): it had no value after epoch 0, and the last one after the others
-        every = getattr(self._trainer, "check_val_every_n_epoch", None) or 1
+        try:
+            every = self.trainer.check_val_every_n_epoch or 1
+        except RuntimeError:  # not attached to a Trainer (called by hand)
+            every = 1
         watches_validation = str(monitor).startswith(("val/", "heldout/"))
         plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         return {
