@@ -214,3 +214,23 @@ def test_a_name_of_the_callers_data_is_trusted_for_the_callers_specs_only(run_di
         load_run(run, data=data)
     assert not marker.exists()
     assert "results.json" in str(err.value) and "transform" in str(err.value)
+
+
+def test_a_setting_the_split_did_not_read_does_not_refuse_its_checkpoint(tmp_path):
+    """A run of a split file with ``val_ratio=0`` (ignored then, an error since): its data
+    settings are rebuilt with the default val_ratio, which its checkpoint's check accepts;
+    a fold of another split is still refused."""
+    from types import SimpleNamespace
+
+    from diffpool.training.predict import _check_split
+
+    path = tmp_path / "run.ckpt"
+    trained = {"split": "file", "fold": 0, "val_ratio": 0.0, "inner": 0}
+    torch.save({"datamodule_hyper_parameters": trained}, path)
+    given = {"split": "file", "fold": 0, "val_ratio": 0.1, "inner": 0}
+    _check_split(path, SimpleNamespace(hparams=given))
+    with pytest.raises(ValueError, match="data.fold=1"):
+        _check_split(path, SimpleNamespace(hparams={**given, "fold": 1}))
+    torch.save({"datamodule_hyper_parameters": {**trained, "split": "kfold"}}, path)
+    with pytest.raises(ValueError, match="data.val_ratio=0.1"):
+        _check_split(path, SimpleNamespace(hparams={**given, "split": "kfold"}))
