@@ -979,3 +979,18 @@ def test_two_overwrites_within_one_second_keep_both_earlier_runs(tmp_path, monke
     moved = sorted(out.glob("replaced-*"))
     assert [p.name for p in moved] == ["replaced-20261207-120000", "replaced-20261207-120000-2"]
     assert [(p / "results.json").read_text() for p in moved] == ["first", "second"]
+
+
+@pytest.mark.parametrize("trainer", ["x", [1], {"fast_dev_run": torch.tensor([1, 2])}])
+def test_a_checkpoints_malformed_config_is_no_crash_of_the_directory_check(tmp_path, trainer):
+    """A rerun without resume reads last.ckpt's stored config for debug settings: a config that
+    is no run's (the file is data) leaves the folder named as it is, not a raw error."""
+    from omegaconf import OmegaConf
+
+    from diffpool.training.callbacks import RunConfig
+    from diffpool.training.run import check_run_directory
+
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({RunConfig.KEY: {"trainer": trainer}}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(RunDirectoryError, match="checkpoints of an unfinished run"):
+        check_run_directory(tmp_path, OmegaConf.create({}))

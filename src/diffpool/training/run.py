@@ -294,7 +294,10 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     if has_checkpoints and cfg.get("resume", False):
         _check_resumed(out, cfg)
     elif has_checkpoints:
-        debugging = debug_settings(_stored_config(out) or {})
+        try:
+            debugging = debug_settings(_stored_config(out) or {})
+        except Exception:  # a stored config that is no run's (the file is data): named below
+            debugging = []
         if debugging:  # it wrote no results.json: not unfinished, but no results either
             raise RunDirectoryError(
                 f"{out} holds the checkpoints of a debugging run ({', '.join(debugging)}): "
