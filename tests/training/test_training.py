@@ -994,3 +994,20 @@ def test_a_checkpoints_malformed_config_is_no_crash_of_the_directory_check(tmp_p
     torch.save({RunConfig.KEY: {"trainer": trainer}}, tmp_path / "checkpoints" / "last.ckpt")
     with pytest.raises(RunDirectoryError, match="checkpoints of an unfinished run"):
         check_run_directory(tmp_path, OmegaConf.create({}))
+
+
+def test_moving_a_run_aside_empties_no_other_name_of_its_log(tmp_path):
+    """train.log is emptied in place (Hydra holds it open): where it is a hard link (the folder
+    snapshotted with ``cp -al``), the snapshot's file keeps its lines."""
+    import os
+
+    import diffpool.training.run as run_module
+
+    out, snapshot = tmp_path / "run", tmp_path / "snapshot.log"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    (out / "train.log").write_text("the earlier run\n")
+    os.link(out / "train.log", snapshot)
+    run_module._move_aside(out)
+    assert snapshot.read_text() == "the earlier run\n"
+    assert not (out / "results.json").exists()

@@ -233,7 +233,10 @@ def _move_aside(out: Path, names: Sequence[str] | None = None) -> Path:
         if (out / name).exists():
             shutil.move(str(out / name), str(target / name))
     log_file = out / "train.log"  # Hydra's, open and appended to: copied, then emptied
-    if everything and log_file.is_file() and not log_file.is_symlink():
+    # where it is no link: a hard link's other names (a snapshot of the folder made with
+    # cp -al or rsync --link-dest) would be emptied too
+    linked = log_file.is_symlink() or (log_file.is_file() and log_file.stat().st_nlink > 1)
+    if everything and log_file.is_file() and not linked:
         shutil.copyfile(log_file, target / "train.log")
         with open(log_file, "r+b") as f:
             f.truncate(0)
