@@ -100,3 +100,26 @@ def test_a_batch_size_without_batch_is_not_dropped():
     model = build_model("diffpool", 2, 2, 4).eval()
     with pytest.raises(ValueError, match="batch_size=3"):
         model(x, edge_index, None, batch_size=3)
+
+
+def test_max_readout_under_hessian_and_per_sample_gradients_is_pygs():
+    """``torch.func.hessian`` (forward over reverse), ``jvp`` of a gradient and ``vmap`` of a
+    gradient (per-sample gradients) need jvp and vmap rules, which PyG's readout has: the
+    model's max readout gave a RuntimeError or NotImplementedError there."""
+    torch.manual_seed(0)
+    batch = _batch([2, 3])
+    x = torch.randn(5, 3, dtype=torch.float64)
+    weight = torch.randn(2, 3, dtype=torch.float64)
+
+    def transforms(readout):
+        def loss(v):
+            return (readout(v).pow(2) * weight).sum()
+
+        grad = torch.func.grad(loss)
+        return (torch.func.hessian(loss)(x),
+                torch.func.jvp(grad, (x,), (torch.ones_like(x),))[1],
+                torch.func.vmap(grad)(torch.stack([x, 2 * x])))  # fmt: skip
+
+    got = transforms(lambda v: sparse_readout("max", v, batch, 2))
+    for a, b in zip(got, transforms(lambda v: global_max_pool(v, batch, size=2))):
+        assert torch.equal(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
 READOUTS = ("max", "mean", "sum")
@@ -20,8 +21,8 @@ class _GlobalMaxPool(torch.autograd.Function):
     hold a graph's maximum, as torch does, with one difference: torch also counts the zeros the
     output starts from where the maximum is 0 (a graph whose nodes are all 0 in a channel gets
     n/(n+1) of the gradient), here each of the n nodes gets 1/n. The backward is differentiable
-    again (a gradient penalty, Hessian-vector products), as torch's, and ``torch.func.grad``
-    takes it (no vmap rule).
+    again (a gradient penalty, Hessian-vector products), as torch's; under ``torch.func``'s
+    transforms and forward AD PyG's runs (no jvp or vmap rule here).
     """
 
     @staticmethod
@@ -46,8 +47,19 @@ class _GlobalMaxPool(torch.autograd.Function):
         return (grad / count).index_select(0, batch) * held, None, None
 
 
+def _forward_or_batched() -> bool:
+    """Whether a transform that needs a ``jvp`` or a ``vmap`` rule may run: any of
+    ``torch.func``'s (inside ``grad``, a ``vmap`` or ``jvp`` around it cannot be told), forward
+    AD."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+
+
 def _global_max_pool(x: Tensor, batch: Tensor, size: int) -> Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
+    # PyG's under torch.func's transforms and forward AD: its scatter_reduce has the jvp and
+    # vmap rules this Function lacks (torch.func.hessian, per-sample gradients)
+    if torch.is_grad_enabled() and x.requires_grad and not _forward_or_batched():
         return _GlobalMaxPool.apply(x, batch, size)
     return global_max_pool(x, batch, size=size)
 
