@@ -1011,3 +1011,20 @@ def test_moving_a_run_aside_empties_no_other_name_of_its_log(tmp_path):
     run_module._move_aside(out)
     assert snapshot.read_text() == "the earlier run\n"
     assert not (out / "results.json").exists()
+
+
+def test_a_checkpoints_debug_setting_is_named_short_and_escaped(tmp_path):
+    """The debug settings named from last.ckpt's stored config are data: a long value or a
+    terminal escape is not printed as it is."""
+    from omegaconf import OmegaConf
+
+    from diffpool.training.callbacks import RunConfig
+    from diffpool.training.run import check_run_directory
+
+    (tmp_path / "checkpoints").mkdir()
+    value = "\x1b[2J" + "x" * 10_000
+    config = {"trainer": {"fast_dev_run": value}}
+    torch.save({RunConfig.KEY: config}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(RunDirectoryError, match="debugging run") as caught:
+        check_run_directory(tmp_path, OmegaConf.create({}))
+    assert "\x1b" not in str(caught.value) and len(str(caught.value)) < 500

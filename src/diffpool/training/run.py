@@ -22,6 +22,7 @@ import copy
 import logging
 import os
 import pickle
+import reprlib
 import shutil
 import sys
 import time
@@ -341,7 +342,8 @@ def debug_settings(cfg: DictConfig) -> list[str]:
         else:
             limited = value != 0
         if limited:
-            found.append(f"trainer.{key}={value}")
+            # reprlib: the values of a checkpoint's stored config are data (long, escapes)
+            found.append(f"trainer.{key}={reprlib.repr(value)}")
     return found
 
 
