@@ -1028,3 +1028,21 @@ def test_a_checkpoints_debug_setting_is_named_short_and_escaped(tmp_path):
     with pytest.raises(RunDirectoryError, match="debugging run") as caught:
         check_run_directory(tmp_path, OmegaConf.create({}))
     assert "\x1b" not in str(caught.value) and len(str(caught.value)) < 500
+
+
+def test_resume_takes_the_default_of_a_setting_the_runs_split_did_not_read():
+    """A run of a split file stored with val_ratio=0 (ignored then, refused since by the data
+    module): resume=true with val_ratio back at its default continues it; under k-fold CV
+    val_ratio is the run's split and may not change."""
+    from omegaconf import OmegaConf, open_dict
+
+    from diffpool.training.run import _not_resumable
+
+    data = {"split": "file", "split_file": "s.json", "val_ratio": 0.0, "inner": 0}
+    earlier = {"data": data, "trainer": {"max_epochs": 5}}
+    now = OmegaConf.create({"data": {**data, "val_ratio": 0.1}, "trainer": {"max_epochs": 9}})
+    assert _not_resumable(earlier, now) == []
+    kfold = {"data": {**data, "split": "kfold"}, "trainer": {"max_epochs": 5}}
+    with open_dict(now):
+        now.data.split = "kfold"
+    assert _not_resumable(kfold, now) == ["data.val_ratio"]

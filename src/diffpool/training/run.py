@@ -138,6 +138,9 @@ def same_run(earlier: dict, cfg: DictConfig) -> bool:
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time")
 #: the callbacks (``_target_`` endings) whose settings ``resume=true`` may not change
 RESUME_KEEPS = ("ModelCheckpoint", "EarlyStopping")
+#: the data settings that only one split reads (the others refuse them since; a run of before
+#: may store them): resume=true may give them again as the split reads them
+UNREAD_BY_SPLIT = {"data.val_ratio": "kfold", "data.inner": "file"}
 
 
 def _may_change(key: str, earlier: dict, now: dict) -> bool:
@@ -147,6 +150,9 @@ def _may_change(key: str, earlier: dict, now: dict) -> bool:
     restores its patience, count and best from the checkpoint over the new settings)."""
     if key.startswith(RESUME_MAY_CHANGE):
         return True
+    if key in UNREAD_BY_SPLIT:  # a run of before these were errors: its split ignored them
+        data = earlier.get("data") if isinstance(earlier.get("data"), dict) else {}
+        return data.get("split", "kfold") != UNREAD_BY_SPLIT[key]
     group, _, rest = key.partition(".")
     if group != "callbacks" or not rest:
         return False
