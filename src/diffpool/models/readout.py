@@ -15,7 +15,7 @@ class _GlobalMaxPool(torch.autograd.Function):
 
     The forward is PyG's. With torch's backward for ``scatter_reduce(amax, include_self=False)``
     the readout takes about 1.4 ms forward and backward on a batch of 20 graphs of up to 50
-    nodes and 192 channels on one CPU thread (5% of a DiffPool training step there), mostly in
+    nodes and 192 channels on one CPU thread (3-5% of a DiffPool training step there), mostly in
     a scatter of zeros into the gradient of the zeros the output starts from; 0.4-0.5 ms with
     this one (``benchmarks/readout.py``). The gradient is split evenly between the nodes that
     hold a graph's maximum, as torch does, with one difference: torch also counts the zeros the
