@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: what :meth:`GraphDataModule.predict_dataloader` can give
 PREDICT_SPLITS = ("test", "val", "train", "all")
+#: the settings that one kind of split reads (given for another split: an error; a run stored
+#: before that was an error may hold them, unread)
+READ_BY_SPLIT = {"val_ratio": "kfold", "inner": "file"}
 
 
 def _plain(value):
@@ -132,13 +135,13 @@ class GraphDataModule(LightningDataModule):
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
         # a setting the split does not read is an error, not a run that ignores it
-        if split != "kfold" and val_ratio != 0.1:
+        if split != READ_BY_SPLIT["val_ratio"] and val_ratio != 0.1:
             raise ValueError(
                 f"val_ratio={val_ratio} sets the validation share of split='kfold' only: "
                 f"split={split!r} takes its validation set from the "
                 f"{'split file' if split == 'file' else 'dataset'}"
             )
-        if split != "file" and inner != 0:
+        if split != READ_BY_SPLIT["inner"] and inner != 0:
             raise ValueError(f"inner={inner} picks a split file's model-selection split: it "
                              f"needs split='file', got split={split!r}")  # fmt: skip
         # the arguments of this class and its subclasses' (Lightning collects both)

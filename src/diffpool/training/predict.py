@@ -187,10 +187,10 @@ def _check_split(checkpoint, datamodule) -> None:
     if not isinstance(trained, dict):
         return
     given = datamodule.hparams
-    # what the split did not read (a run of before they were errors): val_ratio of a file or
-    # dataset split, inner of a split without a file
-    unread = {"val_ratio": trained.get("split", "kfold") != "kfold",
-              "inner": trained.get("split", "kfold") != "file"}  # fmt: skip
+    from diffpool.training.datamodule import READ_BY_SPLIT
+
+    # what the trained split did not read (a run of before they were errors)
+    unread = {k: trained.get("split", "kfold") != split for k, split in READ_BY_SPLIT.items()}
     differ = [f"data.{k}={given.get(k)!r} (trained with {trained[k]!r})"
               for k in SPLIT_KEYS
               if k in trained and not unread.get(k) and given.get(k) != trained[k]]  # fmt: skip

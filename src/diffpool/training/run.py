@@ -49,7 +49,7 @@ from diffpool.training.callbacks import (
     write_checkpoints_atomically,
 )
 from diffpool.training.console import quiet_lightning
-from diffpool.training.datamodule import followed_by
+from diffpool.training.datamodule import READ_BY_SPLIT, followed_by
 from diffpool.training.results import (
     FAILED,
     HISTORY,
@@ -138,9 +138,6 @@ def same_run(earlier: dict, cfg: DictConfig) -> bool:
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_time")
 #: the callbacks (``_target_`` endings) whose settings ``resume=true`` may not change
 RESUME_KEEPS = ("ModelCheckpoint", "EarlyStopping")
-#: the data settings that only one split reads (the others refuse them since; a run of before
-#: may store them): resume=true may give them again as the split reads them
-UNREAD_BY_SPLIT = {"data.val_ratio": "kfold", "data.inner": "file"}
 
 
 def _may_change(key: str, earlier: dict, now: dict) -> bool:
@@ -150,9 +147,11 @@ def _may_change(key: str, earlier: dict, now: dict) -> bool:
     restores its patience, count and best from the checkpoint over the new settings)."""
     if key.startswith(RESUME_MAY_CHANGE):
         return True
-    if key in UNREAD_BY_SPLIT:  # a run of before these were errors: its split ignored them
+    setting = key.removeprefix("data.")
+    if key.startswith("data.") and setting in READ_BY_SPLIT:  # a run of before these were
+        # errors may store them: resume may give them again as its split reads them
         data = earlier.get("data") if isinstance(earlier.get("data"), dict) else {}
-        return data.get("split", "kfold") != UNREAD_BY_SPLIT[key]
+        return data.get("split", "kfold") != READ_BY_SPLIT[setting]
     group, _, rest = key.partition(".")
     if group != "callbacks" or not rest:
         return False
@@ -183,12 +182,10 @@ def _check_resumed(out: Path, cfg: DictConfig) -> None:
     (:class:`~diffpool.training.callbacks.RunConfig`): another fold or learning rate on top of
     its weights would be a run that never was (a fold's test graphs trained on)."""
     last = out / CHECKPOINTS / "last.ckpt"
-    try:
-        files.check_weights_only(last)
-        earlier = files.checkpoint_entry(last, RunConfig.KEY)
-        epoch = files.checkpoint_entry(last, "epoch")
-    except Exception:  # not a checkpoint: _train names it
+    entries = _last_entries(out, RunConfig.KEY, "epoch")
+    if entries is None:  # not a checkpoint: _train names it
         return
+    earlier, epoch = entries
     budget = (cfg.get("trainer") or {}).get("max_epochs")
     if isinstance(epoch, int) and isinstance(budget, int) and 0 <= budget <= epoch:
         # Lightning would train no more and end the run with epochs 0 to `epoch`
@@ -322,14 +319,20 @@ def check_run_directory(out: Path, cfg: DictConfig) -> RunResult | None:
     return None
 
 
+def _last_entries(out: Path, *keys: str) -> tuple | None:
+    """The entries ``keys`` of ``checkpoints/last.ckpt`` (a weights-only read); None where
+    there is no checkpoint, or not one (the caller says what the folder holds)."""
+    last = out / CHECKPOINTS / "last.ckpt"
+    try:
+        files.check_weights_only(last)
+        return tuple(files.checkpoint_entry(last, key) for key in keys)
+    except Exception:
+        return None
+
+
 def _stored_config(out: Path) -> dict | None:
     """The config stored in ``checkpoints/last.ckpt`` (:class:`RunConfig`), if one is there."""
-    try:
-        last = out / CHECKPOINTS / "last.ckpt"
-        files.check_weights_only(last)
-        earlier = files.checkpoint_entry(last, RunConfig.KEY)
-    except Exception:  # no checkpoint, or not one: the caller says what the folder holds
-        return None
+    earlier = (_last_entries(out, RunConfig.KEY) or (None,))[0]
     return earlier if isinstance(earlier, dict) else None
 
 
