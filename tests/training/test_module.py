@@ -143,6 +143,28 @@ def test_without_a_validation_set_the_test_fold_selects_no_model(tmp_path):
         _trainer(tmp_path / "scheduled").fit(scheduled, datamodule=data)
 
 
+def test_nothing_watches_the_test_fold_even_beside_a_validation_set(mutag, tmp_path):
+    """A checkpoint, an early stop or a plateau scheduler watching heldout/ (the test fold,
+    evaluated beside the validation set) would let the test set choose the model: refused
+    before the first step, with or without a validation set."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    assert _module(mutag).val_stages == ("val", "heldout")
+    for callback in (
+        ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="heldout/acc", mode="max"),
+        EarlyStopping(monitor="heldout/loss"),
+    ):
+        trainer = _trainer(tmp_path, enable_checkpointing=True, callbacks=[callback])
+        with pytest.raises(ValueError, match=r"monitor='heldout/.*would watch the test fold"):
+            trainer.fit(_module(mutag), datamodule=mutag)
+        assert trainer.global_step == 0
+    plateau = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"}
+    scheduled = _module(mutag, scheduler=plateau, scheduler_monitor="heldout/acc")
+    with pytest.raises(ValueError, match="scheduler_monitor='heldout/acc' would watch the test"):
+        _trainer(tmp_path).fit(scheduled, datamodule=mutag)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_the_configs_scheduler_monitor_auto_is_the_tasks_validation_metric(mutag, tmp_path):
     """``module.scheduler_monitor: auto`` of conf/train.yaml, instantiated by hand
     (``hydra.utils.instantiate(cfg.module, ...)``), watches the task's val/ metric: it was

@@ -314,17 +314,32 @@ class GraphClassifier(LightningModule):
                 "GraphClassifier was given neither in_channels nor num_classes: fit it with a "
                 "GraphDataModule (datamodule=...), which says them, or give them"
             )
-        if stage == "fit" and "val" not in self.val_stages:
+        if stage == "fit":
             self._refuse_test_fold_selection()
 
-    def _refuse_test_fold_selection(self) -> None:
+    def _watching(self, prefix: str) -> list[str]:
+        """The callbacks and the scheduler that would select or steer on ``prefix`` metrics."""
         watching = [
             f"{type(c).__name__}(monitor={c.monitor!r})"
             for c in self.trainer.callbacks
-            if str(getattr(c, "monitor", None) or "").startswith("val/")
+            if str(getattr(c, "monitor", None) or "").startswith(prefix)
         ]
-        if self.hparams.scheduler and str(self.hparams.scheduler_monitor).startswith("val/"):
+        if self.hparams.scheduler and str(self.hparams.scheduler_monitor).startswith(prefix):
             watching.append(f"scheduler_monitor={self.hparams.scheduler_monitor!r}")
+        return watching
+
+    def _refuse_test_fold_selection(self) -> None:
+        """No callback or scheduler watches the test fold (``heldout/``), nor ``val/`` when
+        the data has no validation set (the test fold is then the only one evaluated)."""
+        watching = self._watching("heldout/")
+        if watching:
+            raise ValueError(
+                ", ".join(watching) + " would watch the test fold (heldout/): a checkpoint, an "
+                "early stop or a learning-rate schedule chosen on it leaks the test set into "
+                "the model; watch val/ (the validation set) instead, or nothing "
+                "(diffpool-train: callbacks=no_validation keeps only the last checkpoint)"
+            )
+        watching = [] if "val" in self.val_stages else self._watching("val/")
         if watching:
             raise ValueError(
                 "the data has no validation set (val_ratio=0, or a split whose val set is "
