@@ -26,6 +26,19 @@ def test_max_readout_matches_pyg_outputs_and_gradients():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("readout", ["max", "mean", "sum"])
+def test_readouts_take_an_int32_batch(readout):
+    """An int32 batch (valid in PyG) reads out and differentiates as an int64 one: the max
+    readout's backward indexed with it and failed."""
+    x = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+    batch = _batch([5, 1, 7, 3])
+    grads = []
+    for index in (batch, batch.int()):
+        out = sparse_readout(readout, x, index, 4)
+        grads.append(torch.autograd.grad(out.square().sum(), x)[0])
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_max_readout_splits_a_tie_evenly():
     """Nodes that share a graph's maximum share its gradient; a maximum of 0 too, where
     torch's ``scatter_reduce`` backward also counts the zeros the output starts from."""

@@ -74,8 +74,9 @@ def check_readout(readout: str) -> str:
 
 
 def sparse_readout(readout: str, x: Tensor, batch: Tensor, batch_size: int) -> Tensor:
-    """``[B, F]`` readout of the flat node features ``x`` ``[N, F]``."""
-    return _SPARSE[readout](x, batch, size=batch_size)
+    """``[B, F]`` readout of the flat node features ``x`` ``[N, F]`` (``batch`` int64 or
+    int32, as PyG allows)."""
+    return _SPARSE[readout](x, batch.long(), size=batch_size)
 
 
 def dense_readout(readout: str, x: Tensor, mask: Tensor) -> Tensor:
