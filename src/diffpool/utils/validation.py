@@ -245,9 +245,15 @@ def check_batch(
             return ValueError("batch must be sorted (nodes of a graph contiguous, graphs in order)")
         if first != 0:
             return ValueError(f"batch must start at graph 0, got {first}")
+        if last >= batch_size:
+            return ValueError(
+                f"batch_size={batch_size} but batch holds graphs 0..{last}: batch_size must "
+                "count every graph of the batch"
+            )
         return ValueError(
-            f"batch_size={batch_size} but batch holds graphs 0..{last}: every graph needs at "
-            "least one node"
+            f"batch_size={batch_size} but batch holds graphs 0..{last}: graphs {last + 1}.."
+            f"{batch_size - 1} would have no nodes (every graph needs at least one node; PyG's "
+            "readouts would give them zeros)"
         )
 
     _require(checks, (lowest, first, last), error, fits)
