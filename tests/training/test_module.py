@@ -160,9 +160,27 @@ def test_nothing_watches_the_test_fold_even_beside_a_validation_set(mutag, tmp_p
         assert trainer.global_step == 0
     plateau = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"}
     scheduled = _module(mutag, scheduler=plateau, scheduler_monitor="heldout/acc")
+    trainer = _trainer(tmp_path)
     with pytest.raises(ValueError, match="scheduler_monitor='heldout/acc' would watch the test"):
-        _trainer(tmp_path).fit(scheduled, datamodule=mutag)
-    assert not list(tmp_path.rglob("*.ckpt"))
+        trainer.fit(scheduled, datamodule=mutag)
+    assert trainer.global_step == 0 and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_scheduler_without_a_monitor_trains_without_a_validation_set(tmp_path):
+    """Lightning reads a scheduler's monitor for ReduceLROnPlateau only: a StepLR (whose
+    scheduler_monitor is left at its default, val/) trains without a validation set; a
+    heldout/ monitor there is told to go, not to move to val/."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = TUDataModule("MUTAG", root=tmp_path / "TU", batch_size=16, val_ratio=0.0)
+    step = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1}
+    trainer = _trainer(tmp_path)
+    trainer.fit(GraphClassifier(SPEC, scheduler=step), datamodule=data)
+    assert trainer.global_step == 3
+    selecting = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="heldout/acc", mode="max")
+    trainer = _trainer(tmp_path, enable_checkpointing=True, callbacks=[selecting])
+    with pytest.raises(ValueError, match=r"no validation set .*heldout/acc'\) would select on the"):
+        trainer.fit(GraphClassifier(SPEC), datamodule=data)
 
 
 def test_the_configs_scheduler_monitor_auto_is_the_tasks_validation_metric(mutag, tmp_path):

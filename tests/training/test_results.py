@@ -109,6 +109,23 @@ def test_the_optimized_metric_is_an_entry_of_results_json_or_a_named_error(caplo
     assert "optimized_metric=fair.vall: results.json has no entry" in caplog.text
 
 
+@pytest.mark.parametrize("metric", ["fair.test", "test_curve", "ogb.test_rocauc"])
+def test_no_sweep_optimises_a_test_fold_metric(metric):
+    """A sweeper that optimises a metric of the test fold chooses hyperparameters on the test
+    set: refused before anything trains."""
+    import diffpool.training.run as run_module
+    from diffpool.cli.train import run
+
+    def train(cfg):
+        raise AssertionError("trained")
+
+    cfg = OmegaConf.create({"optimized_metric": metric})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "train", train)
+        with pytest.raises(ValueError, match=rf"optimized_metric={metric} is measured on the test"):
+            run(cfg)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

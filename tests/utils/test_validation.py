@@ -60,7 +60,8 @@ BATCH = torch.tensor([0, 0, 0, 1, 1])
             ValueError,
             "edge_weight contains NaN",
         ),
-        (dict(batch_size=3), ValueError, r"batch_size=3 .* graphs 2..2 would have no nodes"),
+        (dict(batch_size=3), ValueError, r"batch_size=3 .* graph 2 would have no nodes"),
+        (dict(batch_size=4), ValueError, r"batch_size=4 .* graphs 2..3 would have no nodes"),
         (dict(batch_size=1), ValueError, "batch_size=1 .* must count every graph"),
         (dict(batch_size=0), ValueError, "batch_size must be positive"),
         (dict(batch_size=-1), ValueError, "batch_size must be positive"),
@@ -333,3 +334,15 @@ def test_finite_values_whose_sum_overflows_pass_and_a_nan_among_them_does_not():
     x[0, 0], x[1, 1] = float("inf"), -float("inf")
     with pytest.raises(ValueError, match="x contains NaN or infinite"):
         check_features(x, dim=2)
+
+
+def test_edges_within_graphs_takes_int32_indices():
+    """An int32 edge_index (valid in PyG) is checked as an int64 one: an edge across graphs
+    is named, one inside its graph passes."""
+    from diffpool.utils.validation import check_edges_within_graphs
+
+    batch = torch.tensor([0, 0, 1, 1])
+    check_edges_within_graphs(torch.tensor([[0, 2], [1, 3]], dtype=torch.int32), batch)
+    across = torch.tensor([[0, 1], [1, 2]], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"1 edge\(s\) .* node 1 of graph 0 and node 2 of graph 1"):
+        check_edges_within_graphs(across, batch)

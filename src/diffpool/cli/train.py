@@ -115,8 +115,14 @@ def run(cfg) -> float | None:
     if not cfg.get("train", True):
         evaluate(cfg)
         return None
-    results = train(cfg)
     metric = cfg.get("optimized_metric")
+    if metric and any("test" in key or "heldout" in key for key in str(metric).split(".")):
+        raise ValueError(
+            f"optimized_metric={metric} is measured on the test fold: a sweep that optimises "
+            "it chooses its hyperparameters on the test set; use fair.val (the validation "
+            "set's metric at the best epoch)"
+        )
+    results = train(cfg)
     if not metric:
         return None
     try:

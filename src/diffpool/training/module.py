@@ -124,9 +124,9 @@ class GraphClassifier(LightningModule):
     What the data says (input width, task and outputs, largest graph, edge features and
     their encoders, validation loaders) comes from the
     :class:`~diffpool.training.GraphDataModule` it is fitted with (:meth:`connect`); given
-    and different, it is a :class:`DataMismatchError`. Without a validation set
-    (``val_ratio=0``) a callback or scheduler that selects on ``val/`` is an error: the test
-    fold never selects a model.
+    and different, it is a :class:`DataMismatchError`. A callback or plateau scheduler that
+    watches ``heldout/``, or ``val/`` without a validation set (``val_ratio=0``), is an error:
+    the test fold never selects a model.
 
     A non-finite loss stops training with :class:`NonFiniteLossError` (stage, epoch and
     step), read once per stage and epoch, before any checkpoint of that epoch. Every training
@@ -305,7 +305,7 @@ class GraphClassifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         """:meth:`connect` to the trainer's data module (without one the module must have been
-        built); fitting without a validation set, refuse what would select on the test fold."""
+        built); fitting, refuse a callback that would select on the test fold."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "val_stages"):
             self.connect(datamodule)
@@ -317,37 +317,45 @@ class GraphClassifier(LightningModule):
         if stage == "fit":
             self._refuse_test_fold_selection()
 
-    def _watching(self, prefix: str) -> list[str]:
-        """The callbacks and the scheduler that would select or steer on ``prefix`` metrics."""
-        watching = [
+    def _selecting(self, schedulers: bool) -> list[str]:
+        """The callbacks (or, ``schedulers``, the plateau schedulers) that would select or
+        steer on the test fold: those watching ``heldout/``, and ``val/`` when the data has
+        no validation set (the test fold is then the only one evaluated). A callback's
+        ``monitor`` is what is read (Lightning's convention)."""
+        prefixes = ("heldout/",) if "val" in self.val_stages else ("heldout/", "val/")
+        if schedulers:  # Lightning reads a scheduler's monitor for ReduceLROnPlateau only
+            return [
+                f"scheduler_monitor={c.monitor!r}"
+                for c in self.trainer.lr_scheduler_configs
+                if c.reduce_on_plateau and str(c.monitor or "").startswith(prefixes)
+            ]
+        return [
             f"{type(c).__name__}(monitor={c.monitor!r})"
             for c in self.trainer.callbacks
-            if str(getattr(c, "monitor", None) or "").startswith(prefix)
+            if str(getattr(c, "monitor", None) or "").startswith(prefixes)
         ]
-        if self.hparams.scheduler and str(self.hparams.scheduler_monitor).startswith(prefix):
-            watching.append(f"scheduler_monitor={self.hparams.scheduler_monitor!r}")
-        return watching
 
-    def _refuse_test_fold_selection(self) -> None:
-        """No callback or scheduler watches the test fold (``heldout/``), nor ``val/`` when
-        the data has no validation set (the test fold is then the only one evaluated)."""
-        watching = self._watching("heldout/")
-        if watching:
+    def _refuse_test_fold_selection(self, schedulers: bool = False) -> None:
+        """Nothing that selects a checkpoint, stops early or steers the learning rate
+        watches the test fold (:meth:`_selecting`)."""
+        watching = self._selecting(schedulers)
+        if not watching:
+            return
+        if "val" in self.val_stages:
             raise ValueError(
                 ", ".join(watching) + " would watch the test fold (heldout/): a checkpoint, an "
                 "early stop or a learning-rate schedule chosen on it leaks the test set into "
                 "the model; watch val/ (the validation set) instead, or nothing "
                 "(diffpool-train: callbacks=no_validation keeps only the last checkpoint)"
             )
-        watching = [] if "val" in self.val_stages else self._watching("val/")
-        if watching:
-            raise ValueError(
-                "the data has no validation set (val_ratio=0, or a split whose val set is "
-                "empty: only the test fold is evaluated, logged as heldout/), but "
-                + ", ".join(watching)
-                + " would select on val/: remove it (diffpool-train: callbacks=no_validation "
-                "keeps only the last checkpoint) so that the test fold never selects a model"
-            )
+        raise ValueError(
+            "the data has no validation set (val_ratio=0, or a split whose val set is "
+            "empty: only the test fold is evaluated, logged as heldout/), but "
+            + ", ".join(watching)
+            + " would select on the test fold: remove it (diffpool-train: "
+            "callbacks=no_validation keeps only the last checkpoint) so that the test fold "
+            "never selects a model"
+        )
 
     @classmethod
     def load_from_checkpoint(
@@ -434,8 +442,11 @@ class GraphClassifier(LightningModule):
         self.hparams.optimizer["lr"] = float(value)
 
     def on_fit_start(self) -> None:
-        """Log the module's hyperparameters, the data module's (``data/``) and the parameter
-        counts to every logger in one call (one TensorBoard hparams session)."""
+        """Refuse a plateau scheduler that watches the test fold (the optimizers are
+        configured by now); log the module's hyperparameters, the data module's (``data/``)
+        and the parameter counts to every logger in one call (one TensorBoard hparams
+        session)."""
+        self._refuse_test_fold_selection(schedulers=True)
         extra: dict[str, Any] = {
             **self.hparams,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),

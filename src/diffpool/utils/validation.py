@@ -27,7 +27,7 @@ from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse, store
 class DeferredChecks:
     """Value checks read from the device at once.
 
-    :meth:`require` records device-side integer or boolean scalars (a minimum, a count, a
+    :meth:`require` records device-side 0-d integer or boolean scalars (a minimum, a count, a
     test's outcome), a test of their host values that is true when the input is fine, and the
     error to raise otherwise; :meth:`read` copies every scalar and the given integer tensors to
     the host in one transfer, runs the tests, raises the first failed one's error, and returns
@@ -263,10 +263,11 @@ def check_batch(
                 f"batch_size={batch_size} but batch holds graphs 0..{last}: batch_size must "
                 "count every graph of the batch"
             )
+        empty = f"graph {last + 1}" if last + 2 == batch_size else f"graphs {last + 1}.."
+        empty += "" if last + 2 == batch_size else f"{batch_size - 1}"
         return ValueError(
-            f"batch_size={batch_size} but batch holds graphs 0..{last}: graphs {last + 1}.."
-            f"{batch_size - 1} would have no nodes (every graph needs at least one node; PyG's "
-            "readouts would give them zeros)"
+            f"batch_size={batch_size} but batch holds graphs 0..{last}: {empty} would have no "
+            "nodes (every graph needs at least one node; PyG's readouts would give them zeros)"
         )
 
     _require(checks, (lowest, first, last), error, fits)
@@ -377,6 +378,7 @@ def check_edges_within_graphs(
     if index.numel() == 0:
         return
     # the graphs of both ends in one gather, [2, E]; their difference is 0 within a graph
+    index = as_int64_index(index)  # take() needs int64
     across = batch.take(index.clamp(0, batch.numel() - 1)).diff(dim=0)
 
     def error(count: int) -> Exception:
