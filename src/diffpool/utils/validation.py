@@ -99,7 +99,7 @@ def _require_finite(checks: DeferredChecks | None, t: Tensor, message: str) -> N
     """No NaN or infinite value in ``t``, tested through its sum: a NaN or an infinity makes
     the sum non-finite, and on a CPU ``torch.isfinite(t).all()`` costs 5 to 10 times the sum.
     The sum is taken in float32 (float64 for float64 input; a float64 sum of float32 input
-    would first copy it: three times the time on a MUTAG batch) and goes to the host as its
+    would first convert every value) and goes to the host as its
     bits (a view, no kernel), whose exponent the host tests: ``isfinite`` and the integer
     conversion would be more kernels. A sum that overflows from finite values is told apart on
     the host, with one more read, only then."""
@@ -263,8 +263,8 @@ def check_batch(
                 f"batch_size={batch_size} but batch holds graphs 0..{last}: batch_size must "
                 "count every graph of the batch"
             )
-        empty = f"graph {last + 1}" if last + 2 == batch_size else f"graphs {last + 1}.."
-        empty += "" if last + 2 == batch_size else f"{batch_size - 1}"
+        gaps = range(last + 1, batch_size)
+        empty = f"graph {gaps[0]}" if len(gaps) == 1 else f"graphs {gaps[0]}..{gaps[-1]}"
         return ValueError(
             f"batch_size={batch_size} but batch holds graphs 0..{last}: {empty} would have no "
             "nodes (every graph needs at least one node; PyG's readouts would give them zeros)"
