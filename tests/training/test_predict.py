@@ -234,3 +234,20 @@ def test_a_setting_the_split_did_not_read_does_not_refuse_its_checkpoint(tmp_pat
     torch.save({"datamodule_hyper_parameters": {**trained, "split": "kfold"}}, path)
     with pytest.raises(ValueError, match="data.val_ratio=0.1"):
         _check_split(path, SimpleNamespace(hparams={**given, "split": "kfold"}))
+
+
+def test_a_run_that_stored_a_setting_its_split_did_not_read_loads(run_dir, tmp_path):
+    """A run of before an unread split setting was an error (a k-fold run storing the split
+    file's ``inner``): its data is rebuilt without it, as it trained, not refused for it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    result = json.loads((run / "results.json").read_text())
+    assert result["config"]["data"].get("split", "kfold") == "kfold"
+    result["config"]["data"]["inner"] = 3
+    (run / "results.json").write_text(json.dumps(result))
+    module, datamodule = load_run(run)
+    assert datamodule.hparams["inner"] == 0
+    reference = load_run(run_dir)[1]
+    assert torch.equal(datamodule.split.test, reference.split.test)

@@ -30,6 +30,13 @@ PREDICT_SPLITS = ("test", "val", "train", "all")
 READ_BY_SPLIT = {"val_ratio": "kfold", "inner": "file"}
 
 
+def unread_by_split(settings) -> set[str]:
+    """The settings of :data:`READ_BY_SPLIT` that the split of a data config (a mapping with
+    ``split``, default ``"kfold"``) does not read."""
+    split = settings.get("split", "kfold")
+    return {name for name, reader in READ_BY_SPLIT.items() if split != reader}
+
+
 def _plain(value):
     """Config nodes and paths as plain data (checkpoints load with ``weights_only=True``)."""
     if isinstance(value, DictConfig):

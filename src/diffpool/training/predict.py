@@ -54,8 +54,14 @@ def load_run(
     path = path or _checkpoint(run_dir, result, checkpoint)
     module = load_checkpoint(path, trust)
     trusted = {*trust, *targets.target_names(data or {})}
-    # no loader processes from a file: the user's own settings may ask for them
-    data_cfg = _merged({**result.config["data"], "num_workers": 0}, data or {})
+    # no loader processes from a file: the user's own settings may ask for them; a setting
+    # its split did not read (stored by a run of before that was an error) is left out
+    from diffpool.training.datamodule import unread_by_split
+
+    stored = result.config["data"]
+    unread = unread_by_split(stored)
+    kept = {k: v for k, v in stored.items() if k not in unread}
+    data_cfg = _merged({**kept, "num_workers": 0}, data or {})
     _check_roots(result.config["data"], data or {}, run_dir / RESULTS)
     # the names in data are trusted for the specs the caller wrote: what the run's file keeps
     # (data.transform under data=zinc, which names PyG's ZINC) builds only the registries'
@@ -187,13 +193,12 @@ def _check_split(checkpoint, datamodule) -> None:
     if not isinstance(trained, dict):
         return
     given = datamodule.hparams
-    from diffpool.training.datamodule import READ_BY_SPLIT
+    from diffpool.training.datamodule import unread_by_split
 
-    # what the trained split did not read (a run of before they were errors)
-    unread = {k: trained.get("split", "kfold") != split for k, split in READ_BY_SPLIT.items()}
+    unread = unread_by_split(trained)  # what the trained split did not read
     differ = [f"data.{k}={given.get(k)!r} (trained with {trained[k]!r})"
               for k in SPLIT_KEYS
-              if k in trained and not unread.get(k) and given.get(k) != trained[k]]  # fmt: skip
+              if k in trained and k not in unread and given.get(k) != trained[k]]  # fmt: skip
     if differ:
         raise ValueError(
             f"the checkpoint {checkpoint} was trained on another split than the data given: "

@@ -49,7 +49,7 @@ from diffpool.training.callbacks import (
     write_checkpoints_atomically,
 )
 from diffpool.training.console import quiet_lightning
-from diffpool.training.datamodule import READ_BY_SPLIT, followed_by
+from diffpool.training.datamodule import READ_BY_SPLIT, followed_by, unread_by_split
 from diffpool.training.results import (
     FAILED,
     HISTORY,
@@ -151,7 +151,7 @@ def _may_change(key: str, earlier: dict, now: dict) -> bool:
     if key.startswith("data.") and setting in READ_BY_SPLIT:  # a run of before these were
         # errors may store them: resume may give them again as its split reads them
         data = earlier.get("data") if isinstance(earlier.get("data"), dict) else {}
-        return data.get("split", "kfold") != READ_BY_SPLIT[setting]
+        return setting in unread_by_split(data)
     group, _, rest = key.partition(".")
     if group != "callbacks" or not rest:
         return False
