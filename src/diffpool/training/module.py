@@ -305,7 +305,7 @@ class GraphClassifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         """:meth:`connect` to the trainer's data module (without one the module must have been
-        built); fitting, refuse a callback that would select on the test fold."""
+        built)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "val_stages"):
             self.connect(datamodule)
@@ -314,31 +314,28 @@ class GraphClassifier(LightningModule):
                 "GraphClassifier was given neither in_channels nor num_classes: fit it with a "
                 "GraphDataModule (datamodule=...), which says them, or give them"
             )
-        if stage == "fit":
-            self._refuse_test_fold_selection()
 
-    def _selecting(self, schedulers: bool) -> list[str]:
-        """The callbacks (or, ``schedulers``, the plateau schedulers) that would select or
-        steer on the test fold: those watching ``heldout/``, and ``val/`` when the data has
-        no validation set (the test fold is then the only one evaluated). A callback's
-        ``monitor`` is what is read (Lightning's convention)."""
+    def _selecting(self) -> list[str]:
+        """The callbacks and plateau schedulers that would select or steer on the test fold:
+        those watching ``heldout/``, and ``val/`` when the data has no validation set (the
+        test fold is then the only one evaluated). A callback's ``monitor`` is what is read
+        (Lightning's convention), a scheduler's for ReduceLROnPlateau only (as Lightning)."""
         prefixes = ("heldout/",) if "val" in self.val_stages else ("heldout/", "val/")
-        if schedulers:  # Lightning reads a scheduler's monitor for ReduceLROnPlateau only
-            return [
-                f"scheduler_monitor={c.monitor!r}"
-                for c in self.trainer.lr_scheduler_configs
-                if c.reduce_on_plateau and str(c.monitor or "").startswith(prefixes)
-            ]
-        return [
+        callbacks = [
             f"{type(c).__name__}(monitor={c.monitor!r})"
             for c in self.trainer.callbacks
             if str(getattr(c, "monitor", None) or "").startswith(prefixes)
         ]
+        return callbacks + [
+            f"scheduler_monitor={c.monitor!r}"
+            for c in self.trainer.lr_scheduler_configs
+            if c.reduce_on_plateau and str(c.monitor or "").startswith(prefixes)
+        ]
 
-    def _refuse_test_fold_selection(self, schedulers: bool = False) -> None:
+    def _refuse_test_fold_selection(self) -> None:
         """Nothing that selects a checkpoint, stops early or steers the learning rate
         watches the test fold (:meth:`_selecting`)."""
-        watching = self._selecting(schedulers)
+        watching = self._selecting()
         if not watching:
             return
         if "val" in self.val_stages:
@@ -442,11 +439,11 @@ class GraphClassifier(LightningModule):
         self.hparams.optimizer["lr"] = float(value)
 
     def on_fit_start(self) -> None:
-        """Refuse a plateau scheduler that watches the test fold (the optimizers are
-        configured by now); log the module's hyperparameters, the data module's (``data/``)
-        and the parameter counts to every logger in one call (one TensorBoard hparams
-        session)."""
-        self._refuse_test_fold_selection(schedulers=True)
+        """Refuse what would select on the test fold (before the first step; the optimizers
+        are configured by now); log the module's hyperparameters, the data module's
+        (``data/``) and the parameter counts to every logger in one call (one TensorBoard
+        hparams session)."""
+        self._refuse_test_fold_selection()
         extra: dict[str, Any] = {
             **self.hparams,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
