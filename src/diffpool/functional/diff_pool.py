@@ -355,8 +355,9 @@ def sparse_diff_pool(
 
 class SparseCall(NamedTuple):
     """How :func:`pool_sparse` runs (see :func:`sparse_diff_pool`). ``counts``: the nodes of
-    every graph on the host, where the caller read them already with
-    :func:`read_sparse_batch` (whose value checks then stand for this call's). ``factored``
+    every graph ``[B]`` and the same on the host (:obj:`None` under ``torch.compile``), where
+    the caller read them already with :func:`read_sparse_batch` (whose value checks then
+    stand for this call's). ``factored``
     lets the buckets of graphs small against :math:`C` keep their coarsened adjacency as its
     factors (a :class:`~diffpool.functional._factored.CoarsenedAdjacency`, for
     :class:`~diffpool.models.DiffPoolNet`'s own dense levels only)."""
@@ -367,7 +368,7 @@ class SparseCall(NamedTuple):
     validate: bool = True
     layout: str | Plan = "auto"
     factored: bool = False
-    counts: list[int] | None = None
+    counts: tuple[Tensor, list[int] | None] | None = None
 
 
 class _Batch(NamedTuple):
@@ -441,10 +442,9 @@ def _sparse_batch(x, edge_index, edge_weight, s, batch, run: SparseCall, validat
             x, edge_index, edge_weight, batch, run.batch_size, validating
         )
     else:
-        host = run.counts
+        counts, host = run.counts
         batch = torch.zeros_like(x[:, 0], dtype=torch.long) if batch is None else batch
         batch = as_int64_index(batch)
-        counts = batch.new_zeros(len(host)).index_add_(0, batch, torch.ones_like(batch))
     max_num_nodes = run.max_num_nodes
     if max_num_nodes is None:
         max_num_nodes = max(host) if host is not None else int(counts.max())

@@ -234,7 +234,7 @@ class DiffPoolConv(DiffPoolBase):
         device, before the GNNs run (:func:`~diffpool.functional.diff_pool.read_sparse_batch`):
         validation costs no synchronisation of its own."""
         validating = self._validating() and run.validate
-        batch, _, counts = read_sparse_batch(
+        batch, counts, host = read_sparse_batch(
             x, edge_index, edge_weight, batch, run.batch_size, validating, finite_x=True
         )
         if validating:
@@ -250,6 +250,6 @@ class DiffPoolConv(DiffPoolBase):
             fold and (lambda: self._run(fold, self._pool_args, x, edge_index, **edges)),
             z,
         )
-        run = run._replace(validate=validating, counts=counts)
+        run = run._replace(validate=validating, counts=(counts, host))
         out = pool_sparse(z, edge_index, s, batch, edge_weight, self._options(), run)
-        return out, counts
+        return out, host

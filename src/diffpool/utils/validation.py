@@ -23,22 +23,28 @@ from torch import Tensor
 
 from diffpool.utils.connectivity import is_sparse_tensor, is_torch_sparse, stored_values
 
+#: a check's error: a message, or a callable of the host values that returns the exception
+_Error = str | Callable[..., Exception]
+
 
 class DeferredChecks:
     """Value checks read from the device at once.
 
     :meth:`require` records device-side 0-d integer or boolean scalars (a minimum, a count, a
-    test's outcome), a test of their host values that is true when the input is fine, and the
-    error to raise otherwise; :meth:`read` copies every scalar and the given integer tensors to
-    the host in one transfer, runs the tests, raises the first failed one's error, and returns
-    the tensors' values. The tests run on the host, so a check costs the device only the
-    reductions that produce its scalars. The error can be a callable of the host values,
-    called only on failure (it may then read more from the device to name the entry).
+    test's outcome; int64 where they can be, since :meth:`read` stacks them), a test of their
+    host values that is true when the input is fine, and the error to raise otherwise (a
+    message, or a callable of the host values, called only on failure: it may then read more
+    from the device to name the entry); :meth:`read` copies every scalar and the given integer
+    tensors to the host in one transfer, runs the tests, raises the first failed one's error,
+    and returns the tensors' values. The tests run on the host, so a check costs the device
+    only the reductions that produce its scalars.
     """
+
+    __slots__ = ("_scalars", "_checks")
 
     def __init__(self):
         self._scalars: list[Tensor] = []
-        self._checks: list[tuple[int, int, Callable[..., bool], Callable[..., Exception]]] = []
+        self._checks: list[tuple[int, int, Callable[..., bool], _Error]] = []
 
     def require(
         self,
@@ -46,29 +52,28 @@ class DeferredChecks:
         error: str | Callable[..., Exception],
         passes: Callable[..., bool] = bool,
     ) -> None:
-        scalars = (scalars,) if isinstance(scalars, Tensor) else tuple(scalars)
-        make = (lambda *_: ValueError(error)) if isinstance(error, str) else error
         start = len(self._scalars)
-        # 0-d integer or boolean scalars, stacked by read (a reshape per scalar would cost
-        # more than the stack)
-        self._scalars += scalars
-        self._checks.append((start, len(self._scalars), passes, make))
+        if isinstance(scalars, Tensor):
+            self._scalars.append(scalars)
+        else:
+            self._scalars += scalars
+        self._checks.append((start, len(self._scalars), passes, error))
 
     def read(self, *values: Tensor) -> list[list[int]]:
         """Raise the first failed check's error; the ``values`` (1-D integer tensors) as lists."""
+        # 0-d scalars stacked (a reshape per scalar would cost more than the stack); one part
+        # needs no cat; cat's common dtype holds every integer and boolean entry exactly
         parts = [torch.stack(self._scalars)] if self._scalars else []
         parts += [v.reshape(-1) for v in values]
         if not parts:
             return []
         device = parts[0].device
-        # one transfer (one part needs no cat); cat's common dtype holds every integer and
-        # boolean entry exactly
         if any(p.device != device for p in parts):
             parts = [p.to(device) for p in parts]
         host = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()
-        for start, stop, passes, make in self._checks:
+        for start, stop, passes, error in self._checks:
             if not passes(*host[start:stop]):
-                raise make(*host[start:stop])
+                raise ValueError(error) if isinstance(error, str) else error(*host[start:stop])
         out, start = [], len(self._scalars)
         for v in values:
             out.append(host[start : start + v.numel()])
@@ -104,7 +109,8 @@ def _require_finite(checks: DeferredChecks | None, t: Tensor, message: str) -> N
     conversion would be more kernels. A sum that overflows from finite values is told apart on
     the host, with one more read, only then."""
     dtype, bits_dtype, shift, ones = _SUMS.get(t.dtype, _FLOAT32_SUM)
-    total = t.detach().sum(dtype=dtype).view(bits_dtype)
+    # as int64 like the other checks' scalars: a stack of one dtype costs a third of a mixed one
+    total = t.detach().sum(dtype=dtype).view(bits_dtype).long()
 
     def passes(bits: int) -> bool:  # the exponent is not all ones, or no value is NaN / inf
         return (bits >> shift) & ones != ones or bool(torch.isfinite(t).all())
