@@ -105,11 +105,12 @@ def _require_finite(checks: DeferredChecks | None, t: Tensor, message: str) -> N
     the sum non-finite, and on a CPU ``torch.isfinite(t).all()`` costs 5 to 10 times the sum.
     The sum is taken in float32 (float64 for float64 input; a float64 sum of float32 input
     would first convert every value) and goes to the host as its
-    bits (a view, no kernel), whose exponent the host tests: ``isfinite`` and the integer
-    conversion would be more kernels. A sum that overflows from finite values is told apart on
-    the host, with one more read, only then."""
+    bits (a view, no kernel; as int64, one conversion, where the sum is float32: the stack of
+    the checks' scalars is then of one dtype, which costs a third of a mixed one), whose
+    exponent the host tests (``isfinite`` and a test on the device would be more kernels). A
+    sum that overflows from finite values is told apart on the host, with one more read, only
+    then."""
     dtype, bits_dtype, shift, ones = _SUMS.get(t.dtype, _FLOAT32_SUM)
-    # as int64 like the other checks' scalars: a stack of one dtype costs a third of a mixed one
     total = t.detach().sum(dtype=dtype).view(bits_dtype).long()
 
     def passes(bits: int) -> bool:  # the exponent is not all ones, or no value is NaN / inf
