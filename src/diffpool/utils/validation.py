@@ -49,7 +49,7 @@ class DeferredChecks:
     def require(
         self,
         scalars: Tensor | tuple[Tensor, ...],
-        error: str | Callable[..., Exception],
+        error: _Error,
         passes: Callable[..., bool] = bool,
     ) -> None:
         start = len(self._scalars)
